@@ -1,0 +1,58 @@
+// Command controlplane is one multi-call binary holding the real Kubernetes
+// control plane (kube-apiserver, kube-controller-manager, kube-scheduler),
+// etcd and kubectl, built from the upstream Go modules. Pick the component by
+// the first argument or by the name the binary is invoked as (a symlink):
+//
+//	controlplane kube-apiserver --etcd-servers=...
+//	kubectl get nodes   (symlink to controlplane)
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+	"k8s.io/component-base/cli"
+	"k8s.io/kubectl/pkg/cmd"
+	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+)
+
+var components = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kubectl"}
+
+func main() {
+	name := filepath.Base(os.Args[0])
+	args := os.Args[1:]
+	if !known(name) {
+		if len(args) == 0 || !known(args[0]) {
+			fmt.Fprintf(os.Stderr, "usage: %s {%v} [flags]\n", name, components)
+			os.Exit(2)
+		}
+		name, args = args[0], args[1:]
+	}
+	// cobra and etcd read os.Args themselves; present them as the component would see them.
+	os.Args = append([]string{name}, args...)
+	switch name {
+	case "kube-apiserver":
+		os.Exit(cli.Run(apiserver.NewAPIServerCommand()))
+	case "kube-controller-manager":
+		os.Exit(cli.Run(controllermanager.NewControllerManagerCommand()))
+	case "kube-scheduler":
+		os.Exit(cli.Run(scheduler.NewSchedulerCommand()))
+	case "etcd":
+		etcdmain.Main(os.Args)
+	case "kubectl":
+		os.Exit(cli.Run(cmd.NewDefaultKubectlCommand()))
+	}
+}
+
+func known(name string) bool {
+	for _, c := range components {
+		if c == name {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,1 @@
+"""Command-line entry points: `edgewise …` and the `kubectl edgewise` plugin."""

@@ -1,0 +1,129 @@
+"""The contract between the operator and the node runtime, in one place.
+
+The operator renders pod templates from these names; the node side (`edgewise
+fetch`, `edgewise agent`, `edgewise serve`) parses and serves them. Neither
+side imports the other: both import this module, which imports nothing of
+Edgewise.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from enum import Enum
+
+# Ports of every runtime container: Triton's defaults, so one probe, one client
+# and one scrape config cover Triton on Jetson and `edgewise serve` on CPUs.
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+
+# The node agent listens on the node's own address (hostNetwork); pods find it
+# through the downward API's status.hostIP.
+AGENT_PORT = 9470
+AGENT_HOST_ENV = "EDGEWISE_NODE_IP"
+# The agent's hostPath: the node cache (sha256/, tmp/, index.json).
+AGENT_CACHE_DIR = "/var/lib/edgewise/cache"
+
+# Env of the triton-tensorrt init container: the operator sets the compute capability
+# ("8.7") from the node's nvidia.com/gpu.compute.major/minor labels; the TensorRT version
+# is detected from trtexec unless the image or the operator sets it.
+GPU_COMPUTE_CAPABILITY_ENV = "EDGEWISE_GPU_COMPUTE_CAPABILITY"
+TENSORRT_VERSION_ENV = "EDGEWISE_TENSORRT_VERSION"
+
+# Where the init container lays out the model, in the pod's emptyDir.
+MODEL_VOLUME = "models"
+MODEL_ROOT = "/models"
+MODEL_VERSION_DIR = "1"  # Triton-style numeric version directory
+ONNX_FILENAME = "model.onnx"
+PLAN_FILENAME = "model.plan"
+TRITON_CONFIG = "config.pbtxt"
+
+# Health endpoints of the KServe-V2 protocol, used for probes.
+LIVE_PATH = "/v2/health/live"
+READY_PATH = "/v2/health/ready"
+
+# Agent HTTP API.
+AGENT_ARTIFACT_PATH = "/v1/artifacts/{key}"  # GET (with ?uri= to fill a miss), PUT (built plans)
+AGENT_PREFETCH_PATH = "/v1/prefetch"  # POST {"uri":…, "sha256":…, "model":…}
+AGENT_HEALTH_PATH = "/healthz"
+# Hex sha256 of the body: sent with every artifact the agent serves, required on a plan PUT.
+AGENT_SHA256_HEADER = "X-Edgewise-Sha256"
+
+
+class Layout(str, Enum):
+    """How `edgewise fetch` lays out the model directory for a runtime."""
+
+    ONNXRUNTIME = "onnxruntime"  # <root>/<model>/1/model.onnx, served by `edgewise serve`
+    TRITON_TENSORRT = "triton-tensorrt"  # Triton repo; plan built on the node by trtexec
+    TRITON_ONNX = "triton-onnx"  # Triton repo with onnxruntime_onnx + TensorRT accelerator
+
+
+def model_dir(model_name: str, root: str = MODEL_ROOT) -> str:
+    """The directory `edgewise serve --model-dir` points at (Triton layout)."""
+    return f"{root}/{model_name}"
+
+
+def agent_url(host: str) -> str:
+    return f"http://{host}:{AGENT_PORT}"
+
+
+def plan_cache_key(model_sha256: str, compute_capability: str, tensorrt_version: str, precision: str) -> str:
+    """Key of a TensorRT plan in the node cache.
+
+    A plan runs only on the GPU compute capability and TensorRT version that built
+    it, so both are part of the key: a node never reuses another device's plan.
+    """
+    cc = compute_capability.replace(".", "")
+    return f"plan-{model_sha256}-sm{cc}-trt{tensorrt_version}-{precision}"
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    """Arguments of `edgewise fetch`, the runtime pods' init container."""
+
+    uri: str
+    sha256: str
+    model_name: str
+    layout: Layout = Layout.ONNXRUNTIME
+    dest: str = MODEL_ROOT
+    agent: str = ""  # http://<node-ip>:<port>; empty means go straight to the source
+    precision: str = "fp32"
+    max_batch_size: int = 0
+    max_queue_delay_us: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_args(self) -> list[str]:
+        args = [
+            "--uri", self.uri,
+            "--sha256", self.sha256,
+            "--model-name", self.model_name,
+            "--layout", self.layout.value,
+            "--dest", self.dest,
+            "--precision", self.precision,
+            "--max-batch-size", str(self.max_batch_size),
+            "--max-queue-delay-us", str(self.max_queue_delay_us),
+        ]
+        if self.agent:
+            args += ["--agent", self.agent]
+        return args
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--uri", required=True, help="source of the artifact (http(s)://, file://, oci://)")
+        parser.add_argument("--sha256", required=True, help="expected hex sha256 of the artifact")
+        parser.add_argument("--model-name", required=True)
+        parser.add_argument("--layout", choices=[lay.value for lay in Layout], default=Layout.ONNXRUNTIME.value)
+        parser.add_argument("--dest", default=MODEL_ROOT, help="root of the model directory to lay out")
+        parser.add_argument("--agent", default="", help="node agent URL; empty: fetch from the source")
+        parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+        parser.add_argument("--max-batch-size", type=int, default=0)
+        parser.add_argument("--max-queue-delay-us", type=int, default=0)
+
+    @classmethod
+    def from_args(cls, ns: argparse.Namespace) -> FetchRequest:
+        return cls(
+            uri=ns.uri, sha256=ns.sha256, model_name=ns.model_name, layout=Layout(ns.layout),
+            dest=ns.dest, agent=ns.agent, precision=ns.precision,
+            max_batch_size=ns.max_batch_size, max_queue_delay_us=ns.max_queue_delay_us,
+        )

@@ -1,0 +1,316 @@
+"""`edgewise dev cluster up|down|status`: the local control plane's lifecycle.
+
+Layout of the cluster directory (default .cache/devcluster):
+  kubeconfig        admin kubeconfig for kubectl, helm, tests and the operator
+  state.json        pids of the processes we started, ports, version
+  logs/<name>.log   one log per component
+  pki/, kubeconfigs/, etcd/, kwok.yaml
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from edgewise.devcluster import pki, processes
+from edgewise.devcluster.processes import Running
+from edgewise.devcluster.tools import ensure_tools, kwok_stage_files, repo_root
+
+# Pod IPs come from one loopback range, node InternalIPs from another, so real
+# processes can listen "on" a simulated pod or node.
+POD_CIDR = "127.64.0.0/16"
+NODE_CIDR = "127.65.0.0/16"
+# Virtual only: nothing routes to it and nothing sends to it (kwok pods run no kube-proxy).
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+def default_root() -> Path:
+    return repo_root() / ".cache" / "devcluster"
+
+
+@dataclass
+class ClusterState:
+    server: str
+    bin_dir: str
+    processes: list[Running] = field(default_factory=list)
+    started_at: float = 0.0
+
+    @classmethod
+    def load(cls, path: Path) -> ClusterState | None:
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        raw["processes"] = [Running(**p) for p in raw.get("processes", [])]
+        return cls(**raw)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+class DevCluster:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = (root or default_root()).resolve()
+        self.kubeconfig = self.root / "kubeconfig"
+        self.state_file = self.root / "state.json"
+        self.logs = self.root / "logs"
+        self.pki = self.root / "pki"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def state(self) -> ClusterState | None:
+        return ClusterState.load(self.state_file)
+
+    def running(self) -> bool:
+        state = self.state()
+        return bool(state and state.processes and all(processes.alive(p) for p in state.processes))
+
+    def up(self, timeout: float = 180.0) -> ClusterState:
+        """Start the control plane, or return the one already running from this directory."""
+        if self.running():
+            state = self.state()
+            assert state is not None
+            return state
+        self.down()  # a half-dead cluster from an earlier run: clear it first
+        bin_dir = ensure_tools()
+        for sub in ("etcd", "logs", "pki", "kubeconfigs"):
+            shutil.rmtree(self.root / sub, ignore_errors=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        pki.generate(self.pki, SERVICE_IP)
+
+        apiserver_port = processes.free_port()
+        server = f"https://127.0.0.1:{apiserver_port}"
+        state = ClusterState(server=server, bin_dir=str(bin_dir), started_at=time.time())
+        for client in pki.CLIENTS:
+            self._write_kubeconfig(self.root / "kubeconfigs" / f"{client.name}.kubeconfig", server, client.name)
+        self._write_kubeconfig(self.kubeconfig, server, "admin")
+
+        try:
+            etcd_url = self._start_etcd(state, bin_dir)
+            self._start(state, "kube-apiserver", bin_dir, self._apiserver_args(apiserver_port, etcd_url))
+            self._wait_ready(state, timeout)
+            self._start(state, "kube-controller-manager", bin_dir, self._controller_manager_args())
+            self._start(state, "kube-scheduler", bin_dir, self._scheduler_args())
+            self._start(state, "kwok", bin_dir, self._kwok_args(bin_dir))
+            self._wait_default_service_account(state, timeout)
+        except BaseException:
+            self.down()
+            raise
+        return state
+
+    def down(self) -> list[str]:
+        """Stop every process this directory's state lists; return the names that were running."""
+        state = self.state()
+        stopped: list[str] = []
+        if state:
+            # Reverse start order: kwok and controllers before the apiserver, etcd last.
+            for proc in reversed(state.processes):
+                if processes.alive(proc):
+                    stopped.append(proc.name)
+                processes.stop(proc)
+        self.state_file.unlink(missing_ok=True)
+        return stopped
+
+    def status(self) -> dict[str, object]:
+        state = self.state()
+        if not state:
+            return {"running": False, "components": {}}
+        return {
+            "running": self.running(),
+            "server": state.server,
+            "kubeconfig": str(self.kubeconfig),
+            "components": {p.name: {"pid": p.pid, "alive": processes.alive(p), "log": p.log}
+                           for p in state.processes},
+        }
+
+    def api_client(self) -> k8s.ApiClient:
+        """A kubernetes client for the admin user; use it as a context manager."""
+        return k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def tool(self, name: str) -> Path:
+        state = self.state()
+        if not state:
+            raise ClusterError(f"no cluster is running from {self.root}; run `edgewise dev cluster up`")
+        return Path(state.bin_dir) / name
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl against this cluster."""
+        return self._run("kubectl", args, check, input, timeout)
+
+    def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return self._run("helm", args, check, None, timeout)
+
+    def _run(self, tool: str, args: tuple[str, ...], check: bool, input: str | None,
+             timeout: float) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.tool(tool)), f"--kubeconfig={self.kubeconfig}", *args]
+        result = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise ClusterError(f"{tool} {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    # -- components --------------------------------------------------------------------------------
+
+    def _start(self, state: ClusterState, name: str, bin_dir: Path, args: list[str]) -> Running:
+        proc = processes.start(name, [str(bin_dir / name), *args], self.logs)
+        state.processes.append(proc)
+        state.save(self.state_file)
+        return proc
+
+    def _start_etcd(self, state: ClusterState, bin_dir: Path) -> str:
+        client, peer = processes.free_port(), processes.free_port()
+        url = f"http://127.0.0.1:{client}"
+        self._start(state, "etcd", bin_dir, [
+            "--name=devcluster", f"--data-dir={self.root / 'etcd'}",
+            f"--listen-client-urls={url}", f"--advertise-client-urls={url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=devcluster=http://127.0.0.1:{peer}",
+            # A throwaway test store: durability costs fsyncs we don't need.
+            "--unsafe-no-fsync=true", "--log-level=warn",
+        ])
+        return url
+
+    def _apiserver_args(self, port: int, etcd_url: str) -> list[str]:
+        p = self.pki
+        return [
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={port}",
+            f"--tls-cert-file={p / 'apiserver.crt'}", f"--tls-private-key-file={p / 'apiserver.key'}",
+            f"--client-ca-file={p / 'ca.crt'}",
+            "--authorization-mode=RBAC",
+            "--enable-admission-plugins=PodSecurity,NodeRestriction",
+            f"--service-account-key-file={p / 'sa.pub'}",
+            f"--service-account-signing-key-file={p / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # Loopback addresses are not valid Endpoints; nothing needs the kubernetes Service's endpoints.
+            "--endpoint-reconciler-type=none",
+            "--allow-privileged=true",
+            "--profiling=false",
+        ]
+
+    def _controller_manager_args(self) -> list[str]:
+        kc = self.root / "kubeconfigs" / "controller-manager.kubeconfig"
+        return [
+            f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1", f"--secure-port={processes.free_port()}",
+            "--leader-elect=false", "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={self.pki / 'sa.key'}",
+            f"--root-ca-file={self.pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={self.pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={self.pki / 'ca.key'}",
+            # Simulated nodes own no pod CIDRs; kwok hands out loopback pod IPs itself.
+            "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle",
+            "--profiling=false",
+        ]
+
+    def _scheduler_args(self) -> list[str]:
+        kc = self.root / "kubeconfigs" / "scheduler.kubeconfig"
+        return [
+            f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1", f"--secure-port={processes.free_port()}",
+            "--leader-elect=false", "--profiling=false",
+        ]
+
+    def _kwok_args(self, bin_dir: Path) -> list[str]:
+        config = self.root / "kwok.yaml"
+        options = {
+            "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+            "kind": "KwokConfiguration",
+            "metadata": {"name": "edgewise"},
+            "options": {
+                "cidr": POD_CIDR,
+                "nodeIP": "127.65.255.254",  # only for nodes created without an InternalIP
+                "manageNodesWithAnnotationSelector": f"{KWOK_ANNOTATION}=fake",
+                # A test can take a node's status over (e.g. mark it NotReady) with this annotation.
+                "disregardStatusWithAnnotationSelector": "kwok.x-k8s.io/status=custom",
+                "serverAddress": f"127.0.0.1:{processes.free_port()}",
+                "nodeLeaseDurationSeconds": 40,
+                # The config file replaces the flag defaults, so the parallelisms must be given too.
+                "nodeLeaseParallelism": 4,
+                "nodePlayStageParallelism": 4,
+                "podPlayStageParallelism": 4,
+                "podsOnNodeSyncParallelism": 4,
+            },
+        }
+        docs = [yaml.safe_dump(options)] + [f.read_text() for f in kwok_stage_files(bin_dir)]
+        config.write_text("\n---\n".join(docs))
+        return [f"--kubeconfig={self.root / 'kubeconfigs' / 'kwok.kubeconfig'}", f"--config={config}"]
+
+    # -- readiness ---------------------------------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        ctx.load_cert_chain(self.pki / "admin.crt", self.pki / "admin.key")
+        return ctx
+
+    def get(self, path: str, server: str | None = None) -> tuple[int, bytes]:
+        state = self.state()
+        base = server or (state.server if state else "")
+        try:
+            with urllib.request.urlopen(base + path, context=self._ssl_context(), timeout=5) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def _wait(self, state: ClusterState, what: str, check, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for proc in state.processes:
+                if not processes.alive(proc):
+                    raise ClusterError(f"{proc.name} exited while waiting for {what}; "
+                                       f"last lines of {proc.log}:\n{processes.log_tail(proc)}")
+            try:
+                if check():
+                    return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.5)
+        raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}; logs in {self.logs}")
+
+    def _wait_ready(self, state: ClusterState, timeout: float) -> None:
+        self._wait(state, "kube-apiserver /readyz", lambda: self.get("/readyz", state.server)[0] == 200, timeout)
+
+    def _wait_default_service_account(self, state: ClusterState, timeout: float) -> None:
+        # Pods can't be admitted before the controller-manager made the namespace's default ServiceAccount.
+        path = "/api/v1/namespaces/default/serviceaccounts/default"
+        self._wait(state, "the default ServiceAccount", lambda: self.get(path, state.server)[0] == 200, timeout)
+
+    # -- kubeconfigs -------------------------------------------------------------------------------
+
+    def _write_kubeconfig(self, path: Path, server: str, client: str) -> None:
+        def b64(name: str) -> str:
+            return base64.b64encode((self.pki / name).read_bytes()).decode()
+
+        config = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "edgewise-dev", "cluster": {
+                "server": server, "certificate-authority-data": b64("ca.crt")}}],
+            "users": [{"name": client, "user": {
+                "client-certificate-data": b64(f"{client}.crt"), "client-key-data": b64(f"{client}.key")}}],
+            "contexts": [{"name": "edgewise-dev", "context": {"cluster": "edgewise-dev", "user": client}}],
+            "current-context": "edgewise-dev",
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+

@@ -1,0 +1,168 @@
+"""Simulated edge devices: kwok Nodes that carry the labels real ones do.
+
+The device catalogue and the node manifests are pure data; `apply_fleet` is the
+only function that talks to the API.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client as k8s
+
+from edgewise.devcluster.cluster import KWOK_ANNOTATION, NODE_CIDR
+
+GFD = "nvidia.com/gpu"
+NFD = "feature.node.kubernetes.io"
+
+
+@dataclass(frozen=True)
+class DeviceClass:
+    """One kind of edge device, labelled as its real agents (GFD, NFD, the kubelet) would."""
+
+    name: str
+    arch: str
+    instance_type: str
+    cpu: str
+    memory: str
+    labels: dict[str, str] = field(default_factory=dict)
+    extra_capacity: dict[str, str] = field(default_factory=dict)
+    os_image: str = "Ubuntu 22.04.4 LTS"
+
+
+def _jetson(name: str, product: str, family: str, cc: tuple[int, int], gpu_mib: int, cpu: str,
+            memory: str, instance_type: str) -> DeviceClass:
+    return DeviceClass(
+        name=name, arch="arm64", instance_type=instance_type, cpu=cpu, memory=memory,
+        labels={
+            f"{GFD}.present": "true",
+            f"{GFD}.product": product,
+            f"{GFD}.family": family,
+            f"{GFD}.compute.major": str(cc[0]),
+            f"{GFD}.compute.minor": str(cc[1]),
+            f"{GFD}.memory": str(gpu_mib),  # Jetson GPUs share the module's memory
+            f"{GFD}.count": "1",
+            f"{NFD}/cpu-model.vendor_id": "NVIDIA",
+        },
+        extra_capacity={GFD: "1"},
+        os_image="Ubuntu 22.04.4 LTS (L4T R36.4)",
+    )
+
+
+CATALOGUE: dict[str, DeviceClass] = {c.name: c for c in (
+    _jetson("jetson-orin", "NVIDIA-Jetson-AGX-Orin", "ampere", (8, 7), 62841, "12", "64Gi",
+            "jetson-agx-orin-64gb"),
+    _jetson("jetson-xavier", "NVIDIA-Jetson-Xavier-NX", "volta", (7, 2), 7765, "6", "8Gi",
+            "jetson-xavier-nx-8gb"),
+    DeviceClass(name="arm64-cpu", arch="arm64", instance_type="raspberry-pi-5-8gb", cpu="4", memory="8Gi",
+                labels={f"{NFD}/cpu-model.vendor_id": "ARM", f"{NFD}/cpu-cpuid.ASIMD": "true"},
+                os_image="Debian GNU/Linux 12 (bookworm)"),
+    DeviceClass(name="amd64-cpu", arch="amd64", instance_type="ipc-xeon-d-1736", cpu="8", memory="16Gi",
+                labels={f"{NFD}/cpu-model.vendor_id": "Intel", f"{NFD}/cpu-cpuid.AVX2": "true",
+                        f"{NFD}/cpu-cpuid.AVX512F": "true", f"{NFD}/cpu-cpuid.AVX512VNNI": "true"}),
+)}
+
+
+def parse_fleet(text: str) -> dict[str, int]:
+    """'jetson-orin=2,arm64-cpu=3' → {'jetson-orin': 2, 'arm64-cpu': 3}, with a helpful error."""
+    fleet: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, count = part.partition("=")
+        if not sep or not count.strip().isdigit():
+            raise ValueError(f"fleet entry {part!r} is not CLASS=COUNT (e.g. jetson-orin=2)")
+        if name not in CATALOGUE:
+            raise ValueError(f"unknown device class {name!r}; known: {', '.join(CATALOGUE)}")
+        fleet[name] = fleet.get(name, 0) + int(count)
+    return fleet
+
+
+def spread(nodes: int) -> dict[str, int]:
+    """N nodes spread round-robin over the catalogue, the way `--nodes N` asks for."""
+    names = list(CATALOGUE)
+    return {n: c for n, c in ((name, nodes // len(names) + (i < nodes % len(names)))
+                              for i, name in enumerate(names)) if c}
+
+
+def node_manifest(name: str, device: DeviceClass, ip: str, extra_labels: dict[str, str] | None = None
+                  ) -> dict[str, Any]:
+    capacity = {"cpu": device.cpu, "memory": device.memory, "pods": "110", **device.extra_capacity}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/arch": device.arch,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/hostname": name,
+                "node.kubernetes.io/instance-type": device.instance_type,
+                "type": "kwok",
+                "edgewise.io/device-class": device.name,  # for humans and tests; Edgewise classifies by the rest
+                **device.labels,
+                **(extra_labels or {}),
+            },
+        },
+        "spec": {},
+        "status": {
+            "capacity": capacity,
+            "allocatable": capacity,
+            "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+            "nodeInfo": {"architecture": device.arch, "operatingSystem": "linux", "osImage": device.os_image,
+                         "kubeletVersion": "v1.36.3-kwok", "containerRuntimeVersion": "containerd://2.0.0",
+                         "kernelVersion": "6.1.0", "kubeProxyVersion": "", "bootID": "", "machineID": "",
+                         "systemUUID": ""},
+        },
+    }
+
+
+def _next_ips(used: set[str], count: int) -> list[str]:
+    network = ipaddress.ip_network(NODE_CIDR)
+    out: list[str] = []
+    for addr in network.hosts():
+        if len(out) == count:
+            break
+        if str(addr) not in used and not str(addr).endswith((".0", ".255")):
+            out.append(str(addr))
+    return out
+
+
+def plan_nodes(fleet: dict[str, int], existing: dict[str, str], prefix: str = "") -> list[dict[str, Any]]:
+    """Manifests for the nodes of `fleet` that don't exist yet.
+
+    `existing` maps node name → InternalIP; names are `<prefix><class>-<n>` so
+    asking twice for the same fleet adds nothing (idempotent), and asking for
+    more adds only the difference.
+    """
+    wanted = [(f"{prefix}{cls}-{i}", CATALOGUE[cls]) for cls, n in fleet.items() for i in range(n)]
+    missing = [(name, dev) for name, dev in wanted if name not in existing]
+    ips = _next_ips(set(existing.values()), len(missing))
+    return [node_manifest(name, dev, ip) for (name, dev), ip in zip(missing, ips, strict=True)]
+
+
+def _internal_ip(node: k8s.V1Node) -> str:
+    for addr in (node.status and node.status.addresses) or []:
+        if addr.type == "InternalIP":
+            return str(addr.address)
+    return ""
+
+
+def apply_fleet(api: k8s.ApiClient, fleet: dict[str, int], prefix: str = "") -> list[str]:
+    """Create the missing nodes of `fleet`; return the names of all its nodes."""
+    core = k8s.CoreV1Api(api)
+    existing = {n.metadata.name: _internal_ip(n) for n in core.list_node().items}
+    for manifest in plan_nodes(fleet, existing, prefix):
+        core.create_node(manifest)
+    return [f"{prefix}{cls}-{i}" for cls, n in fleet.items() for i in range(n)]
+
+
+def delete_nodes(api: k8s.ApiClient, names: list[str]) -> None:
+    core = k8s.CoreV1Api(api)
+    for name in names:
+        try:
+            core.delete_node(name)
+        except k8s.ApiException as err:
+            if err.status != 404:
+                raise
