@@ -127,3 +127,8 @@ class FetchRequest:
             dest=ns.dest, agent=ns.agent, precision=ns.precision,
             max_batch_size=ns.max_batch_size, max_queue_delay_us=ns.max_queue_delay_us,
         )
+
+# Request latency histogram of `edgewise serve` (seconds; labels model, version). Triton has
+# no histogram under a stable name, so canary analysis of ONNX Runtime nodes queries this
+# one for p95, next to Triton's own nv_inference_* counters on both kinds of node.
+LATENCY_HISTOGRAM = "edgewise_inference_request_duration_seconds"
