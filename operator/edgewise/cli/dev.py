@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-DEFAULT_FLEET = "jetson-orin=2,jetson-xavier=1,arm64-cpu=3,amd64-cpu=1"
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     dev = sub.add_parser("dev", help="local development cluster and demo")
@@ -18,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     up = cluster_sub.add_parser("up", help="start (or reuse) the cluster and create the fleet")
     fleet = up.add_mutually_exclusive_group()
     fleet.add_argument("--fleet", default=None,
-                       help=f"CLASS=COUNT,... (classes: jetson-orin, jetson-xavier, arm64-cpu, amd64-cpu); "
-                            f"default {DEFAULT_FLEET}")
+                       help="CLASS=COUNT,... (classes: jetson-orin, jetson-xavier, arm64-cpu, amd64-cpu); "
+                            "default: 2 Orin, 1 Xavier, 3 ARM boards, 1 x86 PC")
     fleet.add_argument("--nodes", type=int, default=None, help="N nodes spread over every class")
     up.set_defaults(func=cmd_up)
     down = cluster_sub.add_parser("down", help="stop every process the cluster started")
@@ -33,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _fleet(args: argparse.Namespace) -> dict[str, int]:
-    from edgewise.devcluster.fleet import parse_fleet, spread
+    from edgewise.devcluster.fleet import DEFAULT_FLEET, parse_fleet, spread
 
     if args.nodes is not None:
         return spread(args.nodes)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from edgewise.cli.dev import DEFAULT_FLEET
 from edgewise.devcluster.cluster import DevCluster
-from edgewise.devcluster.fleet import apply_fleet, parse_fleet
+from edgewise.devcluster.fleet import DEFAULT_FLEET, apply_fleet, parse_fleet
 from edgewise.devcluster.report import describe
 
 

@@ -14,6 +14,9 @@ from kubernetes import client as k8s
 
 from edgewise.devcluster.cluster import KWOK_ANNOTATION, NODE_CIDR
 
+# What `make demo` and `edgewise dev cluster up` create when not told otherwise.
+DEFAULT_FLEET = "jetson-orin=2,jetson-xavier=1,arm64-cpu=3,amd64-cpu=1"
+
 GFD = "nvidia.com/gpu"
 NFD = "feature.node.kubernetes.io"
 

@@ -44,7 +44,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
 def _cert(subject: x509.Name, issuer: x509.Name, public_key, signing_key, *, ca: bool,
           sans: list[x509.GeneralName] | None = None, usages: list[x509.ObjectIdentifier] | None = None
           ) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject).issuer_name(issuer).public_key(public_key)
