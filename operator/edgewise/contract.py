@@ -132,3 +132,9 @@ class FetchRequest:
 # no histogram under a stable name, so canary analysis of ONNX Runtime nodes queries this
 # one for p95, next to Triton's own nv_inference_* counters on both kinds of node.
 LATENCY_HISTOGRAM = "edgewise_inference_request_duration_seconds"
+
+# oci:// artifacts: registries are reached over HTTPS, except loopback hosts and the hosts
+# listed in this env var (comma-separated host[:port], or "*"), which use plain HTTP.
+OCI_INSECURE_ENV = "EDGEWISE_OCI_INSECURE"
+# Media type of a model layer pushed by the OCI artifact store; `edgewise fetch` pulls this layer.
+OCI_MODEL_MEDIA_TYPE = "application/vnd.edgewise.model.onnx.v1"

