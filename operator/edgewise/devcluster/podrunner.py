@@ -1,0 +1,202 @@
+"""Run the containers of simulated pods as real local processes.
+
+kwok makes pods Running but runs nothing. For tests and the demo that need real
+inference, this "process kubelet" takes Running pods (selected by namespace and
+labels), and for each one runs its init containers to completion and then its
+containers in the background — with the pod's own arguments, environment
+(downward API included) and `emptyDir` volumes mapped to a directory per pod.
+
+Only Edgewise's own entry points can run here (`edgewise fetch|serve|agent`,
+as `python -m edgewise …`); a container of another image (Triton) is reported
+as not runnable. Inside a pod, binding every address means binding the pod's
+own IP, so `edgewise serve` gets `--host <pod IP>` (and the agent, on the host
+network, its node's IP through the downward API, as in a real cluster).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+
+from edgewise.devcluster import processes
+from edgewise.devcluster.processes import Running
+
+log = logging.getLogger(__name__)
+
+_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+class NotRunnable(Exception):
+    """The container's image is not one whose entry point exists on this machine."""
+
+
+@dataclass
+class PodProcesses:
+    uid: str
+    name: str
+    namespace: str
+    pod_ip: str
+    node: str
+    workdir: Path
+    containers: dict[str, Running] = field(default_factory=dict)
+    error: str = ""
+
+
+def local_argv(container: dict[str, Any], env: dict[str, str], python: str = sys.executable) -> list[str]:
+    """The container's command line as a local process: `edgewise …` → `python -m edgewise …`."""
+    argv = [_expand(a, env) for a in (container.get("command") or []) + (container.get("args") or [])]
+    if not argv or Path(argv[0]).name != "edgewise":
+        raise NotRunnable(f"container {container.get('name')!r} runs {argv[:1] or ['(image entrypoint)']}, "
+                          "which does not exist on this machine")
+    return [python, "-m", "edgewise", *argv[1:]]
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    # Kubernetes expands $(VAR) in command and args from the container's env; unknown refs stay as they are.
+    return _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def container_env(container: dict[str, Any], pod: dict[str, Any]) -> dict[str, str]:
+    """env of the container, with the downward API fields Edgewise uses resolved from the pod."""
+    fields = {
+        "status.hostIP": pod["status"].get("hostIP", ""),
+        "status.podIP": pod["status"].get("podIP", ""),
+        "metadata.name": pod["metadata"]["name"],
+        "metadata.namespace": pod["metadata"]["namespace"],
+        "spec.nodeName": pod["spec"].get("nodeName", ""),
+    }
+    env: dict[str, str] = {}
+    for item in container.get("env") or []:
+        if "value" in item:
+            env[item["name"]] = _expand(str(item["value"]), env)
+        elif (ref := (item.get("valueFrom") or {}).get("fieldRef")) and ref.get("fieldPath") in fields:
+            env[item["name"]] = fields[ref["fieldPath"]]
+    return env
+
+
+def map_paths(argv: list[str], mounts: dict[str, Path]) -> list[str]:
+    """Rewrite paths under a volume's mountPath to the volume's local directory."""
+    out = []
+    for arg in argv:
+        for mount_path, local in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
+            if arg == mount_path or arg.startswith(mount_path.rstrip("/") + "/"):
+                arg = str(local) + arg[len(mount_path.rstrip("/")):]
+                break
+        out.append(arg)
+    return out
+
+
+class PodRunner:
+    """Keeps one set of local processes per Running pod that matches; call `sync()` or `start()`."""
+
+    def __init__(self, api: k8s.ApiClient, workdir: Path, namespace: str, label_selector: str = "",
+                 python: str = sys.executable, init_timeout: float = 120.0) -> None:
+        self.core = k8s.CoreV1Api(api)
+        self.workdir = workdir
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.python = python
+        self.init_timeout = init_timeout
+        self.pods: dict[str, PodProcesses] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- control -----------------------------------------------------------------------------------
+
+    def start(self, interval: float = 0.5) -> PodRunner:
+        self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True, name="podrunner")
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+        with self._lock:
+            for uid in list(self.pods):
+                self._stop_pod(uid)
+
+    def __enter__(self) -> PodRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.sync()
+            except Exception:  # the loop must outlive a flaky API call
+                log.exception("pod runner sync failed")
+
+    # -- one pass ----------------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.label_selector).items
+        live = {p.metadata.uid: p for p in pods
+                if p.status.phase == "Running" and p.status.pod_ip and not p.metadata.deletion_timestamp}
+        with self._lock:
+            for uid in [u for u in self.pods if u not in live]:
+                self._stop_pod(uid)
+            for uid, pod in live.items():
+                if uid not in self.pods and not self._stop.is_set():
+                    self.pods[uid] = self._start_pod(self.core.api_client.sanitize_for_serialization(pod))
+
+    def running(self) -> dict[str, PodProcesses]:
+        with self._lock:
+            return dict(self.pods)
+
+    def _start_pod(self, pod: dict[str, Any]) -> PodProcesses:
+        meta, spec = pod["metadata"], pod["spec"]
+        workdir = self.workdir / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+        proc = PodProcesses(uid=meta["uid"], name=meta["name"], namespace=meta["namespace"],
+                            pod_ip=pod["status"]["podIP"], node=spec.get("nodeName", ""), workdir=workdir)
+        volumes = {}
+        for vol in spec.get("volumes") or []:
+            if "emptyDir" in vol:
+                volumes[vol["name"]] = workdir / "volumes" / vol["name"]
+                volumes[vol["name"]].mkdir(parents=True, exist_ok=True)
+        try:
+            for container in spec.get("initContainers") or []:
+                argv, env = self._argv(container, pod, volumes)
+                done = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True,
+                                      timeout=self.init_timeout, cwd=workdir)
+                (workdir / f"{container['name']}.log").write_text(done.stdout + done.stderr)
+                if done.returncode != 0:
+                    raise NotRunnable(f"init container {container['name']} exited {done.returncode}: "
+                                      f"{done.stderr.strip()[-500:]}")
+            for container in spec.get("containers") or []:
+                argv, env = self._argv(container, pod, volumes)
+                if not spec.get("hostNetwork") and "--host" not in argv and argv[3:4] == ["serve"]:
+                    argv += ["--host", proc.pod_ip]
+                proc.containers[container["name"]] = processes.start(
+                    container["name"], argv, workdir, env=env)
+        except (NotRunnable, subprocess.TimeoutExpired) as err:
+            proc.error = str(err)
+            log.warning("pod %s/%s: %s", meta["namespace"], meta["name"], err)
+        return proc
+
+    def _argv(self, container: dict[str, Any], pod: dict[str, Any], volumes: dict[str, Path]
+              ) -> tuple[list[str], dict[str, str]]:
+        env = container_env(container, pod)
+        mounts = {m["mountPath"]: volumes[m["name"]] for m in container.get("volumeMounts") or []
+                  if m["name"] in volumes}
+        return map_paths(local_argv(container, env, self.python), mounts), env
+
+    def _stop_pod(self, uid: str) -> None:
+        proc = self.pods.pop(uid)
+        for running in proc.containers.values():
+            processes.stop(running, grace=15)
+        shutil.rmtree(proc.workdir / "volumes", ignore_errors=True)
+
