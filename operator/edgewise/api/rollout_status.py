@@ -1,0 +1,83 @@
+"""Status of canary rollouts: per class where it stands, and a bounded revision history.
+
+Everything the rollout state machine needs to resume after an operator restart
+lives here, in the EdgeModel's status — nothing is kept only in memory.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from edgewise.api.base import ApiModel
+
+ClassRolloutState = Literal["Stable", "Progressing", "Paused", "Degraded", "RolledBack"]
+RevisionOutcome = Literal["Progressing", "Succeeded", "RolledBack", "Aborted", "Superseded"]
+HISTORY_LIMIT = 10
+
+
+class AnalysisRecord(ApiModel):
+    """The last measurement of a class's canary against its stable nodes."""
+
+    time: str = Field(description="When it was measured (RFC 3339).")
+    outcome: Literal["pass", "fail", "inconclusive"] = Field(description="Verdict of this measurement.")
+    message: str = Field(default="", max_length=4096, description="The verdict with its numbers.")
+    canary_pods: int = Field(default=0, description="Canary pods measured.")
+    stable_pods: int = Field(default=0, description="Stable pods measured.")
+    deferred_pods: int = Field(default=0, description="Pods neither passed nor failed (node NotReady, no answer).")
+
+
+class ClassRollout(ApiModel):
+    """Where the rollout of one hardware class stands."""
+
+    name: str = Field(description="Hardware class.")
+    state: ClassRolloutState = Field(default="Stable", description="Stable, Progressing, Paused, Degraded or "
+                                                                   "RolledBack.")
+    stable_slot: Literal["a", "b"] = Field(default="a", description="DaemonSet slot serving the stable revision.")
+    stable_revision: str | None = Field(default=None, description="Pod-template hash of the stable revision.")
+    stable_version: str | None = Field(default=None, description="Model version of the stable revision.")
+    canary_revision: str | None = Field(default=None, description="Pod-template hash being rolled out.")
+    canary_version: str | None = Field(default=None, description="Model version being rolled out.")
+    step_index: int = Field(default=0, ge=0, description="Index of the current step in spec.rollout.steps.")
+    percent: int = Field(default=0, ge=0, le=100, description="Percent of the class's nodes on the canary.")
+    bucket_threshold: int = Field(default=0, ge=0, le=100,
+                                  description="Nodes whose edgewise.io/bucket label is below this run the canary.")
+    canary_nodes: int = Field(default=0, description="Nodes in the canary cohort.")
+    stable_nodes: int = Field(default=0, description="Nodes of the class outside the canary cohort.")
+    step_started_at: str | None = Field(default=None, description="When the current step began (RFC 3339).")
+    last_analysis_at: str | None = Field(default=None, description="When the canary was last measured.")
+    passes: int = Field(default=0, ge=0, description="Passing measurements in the current step.")
+    failures: int = Field(default=0, ge=0, description="Failed measurements of this revision.")
+    last_analysis: AnalysisRecord | None = Field(default=None, description="The last measurement.")
+    failed_revision: str | None = Field(
+        default=None, description="A revision that failed here; not retried until the spec changes or a user "
+                                  "runs `kubectl edgewise retry`.")
+    paused_by_user: bool = Field(default=False, description="`kubectl edgewise pause` holds this class.")
+    message: str = Field(default="", max_length=4096, description="What is happening and why.")
+
+
+class RevisionRecord(ApiModel):
+    """One revision of the model and how its rollout ended."""
+
+    revision: int = Field(ge=1, description="Revision number, increasing with every new version/source.")
+    version: str = Field(description="spec.version of the revision.")
+    source_uri: str = Field(default="", description="spec.source.uri of the revision.")
+    source_sha256: str = Field(default="", description="spec.source.sha256 of the revision.")
+    outcome: RevisionOutcome = Field(description="Progressing, Succeeded, RolledBack, Aborted or Superseded.")
+    started_at: str = Field(description="When the rollout of this revision began.")
+    finished_at: str | None = Field(default=None, description="When it ended.")
+    reason: str = Field(default="", max_length=4096, description="Why it ended so, with numbers.")
+
+
+class RolloutStatus(ApiModel):
+    """Canary rollouts of the model: per class, and the history of revisions."""
+
+    revision: int = Field(default=0, ge=0, description="Current revision number (see history).")
+    classes: list[ClassRollout] | None = Field(default=None, description="Per-class rollout state.")
+    history: list[RevisionRecord] | None = Field(
+        default=None, description=f"The last {HISTORY_LIMIT} revisions, newest last.")
+    last_command: str | None = Field(default=None, description="The last `kubectl edgewise` command handled.")
+
+    def class_state(self, name: str) -> ClassRollout | None:
+        return next((c for c in self.classes or [] if c.name == name), None)

@@ -1,0 +1,323 @@
+"""The canary state machine of one hardware class: a pure function of (spec, state, observation).
+
+Each call takes what the operator observed about a class — which revision the
+spec wants, how many canary pods are ready, the verdict of an analysis that just
+ran, a user's command — and returns the class's next state, the Events a person
+should see, and what the imperative shell must do (stage artifacts, requeue).
+Nothing here reads a clock or the API: `now` comes in as an argument.
+
+A class moves Stable → Progressing (step by step, analysed against its own
+stable nodes) → Stable on the new revision; or → RolledBack, with the failed
+revision remembered so it is not retried until the spec changes or a user says
+`retry`. The first revision of a class has no stable to protect and goes
+straight to every node.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from edgewise.api.model import Rollout, Step
+from edgewise.api.rollout_status import AnalysisRecord, ClassRollout
+from edgewise.core.analysis import Outcome, Verdict
+from edgewise.core.buckets import BUCKETS, cohort, threshold
+from edgewise.core.durations import seconds
+
+COMMANDS = ("promote", "promote-full", "abort", "pause", "resume", "retry")
+
+
+@dataclass(frozen=True)
+class ClassObservation:
+    """What the shell saw of one class this reconcile."""
+
+    name: str
+    desired_revision: str  # pod-template hash the spec asks for
+    desired_version: str
+    buckets: tuple[int, ...] = ()  # bucket of every node of the class
+    canary_ready: int = 0  # ready canary pods
+    not_ready_canary_nodes: int = 0  # canary nodes that are NotReady: deferred, neither pass nor fail
+    analysis_enabled: bool = True
+
+
+@dataclass(frozen=True)
+class RolloutEvent:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: ClassRollout
+    events: tuple[RolloutEvent, ...] = ()
+    stage: tuple[int, int] | None = None  # bucket range [from, to) whose nodes should prefetch the canary
+    requeue_after: float | None = None  # seconds until something is due (pause end, next analysis)
+    failed: bool = False  # the canary was rolled back because it regressed (for AllOrNothing)
+    finished: str = ""  # Succeeded | RolledBack | Aborted when the revision's rollout ended now
+
+
+def iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+
+def analysis_due(spec: Rollout, state: ClassRollout, now: dt.datetime) -> bool:
+    """Is it time to measure this class's canary?"""
+    if not state.canary_revision or state.percent == 0 or state.state in ("RolledBack", "Stable"):
+        return False
+    last = parse_time(state.last_analysis_at)
+    return last is None or (now - last).total_seconds() >= seconds(spec.analysis.interval)
+
+
+def record(verdict: Verdict, now: dt.datetime, canary_pods: int, stable_pods: int, deferred: int
+           ) -> AnalysisRecord:
+    return AnalysisRecord(time=iso(now), outcome=verdict.outcome.value, message=verdict.summary()[:4096],
+                          canary_pods=canary_pods, stable_pods=stable_pods, deferred_pods=deferred)
+
+
+@dataclass
+class _Run:
+    """Mutable scratch of one `step` call; the result is frozen into a Decision."""
+
+    s: ClassRollout
+    events: list[RolloutEvent] = field(default_factory=list)
+    stage: tuple[int, int] | None = None
+    requeue: list[float] = field(default_factory=list)
+    failed: bool = False
+    finished: str = ""
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(RolloutEvent(type_, reason, message))
+
+    def update(self, **changes: object) -> None:
+        self.s = self.s.model_copy(update=changes)
+
+
+def step(spec: Rollout, current: ClassRollout | None, obs: ClassObservation, now: dt.datetime,
+         verdict: AnalysisRecord | None = None, command: str | None = None) -> Decision:
+    """The next state of one class. `verdict` is an analysis that just ran; `command` a user's verb."""
+    run = _Run(current or ClassRollout(name=obs.name))
+    s = run.s
+    if s.stable_revision is None:  # first revision: nothing serving to protect
+        run.update(stable_revision=obs.desired_revision, stable_version=obs.desired_version, state="Stable",
+                   message=f"version {obs.desired_version} runs on every node of the class")
+        run.event("Normal", "Deployed", f"class {obs.name}: version {obs.desired_version} deployed")
+        return _decide(run)
+    if obs.desired_revision == s.stable_revision:
+        if s.canary_revision:
+            _end_canary(run, "Stable", f"the spec is back on stable version {s.stable_version}; "
+                                       f"canary {s.canary_version} removed")
+            run.event("Normal", "CanaryRemoved", f"class {obs.name}: {run.s.message}")
+            run.finished = "Superseded"
+        elif s.state != "Stable" and s.state != "RolledBack":
+            run.update(state="Stable")
+        return _decide(run)
+    if command == "retry" and s.failed_revision == obs.desired_revision:
+        run.update(failed_revision=None)
+        run.event("Normal", "Retry", f"class {obs.name}: retrying version {obs.desired_version}")
+    if run.s.failed_revision == obs.desired_revision:
+        if s.state != "RolledBack":
+            run.update(state="RolledBack")
+        return _decide(run)
+    if run.s.canary_revision != obs.desired_revision:
+        _start(run, obs, now)
+    _apply_command(run, spec, obs, command)
+    if verdict is not None and run.s.canary_revision:
+        _count(run, spec, obs, verdict, now)
+    if run.s.state == "RolledBack":
+        return _decide(run)
+    if run.s.failures > spec.analysis.failure_limit:  # failed, autoRollback off: hold until a user acts
+        return _decide(run)
+    if run.s.paused_by_user:
+        if run.s.state != "Paused":
+            run.update(state="Paused", message="paused by a user; `kubectl edgewise resume` continues")
+        return _decide(run)
+    _advance(run, spec, obs, now)
+    return _decide(run)
+
+
+def _decide(run: _Run) -> Decision:
+    requeue = min(run.requeue) if run.requeue else None
+    return Decision(state=run.s, events=tuple(run.events), stage=run.stage, requeue_after=requeue,
+                    failed=run.failed, finished=run.finished)
+
+
+def _start(run: _Run, obs: ClassObservation, now: dt.datetime) -> None:
+    replaced = run.s.canary_version
+    run.update(canary_revision=obs.desired_revision, canary_version=obs.desired_version, step_index=0,
+               percent=0, bucket_threshold=0, canary_nodes=0, stable_nodes=len(obs.buckets), passes=0,
+               failures=0, last_analysis=None, last_analysis_at=None, step_started_at=iso(now),
+               state="Progressing", paused_by_user=False,
+               message=f"rolling out version {obs.desired_version} over stable {run.s.stable_version}")
+    what = f" (replacing canary {replaced})" if replaced else ""
+    run.event("Normal", "RolloutStarted", f"class {obs.name}: canary of version {obs.desired_version}{what} "
+                                          f"against stable {run.s.stable_version}")
+
+
+def _apply_command(run: _Run, spec: Rollout, obs: ClassObservation, command: str | None) -> None:
+    s = run.s
+    if command == "pause" and not s.paused_by_user:
+        run.update(paused_by_user=True)
+        run.event("Normal", "Paused", f"class {obs.name}: paused by a user")
+    elif command == "resume" and s.paused_by_user:
+        run.update(paused_by_user=False, state="Progressing")
+        run.event("Normal", "Resumed", f"class {obs.name}: resumed by a user")
+    elif command == "abort":
+        _rollback(run, obs, "aborted by a user", outcome="Aborted")
+    elif command == "promote-full":
+        run.update(paused_by_user=False, step_index=len(spec.steps))
+        run.event("Normal", "PromotedByUser", f"class {obs.name}: promoted to every node by a user")
+    elif command == "promote":
+        # Skip the current step: end a pause, or stop waiting for a passing analysis.
+        at_pause = s.step_index < len(spec.steps) and spec.steps[s.step_index].pause is not None
+        if at_pause:
+            run.update(paused_by_user=False, step_index=s.step_index + 1, passes=0)
+        else:
+            run.update(paused_by_user=False, passes=max(s.passes, 1))
+        run.event("Normal", "StepPromoted", f"class {obs.name}: step {s.step_index + 1} promoted by a user")
+
+
+def _count(run: _Run, spec: Rollout, obs: ClassObservation, verdict: AnalysisRecord, now: dt.datetime) -> None:
+    s = run.s
+    run.update(last_analysis=verdict, last_analysis_at=verdict.time)
+    if verdict.outcome == Outcome.PASS.value:
+        run.update(passes=s.passes + 1)
+        return
+    if verdict.outcome == Outcome.INCONCLUSIVE.value:
+        return
+    failures = s.failures + 1
+    run.update(failures=failures)
+    limit = spec.analysis.failure_limit
+    run.event("Warning", "AnalysisFailed",
+              f"class {obs.name}: canary {s.canary_version} failed analysis ({failures}/{limit + 1}): "
+              f"{verdict.message}")
+    if failures > limit:
+        if spec.auto_rollback:
+            _rollback(run, obs, f"analysis failed {failures} times: {verdict.message}")
+            run.failed = True
+        else:
+            run.update(state="Degraded", message=f"canary failed analysis {failures} times and autoRollback is "
+                                                 f"off; `kubectl edgewise abort` rolls back: {verdict.message}")
+
+
+def _rollback(run: _Run, obs: ClassObservation, reason: str, outcome: str = "RolledBack") -> None:
+    failed = run.s.canary_revision
+    version = run.s.canary_version
+    _end_canary(run, "RolledBack", f"version {version} rolled back to {run.s.stable_version}: {reason}")
+    run.update(failed_revision=failed, stable_nodes=len(obs.buckets))
+    run.finished = outcome
+    run.event("Warning", "RolledBack", f"class {obs.name}: {run.s.message}")
+
+
+def _end_canary(run: _Run, state: str, message: str) -> None:
+    run.update(canary_revision=None, canary_version=None, step_index=0, percent=0, bucket_threshold=0,
+               canary_nodes=0, passes=0, failures=0, paused_by_user=False, step_started_at=None,
+               state=state, message=message)
+
+
+def _advance(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) -> None:
+    """Walk the steps as far as the observation allows."""
+    steps = spec.steps
+    for _ in range(len(steps) + 1):
+        s = run.s
+        if s.step_index >= len(steps):
+            _promote(run, obs)
+            return
+        current: Step = steps[s.step_index]
+        started = parse_time(s.step_started_at) or now
+        if current.pause is not None:
+            if current.pause.duration is None:
+                run.update(state="Paused", message=f"step {s.step_index + 1}/{len(steps)}: paused until "
+                                                    "`kubectl edgewise promote`")
+                return
+            remaining = seconds(current.pause.duration) - (now - started).total_seconds()
+            if remaining > 0:
+                run.update(state="Paused", message=f"step {s.step_index + 1}/{len(steps)}: pause "
+                                                    f"{current.pause.duration}, {remaining:.0f}s left")
+                run.requeue.append(remaining)
+                return
+            _next_step(run, now)
+            continue
+        assert current.percent is not None
+        if s.percent < current.percent:
+            _set_percent(run, obs, current.percent, now)
+            return
+        if not _step_done(run, spec, obs, now):
+            return
+        _next_step(run, now)
+
+
+def _set_percent(run: _Run, obs: ClassObservation, percent: int, now: dt.datetime) -> None:
+    s = run.s
+    t = threshold(percent, obs.buckets)
+    run.stage = (s.bucket_threshold, t)
+    n = cohort(obs.buckets, t)
+    run.update(percent=percent, bucket_threshold=t, canary_nodes=n, stable_nodes=len(obs.buckets) - n,
+               step_started_at=iso(now), passes=0, state="Progressing",
+               message=f"step {s.step_index + 1}: {percent}% ({n}/{len(obs.buckets)} nodes) on "
+                       f"{s.canary_version}")
+    run.event("Normal", "StepChanged", f"class {obs.name}: {run.s.message}")
+
+
+def _step_done(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) -> bool:
+    s = run.s
+    n = cohort(obs.buckets, s.bucket_threshold) if s.bucket_threshold < BUCKETS else len(obs.buckets)
+    reachable = n - obs.not_ready_canary_nodes
+    ready = obs.canary_ready >= reachable
+    analysed = s.passes >= 1 or not obs.analysis_enabled
+    if ready and analysed:
+        return True
+    started = parse_time(s.step_started_at) or now
+    waited = (now - started).total_seconds()
+    waiting_for = (f"{obs.canary_ready}/{reachable} canary pods ready" if not ready
+                   else "a passing analysis")
+    deferred = f", {obs.not_ready_canary_nodes} NotReady node(s) deferred" if obs.not_ready_canary_nodes else ""
+    if waited > seconds(spec.progress_deadline):
+        message = (f"step {s.step_index + 1} made no progress for {waited:.0f}s (progressDeadline "
+                   f"{spec.progress_deadline}): waiting for {waiting_for}{deferred}")
+        if s.state != "Degraded":
+            run.event("Warning", "ProgressDeadlineExceeded", f"class {obs.name}: {message}")
+        run.update(state="Degraded", message=message)
+    else:
+        run.update(state="Progressing", message=f"step {s.step_index + 1}: {s.percent}% on {s.canary_version}, "
+                                                 f"waiting for {waiting_for}{deferred}")
+    run.requeue.append(min(seconds(spec.analysis.interval), 5.0))
+    return False
+
+
+def _next_step(run: _Run, now: dt.datetime) -> None:
+    run.update(step_index=run.s.step_index + 1, step_started_at=iso(now), passes=0)
+
+
+def _promote(run: _Run, obs: ClassObservation) -> None:
+    s = run.s
+    new_slot = other_slot(s.stable_slot)
+    old = s.stable_version
+    run.update(stable_slot=new_slot, stable_revision=s.canary_revision, stable_version=s.canary_version)
+    _end_canary(run, "Stable", f"version {run.s.stable_version} promoted on every node (was {old})")
+    run.update(stable_nodes=len(obs.buckets))
+    run.finished = "Succeeded"
+    run.event("Normal", "Promoted", f"class {obs.name}: {run.s.message}")
+
+
+def other_slot(slot: str) -> str:
+    return "b" if slot == "a" else "a"
+
+
+def roll_back_all(spec: Rollout, states: dict[str, ClassRollout], failed_class: str, obs: dict[str, ClassObservation]
+                  ) -> dict[str, Decision]:
+    """AllOrNothing: one class failed, so every other class's canary goes too."""
+    out = {}
+    for name, st in states.items():
+        if name == failed_class or not st.canary_revision:
+            continue
+        run = _Run(st)
+        _rollback(run, obs[name], f"class {failed_class} failed and classPolicy is AllOrNothing")
+        out[name] = _decide(run)
+    return out
