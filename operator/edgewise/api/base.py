@@ -1,0 +1,73 @@
+"""Building blocks shared by every API type.
+
+The Python models are the one source of truth of the API: `edgewise.api.crd`
+turns them into the CRD schemas, so every constraint is written once, here.
+Field names are snake_case in Python and camelCase on the wire (aliases), the
+Kubernetes convention.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+# Go-style durations as Kubernetes users write them ("90s", "10m", "1h30m").
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
+
+# RFC 1123 DNS label, the shape of names that end up inside object names and label values.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+# A Kubernetes quantity ("500m", "1Gi") or a plain integer.
+Quantity = int | str
+
+SHA256_PATTERN = r"^[a-f0-9]{64}$"
+Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN, min_length=64, max_length=64)]
+
+
+class ApiModel(BaseModel):
+    """Base of every API object: camelCase aliases, tolerant of unknown fields.
+
+    Unknown fields are ignored rather than refused: the apiserver already prunes
+    and validates, and an older operator must still read objects written against
+    a newer CRD.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_api(self) -> dict[str, Any]:
+        """The wire form: camelCase, without unset optional fields."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
+    """One CEL `x-kubernetes-validations` entry.
+
+    `message` is what `kubectl apply` prints when the rule fails, so it says what
+    to change, not what the rule computes.
+    """
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    """`json_schema_extra` carrying CEL rules, for a model's config or a field."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+def nested(model: type[ApiModel], description: str) -> Any:
+    """A sub-object that is always present, with its own defaults.
+
+    The CRD's default is the sub-object with all its defaults filled in, so the
+    apiserver stores them even when the user omits it (and validates the CEL
+    rules against a complete object); Python gets the same through the factory.
+    Both read the values from the same field declarations.
+    """
+    return Field(default_factory=model, description=description,
+                 json_schema_extra={"default": model().to_api()})

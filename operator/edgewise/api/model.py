@@ -1,0 +1,227 @@
+"""EdgeModel: one model, one version, shipped to every hardware class of a profile."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from edgewise.api.base import ApiModel, Duration, Sha256, cel, nested, validations
+
+# Rules shared by every reference to a downloadable file.
+_DIGEST_RULES = validations(
+    cel("!(self.uri.startsWith('http://') || self.uri.startsWith('https://')) || has(self.sha256)",
+        "an http(s) uri needs sha256: nodes verify every download against it", field_path=".sha256",
+        reason="FieldValueRequired"),
+    cel("!self.uri.startsWith('file://') || has(self.sha256)",
+        "a file:// uri needs sha256: nodes verify every file against it", field_path=".sha256",
+        reason="FieldValueRequired"),
+    cel("!self.uri.startsWith('oci://') || has(self.sha256) || self.uri.contains('@sha256:')",
+        "an oci:// uri needs sha256 or a reference pinned by digest (…@sha256:<hex>)",
+        field_path=".uri"),
+)
+
+URI_PATTERN = r"^(https?|file|oci)://.+"
+
+
+class Source(ApiModel):
+    """Where the original model comes from, pinned by digest."""
+
+    model_config = {"json_schema_extra": _DIGEST_RULES}
+
+    uri: str = Field(max_length=2048, pattern=URI_PATTERN,
+                     description="Location of the ONNX model: http(s)://, file:// (on the node agent's "
+                                 "host) or oci:// (an OCI artifact).")
+    sha256: Sha256 | None = Field(
+        default=None,
+        description="Hex sha256 of the file. Every node verifies it before serving; required except for "
+                    "an oci:// reference pinned by digest.")
+
+    def digest(self) -> str:
+        """The sha256 nodes verify: explicit, or the one pinned in an oci:// reference."""
+        if self.sha256:
+            return self.sha256
+        _, _, pinned = self.uri.partition("@sha256:")
+        return pinned
+
+
+class Calibration(ApiModel):
+    """Representative inputs for static quantization and for the accuracy gate."""
+
+    model_config = {"json_schema_extra": _DIGEST_RULES}
+
+    uri: str = Field(max_length=2048, pattern=URI_PATTERN,
+                     description="Location of a .npz file whose arrays are named after the model's inputs.")
+    sha256: Sha256 | None = Field(default=None, description="Hex sha256 of the file.")
+    max_samples: int = Field(default=256, ge=1, le=100_000,
+                             description="At most this many samples are used.")
+
+
+class AccuracyGate(ApiModel):
+    """How close an optimized artifact's outputs must stay to the original's."""
+
+    min_cosine: float = Field(default=0.99, ge=0, le=1,
+                              description="Minimum cosine similarity of outputs, per sample, against the "
+                                          "original model.")
+    max_top1_drop_percent: float = Field(
+        default=1.0, ge=0, le=100,
+        description="For classifiers: largest allowed drop of top-1 agreement with the original, in "
+                    "percentage points.")
+
+
+class Optimization(ApiModel):
+    """How artifacts are produced per class from the original model."""
+
+    model_config = {"json_schema_extra": validations(
+        cel("self.quantization != 'static' || has(self.calibration)",
+            "static int8 quantization needs calibration data: set optimization.calibration",
+            field_path=".calibration", reason="FieldValueRequired"),
+    )}
+
+    quantization: Literal["auto", "dynamic", "static", "none"] = Field(
+        default="auto",
+        description="How int8 artifacts are made: auto (static QDQ for convolutional models when "
+                    "calibration is given, dynamic per-channel for MatMul-heavy ones), dynamic, static "
+                    "(needs calibration), or none (int8 classes get the float model).")
+    calibration: Calibration | None = Field(default=None, description="Calibration and validation inputs.")
+    accuracy_gate: AccuracyGate = nested(AccuracyGate, "Gate every optimized artifact must pass.")
+    fallback: bool = Field(
+        default=True,
+        description="When an artifact fails the accuracy gate: true falls back to the next precision "
+                    "(int8 → fp16 → fp32); false rejects the class (condition OptimizationRejected).")
+    keep_float: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] | None = Field(
+        default=None, max_length=64,
+        description="ONNX node names or operator types (e.g. Softmax) left in float when quantizing.")
+
+
+class Pause(ApiModel):
+    """Wait before the next step."""
+
+    duration: Duration | None = Field(
+        default=None, description="How long to wait, e.g. 10m; without it the rollout waits until promoted.")
+
+
+class Step(ApiModel):
+    """One rollout step: move a percentage of each class's nodes to the new version, or pause."""
+
+    model_config = {"json_schema_extra": validations(
+        cel("has(self.percent) != has(self.pause)", "a step sets exactly one of percent or pause"),
+    )}
+
+    percent: int | None = Field(default=None, ge=1, le=100,
+                                description="Percentage of each class's nodes that run the new version "
+                                            "(at least one node).")
+    pause: Pause | None = Field(default=None, description="Pause the rollout.")
+
+
+class PrometheusProvider(ApiModel):
+    """Where the prometheus analysis provider reads metrics."""
+
+    address: str = Field(max_length=2048, pattern=r"^https?://.+",
+                         description="Base URL of the Prometheus HTTP API.")
+
+
+class GoldenInputs(ApiModel):
+    """Stored inputs whose outputs a new version must reproduce."""
+
+    model_config = {"json_schema_extra": _DIGEST_RULES}
+
+    uri: str = Field(max_length=2048, pattern=URI_PATTERN, description="Location of a .npz of inputs.")
+    sha256: Sha256 | None = Field(default=None, description="Hex sha256 of the file.")
+    min_cosine: float = Field(default=0.99, ge=0, le=1,
+                              description="Minimum cosine similarity of canary outputs against stable.")
+
+
+class Analysis(ApiModel):
+    """How a canary is judged against the stable nodes of its class."""
+
+    model_config = {"json_schema_extra": validations(
+        cel("self.provider != 'prometheus' || has(self.prometheus)",
+            "the prometheus provider needs analysis.prometheus.address", field_path=".prometheus",
+            reason="FieldValueRequired"),
+    )}
+
+    interval: Duration = Field(default="1m", description="How often the canary is measured.")
+    failure_limit: int = Field(default=2, ge=0, le=100,
+                               description="Failed measurements tolerated before the canary is rolled back.")
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1,
+        description="Largest fraction of failed inference requests on canary nodes.")
+    max_p95_latency_ms: float | None = Field(
+        default=None, gt=0, le=600_000,
+        description="Largest absolute p95 latency in milliseconds; defaults to the class's "
+                    "slo.p95LatencyMs.")
+    max_latency_increase_percent: float | None = Field(
+        default=20, ge=0, le=10_000,
+        description="Largest p95 latency increase of canary over stable nodes, in percent.")
+    max_memory_increase_percent: float | None = Field(
+        default=None, ge=0, le=10_000,
+        description="Largest resident-memory increase of canary over stable pods, in percent.")
+    min_ready_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Smallest fraction of reachable canary pods that must be ready.")
+    max_restarts: int = Field(default=0, ge=0, le=1000,
+                              description="Container restarts (including OOMKilled and CrashLoopBackOff) "
+                                          "tolerated on canary pods during a step.")
+    sample_pods: int = Field(default=10, ge=1, le=1000,
+                             description="At most this many canary and stable pods are measured per class, "
+                                         "so analysis cost does not grow with the fleet.")
+    provider: Literal["runtime", "prometheus"] = Field(
+        default="runtime",
+        description="Where measurements come from: runtime (Triton-protocol statistics read from the pods; "
+                    "needs nothing else) or prometheus.")
+    prometheus: PrometheusProvider | None = Field(default=None, description="Settings of the prometheus "
+                                                                            "provider.")
+    golden_inputs: GoldenInputs | None = Field(
+        default=None, description="Inputs whose outputs canary and stable must agree on, which catches a "
+                                  "model that is fast and healthy but wrong.")
+
+
+def _default_steps() -> list[Step]:
+    return [Step(percent=10), Step(pause=Pause(duration="5m")), Step(percent=50),
+            Step(pause=Pause(duration="5m")), Step(percent=100)]
+
+
+class Rollout(ApiModel):
+    """How a new version reaches each class: canary steps, analysis, rollback."""
+
+    steps: list[Step] = Field(
+        default_factory=_default_steps, min_length=1, max_length=32,
+        description="Steps in order; percents strictly increase and the last step is {percent: 100}. "
+                    "Default: 10%, pause 5m, 50%, pause 5m, 100%.",
+        json_schema_extra={
+            "default": [s.to_api() for s in _default_steps()],
+            **validations(
+                cel("self.filter(s, has(s.percent)).map(s, s.percent).isSorted() && "
+                    "self.filter(s, has(s.percent)).all(a, "
+                    "self.filter(s, has(s.percent) && s.percent == a.percent).size() == 1)",
+                    "step percents must strictly increase, e.g. 10, 50, 100"),
+                cel("has(self[size(self) - 1].percent) && self[size(self) - 1].percent == 100",
+                    "the last step must be {percent: 100} so every node ends on the new version"),
+            ),
+        })
+    analysis: Analysis = nested(Analysis, "How canaries are measured and judged.")
+    progress_deadline: Duration = Field(
+        default="10m",
+        description="How long a class may take to make progress before it is marked Degraded (and rolled "
+                    "back when autoRollback is set).")
+    auto_rollback: bool = Field(default=True, description="Roll a failing canary back without a person.")
+    class_policy: Literal["Independent", "AllOrNothing"] = Field(
+        default="Independent",
+        description="Independent: each class progresses and rolls back on its own; AllOrNothing: one "
+                    "class failing rolls every class back.")
+
+
+class EdgeModelSpec(ApiModel):
+    """The desired state: which model version runs on which hardware classes, and how it rolls out."""
+
+    profile_ref: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Name of a DeploymentProfile in the same namespace. Without it the built-in profile "
+                    "applies: Jetson → triton-tensorrt fp16, other arm64 → onnxruntime int8, amd64 → "
+                    "onnxruntime int8.")
+    version: str = Field(
+        min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        description="Version of the model, e.g. 2.1.0; changing it (with the source) starts a rollout.")
+    source: Source = Field(description="The original model, pinned by digest.")
+    optimization: Optimization = nested(Optimization, "How per-class artifacts are produced and gated.")
+    rollout: Rollout = nested(Rollout, "How a new version reaches each class.")

@@ -1,0 +1,188 @@
+"""DeploymentProfile: which hardware gets which runtime, precision and SLOs.
+
+A profile is an ordered list of hardware classes. A node belongs to the first
+class whose selector it matches; nodes matching none are left alone (and
+counted in status).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from edgewise.api.base import DNS_LABEL_PATTERN, ApiModel, Quantity, cel, validations
+
+Runtime = Literal["triton-tensorrt", "onnxruntime"]
+Precision = Literal["fp32", "fp16", "int8"]
+SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+
+# Label keys are [prefix/]name: a DNS subdomain (253) + "/" + a name (63).
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
+LabelValue = Annotated[str, StringConstraints(max_length=63)]
+
+# Class names end up in DaemonSet names (<model>-<class>-<slot>) and label values.
+CLASS_NAME_MAX = 20
+
+
+class NodeSelectorRequirement(ApiModel):
+    """A label requirement on nodes, with the semantics of Kubernetes node affinity."""
+
+    model_config = {"json_schema_extra": validations(
+        cel("self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : true",
+            "operators In and NotIn need at least one value", reason="FieldValueRequired"),
+        cel("self.operator in ['Exists', 'DoesNotExist'] ? "
+            "(!has(self.values) || size(self.values) == 0) : true",
+            "operators Exists and DoesNotExist take no values", reason="FieldValueForbidden"),
+        cel("self.operator in ['Gt', 'Lt'] ? (has(self.values) && size(self.values) == 1 && "
+            "self.values[0].matches('^-?[0-9]+$')) : true",
+            "operators Gt and Lt need exactly one integer value, e.g. values: [\"7\"]"),
+    )}
+
+    key: LabelKey = Field(description="Node label key, e.g. nvidia.com/gpu.compute.major.")
+    operator: SelectorOperator = Field(
+        description="How the label is compared: In/NotIn a set of values, Exists/DoesNotExist, or "
+                    "Gt/Lt an integer (the label value is parsed as an integer).")
+    values: list[LabelValue] | None = Field(
+        default=None, max_length=32,
+        description="Values for In/NotIn (one or more) and Gt/Lt (exactly one integer); "
+                    "empty for Exists/DoesNotExist.")
+
+
+class Toleration(ApiModel):
+    """A taint this class's pods tolerate (same meaning as a pod toleration)."""
+
+    model_config = {"json_schema_extra": validations(
+        cel("has(self.key) || self.operator == 'Exists'",
+            "a toleration without a key must use operator Exists (it then tolerates every taint)"),
+        cel("self.operator != 'Exists' || !has(self.value)",
+            "a toleration with operator Exists takes no value"),
+    )}
+
+    key: LabelKey | None = Field(default=None, description="Taint key; empty with operator Exists "
+                                                           "tolerates every taint.")
+    operator: Literal["Equal", "Exists"] = Field(
+        default="Equal", description="Equal compares the value; Exists matches any value.")
+    value: LabelValue | None = Field(default=None, description="Taint value, for operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate; empty tolerates every effect.")
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, description="For NoExecute: how long the pod stays bound after the taint "
+                                        "appears; empty means forever.")
+
+
+class Batching(ApiModel):
+    """Dynamic batching: the server merges concurrent requests into one inference."""
+
+    max_batch_size: int = Field(default=8, ge=1, le=1024,
+                                description="Largest batch the server forms from concurrent requests.")
+    max_queue_delay_microseconds: int = Field(
+        default=100, ge=0, le=1_000_000,
+        description="How long a request may wait for others to fill a batch, in microseconds.")
+
+
+class Resources(ApiModel):
+    """Compute resources of the runtime container, as in a pod spec."""
+
+    requests: dict[str, Quantity] | None = Field(
+        default=None, max_length=8,
+        description="Minimum resources reserved, e.g. {cpu: 500m, memory: 256Mi}.")
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=8, description="Maximum resources, e.g. {memory: 512Mi}.")
+
+
+class Slo(ApiModel):
+    """Service-level objectives of this class, used by analysis and fit checks."""
+
+    p95_latency_ms: float | None = Field(
+        default=None, gt=0, le=600_000,
+        description="Target 95th-percentile inference latency in milliseconds; the default absolute "
+                    "latency limit of rollout analysis.")
+    max_memory_mib: int | None = Field(
+        default=None, ge=1, le=1_048_576, alias="maxMemoryMiB",
+        description="Largest resident memory the runtime may use on a node, in MiB; an artifact that "
+                    "needs more does not fit this class.")
+
+
+class HardwareClass(ApiModel):
+    """One kind of device: how to recognise its nodes and how to serve models on them."""
+
+    model_config = {"json_schema_extra": validations(
+        cel("(has(self.nodeSelector) && size(self.nodeSelector) > 0) || "
+            "(has(self.matchExpressions) && size(self.matchExpressions) > 0)",
+            "a class needs a nodeSelector or matchExpressions; to select every node of an "
+            "architecture use kubernetes.io/arch", reason="FieldValueRequired"),
+        cel("!has(self.threads) || self.runtime == 'onnxruntime'",
+            "threads applies only to the onnxruntime runtime (Triton sizes its own thread pools)",
+            field_path=".threads"),
+    )}
+
+    name: str = Field(
+        min_length=1, max_length=CLASS_NAME_MAX, pattern=DNS_LABEL_PATTERN,
+        description=f"Class name, unique in the profile: lowercase letters, digits and '-', at most "
+                    f"{CLASS_NAME_MAX} characters (it is part of the workload names).")
+    node_selector: dict[LabelKey, LabelValue] | None = Field(
+        default=None, max_length=16,
+        description="Node labels that must all be present with these values, e.g. "
+                    "{kubernetes.io/arch: arm64, nvidia.com/gpu.family: ampere}.")
+    match_expressions: list[NodeSelectorRequirement] | None = Field(
+        default=None, max_length=16,
+        description="Further label requirements (all must hold), with the operators of node affinity.")
+    runtime: Runtime = Field(
+        description="Inference runtime: triton-tensorrt (NVIDIA Triton with a TensorRT plan built on the "
+                    "device, for Jetson) or onnxruntime (Edgewise's ONNX Runtime server, for CPUs). Both "
+                    "speak Triton's KServe-V2 protocol on ports 8000/8001/8002.")
+    image: str | None = Field(
+        default=None, min_length=1, max_length=512,
+        description="Runtime image override; by default the operator's configured image for the runtime.")
+    precision: Precision | None = Field(
+        default=None,
+        description="Numeric precision of the served artifact. Default: fp16 for triton-tensorrt, int8 "
+                    "for onnxruntime.")
+    threads: int | None = Field(default=None, ge=1, le=256,
+                                description="Intra-op threads of the onnxruntime server.")
+    batching: Batching | None = Field(
+        default=None, description="Dynamic batching; without it every request is its own inference.")
+    resources: Resources | None = Field(default=None, description="Requests and limits of the runtime "
+                                                                  "container.")
+    slo: Slo | None = Field(default=None, description="Latency and memory objectives of this class.")
+    tolerations: list[Toleration] | None = Field(
+        default=None, max_length=16, description="Taints of this class's nodes that its pods tolerate.")
+
+    def effective_precision(self) -> Precision:
+        """The precision served: the explicit one, or the runtime's natural one."""
+        if self.precision:
+            return self.precision
+        return "fp16" if self.runtime == "triton-tensorrt" else "int8"
+
+
+class DeploymentProfileSpec(ApiModel):
+    """Hardware classes in priority order: a node belongs to the first class it matches."""
+
+    classes: list[HardwareClass] = Field(
+        min_length=1, max_length=16,
+        description="Hardware classes in priority order: a node belongs to the first class it matches; "
+                    "nodes matching none run nothing and are counted as unmatched.",
+        json_schema_extra=validations(
+            cel("self.all(c, self.filter(d, d.name == c.name).size() == 1)",
+                "class names must be unique within a profile"),
+        ))
+
+
+class ProfileClassStatus(ApiModel):
+    """How many nodes a class of the profile matches now."""
+
+    name: str = Field(description="Class name.")
+    nodes: int = Field(default=0, description="Nodes that belong to this class.")
+
+
+class DeploymentProfileStatus(ApiModel):
+    """What the operator observed about this profile."""
+
+    observed_generation: int | None = Field(default=None, description="Generation of the spec this "
+                                                                      "status describes.")
+    classes: list[ProfileClassStatus] | None = Field(default=None, max_length=16,
+                                                     description="Nodes per class.")
+    unmatched_nodes: int | None = Field(default=None, description="Nodes that match no class.")
+    summary: str | None = Field(default=None, description="Nodes per class at a glance, e.g. "
+                                                          "\"jetson-orin=2 arm-cpu=3\".")

@@ -1,0 +1,55 @@
+"""`edgewise operator run`: the operator (kopf), cluster-wide or for some namespaces."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    op = sub.add_parser("operator", help="the Edgewise operator")
+    op_sub = op.add_subparsers(dest="operator_command", required=True, metavar="ACTION")
+    p = op_sub.add_parser("run", help="watch EdgeModels, DeploymentProfiles and nodes; reconcile them",
+                          description="Settings come from EDGEWISE_* environment variables; flags win.")
+    p.add_argument("--namespace", "-n", action="append", default=[], metavar="NS",
+                   help="watch only this namespace (repeatable); default: every namespace")
+    p.add_argument("--kubeconfig", default=None,
+                   help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    p.add_argument("--operator-namespace", dest="settings_namespace", default=None,
+                   help="namespace of the node agent DaemonSet "
+                        "(env EDGEWISE_NAMESPACE or POD_NAMESPACE; default edgewise-system)")
+    p.add_argument("--image-registry", default=None, help="prefix of every image (a local mirror)")
+    p.add_argument("--node-image", default=None, help="image with `edgewise agent|fetch`")
+    p.add_argument("--onnxruntime-image", default=None, help="image of `edgewise serve`")
+    p.add_argument("--triton-image", default=None, help="NVIDIA Triton -igpu image for Jetson")
+    p.add_argument("--tensorrt-fetch-image", default=None, help="fetcher image with trtexec for Jetson")
+    p.add_argument("--workers", type=int, default=None, help="models reconciled concurrently")
+    p.add_argument("--resync-seconds", type=float, default=None, help="full re-reconcile period")
+    p.add_argument("--liveness", default=None, metavar="URL",
+                   help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--log-level", default=os.environ.get("EDGEWISE_LOG_LEVEL", "INFO"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from edgewise.api.settings import OperatorSettings
+    from edgewise.controller.run import RunOptions, operate
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per handled event is noise
+    env = dict(os.environ)
+    if "EDGEWISE_NAMESPACE" not in env and "POD_NAMESPACE" in env:
+        env["EDGEWISE_NAMESPACE"] = env["POD_NAMESPACE"]
+    settings = OperatorSettings.from_env(
+        env, namespace=args.settings_namespace, image_registry=args.image_registry,
+        node_image=args.node_image, onnxruntime_image=args.onnxruntime_image, triton_image=args.triton_image,
+        tensorrt_fetch_image=args.tensorrt_fetch_image, workers=args.workers,
+        resync_seconds=args.resync_seconds)
+    options = RunOptions(settings=settings, kubeconfig=args.kubeconfig, namespaces=args.namespace,
+                         liveness=args.liveness)
+    asyncio.run(operate(options))
+    return 0

@@ -1,0 +1,51 @@
+"""Run the operator: kopf's watch machinery plus the work queue, in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import kopf
+
+from edgewise.api.settings import OperatorSettings
+from edgewise.controller import handlers
+from edgewise.controller.reconcile import Reconciler
+from edgewise.controller.workers import Controller
+from edgewise.kube.client import api_client
+
+log = logging.getLogger("edgewise.controller")
+
+
+@dataclass
+class RunOptions:
+    settings: OperatorSettings
+    kubeconfig: str | None = None
+    namespaces: list[str] = field(default_factory=list)  # empty: cluster-wide
+    liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
+
+
+async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Event | None = None,
+                  ready_flag: threading.Event | asyncio.Event | None = None) -> None:
+    """Run until `stop_flag` is set (or a signal arrives, when in the main thread)."""
+    api = api_client(options.kubeconfig)
+    reconciler = Reconciler(api, options.settings)
+    controller = Controller(reconciler, options.namespaces)
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, controller, options.settings)
+    loops = asyncio.create_task(controller.run(options.settings.workers, options.settings.resync_seconds))
+    log.info("edgewise operator starting (%s)", ", ".join(options.namespaces) or "cluster-wide")
+    try:
+        await kopf.operator(
+            registry=registry, standalone=True, clusterwide=not options.namespaces,
+            namespaces=options.namespaces, liveness_endpoint=options.liveness,
+            stop_flag=stop_flag, ready_flag=ready_flag,
+        )
+    finally:
+        loops.cancel()
+        try:
+            await loops
+        except asyncio.CancelledError:
+            pass
+        api.close()

@@ -1,0 +1,85 @@
+"""The node agent DaemonSet: one per cluster, in the operator's namespace.
+
+It is the only Edgewise component with node-level privilege: host network (so
+pods reach it at their node's IP) and the one hostPath, the node cache. It runs
+as root without any capability: root owns the cache directory the kubelet
+creates, so no capability is needed to write it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgewise import contract
+from edgewise.api.settings import OperatorSettings
+from edgewise.core import names, pods
+from edgewise.core.plan import spec_hash
+
+CACHE_VOLUME = "cache"
+
+
+def agent_daemonset(settings: OperatorSettings) -> dict[str, Any]:
+    s = settings
+    selector = {names.APP_NAME: s.agent_name}
+    labels = {**selector, names.PART_OF: "edgewise", names.MANAGED_BY: names.MANAGER,
+              names.COMPONENT: names.AGENT_COMPONENT}
+    container = {
+        "name": "agent",
+        "image": s.image(s.node_image),
+        "imagePullPolicy": s.image_pull_policy,
+        "command": ["edgewise", "agent"],
+        "args": [
+            "--host", f"$({contract.AGENT_HOST_ENV})",
+            "--port", str(contract.AGENT_PORT),
+            "--cache-dir", contract.AGENT_CACHE_DIR,
+            "--keep-per-model", str(s.agent_keep),
+            "--max-cache-bytes", s.agent_max_cache,
+        ],
+        "env": [pods.node_ip_env()],
+        "ports": [{"name": "agent", "containerPort": contract.AGENT_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": contract.AGENT_HEALTH_PATH, "port": contract.AGENT_PORT},
+                           "periodSeconds": 10},
+        "livenessProbe": {"httpGet": {"path": contract.AGENT_HEALTH_PATH, "port": contract.AGENT_PORT},
+                          "periodSeconds": 20, "failureThreshold": 6},
+        "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+        "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": contract.AGENT_CACHE_DIR},
+                         {"name": pods.TMP_VOLUME, "mountPath": "/tmp"}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsUser": 0,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    manifest: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": s.agent_name, "namespace": s.namespace, "labels": labels, "annotations": {}},
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "hostNetwork": True,
+                    "dnsPolicy": "ClusterFirstWithHostNet",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "nodeSelector": dict(s.agent_node_selector),
+                    # Wherever a model may run, its cache must be: tolerate every taint.
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [container],
+                    "volumes": [
+                        {"name": CACHE_VOLUME,
+                         "hostPath": {"path": s.agent_cache_dir, "type": "DirectoryOrCreate"}},
+                        {"name": pods.TMP_VOLUME, "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+    if s.agent_critical:
+        manifest["spec"]["template"]["spec"]["priorityClassName"] = "system-node-critical"
+    manifest["metadata"]["annotations"][names.SPEC_HASH_ANNOTATION] = spec_hash(manifest)
+    return manifest

@@ -1,0 +1,89 @@
+"""Pod-template pieces every runtime shares.
+
+Runtime pods pass the `restricted` Pod Security Standard: non-root, read-only
+root filesystem, no capabilities, RuntimeDefault seccomp, no privilege
+escalation, no hostPath. The model reaches them through the init container
+(`edgewise fetch`), which asks the node agent on the pod's own node — found
+through the downward API's `status.hostIP` — and lays it out in an emptyDir.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgewise import contract
+
+TMP_VOLUME = "tmp"
+
+
+def container_security(run_as_user: int) -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": run_as_user,
+        "runAsGroup": run_as_user,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security(run_as_user: int) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": run_as_user,
+        "runAsGroup": run_as_user,
+        "fsGroup": run_as_user,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def node_ip_env() -> dict[str, Any]:
+    """The node's address, where its agent listens (hostNetwork)."""
+    return {"name": contract.AGENT_HOST_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
+
+
+def agent_url_arg() -> str:
+    """The agent URL with the node IP expanded by the kubelet from the env var ($(VAR) syntax)."""
+    return contract.agent_url(f"$({contract.AGENT_HOST_ENV})")
+
+
+def model_mounts(read_only: bool) -> list[dict[str, Any]]:
+    return [
+        {"name": contract.MODEL_VOLUME, "mountPath": contract.MODEL_ROOT, "readOnly": read_only},
+        {"name": TMP_VOLUME, "mountPath": "/tmp"},
+    ]
+
+
+def volumes() -> list[dict[str, Any]]:
+    return [{"name": contract.MODEL_VOLUME, "emptyDir": {}}, {"name": TMP_VOLUME, "emptyDir": {}}]
+
+
+def ports() -> list[dict[str, Any]]:
+    return [
+        {"name": "http", "containerPort": contract.HTTP_PORT, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": contract.GRPC_PORT, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": contract.METRICS_PORT, "protocol": "TCP"},
+    ]
+
+
+def probes(startup_seconds: int) -> dict[str, Any]:
+    """KServe-V2 health endpoints; the startup probe covers model load and warm-up."""
+    def http(path: str) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": "http"}}
+
+    return {
+        "startupProbe": {**http(contract.READY_PATH), "periodSeconds": 5,
+                         "failureThreshold": max(1, startup_seconds // 5)},
+        "readinessProbe": {**http(contract.READY_PATH), "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**http(contract.LIVE_PATH), "periodSeconds": 10, "failureThreshold": 3},
+    }
+
+
+def resources(requests: dict[str, Any] | None, limits: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = dict(requests)
+    if limits:
+        out["limits"] = dict(limits)
+    return out

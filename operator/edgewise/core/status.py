@@ -1,0 +1,285 @@
+"""Status of an EdgeModel, computed from the plan and the observed workloads.
+
+Pure: the time comes in as an argument. Conditions keep their
+lastTransitionTime while their status stays the same (the API conventions),
+so recomputing an unchanged status yields an identical object and the
+operator writes nothing. Transitions a person should see become Events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from edgewise.api.resources import EdgeModel
+from edgewise.api.status import (
+    DEGRADED,
+    NODES_MATCHED,
+    PROFILE_RESOLVED,
+    PROGRESSING,
+    READY,
+    ClassStatus,
+    Condition,
+    EdgeModelStatus,
+    Phase,
+)
+from edgewise.core import names
+from edgewise.core.durations import seconds
+from edgewise.core.observed import Workload
+from edgewise.core.plan import ClassPlan, ModelPlan
+from edgewise.core.selector import class_term
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    status: EdgeModelStatus
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None  # seconds until the status may change by time alone
+
+
+def timestamp(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Workload], now: datetime,
+                   total_nodes: int) -> StatusResult:
+    """The status to write, the Events to emit, and when to look again."""
+    old = model.status
+    generation = model.metadata.generation
+    spec_changed = old.observed_generation != generation
+    if plan.profile is None:
+        classes = _kept_classes(plan, observed)
+    else:
+        classes = [_class_status(model, c, observed) for c in plan.classes]
+    matched = sum(c.matched_nodes for c in classes)
+    ready = sum(min(c.ready_pods, c.matched_nodes) for c in classes)
+    rolling = [c for c in classes if not _class_done(c, model.spec.version)]
+    errors = [c for c in plan.classes if c.error]
+
+    want: dict[str, tuple[str, str, str]] = {}  # type → (status, reason, message)
+    ref = model.spec.profile_ref or ""
+    ns = model.metadata.namespace
+    if plan.profile is None:
+        kept = len(plan.keep)
+        msg = (f"DeploymentProfile {ref} not found in namespace {ns}; "
+               f"{kept} existing workload(s) keep serving and nothing is deleted")
+        want[PROFILE_RESOLVED] = ("False", "ProfileNotFound", msg)
+        want[NODES_MATCHED] = ("Unknown", "ProfileNotFound", "nodes cannot be classified without a profile")
+        want[PROGRESSING] = ("False", "ProfileNotFound", msg)
+        want[READY] = ("False", "ProfileNotFound", msg)
+        want[DEGRADED] = ("True", "ProfileNotFound", msg)
+    else:
+        profile = plan.profile
+        class_names = ", ".join(c.name for c in profile.spec.classes)
+        if profile.builtin:
+            want[PROFILE_RESOLVED] = ("True", "BuiltIn", f"using the built-in profile ({class_names})")
+        else:
+            want[PROFILE_RESOLVED] = ("True", "Found",
+                                      f"using DeploymentProfile {profile.name} ({class_names})")
+        unmatched = len(plan.unmatched)
+        if matched == 0:
+            selectors = "; ".join(f"{hc.name} needs {_describe(hc)}" for hc in profile.spec.classes)
+            msg = (f"no node matches a class of profile {profile.name} ({total_nodes} nodes checked, "
+                   f"{unmatched} unmatched): {selectors}")
+            want[NODES_MATCHED] = ("False", "NoMatchingNodes", msg)
+            want[PROGRESSING] = ("False", "NoMatchingNodes", msg)
+            want[READY] = ("False", "NoMatchingNodes", msg)
+        else:
+            per_class = ", ".join(f"{c.name}={c.matched_nodes}" for c in classes if c.matched_nodes)
+            want[NODES_MATCHED] = ("True", "NodesMatched",
+                                   f"{matched} node(s) matched ({per_class}); {unmatched} unmatched")
+            if rolling:
+                detail = ", ".join(f"{c.name} {c.ready_pods}/{c.matched_nodes} ready" for c in rolling)
+                want[PROGRESSING] = ("True", "RollingOut", f"rolling out {model.spec.version}: {detail}")
+                want[READY] = ("False", "ClassesNotReady", detail)
+            else:
+                want[PROGRESSING] = ("False", "RolloutComplete", f"every class runs {model.spec.version}")
+                want[READY] = ("True", "AllClassesReady",
+                               f"{ready}/{matched} nodes ready with version {model.spec.version}")
+        want[DEGRADED] = ("False", "AsExpected", "")
+        if errors:
+            want[DEGRADED] = ("True", "ClassError", "; ".join(c.error for c in errors))
+
+    requeue = None
+    conditions = _conditions(old.conditions or [], want, now, generation, spec_changed)
+    progressing = next(c for c in conditions if c.type == PROGRESSING)
+    if progressing.status == "True" and want[DEGRADED][0] == "False":
+        deadline = seconds(model.spec.rollout.progress_deadline)
+        elapsed = (now - parse_timestamp(progressing.last_transition_time)).total_seconds()
+        if elapsed >= deadline:
+            want[DEGRADED] = ("True", "ProgressDeadlineExceeded",
+                              f"no complete rollout within {model.spec.rollout.progress_deadline}: "
+                              f"{progressing.message}")
+            conditions = _conditions(old.conditions or [], want, now, generation, spec_changed)
+        else:
+            requeue = deadline - elapsed + 1
+
+    phase = _phase(plan, conditions, matched)
+    stable, canary = old.stable_version, None
+    ready_cond = next(c for c in conditions if c.type == READY)
+    if ready_cond.status == "True":
+        stable = model.spec.version
+    elif progressing.status == "True" and model.spec.version != stable:
+        canary = model.spec.version
+    status = EdgeModelStatus(
+        observed_generation=generation,
+        phase=phase,
+        profile=plan.profile.name if plan.profile else ref,
+        stable_version=stable,
+        canary_version=canary,
+        ready=f"{ready}/{matched}",
+        ready_nodes=ready,
+        matched_nodes=matched,
+        unmatched_nodes=len(plan.unmatched) if plan.profile else old.unmatched_nodes,
+        classes=classes,
+        conditions=conditions,
+    )
+    return StatusResult(status=status, events=tuple(_events(old.conditions or [], conditions)),
+                        requeue_after=requeue)
+
+
+def _describe(hc: object) -> str:
+    from edgewise.api.profile import HardwareClass
+
+    assert isinstance(hc, HardwareClass)
+    parts = []
+    for r in sorted(class_term(hc)):
+        if r.operator == "In":
+            parts.append(f"{r.key}={'|'.join(r.values)}")
+        elif r.operator == "Exists":
+            parts.append(f"{r.key} set")
+        elif r.operator == "DoesNotExist":
+            parts.append(f"no {r.key}")
+        else:
+            parts.append(f"{r.key} {r.operator} {','.join(r.values)}")
+    return " and ".join(parts)
+
+
+def _class_status(model: EdgeModel, plan: ClassPlan, observed: Mapping[str, Workload]) -> ClassStatus:
+    seen = [observed[w.name] for w in plan.workloads if w.name in observed]
+    current = [w for w in plan.workloads if w.name in observed
+               and observed[w.name].annotations.get(names.SPEC_HASH_ANNOTATION) == w.spec_hash]
+    done = bool(plan.workloads) and len(current) == len(plan.workloads) and all(
+        observed[w.name].rolled_out for w in current)
+    versions = sorted({w.labels.get(names.VERSION_LABEL, "") for w in seen} - {""})
+    message = "; ".join(filter(None, [plan.error, *plan.notes]))
+    if plan.untolerated:
+        message = "; ".join(filter(None, [message, f"{len(plan.untolerated)} node(s) skipped for taints the "
+                                                   "class does not tolerate"]))
+    return ClassStatus(
+        name=plan.name,
+        runtime=plan.runtime,
+        precision=plan.precision,
+        image=plan.image,
+        matched_nodes=len(plan.nodes) - len(plan.rejected),
+        untolerated_nodes=len(plan.untolerated),
+        desired_pods=sum(w.desired for w in seen),
+        ready_pods=sum(w.ready for w in seen),
+        updated_pods=sum(w.updated for w in seen),
+        version=model.spec.version if done else ",".join(versions),
+        artifact_digest=plan.artifact.sha256,
+        compute_capabilities=list(plan.compute_capabilities) or None,
+        workloads=[w.name for w in plan.workloads] or None,
+        message=message,
+    )
+
+
+def _kept_classes(plan: ModelPlan, observed: Mapping[str, Workload]) -> list[ClassStatus]:
+    """Without a profile, report what the kept workloads still serve."""
+    by_class: dict[str, list[Workload]] = {}
+    for name in plan.keep:
+        if name in observed:
+            w = observed[name]
+            by_class.setdefault(w.labels.get(names.CLASS_LABEL, ""), []).append(w)
+    return [ClassStatus(
+        name=cls,
+        runtime=ws[0].labels.get(names.RUNTIME_LABEL, ""),
+        precision=ws[0].annotations.get(names.PRECISION_ANNOTATION, ""),
+        matched_nodes=sum(w.desired for w in ws),
+        desired_pods=sum(w.desired for w in ws),
+        ready_pods=sum(w.ready for w in ws),
+        updated_pods=sum(w.updated for w in ws),
+        version=",".join(sorted({w.labels.get(names.VERSION_LABEL, "") for w in ws} - {""})),
+        artifact_digest=ws[0].annotations.get(names.ARTIFACT_ANNOTATION, ""),
+        workloads=sorted(w.name for w in ws),
+        message="kept running: the profile is missing",
+    ) for cls, ws in sorted(by_class.items())]
+
+
+def _class_done(c: ClassStatus, version: str) -> bool:
+    if c.matched_nodes == 0:
+        return True
+    return (c.version == version and c.desired_pods >= c.matched_nodes and c.ready_pods >= c.matched_nodes
+            and c.updated_pods >= c.matched_nodes)
+
+
+def _conditions(old: list[Condition], want: Mapping[str, tuple[str, str, str]], now: datetime,
+                generation: int, spec_changed: bool) -> list[Condition]:
+    """New conditions, keeping lastTransitionTime where the status did not change.
+
+    A new spec generation restarts Progressing's clock (a new rollout began).
+    Conditions set by other parts of the operator (types not in `want`) are kept.
+    """
+    previous = {c.type: c for c in old}
+    out = []
+    for type_, (status, reason, message) in want.items():
+        before = previous.get(type_)
+        keep_time = before is not None and before.status == status and not (
+            type_ == PROGRESSING and status == "True" and spec_changed)
+        out.append(Condition(
+            type=type_, status=status, reason=reason, message=message,  # type: ignore[arg-type]
+            last_transition_time=before.last_transition_time if keep_time and before else timestamp(now),
+            observed_generation=generation,
+        ))
+    out += [c for c in old if c.type not in want]
+    return out
+
+
+def _phase(plan: ModelPlan, conditions: list[Condition], matched: int) -> Phase:
+    state = {c.type: c.status for c in conditions}
+    if plan.profile is None:
+        return "Degraded" if plan.keep else "Pending"
+    if state.get(DEGRADED) == "True":
+        return "Degraded"
+    if matched == 0:
+        return "Pending"
+    if state.get(READY) == "True":
+        return "Ready"
+    return "Progressing"
+
+
+def _events(old: list[Condition], new: list[Condition]) -> list[Event]:
+    """Events for the transitions a person should see."""
+    before = {c.type: (c.status, c.reason) for c in old}
+    events = []
+    for c in new:
+        if before.get(c.type) == (c.status, c.reason):
+            continue
+        was = before.get(c.type, ("", ""))[0]
+        if c.type == PROFILE_RESOLVED and c.status == "False":
+            events.append(Event("Warning", c.reason, c.message))
+        elif c.type == PROFILE_RESOLVED and was == "False":
+            events.append(Event("Normal", "ProfileResolved", c.message))
+        elif c.type == NODES_MATCHED and c.status == "False":
+            events.append(Event("Warning", c.reason, c.message))
+        elif c.type == DEGRADED and c.status == "True":
+            events.append(Event("Warning", c.reason, c.message))
+        elif c.type == DEGRADED and was == "True":
+            events.append(Event("Normal", "Recovered", "no longer degraded"))
+        elif c.type == READY and c.status == "True":
+            events.append(Event("Normal", "Ready", c.message))
+        elif c.type == PROGRESSING and c.status == "True" and was != "True":
+            events.append(Event("Normal", "RollingOut", c.message))
+    return events

@@ -1,0 +1,37 @@
+"""Whether a class's pods may run on a node, given the node's taints.
+
+DaemonSet pods tolerate some taints automatically (the DaemonSet controller
+adds them), so the counts in status match what the scheduler will do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from edgewise.api.profile import Toleration
+from edgewise.core.observed import Taint
+
+# Added to every DaemonSet pod by the DaemonSet controller.
+DAEMONSET_TOLERATIONS = (
+    Toleration(key="node.kubernetes.io/not-ready", operator="Exists", effect="NoExecute"),
+    Toleration(key="node.kubernetes.io/unreachable", operator="Exists", effect="NoExecute"),
+    Toleration(key="node.kubernetes.io/disk-pressure", operator="Exists", effect="NoSchedule"),
+    Toleration(key="node.kubernetes.io/memory-pressure", operator="Exists", effect="NoSchedule"),
+    Toleration(key="node.kubernetes.io/pid-pressure", operator="Exists", effect="NoSchedule"),
+    Toleration(key="node.kubernetes.io/unschedulable", operator="Exists", effect="NoSchedule"),
+)
+
+
+def tolerates(toleration: Toleration, taint: Taint) -> bool:
+    if toleration.effect and toleration.effect != taint.effect:
+        return False
+    if toleration.operator == "Exists":
+        return toleration.key is None or toleration.key == taint.key
+    return toleration.key == taint.key and (toleration.value or "") == taint.value
+
+
+def schedulable(taints: Iterable[Taint], tolerations: Iterable[Toleration]) -> bool:
+    """True when every NoSchedule/NoExecute taint is tolerated (PreferNoSchedule never blocks)."""
+    allowed = [*tolerations, *DAEMONSET_TOLERATIONS]
+    return all(any(tolerates(t, taint) for t in allowed)
+               for taint in taints if taint.effect in ("NoSchedule", "NoExecute"))

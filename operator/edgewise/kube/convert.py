@@ -1,0 +1,34 @@
+"""Raw API objects (JSON dicts) → the small types planning works with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgewise.core.observed import NodeInfo, Taint, Workload
+
+
+def node_info(obj: dict[str, Any]) -> NodeInfo:
+    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    taints = tuple(Taint(key=t.get("key", ""), value=t.get("value") or "", effect=t.get("effect", ""))
+                   for t in spec.get("taints") or [])
+    return NodeInfo(name=meta.get("name", ""), labels=dict(meta.get("labels") or {}), taints=taints)
+
+
+def workload(obj: dict[str, Any]) -> Workload:
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    return Workload(
+        name=meta.get("name", ""),
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        uid=meta.get("uid", ""),
+        generation=int(meta.get("generation") or 0),
+        observed_generation=int(status.get("observedGeneration") or 0),
+        desired=int(status.get("desiredNumberScheduled") or 0),
+        ready=int(status.get("numberReady") or 0),
+        updated=int(status.get("updatedNumberScheduled") or 0),
+        available=int(status.get("numberAvailable") or 0),
+    )
+
+
+def owner_uids(obj: dict[str, Any]) -> set[str]:
+    return {ref.get("uid", "") for ref in (obj.get("metadata") or {}).get("ownerReferences") or []}

@@ -1,0 +1,86 @@
+"""Reads: nodes, EdgeModels, profiles and the workloads a model owns."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+from kubernetes import client
+
+from edgewise.api.builtin import BUILTIN_PROFILE, BUILTIN_PROFILE_NAME
+from edgewise.api.resources import GROUP, VERSION, DeploymentProfile, EdgeModel
+from edgewise.core import names
+from edgewise.core.observed import NodeInfo, Workload
+from edgewise.core.plan import ResolvedProfile
+from edgewise.kube.convert import node_info, owner_uids, workload
+
+
+class Reader:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    def nodes(self) -> list[NodeInfo]:
+        resp = self.core.list_node(_preload_content=False)
+        return [node_info(n) for n in _json(resp)["items"]]
+
+    def model(self, namespace: str, name: str) -> EdgeModel | None:
+        obj = self._get(EdgeModel.PLURAL, namespace, name)
+        return EdgeModel.model_validate(obj) if obj else None
+
+    def models(self, namespace: str | None = None) -> list[EdgeModel]:
+        return [EdgeModel.model_validate(o) for o in self._list(EdgeModel.PLURAL, namespace)]
+
+    def profile(self, namespace: str, name: str) -> DeploymentProfile | None:
+        obj = self._get(DeploymentProfile.PLURAL, namespace, name)
+        return DeploymentProfile.model_validate(obj) if obj else None
+
+    def profiles(self, namespace: str | None = None) -> list[DeploymentProfile]:
+        return [DeploymentProfile.model_validate(o) for o in self._list(DeploymentProfile.PLURAL, namespace)]
+
+    def resolve_profile(self, model: EdgeModel) -> ResolvedProfile | None:
+        """The model's profile; the built-in one without profileRef; None when the ref is missing."""
+        ref = model.spec.profile_ref
+        if not ref:
+            return ResolvedProfile(name=BUILTIN_PROFILE_NAME, spec=BUILTIN_PROFILE, builtin=True)
+        found = self.profile(model.metadata.namespace, ref)
+        if found is None:
+            return None
+        return ResolvedProfile(name=ref, spec=found.spec, generation=found.metadata.generation)
+
+    def workloads(self, model: EdgeModel) -> list[Workload]:
+        """DaemonSets labelled for the model and owned by this very object (uid), nothing else."""
+        resp = self.apps.list_namespaced_daemon_set(
+            model.metadata.namespace, label_selector=names.owned_selector(model.metadata.name),
+            _preload_content=False)
+        return [workload(d) for d in _json(resp)["items"] if model.metadata.uid in owner_uids(d)]
+
+    def daemonset(self, namespace: str, name: str) -> Workload | None:
+        try:
+            resp = self.apps.read_namespaced_daemon_set(name, namespace, _preload_content=False)
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return workload(_json(resp))
+
+    def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return dict(cast(dict[str, Any], obj))
+
+    def _list(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        if namespace:
+            out = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        else:
+            out = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)
+        return list(cast(dict[str, Any], out)["items"])
+
+
+def _json(resp: Any) -> dict[str, Any]:
+    return dict(json.loads(resp.data))

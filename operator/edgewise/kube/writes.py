@@ -1,0 +1,126 @@
+"""Every write the operator makes, counted.
+
+Writes are skipped when the object already says what we would write (the
+planner's spec hash for workloads, equality for status), which is what keeps a
+restart or a resync free of API writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from kubernetes import client
+
+from edgewise.api.resources import GROUP, VERSION
+from edgewise.core import names
+from edgewise.core.observed import Workload
+from edgewise.kube.convert import workload
+
+log = logging.getLogger("edgewise.kube")
+
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class Writes:
+    """Idempotent writes, with a per-verb count of the requests actually sent."""
+
+    def __init__(self, api: client.ApiClient, component: str = "edgewise-operator") -> None:
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.component = component
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        """Writes to resources (Events excluded: they are a log, not state)."""
+        return sum(n for verb, n in self.counts.items() if verb != "event")
+
+    def apply_daemonset(self, manifest: dict[str, Any], current: Workload | None) -> tuple[str, Workload]:
+        """Server-side apply unless `current` already carries the manifest's spec hash.
+
+        Returns ("created" | "updated" | "unchanged", the object as it now is).
+        """
+        want = manifest["metadata"]["annotations"][names.SPEC_HASH_ANNOTATION]
+        if current is not None and current.annotations.get(names.SPEC_HASH_ANNOTATION) == want:
+            return "unchanged", current
+        meta = manifest["metadata"]
+        resp = self.apps.patch_namespaced_daemon_set(
+            meta["name"], meta["namespace"], manifest, field_manager=names.FIELD_MANAGER, force=True,
+            _content_type=APPLY_PATCH, _preload_content=False)
+        verb = "created" if current is None else "updated"
+        self.counts[verb] += 1
+        return verb, workload(json.loads(cast(Any, resp).data))  # raw response: _preload_content=False
+
+    def delete_daemonset(self, namespace: str, name: str, uid: str = "") -> bool:
+        """Delete (only the object with `uid`, when given); False if it was already gone."""
+        body = client.V1DeleteOptions(propagation_policy="Background",
+                                      preconditions=client.V1Preconditions(uid=uid) if uid else None)
+        try:
+            self.apps.delete_namespaced_daemon_set(name, namespace, body=body)
+        except client.ApiException as err:
+            if err.status in (404, 409):
+                return False
+            raise
+        self.counts["deleted"] += 1
+        return True
+
+    def patch_status(self, plural: str, namespace: str, name: str, old: dict[str, Any],
+                     new: dict[str, Any]) -> bool:
+        """Merge-patch status to `new` when it differs from `old`; True if a write was made."""
+        patch = merge_patch(old, new)
+        if not patch:
+            return False
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, plural, name, {"status": patch}, _content_type=MERGE_PATCH)
+        self.counts["status"] += 1
+        return True
+
+    def event(self, involved: dict[str, str], type_: str, reason: str, message: str) -> None:
+        """Record an Event; failures are logged, never raised (Events are best effort)."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"name": f"{involved['name']}.{uuid.uuid4().hex[:16]}",
+                         "namespace": involved["namespace"]},
+            "involvedObject": involved,
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "reportingInstance": self.component,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(involved["namespace"], cast(Any, body))
+            self.counts["event"] += 1
+        except client.ApiException as err:
+            log.warning("could not record event %s on %s: %s", reason, involved["name"], err.reason)
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """RFC 7386 merge patch turning `old` into `new` ({} or None when equal).
+
+    Keys absent from `new` become null (removed); lists are replaced whole,
+    which is what status lists such as conditions need.
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        patch: dict[str, Any] = {}
+        for key in old.keys() - new.keys():
+            patch[key] = None
+        for key, value in new.items():
+            if key not in old:
+                patch[key] = value
+            elif old[key] != value:
+                sub = merge_patch(old[key], value)
+                patch[key] = value if not isinstance(value, dict) or not isinstance(old[key], dict) else sub
+        return patch
+    return new if old != new else None

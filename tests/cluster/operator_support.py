@@ -1,0 +1,206 @@
+"""Running the real operator against the test cluster, as its own least-privileged ServiceAccount.
+
+The operator runs as a subprocess (`python -m edgewise operator run`) with a
+kubeconfig holding a token of a ServiceAccount bound to the Helm chart's
+ClusterRole, so every integration test also proves the chart's RBAC suffices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgewise.devcluster.cluster import DevCluster
+from helpers import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+
+
+def apply(
+    cluster: DevCluster, docs: Iterable[dict[str, Any]] | dict[str, Any], check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    items = [docs] if isinstance(docs, dict) else list(docs)
+    return cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(items), check=check)
+
+
+def example(name: str, namespace: str) -> list[dict[str, Any]]:
+    """An example file's resources, moved into the test's namespace."""
+    docs = [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
+    for d in docs:
+        d["metadata"]["namespace"] = namespace
+    return docs
+
+
+def get(cluster: DevCluster, *args: str) -> dict[str, Any]:
+    return dict(json.loads(cluster.kubectl("get", *args, "-o", "json").stdout))
+
+
+def exists(cluster: DevCluster, *args: str) -> bool:
+    return cluster.kubectl("get", *args, check=False).returncode == 0
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def wait_status(cluster: DevCluster, ns: str, name: str, predicate, what: str, timeout: float = 90) -> dict:
+    def check() -> dict | None:
+        obj = get(cluster, "edgemodel", name, "-n", ns)
+        return obj if predicate(obj) else None
+
+    return wait_for(check, timeout, f"{name}: {what}")  # type: ignore[return-value]
+
+
+def pods_by_node(cluster: DevCluster, ns: str, selector: str) -> dict[str, str]:
+    """Running pods matching `selector`: node name → pod name."""
+    items = get(cluster, "pods", "-n", ns, "-l", selector)["items"]
+    return {
+        p["spec"]["nodeName"]: p["metadata"]["name"]
+        for p in items
+        if p["status"].get("phase") == "Running" and p["spec"].get("nodeName")
+    }
+
+
+class Operator:
+    """One operator subprocess; `restart()` kills it and starts a fresh one."""
+
+    def __init__(self, cluster: DevCluster, workdir: Path) -> None:
+        self.cluster = cluster
+        self.workdir = workdir
+        self.namespace = f"ew-system-{uuid.uuid4().hex[:6]}"
+        self.release = f"ew{uuid.uuid4().hex[:6]}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "operator-0.log"
+        self.starts = 0
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def install(self) -> None:
+        c = self.cluster
+        c.kubectl("apply", "-f", str(REPO / "crds"))
+        c.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "crd/edgemodels.edgewise.io",
+            "crd/deploymentprofiles.edgewise.io",
+            "--timeout=60s",
+        )
+        # The agent needs host network and a hostPath: its namespace cannot enforce baseline/restricted.
+        c.kubectl("create", "namespace", self.namespace)
+        apply(
+            c,
+            {
+                "apiVersion": "node.k8s.io/v1",
+                "kind": "RuntimeClass",
+                "metadata": {"name": "nvidia"},
+                "handler": "nvidia",
+            },
+        )
+        rendered = c.helm(
+            "template", self.release, str(REPO / "charts" / "edgewise"), "-n", self.namespace, "--skip-crds"
+        ).stdout
+        rbac = [
+            d
+            for d in yaml.safe_load_all(rendered)
+            if d and d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
+        ]
+        assert {d["kind"] for d in rbac} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+        apply(c, rbac)
+        self.rbac = rbac
+        sa = next(d["metadata"]["name"] for d in rbac if d["kind"] == "ServiceAccount")
+        token = c.kubectl("create", "token", sa, "-n", self.namespace, "--duration=4h").stdout.strip()
+        admin = yaml.safe_load(c.kubeconfig.read_text())
+        cluster_entry = admin["clusters"][0]
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "test", "cluster": cluster_entry["cluster"]}],
+            "users": [{"name": "edgewise-operator", "user": {"token": token}}],
+            "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "edgewise-operator"}}],
+            "current-context": "operator",
+        }
+        self.kubeconfig = self.workdir / "operator.kubeconfig"
+        self.kubeconfig.write_text(yaml.safe_dump(kubeconfig))
+
+    def uninstall(self) -> None:
+        self.stop()
+        for d in self.rbac:
+            if d["kind"] != "ServiceAccount":
+                self.cluster.kubectl(
+                    "delete", d["kind"].lower(), d["metadata"]["name"], "--ignore-not-found", check=False
+                )
+        self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
+
+    # -- process -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.log_path = self.workdir / f"operator-{self.starts}.log"
+        self.starts += 1
+        env = {**os.environ, "EDGEWISE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edgewise",
+                "operator",
+                "run",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--operator-namespace",
+                self.namespace,
+                "--resync-seconds",
+                "600",
+            ],
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
+        wait_for(
+            lambda: "queue drained" in self.log() or self.proc.poll() is not None,
+            90,
+            "the operator's first pass",
+        )
+        assert self.proc.poll() is None, self.log()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def settings_agent(self) -> str:
+        """Name of the node agent DaemonSet (the operator's default setting)."""
+        return "edgewise-node-agent"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def settle(self, quiet: float = 2.0, timeout: float = 60) -> str:
+        """Wait until the operator's queue drained and its log stayed quiet for `quiet` seconds."""
+
+        def quiet_now() -> bool:
+            before = self.log()
+            time.sleep(quiet)
+            return before == self.log() and "queue drained" in before
+
+        wait_for(quiet_now, timeout, "the operator to settle")
+        return self.log()
