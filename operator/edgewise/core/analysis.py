@@ -1,0 +1,514 @@
+"""Canary analysis, the pure part: counters in, a verdict with numbers out.
+
+A provider (edgewise.analysis) reads cumulative counters from pods, or asks Prometheus;
+everything that turns those numbers into a decision lives here, without I/O, so every
+rule is unit-tested on plain data:
+
+- `delta(prev, now)`: what one pod did during the interval, robust to counter resets
+  (a restarted server starts its counters from zero again);
+- `aggregate(deltas)`: one cohort's rates, error rate and latencies; p95 comes from the
+  merged latency histogram, interpolated the way Prometheus's `histogram_quantile` does,
+  so the runtime and Prometheus providers agree on what "p95" means;
+- `judge(measurement, thresholds)`: pass, fail or inconclusive, with human reasons that
+  carry the numbers ("p95 latency 48.2 ms on canary vs 9.1 ms on stable (+430%, limit +20%)");
+- `sample(pods, k, seed)`: a bounded, deterministic and *stable* choice of pods, so analysis
+  cost does not grow with the fleet and the same pods are measured interval after interval
+  (deltas need the previous reading of the same pod).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeVar
+
+T = TypeVar("T")
+
+INF = float("inf")
+P95 = 0.95
+
+
+@dataclass(frozen=True)
+class PodSample:
+    """Cumulative counters of one pod at one moment, as Triton's statistics report them.
+
+    `latency_buckets` is a cumulative histogram, (upper bound in seconds, count) sorted by
+    bound and ending with +Inf, or empty when the runtime exposes none (Triton has no
+    request latency histogram; `edgewise serve` does). `at` is a monotonic clock reading
+    of the provider, used only to turn counts into rates.
+    """
+
+    pod: str
+    uid: str
+    at: float
+    success: float = 0
+    failure: float = 0
+    inference_count: float = 0
+    exec_count: float = 0
+    request_duration_us: float = 0  # cumulative, successful and failed requests
+    latency_buckets: tuple[tuple[float, float], ...] = ()
+    restarts: int = 0
+    ready: bool = True
+    memory_bytes: float | None = None
+    start_time: float | None = None  # process start (seconds since epoch) when the pod says
+
+
+@dataclass(frozen=True)
+class PodDelta:
+    """What one pod did between two samples."""
+
+    pod: str
+    uid: str
+    seconds: float
+    success: float
+    failure: float
+    inference_count: float
+    exec_count: float
+    request_duration_us: float
+    latency_buckets: tuple[tuple[float, float], ...]  # cumulative, like PodSample's
+    restarts: int
+    ready: bool
+    memory_bytes: float | None
+    reset: bool  # counters restarted from zero during the interval
+
+    @property
+    def requests(self) -> float:
+        return self.success + self.failure
+
+
+@dataclass(frozen=True)
+class PodHealth:
+    """What Kubernetes says about a pod: readiness and restarts, no I/O to the pod needed.
+
+    Pods on NotReady nodes (`node_ready` false) are disconnected: they are deferred, and
+    count neither as ready nor as unready.
+    """
+
+    pod: str
+    ready: bool = True
+    restarts: int = 0
+    node_ready: bool = True
+    reason: str = ""  # e.g. OOMKilled (last termination) or CrashLoopBackOff (waiting)
+
+
+@dataclass(frozen=True)
+class CohortMetrics:
+    """One cohort (the canary or the stable pods of one class) over one interval.
+
+    Latencies are in milliseconds. A value is None when it could not be measured (no
+    traffic, no histogram, no memory metric), never zero by default.
+    """
+
+    pods: int = 0  # pods whose traffic was measured (the sample size)
+    requests: float = 0
+    request_rate: float | None = None  # requests per second, summed over measured pods
+    error_rate: float | None = None  # failed / all requests
+    p95_latency_ms: float | None = None
+    mean_latency_ms: float | None = None
+    ready_ratio: float | None = None  # ready / pods on reachable nodes
+    restarts: int = 0
+    restart_reasons: tuple[str, ...] = ()  # "pod-a: OOMKilled"
+    memory_bytes: float | None = None  # mean resident memory per pod
+
+
+@dataclass(frozen=True)
+class DeferredPod:
+    """A pod left out of this measurement: it neither passes nor fails the analysis."""
+
+    pod: str
+    reason: str
+    canary: bool = True
+
+
+@dataclass(frozen=True)
+class OutputSimilarity:
+    """Cosine similarity of one output of the canary against the reference (worst sample)."""
+
+    output: str
+    cosine: float
+
+
+@dataclass(frozen=True)
+class GoldenResult:
+    """The golden-input check: stored inputs, canary outputs compared with a reference.
+
+    `error` is set when the check could not run (no canary pod answered, the file is
+    unreadable, the model rejected the inputs); an error on the canary side is a failure
+    (a wrong model may reject inputs the stable one accepts), see `judge`.
+    """
+
+    reference: str  # "stable pod <name>" or "stored expected outputs"
+    samples: int = 0
+    outputs: tuple[OutputSimilarity, ...] = ()
+    error: str | None = None
+    canary_error: bool = False  # the canary pod answered the golden inputs with an error
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Everything one analysis run measured for one class."""
+
+    canary: CohortMetrics
+    stable: CohortMetrics
+    golden: GoldenResult | None = None
+    deferred: tuple[DeferredPod, ...] = ()
+    baselined: tuple[str, ...] = ()  # canary pods seen for the first time: nothing to compare yet
+    provider: str = ""
+    seconds: float | None = None  # length of the measured window
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The limits a canary must stay within (from EdgeModel.spec.rollout.analysis).
+
+    None disables a check. `min_requests` is the smallest canary traffic in an interval
+    that makes rates and latencies meaningful; below it traffic checks are inconclusive.
+    `latency_noise_ms` keeps the relative latency check from failing on increases too
+    small to matter (and below the histogram's resolution): +80% of 0.5 ms is noise.
+    """
+
+    max_error_rate: float | None = 0.01
+    max_p95_latency_ms: float | None = None
+    max_latency_increase_percent: float | None = 20.0
+    max_memory_increase_percent: float | None = None
+    min_ready_ratio: float | None = 1.0
+    max_restarts: int | None = 0
+    min_requests: int = 20
+    min_golden_cosine: float = 0.99
+    latency_noise_ms: float = 1.0
+
+
+class Outcome(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule applied to the numbers: its name, whether it held, and a sentence with the numbers."""
+
+    name: str
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The decision for one interval.
+
+    `reasons` says why the verdict is not a pass (failed checks, or why it is
+    inconclusive); `checks` holds every rule that was applied, passed or not, for status.
+    """
+
+    outcome: Outcome
+    reasons: tuple[str, ...] = ()
+    checks: tuple[Check, ...] = field(default=())
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome is Outcome.PASS
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome is Outcome.FAIL
+
+    def summary(self) -> str:
+        """One line for conditions, Events and `kubectl edgewise status`."""
+        if self.reasons:
+            return f"{self.outcome.value}: " + "; ".join(self.reasons)
+        return f"{self.outcome.value}: " + "; ".join(c.message for c in self.checks)
+
+
+# --- deltas -----------------------------------------------------------------------------------
+
+
+def delta(prev: PodSample, now: PodSample) -> PodDelta:
+    """What a pod did between two samples, like Prometheus's `increase()` without extrapolation.
+
+    A counter that went down, or a new process start time, means the server restarted and
+    its counters began again at zero: the interval then counts what the new process did
+    (`now`'s values), not a negative number. Where the pod exposes no start time (Triton),
+    a container restart count that went up says the same. With a start time, it is the
+    better witness: Kubernetes may report a restart only after the new process was read.
+    """
+    counters = (now.success < prev.success or now.failure < prev.failure
+                or now.inference_count < prev.inference_count or now.exec_count < prev.exec_count
+                or now.request_duration_us < prev.request_duration_us
+                or _bucket_total(now.latency_buckets) < _bucket_total(prev.latency_buckets))
+    if now.start_time is not None and prev.start_time is not None:
+        restarted = now.start_time != prev.start_time
+    else:
+        restarted = now.restarts > prev.restarts
+    reset = counters or restarted
+    base = _ZERO if reset else prev
+    return PodDelta(
+        pod=now.pod, uid=now.uid, seconds=max(now.at - prev.at, 0.0),
+        success=now.success - base.success, failure=now.failure - base.failure,
+        inference_count=now.inference_count - base.inference_count,
+        exec_count=now.exec_count - base.exec_count,
+        request_duration_us=now.request_duration_us - base.request_duration_us,
+        latency_buckets=_bucket_delta(base.latency_buckets, now.latency_buckets),
+        restarts=max(now.restarts - prev.restarts, 0), ready=now.ready, memory_bytes=now.memory_bytes,
+        reset=reset,
+    )
+
+
+_ZERO = PodSample(pod="", uid="", at=0.0)
+
+
+def _bucket_total(buckets: Sequence[tuple[float, float]]) -> float:
+    return buckets[-1][1] if buckets else 0.0
+
+
+def _bucket_delta(prev: Sequence[tuple[float, float]],
+                  now: Sequence[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+    """Per-bound difference of two cumulative histograms (bounds of `now`; missing in prev = 0)."""
+    before = dict(prev)
+    return tuple((bound, max(count - before.get(bound, 0.0), 0.0)) for bound, count in now)
+
+
+# --- aggregation ------------------------------------------------------------------------------
+
+
+def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """The q-quantile of a cumulative histogram, as PromQL's `histogram_quantile` computes it.
+
+    The bucket holding rank q·total is found and the value interpolated linearly inside it,
+    the lowest bucket starting at 0. A rank in the +Inf bucket returns the highest finite
+    bound (nothing more is known). None when the histogram is empty or has no finite bucket.
+    """
+    if not buckets or not math.isinf(buckets[-1][0]) or len(buckets) < 2:
+        return None
+    # Counts must not decrease with the bound; scrapes of a live server can race, so
+    # enforce monotonicity as Prometheus does.
+    fixed, running = [], 0.0
+    for bound, count in buckets:
+        running = max(running, count)
+        fixed.append((bound, running))
+    total = fixed[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    prev_bound, prev_count = 0.0, 0.0
+    for i, (bound, count) in enumerate(fixed):
+        if count >= rank:
+            if math.isinf(bound):
+                return fixed[i - 1][0]
+            if i == 0 and bound <= 0:
+                return bound
+            if count == prev_count:
+                return bound
+            return prev_bound + (bound - prev_bound) * (rank - prev_count) / (count - prev_count)
+        prev_bound, prev_count = bound, count
+    return fixed[-2][0]  # unreachable with a consistent histogram; kept for safety
+
+
+def merge_histograms(histograms: Iterable[Sequence[tuple[float, float]]]) -> tuple[tuple[float, float], ...]:
+    """Sum cumulative histograms over the bounds every one of them has.
+
+    Pods of one class run the same server, so bounds normally agree; if they do not, only
+    the common bounds are exact for the sum (a cumulative count at a bound one pod lacks is
+    unknown), and +Inf is always common. Empty histograms (no histogram exposed) are skipped.
+    """
+    present = [dict(h) for h in histograms if h]
+    if not present:
+        return ()
+    common = set(present[0])
+    for h in present[1:]:
+        common &= set(h)
+    return tuple((bound, sum(h[bound] for h in present)) for bound in sorted(common))
+
+
+def aggregate(deltas: Sequence[PodDelta], health: Sequence[PodHealth] = ()) -> CohortMetrics:
+    """One cohort's metrics from its pods' deltas.
+
+    Ready ratio and restarts come from `health` (what Kubernetes says about every pod of
+    the cohort, sampled or not) when given, else from the measured pods themselves.
+    """
+    requests = sum(d.requests for d in deltas)
+    failures = sum(d.failure for d in deltas)
+    rate_parts = [d.requests / d.seconds for d in deltas if d.seconds > 0]
+    p95_s = histogram_quantile(P95, merge_histograms(d.latency_buckets for d in deltas))
+    memories = [d.memory_bytes for d in deltas if d.memory_bytes is not None]
+    if health:
+        ready_ratio, restarts, reasons = _health(health)
+    else:
+        ready_ratio = (sum(d.ready for d in deltas) / len(deltas)) if deltas else None
+        restarts, reasons = sum(d.restarts for d in deltas), ()
+    return CohortMetrics(
+        pods=len(deltas),
+        requests=requests,
+        request_rate=sum(rate_parts) if rate_parts else None,
+        error_rate=failures / requests if requests > 0 else None,
+        p95_latency_ms=p95_s * 1000 if p95_s is not None else None,
+        mean_latency_ms=(sum(d.request_duration_us for d in deltas) / requests / 1000
+                         if requests > 0 else None),
+        ready_ratio=ready_ratio,
+        restarts=restarts,
+        restart_reasons=reasons,
+        memory_bytes=sum(memories) / len(memories) if memories else None,
+    )
+
+
+def _health(health: Sequence[PodHealth]) -> tuple[float | None, int, tuple[str, ...]]:
+    reachable = [h for h in health if h.node_ready]
+    ratio = sum(h.ready for h in reachable) / len(reachable) if reachable else None
+    # Restarts count on every pod, reachable or not: a node that comes back reports them.
+    restarts = sum(h.restarts for h in health)
+    reasons = tuple(f"{h.pod}: {h.reason}" for h in health if h.reason and (h.restarts or not h.ready))
+    return ratio, restarts, reasons
+
+
+# --- sampling ---------------------------------------------------------------------------------
+
+
+def sample(pods: Iterable[T], k: int, seed: str, key: Callable[[T], str] = str) -> list[T]:
+    """At most k pods, chosen by rendezvous hashing on (seed, key(pod)).
+
+    Deterministic (same pods and seed, same choice, in the same order) and stable as the
+    cohort changes: a pod joining or leaving changes at most one pick, so the pods measured
+    last interval are measured again and their deltas exist. Different seeds (one per model
+    and class) spread analysis load over different pods.
+    """
+    if k <= 0:
+        return []
+
+    def score(pod: T) -> tuple[str, str]:
+        ident = key(pod)
+        return hashlib.sha256(f"{seed}\x00{ident}".encode()).hexdigest(), ident
+
+    return sorted(pods, key=score)[:k]
+
+
+# --- judging ----------------------------------------------------------------------------------
+
+
+def judge(m: Measurement, t: Thresholds) -> Verdict:
+    """Pass, fail or inconclusive for one interval.
+
+    Order matters: what Kubernetes reports (restarts, readiness) and the golden check fail
+    a canary even without traffic; traffic-based checks need `min_requests` canary requests
+    in the interval, and without them the verdict is inconclusive rather than a pass, as it
+    is when every canary pod was deferred or only just baselined.
+    """
+    checks: list[Check] = []
+    c, s = m.canary, m.stable
+
+    if t.max_restarts is not None:
+        reasons = f" ({', '.join(c.restart_reasons)})" if c.restart_reasons else ""
+        checks.append(Check("restarts", c.restarts <= t.max_restarts,
+                            f"{c.restarts} container restart(s) on canary pods{reasons} "
+                            f"(limit {t.max_restarts})"))
+    if t.min_ready_ratio is not None and c.ready_ratio is not None:
+        checks.append(Check("ready", c.ready_ratio >= t.min_ready_ratio,
+                            f"ready ratio {_pct(c.ready_ratio)} on canary "
+                            f"(minimum {_pct(t.min_ready_ratio)})"))
+    if m.golden is not None:
+        checks.extend(_golden_checks(m.golden, t))
+
+    failed = [ch for ch in checks if not ch.ok]
+    traffic_missing = _inconclusive_reasons(m, t)
+    if traffic_missing:
+        if failed:
+            return Verdict(Outcome.FAIL, tuple(ch.message for ch in failed), tuple(checks))
+        return Verdict(Outcome.INCONCLUSIVE, tuple(traffic_missing), tuple(checks))
+
+    checks.extend(_traffic_checks(c, s, t))
+    failed = [ch for ch in checks if not ch.ok]
+    if failed:
+        return Verdict(Outcome.FAIL, tuple(ch.message for ch in failed), tuple(checks))
+    return Verdict(Outcome.PASS, (), tuple(checks))
+
+
+def _inconclusive_reasons(m: Measurement, t: Thresholds) -> list[str]:
+    """Why traffic checks cannot run this interval (empty: they can)."""
+    deferred = [d for d in m.deferred if d.canary]
+    if m.canary.pods == 0:
+        why = []
+        if m.baselined:
+            why.append(f"first reading of {len(m.baselined)} canary pod(s) "
+                       f"({_names(m.baselined)}): baseline taken, compared next interval")
+        if deferred:
+            why.append(f"{len(deferred)} canary pod(s) deferred ({_deferred(deferred)})")
+        return why or ["no canary pod to measure"]
+    if m.canary.requests < t.min_requests:
+        return [f"{m.canary.requests:.0f} request(s) on canary in the interval "
+                f"(at least {t.min_requests} needed for a verdict)"]
+    return []
+
+
+def _traffic_checks(c: CohortMetrics, s: CohortMetrics, t: Thresholds) -> list[Check]:
+    checks: list[Check] = []
+    comparable = s.pods > 0 and s.requests >= t.min_requests
+    if t.max_error_rate is not None and c.error_rate is not None:
+        vs = f" vs {_pct(s.error_rate)} on stable" if comparable and s.error_rate is not None else ""
+        checks.append(Check("error-rate", c.error_rate <= t.max_error_rate,
+                            f"error rate {_pct(c.error_rate)} on canary{vs} "
+                            f"(limit {_pct(t.max_error_rate)})"))
+
+    # p95 from the histogram; Triton pods expose none, so fall back to the mean there.
+    cv: float | None
+    sv: float | None
+    if c.p95_latency_ms is not None:
+        what, cv, sv = "p95 latency", c.p95_latency_ms, s.p95_latency_ms
+    else:
+        what, cv, sv = "mean latency", c.mean_latency_ms, s.mean_latency_ms
+    if cv is not None and t.max_p95_latency_ms is not None:
+        checks.append(Check("latency", cv <= t.max_p95_latency_ms,
+                            f"{what} {cv:.1f} ms on canary (limit {t.max_p95_latency_ms:g} ms)"))
+    if cv is not None and t.max_latency_increase_percent is not None:
+        if comparable and sv:
+            increase = (cv - sv) / sv * 100
+            ok = increase <= t.max_latency_increase_percent or cv - sv <= t.latency_noise_ms
+            checks.append(Check("latency-increase", ok,
+                                f"{what} {cv:.1f} ms on canary vs {sv:.1f} ms on stable "
+                                f"({increase:+.0f}%, limit +{t.max_latency_increase_percent:g}%)"))
+        else:
+            # Not a failure: an idle stable cohort says nothing about the canary.
+            checks.append(Check("latency-increase", True,
+                                f"{what} not compared with stable: {s.requests:.0f} request(s) on "
+                                f"{s.pods} stable pod(s) (at least {t.min_requests} needed)"))
+
+    if (t.max_memory_increase_percent is not None and c.memory_bytes is not None
+            and s.memory_bytes):
+        increase = (c.memory_bytes - s.memory_bytes) / s.memory_bytes * 100
+        checks.append(Check("memory-increase", increase <= t.max_memory_increase_percent,
+                            f"memory {_mib(c.memory_bytes)} on canary vs {_mib(s.memory_bytes)} on stable "
+                            f"({increase:+.0f}%, limit +{t.max_memory_increase_percent:g}%)"))
+    return checks
+
+
+def _golden_checks(g: GoldenResult, t: Thresholds) -> list[Check]:
+    if g.error is not None:
+        # Only the canary's own error is its fault; an unreachable reference says nothing.
+        if g.canary_error:
+            return [Check("golden", False, f"golden inputs: canary answered with an error: {g.error}")]
+        return []
+    return [
+        Check(f"golden:{o.output}", o.cosine >= t.min_golden_cosine,
+              f"golden output {o.output!r}: cosine {o.cosine:.4f} on canary vs {g.reference} "
+              f"over {g.samples} sample(s) (minimum {t.min_golden_cosine:g})")
+        for o in g.outputs
+    ]
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 100:.2f}%"
+
+
+def _mib(b: float) -> str:
+    return f"{b / 2**20:.0f} MiB"
+
+
+def _names(names: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _deferred(pods: Sequence[DeferredPod], limit: int = 3) -> str:
+    shown = ", ".join(f"{d.pod}: {d.reason}" for d in pods[:limit])
+    return shown + (f" and {len(pods) - limit} more" if len(pods) > limit else "")
