@@ -6,8 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export GOTOOLCHAIN := local
-# Debian packages the test suite starts for real (none needed by the foundation yet).
-APT_PACKAGES ?=
+# Debian packages the test suite starts for real: Prometheus (analysis), an OCI registry (artifacts).
+APT_PACKAGES ?= prometheus docker-registry
 
 .PHONY: help demo test test-unit bench lint tools venv apt cluster-up cluster-down clean
 
@@ -31,7 +31,7 @@ tools:
 apt:
 	@if [ -n "$(APT_PACKAGES)" ]; then \
 	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
 	fi
 
 demo: venv tools apt

@@ -131,15 +131,20 @@ def test_changing_a_profile_class_replans_the_workloads(
     del classes[2]  # x86-vnni dropped: the amd64 box is no longer served
     apply(cluster, changed)
 
+    def threads(name: str) -> str:
+        args = get(cluster, "daemonset", name, "-n", namespace)["spec"]["template"]["spec"]["containers"][0]["args"]
+        return str(args[args.index("--threads") + 1])
+
     def replanned() -> bool:
         if exists(cluster, "daemonset", "defect-detector-x86-vnni-a", "-n", namespace):
             return False
-        args = get(cluster, "daemonset", "defect-detector-arm-cpu-a", "-n", namespace)["spec"]["template"]["spec"][
-            "containers"
-        ][0]["args"]
-        return args[args.index("--threads") + 1] == "2"
+        # A new pod template is a new revision: it goes out as a canary in the other slot, while the
+        # stable workload keeps serving what it served.
+        return exists(cluster, "daemonset", "defect-detector-arm-cpu-b", "-n", namespace) and \
+            threads("defect-detector-arm-cpu-b") == "2"
 
-    wait_for(replanned, 60, "the x86 workload removed and arm-cpu re-rendered")
+    wait_for(replanned, 60, "the x86 workload removed and an arm-cpu canary with the new threads")
+    assert threads("defect-detector-arm-cpu-a") == "4"
     em = wait_status(
         cluster,
         namespace,

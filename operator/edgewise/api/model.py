@@ -165,10 +165,10 @@ class Analysis(ApiModel):
     sample_pods: int = Field(default=10, ge=1, le=1000,
                              description="At most this many canary and stable pods are measured per class, "
                                          "so analysis cost does not grow with the fleet.")
-    provider: Literal["runtime", "prometheus"] = Field(
+    provider: Literal["runtime", "prometheus", "none"] = Field(
         default="runtime",
         description="Where measurements come from: runtime (Triton-protocol statistics read from the pods; "
-                    "needs nothing else) or prometheus.")
+                    "needs nothing else), prometheus, or none (steps wait only for ready pods and pauses).")
     prometheus: PrometheusProvider | None = Field(default=None, description="Settings of the prometheus "
                                                                             "provider.")
     golden_inputs: GoldenInputs | None = Field(

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from edgewise.api.base import ApiModel
+from edgewise.api.rollout_status import RolloutStatus
 
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -77,6 +78,8 @@ class EdgeModelStatus(ApiModel):
     matched_nodes: int | None = Field(default=None, description="Nodes that belong to a class.")
     unmatched_nodes: int | None = Field(default=None, description="Nodes that match no class (left alone).")
     classes: list[ClassStatus] | None = Field(default=None, description="Per-class summary.")
+    rollout: RolloutStatus | None = Field(default=None, description="Canary rollouts per class and the "
+                                                                    "revision history.")
     conditions: list[Condition] | None = Field(
         default=None, description="Current conditions.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})

@@ -5,17 +5,23 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from kubernetes import client
 
+from edgewise.api.commands import parse as parse_command
 from edgewise.api.profile import DeploymentProfileStatus, ProfileClassStatus
 from edgewise.api.resources import API_VERSION, DeploymentProfile, EdgeModel
 from edgewise.api.settings import OperatorSettings
+from edgewise.controller.rollouts import Rollouts, label_buckets
+from edgewise.core import names
 from edgewise.core.agent import agent_daemonset
 from edgewise.core.classify import classify
+from edgewise.core.observed import Workload
 from edgewise.core.plan import ModelPlan, plan_model
+from edgewise.core.rollout_model import advance, due_analyses
 from edgewise.core.status import compute_status
 from edgewise.kube.read import Reader
 from edgewise.kube.writes import Writes
@@ -35,6 +41,7 @@ class Reconciler:
         self.settings = settings
         self.clock = clock
         self.totals: Counter[str] = Counter()  # every request that wrote, since start, by verb
+        self.rollouts = Rollouts(api)
         self._lock = threading.Lock()
 
     def _account(self, writes: Writes) -> None:
@@ -57,27 +64,56 @@ class Reconciler:
         profile = self.read.resolve_profile(model)
         nodes = self.read.nodes()
         existing = self.read.workloads(model)
+        now = self.clock()
         plan = plan_model(model, profile, nodes, existing, self.settings)
-        observed = {w.name: w for w in existing}
         ref = _involved(model)
-        for wp in plan.workloads:
+        rollout = None
+        workloads, delete = list(plan.workloads), list(plan.delete)
+        if plan.profile is not None:
+            due = due_analyses(model, plan, now)
+            verdicts = self.rollouts.measure(model, plan, nodes, due, now) if due else {}
+            rollout = advance(model, plan, nodes, existing, now, verdicts, parse_command(model.metadata.annotations))
+            staged = self.rollouts.stage(model, rollout.stage)
+            for cls, (ok, asked) in staged.items():
+                write.event(ref, "Normal", "Staged", f"class {cls}: {ok}/{asked} node agent(s) prefetching the "
+                                                     "canary artifact before the step")
+            workloads = list(rollout.placement.workloads)
+            planned = {c.name for c in plan.classes}
+            delete = sorted(set(rollout.placement.delete) | {
+                n for n in plan.delete if _class_of(existing, n) not in planned})
+            plan = replace(plan, classes=tuple(
+                replace(c, workloads=tuple(w for w in workloads if w.class_name == c.name)) for c in plan.classes))
+        observed = {w.name: w for w in existing}
+        for wp in workloads:
             verb, obj = write.apply_daemonset(wp.manifest, observed.get(wp.name))
             observed[wp.name] = obj
             if verb != "unchanged":
                 write.event(ref, "Normal", f"Workload{verb.capitalize()}",
                             f"{verb} DaemonSet {wp.name} for class {wp.class_name} ({len(wp.nodes)} node(s))")
-        for stale in plan.delete:
+        for stale in delete:
             gone = observed.pop(stale)
             if write.delete_daemonset(namespace, stale, gone.uid):
                 write.event(ref, "Normal", "WorkloadDeleted", f"deleted DaemonSet {stale}: its class is no "
-                            "longer in the profile or can no longer match a node")
-        result = compute_status(model, plan, observed, self.clock(), total_nodes=len(nodes))
+                            "longer in the profile, or its revision no longer serves any node")
+        result = compute_status(model, plan, observed, now, total_nodes=len(nodes),
+                                rollout=rollout.status if rollout else None)
         write.patch_status(EdgeModel.PLURAL, namespace, name, model.status.to_api(), result.status.to_api())
-        for event in result.events:
+        for event in (*(rollout.events if rollout else ()), *result.events):
             write.event(ref, event.type, event.reason, event.message)
         log.info("reconciled edgemodel %s/%s: phase=%s ready=%s writes=%d%s", namespace, name,
                  result.status.phase, result.status.ready, write.total, _summary(plan))
-        return result.requeue_after
+        requeues = [r for r in (result.requeue_after, rollout.requeue_after if rollout else None) if r is not None]
+        return min(requeues) if requeues else None
+
+    def buckets(self) -> None:
+        """Label every node with its rollout bucket, once (see core/buckets.py)."""
+        write = Writes(self.api)
+        try:
+            n = label_buckets(self.api, self.read.nodes())
+            if n:
+                write.counts["bucket-label"] += n
+        finally:
+            self._account(write)
 
     def profile(self, namespace: str, name: str) -> list[str]:
         """Refresh a profile's node counts; return the models in its namespace that use it."""
@@ -123,3 +159,7 @@ def _summary(plan: ModelPlan) -> str:
     if plan.profile is None:
         return f" (profile missing; kept {len(plan.keep)})"
     return "".join(f" {c.name}={len(c.nodes)}" for c in plan.classes)
+
+
+def _class_of(existing: Sequence[Workload], name: str) -> str | None:
+    return next((w.labels.get(names.CLASS_LABEL) for w in existing if w.name == name), None)

@@ -121,6 +121,7 @@ class Controller:
             r.agent()
             return None, []
         if key == ALL:
+            r.buckets()
             follow: list[Hashable] = []
             scopes: list[str | None] = [*self.namespaces] or [None]
             for ns in scopes:

@@ -19,6 +19,7 @@ CLASS_LABEL = "edgewise.io/class"
 SLOT_LABEL = "edgewise.io/slot"
 VARIANT_LABEL = "edgewise.io/variant"
 VERSION_LABEL = "edgewise.io/version"
+REVISION_LABEL = "edgewise.io/revision"  # pod-template hash of a class's revision, on pods too
 RUNTIME_LABEL = "edgewise.io/runtime"
 
 SPEC_HASH_ANNOTATION = "edgewise.io/spec-hash"

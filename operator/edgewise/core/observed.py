@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class NodeInfo:
     name: str
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
+    ready: bool = True  # the Ready condition; a NotReady node is deferred by rollout analysis
+    address: str = ""  # InternalIP, where the node agent listens
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -38,12 +41,15 @@ class Workload:
     ready: int = 0
     updated: int = 0
     available: int = 0
+    # The live pod template: a stable workload keeps serving its revision while the spec moves on.
+    template: dict[str, Any] | None = field(default=None, compare=False)
 
     def __hash__(self) -> int:
         return hash(self.name)
 
     @property
     def rolled_out(self) -> bool:
-        """The controller has seen the latest spec and every pod runs it and is ready."""
-        return (self.observed_generation >= self.generation
-                and self.updated == self.desired and self.ready == self.desired)
+        """The controller has seen the latest spec and every pod it wants is ready."""
+        # Workloads use the OnDelete strategy (see core/placement.py): a pod is replaced only when its
+        # node moves between revisions, so "updated" counts lag by design and readiness is what counts.
+        return self.observed_generation >= self.generation and self.ready == self.desired

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from edgewise.api.resources import EdgeModel
+from edgewise.api.rollout_status import RolloutStatus
 from edgewise.api.status import (
     DEGRADED,
     NODES_MATCHED,
@@ -54,7 +55,7 @@ def parse_timestamp(text: str) -> datetime:
 
 
 def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Workload], now: datetime,
-                   total_nodes: int) -> StatusResult:
+                   total_nodes: int, rollout: RolloutStatus | None = None) -> StatusResult:
     """The status to write, the Events to emit, and when to look again."""
     old = model.status
     generation = model.metadata.generation
@@ -111,11 +112,14 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
         want[DEGRADED] = ("False", "AsExpected", "")
         if errors:
             want[DEGRADED] = ("True", "ClassError", "; ".join(c.error for c in errors))
+        if rollout and rollout.classes and matched:
+            _rollout_conditions(want, rollout, model.spec.version, ready, matched)
 
     requeue = None
     conditions = _conditions(old.conditions or [], want, now, generation, spec_changed)
     progressing = next(c for c in conditions if c.type == PROGRESSING)
-    if progressing.status == "True" and want[DEGRADED][0] == "False":
+    canary_active = bool(rollout and any(c.canary_revision for c in rollout.classes or []))
+    if progressing.status == "True" and want[DEGRADED][0] == "False" and not canary_active:
         deadline = seconds(model.spec.rollout.progress_deadline)
         elapsed = (now - parse_timestamp(progressing.last_transition_time)).total_seconds()
         if elapsed >= deadline:
@@ -129,7 +133,10 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
     phase = _phase(plan, conditions, matched)
     stable, canary = old.stable_version, None
     ready_cond = next(c for c in conditions if c.type == READY)
-    if ready_cond.status == "True":
+    if rollout and rollout.classes:
+        stable = ",".join(sorted({c.stable_version for c in rollout.classes if c.stable_version})) or None
+        canary = ",".join(sorted({c.canary_version for c in rollout.classes if c.canary_version})) or None
+    elif ready_cond.status == "True":
         stable = model.spec.version
     elif progressing.status == "True" and model.spec.version != stable:
         canary = model.spec.version
@@ -144,10 +151,33 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
         matched_nodes=matched,
         unmatched_nodes=len(plan.unmatched) if plan.profile else old.unmatched_nodes,
         classes=classes,
+        rollout=rollout if rollout is not None else old.rollout,
         conditions=conditions,
     )
     return StatusResult(status=status, events=tuple(_events(old.conditions or [], conditions)),
                         requeue_after=requeue)
+
+
+def _rollout_conditions(want: dict[str, tuple[str, str, str]], rollout: RolloutStatus, version: str,
+                        ready: int, matched: int) -> None:
+    """Conditions while canaries run, and after one was rolled back (the spec is then not what serves)."""
+    canaries = [c for c in rollout.classes or [] if c.canary_revision]
+    rolled_back = [c for c in rollout.classes or [] if c.state == "RolledBack"]
+    degraded = [c for c in rollout.classes or [] if c.state == "Degraded"]
+    serving = f"{ready}/{matched} nodes ready"
+    if canaries:
+        want[PROGRESSING] = ("True", "CanaryRollout", "; ".join(f"{c.name}: {c.message}" for c in canaries))
+        want[READY] = ("True", "Serving", f"{serving}; canary of {version} in progress") if ready >= matched \
+            else ("False", "PodsNotReady", serving)
+    elif rolled_back:
+        detail = "; ".join(f"{c.name}: {c.message}" for c in rolled_back)
+        want[PROGRESSING] = ("False", "RolledBack", detail)
+        want[DEGRADED] = ("True", "RolledBack", detail)
+        stable = ",".join(sorted({c.stable_version for c in rolled_back if c.stable_version}))
+        want[READY] = ("True", "ServingStable", f"{serving} with stable {stable}; {version} was rolled back") \
+            if ready >= matched else ("False", "PodsNotReady", serving)
+    if degraded:
+        want[DEGRADED] = ("True", "RolloutDegraded", "; ".join(f"{c.name}: {c.message}" for c in degraded))
 
 
 def _describe(hc: object) -> str:
@@ -221,8 +251,7 @@ def _kept_classes(plan: ModelPlan, observed: Mapping[str, Workload]) -> list[Cla
 def _class_done(c: ClassStatus, version: str) -> bool:
     if c.matched_nodes == 0:
         return True
-    return (c.version == version and c.desired_pods >= c.matched_nodes and c.ready_pods >= c.matched_nodes
-            and c.updated_pods >= c.matched_nodes)
+    return c.version == version and c.desired_pods >= c.matched_nodes and c.ready_pods >= c.matched_nodes
 
 
 def _conditions(old: list[Condition], want: Mapping[str, tuple[str, str, str]], now: datetime,

@@ -11,7 +11,12 @@ def node_info(obj: dict[str, Any]) -> NodeInfo:
     meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     taints = tuple(Taint(key=t.get("key", ""), value=t.get("value") or "", effect=t.get("effect", ""))
                    for t in spec.get("taints") or [])
-    return NodeInfo(name=meta.get("name", ""), labels=dict(meta.get("labels") or {}), taints=taints)
+    status = obj.get("status") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    address = next((a.get("address", "") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"),
+                   "")
+    return NodeInfo(name=meta.get("name", ""), labels=dict(meta.get("labels") or {}), taints=taints,
+                    ready=ready, address=address)
 
 
 def workload(obj: dict[str, Any]) -> Workload:
@@ -27,6 +32,7 @@ def workload(obj: dict[str, Any]) -> Workload:
         ready=int(status.get("numberReady") or 0),
         updated=int(status.get("updatedNumberScheduled") or 0),
         available=int(status.get("numberAvailable") or 0),
+        template=(obj.get("spec") or {}).get("template"),
     )
 
 

@@ -1,0 +1,135 @@
+"""Placement: which DaemonSet serves which nodes of a class while a canary rolls out.
+
+The planner renders each class's workloads for the *current* spec. Placement
+turns that into the objects to apply, given the class's rollout state:
+
+- no canary: one workload in the stable slot, on every node of the class;
+- a canary at p%: the candidate in the other slot on nodes whose bucket is
+  below the threshold, and the stable workload — its live pod template kept as
+  it is, so it keeps serving the old revision — on the rest.
+
+Only node affinity changes from step to step, and the workloads use the
+OnDelete update strategy, so a step restarts exactly the nodes that move: the
+DaemonSet controller removes a pod from a node its affinity no longer selects
+and creates one where it newly does, and leaves every other pod alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from edgewise.api.rollout_status import ClassRollout
+from edgewise.core import names
+from edgewise.core.buckets import BUCKET_LABEL, BUCKETS
+from edgewise.core.observed import Workload
+from edgewise.core.plan import ClassPlan, WorkloadPlan, spec_hash
+
+
+@dataclass(frozen=True)
+class Placement:
+    workloads: tuple[WorkloadPlan, ...]
+    delete: tuple[str, ...]
+    missing_stable: tuple[str, ...] = ()  # classes whose stable workload vanished: they restart from the spec
+
+
+def revision(plan: ClassPlan) -> str:
+    """Hash of what a class's pods run — templates without placement (affinity, slot) — across variants."""
+    parts = []
+    for w in sorted(plan.workloads, key=lambda w: w.variant):
+        template = copy.deepcopy(w.manifest["spec"]["template"])
+        template["spec"].pop("affinity", None)
+        for key in (names.SLOT_LABEL, names.REVISION_LABEL):
+            template["metadata"]["labels"].pop(key, None)
+        parts.append([w.variant, template])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRollout],
+          existing: Sequence[Workload]) -> Placement:
+    """The workloads to apply and the owned workloads to delete, for every planned class."""
+    by_name = {w.name: w for w in existing}
+    out: list[WorkloadPlan] = []
+    missing: list[str] = []
+    for plan in classes:
+        state = states.get(plan.name)
+        if state is None or state.stable_revision is None:
+            out += [_placed(w, w.manifest, names.DEFAULT_SLOT, None, revision(plan)) for w in plan.workloads]
+            continue
+        rev = revision(plan)
+        stable_slot = state.stable_slot
+        canary_slot = "b" if stable_slot == "a" else "a"
+        canary_on = bool(state.canary_revision) and state.percent > 0
+        t = state.bucket_threshold
+        for w in plan.workloads:
+            stable_req = _bucket(">=", t) if canary_on else None
+            if state.stable_revision == rev:
+                out.append(_placed(w, w.manifest, stable_slot, stable_req, rev))
+            else:
+                live = by_name.get(names.workload_name(model, plan.name, stable_slot, w.variant))
+                if live is None or live.template is None:
+                    missing.append(plan.name)
+                else:
+                    out.append(_placed(w, _keep_template(w.manifest, live), stable_slot, stable_req,
+                                       state.stable_revision))
+            if canary_on and state.canary_revision == rev and t > 0:
+                out.append(_placed(w, w.manifest, canary_slot, _bucket("<", t), rev))
+    wanted = {w.name for w in out}
+    planned = {c.name for c in classes if not c.error}
+    delete = sorted(w.name for w in existing
+                    if w.name not in wanted and w.labels.get(names.CLASS_LABEL) in planned)
+    return Placement(workloads=tuple(out), delete=tuple(delete), missing_stable=tuple(sorted(set(missing))))
+
+
+def _bucket(op: str, t: int) -> dict[str, Any] | None:
+    # Node affinity has Gt/Lt on integer label values: bucket < t, and bucket >= t as bucket > t-1.
+    if op == "<":
+        return {"key": BUCKET_LABEL, "operator": "Lt", "values": [str(t)]}
+    if t <= 0:
+        return None
+    return {"key": BUCKET_LABEL, "operator": "Gt", "values": [str(min(t, BUCKETS) - 1)]}
+
+
+def _keep_template(candidate: dict[str, Any], live: Workload) -> dict[str, Any]:
+    """The candidate's object, but with the live workload's pod template (and its version label)."""
+    manifest = copy.deepcopy(candidate)
+    template = copy.deepcopy(live.template or {})
+    template.setdefault("spec", {})["affinity"] = manifest["spec"]["template"]["spec"].get("affinity")
+    manifest["spec"]["template"] = template
+    labels = template.get("metadata", {}).get("labels", {})
+    for key in (names.VERSION_LABEL,):
+        if key in labels:
+            manifest["metadata"]["labels"][key] = labels[key]
+    artifact = template.get("metadata", {}).get("annotations", {}).get(names.ARTIFACT_ANNOTATION)
+    if artifact:
+        manifest["metadata"]["annotations"][names.ARTIFACT_ANNOTATION] = artifact
+    return manifest
+
+
+def _placed(w: WorkloadPlan, manifest: dict[str, Any], slot: str, bucket: dict[str, Any] | None,
+            rev: str) -> WorkloadPlan:
+    m = copy.deepcopy(manifest)
+    meta = m["metadata"]
+    name = names.workload_name(meta["labels"][names.MODEL_LABEL], w.class_name, slot, w.variant)
+    meta["name"] = name
+    for labels in (meta["labels"], m["spec"]["selector"]["matchLabels"], m["spec"]["template"]["metadata"]["labels"]):
+        labels[names.SLOT_LABEL] = slot
+    meta["labels"].setdefault(names.REVISION_LABEL, rev)
+    m["spec"]["template"]["metadata"]["labels"].setdefault(names.REVISION_LABEL, rev)
+    # Placement moves pods by changing affinity; OnDelete keeps every pod the new affinity still selects.
+    m["spec"]["updateStrategy"] = {"type": "OnDelete"}
+    affinity = m["spec"]["template"]["spec"].get("affinity")
+    if bucket is not None and affinity:
+        for term in affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]:
+            term["matchExpressions"] = [e for e in term.get("matchExpressions", []) if e["key"] != BUCKET_LABEL]
+            term["matchExpressions"].append(bucket)
+    elif affinity:
+        for term in affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]:
+            term["matchExpressions"] = [e for e in term.get("matchExpressions", []) if e["key"] != BUCKET_LABEL]
+    meta["annotations"].pop(names.SPEC_HASH_ANNOTATION, None)
+    meta["annotations"][names.SPEC_HASH_ANNOTATION] = spec_hash(m)
+    return replace(w, name=name, slot=slot, manifest=m)

@@ -1,0 +1,168 @@
+"""Rollouts of one EdgeModel: every class's state machine, the class policy, commands and history.
+
+Pure: the shell measures the classes whose analysis is due (see `due_analyses`)
+and passes the verdicts in; this module decides the rest and returns the new
+rollout status, the placement of workloads, Events and what to stage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from edgewise.api.commands import Command
+from edgewise.api.resources import EdgeModel
+from edgewise.api.rollout_status import HISTORY_LIMIT, AnalysisRecord, ClassRollout, RevisionRecord, RolloutStatus
+from edgewise.core import names
+from edgewise.core.buckets import bucket_of
+from edgewise.core.observed import NodeInfo, Workload
+from edgewise.core.placement import Placement, place, revision
+from edgewise.core.plan import ClassPlan, ModelPlan
+from edgewise.core.rollout import ClassObservation, Decision, RolloutEvent, analysis_due, iso, roll_back_all, step
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """Nodes whose agents should prefetch a class's canary artifact before the step moves them."""
+
+    class_name: str
+    uri: str
+    sha256: str
+    nodes: tuple[NodeInfo, ...]
+
+
+@dataclass(frozen=True)
+class ModelRollout:
+    status: RolloutStatus
+    placement: Placement
+    events: tuple[RolloutEvent, ...] = ()
+    requeue_after: float | None = None
+    stage: tuple[StageRequest, ...] = field(default=())
+
+
+def class_nodes(plan: ClassPlan, nodes: Mapping[str, NodeInfo]) -> list[NodeInfo]:
+    """The nodes a class's pods may run on (matched, tolerated and not rejected by the runtime)."""
+    rejected = set(plan.rejected)
+    return [nodes[n] for n in plan.nodes if n in nodes and n not in rejected]
+
+
+def due_analyses(model: EdgeModel, plan: ModelPlan, now: dt.datetime) -> list[str]:
+    """Classes whose canary should be measured now."""
+    if model.spec.rollout.analysis.provider == "none":
+        return []
+    old = model.status.rollout
+    states = {c.name: c for c in (old.classes if old and old.classes else [])}
+    return [c.name for c in plan.classes
+            if c.name in states and analysis_due(model.spec.rollout, states[c.name], now)]
+
+
+def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existing: Sequence[Workload],
+            now: dt.datetime, verdicts: Mapping[str, AnalysisRecord] | None = None,
+            command: Command | None = None) -> ModelRollout:
+    spec = model.spec.rollout
+    old = model.status.rollout or RolloutStatus()
+    states = {c.name: c for c in old.classes or []}
+    by_node = {n.name: n for n in nodes}
+    fresh = command is not None and command.id != old.last_command
+    verdicts = verdicts or {}
+    decisions: dict[str, Decision] = {}
+    observations: dict[str, ClassObservation] = {}
+    for cp in plan.classes:
+        if cp.error:
+            continue  # its workloads are kept as they are; nothing moves
+        obs = _observe(model, cp, class_nodes(cp, by_node), existing, states.get(cp.name))
+        observations[cp.name] = obs
+        verb = command.verb if fresh and command and command.applies_to(cp.name) else None
+        state = states.get(cp.name)
+        if state and state.stable_revision and state.stable_revision != obs.desired_revision \
+                and not _has_stable(model, cp, existing, state):
+            state = None  # the stable workload is gone: nothing to protect, start from the spec
+        decisions[cp.name] = step(spec, state, obs, now, verdicts.get(cp.name), verb)
+
+    if spec.class_policy == "AllOrNothing":
+        failed = next((n for n, d in decisions.items() if d.failed), None)
+        if failed:
+            current = {n: d.state for n, d in decisions.items()}
+            for name, d in roll_back_all(spec, current, failed, observations).items():
+                decisions[name] = Decision(state=d.state, events=decisions[name].events + d.events,
+                                           finished=d.finished)
+
+    new_states = {**states, **{n: d.state for n, d in decisions.items()}}
+    classes = [new_states[c.name] for c in plan.classes if c.name in new_states]
+    placement = place(model.metadata.name, plan.classes, new_states, existing)
+    events = [e for d in decisions.values() for e in d.events]
+    history = _history(model, old, decisions, classes, now)
+    status = RolloutStatus(
+        revision=history[-1].revision if history else 0,
+        classes=classes or None,
+        history=history or None,
+        last_command=command.id if fresh and command else old.last_command,
+    )
+    requeues = [d.requeue_after for d in decisions.values() if d.requeue_after is not None]
+    if any(c.canary_revision and c.percent > 0 for c in classes) and spec.analysis.provider != "none":
+        from edgewise.core.durations import seconds
+
+        requeues.append(seconds(spec.analysis.interval))
+    stage = tuple(_stage(cp, decisions[cp.name], class_nodes(cp, by_node)) for cp in plan.classes
+                  if cp.name in decisions and decisions[cp.name].stage)
+    return ModelRollout(status=status, placement=placement, events=tuple(events),
+                        requeue_after=min(requeues) if requeues else None,
+                        stage=tuple(s for s in stage if s.nodes))
+
+
+def _observe(model: EdgeModel, cp: ClassPlan, members: list[NodeInfo], existing: Sequence[Workload],
+             state: ClassRollout | None) -> ClassObservation:
+    buckets = tuple(sorted(bucket_of(n.name) for n in members))
+    canary_slot = None
+    if state and state.canary_revision:
+        canary_slot = "b" if state.stable_slot == "a" else "a"
+    canary = [w for w in existing if w.labels.get(names.CLASS_LABEL) == cp.name
+              and w.labels.get(names.SLOT_LABEL) == canary_slot]
+    threshold = state.bucket_threshold if state else 0
+    not_ready = sum(1 for n in members if bucket_of(n.name) < threshold and not n.ready) if canary_slot else 0
+    return ClassObservation(
+        name=cp.name, desired_revision=revision(cp), desired_version=model.spec.version, buckets=buckets,
+        canary_ready=sum(w.ready for w in canary), not_ready_canary_nodes=not_ready,
+        analysis_enabled=model.spec.rollout.analysis.provider != "none")
+
+
+def _has_stable(model: EdgeModel, cp: ClassPlan, existing: Sequence[Workload], state: ClassRollout) -> bool:
+    wanted = {names.workload_name(model.metadata.name, cp.name, state.stable_slot, w.variant)
+              for w in cp.workloads}
+    live = {w.name for w in existing if w.template is not None}
+    return bool(wanted) and wanted <= live
+
+
+def _stage(cp: ClassPlan, d: Decision, members: list[NodeInfo]) -> StageRequest:
+    lo, hi = d.stage or (0, 0)
+    moving = tuple(n for n in members if lo <= bucket_of(n.name) < hi)
+    return StageRequest(class_name=cp.name, uri=cp.artifact.uri, sha256=cp.artifact.sha256, nodes=moving)
+
+
+def _history(model: EdgeModel, old: RolloutStatus, decisions: Mapping[str, Decision],
+             classes: list[ClassRollout], now: dt.datetime) -> list[RevisionRecord]:
+    history = list(old.history or [])
+    spec = model.spec
+    digest = spec.source.digest()
+    last = history[-1] if history else None
+    if last is None or (last.version, last.source_sha256, last.source_uri) != (spec.version, digest,
+                                                                                   spec.source.uri):
+        if last is not None and last.outcome == "Progressing":
+            history[-1] = last.model_copy(update={"outcome": "Superseded", "finished_at": iso(now)})
+        history.append(RevisionRecord(revision=(last.revision + 1) if last else 1, version=spec.version,
+                                      source_uri=spec.source.uri, source_sha256=digest, outcome="Progressing",
+                                      started_at=iso(now)))
+    current = history[-1]
+    if current.outcome == "Progressing" and not any(c.canary_revision for c in classes):
+        finished = {d.finished for d in decisions.values() if d.finished}
+        rolled_back = [c for c in classes if c.state == "RolledBack"]
+        if "Aborted" in finished:
+            outcome, reason = "Aborted", "aborted by a user"
+        elif rolled_back:
+            outcome, reason = "RolledBack", "; ".join(f"{c.name}: {c.message}" for c in rolled_back)
+        else:
+            outcome, reason = "Succeeded", "every class runs this version"
+        history[-1] = current.model_copy(update={"outcome": outcome, "finished_at": iso(now),
+                                                 "reason": reason[:4096]})
+    return history[-HISTORY_LIMIT:]
