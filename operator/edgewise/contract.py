@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 # Ports of every runtime container: Triton's defaults, so one probe, one client
 # and one scrape config cover Triton on Jetson and `edgewise serve` on CPUs.
@@ -51,7 +51,7 @@ AGENT_HEALTH_PATH = "/healthz"
 AGENT_SHA256_HEADER = "X-Edgewise-Sha256"
 
 
-class Layout(str, Enum):
+class Layout(StrEnum):
     """How `edgewise fetch` lays out the model directory for a runtime."""
 
     ONNXRUNTIME = "onnxruntime"  # <root>/<model>/1/model.onnx, served by `edgewise serve`

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from operator_support import (
     Operator,
     apply,
@@ -23,17 +20,6 @@ from helpers import wait_for
 
 FLEET = {"jetson-orin": 2, "jetson-xavier": 1, "arm64-cpu": 3, "amd64-cpu": 1}
 ORIN, XAVIER, ARM, AMD = ("jetson-orin", "jetson-xavier", "arm64-cpu", "amd64-cpu")
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    op = Operator(cluster, Path(tmp_path_factory.mktemp("operator")))
-    op.install()
-    op.start()
-    try:
-        yield op
-    finally:
-        op.uninstall()
 
 
 def _of(nodes: list[str], device: str) -> list[str]:

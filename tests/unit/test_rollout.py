@@ -228,3 +228,13 @@ def test_all_or_nothing_rolls_every_other_canary_back() -> None:
     assert set(out) == {"jetson"}
     assert out["jetson"].state.state == "RolledBack"
     assert "class arm failed and classPolicy is AllOrNothing" in out["jetson"].state.message
+
+
+def test_all_or_nothing_holds_a_finished_class_until_the_others_pass() -> None:
+    s = spec(steps=[{"percent": 100}])
+    state = step(s, stable(), obs(), T0).state
+    held = step(s, state, obs(ready=10, hold_promotion=True), at(5), verdict=verdict("pass", at(5)))
+    assert held.state.canary_revision == "r2" and "AllOrNothing" in held.state.message
+    done = step(s, held.state, obs(ready=10), at(10))
+    assert done.state.stable_revision == "r2"
+

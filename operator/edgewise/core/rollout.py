@@ -38,6 +38,7 @@ class ClassObservation:
     canary_ready: int = 0  # ready canary pods
     not_ready_canary_nodes: int = 0  # canary nodes that are NotReady: deferred, neither pass nor fail
     analysis_enabled: bool = True
+    hold_promotion: bool = False  # AllOrNothing: another class's canary has not passed every step yet
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,11 @@ def _advance(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) 
     for _ in range(len(steps) + 1):
         s = run.s
         if s.step_index >= len(steps):
+            if obs.hold_promotion:
+                run.update(state="Progressing", message="every step passed; waiting for the other classes "
+                                                        "before promoting (classPolicy AllOrNothing)")
+                run.requeue.append(2.0)
+                return
             _promote(run, obs)
             return
         current: Step = steps[s.step_index]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edgewise.api.commands import Command
 from edgewise.api.resources import EdgeModel
@@ -81,6 +81,14 @@ def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existi
         decisions[cp.name] = step(spec, state, obs, now, verdicts.get(cp.name), verb)
 
     if spec.class_policy == "AllOrNothing":
+        # A class promotes only when every class with a canary has passed every step.
+        waiting = [n for n, d in decisions.items() if d.state.canary_revision or d.failed]
+        if waiting:
+            for name, d in list(decisions.items()):
+                if d.finished == "Succeeded" and name in observations:
+                    obs = replace(observations[name], hold_promotion=True)
+                    decisions[name] = step(spec, states.get(name), obs, now, verdicts.get(name),
+                                           command.verb if fresh and command and command.applies_to(name) else None)
         failed = next((n for n, d in decisions.items() if d.failed), None)
         if failed:
             current = {n: d.state for n, d in decisions.items()}

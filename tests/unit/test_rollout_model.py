@@ -1,0 +1,147 @@
+"""Model-level rollout decisions and placement: slots, bucket affinity, kept templates, policy, history."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from planning_support import fleet, model, profile_of
+
+from edgewise.api.commands import Command
+from edgewise.api.rollout_status import AnalysisRecord
+from edgewise.api.settings import OperatorSettings
+from edgewise.core.buckets import BUCKET_LABEL, bucket_of
+from edgewise.core.observed import Workload
+from edgewise.core.plan import plan_model
+from edgewise.core.rollout import iso
+from edgewise.core.rollout_model import advance
+
+T0 = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+SETTINGS = OperatorSettings()
+PROFILE = profile_of({"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, "runtime": "onnxruntime",
+                      "precision": "fp32"},
+                     {"name": "x86", "nodeSelector": {"kubernetes.io/arch": "amd64"}, "runtime": "onnxruntime",
+                      "precision": "fp32"})
+NODES = fleet(arm64_cpu=4, amd64_cpu=2)
+ROLLOUT = {"steps": [{"percent": 50}, {"percent": 100}], "analysis": {"interval": "5s", "failureLimit": 0}}
+
+
+def live(manifests: list[dict[str, Any]], ready: int = 10) -> list[Workload]:
+    """Workloads as the apiserver would hold them after applying `manifests`."""
+    return [Workload(name=m["metadata"]["name"], labels=dict(m["metadata"]["labels"]),
+                     annotations=dict(m["metadata"]["annotations"]), uid=f"uid-{m['metadata']['name']}",
+                     generation=1, observed_generation=1, desired=ready, ready=ready,
+                     template=m["spec"]["template"]) for m in manifests]
+
+
+def run(version: str, status: Any = None, existing: list[Workload] | None = None, at: float = 0,
+        verdicts: dict[str, AnalysisRecord] | None = None, command: Command | None = None, **rollout: Any):
+    m = model(version=version, profile_ref="p", rollout={**ROLLOUT, **rollout})
+    if status is not None:
+        m = m.model_copy(update={"status": m.status.model_copy(update={"rollout": status})})
+    existing = existing or []
+    plan = plan_model(m, PROFILE, NODES, existing, SETTINGS)
+    now = T0 + dt.timedelta(seconds=at)
+    return advance(m, plan, NODES, existing, now, verdicts, command)
+
+
+def by_name(result) -> dict[str, dict[str, Any]]:
+    return {w.name: w.manifest for w in result.placement.workloads}
+
+
+def buckets_of(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    terms = manifest["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    return [e for t in terms for e in t["matchExpressions"] if e["key"] == BUCKET_LABEL]
+
+
+def passed(at: float) -> AnalysisRecord:
+    return AnalysisRecord(time=iso(T0 + dt.timedelta(seconds=at)), outcome="pass", message="pass")
+
+
+def failed(at: float) -> AnalysisRecord:
+    return AnalysisRecord(time=iso(T0 + dt.timedelta(seconds=at)), outcome="fail", message="p95 99 ms")
+
+
+def _first() -> tuple[Any, list[Workload]]:
+    first = run("1")
+    return first, live([w.manifest for w in first.placement.workloads])
+
+
+def test_first_revision_places_one_ondelete_workload_per_class_without_buckets() -> None:
+    first, _ = _first()
+    ds = by_name(first)
+    assert sorted(ds) == ["defect-detector-arm-a", "defect-detector-x86-a"]
+    for m in ds.values():
+        assert m["spec"]["updateStrategy"] == {"type": "OnDelete"}
+        assert buckets_of(m) == []
+        assert m["spec"]["template"]["metadata"]["labels"]["edgewise.io/revision"]
+    assert [(h.revision, h.outcome) for h in first.status.history] == [(1, "Succeeded")]
+
+
+def test_a_canary_step_is_one_write_per_workload_and_keeps_the_stable_template() -> None:
+    first, existing = _first()
+    second = run("2", first.status, existing)
+    ds = by_name(second)
+    assert sorted(ds) == ["defect-detector-arm-a", "defect-detector-arm-b", "defect-detector-x86-a",
+                          "defect-detector-x86-b"]
+    arm = second.status.class_state("arm")
+    assert arm and arm.percent == 50
+    t = arm.bucket_threshold
+    arm_buckets = [bucket_of(n.name) for n in NODES if n.labels["kubernetes.io/arch"] == "arm64"]
+    assert arm.canary_nodes == sum(b < t for b in arm_buckets) >= 2  # at least half (ties in a bucket go along)
+    assert buckets_of(ds["defect-detector-arm-b"]) == [{"key": BUCKET_LABEL, "operator": "Lt", "values": [str(t)]}]
+    assert buckets_of(ds["defect-detector-arm-a"]) == [{"key": BUCKET_LABEL, "operator": "Gt",
+                                                          "values": [str(t - 1)]}]
+    # The stable workload still runs version 1; the canary runs version 2.
+    assert ds["defect-detector-arm-a"]["spec"]["template"]["metadata"]["labels"]["edgewise.io/version"] == "1"
+    assert ds["defect-detector-arm-b"]["spec"]["template"]["metadata"]["labels"]["edgewise.io/version"] == "2"
+    stable_before = existing[0].template["spec"]["containers"]  # type: ignore[index]
+    assert ds["defect-detector-arm-a"]["spec"]["template"]["spec"]["containers"] == stable_before
+    assert {s.class_name for s in second.stage} == {"arm", "x86"}
+    stage = {s.class_name: len(s.nodes) for s in second.stage}
+    assert stage == {"arm": arm.canary_nodes, "x86": 1}  # exactly the nodes the step moves
+    assert [(h.revision, h.outcome) for h in second.status.history] == [(1, "Succeeded"), (2, "Progressing")]
+
+
+def test_promotion_flips_the_slot_and_deletes_the_old_stable() -> None:
+    first, existing = _first()
+    second = run("2", first.status, existing)
+    existing = live([w.manifest for w in second.placement.workloads])
+    verdicts = {"arm": passed(10), "x86": passed(10)}
+    third = run("2", second.status, existing, at=10, verdicts=verdicts)
+    assert third.status.class_state("arm").percent == 100  # type: ignore[union-attr]
+    existing = live([w.manifest for w in third.placement.workloads])
+    fourth = run("2", third.status, existing, at=20, verdicts={"arm": passed(20), "x86": passed(20)})
+    assert sorted(by_name(fourth)) == ["defect-detector-arm-b", "defect-detector-x86-b"]
+    assert sorted(fourth.placement.delete) == ["defect-detector-arm-a", "defect-detector-x86-a"]
+    assert all(buckets_of(m) == [] for m in by_name(fourth).values())
+    assert fourth.status.history[-1].outcome == "Succeeded"
+
+
+def test_all_or_nothing_a_failure_in_the_same_pass_stops_the_other_class_from_promoting() -> None:
+    first, existing = _first()
+    second = run("2", first.status, existing, classPolicy="AllOrNothing",
+                 steps=[{"percent": 100}])
+    existing = live([w.manifest for w in second.placement.workloads])
+    third = run("2", second.status, existing, at=10, verdicts={"arm": passed(10), "x86": failed(10)},
+                classPolicy="AllOrNothing", steps=[{"percent": 100}])
+    arm, x86 = third.status.class_state("arm"), third.status.class_state("x86")
+    assert x86 and x86.state == "RolledBack"
+    assert arm and arm.state == "RolledBack" and "AllOrNothing" in arm.message and arm.stable_version == "1"
+    assert sorted(by_name(third)) == ["defect-detector-arm-a", "defect-detector-x86-a"]
+    assert third.status.history[-1].outcome == "RolledBack"
+
+
+def test_a_command_is_handled_once() -> None:
+    first, existing = _first()
+    second = run("2", first.status, existing)
+    existing = live([w.manifest for w in second.placement.workloads])
+    cmd = Command(verb="abort", id="c1")
+    aborted = run("2", second.status, existing, at=5, command=cmd)
+    assert aborted.status.last_command == "c1"
+    assert all(c.state == "RolledBack" for c in aborted.status.classes or [])
+    assert aborted.status.history[-1].outcome == "Aborted"
+    # The same annotation seen again (e.g. after a restart) changes nothing.
+    again = run("2", aborted.status, live([w.manifest for w in aborted.placement.workloads]), at=6, command=cmd)
+    assert again.status == aborted.status
