@@ -10,8 +10,6 @@ is the per-class rollout, not TensorRT.
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 import signal
 import subprocess
@@ -20,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from analysis.analysis_models import good, slow, wrong, write_golden
-from kubernetes import client as k8s
 from operator_support import Operator, apply, get
 from rollout_support import Traffic, digest, serving
 
+from analysis.analysis_models import good, slow, write_golden, wrong
 from edgewise.core.buckets import bucket_of
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
@@ -141,10 +138,10 @@ def test_canary_rollouts_per_class_with_real_inference(cluster: DevCluster, name
         apply(cluster, edgemodel(namespace, "3.0-slow", models["slow"], golden))
         obj = wait_classes(cluster, namespace, lambda c: all(x["state"] == "RolledBack" for x in c.values()),
                            "3.0-slow rolled back")
-        for name, c in classes(obj).items():
+        for c in classes(obj).values():
             assert "rolled back to 2.0" in c["message"] and "latency" in c["message"], c["message"]
             assert " ms" in c["message"]  # with the numbers
-        canary_nodes = {n for n in nodes if bucket_of(n) < _threshold_seen(obj, cluster, namespace, n)}
+        canary_nodes = first_step_cohort(nodes)
         wait_for(lambda: serving(runner, 4), 120, "four pods serving 2.0 again")
         after = {n: p["metadata"]["uid"] for n, p in pods(cluster, namespace).items()}
         untouched = [n for n in nodes if n not in canary_nodes]
@@ -201,15 +198,11 @@ def test_canary_rollouts_per_class_with_real_inference(cluster: DevCluster, name
         assert traffic.sent > 500
 
 
-def _threshold_seen(obj: dict[str, Any], cluster: DevCluster, ns: str, node: str) -> int:
-    """The canary threshold the rolled-back step used for the node's class (from the Events)."""
-    node_labels = get(cluster, "node", node)["metadata"]["labels"]
-    cls = "jetson" if node_labels.get("nvidia.com/gpu.family") == "ampere" else "arm"
-    # 50% of two nodes is one node: the one with the lower bucket.
-    class_nodes = [n for n in pods(cluster, ns) if (get(cluster, "node", n)["metadata"]["labels"].get(
-        "nvidia.com/gpu.family") == "ampere") == (cls == "jetson")]
-    return min(bucket_of(n) for n in class_nodes) + 1
 
-
-def _unused() -> None:  # keep imports honest for type checkers
-    _ = (copy, json, k8s)
+def first_step_cohort(nodes: list[str]) -> set[str]:
+    """The canary nodes of step 1 (50%): per class of two nodes, the one with the lower bucket."""
+    out = set()
+    for device in (ORIN, ARM):
+        members = [n for n in nodes if device in n]
+        out.add(min(members, key=bucket_of))
+    return out
