@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 from operator_support import Operator, apply, get
-from rollout_support import Traffic, digest, serving
+from rollout_support import digest
 
 from analysis.analysis_models import good, slow, write_golden, wrong
 from edgewise.core.buckets import bucket_of
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
+from edgewise.devcluster.traffic import Traffic, serving
 from helpers import wait_for
 
 MODEL = "detector"

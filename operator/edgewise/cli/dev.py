@@ -40,7 +40,7 @@ def _fleet(args: argparse.Namespace) -> dict[str, int]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from edgewise.devcluster.cluster import DevCluster
-    from edgewise.devcluster.fleet import apply_fleet
+    from edgewise.devcluster.fleet import apply_fleet, wait_ready
     from edgewise.devcluster.report import describe
 
     try:
@@ -50,7 +50,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     cluster = DevCluster(args.dir)
     cluster.up()
     with cluster.api_client() as api:
-        apply_fleet(api, fleet)
+        wait_ready(api, apply_fleet(api, fleet))
         print(describe(cluster, api))
     return 0
 

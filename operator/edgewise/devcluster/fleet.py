@@ -169,3 +169,18 @@ def delete_nodes(api: k8s.ApiClient, names: list[str]) -> None:
         except k8s.ApiException as err:
             if err.status != 404:
                 raise
+
+
+def wait_ready(api: k8s.ApiClient, names: list[str], timeout: float = 60.0) -> bool:
+    """Wait until kwok reports every node of `names` Ready; False on timeout."""
+    import time
+
+    core = k8s.CoreV1Api(api)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = {n.metadata.name for n in core.list_node().items
+                 if any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))}
+        if set(names) <= ready:
+            return True
+        time.sleep(0.5)
+    return False
