@@ -74,9 +74,10 @@ def pods_by_node(cluster: DevCluster, ns: str, selector: str) -> dict[str, str]:
 class Operator:
     """One operator subprocess; `restart()` kills it and starts a fresh one."""
 
-    def __init__(self, cluster: DevCluster, workdir: Path) -> None:
+    def __init__(self, cluster: DevCluster, workdir: Path, extra_args: list[str] | None = None) -> None:
         self.cluster = cluster
         self.workdir = workdir
+        self.extra_args = extra_args or []
         self.namespace = f"ew-system-{uuid.uuid4().hex[:6]}"
         self.release = f"ew{uuid.uuid4().hex[:6]}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -160,6 +161,7 @@ class Operator:
                 self.namespace,
                 "--resync-seconds",
                 "600",
+                *self.extra_args,
             ],
             stdout=self.log_path.open("wb"),
             stderr=subprocess.STDOUT,

@@ -50,6 +50,13 @@ class OperatorSettings(BaseModel):
                                                             "(needs the operator namespace to allow it).")
     agent_node_selector: dict[str, str] = Field(default_factory=lambda: {"kubernetes.io/os": "linux"})
     resync_seconds: float = Field(default=300.0, description="Every model is re-reconciled this often.")
+    artifact_dir: str = Field(default="", description="Volume of the built-in artifact store and its index; "
+                                                      "empty: no optimization, classes serve the source model.")
+    artifact_listen: str = Field(default="0.0.0.0:8090", description="Address the artifact store serves on.")
+    artifact_url: str = Field(default="", description="Base URL nodes fetch artifacts from (e.g. the "
+                                                      "operator Service, http://edgewise-artifacts.<ns>:8090).")
+    optimize_memory_mib: int = Field(default=4096, description="Address-space limit of an optimization job.")
+    optimize_timeout_seconds: int = Field(default=1800, description="Time limit of an optimization job.")
     workers: int = Field(default=2, description="Models reconciled concurrently.")
 
     def image(self, name: str) -> str:

@@ -23,6 +23,7 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 PROFILE_RESOLVED = "ProfileResolved"
 NODES_MATCHED = "NodesMatched"
+ARTIFACTS_READY = "ArtifactsReady"
 
 
 class Condition(ApiModel):
@@ -55,6 +56,14 @@ class ClassStatus(ApiModel):
     updated_pods: int = Field(default=0, description="Pods running the current spec.")
     version: str = Field(default="", description="Model version of the class's workload.")
     artifact_digest: str = Field(default="", description="sha256 of the artifact the class serves.")
+    artifact_size_bytes: int | None = Field(default=None, description="Size of the optimized artifact in bytes.")
+    artifact_state: str | None = Field(
+        default=None, description="Ready, Optimizing, Rejected (accuracy gate or DoesNotFit) or Failed (bad "
+                                  "source, digest mismatch, unreachable source).")
+    optimization: str | None = Field(
+        default=None, description="The optimization report in one line: technique, size and latency ratios "
+                                  "against the original, minimum cosine similarity, peak memory; or why "
+                                  "there is no artifact.")
     compute_capabilities: list[str] | None = Field(
         default=None, description="GPU compute capabilities of the class's nodes (TensorRT classes).")
     workloads: list[str] | None = Field(default=None, description="Names of the class's DaemonSets.")

@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resync-seconds", type=float, default=None, help="full re-reconcile period")
     p.add_argument("--liveness", default=None, metavar="URL",
                    help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--artifact-dir", default=None,
+                   help="volume of the built-in artifact store (enables per-class optimization)")
+    p.add_argument("--artifact-listen", default=None, help="host:port the artifact store serves on")
+    p.add_argument("--artifact-url", default=None, help="base URL nodes fetch artifacts from")
     p.add_argument("--log-level", default=os.environ.get("EDGEWISE_LOG_LEVEL", "INFO"))
     p.set_defaults(func=run)
 
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         env, namespace=args.settings_namespace, image_registry=args.image_registry,
         node_image=args.node_image, onnxruntime_image=args.onnxruntime_image, triton_image=args.triton_image,
         tensorrt_fetch_image=args.tensorrt_fetch_image, workers=args.workers,
-        resync_seconds=args.resync_seconds)
+        resync_seconds=args.resync_seconds, artifact_dir=args.artifact_dir, artifact_listen=args.artifact_listen,
+        artifact_url=args.artifact_url)
     options = RunOptions(settings=settings, kubeconfig=args.kubeconfig, namespaces=args.namespace,
                          liveness=args.liveness)
     asyncio.run(operate(options))

@@ -15,6 +15,7 @@ from edgewise.api.commands import parse as parse_command
 from edgewise.api.profile import DeploymentProfileStatus, ProfileClassStatus
 from edgewise.api.resources import API_VERSION, DeploymentProfile, EdgeModel
 from edgewise.api.settings import OperatorSettings
+from edgewise.controller.artifacts import ArtifactManager, ClassArtifact
 from edgewise.controller.rollouts import Rollouts, label_buckets
 from edgewise.core import names
 from edgewise.core.agent import agent_daemonset
@@ -22,7 +23,7 @@ from edgewise.core.classify import classify
 from edgewise.core.observed import Workload
 from edgewise.core.plan import ModelPlan, plan_model
 from edgewise.core.rollout_model import advance, due_analyses
-from edgewise.core.status import compute_status
+from edgewise.core.status import ArtifactStatus, compute_status
 from edgewise.kube.read import Reader
 from edgewise.kube.writes import Writes
 
@@ -42,6 +43,7 @@ class Reconciler:
         self.clock = clock
         self.totals: Counter[str] = Counter()  # every request that wrote, since start, by verb
         self.rollouts = Rollouts(api)
+        self.artifacts = ArtifactManager(settings) if settings.artifact_dir else None
         self._lock = threading.Lock()
 
     def _account(self, writes: Writes) -> None:
@@ -66,13 +68,21 @@ class Reconciler:
         existing = self.read.workloads(model)
         now = self.clock()
         plan = plan_model(model, profile, nodes, existing, self.settings)
+        artifacts: dict[str, ClassArtifact] = {}
+        if self.artifacts is not None and plan.profile is not None:
+            artifacts = self.artifacts.resolve(model, plan, {n.name: n for n in nodes})
+            ready = {c: a.artifact for c, a in artifacts.items() if a.artifact is not None}
+            if ready:
+                plan = plan_model(model, profile, nodes, existing, self.settings, artifacts=ready)
+        hold = frozenset(c for c, a in artifacts.items() if a.state != "Ready")
         ref = _involved(model)
         rollout = None
         workloads, delete = list(plan.workloads), list(plan.delete)
         if plan.profile is not None:
             due = due_analyses(model, plan, now)
             verdicts = self.rollouts.measure(model, plan, nodes, due, now) if due else {}
-            rollout = advance(model, plan, nodes, existing, now, verdicts, parse_command(model.metadata.annotations))
+            rollout = advance(model, plan, nodes, existing, now, verdicts, parse_command(model.metadata.annotations),
+                              hold=hold)
             staged = self.rollouts.stage(model, rollout.stage)
             for cls, (ok, asked) in staged.items():
                 write.event(ref, "Normal", "Staged", f"class {cls}: {ok}/{asked} node agent(s) prefetching the "
@@ -96,13 +106,16 @@ class Reconciler:
                 write.event(ref, "Normal", "WorkloadDeleted", f"deleted DaemonSet {stale}: its class is no "
                             "longer in the profile, or its revision no longer serves any node")
         result = compute_status(model, plan, observed, now, total_nodes=len(nodes),
-                                rollout=rollout.status if rollout else None)
+                                rollout=rollout.status if rollout else None,
+                                artifacts={c: _artifact_status(a) for c, a in artifacts.items()})
         write.patch_status(EdgeModel.PLURAL, namespace, name, model.status.to_api(), result.status.to_api())
         for event in (*(rollout.events if rollout else ()), *result.events):
             write.event(ref, event.type, event.reason, event.message)
         log.info("reconciled edgemodel %s/%s: phase=%s ready=%s writes=%d%s", namespace, name,
                  result.status.phase, result.status.ready, write.total, _summary(plan))
         requeues = [r for r in (result.requeue_after, rollout.requeue_after if rollout else None) if r is not None]
+        if any(a.state == "Optimizing" for a in artifacts.values()):
+            requeues.append(2.0)  # poll the optimization job
         return min(requeues) if requeues else None
 
     def buckets(self) -> None:
@@ -163,3 +176,9 @@ def _summary(plan: ModelPlan) -> str:
 
 def _class_of(existing: Sequence[Workload], name: str) -> str | None:
     return next((w.labels.get(names.CLASS_LABEL) for w in existing if w.name == name), None)
+
+
+def _artifact_status(a: ClassArtifact) -> ArtifactStatus:
+    return ArtifactStatus(state=a.state, reason=a.reason, message=a.message, size_bytes=a.size_bytes,
+                          summary=a.summary, sha256=a.artifact.sha256 if a.artifact else "",
+                          precision=a.artifact.precision if a.artifact else "")

@@ -34,6 +34,13 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
     controller = Controller(reconciler, options.namespaces)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, controller, options.settings)
+    store_server = None
+    if options.settings.artifact_dir and reconciler.artifacts is not None:
+        from edgewise.artifacts.builtin import start
+
+        host, _, port = options.settings.artifact_listen.rpartition(":")
+        store_server = await start(reconciler.artifacts.store, host or "0.0.0.0", int(port))
+        log.info("artifact store at %s serving %s", options.settings.artifact_listen, options.settings.artifact_dir)
     loops = asyncio.create_task(controller.run(options.settings.workers, options.settings.resync_seconds))
     log.info("edgewise operator starting (%s)", ", ".join(options.namespaces) or "cluster-wide")
     try:
@@ -48,4 +55,8 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
             await loops
         except asyncio.CancelledError:
             pass
+        if store_server is not None:
+            await store_server.cleanup()
+        if reconciler.artifacts is not None:
+            reconciler.artifacts.close()
         api.close()

@@ -22,6 +22,7 @@ class NodeInfo:
     taints: tuple[Taint, ...] = ()
     ready: bool = True  # the Ready condition; a NotReady node is deferred by rollout analysis
     address: str = ""  # InternalIP, where the node agent listens
+    memory_mib: int = 0  # allocatable memory, for the memory-fit gate (0: unknown)
 
     def __hash__(self) -> int:
         return hash(self.name)

@@ -50,12 +50,17 @@ def revision(plan: ClassPlan) -> str:
 
 
 def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRollout],
-          existing: Sequence[Workload]) -> Placement:
-    """The workloads to apply and the owned workloads to delete, for every planned class."""
+          existing: Sequence[Workload], skip: frozenset[str] = frozenset()) -> Placement:
+    """The workloads to apply and the owned workloads to delete, for every planned class.
+
+    Classes in `skip` (nothing deployed yet, waiting for their artifact) get nothing.
+    """
     by_name = {w.name: w for w in existing}
     out: list[WorkloadPlan] = []
     missing: list[str] = []
     for plan in classes:
+        if plan.name in skip:
+            continue
         state = states.get(plan.name)
         if state is None or state.stable_revision is None:
             out += [_placed(w, w.manifest, names.DEFAULT_SLOT, None, revision(plan)) for w in plan.workloads]
@@ -76,10 +81,16 @@ def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRo
                 else:
                     out.append(_placed(w, _keep_template(w.manifest, live), stable_slot, stable_req,
                                        state.stable_revision))
-            if canary_on and state.canary_revision == rev and t > 0:
-                out.append(_placed(w, w.manifest, canary_slot, _bucket("<", t), rev))
+            if canary_on and t > 0:
+                if state.canary_revision == rev:
+                    out.append(_placed(w, w.manifest, canary_slot, _bucket("<", t), rev))
+                else:  # the spec moved on but its artifact isn't ready: the canary in flight keeps running
+                    live_canary = by_name.get(names.workload_name(model, plan.name, canary_slot, w.variant))
+                    if live_canary is not None and live_canary.template is not None:
+                        out.append(_placed(w, _keep_template(w.manifest, live_canary), canary_slot,
+                                           _bucket("<", t), state.canary_revision or ""))
     wanted = {w.name for w in out}
-    planned = {c.name for c in classes if not c.error}
+    planned = {c.name for c in classes if not c.error and c.name not in skip}
     delete = sorted(w.name for w in existing
                     if w.name not in wanted and w.labels.get(names.CLASS_LABEL) in planned)
     return Placement(workloads=tuple(out), delete=tuple(delete), missing_stable=tuple(sorted(set(missing))))

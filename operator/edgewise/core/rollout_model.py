@@ -59,7 +59,9 @@ def due_analyses(model: EdgeModel, plan: ModelPlan, now: dt.datetime) -> list[st
 
 def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existing: Sequence[Workload],
             now: dt.datetime, verdicts: Mapping[str, AnalysisRecord] | None = None,
-            command: Command | None = None) -> ModelRollout:
+            command: Command | None = None, hold: frozenset[str] = frozenset()) -> ModelRollout:
+    """Advance every class. Classes in `hold` have no artifact for the spec yet (being optimized, or
+    refused): they keep what they run — a new revision starts only once its artifact exists."""
     spec = model.spec.rollout
     old = model.status.rollout or RolloutStatus()
     states = {c.name: c for c in old.classes or []}
@@ -71,10 +73,15 @@ def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existi
     for cp in plan.classes:
         if cp.error:
             continue  # its workloads are kept as they are; nothing moves
-        obs = _observe(model, cp, class_nodes(cp, by_node), existing, states.get(cp.name))
+        state = states.get(cp.name)
+        obs = _observe(model, cp, class_nodes(cp, by_node), existing, state)
+        if cp.name in hold:
+            if state is None or state.stable_revision is None:
+                continue  # nothing deployed yet: wait for the artifact
+            obs = replace(obs, desired_revision=state.canary_revision or state.stable_revision,
+                          desired_version=state.canary_version or state.stable_version or "")
         observations[cp.name] = obs
         verb = command.verb if fresh and command and command.applies_to(cp.name) else None
-        state = states.get(cp.name)
         if state and state.stable_revision and state.stable_revision != obs.desired_revision \
                 and not _has_stable(model, cp, existing, state):
             state = None  # the stable workload is gone: nothing to protect, start from the spec
@@ -98,7 +105,8 @@ def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existi
 
     new_states = {**states, **{n: d.state for n, d in decisions.items()}}
     classes = [new_states[c.name] for c in plan.classes if c.name in new_states]
-    placement = place(model.metadata.name, plan.classes, new_states, existing)
+    waiting = frozenset(c.name for c in plan.classes if c.name in hold and c.name not in decisions)
+    placement = place(model.metadata.name, plan.classes, new_states, existing, skip=waiting)
     events = [e for d in decisions.values() for e in d.events]
     history = _history(model, old, decisions, classes, now)
     status = RolloutStatus(

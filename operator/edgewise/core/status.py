@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from edgewise.api.resources import EdgeModel
 from edgewise.api.rollout_status import RolloutStatus
 from edgewise.api.status import (
+    ARTIFACTS_READY,
     DEGRADED,
     NODES_MATCHED,
     PROFILE_RESOLVED,
@@ -40,6 +41,19 @@ class Event:
 
 
 @dataclass(frozen=True)
+class ArtifactStatus:
+    """A class's optimized artifact, as the artifact manager reports it."""
+
+    state: str  # Ready | Optimizing | Rejected | Failed | Idle
+    reason: str = ""
+    message: str = ""
+    size_bytes: int = 0
+    summary: str = ""
+    sha256: str = ""
+    precision: str = ""
+
+
+@dataclass(frozen=True)
 class StatusResult:
     status: EdgeModelStatus
     events: tuple[Event, ...] = ()
@@ -55,7 +69,8 @@ def parse_timestamp(text: str) -> datetime:
 
 
 def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Workload], now: datetime,
-                   total_nodes: int, rollout: RolloutStatus | None = None) -> StatusResult:
+                   total_nodes: int, rollout: RolloutStatus | None = None,
+                   artifacts: Mapping[str, ArtifactStatus] | None = None) -> StatusResult:
     """The status to write, the Events to emit, and when to look again."""
     old = model.status
     generation = model.metadata.generation
@@ -64,6 +79,8 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
         classes = _kept_classes(plan, observed)
     else:
         classes = [_class_status(model, c, observed) for c in plan.classes]
+    artifacts = artifacts or {}
+    classes = [_with_artifact(c, artifacts.get(c.name)) for c in classes]
     matched = sum(c.matched_nodes for c in classes)
     ready = sum(min(c.ready_pods, c.matched_nodes) for c in classes)
     rolling = [c for c in classes if not _class_done(c, model.spec.version)]
@@ -114,6 +131,8 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
             want[DEGRADED] = ("True", "ClassError", "; ".join(c.error for c in errors))
         if rollout and rollout.classes and matched:
             _rollout_conditions(want, rollout, model.spec.version, ready, matched)
+        if artifacts:
+            _artifact_conditions(want, artifacts)
 
     requeue = None
     conditions = _conditions(old.conditions or [], want, now, generation, spec_changed)
@@ -156,6 +175,38 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
     )
     return StatusResult(status=status, events=tuple(_events(old.conditions or [], conditions)),
                         requeue_after=requeue)
+
+
+def _with_artifact(c: ClassStatus, a: ArtifactStatus | None) -> ClassStatus:
+    if a is None:
+        return c
+    why = a.message if a.state == "Idle" else f"{a.reason}: {a.message}"
+    update: dict[str, object] = {"artifact_state": a.state, "optimization": a.summary if a.state == "Ready" else why}
+    if a.state == "Ready":
+        update.update(artifact_size_bytes=a.size_bytes)
+    return c.model_copy(update=update)
+
+
+def _artifact_conditions(want: dict[str, tuple[str, str, str]], artifacts: Mapping[str, ArtifactStatus]) -> None:
+    """ArtifactsReady, and Degraded when a class's artifact was refused (it deploys nothing new)."""
+    artifacts = {c: a for c, a in artifacts.items() if a.state != "Idle"}
+    if not artifacts:
+        return
+    waiting = {c: a for c, a in artifacts.items() if a.state == "Optimizing"}
+    refused = {c: a for c, a in artifacts.items() if a.state in ("Rejected", "Failed")}
+    if refused:
+        detail = "; ".join(f"{c}: {a.reason}: {a.message}" for c, a in sorted(refused.items()))
+        reason = next(iter({a.reason for a in refused.values()})) if len({a.reason for a in refused.values()}) == 1 \
+            else "ArtifactsRefused"
+        want[ARTIFACTS_READY] = ("False", reason, detail + "; what is serving keeps serving")
+        want[DEGRADED] = ("True", reason, detail)
+    elif waiting:
+        detail = "; ".join(f"{c}: {a.message}" for c, a in sorted(waiting.items()))
+        want[ARTIFACTS_READY] = ("False", "Optimizing", detail)
+        if want.get(PROGRESSING, ("False",))[0] != "True":
+            want[PROGRESSING] = ("True", "Optimizing", detail)
+    else:
+        want[ARTIFACTS_READY] = ("True", "Ready", "; ".join(f"{c}: {a.summary}" for c, a in sorted(artifacts.items())))
 
 
 def _rollout_conditions(want: dict[str, tuple[str, str, str]], rollout: RolloutStatus, version: str,

@@ -16,7 +16,21 @@ def node_info(obj: dict[str, Any]) -> NodeInfo:
     address = next((a.get("address", "") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"),
                    "")
     return NodeInfo(name=meta.get("name", ""), labels=dict(meta.get("labels") or {}), taints=taints,
-                    ready=ready, address=address)
+                    ready=ready, address=address,
+                    memory_mib=_mib((status.get("allocatable") or {}).get("memory", "")))
+
+
+def _mib(quantity: str) -> int:
+    """Kubernetes memory quantity → MiB (the suffixes nodes report; 0 when absent or unparseable)."""
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 ** 2, "k": 1000 / 2 ** 20, "M": 1e6 / 2 ** 20,
+             "G": 1e9 / 2 ** 20}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            try:
+                return int(float(quantity[: -len(suffix)]) * factor)
+            except ValueError:
+                return 0
+    return int(int(quantity) / 2 ** 20) if quantity.isdigit() else 0
 
 
 def workload(obj: dict[str, Any]) -> Workload:

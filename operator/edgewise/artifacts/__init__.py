@@ -1,0 +1,1 @@
+"""Content-addressed artifact stores: built-in (a volume + read-only HTTP) and OCI registries (ORAS)."""

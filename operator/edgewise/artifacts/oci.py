@@ -1,0 +1,91 @@
+"""The OCI store: artifacts pushed to a registry as OCI artifacts with ORAS (the `oras` package).
+
+Each artifact is one manifest with one layer, the model file (media type
+`application/vnd.edgewise.model.onnx.v1`), annotated with what the operator knows about it
+(source digest, target, precision, report summary). The manifest is tagged `sha256-<hex>`
+after the file's digest, so `has`/`annotations` find it by the file's digest alone.
+
+URIs name the LAYER: `oci://host:port/repo@sha256:<hex>`, where <hex> is the sha256 of the
+model file. That is the digest EdgeModel sources and nodes verify, so one digest means the
+same bytes everywhere; `edgewise fetch` GETs the blob by that digest and hashes what it
+receives (see edgewise.node.oci). Manifest digests and tags are accepted as input too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgewise import contract
+from edgewise.artifacts.store import ArtifactNotFound, ArtifactRef, normalize, sha256_file
+from edgewise.node import oci as node_oci
+
+ANNOTATION_PREFIX = "io.edgewise."
+TITLE = "model.onnx"
+
+
+def _key(name: str) -> str:
+    """Our annotations live under io.edgewise.; OCI's own (org.opencontainers.*) pass through."""
+    return name if name.startswith("org.opencontainers.") else ANNOTATION_PREFIX + name
+
+
+def tag_for(digest: str) -> str:
+    return f"sha256-{normalize(digest)}"
+
+
+class OciStore:
+    """Artifacts in `registry` (host[:port]) under `repository`; plain HTTP for loopback registries."""
+
+    def __init__(self, registry: str, repository: str = "edgewise/artifacts",
+                 insecure: bool | None = None) -> None:
+        self.registry = registry
+        self.repository = repository
+        self.insecure = node_oci.is_insecure(registry) if insecure is None else insecure
+
+    def _client(self):  # noqa: ANN202 - oras.provider.Registry
+        return node_oci.registry_client(self.registry, self.insecure)
+
+    def _target(self, digest: str) -> str:
+        return f"{self.registry}/{self.repository}:{tag_for(digest)}"
+
+    def put(self, path: Path, annotations: dict[str, str]) -> ArtifactRef:
+        digest, size = sha256_file(path)
+        manifest_annotations = {_key(k): str(v) for k, v in annotations.items()}
+        manifest_annotations[ANNOTATION_PREFIX + "sha256"] = digest
+        with tempfile.TemporaryDirectory(prefix="edgewise-oci-") as tmp:
+            # ORAS names the layer after the file: push a hard link (or copy) named model.onnx.
+            staged = Path(tmp) / TITLE
+            try:
+                os.link(path, staged)
+            except OSError:
+                shutil.copyfile(path, staged)
+            self._client().push(
+                target=self._target(digest), files=[f"{staged}:{contract.OCI_MODEL_MEDIA_TYPE}"],
+                manifest_annotations=manifest_annotations, disable_path_validation=True, quiet=True)
+        return ArtifactRef(digest=digest, size=size, uri=self.uri_for(digest))
+
+    def get(self, digest: str, dest: Path) -> None:
+        if not self.has(digest):
+            raise ArtifactNotFound(normalize(digest))
+        node_oci.pull(self.uri_for(digest), dest, insecure=self.insecure)
+
+    def has(self, digest: str) -> bool:
+        resp = self._client().get_blob(f"{self.registry}/{self.repository}", f"sha256:{normalize(digest)}",
+                                       head=True)
+        return resp.status_code == 200
+
+    def uri_for(self, digest: str) -> str:
+        return f"oci://{self.registry}/{self.repository}@sha256:{normalize(digest)}"
+
+    def manifest_uri_for(self, digest: str) -> str:
+        return f"oci://{self.registry}/{self.repository}:{tag_for(digest)}"
+
+    def annotations(self, digest: str) -> dict[str, str]:
+        """The manifest's annotations (prefix io.edgewise. stripped), found through the digest tag."""
+        try:
+            manifest = self._client().get_manifest(self._target(digest))
+        except Exception as err:  # noqa: BLE001 - oras raises ValueError/HTTP errors for a missing tag
+            raise ArtifactNotFound(normalize(digest)) from err
+        return {k.removeprefix(ANNOTATION_PREFIX): v for k, v in (manifest.get("annotations") or {}).items()}

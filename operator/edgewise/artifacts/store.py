@@ -1,0 +1,63 @@
+"""The artifact store interface: content-addressed files with annotations, four methods.
+
+Artifacts are named by the sha256 of their bytes (64 hex digits; a `sha256:` prefix is
+accepted everywhere). `uri_for` gives the URI a node fetches it from; the node verifies the
+bytes against the same digest, so a store can be untrusted for integrity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+HEX = re.compile(r"^[a-f0-9]{64}$")
+
+
+class ArtifactNotFound(KeyError):
+    """No artifact with that digest in the store."""
+
+
+class DigestMismatch(ValueError):
+    """The bytes did not hash to the digest they were stored or fetched under."""
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    digest: str  # hex sha256 of the file
+    size: int
+    uri: str  # where nodes fetch it: http(s)://…/artifacts/sha256/<hex> or oci://host/repo@sha256:<hex>
+
+
+class ArtifactStore(Protocol):
+    def put(self, path: Path, annotations: dict[str, str]) -> ArtifactRef:
+        """Store the file (idempotent: the same bytes give the same ref) with its annotations."""
+        ...
+
+    def get(self, digest: str, dest: Path) -> None:
+        """Write the artifact to `dest` (atomically, verified); ArtifactNotFound if absent."""
+        ...
+
+    def has(self, digest: str) -> bool: ...
+
+    def uri_for(self, digest: str) -> str: ...
+
+
+def normalize(digest: str) -> str:
+    """`sha256:<hex>` or `<hex>` → `<hex>`; anything else raises ValueError."""
+    hexpart = digest.lower().removeprefix("sha256:")
+    if not HEX.match(hexpart):
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return hexpart
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size

@@ -1,0 +1,89 @@
+"""`edgewise optimize`: make the artifact a hardware class needs from an ONNX model, with a report.
+
+Exit codes (the operator's worker maps them to conditions): 0 artifact written (outcome
+Optimized), 2 bad input (InvalidModel, CalibrationMismatch), 3 no candidate passed the
+accuracy gate (OptimizationRejected; no artifact written), 4 the artifact does not fit the
+memory limits (DoesNotFit; artifact and report written), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_DOES_NOT_FIT = 0, 1, 2, 3, 4
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("optimize", help="quantize/convert an ONNX model for a hardware class",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("src", help="source ONNX model")
+    p.add_argument("--precision", choices=["int8", "fp16", "fp32", "auto"], default="auto")
+    p.add_argument("--output", "-o", required=True, help="where to write the artifact")
+    p.add_argument("--report", help="where to write the JSON report (default: stdout)")
+    p.add_argument("--calibration", help=".npz of inputs named after the model's inputs (axis 0: samples)")
+    p.add_argument("--validation", help=".npz of validation inputs (default: the calibration data)")
+    p.add_argument("--target", choices=["onnxruntime", "triton-tensorrt", "triton-onnx"],
+                   default="onnxruntime", help="runtime that serves the artifact")
+    p.add_argument("--cpu-features", nargs="*", default=[], metavar="FEATURE",
+                   help="CPU features of the target, e.g. avx512vnni or arm64 (NFD cpu-cpuid names)")
+    p.add_argument("--quantization", choices=["auto", "dynamic", "static", "none"], default="auto")
+    p.add_argument("--calibrate-method", choices=["minmax", "percentile", "entropy"], default="minmax",
+                   help="static int8 calibration (minmax measured best on PP-OCR; use 8-32 representative samples)")
+    p.add_argument("--keep-float", nargs="*", default=[], metavar="NODE",
+                   help="node names or operator types (e.g. Softmax) left in float")
+    p.add_argument("--keep-first-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the first and last weight layers in float (default: yes for static int8)")
+    p.add_argument("--min-cosine", type=float, default=0.99, help="accuracy gate: minimum cosine similarity")
+    p.add_argument("--max-top1-drop-percent", type=float, default=1.0, help="accuracy gate for classifiers")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="reject instead of falling back to a higher precision when the gate fails")
+    p.add_argument("--max-memory-mib", type=float, help="memory gate: the class's slo.maxMemoryMiB")
+    p.add_argument("--node-allocatable-mib", type=float, help="memory gate: largest allocatable node memory")
+    p.add_argument("--max-latency-ratio", type=float,
+                   help="speed gate: reject artifacts slower than this x the original (build on the class's hardware)")
+    p.add_argument("--max-samples", type=int, default=256, help="use at most this many calibration samples")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for measurements")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import logging
+    import sys
+
+    from edgewise.optimize.errors import OptimizeError
+    from edgewise.optimize.gates import AccuracyGate
+    from edgewise.optimize.pipeline import Options, optimize
+    from edgewise.optimize.target import Target
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    try:
+        target = Target(runtime=args.target, precision=args.precision,
+                        cpu_features=frozenset(args.cpu_features))
+        options = Options(
+            quantization=args.quantization, keep_float=tuple(args.keep_float),
+            keep_first_last=args.keep_first_last, calibrate_method=args.calibrate_method,
+            max_samples=args.max_samples, fallback=not args.no_fallback,
+            gate=AccuracyGate(min_cosine=args.min_cosine, max_top1_drop_percent=args.max_top1_drop_percent),
+            max_memory_mib=args.max_memory_mib, node_allocatable_mib=args.node_allocatable_mib,
+            max_latency_ratio=args.max_latency_ratio,
+            threads=args.threads, measure_latency=not args.no_latency, measure_memory=not args.no_memory)
+        report = optimize(args.src, args.output, target, calibration=args.calibration,
+                          validation=args.validation, options=options)
+    except OptimizeError as err:
+        print(f"edgewise optimize: {err.reason}: {err}", file=sys.stderr)
+        if args.report:
+            with open(args.report, "w") as f:
+                json.dump({"outcome": err.reason, "message": str(err)}, f, indent=2)
+        return EXIT_BAD_INPUT if err.reason in ("InvalidModel", "CalibrationMismatch") else EXIT_FAILED
+    if args.report:
+        report.write(args.report)
+    else:
+        print(report.to_json())
+    print(report.summary(), file=sys.stderr)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return {"Optimized": EXIT_OK, "OptimizationRejected": EXIT_REJECTED,
+            "DoesNotFit": EXIT_DOES_NOT_FIT}[report.outcome]

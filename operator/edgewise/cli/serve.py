@@ -1,0 +1,62 @@
+"""`edgewise serve`: the ONNX Runtime inference server of CPU nodes (Triton's protocol)."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgewise import contract
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "serve", help="serve an ONNX model over Triton's KServe-V2 HTTP/gRPC protocol",
+        description=__doc__,
+    )
+    p.add_argument("--model-dir", required=True,
+                   help=f"directory holding {contract.ONNX_FILENAME}, or a Triton-style "
+                        f"<version>/{contract.ONNX_FILENAME} layout (highest version wins)")
+    p.add_argument("--model-name", required=True, help="name clients use in /v2/models/<name>")
+    p.add_argument("--host", default="0.0.0.0", help="address of all three listeners")
+    p.add_argument("--http-port", type=int, default=contract.HTTP_PORT)
+    p.add_argument("--grpc-port", type=int, default=contract.GRPC_PORT)
+    p.add_argument("--metrics-port", type=int, default=contract.METRICS_PORT)
+    p.add_argument("--threads", type=int, default=0,
+                   help="ONNX Runtime intra-op threads per execution (0: one per core)")
+    p.add_argument("--instances", type=int, default=1,
+                   help="model executions that may run at once (Triton's instance_group count)")
+    p.add_argument("--max-batch-size", type=int, default=0,
+                   help="merge concurrent requests into batches of up to N along dim 0 (0: no batching)")
+    p.add_argument("--max-queue-delay-us", type=int, default=0,
+                   help="how long the oldest queued request may wait for others to fill a batch")
+    p.add_argument("--max-request-bytes", type=int, default=64 * 1024 * 1024,
+                   help="larger request bodies get 413 / RESOURCE_EXHAUSTED")
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="seconds to finish in-flight requests after SIGTERM")
+    p.add_argument("--ort-spinning", action="store_true",
+                   help="let ONNX Runtime's intra-op threads spin between runs (faster alone, "
+                        "but steals CPU from request handling and neighbours)")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    from pathlib import Path
+
+    from edgewise.node.serve.server import ServeConfig, serve
+
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = ServeConfig(
+        model_dir=Path(args.model_dir), model_name=args.model_name, host=args.host,
+        http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+        threads=args.threads, instances=args.instances, max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us, max_request_bytes=args.max_request_bytes,
+        drain_timeout_s=args.drain_timeout, spinning=args.ort_spinning,
+    )
+    try:
+        return asyncio.run(serve(cfg))
+    except OSError as err:  # a port in use, an address that isn't ours
+        logging.getLogger("edgewise.serve").error("cannot listen: %s", err)
+        return 1

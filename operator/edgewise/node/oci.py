@@ -1,0 +1,154 @@
+"""`oci://` for `edgewise fetch` and the node agent: pull a model layer from an OCI registry, verified.
+
+URI forms (what the artifact store hands out is the first):
+    oci://host:port/repo@sha256:<hex>   <hex> is the sha256 of the model file itself (the layer
+                                         blob), so the digest nodes verify equals the one in the URI
+    oci://host:port/repo@sha256:<hex>   when <hex> names a manifest instead, its model layer is pulled
+    oci://host:port/repo:tag            the tag's manifest, then its model layer
+
+Either way the bytes written are hashed and must equal the layer digest the registry's
+manifest (or the URI) names, and `expected_sha256` when given. The file appears at
+`dest_path` only once complete and verified.
+
+Imports only third-party libraries (oras, requests) and edgewise.contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgewise import contract
+
+_REF = re.compile(r"^oci://(?P<registry>[^/]+)/(?P<repo>[a-z0-9][a-z0-9._/-]*?)"
+                  r"(?:@sha256:(?P<digest>[a-f0-9]{64})|:(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?$")
+
+
+class OciError(Exception):
+    """The artifact could not be pulled (not found, unreachable, or failed verification)."""
+
+
+@dataclass(frozen=True)
+class OciRef:
+    registry: str  # host[:port]
+    repository: str
+    digest: str | None = None  # hex, without "sha256:"
+    tag: str | None = None
+
+    @property
+    def reference(self) -> str:
+        return f"sha256:{self.digest}" if self.digest else (self.tag or "latest")
+
+    def uri(self) -> str:
+        suffix = f"@sha256:{self.digest}" if self.digest else f":{self.tag or 'latest'}"
+        return f"oci://{self.registry}/{self.repository}{suffix}"
+
+
+def parse(uri: str) -> OciRef:
+    m = _REF.match(uri)
+    if not m:
+        raise OciError(f"{uri}: not an oci://host[:port]/repository[@sha256:<hex>|:tag] reference")
+    return OciRef(m["registry"], m["repo"], m["digest"], m["tag"])
+
+
+def is_insecure(registry: str, env: dict[str, str] | None = None) -> bool:
+    """Plain HTTP for loopback registries and those listed in EDGEWISE_OCI_INSECURE."""
+    env = os.environ if env is None else env
+    listed = {h.strip() for h in env.get(contract.OCI_INSECURE_ENV, "").split(",") if h.strip()}
+    host = registry[1:].split("]")[0] if registry.startswith("[") else registry.split(":")[0]
+    if "*" in listed or registry in listed or host in listed:
+        return True
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def registry_client(registry: str, insecure: bool | None = None):  # noqa: ANN201 - an oras Registry
+    """An ORAS client that tries each request once.
+
+    oras-py retries every request five times, sleeping 3, 5, 11, 29 and 83 s: over two minutes
+    before an unreachable registry is reported. Callers here have their own retries with
+    jittered backoff (the node's downloader, the operator's reconcile loop), so one attempt.
+    """
+    import oras.provider
+
+    class OneAttempt(oras.provider.Registry):
+        def do_request(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            return oras.provider.Registry.do_request.__wrapped__(self, *args, **kwargs)  # type: ignore[attr-defined]
+
+    return OneAttempt(hostname=registry, insecure=is_insecure(registry) if insecure is None else insecure)
+
+
+def _client(ref: OciRef, insecure: bool | None):  # noqa: ANN202
+    return registry_client(ref.registry, insecure)
+
+
+def _model_layer(manifest: dict, uri: str) -> str:
+    """The digest (hex) of the model layer of an artifact manifest."""
+    layers = manifest.get("layers") or []
+    chosen = [ly for ly in layers if ly.get("mediaType") == contract.OCI_MODEL_MEDIA_TYPE] or (
+        layers if len(layers) == 1 else [])
+    if not chosen:
+        raise OciError(f"{uri}: manifest has {len(layers)} layers and none of media type "
+                       f"{contract.OCI_MODEL_MEDIA_TYPE}")
+    return str(chosen[0]["digest"]).removeprefix("sha256:")
+
+
+def resolve(uri: str, *, insecure: bool | None = None, timeout: float = 60.0) -> str:
+    """The hex digest of the blob to pull for `uri` (the layer itself, or a manifest's model layer)."""
+    ref = parse(uri)
+    client = _client(ref, insecure)
+    container = f"{ref.registry}/{ref.repository}:{ref.tag}" if ref.tag else \
+        f"{ref.registry}/{ref.repository}@sha256:{ref.digest}"
+    if ref.digest:
+        try:
+            head = client.get_blob(container, f"sha256:{ref.digest}", head=True)
+        except Exception as err:  # noqa: BLE001 - requests/oras raise many kinds
+            raise OciError(f"{uri}: registry unreachable: {err}") from err
+        if head.status_code == 200:
+            return ref.digest
+    try:
+        manifest = client.get_manifest(container)
+    except Exception as err:  # noqa: BLE001
+        raise OciError(f"{uri}: no such artifact (neither a blob nor a manifest): {err}") from err
+    return _model_layer(manifest, uri)
+
+
+def pull(uri: str, dest_path: str | Path, *, expected_sha256: str | None = None, insecure: bool | None = None,
+         timeout: float = 60.0) -> None:
+    """Download the model layer `uri` names into `dest_path`, verified against its digest."""
+    ref = parse(uri)
+    layer = resolve(uri, insecure=insecure, timeout=timeout)
+    if expected_sha256 and expected_sha256.removeprefix("sha256:") != layer:
+        raise OciError(f"{uri}: names layer sha256:{layer}, expected sha256:{expected_sha256}")
+    dest = Path(dest_path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    client = _client(ref, insecure)
+    h = hashlib.sha256()
+    try:
+        with client.get_blob(f"{ref.registry}/{ref.repository}", f"sha256:{layer}", stream=True) as resp:
+            if resp.status_code != 200:
+                raise OciError(f"{uri}: blob sha256:{layer}: HTTP {resp.status_code}")
+            with open(tmp, "wb") as out:
+                for chunk in resp.iter_content(chunk_size=1 << 20):
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        if h.hexdigest() != layer:
+            raise OciError(f"{uri}: downloaded bytes hash to sha256:{h.hexdigest()}, expected sha256:{layer}")
+        os.replace(tmp, dest)
+    except OciError:
+        raise
+    except Exception as err:  # noqa: BLE001 - network errors mid-body
+        raise OciError(f"{uri}: download failed: {err}") from err
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""`edgewise serve`: an ONNX Runtime server that speaks Triton's KServe-V2 protocol (HTTP, gRPC, metrics)."""

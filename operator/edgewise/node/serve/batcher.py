@@ -1,0 +1,242 @@
+"""Dynamic batching: queue requests, merge compatible ones along dim 0, run them off the loop.
+
+Model executions run on a thread pool with `instances` workers (ONNX Runtime releases
+the GIL), so the event loop keeps parsing requests while the model computes. While every
+instance is busy, new requests wait in the queue; when one frees up the collector takes
+as many compatible queued requests as fit in `max_batch_size`, waiting at most
+`max_queue_delay_us` (counted from the oldest request's arrival, as Triton does) for
+more to arrive. With `max_batch_size == 0` each request runs alone.
+
+Requests are compatible when every input has the same dtype and the same dims after
+dim 0 (e.g. the same sequence length). If a merged batch fails, each of its requests is
+retried alone, so one bad request cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgewise.node.serve.errors import InferError, Status
+from edgewise.node.serve.stats import ExecutionTimes, ModelStats
+
+Outputs = dict[str, np.ndarray]
+RunFn = Callable[[Mapping[str, np.ndarray], list[str] | None], Outputs]
+
+
+@dataclass
+class _Job:
+    inputs: Mapping[str, np.ndarray]
+    batch: int
+    outputs: list[str] | None
+    future: asyncio.Future[Outputs]
+    enqueued_ns: int  # perf_counter_ns, comparable across threads
+    deadline: float  # loop.time() by which the collector stops waiting for company
+    key: Hashable = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = tuple(sorted((n, a.dtype.str, a.shape[1:]) for n, a in self.inputs.items()))
+
+
+@dataclass
+class _Outcome:
+    result: Outputs | BaseException
+    queue_ns: int
+    times: ExecutionTimes
+
+
+# Per request outcomes, and the executions (batches) that ran, for the statistics.
+_Executed = tuple[list[_Outcome], list[ExecutionTimes]]
+
+
+class Batcher:
+    def __init__(
+        self, run: RunFn, stats: ModelStats, max_batch_size: int = 0, max_queue_delay_us: int = 0,
+        instances: int = 1,
+    ) -> None:
+        self._run = run
+        self._stats = stats
+        self._max_batch = max(0, max_batch_size)
+        self._delay_s = max(0, max_queue_delay_us) / 1e6
+        self._executor = ThreadPoolExecutor(max(1, instances), thread_name_prefix="edgewise-infer")
+        self._slots = asyncio.Semaphore(max(1, instances))
+        self._queue: deque[_Job] = deque()
+        self._queued_items = 0  # sum of batch sizes waiting, to know when a batch is full
+        self._arrived = asyncio.Event()
+        self._inflight: set[asyncio.Future[_Executed]] = set()
+        self._closing = False
+        self._collector: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._collector = asyncio.get_running_loop().create_task(self._collect(), name="edgewise-batcher")
+
+    async def infer(self, inputs: Mapping[str, np.ndarray], batch: int, outputs: list[str] | None) -> Outputs:
+        """Queue one validated request and wait for its outputs (all of them, or `outputs`)."""
+        if self._closing:
+            raise InferError(Status.UNAVAILABLE, "server is shutting down; retry on another replica")
+        loop = asyncio.get_running_loop()
+        job = _Job(inputs, batch, outputs, loop.create_future(), time.perf_counter_ns(),
+                   loop.time() + self._delay_s)
+        if not self._queue and not self._slots.locked() and (
+                self._max_batch == 0 or self._delay_s == 0 or batch >= self._max_batch):
+            # Nothing to wait for and an instance is free: skip the collector's hop.
+            await self._slots.acquire()  # returns at once: the semaphore is not locked
+            self._dispatch(loop, [job])
+            return await job.future
+        self._queue.append(job)
+        self._queued_items += batch
+        self._stats.pending += 1
+        self._arrived.set()
+        return await job.future
+
+    async def close(self) -> None:
+        """Stop taking requests, run everything queued now (no more waiting), then stop the pool."""
+        self._closing = True
+        self._arrived.set()
+        if self._collector is not None:
+            await self._collector
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def _collect(self) -> None:
+        """Wait for requests, then for company (up to the delay), then for a free instance.
+
+        Requests keep queueing while every instance is busy, so the batch taken when
+        one frees up holds all that fit: under load batches grow even with no delay.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                if self._closing:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+            if self._max_batch > 0:
+                await self._wait_for_company(loop)
+            await self._slots.acquire()
+            jobs = self._take()
+            if not jobs:  # every queued request was cancelled by its client
+                self._slots.release()
+                continue
+            self._dispatch(loop, jobs)
+
+    def _dispatch(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
+        """Run a batch on the pool; the caller holds one instance slot, released by _finish."""
+        fut = loop.run_in_executor(self._executor, self._execute, jobs)
+        self._inflight.add(fut)
+        fut.add_done_callback(functools.partial(self._finish, jobs))
+
+    async def _wait_for_company(self, loop: asyncio.AbstractEventLoop) -> None:
+        deadline = self._queue[0].deadline
+        while self._queued_items < self._max_batch and not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Job]:
+        """Pop the oldest live request and every compatible one that still fits the batch."""
+        taken: list[_Job] = []
+        kept: deque[_Job] = deque()
+        total = 0
+        while self._queue:
+            job = self._queue.popleft()
+            if job.future.done():  # cancelled by its client while queued
+                self._dequeued(job)
+                continue
+            if not taken or (
+                job.key == taken[0].key and total + job.batch <= self._max_batch
+            ):
+                taken.append(job)
+                total += job.batch
+                self._dequeued(job)
+                if self._max_batch == 0 or total >= self._max_batch:
+                    break
+            else:
+                kept.append(job)
+        kept.extend(self._queue)
+        self._queue = kept
+        return taken
+
+    def _dequeued(self, job: _Job) -> None:
+        self._queued_items -= job.batch
+        self._stats.pending -= 1
+
+    def _execute(self, jobs: list[_Job]) -> _Executed:
+        """Worker thread: merge, run, split. Falls back to one run per request on failure."""
+        if len(jobs) > 1:
+            try:
+                return self._execute_merged(jobs)
+            except Exception:  # noqa: BLE001 - isolate the bad request below
+                pass
+        outcomes: list[_Outcome] = []
+        executions: list[ExecutionTimes] = []
+        for job in jobs:
+            start = time.perf_counter_ns()
+            try:
+                result: Outputs | BaseException = self._run(job.inputs, job.outputs)
+            except Exception as err:  # noqa: BLE001 - handed to the waiting request
+                result = err
+            end = time.perf_counter_ns()
+            times = ExecutionTimes(job.batch, 0, end - start, 0)
+            outcomes.append(_Outcome(result, start - job.enqueued_ns, times))
+            if not isinstance(result, BaseException):
+                executions.append(times)
+        return outcomes, executions
+
+    def _execute_merged(self, jobs: list[_Job]) -> _Executed:
+        t0 = time.perf_counter_ns()
+        feed = {name: np.concatenate([j.inputs[name] for j in jobs]) for name in jobs[0].inputs}
+        wanted = None
+        if all(j.outputs is not None for j in jobs):
+            wanted = sorted({n for j in jobs for n in j.outputs or ()})
+        t1 = time.perf_counter_ns()
+        merged = self._run(feed, wanted)
+        t2 = time.perf_counter_ns()
+        total = sum(j.batch for j in jobs)
+        for name, value in merged.items():
+            if value.ndim == 0 or value.shape[0] != total:
+                raise InferError(Status.INTERNAL, f"output '{name}' has shape {list(value.shape)}; "
+                                 f"dim 0 must be the batch size {total} to split a merged batch")
+        results: list[Outputs] = []
+        offset = 0
+        for j in jobs:
+            results.append({n: v[offset:offset + j.batch] for n, v in merged.items()})
+            offset += j.batch
+        t3 = time.perf_counter_ns()
+        times = ExecutionTimes(total, t1 - t0, t2 - t1, t3 - t2)
+        return [_Outcome(r, t0 - j.enqueued_ns, times) for r, j in zip(results, jobs, strict=True)], [times]
+
+    def _finish(self, jobs: list[_Job], fut: asyncio.Future[_Executed]) -> None:
+        """Event loop thread: record statistics and wake the waiting requests."""
+        self._inflight.discard(fut)
+        self._slots.release()
+        try:
+            outcomes, executions = fut.result()
+        except BaseException as err:  # noqa: BLE001 - the pool itself failed
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(err)
+            return
+        for times in executions:
+            self._stats.record_execution(times)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome.result, BaseException):
+                if not job.future.done():
+                    job.future.set_exception(outcome.result)
+                continue
+            self._stats.record_request_compute(outcome.queue_ns, outcome.times)
+            if not job.future.done():
+                job.future.set_result(outcome.result)

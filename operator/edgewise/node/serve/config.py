@@ -1,0 +1,70 @@
+"""Triton-shaped descriptions of the server and the model: metadata and ModelConfig.
+
+Plain dicts in Triton's JSON field names. HTTP returns them as they are; gRPC parses
+them into the protobuf messages tritonclient ships (`json_format.ParseDict`), which also
+proves every field name is one Triton knows.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+from edgewise.node.serve.model import BACKEND, PLATFORM, ModelSpec, TensorSpec
+
+SERVER_NAME = "edgewise"
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics")
+
+
+def server_metadata() -> dict[str, Any]:
+    """The node runtime imports nothing of the operator, so the version comes from the install."""
+    try:
+        version = metadata.version("edgewise")
+    except metadata.PackageNotFoundError:  # running from a source tree without install
+        version = "0.0.0"
+    return {"name": SERVER_NAME, "version": version, "extensions": list(EXTENSIONS)}
+
+
+def _meta_tensor(t: TensorSpec) -> dict[str, Any]:
+    return {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+
+
+def model_metadata(spec: ModelSpec) -> dict[str, Any]:
+    """Shapes include the batch dim (-1 when batching), as Triton reports them."""
+    return {
+        "name": spec.name,
+        "versions": [spec.version],
+        "platform": PLATFORM,
+        "inputs": [_meta_tensor(t) for t in spec.inputs],
+        "outputs": [_meta_tensor(t) for t in spec.outputs],
+    }
+
+
+def _config_dims(spec: ModelSpec, t: TensorSpec) -> list[int]:
+    """Triton's config leaves the batch dim out when max_batch_size > 0."""
+    return list(t.shape[1:] if spec.max_batch_size > 0 else t.shape)
+
+
+def model_config(spec: ModelSpec, max_queue_delay_us: int, instances: int, threads: int) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "name": spec.name,
+        "platform": PLATFORM,
+        "backend": BACKEND,
+        "version_policy": {"latest": {"num_versions": 1}},
+        "max_batch_size": spec.max_batch_size,
+        "input": [
+            {"name": t.name, "data_type": t.dtype.config, "format": "FORMAT_NONE",
+             "dims": _config_dims(spec, t)}
+            for t in spec.inputs
+        ],
+        "output": [
+            {"name": t.name, "data_type": t.dtype.config, "dims": _config_dims(spec, t)} for t in spec.outputs
+        ],
+        "instance_group": [{"name": f"{spec.name}_0", "kind": "KIND_CPU", "count": instances}],
+        "default_model_filename": "model.onnx",
+        # Triton's onnxruntime backend takes its thread count under this parameter name.
+        "parameters": {"intra_op_thread_count": {"string_value": str(threads)}},
+    }
+    if spec.max_batch_size > 0:
+        config["dynamic_batching"] = {"max_queue_delay_microseconds": max_queue_delay_us}
+    return config

@@ -1,0 +1,52 @@
+"""One table for the three names every tensor type has: ONNX Runtime's, Triton's and numpy's.
+
+Triton's wire names (FP32, BYTES, ...) are what clients send; ONNX Runtime reports
+`tensor(float)`; model configs say `TYPE_FP32`. Keeping them in one place means a type is
+either supported everywhere or rejected at model load with a clear message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DType:
+    triton: str  # KServe-V2 / Triton wire name
+    config: str  # Triton ModelConfig DataType enum name
+    numpy: np.dtype
+    itemsize: int  # bytes per element on the wire; 0 for BYTES (length-prefixed)
+
+
+_TABLE: dict[str, DType] = {
+    "tensor(float)": DType("FP32", "TYPE_FP32", np.dtype(np.float32), 4),
+    "tensor(float16)": DType("FP16", "TYPE_FP16", np.dtype(np.float16), 2),
+    "tensor(double)": DType("FP64", "TYPE_FP64", np.dtype(np.float64), 8),
+    "tensor(int8)": DType("INT8", "TYPE_INT8", np.dtype(np.int8), 1),
+    "tensor(int16)": DType("INT16", "TYPE_INT16", np.dtype(np.int16), 2),
+    "tensor(int32)": DType("INT32", "TYPE_INT32", np.dtype(np.int32), 4),
+    "tensor(int64)": DType("INT64", "TYPE_INT64", np.dtype(np.int64), 8),
+    "tensor(uint8)": DType("UINT8", "TYPE_UINT8", np.dtype(np.uint8), 1),
+    "tensor(uint16)": DType("UINT16", "TYPE_UINT16", np.dtype(np.uint16), 2),
+    "tensor(uint32)": DType("UINT32", "TYPE_UINT32", np.dtype(np.uint32), 4),
+    "tensor(uint64)": DType("UINT64", "TYPE_UINT64", np.dtype(np.uint64), 8),
+    "tensor(bool)": DType("BOOL", "TYPE_BOOL", np.dtype(np.bool_), 1),
+    "tensor(string)": DType("BYTES", "TYPE_STRING", np.dtype(np.object_), 0),
+}
+
+BY_TRITON: dict[str, DType] = {d.triton: d for d in _TABLE.values()}
+
+
+def from_ort(ort_type: str) -> DType:
+    """Map an ONNX Runtime type string; unsupported types fail the model load, not a request."""
+    try:
+        return _TABLE[ort_type]
+    except KeyError:
+        supported = ", ".join(sorted(_TABLE))
+        raise ValueError(f"unsupported ONNX tensor type {ort_type!r}; supported: {supported}") from None
+
+
+def from_triton(name: str) -> DType | None:
+    return BY_TRITON.get(name)

@@ -1,0 +1,178 @@
+"""The KServe-V2 / Triton gRPC front end (grpc.aio).
+
+The servicer implements `GRPCInferenceServiceServicer` from the stubs tritonclient ships
+(`tritonclient.grpc.service_pb2_grpc`), so the service definition is Triton's own, not a
+copy. Metadata, config and statistics are the same dicts HTTP returns, parsed into
+Triton's messages. Methods left to the base class (shared memory, tracing, logging,
+repository load/unload) answer UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+
+from edgewise.node.serve import codec, validate
+from edgewise.node.serve.batcher import Outputs
+from edgewise.node.serve.errors import InferError, Status, invalid
+from edgewise.node.serve.model import ModelSpec
+from edgewise.node.serve.service import Decoded, InferenceService
+
+GRPC_CODES = {
+    Status.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    Status.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Status.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Status.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Status.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+# Which typed `InferTensorContents` field carries each datatype when a client does not
+# use raw_input_contents (FP16 has none: it must travel raw).
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+
+
+def decode_request(spec: ModelSpec, request: service_pb2.ModelInferRequest) -> Decoded:
+    declared = [(t.name, t.datatype, list(t.shape)) for t in request.inputs]
+    batch = validate.check_inputs(spec, declared)
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise invalid(f"raw_input_contents has {len(raw)} entries; "
+                      f"expected one per input ({len(request.inputs)})")
+    inputs: dict[str, np.ndarray] = {}
+    for i, (t, (name, _, shape)) in enumerate(zip(request.inputs, declared, strict=True)):
+        spec_t = spec.input(name)
+        assert spec_t is not None
+        if raw:
+            inputs[name] = codec.decode_raw(name, spec_t.dtype, shape, raw[i])
+            continue
+        field = _CONTENTS_FIELD.get(spec_t.datatype)
+        if field is None:
+            raise invalid(f"input '{name}' is {spec_t.datatype}: send it in raw_input_contents")
+        values = list(getattr(t.contents, field))
+        if spec_t.datatype == "BYTES":
+            arr = np.empty(len(values), dtype=object)
+            arr[:] = values
+        else:
+            arr = np.asarray(values, dtype=spec_t.dtype.numpy)
+        if arr.size != codec.element_count(shape):
+            raise invalid(f"input '{name}' has {arr.size} elements in contents.{field}, expected "
+                          f"{codec.element_count(shape)} for shape {shape}")
+        inputs[name] = arr.reshape(shape)
+    names = [o.name for o in request.outputs]
+    validate.check_outputs(spec, names)
+    return Decoded(inputs, batch, names or None, request.id)
+
+
+def encode_response(spec: ModelSpec, request: Decoded, outputs: Outputs) -> service_pb2.ModelInferResponse:
+    response = service_pb2.ModelInferResponse(
+        model_name=spec.name, model_version=spec.version, id=request.wire)
+    for name in request.outputs or [t.name for t in spec.outputs]:
+        t = spec.output(name)
+        assert t is not None
+        arr = outputs[name]
+        response.outputs.add(name=name, datatype=t.datatype, shape=list(arr.shape))
+        response.raw_output_contents.append(codec.encode_raw(arr, t.dtype))
+    return response
+
+
+class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return service_pb2.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return service_pb2.ServerReadyResponse(ready=self.service.ready)
+
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return service_pb2.ModelReadyResponse(ready=self.service.model_ready(request.name, request.version))
+
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return json_format.ParseDict(self.service.server_metadata(), service_pb2.ServerMetadataResponse())
+
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        doc = await _call(context, self.service.model_metadata, request.name, request.version)
+        return json_format.ParseDict(doc, service_pb2.ModelMetadataResponse())
+
+    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        doc = await _call(context, self.service.model_config, request.name, request.version)
+        config = json_format.ParseDict(doc, model_config_pb2.ModelConfig())
+        return service_pb2.ModelConfigResponse(config=config)
+
+    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        doc = await _call(context, self.service.statistics, request.name, request.version)
+        return json_format.ParseDict(doc, service_pb2.ModelStatisticsResponse())
+
+    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return json_format.ParseDict({"models": self.service.repository_index()},
+                                     service_pb2.RepositoryIndexResponse())
+
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await self._infer(request)
+        except InferError as err:
+            await context.abort(GRPC_CODES[err.status], err.message)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[Any]:
+        """Bidirectional stream: requests run concurrently; errors travel in-band as Triton does."""
+        answers: asyncio.Queue[Any] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def answer(request: Any) -> None:
+            try:
+                response = service_pb2.ModelStreamInferResponse(infer_response=await self._infer(request))
+            except InferError as err:
+                response = service_pb2.ModelStreamInferResponse(error_message=err.message)
+            await answers.put(response)
+
+        async def read() -> None:
+            async for request in request_iterator:
+                task = asyncio.create_task(answer(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            while tasks:
+                await asyncio.gather(*tasks)
+            await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (response := await answers.get()) is not None:
+                yield response
+        finally:
+            reader.cancel()
+
+    async def _infer(self, request: Any) -> Any:
+        return await self.service.infer(
+            request.model_name, request.model_version,
+            lambda spec: decode_request(spec, request), encode_response,
+        )
+
+
+async def _call(context: grpc.aio.ServicerContext, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except InferError as err:
+        await context.abort(GRPC_CODES[err.status], err.message)
+
+
+def server(service: InferenceService, address: str, max_request_bytes: int) -> grpc.aio.Server:
+    srv = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", max_request_bytes),
+        ("grpc.max_send_message_length", -1),
+    ])
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(service), srv)
+    srv.add_insecure_port(address)
+    return srv

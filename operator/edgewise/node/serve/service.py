@@ -1,0 +1,117 @@
+"""The protocol-neutral core both front ends (HTTP, gRPC) call.
+
+It knows the one model this process serves, whether it is ready, and how to run an
+inference end to end: resolve the model, let the front end decode and validate against
+the spec, queue on the batcher, let the front end encode, and charge the statistics.
+Keeping the statistics here means HTTP and gRPC requests are counted the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from edgewise.node.serve import config as describe
+from edgewise.node.serve import validate
+from edgewise.node.serve.batcher import Batcher, Outputs
+from edgewise.node.serve.errors import InferError, Status
+from edgewise.node.serve.model import ModelSpec
+from edgewise.node.serve.stats import ModelStats
+
+R = TypeVar("R")
+
+
+@dataclass
+class Decoded:
+    """A request after decoding and validation against the spec."""
+
+    inputs: dict[str, np.ndarray]
+    batch: int
+    outputs: list[str] | None  # None: every output
+    wire: Any = None  # front-end options the encoder needs (request id, binary outputs)
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_name: str
+    max_queue_delay_us: int = 0
+    instances: int = 1
+    threads: int = 0
+
+
+class InferenceService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stats = ModelStats()
+        self.spec: ModelSpec | None = None
+        self.ready = False
+        self._batcher: Batcher | None = None
+
+    def attach(self, spec: ModelSpec, batcher: Batcher) -> None:
+        """Called once the model answered its warm-up; from now on the server is ready."""
+        self.spec = spec
+        self._batcher = batcher
+        self.ready = True
+
+    def model(self, name: str, version: str = "") -> ModelSpec:
+        """The spec of the requested model, or NOT_FOUND / UNAVAILABLE."""
+        if self.spec is None:
+            if name != self.settings.model_name:
+                raise InferError(Status.NOT_FOUND, f"Request for unknown model: '{name}' is not found; "
+                                 f"this server serves '{self.settings.model_name}'")
+            raise InferError(Status.UNAVAILABLE, f"model '{name}' is not ready: it is loading and warming up")
+        validate.check_model(self.spec, name, version)
+        return self.spec
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.model(name, version)
+        except InferError:
+            return False
+        return self.ready
+
+    def server_metadata(self) -> dict[str, Any]:
+        return describe.server_metadata()
+
+    def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
+        return describe.model_metadata(self.model(name, version))
+
+    def model_config(self, name: str, version: str = "") -> dict[str, Any]:
+        s = self.settings
+        return describe.model_config(self.model(name, version), s.max_queue_delay_us, s.instances, s.threads)
+
+    def statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
+        """Triton's statistics response; an empty name means every model (here: the one)."""
+        if self.spec is None:
+            return {"model_stats": []}
+        spec = self.model(name, version) if name else self.spec
+        return {"model_stats": [self.stats.to_triton(spec.name, spec.version)]}
+
+    def repository_index(self) -> list[dict[str, str]]:
+        state = "READY" if self.ready else "LOADING"
+        version = self.spec.version if self.spec else ""
+        return [{"name": self.settings.model_name, "version": version, "state": state}]
+
+    async def infer(
+        self, name: str, version: str,
+        decode: Callable[[ModelSpec], Decoded],
+        encode: Callable[[ModelSpec, Decoded, Outputs], R],
+    ) -> R:
+        """Run one request; failures after the model is resolved count as Triton `fail`s."""
+        start = time.perf_counter_ns()
+        spec = self.model(name, version)
+        if not self.ready or self._batcher is None:
+            raise InferError(Status.UNAVAILABLE, f"model '{name}' is not ready")
+        ok = False
+        try:
+            request = decode(spec)
+            outputs = await self._batcher.infer(request.inputs, request.batch, request.outputs)
+            response = encode(spec, request, outputs)
+            ok = True
+            return response
+        finally:
+            self.stats.record_request(ok, time.perf_counter_ns() - start)

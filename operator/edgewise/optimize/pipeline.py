@@ -1,0 +1,290 @@
+"""optimize(): source model + target (+ calibration) → artifact + report, falling back through precisions.
+
+The imperative shell around the pure decisions: load and inspect, choose candidates
+(`choose.plan`), make each in turn, measure its agreement with the original on the
+validation inputs, and keep the first that passes the accuracy gate (int8 → fp16 → fp32).
+The accepted artifact is then measured for latency and peak memory (in a separate process)
+and checked against the memory limits.
+
+The function is synchronous, CPU-heavy and self-contained: the operator calls it in a
+worker process with memory and time limits (or in a Job), never in its event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from edgewise.optimize import choose, data, evaluate, fp16, gates, graph, memory, quantize
+from edgewise.optimize.choose import CalibrateMethod, Candidate
+from edgewise.optimize.errors import CalibrationMismatch, NotOnnxError, TechniqueFailed
+from edgewise.optimize.gates import AccuracyGate, Agreement
+from edgewise.optimize.inspect import ModelInfo, analyze, load
+from edgewise.optimize.report import (
+    AgreementInfo,
+    Attempt,
+    FileInfo,
+    GateInfo,
+    LatencyInfo,
+    MemoryInfo,
+    OptimizationReport,
+    TargetInfo,
+)
+from edgewise.optimize.target import Quantization, Target
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC_SAMPLES = 16
+MAX_BATCH = 8
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything besides the model and the target; defaults are what `auto` wants."""
+
+    quantization: Quantization = "auto"
+    keep_float: tuple[str, ...] = ()  # node names or operator types kept in float
+    keep_first_last: bool | None = None  # None: the technique's default (static: keep, dynamic: quantize)
+    calibrate_method: CalibrateMethod = "minmax"
+    max_samples: int = 256
+    fallback: bool = True
+    gate: AccuracyGate = field(default_factory=AccuracyGate)
+    max_memory_mib: float | None = None  # the class's slo.maxMemoryMiB
+    node_allocatable_mib: float | None = None  # largest allocatable memory of the class's nodes
+    max_latency_ratio: float | None = None  # speed gate: reject artifacts slower than this × the original
+    threads: int = 2
+    measure_latency: bool = True
+    measure_memory: bool = True
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_info(path: Path) -> FileInfo:
+    return FileInfo(path=str(path), sha256=sha256_of(path), size_bytes=path.stat().st_size)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("onnxruntime", "onnx", "onnxconverter-common"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _name_nodes(model: onnx.ModelProto) -> bool:
+    """Give every unnamed node a stable name (the quantizer excludes nodes by name). True if any changed."""
+    taken = {n.name for n in model.graph.node if n.name}
+    changed = False
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+            changed = True
+    return changed
+
+
+def _batch_size(info: ModelInfo) -> int:
+    fixed = any(s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0 for s in info.inputs)
+    return 1 if fixed else MAX_BATCH
+
+
+def _agreement_info(a: Agreement) -> AgreementInfo:
+    return AgreementInfo(samples=a.samples, min_cosine=a.min_cosine, mean_cosine=a.mean_cosine,
+                         max_abs_error=a.max_abs_error, top1_agreement_percent=a.top1_agreement_percent)
+
+
+def _gate_info(g: gates.GateResult) -> GateInfo:
+    return GateInfo(passed=g.passed, reason=g.reason, message=g.message, numbers=g.numbers)
+
+
+def _make(candidate: Candidate, src: Path, out: Path, work: Path, info: ModelInfo, options: Options,
+          calibration: data.Samples | None, probe: data.Samples, batch: int, notes: list[str]) -> list[str]:
+    """Write `candidate`'s artifact to `out`; returns the nodes kept in float."""
+    if candidate.technique == "fp32":
+        try:
+            graph.optimize_graph(src, out, "basic")
+        except Exception as err:  # noqa: BLE001 - the original is a valid fp32 artifact too
+            notes.append(f"graph optimization skipped: {err}")
+            shutil.copyfile(src, out)
+        return []
+    if candidate.technique == "fp16":
+        fp32 = work / "fp16-src.onnx"
+        try:
+            graph.optimize_graph(src, fp32, "basic")  # before conversion: CPU casts must not be baked in
+        except Exception:  # noqa: BLE001
+            fp32 = src
+        try:
+            fp16.convert(fp32, out, info, list(options.keep_float), notes)
+        except Exception as err:  # noqa: BLE001 - onnxconverter-common raises plain exceptions
+            raise TechniqueFailed(f"fp16 conversion failed: {type(err).__name__}: {err}") from err
+        evaluate.session(out, options.threads)
+        return fp16.block_lists(info, list(options.keep_float))[1]
+    def loads_and_runs(path: Path) -> None:
+        # Some quantized kernels reject their inputs only when run (e.g. per-channel batched MatMul).
+        evaluate.session(path, options.threads).run(None, next(data.batches(probe, batch)))
+
+    result = quantize.quantize(src, out, work, candidate, list(options.keep_float), calibration, batch,
+                               check=loads_and_runs)
+    notes.extend(result.notes)
+    return result.excluded_nodes
+
+
+def optimize(src: str | Path, output: str | Path, target: Target, *, calibration: str | Path | None = None,
+             validation: str | Path | None = None, options: Options | None = None,
+             work_dir: str | Path | None = None) -> OptimizationReport:
+    """Make the artifact for `target` from the ONNX model `src` and write it to `output`.
+
+    Returns the report (also when every candidate was rejected: then `outcome` is
+    OptimizationRejected and `output` is not written). Raises NotOnnxError for a file that is
+    not a loadable ONNX model and CalibrationMismatch for data that does not fit its inputs.
+    """
+    options = options or Options()
+    started = time.monotonic()
+    src, output = Path(src), Path(output)
+    with tempfile.TemporaryDirectory(prefix="edgewise-opt-", dir=work_dir) as tmp:
+        work = Path(tmp)
+        model = load(src)
+        model_path = src
+        if _name_nodes(model):
+            model_path = work / "named.onnx"
+            onnx.save(model, str(model_path))
+        info = analyze(model)
+        del model
+
+        calib = None
+        if calibration is not None:
+            calib = data.check(info, data.load_npz(calibration), options.max_samples)
+        if validation is not None:
+            valid, valid_kind = data.check(info, data.load_npz(validation), options.max_samples), "validation"
+        elif calib is not None:
+            valid, valid_kind = calib, "calibration"
+        else:
+            valid, valid_kind = data.synthesize(info, SYNTHETIC_SAMPLES), "synthetic"
+        batch = _batch_size(info)
+
+        notes: list[str] = []
+        if valid_kind == "synthetic":
+            notes.append("no calibration or validation data: agreement measured on random inputs; "
+                         "give calibration data for a meaningful accuracy gate")
+        p = choose.plan(target, info.kind, quantization=options.quantization,
+                        has_calibration=calib is not None, calibrate_method=options.calibrate_method,
+                        fallback=options.fallback,
+                        keep_first_last=options.keep_first_last)
+        notes.extend(p.notes)
+
+        outputs = evaluate.float_outputs(info)
+        try:
+            reference = evaluate.run_all(evaluate.session(model_path, options.threads), valid, batch, outputs)
+        except TechniqueFailed as err:
+            raise NotOnnxError(f"{src.name}: {err}") from err
+        except Exception as err:  # noqa: BLE001 - onnxruntime's run errors (types, shapes)
+            raise CalibrationMismatch(f"the original model fails on the given inputs: {err}") from err
+
+        attempts: list[Attempt] = []
+        accepted: tuple[Candidate, Path, Agreement, gates.GateResult, list[str]] | None = None
+        for i, cand in enumerate(p.candidates):
+            out = work / f"candidate-{i}-{cand.technique}.onnx"
+            try:
+                kept = _make(cand, model_path, out, work, info, options, calib, valid, batch, notes)
+                got = evaluate.run_all(evaluate.session(out, options.threads), valid, batch, outputs)
+                agreement = evaluate.agreement(reference, got, info.classifier_outputs)
+            except Exception as err:  # noqa: BLE001 - any failure of one technique moves on to the next
+                message = str(err) if isinstance(err, TechniqueFailed) else f"{type(err).__name__}: {err}"
+                attempts.append(Attempt(technique=cand.describe(), precision=cand.precision, status="failed",
+                                        message=message[:1000]))
+                log.info("%s failed: %s", cand.describe(), message)
+                continue
+            verdict = gates.check_accuracy(agreement, options.gate)
+            if not verdict.passed and cand.technique == "fp32" and out.exists():
+                # Graph optimization moved the numbers: ship the original bytes instead.
+                shutil.copyfile(model_path, out)
+                verdict = gates.check_accuracy(Agreement(agreement.samples, 1.0, 1.0, 0.0,
+                                                         100.0 if agreement.top1_agreement_percent else None),
+                                               options.gate)
+                notes.append("graph-optimized fp32 drifted from the original; serving the original")
+            if verdict.passed and options.max_latency_ratio is not None and cand.technique != "fp32":
+                lat = evaluate.compare_latency(model_path, out, valid, 1, options.threads)
+                speed = gates.check_latency(lat.ratio, options.max_latency_ratio)
+                if not speed.passed:
+                    verdict = gates.GateResult(False, speed.reason, f"{speed.message} ({verdict.message})",
+                                               verdict.numbers | speed.numbers)
+            attempts.append(Attempt(technique=cand.describe(), precision=cand.precision,
+                                    status="accepted" if verdict.passed else "rejected",
+                                    message=verdict.message, agreement=_agreement_info(agreement)))
+            if verdict.passed:
+                accepted = (cand, out, agreement, verdict, kept)
+                break
+
+        source = _file_info(src)
+        common = dict(source=source, source_kind=info.kind, source_opset=info.opset,
+                      target=TargetInfo(runtime=target.runtime, precision=target.precision,
+                                        cpu_features=sorted(target.cpu_features)),
+                      validation=valid_kind, attempts=attempts, notes=notes, versions=_versions())
+        if accepted is None:
+            last = attempts[-1] if attempts else None
+            return OptimizationReport(
+                outcome="OptimizationRejected", precision="", technique=last.technique if last else "",
+                message="no artifact passed the accuracy gate"
+                        + ("" if options.fallback else " and fallback is off")
+                        + (f": {last.message}" if last else ""),
+                agreement=last.agreement if last else None,
+                duration_seconds=time.monotonic() - started, **common)
+
+        cand, out, agreement, verdict, kept = accepted
+        latency = mem = None
+        if options.measure_latency:
+            lat = evaluate.compare_latency(model_path, out, valid, 1, options.threads)
+            latency = LatencyInfo(before_ms=lat.before_ms, after_ms=lat.after_ms, ratio=lat.ratio,
+                                  batch=lat.batch, threads=lat.threads)
+            if cand.technique != "fp32" and lat.ratio > 1.0:
+                notes.append(f"{cand.describe()} measured {lat.ratio:.2f}x the original's latency on the machine "
+                             "that built it; whether it pays off depends on the class's CPU (canary latency "
+                             "analysis checks it; a speed gate needs the build to run on that hardware)")
+        memory_gate = None
+        if options.measure_memory:
+            m = memory.measure(out, next(data.batches(valid, 1)), options.threads)
+            mem = MemoryInfo(peak_mib=m.peak_mib, baseline_mib=m.baseline_mib, model_mib=m.model_mib)
+            memory_gate = gates.check_memory(m.peak_mib, options.max_memory_mib, options.node_allocatable_mib)
+        elif options.max_memory_mib is not None or options.node_allocatable_mib is not None:
+            notes.append("memory limits given but memory was not measured: memory gate not checked")
+
+        _install(out, output)
+        artifact = _file_info(output)
+        fits = memory_gate is None or memory_gate.passed
+        outcome = "Optimized" if fits else "DoesNotFit"
+        message = f"{cand.describe()}: {verdict.message}" if fits else memory_gate.message  # type: ignore[union-attr]
+        return OptimizationReport(
+            outcome=outcome, message=message, precision=cand.precision, technique=cand.describe(),
+            artifact=artifact, size_ratio=artifact.size_bytes / max(1, source.size_bytes), latency=latency,
+            agreement=_agreement_info(agreement), memory=mem, accuracy_gate=_gate_info(verdict),
+            memory_gate=_gate_info(memory_gate) if memory_gate else None, kept_float=kept,
+            duration_seconds=time.monotonic() - started, **common)
+
+
+def _install(src: Path, dst: Path) -> None:
+    """Copy into place atomically: a reader never sees half an artifact."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)

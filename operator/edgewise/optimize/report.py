@@ -1,0 +1,116 @@
+"""The optimization report: what was made, how it compares, which gates it passed. JSON, camelCase.
+
+The operator copies `summary()` into annotations and status; the full report is kept next to
+the artifact in the store. `outcome` is a condition reason: Optimized, OptimizationRejected
+(no candidate passed the accuracy gate and fallback was off), DoesNotFit (memory gate).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+Outcome = Literal["Optimized", "OptimizationRejected", "DoesNotFit"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class FileInfo(_Model):
+    path: str
+    sha256: str
+    size_bytes: int
+
+
+class TargetInfo(_Model):
+    runtime: str
+    precision: str
+    cpu_features: list[str] = Field(default_factory=list)
+
+
+class AgreementInfo(_Model):
+    samples: int
+    min_cosine: float
+    mean_cosine: float
+    max_abs_error: float
+    top1_agreement_percent: float | None = None
+
+
+class LatencyInfo(_Model):
+    before_ms: float
+    after_ms: float
+    ratio: float
+    batch: int
+    threads: int
+
+
+class MemoryInfo(_Model):
+    peak_mib: float = Field(alias="peakMiB")
+    baseline_mib: float = Field(alias="baselineMiB")
+    model_mib: float = Field(alias="modelMiB")
+
+
+class GateInfo(_Model):
+    passed: bool
+    reason: str
+    message: str
+    numbers: dict[str, float] = Field(default_factory=dict)
+
+
+class Attempt(_Model):
+    technique: str
+    precision: str
+    status: Literal["accepted", "rejected", "failed"]
+    message: str = ""
+    agreement: AgreementInfo | None = None
+
+
+class OptimizationReport(_Model):
+    outcome: Outcome
+    message: str
+    source: FileInfo
+    source_kind: str
+    source_opset: int
+    target: TargetInfo
+    precision: str  # of the artifact
+    technique: str
+    artifact: FileInfo | None = None
+    size_ratio: float | None = None
+    latency: LatencyInfo | None = None
+    agreement: AgreementInfo | None = None
+    validation: Literal["calibration", "validation", "synthetic"] = "synthetic"
+    memory: MemoryInfo | None = None
+    accuracy_gate: GateInfo | None = None
+    memory_gate: GateInfo | None = None
+    kept_float: list[str] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    versions: dict[str, str] = Field(default_factory=dict)
+    duration_seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def read(cls, path: str | Path) -> OptimizationReport:
+        return cls.model_validate_json(Path(path).read_text())
+
+    def summary(self) -> str:
+        """One line for annotations, Events and status messages."""
+        parts = [f"{self.outcome}: {self.technique}"]
+        if self.size_ratio is not None:
+            parts.append(f"size {self.size_ratio:.2f}x")
+        if self.latency:
+            parts.append(f"latency {self.latency.ratio:.2f}x")
+        if self.agreement:
+            parts.append(f"min cosine {self.agreement.min_cosine:.4f}")
+        if self.memory:
+            parts.append(f"peak {self.memory.peak_mib:.0f} MiB")
+        return ", ".join(parts)

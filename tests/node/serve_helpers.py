@@ -1,0 +1,131 @@
+"""Run `python -m edgewise serve` as a real process on loopback ports, and talk to it.
+
+Tests drive the server exactly as a node's clients would: tritonclient over HTTP and
+gRPC, a Prometheus scrape on the metrics port, SIGTERM to stop it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+READY_TIMEOUT_S = 180  # the CI machine may be busy compiling; loading is usually ~2 s
+
+
+def free_ports(n: int) -> list[int]:
+    """Ports the kernel picked as free; held together so the n are distinct."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class ServeProcess:
+    def __init__(self, model_dir: Path, model_name: str, log_path: Path, *args: str) -> None:
+        self.model_name = model_name
+        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgewise", "serve", "--model-dir", str(model_dir),
+             "--model-name", model_name, "--host", "127.0.0.1", "--http-port", str(self.http_port),
+             "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port), *args],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> ServeProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode} before ready:\n{self.log()}")
+            if http_status(self.http_port, "/v2/health/ready") == 200:
+                return self
+            time.sleep(0.1)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.wait_exit()
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+    def http(self) -> httpclient.InferenceServerClient:
+        return httpclient.InferenceServerClient(self.http_url)
+
+    def grpc(self) -> grpcclient.InferenceServerClient:
+        return grpcclient.InferenceServerClient(self.grpc_url)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+
+@contextlib.contextmanager
+def serving(model_dir: Path, model_name: str, log_path: Path, *args: str) -> Iterator[ServeProcess]:
+    server = ServeProcess(model_dir, model_name, log_path, *args)
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+def http_status(port: int, path: str) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return None
+
+
+def post(
+    port: int, path: str, body: bytes, headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """A raw POST for requests tritonclient refuses to build (malformed JSON, lying sizes)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
