@@ -14,7 +14,7 @@ APT_PACKAGES ?= prometheus docker-registry
 help:
 	@echo "make demo         bring up the local cluster with a simulated fleet and show it"
 	@echo "make test         the whole test suite (unit + real control plane)"
-	@echo "make bench        benchmarks (results go to docs/benchmarks.md by hand)"
+	@echo "make bench        benchmarks (BENCH=serve|optimize|rollout for one); see docs/benchmarks.md"
 	@echo "make cluster-up / cluster-down   the local cluster alone"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -44,7 +44,7 @@ test-unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
 bench: venv tools apt
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH)
 
 lint: venv
 	$(VENV)/bin/ruff check operator tests bench hack
