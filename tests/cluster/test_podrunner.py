@@ -37,6 +37,7 @@ def test_argv_and_paths_are_translated_like_a_kubelet_would() -> None:
     argv = local_argv(container, {"A": "1"}, python="py")
     assert argv == ["py", "-m", "edgewise", "serve", "--model-dir", "/models/m", "--x=1"]
     assert map_paths(argv, {"/models": Path("/tmp/v")})[5] == "/tmp/v/m"
+    assert map_paths(["/tmp/x", "/tmpfoo", "/tmp"], {"/tmp": Path("/v")}) == ["/v/x", "/tmpfoo", "/v"]
 
 
 def test_a_pod_of_fetch_and_serve_answers_inference_on_its_pod_ip(

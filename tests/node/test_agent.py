@@ -11,18 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cache_support import AgentProcess, SourceServer, get_json, http, sha256, wait_until
+from cache_support import AgentProcess, get_json, http, sha256, wait_until
 
 from edgewise.contract import AGENT_SHA256_HEADER, plan_cache_key
 
 V1, V2, V3 = (f"model version {i} ".encode() * 50_000 for i in (1, 2, 3))  # ~800 KB each
-
-
-@pytest.fixture
-def source() -> Iterator[SourceServer]:
-    server = SourceServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -18,13 +18,6 @@ DATA = bytes(range(256)) * 4096  # 1 MiB, so a cut lands mid-body
 
 
 @pytest.fixture
-def source() -> Iterator[SourceServer]:
-    server = SourceServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def sink(tmp_path: Path) -> Iterator[Writer]:
     w = Writer(tmp_path / "artifact.part")
     yield w

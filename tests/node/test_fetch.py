@@ -50,13 +50,6 @@ print("&&&& PASSED TensorRT.trtexec")
 
 
 @pytest.fixture
-def source() -> Iterator[SourceServer]:
-    server = SourceServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def agent(tmp_path: Path) -> Iterator[AgentProcess]:
     process = AgentProcess(tmp_path / "cache").start()
     yield process

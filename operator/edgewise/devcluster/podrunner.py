@@ -192,7 +192,9 @@ class PodRunner:
         env = container_env(container, pod)
         mounts = {m["mountPath"]: volumes[m["name"]] for m in container.get("volumeMounts") or []
                   if m["name"] in volumes}
-        return map_paths(local_argv(container, env, self.python), mounts), env
+        argv = local_argv(container, env, self.python)
+        # Only the container's own arguments name paths inside the pod; the interpreter is ours.
+        return argv[:3] + map_paths(argv[3:], mounts), env
 
     def _stop_pod(self, uid: str) -> None:
         proc = self.pods.pop(uid)
