@@ -342,7 +342,8 @@ def main() -> int:
     if args.write_docs:
         from report import write_section  # bench/optimize/report.py
 
-        write_section(REPO / "docs" / "benchmarks.md", result)
+        analysis = HERE / "analysis.md"  # the hand-written reading of the numbers, kept with the bench
+        write_section(REPO / "docs" / "benchmarks.md", result, analysis.read_text() if analysis.exists() else "")
     return 0
 
 

@@ -70,12 +70,13 @@ def is_insecure(registry: str, env: dict[str, str] | None = None) -> bool:
         return False
 
 
-def registry_client(registry: str, insecure: bool | None = None):  # noqa: ANN201 - an oras Registry
-    """An ORAS client that tries each request once.
+def registry_client(registry: str, insecure: bool | None = None, timeout: float = 60.0):  # noqa: ANN201
+    """An ORAS client (oras.provider.Registry) that tries each request once, with a timeout.
 
     oras-py retries every request five times, sleeping 3, 5, 11, 29 and 83 s: over two minutes
     before an unreachable registry is reported. Callers here have their own retries with
-    jittered backoff (the node's downloader, the operator's reconcile loop), so one attempt.
+    jittered backoff (the node's downloader, the operator's reconcile loop), so one attempt;
+    and requests has no default timeout, so a stalled registry would otherwise hang a node.
     """
     import oras.provider
 
@@ -83,11 +84,19 @@ def registry_client(registry: str, insecure: bool | None = None):  # noqa: ANN20
         def do_request(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
             return oras.provider.Registry.do_request.__wrapped__(self, *args, **kwargs)  # type: ignore[attr-defined]
 
-    return OneAttempt(hostname=registry, insecure=is_insecure(registry) if insecure is None else insecure)
+    client = OneAttempt(hostname=registry, insecure=is_insecure(registry) if insecure is None else insecure)
+    send = client.session.request
+
+    def request_with_timeout(method, url, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        kwargs.setdefault("timeout", timeout)
+        return send(method, url, **kwargs)
+
+    client.session.request = request_with_timeout  # type: ignore[method-assign]
+    return client
 
 
-def _client(ref: OciRef, insecure: bool | None):  # noqa: ANN202
-    return registry_client(ref.registry, insecure)
+def _client(ref: OciRef, insecure: bool | None, timeout: float = 60.0):  # noqa: ANN202
+    return registry_client(ref.registry, insecure, timeout)
 
 
 def _model_layer(manifest: dict, uri: str) -> str:
@@ -104,7 +113,7 @@ def _model_layer(manifest: dict, uri: str) -> str:
 def resolve(uri: str, *, insecure: bool | None = None, timeout: float = 60.0) -> str:
     """The hex digest of the blob to pull for `uri` (the layer itself, or a manifest's model layer)."""
     ref = parse(uri)
-    client = _client(ref, insecure)
+    client = _client(ref, insecure, timeout)
     container = f"{ref.registry}/{ref.repository}:{ref.tag}" if ref.tag else \
         f"{ref.registry}/{ref.repository}@sha256:{ref.digest}"
     if ref.digest:
@@ -131,7 +140,7 @@ def pull(uri: str, dest_path: str | Path, *, expected_sha256: str | None = None,
     dest = Path(dest_path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    client = _client(ref, insecure)
+    client = _client(ref, insecure, timeout)
     h = hashlib.sha256()
     try:
         with client.get_blob(f"{ref.registry}/{ref.repository}", f"sha256:{layer}", stream=True) as resp:
