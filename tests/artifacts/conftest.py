@@ -12,21 +12,12 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from registry_support import Registry
 
 REGISTRY_BIN = "docker-registry"
-
-
-@dataclass(frozen=True)
-class Registry:
-    address: str  # host:port
-    storage: Path  # the filesystem driver's root, for tests that tamper with blobs
-
-    def blob_path(self, hexdigest: str) -> Path:
-        return self.storage / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
 
 
 def _free_port() -> int:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+from registry_support import Registry
 
-from conftest import Registry
 from edgewise import contract
 from edgewise.artifacts.oci import OciStore, tag_for
 from edgewise.artifacts.store import ArtifactNotFound
@@ -115,3 +118,17 @@ def test_plain_http_only_for_loopback_or_listed_registries() -> None:
     listed = {contract.OCI_INSECURE_ENV: "registry.internal:5000, other"}
     assert oci.is_insecure("registry.internal:5000", env=listed) and oci.is_insecure("other:443", env=listed)
     assert oci.is_insecure("anything", env={contract.OCI_INSECURE_ENV: "*"})
+
+
+def test_edgewise_fetch_lays_out_a_model_pulled_over_oci(registry: Registry, tmp_path: Path) -> None:
+    from edgewise.devcluster import demo_models
+
+    model = demo_models.good(tmp_path / "src" / "model.onnx")
+    digest = demo_models.sha256(model)
+    ref = OciStore(registry.address, "edgewise/fetch").put(model, {"precision": "fp32"})
+    request = contract.FetchRequest(uri=ref.uri, sha256=digest, model_name="clf", dest=str(tmp_path / "models"))
+    done = subprocess.run([sys.executable, "-m", "edgewise", "fetch", *request.to_args()], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, contract.OCI_INSECURE_ENV: "1"})
+    assert done.returncode == 0, done.stderr
+    laid_out = tmp_path / "models" / "clf" / "1" / "model.onnx"
+    assert hashlib.sha256(laid_out.read_bytes()).hexdigest() == digest

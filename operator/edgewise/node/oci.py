@@ -19,6 +19,7 @@ import hashlib
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,8 @@ def parse(uri: str) -> OciRef:
 
 def is_insecure(registry: str, env: dict[str, str] | None = None) -> bool:
     """Plain HTTP for loopback registries and those listed in EDGEWISE_OCI_INSECURE."""
-    env = os.environ if env is None else env
-    listed = {h.strip() for h in env.get(contract.OCI_INSECURE_ENV, "").split(",") if h.strip()}
+    source: Mapping[str, str] = os.environ if env is None else env
+    listed = {h.strip() for h in source.get(contract.OCI_INSECURE_ENV, "").split(",") if h.strip()}
     host = registry[1:].split("]")[0] if registry.startswith("[") else registry.split(":")[0]
     if "*" in listed or registry in listed or host in listed:
         return True

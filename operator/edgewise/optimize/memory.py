@@ -52,7 +52,7 @@ def measure(model: Path, sample: Path | dict[str, np.ndarray], threads: int = 2,
     with tempfile.TemporaryDirectory(prefix="edgewise-mem-") as tmp:
         if isinstance(sample, dict):
             path = Path(tmp) / "sample.npz"
-            np.savez(path, **sample)
+            np.savez(path, **sample)  # type: ignore[arg-type]
             sample = path
         cmd = [sys.executable, "-m", "edgewise.optimize.memory", str(model), "--inputs", str(sample),
                "--threads", str(threads)]

@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -36,6 +37,7 @@ from edgewise.optimize.report import (
     LatencyInfo,
     MemoryInfo,
     OptimizationReport,
+    Outcome,
     TargetInfo,
 )
 from edgewise.optimize.target import Quantization, Target
@@ -237,7 +239,7 @@ def optimize(src: str | Path, output: str | Path, target: Target, *, calibration
                 break
 
         source = _file_info(src)
-        common = dict(source=source, source_kind=info.kind, source_opset=info.opset,
+        common: dict[str, Any] = dict(source=source, source_kind=info.kind, source_opset=info.opset,
                       target=TargetInfo(runtime=target.runtime, precision=target.precision,
                                         cpu_features=sorted(target.cpu_features)),
                       validation=valid_kind, attempts=attempts, notes=notes, versions=_versions())
@@ -264,7 +266,8 @@ def optimize(src: str | Path, output: str | Path, target: Target, *, calibration
         memory_gate = None
         if options.measure_memory:
             m = memory.measure(out, next(data.batches(valid, 1)), options.threads)
-            mem = MemoryInfo(peak_mib=m.peak_mib, baseline_mib=m.baseline_mib, model_mib=m.model_mib)
+            mem = MemoryInfo.model_validate({"peakMiB": m.peak_mib, "baselineMiB": m.baseline_mib,
+                                             "modelMiB": m.model_mib})
             memory_gate = gates.check_memory(m.peak_mib, options.max_memory_mib, options.node_allocatable_mib)
         elif options.max_memory_mib is not None or options.node_allocatable_mib is not None:
             notes.append("memory limits given but memory was not measured: memory gate not checked")
@@ -272,7 +275,7 @@ def optimize(src: str | Path, output: str | Path, target: Target, *, calibration
         _install(out, output)
         artifact = _file_info(output)
         fits = memory_gate is None or memory_gate.passed
-        outcome = "Optimized" if fits else "DoesNotFit"
+        outcome: Outcome = "Optimized" if fits else "DoesNotFit"
         message = f"{cand.describe()}: {verdict.message}" if fits else memory_gate.message  # type: ignore[union-attr]
         return OptimizationReport(
             outcome=outcome, message=message, precision=cand.precision, technique=cand.describe(),
