@@ -76,16 +76,16 @@ class ArtifactManager:
             if not members:  # nothing to make, and nothing to deploy, until a node joins the class
                 out[cp.name] = ClassArtifact(state="Idle", message="no node in the class yet")
                 continue
-            out[cp.name] = self._resolve(spec)
+            out[cp.name] = self._resolve(spec, f"{model.metadata.namespace}/{model.metadata.name}")
         return out
 
-    def _resolve(self, spec: JobSpec) -> ClassArtifact:
+    def _resolve(self, spec: JobSpec, who: str) -> ClassArtifact:
         done = self.index / f"{spec.key}.json"
         if done.exists():
             return _from_record(json.loads(done.read_text()), self.store)
         job = self.jobs.get(spec.key)
         if job is None:
-            self._start(spec)
+            self._start(spec, who)
             return ClassArtifact(state="Optimizing", reason="Optimizing",
                                  message=f"optimizing for {_target(spec)}")
         if job.proc.poll() is None:
@@ -106,7 +106,7 @@ class ArtifactManager:
                                  f"(memory limit {self.settings.optimize_memory_mib} MiB?): {tail}"}
         return self._finish(spec, report)
 
-    def _start(self, spec: JobSpec) -> None:
+    def _start(self, spec: JobSpec, who: str) -> None:
         job_dir = self.work / spec.key
         shutil.rmtree(job_dir, ignore_errors=True)
         job_dir.mkdir(parents=True)
@@ -121,7 +121,7 @@ class ArtifactManager:
             proc = subprocess.Popen([sys.executable, "-m", "edgewise.optimize.job", str(job_dir)],
                                     stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=limits, cwd=job_dir)
         self.jobs[spec.key] = _Job(proc=proc, started=time.monotonic(), dir=job_dir)
-        log.info("optimization job %s started for %s", spec.key, _target(spec))
+        log.info("optimization job %s started for %s (%s)", spec.key, _target(spec), who)
 
     def _finish(self, spec: JobSpec, report: dict[str, Any]) -> ClassArtifact:
         job = self.jobs.pop(spec.key, None)
