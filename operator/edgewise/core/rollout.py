@@ -24,8 +24,6 @@ from edgewise.core.analysis import Outcome, Verdict
 from edgewise.core.buckets import BUCKETS, cohort, threshold
 from edgewise.core.durations import seconds
 
-COMMANDS = ("promote", "promote-full", "abort", "pause", "resume", "retry")
-
 
 @dataclass(frozen=True)
 class ClassObservation:

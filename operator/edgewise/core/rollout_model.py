@@ -16,6 +16,7 @@ from edgewise.api.resources import EdgeModel
 from edgewise.api.rollout_status import HISTORY_LIMIT, AnalysisRecord, ClassRollout, RevisionRecord, RolloutStatus
 from edgewise.core import names
 from edgewise.core.buckets import bucket_of
+from edgewise.core.durations import seconds
 from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.placement import Placement, place, revision
 from edgewise.core.plan import ClassPlan, ModelPlan
@@ -117,8 +118,6 @@ def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existi
     )
     requeues = [d.requeue_after for d in decisions.values() if d.requeue_after is not None]
     if any(c.canary_revision and c.percent > 0 for c in classes) and spec.analysis.provider != "none":
-        from edgewise.core.durations import seconds
-
         requeues.append(seconds(spec.analysis.interval))
     stage = tuple(_stage(cp, decisions[cp.name], class_nodes(cp, by_node)) for cp in plan.classes
                   if cp.name in decisions and decisions[cp.name].stage)
