@@ -6,17 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from operator_support import Operator
+from operator_support import Operator, running_operator
 
 from edgewise.devcluster.cluster import DevCluster
 
 
 @pytest.fixture(scope="module")
 def operator(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    op = Operator(cluster, Path(tmp_path_factory.mktemp("operator")))
-    op.install()
-    op.start()
-    try:
+    with running_operator(cluster, Path(tmp_path_factory.mktemp("operator"))) as op:
         yield op
-    finally:
-        op.uninstall()

@@ -13,7 +13,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,18 @@ def pods_by_node(cluster: DevCluster, ns: str, selector: str) -> dict[str, str]:
         for p in items
         if p["status"].get("phase") == "Running" and p["spec"].get("nodeName")
     }
+
+
+@contextmanager
+def running_operator(cluster: DevCluster, workdir: Path, extra_args: list[str] | None = None) -> Iterator[Operator]:
+    """An installed, started operator for the duration of the block; uninstalled after."""
+    op = Operator(cluster, workdir, extra_args)
+    op.install()
+    op.start()
+    try:
+        yield op
+    finally:
+        op.uninstall()
 
 
 class Operator:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
-from operator_support import Operator, apply, condition, get
+from operator_support import Operator, apply, condition, get, running_operator
 
 from edgewise.devcluster import demo_models, processes
 from edgewise.devcluster.cluster import DevCluster
@@ -31,15 +31,10 @@ ORIN, ARM, AMD = "jetson-orin", "arm64-cpu", "amd64-cpu"
 def store_operator(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     work = Path(tmp_path_factory.mktemp("opt-operator"))
     port = processes.free_port()
-    op = Operator(cluster, work, extra_args=["--artifact-dir", str(work / "artifacts"),
-                                            "--artifact-listen", f"127.0.0.1:{port}",
-                                            "--artifact-url", f"http://127.0.0.1:{port}"])
-    op.install()
-    op.start()
-    try:
+    args = ["--artifact-dir", str(work / "artifacts"), "--artifact-listen", f"127.0.0.1:{port}",
+            "--artifact-url", f"http://127.0.0.1:{port}"]
+    with running_operator(cluster, work, args) as op:
         yield op
-    finally:
-        op.uninstall()
 
 
 def _profile(ns: str) -> dict[str, Any]:
