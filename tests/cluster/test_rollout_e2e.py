@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 from operator_support import Operator, apply, get
-from rollout_support import digest
 
 from analysis.analysis_models import good, slow, write_golden, wrong
 from edgewise.core.buckets import bucket_of
+from edgewise.devcluster import demo_models
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import Traffic, serving
@@ -48,14 +48,15 @@ def edgemodel(ns: str, version: str, model_dir: Path, golden: Path, **rollout: A
     spec_rollout = {
         "steps": [{"percent": 50}, {"percent": 100}],
         "analysis": {"interval": "2s", "failureLimit": 1, "maxP95LatencyMs": 30, "maxLatencyIncreasePercent": 400,
-                     "maxErrorRate": 0.05, "goldenInputs": {"uri": golden.as_uri(), "sha256": digest(golden)}},
+                     "maxErrorRate": 0.05,
+                     "goldenInputs": {"uri": golden.as_uri(), "sha256": demo_models.sha256(golden)}},
         "progressDeadline": "3m",
         **rollout,
     }
     src = model_dir / "model.onnx"
     return {"apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel", "metadata": {"name": MODEL, "namespace": ns},
             "spec": {"profileRef": "fleet", "version": version,
-                     "source": {"uri": src.as_uri(), "sha256": digest(src)},
+                     "source": {"uri": src.as_uri(), "sha256": demo_models.sha256(src)},
                      "optimization": {"quantization": "none"}, "rollout": spec_rollout}}
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,18 +83,6 @@ def test_oci_without_the_artifact_store_says_so(sink: Writer, monkeypatch) -> No
     monkeypatch.setattr(dl, "OCI_MODULE", "edgewise.node.no_such_oci_module")
     with pytest.raises(dl.PermanentError, match="OCI artifact store"):
         dl.download(OCI_URI, sink)
-
-
-def test_oci_goes_through_the_artifact_stores_puller(sink: Writer, monkeypatch) -> None:
-    pulled: list[str] = []
-
-    def pull(uri: str, path: Path, *, timeout: float) -> None:  # the store's verified pull, faked
-        pulled.append(uri)
-        Path(path).write_bytes(DATA)
-
-    monkeypatch.setitem(sys.modules, dl.OCI_MODULE, types.SimpleNamespace(pull=pull))
-    dl.download(OCI_URI, sink)
-    assert pulled == [OCI_URI] and sink.hexdigest() == sha256(DATA)
 
 
 def test_other_schemes_plug_in(sink: Writer) -> None:

@@ -15,16 +15,16 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgewise.api.profile import DeploymentProfileSpec
 from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
 from edgewise.artifacts.builtin import BuiltinStore
+from edgewise.core.classify import Classification
 from edgewise.core.optimization import JobSpec, job_spec
-from edgewise.core.plan import ModelPlan
 from edgewise.core.runtimes import Artifact
 
 log = logging.getLogger("edgewise.artifacts")
@@ -62,21 +62,20 @@ class ArtifactManager:
         self.index.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
 
-    def resolve(self, model: EdgeModel, plan: ModelPlan, nodes: Mapping[str, Any]) -> dict[str, ClassArtifact]:
-        """Each planned class's artifact: ready, being made (a job started if needed), or refused."""
+    def resolve(self, model: EdgeModel, profile: DeploymentProfileSpec, classification: Classification
+                ) -> dict[str, ClassArtifact]:
+        """Each class's artifact: ready, being made (a job started if needed), or refused."""
         out: dict[str, ClassArtifact] = {}
-        if plan.profile is None:
-            return out
-        classes = {hc.name: hc for hc in plan.profile.spec.classes}
-        for cp in plan.classes:
-            members = [nodes[n] for n in cp.nodes if n in nodes]
-            spec = job_spec(model, classes[cp.name], members)
+        who = f"{model.metadata.namespace}/{model.metadata.name}"
+        for hc in profile.classes:
+            members = classification.members(hc.name).nodes
+            spec = job_spec(model, hc, members)
             if spec is None:
                 continue
             if not members:  # nothing to make, and nothing to deploy, until a node joins the class
-                out[cp.name] = ClassArtifact(state="Idle", message="no node in the class yet")
+                out[hc.name] = ClassArtifact(state="Idle", message="no node in the class yet")
                 continue
-            out[cp.name] = self._resolve(spec, f"{model.metadata.namespace}/{model.metadata.name}")
+            out[hc.name] = self._resolve(spec, who)
         return out
 
     def _resolve(self, spec: JobSpec, who: str) -> ClassArtifact:
@@ -177,6 +176,3 @@ def _from_record(record: dict[str, Any], store: BuiltinStore) -> ClassArtifact:
     return ClassArtifact(state=state, reason=outcome, message=str(report.get("message", ""))[:1000],
                          summary=_summary(report))
 
-
-def missing(classes: Sequence[str], artifacts: Mapping[str, ClassArtifact]) -> list[str]:
-    return [c for c in classes if c in artifacts and artifacts[c].state != "Ready"]

@@ -67,13 +67,13 @@ class Reconciler:
         nodes = self.read.nodes()
         existing = self.read.workloads(model)
         now = self.clock()
-        plan = plan_model(model, profile, nodes, existing, self.settings)
+        classification = classify(profile.spec, nodes) if profile is not None else None
         artifacts: dict[str, ClassArtifact] = {}
-        if self.artifacts is not None and plan.profile is not None:
-            artifacts = self.artifacts.resolve(model, plan, {n.name: n for n in nodes})
-            ready = {c: a.artifact for c, a in artifacts.items() if a.artifact is not None}
-            if ready:
-                plan = plan_model(model, profile, nodes, existing, self.settings, artifacts=ready)
+        if self.artifacts is not None and profile is not None and classification is not None:
+            artifacts = self.artifacts.resolve(model, profile.spec, classification)
+        ready = {c: a.artifact for c, a in artifacts.items() if a.artifact is not None}
+        plan = plan_model(model, profile, nodes, existing, self.settings, artifacts=ready,
+                          classification=classification)
         hold = frozenset(c for c, a in artifacts.items() if a.state != "Ready")
         ref = _involved(model)
         rollout = None

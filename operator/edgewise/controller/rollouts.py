@@ -42,6 +42,7 @@ from edgewise.core.observed import NodeInfo
 from edgewise.core.plan import ModelPlan
 from edgewise.core.rollout import record
 from edgewise.core.rollout_model import StageRequest
+from edgewise.node.download import download_file
 
 log = logging.getLogger("edgewise.rollouts")
 
@@ -129,11 +130,7 @@ class Rollouts:
         digest = spec.sha256 or ""
         path = self.golden_dir / f"{digest or hashlib.sha256(spec.uri.encode()).hexdigest()}.npz"
         if not path.exists():
-            with urllib.request.urlopen(spec.uri, timeout=30) as resp:  # noqa: S310 - http(s)/file by API rule
-                data = resp.read()
-            if digest and hashlib.sha256(data).hexdigest() != digest:
-                raise ValueError(f"golden inputs {spec.uri}: sha256 mismatch, expected {digest}")
-            path.write_bytes(data)
+            download_file(spec.uri, path, digest)
         return GoldenInputs(path=str(path), min_cosine=spec.min_cosine)
 
     # -- staging -----------------------------------------------------------------------------------

@@ -134,13 +134,11 @@ def _placed(w: WorkloadPlan, manifest: dict[str, Any], slot: str, bucket: dict[s
     # Placement moves pods by changing affinity; OnDelete keeps every pod the new affinity still selects.
     m["spec"]["updateStrategy"] = {"type": "OnDelete"}
     affinity = m["spec"]["template"]["spec"].get("affinity")
-    if bucket is not None and affinity:
-        for term in affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]:
-            term["matchExpressions"] = [e for e in term.get("matchExpressions", []) if e["key"] != BUCKET_LABEL]
-            term["matchExpressions"].append(bucket)
-    elif affinity:
-        for term in affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]:
-            term["matchExpressions"] = [e for e in term.get("matchExpressions", []) if e["key"] != BUCKET_LABEL]
+    terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] \
+        if affinity else []
+    for term in terms:  # every term of the class's affinity gets the same bucket range (or none)
+        kept = [e for e in term.get("matchExpressions", []) if e["key"] != BUCKET_LABEL]
+        term["matchExpressions"] = kept + ([bucket] if bucket is not None else [])
     meta["annotations"].pop(names.SPEC_HASH_ANNOTATION, None)
     meta["annotations"][names.SPEC_HASH_ANNOTATION] = spec_hash(m)
     return replace(w, name=name, slot=slot, manifest=m)

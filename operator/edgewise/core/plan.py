@@ -96,11 +96,15 @@ def plan_model(
     existing: Sequence[Workload],
     settings: OperatorSettings,
     artifacts: Mapping[str, Artifact] | None = None,
+    classification: Classification | None = None,
 ) -> ModelPlan:
-    """Desired workloads of `model`. `profile=None` means the referenced profile is missing."""
+    """Desired workloads of `model`. `profile=None` means the referenced profile is missing.
+
+    `classification` is `classify(profile.spec, nodes)` when the caller has it already.
+    """
     if profile is None:
         return ModelPlan(profile=None, keep=tuple(sorted(w.name for w in existing)))
-    classification = classify(profile.spec, nodes)
+    classification = classification or classify(profile.spec, nodes)
     slots = _slots(existing)
     earlier: list[Term] = []
     classes = []

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from edgewise.api.model import Rollout, Step
 from edgewise.api.rollout_status import AnalysisRecord, ClassRollout
 from edgewise.core.analysis import Outcome, Verdict
-from edgewise.core.buckets import BUCKETS, cohort, threshold
+from edgewise.core.buckets import cohort, threshold
 from edgewise.core.durations import seconds
 
 
@@ -271,7 +271,7 @@ def _set_percent(run: _Run, obs: ClassObservation, percent: int, now: dt.datetim
 
 def _step_done(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) -> bool:
     s = run.s
-    n = cohort(obs.buckets, s.bucket_threshold) if s.bucket_threshold < BUCKETS else len(obs.buckets)
+    n = cohort(obs.buckets, s.bucket_threshold)
     reachable = n - obs.not_ready_canary_nodes
     ready = obs.canary_ready >= reachable
     analysed = s.passes >= 1 or not obs.analysis_enabled

@@ -69,24 +69,28 @@ def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existi
     by_node = {n.name: n for n in nodes}
     fresh = command is not None and command.id != old.last_command
     verdicts = verdicts or {}
+
+    def verb(class_name: str) -> str | None:
+        return command.verb if fresh and command and command.applies_to(class_name) else None
+
+    members = {cp.name: class_nodes(cp, by_node) for cp in plan.classes}
     decisions: dict[str, Decision] = {}
     observations: dict[str, ClassObservation] = {}
     for cp in plan.classes:
         if cp.error:
             continue  # its workloads are kept as they are; nothing moves
         state = states.get(cp.name)
-        obs = _observe(model, cp, class_nodes(cp, by_node), existing, state)
+        obs = _observe(model, cp, members[cp.name], existing, state)
         if cp.name in hold:
             if state is None or state.stable_revision is None:
                 continue  # nothing deployed yet: wait for the artifact
             obs = replace(obs, desired_revision=state.canary_revision or state.stable_revision,
                           desired_version=state.canary_version or state.stable_version or "")
         observations[cp.name] = obs
-        verb = command.verb if fresh and command and command.applies_to(cp.name) else None
         if state and state.stable_revision and state.stable_revision != obs.desired_revision \
                 and not _has_stable(model, cp, existing, state):
             state = None  # the stable workload is gone: nothing to protect, start from the spec
-        decisions[cp.name] = step(spec, state, obs, now, verdicts.get(cp.name), verb)
+        decisions[cp.name] = step(spec, state, obs, now, verdicts.get(cp.name), verb(cp.name))
 
     if spec.class_policy == "AllOrNothing":
         # A class promotes only when every class with a canary has passed every step.
@@ -95,8 +99,7 @@ def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existi
             for name, d in list(decisions.items()):
                 if d.finished == "Succeeded" and name in observations:
                     obs = replace(observations[name], hold_promotion=True)
-                    decisions[name] = step(spec, states.get(name), obs, now, verdicts.get(name),
-                                           command.verb if fresh and command and command.applies_to(name) else None)
+                    decisions[name] = step(spec, states.get(name), obs, now, verdicts.get(name), verb(name))
         failed = next((n for n, d in decisions.items() if d.failed), None)
         if failed:
             current = {n: d.state for n, d in decisions.items()}
@@ -119,7 +122,7 @@ def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existi
     requeues = [d.requeue_after for d in decisions.values() if d.requeue_after is not None]
     if any(c.canary_revision and c.percent > 0 for c in classes) and spec.analysis.provider != "none":
         requeues.append(seconds(spec.analysis.interval))
-    stage = tuple(_stage(cp, decisions[cp.name], class_nodes(cp, by_node)) for cp in plan.classes
+    stage = tuple(_stage(cp, decisions[cp.name], members[cp.name]) for cp in plan.classes
                   if cp.name in decisions and decisions[cp.name].stage)
     return ModelRollout(status=status, placement=placement, events=tuple(events),
                         requeue_after=min(requeues) if requeues else None,

@@ -196,8 +196,8 @@ def _artifact_conditions(want: dict[str, tuple[str, str, str]], artifacts: Mappi
     refused = {c: a for c, a in artifacts.items() if a.state in ("Rejected", "Failed")}
     if refused:
         detail = "; ".join(f"{c}: {a.reason}: {a.message}" for c, a in sorted(refused.items()))
-        reason = next(iter({a.reason for a in refused.values()})) if len({a.reason for a in refused.values()}) == 1 \
-            else "ArtifactsRefused"
+        reasons = {a.reason for a in refused.values()}
+        reason = reasons.pop() if len(reasons) == 1 else "ArtifactsRefused"
         want[ARTIFACTS_READY] = ("False", reason, detail + "; what is serving keeps serving")
         want[DEGRADED] = ("True", reason, detail)
     elif waiting:

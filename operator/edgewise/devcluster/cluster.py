@@ -208,28 +208,29 @@ class DevCluster:
             "--profiling=false",
         ]
 
-    def _controller_manager_args(self) -> list[str]:
-        kc = self.root / "kubeconfigs" / "controller-manager.kubeconfig"
+    def _controller_args(self, client: str) -> list[str]:
+        """What controller-manager and scheduler share: their identity, a loopback port, no election."""
+        kc = self.root / "kubeconfigs" / f"{client}.kubeconfig"
         return [
             f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-            "--bind-address=127.0.0.1", f"--secure-port={processes.free_port()}",
-            "--leader-elect=false", "--use-service-account-credentials=true",
+            "--bind-address=127.0.0.1", f"--secure-port={processes.free_port()}", "--leader-elect=false",
+            "--profiling=false",
+        ]
+
+    def _controller_manager_args(self) -> list[str]:
+        return [
+            *self._controller_args("controller-manager"),
+            "--use-service-account-credentials=true",
             f"--service-account-private-key-file={self.pki / 'sa.key'}",
             f"--root-ca-file={self.pki / 'ca.crt'}",
             f"--cluster-signing-cert-file={self.pki / 'ca.crt'}",
             f"--cluster-signing-key-file={self.pki / 'ca.key'}",
             # Simulated nodes own no pod CIDRs; kwok hands out loopback pod IPs itself.
             "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle",
-            "--profiling=false",
         ]
 
     def _scheduler_args(self) -> list[str]:
-        kc = self.root / "kubeconfigs" / "scheduler.kubeconfig"
-        return [
-            f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-            "--bind-address=127.0.0.1", f"--secure-port={processes.free_port()}",
-            "--leader-elect=false", "--profiling=false",
-        ]
+        return self._controller_args("scheduler")
 
     def _kwok_args(self, bin_dir: Path) -> list[str]:
         config = self.root / "kwok.yaml"

@@ -7,6 +7,7 @@ only function that talks to the API.
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,8 +174,6 @@ def delete_nodes(api: k8s.ApiClient, names: list[str]) -> None:
 
 def wait_ready(api: k8s.ApiClient, names: list[str], timeout: float = 60.0) -> bool:
     """Wait until kwok reports every node of `names` Ready; False on timeout."""
-    import time
-
     core = k8s.CoreV1Api(api)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -35,6 +35,7 @@ class Traffic:
 
     def _loop(self, seed: int) -> None:
         x = np.random.default_rng(seed).standard_normal((1, self.features)).astype(np.float32)
+        clients: dict[str, triton_http.InferenceServerClient] = {}  # one keep-alive client per pod IP
         while not self._stop.is_set():
             pods = [p for p in self.runner.running().values() if not p.error]
             if not pods:
@@ -44,14 +45,17 @@ class Traffic:
                 if self._stop.is_set():
                     return
                 try:
-                    client = triton_http.InferenceServerClient(f"{pod.pod_ip}:{contract.HTTP_PORT}",
-                                                               network_timeout=5)
+                    if pod.pod_ip not in clients:
+                        clients[pod.pod_ip] = triton_http.InferenceServerClient(
+                            f"{pod.pod_ip}:{contract.HTTP_PORT}", network_timeout=5)
+                    client = clients[pod.pod_ip]
                     inp = triton_http.InferInput("x", [1, self.features], "FP32")
                     inp.set_data_from_numpy(x)
                     client.infer(self.model, [inp])
                     self.sent += 1
                 except Exception:  # noqa: BLE001 - a pod still starting, or just removed
                     self.errors += 1
+                    clients.pop(pod.pod_ip, None)
                     self._stop.wait(0.05)
 
 

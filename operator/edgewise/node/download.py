@@ -206,3 +206,23 @@ def download(
             if on_retry:
                 on_retry(attempt + 1, err)
             sleep(delays[attempt])
+
+
+class DigestMismatchError(PermanentError):
+    """The bytes arrived whole but are not the ones the digest names."""
+
+
+def download_file(uri: str, dest: Path, sha256: str = "", *, attempts: int = 4, timeout: float = 30.0) -> None:
+    """`uri` into the file `dest`, with retries; `dest` exists only if the bytes match `sha256` (when given)."""
+    from edgewise.node.cache import Writer  # the cache's hashing writer; imported here, the cache imports us
+
+    part = dest.with_name(dest.name + ".part")
+    writer = Writer(part)
+    try:
+        download(uri, writer, attempts=attempts, timeout=timeout)
+        writer.finish()
+        if sha256 and writer.hexdigest() != sha256:
+            raise DigestMismatchError(f"{uri}: sha256 is {writer.hexdigest()}, expected {sha256}")
+        part.rename(dest)
+    finally:
+        writer.abort()

@@ -11,65 +11,31 @@ operator always learns why.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgewise.node.download import DownloadError, download
+from edgewise.node.download import DigestMismatchError, DownloadError, download_file
 from edgewise.optimize.errors import OptimizeError
 from edgewise.optimize.gates import AccuracyGate
 from edgewise.optimize.pipeline import Options, optimize
 from edgewise.optimize.target import Target
 
 
-@dataclass
-class _FileSink:
-    path: Path
-
-    def __post_init__(self) -> None:
-        self.f = open(self.path, "wb")  # noqa: SIM115 - closed by close()
-
-    def write(self, data: bytes) -> None:
-        self.f.write(data)
-
-    def reset(self) -> None:
-        self.f.seek(0)
-        self.f.truncate()
-
-    def tell(self) -> int:
-        return self.f.tell()
-
-    def close(self) -> None:
-        self.f.close()
-
-
-def fetch(uri: str, sha256: str, dest: Path) -> None:
-    sink = _FileSink(dest)
-    try:
-        download(uri, sink, attempts=4, base_delay=1.0)
-    finally:
-        sink.close()
-    got = hashlib.sha256(dest.read_bytes()).hexdigest()
-    if sha256 and got != sha256:
-        dest.unlink()
-        raise ValueError(f"{uri}: sha256 is {got}, the spec says {sha256}; nothing was optimized or deployed")
-
-
 def run(job_dir: Path) -> dict[str, Any]:
     spec = json.loads((job_dir / "job.json").read_text())
     try:
         src = job_dir / "source.onnx"
-        fetch(spec["source"]["uri"], spec["source"]["sha256"], src)
+        download_file(spec["source"]["uri"], src, spec["source"]["sha256"])
         calibration = None
         if spec.get("calibration"):
             calibration = job_dir / "calibration.npz"
-            fetch(spec["calibration"]["uri"], spec["calibration"].get("sha256", ""), calibration)
-    except (DownloadError, ValueError, OSError) as err:
-        reason = "DigestMismatch" if "sha256 is" in str(err) else "SourceUnavailable"
-        return {"outcome": reason, "message": str(err)}
+            download_file(spec["calibration"]["uri"], calibration, spec["calibration"].get("sha256", ""))
+    except DigestMismatchError as err:
+        return {"outcome": "DigestMismatch", "message": f"{err}; nothing was optimized or deployed"}
+    except (DownloadError, OSError) as err:
+        return {"outcome": "SourceUnavailable", "message": str(err)}
     t, o = spec["target"], spec["options"]
     target = Target(runtime=t["runtime"], precision=t["precision"], cpu_features=frozenset(t["cpuFeatures"]))
     options = Options(quantization=o["quantization"], keep_float=tuple(o.get("keepFloat") or ()),
