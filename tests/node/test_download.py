@@ -100,3 +100,14 @@ def test_backoff_grows_exponentially_up_to_the_cap() -> None:
     delays = dl.backoff_delays(8, base=0.5, cap=10.0, jitter=0.0)
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
     assert dl.backoff_delays(1) == []
+
+
+def test_download_file_publishes_only_matching_bytes(source: SourceServer, tmp_path: Path) -> None:
+    source.add("/f", DATA)
+    good = tmp_path / "good.bin"
+    dl.download_file(source.url("/f"), good, sha256(DATA))
+    assert good.read_bytes() == DATA
+    bad = tmp_path / "bad.bin"
+    with pytest.raises(dl.DigestMismatchError, match="expected " + "0" * 64):
+        dl.download_file(source.url("/f"), bad, "0" * 64)
+    assert list(tmp_path.glob("bad.bin*")) == []  # neither the file nor a .part is left
