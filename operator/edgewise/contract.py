@@ -138,3 +138,11 @@ LATENCY_HISTOGRAM = "edgewise_inference_request_duration_seconds"
 OCI_INSECURE_ENV = "EDGEWISE_OCI_INSECURE"
 # Media type of a model layer pushed by the OCI artifact store; `edgewise fetch` pulls this layer.
 OCI_MODEL_MEDIA_TYPE = "application/vnd.edgewise.model.onnx.v1"
+
+# Optimization Jobs (spec.optimization.runIn: Job): the Job's pod gets its job spec and an upload
+# token from the environment and PUTs its results to the operator's artifact store. The operator
+# accepts an upload only for a job it started, with that job's token.
+JOB_SPEC_ENV = "EDGEWISE_JOB_SPEC"
+JOB_TOKEN_ENV = "EDGEWISE_UPLOAD_TOKEN"
+JOB_UPLOAD_PATH = "/uploads/{key}/{part}"  # part: artifact (octet-stream, X-Edgewise-Sha256) | report (JSON)
+JOB_WORK_DIR = "/work"

@@ -123,12 +123,9 @@ class Operator:
         rendered = c.helm(
             "template", self.release, str(REPO / "charts" / "edgewise"), "-n", self.namespace, "--skip-crds"
         ).stdout
-        rbac = [
-            d
-            for d in yaml.safe_load_all(rendered)
-            if d and d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
-        ]
-        assert {d["kind"] for d in rbac} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+        kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+        rbac = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in kinds]
+        assert {d["kind"] for d in rbac} == kinds
         apply(c, rbac)
         self.rbac = rbac
         sa = next(d["metadata"]["name"] for d in rbac if d["kind"] == "ServiceAccount")
@@ -149,7 +146,7 @@ class Operator:
     def uninstall(self) -> None:
         self.stop()
         for d in self.rbac:
-            if d["kind"] != "ServiceAccount":
+            if d["kind"] in ("ClusterRole", "ClusterRoleBinding"):  # the rest goes with the namespace
                 self.cluster.kubectl(
                     "delete", d["kind"].lower(), d["metadata"]["name"], "--ignore-not-found", check=False
                 )

@@ -94,6 +94,21 @@ MODEL_CASES: list[tuple[str, Mutate, list[str]]] = [
         ['spec.optimization.quantization: Unsupported value: "int4"'],
     ),
     (
+        "job-memory-without-a-job",
+        _set("spec.optimization.jobMemory", "16Gi"),
+        ["spec.optimization.jobMemory", "set runIn: Job"],
+    ),
+    (
+        "job-memory-not-a-size",
+        _set("spec.optimization.jobMemory", "lots"),
+        ["spec.optimization.jobMemory", "should match"],
+    ),
+    (
+        "unknown-run-in",
+        _set("spec.optimization.runIn", "Lambda"),
+        ['spec.optimization.runIn: Unsupported value: "Lambda"'],
+    ),
+    (
         "cosine-above-one",
         _set("spec.optimization.accuracyGate.minCosine", 1.5),
         ["spec.optimization.accuracyGate.minCosine", "less than or equal to 1"],

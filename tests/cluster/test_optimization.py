@@ -7,8 +7,11 @@ gets the artifact by digest from the store and a real `edgewise serve` answers w
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,7 @@ def store_operator(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory
     work = Path(tmp_path_factory.mktemp("opt-operator"))
     port = processes.free_port()
     args = ["--artifact-dir", str(work / "artifacts"), "--artifact-listen", f"127.0.0.1:{port}",
-            "--artifact-url", f"http://127.0.0.1:{port}"]
+            "--artifact-url", f"http://127.0.0.1:{port}", "--optimize-retry-seconds", "3"]
     with running_operator(cluster, work, args) as op:
         yield op
 
@@ -117,7 +120,19 @@ def test_each_class_gets_a_verified_artifact_made_once_and_served(
     assert jobs_before >= 3
 
 
-@pytest.mark.parametrize("case", ["not-onnx", "digest-mismatch"])
+def _refused(cluster: DevCluster, ns: str, name: str, reason: str, timeout: float = 120) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get(cluster, "edgemodel", name, "-n", ns)
+        return obj if condition(obj, "ArtifactsReady").get("reason") == reason else None
+
+    obj = wait_for(check, timeout, f"ArtifactsReady=False/{reason}")
+    cond = condition(obj, "ArtifactsReady")
+    assert cond["status"] == "False" and "what is serving keeps serving" in cond["message"], cond
+    assert condition(obj, "Degraded")["status"] == "True"
+    return obj
+
+
+@pytest.mark.parametrize("case", ["not-onnx", "digest-mismatch", "calibration-mismatch"])
 def test_bad_sources_get_a_clear_condition_and_deploy_nothing(
         cluster: DevCluster, namespace: str, fleet, store_operator: Operator, tmp_path: Path, case: str) -> None:
     fleet({ARM: 1})
@@ -125,20 +140,156 @@ def test_bad_sources_get_a_clear_condition_and_deploy_nothing(
         path = tmp_path / "model.onnx"
         path.write_text("this is not an ONNX model\n")
         model = _model(namespace, "bad", path)
-        reason = "InvalidModel"
-    else:
+        reason, says = "InvalidModel", "arm"
+    elif case == "digest-mismatch":
         path = demo_models.good(tmp_path / "model.onnx")
         model = _model(namespace, "bad", path, sha256="0" * 64)
-        reason = "DigestMismatch"
+        reason, says = "DigestMismatch", "arm"
+    else:  # calibration arrays named and shaped for another model
+        path = demo_models.good(tmp_path / "model.onnx")
+        calibration = tmp_path / "calibration.npz"
+        np.savez(calibration, pixels=np.zeros((4, 3, 8, 8), np.float32))
+        model = _model(namespace, "bad", path)
+        model["spec"]["optimization"]["calibration"] = {"uri": calibration.as_uri(),
+                                                        "sha256": demo_models.sha256(calibration)}
+        reason, says = "CalibrationMismatch", "'x'"  # names the input the model expects
     apply(cluster, [_profile(namespace), model])
-
-    def refused() -> dict[str, Any] | None:
-        obj = get(cluster, "edgemodel", "bad", "-n", namespace)
-        cond = condition(obj, "ArtifactsReady")
-        return obj if cond.get("reason") == reason and "arm" in cond.get("message", "") else None
-
-    obj = wait_for(refused, 120, f"ArtifactsReady=False/{reason}")
-    cond = condition(obj, "ArtifactsReady")
-    assert cond["status"] == "False" and "what is serving keeps serving" in cond["message"], cond
-    assert condition(obj, "Degraded")["status"] == "True"
+    obj = _refused(cluster, namespace, "bad", reason)
+    assert "arm" in condition(obj, "ArtifactsReady")["message"] and says in condition(obj, "ArtifactsReady")["message"]
     assert get(cluster, "daemonsets", "-n", namespace)["items"] == []  # nothing deployed
+
+
+class _Source:
+    """A model source over HTTP that can be down (nothing listens on its port) or up."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, processes.free_port()
+        self.server: http.server.ThreadingHTTPServer | None = None
+
+    def uri(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def up(self) -> None:
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(self.root))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def _digests_deployed(cluster: DevCluster, ns: str) -> set[str]:
+    out = set()
+    for ds in get(cluster, "daemonsets", "-n", ns)["items"]:
+        args = ds["spec"]["template"]["spec"]["initContainers"][0]["args"]
+        out.add(args[args.index("--sha256") + 1])
+    return out
+
+
+def test_an_unreachable_source_keeps_what_serves_and_is_retried_until_it_answers(
+        cluster: DevCluster, namespace: str, fleet, store_operator: Operator, tmp_path: Path) -> None:
+    fleet({ARM: 1})
+    v1 = demo_models.good(tmp_path / "v1" / "model.onnx")
+    apply(cluster, [_profile(namespace), _model(namespace, "up", v1)])
+    obj = wait_status_artifact(cluster, namespace, "up", lambda c: c.get("artifactState") == "Ready")
+    serving_digest = _classes(obj)["arm"]["artifactDigest"]
+    assert _digests_deployed(cluster, namespace) == {serving_digest}
+
+    # Version 2 lives on a server that is down.
+    root = tmp_path / "site"
+    v2 = demo_models.slow(root / "v2.onnx")
+    source = _Source(root)
+    update = _model(namespace, "up", v2)
+    update["spec"]["version"] = "2.0"
+    update["spec"]["source"] = {"uri": source.uri("v2.onnx"), "sha256": demo_models.sha256(v2)}
+    apply(cluster, update)
+    obj = _refused(cluster, namespace, "up", "SourceUnavailable", timeout=120)
+    message = condition(obj, "ArtifactsReady")["message"]
+    assert source.uri("v2.onnx") in message and "retrying in" in message, message
+    assert _digests_deployed(cluster, namespace) == {serving_digest}  # nothing serving was replaced
+
+    # The source comes back: a retry (with backoff, no spec change) makes the artifact and rolls it out.
+    source.up()
+    try:
+        obj = wait_status_artifact(cluster, namespace, "up", lambda c: c.get("artifactState") == "Ready"
+                                   and c.get("artifactDigest") != serving_digest, timeout=120)
+        new_digest = _classes(obj)["arm"]["artifactDigest"]
+        wait_for(lambda: new_digest in _digests_deployed(cluster, namespace), 60, "the v2 artifact deployed")
+        assert "attempt" in store_operator.log() or "failure" in store_operator.log()
+    finally:
+        source.down()
+
+
+def wait_status_artifact(cluster: DevCluster, ns: str, name: str, arm_ok, timeout: float = 180) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get(cluster, "edgemodel", name, "-n", ns)
+        arm = _classes(obj).get("arm")
+        return obj if arm and arm_ok(arm) else None
+
+    return wait_for(check, timeout, f"{name}: the arm class's artifact")  # type: ignore[no-any-return]
+
+
+def test_a_model_too_big_for_a_class_does_not_fit_there_and_other_classes_proceed(
+        cluster: DevCluster, namespace: str, fleet, store_operator: Operator, tmp_path: Path) -> None:
+    arm_node = fleet({ARM: 1, AMD: 1})[0]
+    # A board with 48 MiB to give: less than any ONNX Runtime process with a model needs.
+    cluster.kubectl("patch", "node", arm_node, "--subresource=status", "--type=merge", "-p",
+                    '{"status": {"capacity": {"memory": "48Mi"}, "allocatable": {"memory": "48Mi"}}}')
+    src = demo_models.good(tmp_path / "model.onnx")
+    apply(cluster, [_profile(namespace), _model(namespace, "big", src)])
+
+    def settled() -> dict[str, Any] | None:
+        obj = get(cluster, "edgemodel", "big", "-n", namespace)
+        cs = _classes(obj)
+        states = {c: cs.get(c, {}).get("artifactState") for c in ("arm", "x86")}
+        return obj if states == {"arm": "Rejected", "x86": "Ready"} else None
+
+    obj = wait_for(settled, 180, "arm refused as DoesNotFit, x86 ready")
+    cond = condition(obj, "ArtifactsReady")
+    assert cond["reason"] == "DoesNotFit" and "arm:" in cond["message"] and "x86" not in cond["message"], cond
+    assert re.search(r"peak memory \d+ MiB > node allocatable memory 48 MiB", cond["message"]), cond
+    workloads = {d["metadata"]["name"] for d in get(cluster, "daemonsets", "-n", namespace)["items"]}
+    assert workloads and all("-x86-" in w for w in workloads), workloads  # nothing for arm, x86 deployed
+
+
+def test_run_in_job_optimizes_in_a_kubernetes_job_whose_pod_uploads_the_artifact(
+        cluster: DevCluster, namespace: str, fleet, store_operator: Operator, tmp_path: Path) -> None:
+    fleet({ARM: 1})
+    src = demo_models.good(tmp_path / "model.onnx")
+    model = _model(namespace, "big", src)
+    model["spec"]["optimization"] |= {"runIn": "Job", "jobMemory": "3Gi"}
+    ns = store_operator.namespace
+    # The Job's pod runs for real, as a local process (the pod runner plays kubelet for it).
+    with cluster.api_client() as api, PodRunner(api, tmp_path / "pods", ns,
+                                                "app.kubernetes.io/component=optimizer").start() as runner:
+        apply(cluster, [_profile(namespace), model])
+        job = wait_for(lambda: next(iter(get(cluster, "jobs", "-n", ns, "-l", "edgewise.io/optimization-job")
+                                         ["items"]), None), 60, "an optimization Job")
+        pod_spec = job["spec"]["template"]["spec"]
+        container = pod_spec["containers"][0]
+        assert container["command"] == ["edgewise"] and container["args"][0] == "optimize-job"
+        assert container["resources"]["limits"]["memory"] == "3Gi"
+        assert container["securityContext"]["runAsNonRoot"] and pod_spec["automountServiceAccountToken"] is False
+        obj = wait_status_artifact(cluster, namespace, "big", lambda c: c.get("artifactState") == "Ready")
+        digest = _classes(obj)["arm"]["artifactDigest"]
+        assert digest in _digests_deployed(cluster, namespace)
+        assert "as a Kubernetes Job" in store_operator.log()
+        # The artifact came from the Job's pod: it ran the optimizer and uploaded what the store now serves.
+        pod_logs = list((tmp_path / "pods" / ns).rglob("optimize.log"))
+        assert pod_logs and '"outcome": "Optimized"' in pod_logs[0].read_text(), [p.read_text() for p in pod_logs]
+        assert not runner.running() or all(p.error == "" for p in runner.running().values())
+    # Done: the operator deletes its Job.
+    wait_for(lambda: not get(cluster, "jobs", "-n", ns)["items"], 60, "the Job deleted")
+
+
+def test_uploads_need_the_jobs_token(store_operator: Operator) -> None:
+    import urllib.error
+    import urllib.request
+
+    url = next(a for a in store_operator.extra_args if a.startswith("http://")) + "/uploads/0123abcd/report"
+    req = urllib.request.Request(url, data=b"{}", method="PUT", headers={"Authorization": "Bearer guess"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 503  # no such job: nothing lands anywhere

@@ -23,6 +23,23 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # A Kubernetes quantity ("500m", "1Gi") or a plain integer.
 Quantity = int | str
 
+# A memory size in binary units, as people write them for limits ("512Mi", "8Gi").
+MEMORY_PATTERN = r"^[0-9]+(Ki|Mi|Gi|Ti)$"
+Memory = Annotated[str, StringConstraints(pattern=MEMORY_PATTERN, max_length=32)]
+
+
+def memory_mib(quantity: str) -> int:
+    """Kubernetes memory quantity → MiB (the suffixes nodes report; 0 when absent or unparseable)."""
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 ** 2, "k": 1000 / 2 ** 20, "M": 1e6 / 2 ** 20,
+             "G": 1e9 / 2 ** 20}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            try:
+                return int(float(quantity[: -len(suffix)]) * factor)
+            except ValueError:
+                return 0
+    return int(int(quantity) / 2 ** 20) if quantity.isdigit() else 0
+
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
 Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN, min_length=64, max_length=64)]
 

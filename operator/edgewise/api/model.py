@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from edgewise.api.base import ApiModel, Duration, Sha256, cel, nested, validations
+from edgewise.api.base import ApiModel, Duration, Memory, Sha256, cel, nested, validations
 
 # Rules shared by every reference to a downloadable file.
 _DIGEST_RULES = validations(
@@ -76,6 +76,9 @@ class Optimization(ApiModel):
         cel("self.quantization != 'static' || has(self.calibration)",
             "static int8 quantization needs calibration data: set optimization.calibration",
             field_path=".calibration", reason="FieldValueRequired"),
+        cel("!has(self.jobMemory) || self.runIn == 'Job'",
+            "jobMemory sizes a Kubernetes Job: set runIn: Job, or remove jobMemory (a worker process "
+            "gets the operator's limit)", field_path=".jobMemory"),
     )}
 
     quantization: Literal["auto", "dynamic", "static", "none"] = Field(
@@ -92,6 +95,15 @@ class Optimization(ApiModel):
     keep_float: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] | None = Field(
         default=None, max_length=64,
         description="ONNX node names or operator types (e.g. Softmax) left in float when quantizing.")
+    run_in: Literal["Process", "Job"] = Field(
+        default="Process",
+        description="Where optimization runs: Process (a worker process of the operator, under the operator's "
+                    "memory and time limits) or Job (a Kubernetes Job in the operator's namespace, sized by "
+                    "jobMemory: for models too big for the operator's pod). The artifact is the same either way.")
+    job_memory: Memory | None = Field(
+        default=None,
+        description="Memory request and limit of the optimization Job, e.g. 16Gi (runIn: Job only; default: "
+                    "the operator's optimization memory limit).")
 
 
 class Pause(ApiModel):

@@ -57,6 +57,12 @@ class OperatorSettings(BaseModel):
                                                       "operator Service, http://edgewise-artifacts.<ns>:8090).")
     optimize_memory_mib: int = Field(default=4096, description="Address-space limit of an optimization job.")
     optimize_timeout_seconds: int = Field(default=1800, description="Time limit of an optimization job.")
+    optimize_retry_seconds: float = Field(
+        default=60.0, description="First wait before an optimization that failed for a passing reason (source "
+                                  "unreachable, time or memory limit, a lost Job) is tried again; doubles per "
+                                  "failure up to an hour.")
+    operator_image: str = Field(default=f"edgewise/operator:{__version__}",
+                                description="Image of optimization Jobs (`edgewise optimize-job`).")
     workers: int = Field(default=2, description="Models reconciled concurrently.")
 
     def image(self, name: str) -> str:

@@ -5,21 +5,26 @@ Layout under the root (one volume, so renames are atomic):
     sha256/<hex>.json   its annotations (source digest, target, precision, report summary)
     tmp/                writes in progress; renamed into sha256/ only once complete and verified
 
-HTTP (aiohttp, read-only): GET/HEAD /artifacts/sha256/<hex> with Range support (nodes resume
-cut downloads) and the X-Edgewise-Sha256 header; GET
-/artifacts/sha256/<hex>.json for the annotations; GET /healthz. Nothing else; no listing.
-Nothing to install besides the operator.
+HTTP (aiohttp, read-only for nodes): GET/HEAD /artifacts/sha256/<hex> with Range support (nodes
+resume cut downloads) and the X-Edgewise-Sha256 header; GET /artifacts/sha256/<hex>.json for the
+annotations; GET /healthz. No listing. Nothing to install besides the operator.
+
+One write path, for optimization Jobs (runIn: Job): PUT /uploads/<job key>/artifact|report with
+the job's bearer token. It only lands files in that job's work directory, which `Uploads` names;
+the operator verifies and stores them as it does a worker process's results.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import threading
 from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 
@@ -94,8 +99,62 @@ class BuiltinStore:
         return self.base_url + ARTIFACT_PATH.format(hex=normalize(digest))
 
 
-def make_app(store: BuiltinStore) -> web.Application:
-    """The read-only HTTP app; mount it in the operator's loop or run it with `serve_in_thread`."""
+class Uploads(Protocol):
+    """Who may upload job results, and where they go."""
+
+    def expects(self, key: str) -> bool:
+        """Whether job `key` is running and may upload (after an operator restart, not until it is adopted)."""
+
+    def upload_dir(self, key: str, token: str) -> Path | None:
+        """The work directory of job `key` if `token` is its token, else None."""
+
+
+MAX_REPORT_BYTES = 16 << 20
+
+
+def upload_handler(uploads: Uploads):  # noqa: ANN201 - an aiohttp handler
+    async def upload(request: web.Request) -> web.Response:
+        key, part = request.match_info["key"], request.match_info["part"]
+        if not uploads.expects(key):  # 503: the pod retries, a restarted operator adopts its Job meanwhile
+            raise web.HTTPServiceUnavailable(text=f"not expecting results of optimization job {key} (yet)\n")
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        job_dir = uploads.upload_dir(key, token) if token else None
+        if job_dir is None:
+            raise web.HTTPForbidden(text=f"wrong upload token for optimization job {key}\n")
+        if part == "report":
+            body = await request.content.read(MAX_REPORT_BYTES + 1)
+            try:
+                report = json.loads(body) if len(body) <= MAX_REPORT_BYTES else None
+            except ValueError:
+                report = None
+            if not isinstance(report, dict):
+                raise web.HTTPBadRequest(text="the report must be a JSON object of at most 16 MiB\n")
+            _write_atomically(job_dir / "report.json", json.dumps(report, indent=2).encode())
+            return web.Response(status=204)
+        want = request.headers.get(contract.AGENT_SHA256_HEADER, "")
+        part_path = job_dir / "artifact.onnx.part"
+        h = hashlib.sha256()
+        with open(part_path, "wb") as out:
+            async for chunk in request.content.iter_chunked(1 << 20):
+                h.update(chunk)
+                out.write(chunk)
+        if h.hexdigest() != want:
+            part_path.unlink(missing_ok=True)
+            raise web.HTTPBadRequest(text=f"artifact sha256 is {h.hexdigest()}, the upload said {want!r}\n")
+        os.replace(part_path, job_dir / "artifact.onnx")
+        return web.Response(status=204)
+
+    return upload
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def make_app(store: BuiltinStore, uploads: Uploads | None = None) -> web.Application:
+    """The HTTP app; mount it in the operator's loop or run it with `BackgroundServer`."""
 
     async def artifact(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -121,12 +180,15 @@ def make_app(store: BuiltinStore) -> web.Application:
     app = web.Application()
     app.router.add_get("/artifacts/sha256/{name}", artifact)  # GET also answers HEAD
     app.router.add_get("/healthz", healthz)
+    if uploads is not None:
+        app.router.add_put(contract.JOB_UPLOAD_PATH.format(key="{key}", part="{part:artifact|report}"),
+                           upload_handler(uploads))
     return app
 
 
-async def start(store: BuiltinStore, host: str, port: int) -> web.AppRunner:
+async def start(store: BuiltinStore, host: str, port: int, uploads: Uploads | None = None) -> web.AppRunner:
     """Start serving in the running event loop (the operator's); `await runner.cleanup()` stops it."""
-    runner = web.AppRunner(make_app(store), access_log=None)
+    runner = web.AppRunner(make_app(store, uploads), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
@@ -135,12 +197,13 @@ async def start(store: BuiltinStore, host: str, port: int) -> web.AppRunner:
 class BackgroundServer:
     """The HTTP server on its own thread and loop (tests, `edgewise` dev tools)."""
 
-    def __init__(self, store: BuiltinStore, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, store: BuiltinStore, host: str = "127.0.0.1", port: int = 0,
+                 uploads: Uploads | None = None) -> None:
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="artifact-http", daemon=True)
         self._thread.start()
-        self._runner = asyncio.run_coroutine_threadsafe(start(store, host, port), self._loop).result(30)
+        self._runner = asyncio.run_coroutine_threadsafe(start(store, host, port, uploads), self._loop).result(30)
         sock = self._runner.addresses[0]
         self.url = f"http://{sock[0]}:{sock[1]}"
 

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Module names under edgewise.cli, one per subcommand group.
-COMMANDS = ["serve", "agent", "fetch", "dev", "operator_run", "crds", "optimize"]
+COMMANDS = ["serve", "agent", "fetch", "dev", "operator_run", "crds", "optimize", "optimize_job"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="volume of the built-in artifact store (enables per-class optimization)")
     p.add_argument("--artifact-listen", default=None, help="host:port the artifact store serves on")
     p.add_argument("--artifact-url", default=None, help="base URL nodes fetch artifacts from")
+    p.add_argument("--optimize-retry-seconds", type=float, default=None,
+                   help="first wait before retrying an optimization that failed for a passing reason")
     p.add_argument("--log-level", default=os.environ.get("EDGEWISE_LOG_LEVEL", "INFO"))
     p.set_defaults(func=run)
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         node_image=args.node_image, onnxruntime_image=args.onnxruntime_image, triton_image=args.triton_image,
         tensorrt_fetch_image=args.tensorrt_fetch_image, workers=args.workers,
         resync_seconds=args.resync_seconds, artifact_dir=args.artifact_dir, artifact_listen=args.artifact_listen,
-        artifact_url=args.artifact_url)
+        artifact_url=args.artifact_url, optimize_retry_seconds=args.optimize_retry_seconds)
     options = RunOptions(settings=settings, kubeconfig=args.kubeconfig, namespaces=args.namespace,
                          liveness=args.liveness)
     asyncio.run(operate(options))

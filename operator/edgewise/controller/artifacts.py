@@ -1,28 +1,31 @@
-"""Per-class artifacts: optimization jobs in worker processes, results in the artifact store.
+"""Per-class artifacts: optimization jobs, their results in the artifact store.
 
-A job runs `python -m edgewise.optimize.job` in its own process, with an address-space
-limit and a deadline, never in the operator's event loop. Results are recorded in the
-store's index by job key (see core/optimization.py), on the store's volume: a restarted
-operator finds them and recomputes nothing.
+A job runs in a worker process of its own (address-space limit, deadline) or, with
+`runIn: Job`, in a Kubernetes Job (controller/optimize_runners.py) — never in the operator's
+event loop. Results are recorded in the store's index by job key (see core/optimization.py),
+on the store's volume: a restarted operator finds them and recomputes nothing. Failures that
+may pass (an unreachable source, a limit hit) are recorded with a time to try again, with
+exponential backoff; the rest stay until the spec changes.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
-import resource
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client
+
 from edgewise.api.profile import DeploymentProfileSpec
 from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
 from edgewise.artifacts.builtin import BuiltinStore
+from edgewise.controller.optimize_runners import KubeJobRunner, ProcessRunner
 from edgewise.core.classify import Classification
 from edgewise.core.optimization import JobSpec, job_spec
 from edgewise.core.runtimes import Artifact
@@ -40,18 +43,27 @@ class ClassArtifact:
     message: str = ""
     size_bytes: int = 0
     summary: str = ""  # the report in one line: technique, size and latency ratios, cosine, peak memory
+    retry_in: float | None = None  # seconds until a passing failure is tried again
+
+
+# Failures that may pass by themselves: tried again after a backoff. The others (a file that is
+# not ONNX, a digest or calibration mismatch, a rejected artifact) wait for the spec to change.
+RETRYABLE = frozenset({"SourceUnavailable", "OptimizationFailed"})
+MAX_RETRY_SECONDS = 3600.0
 
 
 @dataclass
 class _Job:
-    proc: subprocess.Popen[bytes]
     started: float
     dir: Path
+    runner: ProcessRunner | KubeJobRunner
+    failures: int = 0  # earlier failed attempts of the same key, for the backoff
 
 
 @dataclass
 class ArtifactManager:
     settings: OperatorSettings
+    api: client.ApiClient | None = None  # needed for runIn: Job
     jobs: dict[str, _Job] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,6 +73,8 @@ class ArtifactManager:
         self.work = root / "jobs"
         self.index.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
+        self.processes = ProcessRunner(self.settings)
+        self.kube_jobs = KubeJobRunner(self.settings, self.api) if self.api is not None else None
 
     def resolve(self, model: EdgeModel, profile: DeploymentProfileSpec, classification: Classification
                 ) -> dict[str, ClassArtifact]:
@@ -80,68 +94,97 @@ class ArtifactManager:
 
     def _resolve(self, spec: JobSpec, who: str) -> ClassArtifact:
         done = self.index / f"{spec.key}.json"
+        failures = 0
         if done.exists():
-            return _from_record(json.loads(done.read_text()), self.store)
+            record = json.loads(done.read_text())
+            retry_at = record.get("retryAt")
+            if retry_at is None or time.time() < retry_at:
+                return _from_record(record, self.store)
+            failures = int(record.get("failures", 1))
+            done.unlink()  # its time has come: try again
         job = self.jobs.get(spec.key)
         if job is None:
-            self._start(spec, who)
-            return ClassArtifact(state="Optimizing", reason="Optimizing",
-                                 message=f"optimizing for {_target(spec)}")
-        if job.proc.poll() is None:
-            if time.monotonic() - job.started > self.settings.optimize_timeout_seconds:
-                job.proc.kill()
-                job.proc.wait()
-                return self._finish(spec, {"outcome": "OptimizationFailed",
-                                           "message": f"gave up after {self.settings.optimize_timeout_seconds}s"})
-            return ClassArtifact(state="Optimizing", reason="Optimizing",
-                                 message=f"optimizing for {_target(spec)} ({time.monotonic() - job.started:.0f}s)")
+            job = self._start(spec, who, failures)
+            return ClassArtifact(state="Optimizing", reason="Optimizing", message=f"optimizing for {_target(spec)}"
+                                 + (f" (attempt {failures + 1})" if failures else ""))
         report_path = job.dir / "report.json"
         if report_path.exists():
-            report = json.loads(report_path.read_text())
-        else:  # killed by its memory limit, or crashed
-            tail = (job.dir / "job.log").read_text(errors="replace")[-400:] if (job.dir / "job.log").exists() else ""
-            report = {"outcome": "OptimizationFailed",
-                      "message": f"the optimization process exited {job.proc.returncode} without a report "
-                                 f"(memory limit {self.settings.optimize_memory_mib} MiB?): {tail}"}
-        return self._finish(spec, report)
+            return self._finish(spec, json.loads(report_path.read_text()))
+        if time.monotonic() - job.started > self.settings.optimize_timeout_seconds:
+            return self._finish(spec, {"outcome": "OptimizationFailed",
+                                       "message": f"gave up after {self.settings.optimize_timeout_seconds}s"})
+        ended = job.runner.poll(spec.key, job.dir)
+        if ended is not None:
+            if report_path.exists():  # it reported between the two looks
+                return self._finish(spec, json.loads(report_path.read_text()))
+            return self._finish(spec, {"outcome": "OptimizationFailed", "message": ended.problem})
+        return ClassArtifact(state="Optimizing", reason="Optimizing",
+                             message=f"optimizing for {_target(spec)} ({time.monotonic() - job.started:.0f}s"
+                                     + (", in a Kubernetes Job" if job.runner is self.kube_jobs else "") + ")")
 
-    def _start(self, spec: JobSpec, who: str) -> None:
+    def _start(self, spec: JobSpec, who: str, failures: int) -> _Job:
         job_dir = self.work / spec.key
         shutil.rmtree(job_dir, ignore_errors=True)
         job_dir.mkdir(parents=True)
-        (job_dir / "job.json").write_text(json.dumps(spec.body, indent=2))
-        limit = self.settings.optimize_memory_mib * 2 ** 20
+        runner: ProcessRunner | KubeJobRunner = self.processes
+        if spec.run_in == "Job":
+            if self.kube_jobs is None:
+                raise RuntimeError("runIn: Job needs the operator's Kubernetes client")
+            runner = self.kube_jobs
+        runner.start(spec, job_dir, who)
+        job = self.jobs[spec.key] = _Job(started=time.monotonic(), dir=job_dir, runner=runner, failures=failures)
+        log.info("optimization job %s started for %s (%s)%s", spec.key, _target(spec), who,
+                 " as a Kubernetes Job" if runner is self.kube_jobs else "")
+        return job
 
-        def limits() -> None:  # in the child, before exec
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    def expects(self, key: str) -> bool:
+        """For the store's upload endpoint: is a Job `key` running (else its pod should retry later)?"""
+        job = self.jobs.get(key)
+        return job is not None and bool(job.runner.upload_token(key))
 
-        with open(job_dir / "job.log", "wb") as log_file:
-            # cwd: onnxruntime's quantization tools write scratch files into the working directory.
-            proc = subprocess.Popen([sys.executable, "-m", "edgewise.optimize.job", str(job_dir)],
-                                    stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=limits, cwd=job_dir)
-        self.jobs[spec.key] = _Job(proc=proc, started=time.monotonic(), dir=job_dir)
-        log.info("optimization job %s started for %s (%s)", spec.key, _target(spec), who)
+    def upload_dir(self, key: str, token: str) -> Path | None:
+        """For the store's upload endpoint: the work directory of Job `key` if `token` is its token."""
+        job = self.jobs.get(key)
+        expected = job.runner.upload_token(key) if job else ""
+        if job is None or not expected or not hmac.compare_digest(expected, token):
+            return None
+        return job.dir
 
     def _finish(self, spec: JobSpec, report: dict[str, Any]) -> ClassArtifact:
         job = self.jobs.pop(spec.key, None)
         record: dict[str, Any] = {"key": spec.key, "spec": spec.body, "report": report}
-        if report.get("outcome") == "Optimized" and job and (job.dir / "artifact.onnx").exists():
-            ref = self.store.put(job.dir / "artifact.onnx", {
+        artifact = job.dir / "artifact.onnx" if job else None
+        if report.get("outcome") == "Optimized" and artifact and artifact.exists():
+            ref = self.store.put(artifact, {
                 "edgewise.io/source-sha256": spec.body["source"]["sha256"],
                 "edgewise.io/target": _target(spec), "edgewise.io/precision": str(report.get("precision", "")),
                 "edgewise.io/report": _summary(report)})
-            record["artifact"] = {"sha256": ref.digest.removeprefix("sha256:"), "size": ref.size}
+            claimed = (report.get("artifact") or {}).get("sha256")
+            if claimed and claimed != ref.digest.removeprefix("sha256:"):
+                report = {"outcome": "OptimizationFailed",
+                          "message": f"the artifact that arrived hashes to {ref.digest}, its report says {claimed}"}
+            else:
+                record["artifact"] = {"sha256": ref.digest.removeprefix("sha256:"), "size": ref.size}
+        if report.get("outcome") in RETRYABLE:
+            failures = (job.failures if job else 0) + 1
+            delay = min(MAX_RETRY_SECONDS, self.settings.optimize_retry_seconds * 2 ** (failures - 1))
+            record |= {"failures": failures, "retryAt": time.time() + delay}
+            report = report | {"message": f"{report.get('message', '')}; retrying in {delay:.0f}s "
+                                          f"(failure {failures})"}
+        record["report"] = report
         tmp = self.index / f"{spec.key}.json.tmp"
         tmp.write_text(json.dumps(record, indent=2))
         tmp.rename(self.index / f"{spec.key}.json")
         if job:
+            job.runner.stop(spec.key)
             shutil.rmtree(job.dir, ignore_errors=True)
         log.info("optimization job %s: %s", spec.key, _summary(report))
         return _from_record(record, self.store)
 
     def close(self) -> None:
-        for job in self.jobs.values():
-            job.proc.kill()
+        self.processes.close()
+        if self.kube_jobs is not None:
+            self.kube_jobs.close()
 
 
 def _target(spec: JobSpec) -> str:
@@ -173,6 +216,7 @@ def _from_record(record: dict[str, Any], store: BuiltinStore) -> ClassArtifact:
                              size_bytes=int(art["size"]), summary=_summary(report),
                              message="; ".join(report.get("notes") or []))
     state = "Rejected" if outcome in ("OptimizationRejected", "DoesNotFit") else "Failed"
+    retry_in = max(0.0, record["retryAt"] - time.time()) if "retryAt" in record else None
     return ClassArtifact(state=state, reason=outcome, message=str(report.get("message", ""))[:1000],
-                         summary=_summary(report))
+                         summary=_summary(report), retry_in=retry_in)
 

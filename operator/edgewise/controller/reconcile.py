@@ -43,7 +43,7 @@ class Reconciler:
         self.clock = clock
         self.totals: Counter[str] = Counter()  # every request that wrote, since start, by verb
         self.rollouts = Rollouts(api)
-        self.artifacts = ArtifactManager(settings) if settings.artifact_dir else None
+        self.artifacts = ArtifactManager(settings, api) if settings.artifact_dir else None
         self._lock = threading.Lock()
 
     def _account(self, writes: Writes) -> None:
@@ -116,6 +116,7 @@ class Reconciler:
         requeues = [r for r in (result.requeue_after, rollout.requeue_after if rollout else None) if r is not None]
         if any(a.state == "Optimizing" for a in artifacts.values()):
             requeues.append(2.0)  # poll the optimization job
+        requeues += [a.retry_in + 0.5 for a in artifacts.values() if a.retry_in is not None]
         return min(requeues) if requeues else None
 
     def buckets(self) -> None:

@@ -39,7 +39,8 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
         from edgewise.artifacts.builtin import start
 
         host, _, port = options.settings.artifact_listen.rpartition(":")
-        store_server = await start(reconciler.artifacts.store, host or "0.0.0.0", int(port))
+        store_server = await start(reconciler.artifacts.store, host or "0.0.0.0", int(port),
+                                   uploads=reconciler.artifacts)
         log.info("artifact store at %s serving %s", options.settings.artifact_listen, options.settings.artifact_dir)
     loops = asyncio.create_task(controller.run(options.settings.workers, options.settings.resync_seconds))
     log.info("edgewise operator starting (%s)", ", ".join(options.namespaces) or "cluster-wide")

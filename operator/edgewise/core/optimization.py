@@ -13,17 +13,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from edgewise import contract
+from edgewise.api.base import memory_mib
 from edgewise.api.profile import HardwareClass
 from edgewise.api.resources import EdgeModel
+from edgewise.api.settings import OperatorSettings
 from edgewise.core.observed import NodeInfo
+from edgewise.core.pods import container_security, pod_security
 
 NFD_CPUID = "feature.node.kubernetes.io/cpu-cpuid."
 
 
 @dataclass(frozen=True)
 class JobSpec:
+    """What to make (`body`, hashed into `key`) and where to run it (not part of the key: same artifact)."""
+
     key: str
     body: dict[str, Any]
+    run_in: str = "Process"  # Process | Job
+    memory_mib: int | None = None  # the Job's memory; None: the operator's default
 
 
 def cpu_features(nodes: Sequence[NodeInfo]) -> list[str]:
@@ -59,4 +67,60 @@ def job_spec(model: EdgeModel, hc: HardwareClass, nodes: Sequence[NodeInfo]) -> 
                     "maxSamples": opt.calibration.max_samples if opt.calibration else 256},
     }
     key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
-    return JobSpec(key=key, body=body)
+    return JobSpec(key=key, body=body, run_in=opt.run_in,
+                   memory_mib=memory_mib(opt.job_memory) if opt.job_memory else None)
+
+
+JOB_LABEL = "edgewise.io/optimization-job"
+JOB_TTL_SECONDS = 3600
+
+
+def job_name(key: str) -> str:
+    return f"edgewise-optimize-{key}"
+
+
+def job_manifest(spec: JobSpec, settings: OperatorSettings, token: str, who: str) -> dict[str, Any]:
+    """The Kubernetes Job that runs `spec` in the operator's namespace (runIn: Job).
+
+    Its pod needs no API access and no volume but scratch space: it downloads the source,
+    optimizes, and uploads the artifact and the report to the operator's store, which is
+    where the operator learns the outcome. The Job does not retry by itself (the operator
+    retries passing failures with its own backoff) and is deleted an hour after it finished.
+    """
+    memory = f"{spec.memory_mib or settings.optimize_memory_mib}Mi"
+    upload = settings.artifact_url.rstrip("/") + contract.JOB_UPLOAD_PATH.format(key=spec.key, part="").rstrip("/")
+    uid = settings.run_as_user
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": job_name(spec.key), "namespace": settings.namespace,
+                     "labels": {JOB_LABEL: spec.key, "app.kubernetes.io/part-of": "edgewise",
+                                "app.kubernetes.io/component": "optimizer"},
+                     "annotations": {"edgewise.io/for": who}},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": settings.optimize_timeout_seconds,
+            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
+            "template": {
+                "metadata": {"labels": {JOB_LABEL: spec.key, "app.kubernetes.io/component": "optimizer"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security(uid),
+                    "containers": [{
+                        "name": "optimize",
+                        "image": settings.image(settings.operator_image),
+                        "imagePullPolicy": settings.image_pull_policy,
+                        "command": ["edgewise"],
+                        "args": ["optimize-job", "--work", contract.JOB_WORK_DIR, "--upload", upload],
+                        "env": [{"name": contract.JOB_SPEC_ENV, "value": json.dumps(spec.body, sort_keys=True)},
+                                {"name": contract.JOB_TOKEN_ENV, "value": token}],
+                        "resources": {"requests": {"cpu": "1", "memory": memory}, "limits": {"memory": memory}},
+                        "securityContext": container_security(uid),
+                        "volumeMounts": [{"name": "work", "mountPath": contract.JOB_WORK_DIR},
+                                         {"name": "tmp", "mountPath": "/tmp"}],
+                    }],
+                    "volumes": [{"name": "work", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }

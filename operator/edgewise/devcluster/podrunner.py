@@ -11,6 +11,12 @@ as `python -m edgewise …`); a container of another image (Triton) is reported
 as not runnable. Inside a pod, binding every address means binding the pod's
 own IP, so `edgewise serve` gets `--host <pod IP>` (and the agent, on the host
 network, its node's IP through the downward API, as in a real cluster).
+
+Pods that run to completion (restartPolicy Never or OnFailure: a Job's pods) run
+in a thread, and when they end the runner reports the pod Succeeded or Failed, as
+a kubelet would; the Job controller takes it from there. (kwok's own stage for Job
+pods would mark them Succeeded without running anything, so the dev cluster does
+not load it.)
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class PodProcesses:
     workdir: Path
     containers: dict[str, Running] = field(default_factory=dict)
     error: str = ""
+    batch: subprocess.Popen[str] | None = None  # the running container of a run-to-completion pod
 
 
 def local_argv(container: dict[str, Any], env: dict[str, str], python: str = sys.executable) -> list[str]:
@@ -151,7 +158,11 @@ class PodRunner:
                 self._stop_pod(uid)
             for uid, pod in live.items():
                 if uid not in self.pods and not self._stop.is_set():
-                    self.pods[uid] = self._start_pod(self.core.api_client.sanitize_for_serialization(pod))
+                    raw = self.core.api_client.sanitize_for_serialization(pod)
+                    if raw["spec"].get("restartPolicy", "Always") == "Always":
+                        self.pods[uid] = self._start_pod(raw)
+                    else:
+                        self.pods[uid] = self._start_batch_pod(raw)
 
     def running(self) -> dict[str, PodProcesses]:
         with self._lock:
@@ -187,6 +198,50 @@ class PodRunner:
             log.warning("pod %s/%s: %s", meta["namespace"], meta["name"], err)
         return proc
 
+    def _start_batch_pod(self, pod: dict[str, Any]) -> PodProcesses:
+        """Run the pod's containers to completion in a thread, then report its phase."""
+        meta, spec = pod["metadata"], pod["spec"]
+        workdir = self.workdir / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+        proc = PodProcesses(uid=meta["uid"], name=meta["name"], namespace=meta["namespace"],
+                            pod_ip=pod["status"]["podIP"], node=spec.get("nodeName", ""), workdir=workdir)
+        volumes = {}
+        for vol in spec.get("volumes") or []:
+            if "emptyDir" in vol:
+                volumes[vol["name"]] = workdir / "volumes" / vol["name"]
+                volumes[vol["name"]].mkdir(parents=True, exist_ok=True)
+
+        def run() -> None:
+            statuses, failed = [], False
+            for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+                code, reason = 1, "Error"
+                try:
+                    argv, env = self._argv(container, pod, volumes)
+                    with open(workdir / f"{container['name']}.log", "w") as out:
+                        proc.batch = subprocess.Popen(argv, env={**os.environ, **env}, stdout=out,
+                                                      stderr=subprocess.STDOUT, text=True, cwd=workdir)
+                        code = proc.batch.wait()
+                    reason = "Completed" if code == 0 else "Error"
+                except NotRunnable as err:
+                    proc.error = str(err)
+                if self._stop.is_set():
+                    return  # torn down, not finished: leave the pod to its owner
+                statuses.append({"name": container["name"], "ready": False, "restartCount": 0,
+                                 "image": container.get("image", ""), "imageID": "",
+                                 "state": {"terminated": {"exitCode": code, "reason": reason}}})
+                if code != 0:
+                    failed = True
+                    break
+            phase = "Failed" if failed else "Succeeded"
+            try:
+                self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": {
+                    "phase": phase, "containerStatuses": statuses,
+                    "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}]}})
+            except Exception:  # the pod may be gone already
+                log.warning("pod %s/%s: could not report phase %s", meta["namespace"], meta["name"], phase)
+
+        threading.Thread(target=run, daemon=True, name=f"pod-{meta['name']}").start()
+        return proc
+
     def _argv(self, container: dict[str, Any], pod: dict[str, Any], volumes: dict[str, Path]
               ) -> tuple[list[str], dict[str, str]]:
         env = container_env(container, pod)
@@ -198,6 +253,8 @@ class PodRunner:
 
     def _stop_pod(self, uid: str) -> None:
         proc = self.pods.pop(uid)
+        if proc.batch is not None and proc.batch.poll() is None:
+            proc.batch.kill()
         for running in proc.containers.values():
             processes.stop(running, grace=15)
         shutil.rmtree(proc.workdir / "volumes", ignore_errors=True)

@@ -33,12 +33,15 @@ def ensure_tools() -> Path:
 
 
 def kwok_stage_files(bin_dir: Path) -> list[Path]:
-    """kwok v0.8's Stage objects for nodes and pods, shipped in its module and copied next to bin/."""
+    """kwok v0.8's Stage objects for nodes and pods, shipped in its module and copied next to bin/.
+
+    Not pod-complete: it marks a Job's pods Succeeded without running them; the pod runner
+    runs them and reports their phase instead (devcluster/podrunner.py).
+    """
     stages = bin_dir.parent / "kwok-stages"
     return [
         stages / "node/fast/node-initialize.yaml",
         stages / "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
         stages / "pod/fast/pod-ready.yaml",
-        stages / "pod/fast/pod-complete.yaml",
         stages / "pod/fast/pod-delete.yaml",
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgewise.api.base import memory_mib
 from edgewise.core.observed import NodeInfo, Taint, Workload
 
 
@@ -17,20 +18,7 @@ def node_info(obj: dict[str, Any]) -> NodeInfo:
                    "")
     return NodeInfo(name=meta.get("name", ""), labels=dict(meta.get("labels") or {}), taints=taints,
                     ready=ready, address=address,
-                    memory_mib=_mib((status.get("allocatable") or {}).get("memory", "")))
-
-
-def _mib(quantity: str) -> int:
-    """Kubernetes memory quantity → MiB (the suffixes nodes report; 0 when absent or unparseable)."""
-    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 ** 2, "k": 1000 / 2 ** 20, "M": 1e6 / 2 ** 20,
-             "G": 1e9 / 2 ** 20}
-    for suffix, factor in units.items():
-        if quantity.endswith(suffix):
-            try:
-                return int(float(quantity[: -len(suffix)]) * factor)
-            except ValueError:
-                return 0
-    return int(int(quantity) / 2 ** 20) if quantity.isdigit() else 0
+                    memory_mib=memory_mib((status.get("allocatable") or {}).get("memory", "")))
 
 
 def workload(obj: dict[str, Any]) -> Workload:

@@ -1,21 +1,27 @@
-"""One optimization job, run by the operator in its own process with memory and time limits.
+"""One optimization job, in a worker process of the operator or in a Kubernetes Job's pod.
 
-    python -m edgewise.optimize.job JOB_DIR
+    python -m edgewise.optimize.job JOB_DIR              (worker process, started by the operator)
+    edgewise optimize-job --work DIR --upload URL        (Job pod; the spec comes from the environment)
 
 JOB_DIR/job.json says what to do (source and calibration by URI and sha256, the target and
 the options). The job downloads them — verifying each digest, retrying with backoff — runs
 the optimizer and writes JOB_DIR/report.json and, when accepted, JOB_DIR/artifact.onnx. A
 failure before the optimizer (unreachable source, digest mismatch) is a report too, so the
-operator always learns why.
+operator always learns why. In a Job's pod the two files are then uploaded to the operator's
+artifact store (`upload`), which is how the operator gets them.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+from edgewise import contract
 from edgewise.node.download import DigestMismatchError, DownloadError, download_file
 from edgewise.optimize.errors import OptimizeError
 from edgewise.optimize.gates import AccuracyGate
@@ -51,12 +57,57 @@ def run(job_dir: Path) -> dict[str, Any]:
     return json.loads(report.to_json())
 
 
-def main() -> None:
-    job_dir = Path(sys.argv[1])
+def run_and_report(job_dir: Path) -> dict[str, Any]:
     report = run(job_dir)
     tmp = job_dir / "report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2))
     tmp.rename(job_dir / "report.json")  # the operator reads a whole report or none
+    return report
+
+
+def _put(url: str, body: Path | bytes, headers: dict[str, str], attempts: int = 4) -> None:
+    for attempt in range(attempts):
+        data = body.read_bytes() if isinstance(body, Path) else body
+        req = urllib.request.Request(url, data=data, method="PUT", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=300) as resp:
+                resp.read()
+            return
+        except urllib.error.HTTPError as err:
+            if err.code < 500 or attempt == attempts - 1:  # refused (token, digest): retrying won't help
+                raise RuntimeError(f"PUT {url}: {err.code} {err.read().decode(errors='replace')[:300]}") from err
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+        time.sleep(2 ** attempt)
+
+
+def upload(job_dir: Path, report: dict[str, Any], base_url: str, token: str) -> None:
+    """Send the artifact (when accepted) and then the report to the operator's store.
+
+    The report goes last: its arrival tells the operator the job is done.
+    """
+    auth = {"Authorization": f"Bearer {token}"}
+    artifact = job_dir / "artifact.onnx"
+    if report.get("outcome") == "Optimized" and artifact.exists():
+        digest = (report.get("artifact") or {}).get("sha256", "")
+        _put(f"{base_url}/artifact", artifact, auth | {"Content-Type": "application/octet-stream",
+                                                        contract.AGENT_SHA256_HEADER: digest})
+    _put(f"{base_url}/report", json.dumps(report).encode(), auth | {"Content-Type": "application/json"})
+
+
+def run_in_pod(work: Path, upload_url: str, env: dict[str, str]) -> int:
+    """The Job pod's entry point: spec from the environment, results uploaded."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "job.json").write_text(env[contract.JOB_SPEC_ENV])
+    report = run_and_report(work)
+    upload(work, report, upload_url.rstrip("/"), env[contract.JOB_TOKEN_ENV])
+    print(json.dumps({"outcome": report.get("outcome"), "message": str(report.get("message", ""))[:500]}))
+    return 0
+
+
+def main() -> None:
+    run_and_report(Path(sys.argv[1]))
 
 
 if __name__ == "__main__":

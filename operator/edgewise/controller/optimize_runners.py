@@ -1,0 +1,134 @@
+"""Where optimization jobs run: a worker process of the operator, or a Kubernetes Job.
+
+Both runners leave the same two files in the job's work directory — report.json and, when
+accepted, artifact.onnx — and the artifact manager takes it from there. A worker process
+writes them itself; a Job's pod uploads them to the operator's store (artifacts/builtin.py).
+`poll` says whether the job is still running and, when it ended without a report, why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from edgewise import contract
+from edgewise.api.settings import OperatorSettings
+from edgewise.core.optimization import JobSpec, job_manifest, job_name
+
+log = logging.getLogger("edgewise.artifacts")
+
+
+@dataclass
+class Ended:
+    """The job is over; `problem` says why when it left no report."""
+
+    problem: str = ""
+
+
+class ProcessRunner:
+    """`python -m edgewise.optimize.job DIR` under an address-space limit (RLIMIT_AS)."""
+
+    def __init__(self, settings: OperatorSettings) -> None:
+        self.settings = settings
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, spec: JobSpec, job_dir: Path, who: str) -> None:
+        (job_dir / "job.json").write_text(json.dumps(spec.body, indent=2))
+        limit = self.settings.optimize_memory_mib * 2 ** 20
+
+        def limits() -> None:  # in the child, before exec
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+        with open(job_dir / "job.log", "wb") as log_file:
+            # cwd: onnxruntime's quantization tools write scratch files into the working directory.
+            self.procs[spec.key] = subprocess.Popen(
+                [sys.executable, "-m", "edgewise.optimize.job", str(job_dir)],
+                stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=limits, cwd=job_dir)
+
+    def poll(self, key: str, job_dir: Path) -> Ended | None:
+        proc = self.procs.get(key)
+        if proc is None:
+            return Ended("the worker process is gone (operator restarted?)")
+        if proc.poll() is None:
+            return None
+        del self.procs[key]
+        tail = (job_dir / "job.log").read_text(errors="replace")[-400:] if (job_dir / "job.log").exists() else ""
+        return Ended(f"the optimization process exited {proc.returncode} without a report (memory limit "
+                     f"{self.settings.optimize_memory_mib} MiB?): {tail}")
+
+    def stop(self, key: str) -> None:
+        proc = self.procs.pop(key, None)
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+    def upload_token(self, key: str) -> str:
+        return ""  # a worker process writes its results itself
+
+    def close(self) -> None:
+        for key in list(self.procs):
+            self.stop(key)
+
+
+class KubeJobRunner:
+    """A Kubernetes Job in the operator's namespace; its pod uploads the results with a per-job token."""
+
+    def __init__(self, settings: OperatorSettings, api: client.ApiClient) -> None:
+        self.settings = settings
+        self.batch = client.BatchV1Api(api)
+        self.tokens: dict[str, str] = {}
+
+    def start(self, spec: JobSpec, job_dir: Path, who: str) -> None:
+        token = secrets.token_urlsafe(32)
+        body = job_manifest(spec, self.settings, token, who)
+        try:
+            self.batch.create_namespaced_job(self.settings.namespace, body)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            # A Job from before an operator restart: adopt it and its token, don't start another.
+            job = self.batch.read_namespaced_job(job_name(spec.key), self.settings.namespace)
+            env = job.spec.template.spec.containers[0].env or []
+            token = next((e.value for e in env if e.name == contract.JOB_TOKEN_ENV), token)
+            log.info("adopted optimization Job %s", job_name(spec.key))
+        self.tokens[spec.key] = token
+
+    def poll(self, key: str, job_dir: Path) -> Ended | None:
+        try:
+            job = self.batch.read_namespaced_job_status(job_name(key), self.settings.namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return Ended(f"the optimization Job {job_name(key)} disappeared before it reported")
+            raise
+        for cond in (job.status.conditions if job.status else None) or []:
+            if cond.status != "True":
+                continue
+            if cond.type == "Failed":
+                return Ended(f"the optimization Job {job_name(key)} failed: {cond.reason}: {cond.message or ''}")
+            if cond.type == "Complete":
+                return Ended(f"the optimization Job {job_name(key)} completed without uploading a report")
+        return None
+
+    def stop(self, key: str) -> None:
+        self.tokens.pop(key, None)
+        try:
+            self.batch.delete_namespaced_job(job_name(key), self.settings.namespace,
+                                             propagation_policy="Background")
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    def upload_token(self, key: str) -> str:
+        return self.tokens.get(key, "")
+
+    def close(self) -> None:
+        """Jobs outlive the operator: a restarted operator adopts them."""

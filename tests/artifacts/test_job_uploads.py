@@ -1,0 +1,90 @@
+"""Optimization Jobs hand their results to the built-in store over real HTTP, with the job's token."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgewise import contract
+from edgewise.artifacts.builtin import BackgroundServer, BuiltinStore
+from edgewise.optimize.job import upload
+
+KEY, TOKEN = "0123456789abcdef01234567", "the-jobs-token"
+
+
+class OneJob:
+    """The operator's side of `Uploads`: one running job and its token."""
+
+    def __init__(self, job_dir: Path) -> None:
+        self.job_dir = job_dir
+
+    def expects(self, key: str) -> bool:
+        return key == KEY
+
+    def upload_dir(self, key: str, token: str) -> Path | None:
+        return self.job_dir if key == KEY and token == TOKEN else None
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    job_dir = tmp_path / "operator-side"
+    job_dir.mkdir()
+    with BackgroundServer(BuiltinStore(tmp_path / "store"), uploads=OneJob(job_dir)) as srv:
+        yield srv.url + contract.JOB_UPLOAD_PATH.format(key=KEY, part="").rstrip("/"), job_dir
+
+
+def _pod_side(tmp_path: Path, payload: bytes) -> tuple[Path, dict]:
+    work = tmp_path / "pod"
+    work.mkdir()
+    (work / "artifact.onnx").write_bytes(payload)
+    report = {"outcome": "Optimized", "artifact": {"sha256": hashlib.sha256(payload).hexdigest()}}
+    return work, report
+
+
+def test_a_job_uploads_its_artifact_then_its_report(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, job_dir = server
+    payload = b"int8 model " * 300_000  # ~3 MB, several chunks
+    work, report = _pod_side(tmp_path, payload)
+    upload(work, report, url, TOKEN)
+    assert (job_dir / "artifact.onnx").read_bytes() == payload
+    assert json.loads((job_dir / "report.json").read_text()) == report
+
+
+def test_a_rejected_job_uploads_only_its_report(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, job_dir = server
+    work, _ = _pod_side(tmp_path, b"not accepted")
+    upload(work, {"outcome": "OptimizationRejected", "message": "min cosine 0.91 < 0.99"}, url, TOKEN)
+    assert not (job_dir / "artifact.onnx").exists()
+    assert json.loads((job_dir / "report.json").read_text())["outcome"] == "OptimizationRejected"
+
+
+def test_a_wrong_token_is_refused_and_lands_nothing(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, job_dir = server
+    work, report = _pod_side(tmp_path, b"bytes")
+    with pytest.raises(RuntimeError, match="403"):
+        upload(work, report, url, "a-guess")
+    assert list(job_dir.iterdir()) == []
+
+
+def test_bytes_that_do_not_match_the_reported_digest_are_refused(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, job_dir = server
+    work, report = _pod_side(tmp_path, b"the real bytes")
+    report["artifact"]["sha256"] = "0" * 64
+    with pytest.raises(RuntimeError, match="400.*sha256"):
+        upload(work, report, url, TOKEN)
+    assert list(job_dir.iterdir()) == []  # neither the artifact nor the report
+
+
+def test_a_report_that_is_not_json_is_refused(server: tuple[str, Path]) -> None:
+    url, job_dir = server
+    req = urllib.request.Request(url + "/report", data=b"[not json", method="PUT",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 400 and not (job_dir / "report.json").exists()
