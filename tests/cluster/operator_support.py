@@ -54,6 +54,20 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
 
 
+def classes(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """An EdgeModel's per-class status entries by class name."""
+    return {c["name"]: c for c in obj.get("status", {}).get("classes") or []}
+
+
+def digests_deployed(cluster: DevCluster, ns: str) -> set[str]:
+    """The artifact digests the namespace's DaemonSets fetch."""
+    out = set()
+    for ds in get(cluster, "daemonsets", "-n", ns)["items"]:
+        args = ds["spec"]["template"]["spec"]["initContainers"][0]["args"]
+        out.add(args[args.index("--sha256") + 1])
+    return out
+
+
 def wait_status(cluster: DevCluster, ns: str, name: str, predicate, what: str, timeout: float = 90) -> dict:
     def check() -> dict | None:
         obj = get(cluster, "edgemodel", name, "-n", ns)

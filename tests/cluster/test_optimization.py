@@ -12,14 +12,13 @@ import hashlib
 import http.server
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
-from operator_support import Operator, apply, condition, get, running_operator
+from operator_support import Operator, apply, classes, condition, digests_deployed, get
 
 from edgewise.devcluster import demo_models, processes
 from edgewise.devcluster.cluster import DevCluster
@@ -28,16 +27,6 @@ from edgewise.devcluster.traffic import serving
 from helpers import wait_for
 
 ORIN, ARM, AMD = "jetson-orin", "arm64-cpu", "amd64-cpu"
-
-
-@pytest.fixture(scope="module")
-def store_operator(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    work = Path(tmp_path_factory.mktemp("opt-operator"))
-    port = processes.free_port()
-    args = ["--artifact-dir", str(work / "artifacts"), "--artifact-listen", f"127.0.0.1:{port}",
-            "--artifact-url", f"http://127.0.0.1:{port}", "--optimize-retry-seconds", "3"]
-    with running_operator(cluster, work, args) as op:
-        yield op
 
 
 def _profile(ns: str) -> dict[str, Any]:
@@ -60,10 +49,6 @@ def _model(ns: str, name: str, path: Path, sha256: str | None = None) -> dict[st
                      "rollout": {"analysis": {"provider": "none"}}}}
 
 
-def _classes(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in obj.get("status", {}).get("classes") or []}
-
-
 def _fetch_args(cluster: DevCluster, ns: str, ds: str) -> list[str]:
     obj = get(cluster, "daemonset", ds, "-n", ns)
     return list(obj["spec"]["template"]["spec"]["initContainers"][0]["args"])
@@ -77,11 +62,11 @@ def test_each_class_gets_a_verified_artifact_made_once_and_served(
 
     def ready() -> dict[str, Any] | None:
         obj = get(cluster, "edgemodel", "clf", "-n", namespace)
-        cs = _classes(obj)
+        cs = classes(obj)
         return obj if len(cs) == 3 and all(c.get("artifactState") == "Ready" for c in cs.values()) else None
 
     obj = wait_for(ready, 180, "an artifact for every class")
-    cs = _classes(obj)
+    cs = classes(obj)
     assert condition(obj, "ArtifactsReady")["status"] == "True"
     for c in cs.values():
         assert re.fullmatch(r"[0-9a-f]{64}", c["artifactDigest"]) and c["artifactDigest"] != demo_models.sha256(src)
@@ -115,7 +100,7 @@ def test_each_class_gets_a_verified_artifact_made_once_and_served(
     started = [line for line in store_operator.log().splitlines() if "started for" in line]
     assert not [line for line in started if f"({namespace}/clf)" in line], started
     again = get(cluster, "edgemodel", "clf", "-n", namespace)
-    assert {n: c["artifactDigest"] for n, c in _classes(again).items()} == \
+    assert {n: c["artifactDigest"] for n, c in classes(again).items()} == \
         {n: c["artifactDigest"] for n, c in cs.items()}
     assert jobs_before >= 3
 
@@ -180,22 +165,14 @@ class _Source:
             self.server.server_close()
 
 
-def _digests_deployed(cluster: DevCluster, ns: str) -> set[str]:
-    out = set()
-    for ds in get(cluster, "daemonsets", "-n", ns)["items"]:
-        args = ds["spec"]["template"]["spec"]["initContainers"][0]["args"]
-        out.add(args[args.index("--sha256") + 1])
-    return out
-
-
 def test_an_unreachable_source_keeps_what_serves_and_is_retried_until_it_answers(
         cluster: DevCluster, namespace: str, fleet, store_operator: Operator, tmp_path: Path) -> None:
     fleet({ARM: 1})
     v1 = demo_models.good(tmp_path / "v1" / "model.onnx")
     apply(cluster, [_profile(namespace), _model(namespace, "up", v1)])
     obj = wait_status_artifact(cluster, namespace, "up", lambda c: c.get("artifactState") == "Ready")
-    serving_digest = _classes(obj)["arm"]["artifactDigest"]
-    assert _digests_deployed(cluster, namespace) == {serving_digest}
+    serving_digest = classes(obj)["arm"]["artifactDigest"]
+    assert digests_deployed(cluster, namespace) == {serving_digest}
 
     # Version 2 lives on a server that is down.
     root = tmp_path / "site"
@@ -208,15 +185,15 @@ def test_an_unreachable_source_keeps_what_serves_and_is_retried_until_it_answers
     obj = _refused(cluster, namespace, "up", "SourceUnavailable", timeout=120)
     message = condition(obj, "ArtifactsReady")["message"]
     assert source.uri("v2.onnx") in message and "retrying in" in message, message
-    assert _digests_deployed(cluster, namespace) == {serving_digest}  # nothing serving was replaced
+    assert digests_deployed(cluster, namespace) == {serving_digest}  # nothing serving was replaced
 
     # The source comes back: a retry (with backoff, no spec change) makes the artifact and rolls it out.
     source.up()
     try:
         obj = wait_status_artifact(cluster, namespace, "up", lambda c: c.get("artifactState") == "Ready"
                                    and c.get("artifactDigest") != serving_digest, timeout=120)
-        new_digest = _classes(obj)["arm"]["artifactDigest"]
-        wait_for(lambda: new_digest in _digests_deployed(cluster, namespace), 60, "the v2 artifact deployed")
+        new_digest = classes(obj)["arm"]["artifactDigest"]
+        wait_for(lambda: new_digest in digests_deployed(cluster, namespace), 60, "the v2 artifact deployed")
         assert "attempt" in store_operator.log() or "failure" in store_operator.log()
     finally:
         source.down()
@@ -225,7 +202,7 @@ def test_an_unreachable_source_keeps_what_serves_and_is_retried_until_it_answers
 def wait_status_artifact(cluster: DevCluster, ns: str, name: str, arm_ok, timeout: float = 180) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         obj = get(cluster, "edgemodel", name, "-n", ns)
-        arm = _classes(obj).get("arm")
+        arm = classes(obj).get("arm")
         return obj if arm and arm_ok(arm) else None
 
     return wait_for(check, timeout, f"{name}: the arm class's artifact")  # type: ignore[no-any-return]
@@ -242,7 +219,7 @@ def test_a_model_too_big_for_a_class_does_not_fit_there_and_other_classes_procee
 
     def settled() -> dict[str, Any] | None:
         obj = get(cluster, "edgemodel", "big", "-n", namespace)
-        cs = _classes(obj)
+        cs = classes(obj)
         states = {c: cs.get(c, {}).get("artifactState") for c in ("arm", "x86")}
         return obj if states == {"arm": "Rejected", "x86": "Ready"} else None
 
@@ -273,8 +250,8 @@ def test_run_in_job_optimizes_in_a_kubernetes_job_whose_pod_uploads_the_artifact
         assert container["resources"]["limits"]["memory"] == "3Gi"
         assert container["securityContext"]["runAsNonRoot"] and pod_spec["automountServiceAccountToken"] is False
         obj = wait_status_artifact(cluster, namespace, "big", lambda c: c.get("artifactState") == "Ready")
-        digest = _classes(obj)["arm"]["artifactDigest"]
-        assert digest in _digests_deployed(cluster, namespace)
+        digest = classes(obj)["arm"]["artifactDigest"]
+        assert digest in digests_deployed(cluster, namespace)
         assert "as a Kubernetes Job" in store_operator.log()
         # The artifact came from the Job's pod: it ran the optimizer and uploaded what the store now serves.
         pod_logs = list((tmp_path / "pods" / ns).rglob("optimize.log"))

