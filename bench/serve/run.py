@@ -168,7 +168,8 @@ class Target:
 
 
 def edgewise_target(threads: int, max_batch: int, delay_us: int, instances: int = 1,
-                    encodings: tuple[str, ...] = ("binary", "json")) -> Target:
+                    encodings: tuple[str, ...] = ("binary", "json"), extra: tuple[str, ...] = (),
+                    note: str = "") -> Target:
     def start(wl: Workload, port: int, log: Path) -> subprocess.Popen[bytes]:
         model_dir = WORK / "edgewise" / wl.name
         (model_dir / "1").mkdir(parents=True, exist_ok=True)
@@ -180,12 +181,12 @@ def edgewise_target(threads: int, max_batch: int, delay_us: int, instances: int 
                "--model-name", wl.name, "--host", "127.0.0.1", "--http-port", str(port),
                "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), "--threads", str(threads),
                "--max-batch-size", str(max_batch), "--max-queue-delay-us", str(delay_us),
-               "--instances", str(instances), "--log-level", "WARNING"]
+               "--instances", str(instances), "--log-level", "WARNING", *extra]
         return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=REPO)
 
     batching = f"batch {max_batch}, delay {delay_us} us" if max_batch else "no batching"
-    return Target(f"edgewise serve ({batching}, {instances} instance{'s' if instances > 1 else ''})",
-                  list(encodings), start)
+    shape = f"{instances} instance{'s' if instances > 1 else ''}" + (f" x {threads} thread" if instances > 1 else "")
+    return Target(f"edgewise serve ({batching}, {shape}{', ' + note if note else ''})", list(encodings), start)
 
 
 def ensure_venv(name: str) -> tuple[Path | None, str]:
@@ -587,9 +588,14 @@ def main(argv: list[str] | None = None) -> int:
     loads = {"minilm": minilm, "ppocr_det": ppocr_det}
     peers = [p for p in args.peers.split(",") if p]
     targets = [edgewise_target(args.threads, args.max_batch_size, args.max_queue_delay_us)]
+    # What the default bounded spinning buys: the same without it.
+    targets.append(edgewise_target(args.threads, args.max_batch_size, args.max_queue_delay_us,
+                                   encodings=("binary",), extra=("--ort-spin-us", "0"), note="no spinning"))
     if args.max_batch_size:
-        # Batching helps transformers and can hurt CNNs on CPU: show the alternative too.
-        targets.append(edgewise_target(args.threads, 0, 0, instances=4, encodings=("binary",)))
+        # Batching helps transformers and can hurt CNNs on CPU: show the alternative too, one
+        # single-threaded instance per core (no batching, no intra-op synchronisation).
+        cores = os.cpu_count() or 1
+        targets.append(edgewise_target(1, 0, 0, instances=cores, encodings=("binary",)))
     if "kserve" in peers:
         targets.append(kserve_target(args.threads))
     if "mlserver" in peers:

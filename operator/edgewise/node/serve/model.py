@@ -134,7 +134,7 @@ def golden_inputs(spec: ModelSpec, dynamic_dim: int = 1) -> dict[str, np.ndarray
 class OnnxModel:
     """An ONNX Runtime session plus the conversions the wire format needs (BYTES <-> str)."""
 
-    def __init__(self, path: Path, threads: int = 0, spinning: bool = False) -> None:
+    def __init__(self, path: Path, threads: int = 0, spinning: bool = False, spin_us: int = 0) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -145,7 +145,10 @@ class OnnxModel:
         options.log_severity_level = 3  # errors only: warm-up probes may fail on purpose
         # Spinning intra-op threads burn the cores the event loop needs to parse the next
         # requests (and that neighbours on a small edge box need); off unless asked for.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning or spin_us else "0")
+        if spin_us > 0:
+            # Bounded: hot across the microsecond gaps between a run's operators, asleep between requests.
+            options.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._quiet = ort.RunOptions()
         self._quiet.log_severity_level = 4

@@ -44,13 +44,14 @@ class ServeConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     drain_timeout_s: float = 30.0
     spinning: bool = False
+    spin_us: int = 100  # bounded spinning (implies spinning); 0: as `spinning` says
 
 
 def load(cfg: ServeConfig) -> tuple[OnnxModel, ModelSpec]:
     """Blocking: open the session and answer golden inputs (batch 1, then a full batch)."""
     path, version = find_model_file(cfg.model_dir)
     log.info("loading %s (version %s) with %s intra-op threads", path, version, cfg.threads or "default")
-    model = OnnxModel(path, cfg.threads, cfg.spinning)
+    model = OnnxModel(path, cfg.threads, cfg.spinning, cfg.spin_us)
     spec = make_spec(cfg.model_name, version, model.inputs, model.outputs, cfg.max_batch_size)
     golden = model.warm_up(spec)
     if spec.max_batch_size > 1:
