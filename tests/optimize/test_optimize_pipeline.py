@@ -17,7 +17,7 @@ from edgewise.optimize.errors import CalibrationMismatch, NotOnnxError
 from edgewise.optimize.gates import AccuracyGate
 from edgewise.optimize.pipeline import Options, optimize
 from edgewise.optimize.report import OptimizationReport
-from edgewise.optimize.target import Target
+from edgewise.optimize.target import Target, host_cpu_features
 
 CPU = Target("onnxruntime", "auto")
 FAST = Options(measure_latency=False, measure_memory=False)  # measured in the tests that check them
@@ -123,6 +123,24 @@ def test_speed_gate_falls_back_when_asked(models: dict[str, Path], tmp_path: Pat
     assert "x the original > 1e-06x" in report.attempts[0].message
 
 
+def test_a_class_whose_cpu_this_machine_has_gets_the_speed_gate_by_itself(models: dict[str, Path],
+                                                                           tmp_path: Path) -> None:
+    here = sorted(host_cpu_features() - {"arm64"})[:3]  # a class with a subset of this machine's features
+    assert here, "no CPU flags in /proc/cpuinfo"
+    like_this_machine = Target("onnxruntime", "auto", frozenset(here + (["arm64"] if "arm64" in
+                                                                      host_cpu_features() else [])))
+    report = optimize(models["transformer"], tmp_path / "auto.onnx", like_this_machine, calibration=models["tokens"],
+                      options=FAST)
+    assert any("speed gate 1.0x" in n for n in report.notes), report.notes
+    int8 = report.attempts[0]
+    assert int8.precision == "int8" and int8.status in ("accepted", "rejected")
+    assert "latency" in int8.message and "x the original" in int8.message, int8.message  # it was measured
+    # A class this machine says nothing about (another architecture, or unknown features): no gate.
+    other = Target("onnxruntime", "auto", frozenset({"arm64"} if "arm64" not in host_cpu_features() else {"avx2"}))
+    report = optimize(models["transformer"], tmp_path / "other.onnx", other, calibration=models["tokens"], options=FAST)
+    assert not any("speed gate" in n for n in report.notes) and "x the original" not in report.attempts[0].message
+
+
 def test_gate_failure_without_fallback_rejects_and_writes_nothing(models: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "rejected.onnx"
     report = optimize(models["transformer"], out, CPU, calibration=models["tokens"],
@@ -219,7 +237,7 @@ def test_cli_writes_artifact_and_report(models: dict[str, Path], tmp_path: Path)
     out, rep = tmp_path / "cli.onnx", tmp_path / "cli.json"
     proc = run_cli(str(models["transformer"]), "--precision", "int8", "--output", str(out), "--report", str(rep),
                    "--calibration", str(models["tokens"]), "--cpu-features", "avx2", "--no-latency",
-                   "--min-cosine", "0.98")
+                   "--min-cosine", "0.98", "--no-speed-gate")  # a toy model's int8 may be slower than fp32
     assert proc.returncode == 0, proc.stderr
     report = json.loads(rep.read_text())
     assert report["precision"] == "int8" and report["target"]["cpuFeatures"] == ["avx2"]

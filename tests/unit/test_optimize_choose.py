@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from edgewise.optimize import choose
-from edgewise.optimize.target import PRECISIONS, QUANTIZATIONS, Target
+from edgewise.optimize.target import PRECISIONS, QUANTIZATIONS, Target, host_cpu_features
 
 KINDS = ("transformer", "convolutional", "other")
 
@@ -149,3 +149,19 @@ def test_candidate_descriptions_name_the_technique() -> None:
     assert "per-tensor" in choose.Candidate("int8-dynamic", per_channel=False).describe()
     assert "entropy" in choose.Candidate("int8-static", calibrate_method="entropy").describe()
     assert choose.Candidate("fp16").precision == "fp16"
+
+
+def test_host_cpu_features_read_as_nfd_names() -> None:
+    x86 = "processor : 0\nflags : fpu avx2 avx512f avx512_vnni amx_int8\n"
+    assert host_cpu_features(x86, "x86_64") == {"fpu", "avx2", "avx512f", "avx512vnni", "amxint8"}
+    arm = "processor : 0\nFeatures : fp asimd asimddp i8mm\n"
+    assert host_cpu_features(arm, "aarch64") == {"fp", "asimd", "asimddp", "i8mm", "arm64"}
+
+
+def test_a_measurement_speaks_for_a_class_only_with_its_features_and_architecture() -> None:
+    host = frozenset({"avx2", "avx512f", "avx512vnni"})
+    assert Target("onnxruntime", "int8", frozenset({"AVX2", "AVX512VNNI"})).measurable_on(host)
+    assert not Target("onnxruntime", "int8", frozenset({"avx2", "amxint8"})).measurable_on(host)  # lacks one
+    assert not Target("onnxruntime", "int8", frozenset()).measurable_on(host)  # nothing known of the class
+    assert not Target("onnxruntime", "int8", frozenset({"arm64", "asimd"})).measurable_on(host | {"asimd"})
+    assert not Target("triton-onnx", "int8", frozenset({"avx2"})).measurable_on(host)  # not ORT on the CPU

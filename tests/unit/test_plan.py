@@ -326,6 +326,14 @@ def test_optimized_artifacts_replace_the_source_per_class() -> None:
     assert x86.artifact.sha256 == SHA and "fp32 source model" in x86.notes[0]
 
 
+def test_a_gated_fp32_artifact_for_an_int8_class_is_not_waiting_for_anything() -> None:
+    # The speed or accuracy gate chose fp32: that is the optimized artifact, not the source awaiting one.
+    art = Artifact(uri="http://store.local/fp32.onnx", sha256="e" * 64, precision="fp32")
+    plan = _plan(artifacts={"arm-cpu": art})
+    arm = next(c for c in plan.classes if c.name == "arm-cpu")
+    assert arm.artifact.sha256 == "e" * 64 and not arm.notes
+
+
 def test_tolerations_of_the_class_are_rendered() -> None:
     plan = _plan(
         profile=profile_of(

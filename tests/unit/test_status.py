@@ -195,3 +195,19 @@ def test_recovery_from_degraded_is_an_event() -> None:
     back = compute_status(_with_status(m, missing), plan, _rolled_out(plan), T0, 6)
     reasons = [e.reason for e in back.events]
     assert "Recovered" in reasons and "ProfileResolved" in reasons and "Ready" in reasons
+
+
+def test_a_class_shows_the_precision_of_the_artifact_it_serves() -> None:
+    from edgewise.core.status import ArtifactStatus
+
+    m = model()
+    plan = _plan(m)
+    arm = next(c for c in plan.classes if c.name == "arm-cpu")
+    assert arm.precision == "int8"  # what the class asks for
+    gated = ArtifactStatus(state="Ready", size_bytes=123, sha256="e" * 64, precision="fp32",
+                           summary="Optimized: fp32; int8 static QDQ rejected: latency 1.62x the original > 1.0x",
+                           message="speed gate 1.0x: this machine has every CPU feature of the class")
+    result = compute_status(m, plan, _rolled_out(plan), T0, total_nodes=6, artifacts={"arm-cpu": gated})
+    cls = next(c for c in result.status.classes or [] if c.name == "arm-cpu")
+    assert cls.precision == "fp32" and cls.artifact_size_bytes == 123
+    assert cls.optimization and "rejected: latency 1.62x" in cls.optimization and "speed gate" in cls.optimization

@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--node-allocatable-mib", type=float, help="memory gate: largest allocatable node memory")
     p.add_argument("--max-latency-ratio", type=float,
                    help="speed gate: reject artifacts slower than this x the original (build on the class's hardware)")
+    p.add_argument("--no-speed-gate", action="store_true",
+                   help="without --max-latency-ratio, do not reject artifacts slower than the original even "
+                        "when this machine has every CPU feature of the target")
     p.add_argument("--max-samples", type=int, default=256, help="use at most this many calibration samples")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for measurements")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             max_samples=args.max_samples, fallback=not args.no_fallback,
             gate=AccuracyGate(min_cosine=args.min_cosine, max_top1_drop_percent=args.max_top1_drop_percent),
             max_memory_mib=args.max_memory_mib, node_allocatable_mib=args.node_allocatable_mib,
-            max_latency_ratio=args.max_latency_ratio,
+            max_latency_ratio=args.max_latency_ratio, auto_speed_gate=not args.no_speed_gate,
             threads=args.threads, measure_latency=not args.no_latency, measure_memory=not args.no_memory)
         report = optimize(args.src, args.output, target, calibration=args.calibration,
                           validation=args.validation, options=options)

@@ -133,8 +133,9 @@ class ArtifactManager:
             runner = self.kube_jobs
         runner.start(spec, job_dir, who)
         job = self.jobs[spec.key] = _Job(started=time.monotonic(), dir=job_dir, runner=runner, failures=failures)
-        log.info("optimization job %s started for %s (%s)%s", spec.key, _target(spec), who,
-                 " as a Kubernetes Job" if runner is self.kube_jobs else "")
+        log.info("optimization job %s started for %s (%s)%s%s", spec.key, _target(spec), who,
+                 " as a Kubernetes Job" if runner is self.kube_jobs else "",
+                 f", attempt {failures + 1}" if failures else "")
         return job
 
     def expects(self, key: str) -> bool:
@@ -203,7 +204,11 @@ def _summary(report: dict[str, Any]) -> str:
         parts.append(f"min cosine {report['agreement']['minCosine']:.4f}")
     if (report.get("memory") or {}).get("peakMiB") is not None:
         parts.append(f"peak {report['memory']['peakMiB']:.0f} MiB")
-    return ", ".join(parts)
+    line = ", ".join(parts)
+    # What was tried first and why it was not taken (an accuracy or speed gate, a failure).
+    passed_over = [f"{a.get('technique')} {a.get('status')}: {str(a.get('message', ''))[:200]}"
+                   for a in report.get("attempts") or [] if a.get("status") != "accepted"]
+    return line + "".join(f"; {p}" for p in passed_over) if report.get("outcome") == "Optimized" else line
 
 
 def _from_record(record: dict[str, Any], store: BuiltinStore) -> ClassArtifact:

@@ -158,7 +158,8 @@ def _plan_class(model: EdgeModel, hc: HardwareClass, own: Term, earlier: list[Te
                                      "already take; nothing runs for it",))
     split = runtime.split(members.nodes)
     notes = [f"{node.name}: {why}" for node, why in split.rejected]
-    if hc.runtime == "onnxruntime" and precision != artifact.precision:
+    serving_source = artifact.sha256 == model.spec.source.digest()
+    if hc.runtime == "onnxruntime" and precision != artifact.precision and serving_source:
         notes.append(f"serving the {artifact.precision} source model until an optimized {precision} "
                      "artifact exists")
     workloads = []

@@ -181,9 +181,11 @@ def _with_artifact(c: ClassStatus, a: ArtifactStatus | None) -> ClassStatus:
     if a is None:
         return c
     why = a.message if a.state == "Idle" else f"{a.reason}: {a.message}"
-    update: dict[str, object] = {"artifact_state": a.state, "optimization": a.summary if a.state == "Ready" else why}
+    ready = "; ".join(filter(None, [a.summary, a.message]))[:1000]  # the report's line, then its notes
+    update: dict[str, object] = {"artifact_state": a.state, "optimization": ready if a.state == "Ready" else why}
     if a.state == "Ready":
-        update.update(artifact_size_bytes=a.size_bytes)
+        # What is served: a gate may have chosen a more precise artifact than the class asks for.
+        update.update(artifact_size_bytes=a.size_bytes, precision=a.precision or c.precision)
     return c.model_copy(update=update)
 
 

@@ -40,7 +40,7 @@ from edgewise.optimize.report import (
     Outcome,
     TargetInfo,
 )
-from edgewise.optimize.target import Quantization, Target
+from edgewise.optimize.target import Quantization, Target, host_cpu_features
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,9 @@ class Options:
     max_memory_mib: float | None = None  # the class's slo.maxMemoryMiB
     node_allocatable_mib: float | None = None  # largest allocatable memory of the class's nodes
     max_latency_ratio: float | None = None  # speed gate: reject artifacts slower than this × the original
+    # Without max_latency_ratio: gate at 1.0 (never slower than the original) when this machine has the
+    # class's CPU features, so its measurement speaks for the class (Target.measurable_on).
+    auto_speed_gate: bool = True
     threads: int = 2
     measure_latency: bool = True
     measure_memory: bool = True
@@ -203,6 +206,12 @@ def optimize(src: str | Path, output: str | Path, target: Target, *, calibration
         except Exception as err:  # noqa: BLE001 - onnxruntime's run errors (types, shapes)
             raise CalibrationMismatch(f"the original model fails on the given inputs: {err}") from err
 
+        speed_limit = options.max_latency_ratio
+        if speed_limit is None and options.auto_speed_gate and target.measurable_on(host_cpu_features()):
+            speed_limit = 1.0
+            notes.append("speed gate 1.0x: this machine has every CPU feature of the class, so an artifact "
+                         "that is slower here is not shipped")
+
         attempts: list[Attempt] = []
         accepted: tuple[Candidate, Path, Agreement, gates.GateResult, list[str]] | None = None
         for i, cand in enumerate(p.candidates):
@@ -225,9 +234,9 @@ def optimize(src: str | Path, output: str | Path, target: Target, *, calibration
                                                          100.0 if agreement.top1_agreement_percent else None),
                                                options.gate)
                 notes.append("graph-optimized fp32 drifted from the original; serving the original")
-            if verdict.passed and options.max_latency_ratio is not None and cand.technique != "fp32":
+            if verdict.passed and speed_limit is not None and cand.technique != "fp32":
                 lat = evaluate.compare_latency(model_path, out, valid, 1, options.threads)
-                speed = gates.check_latency(lat.ratio, options.max_latency_ratio)
+                speed = gates.check_latency(lat.ratio, speed_limit)
                 if not speed.passed:
                     verdict = gates.GateResult(False, speed.reason, f"{speed.message} ({verdict.message})",
                                                verdict.numbers | speed.numbers)

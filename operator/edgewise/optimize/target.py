@@ -5,7 +5,9 @@ A Target is the cache key of optimization: one artifact per (source digest, targ
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, get_args
 
 Runtime = Literal["onnxruntime", "triton-tensorrt", "triton-onnx"]
@@ -61,3 +63,32 @@ class Target:
         """A stable string naming the target, e.g. `onnxruntime/int8/arm64` (part of the cache key)."""
         features = ",".join(sorted(self.cpu_features)) or "-"
         return f"{self.runtime}/{self.precision}/{features}"
+
+    def measurable_on(self, host_features: frozenset[str]) -> bool:
+        """Whether latency measured on a machine with `host_features` speaks for this class's CPUs.
+
+        Only for ONNX Runtime on the CPU, when the class's CPU features are known and the
+        machine has every one of them, on the same architecture. A machine with more features
+        (say VNNI the class lacks) runs int8 at least as well as the class: an artifact that is
+        slower there is slower on the class too, which is what the automatic speed gate needs.
+        """
+        if not self.on_cpu or not self.cpu_features:
+            return False
+        return (ARM64 in host_features) == self.is_arm64 and self.cpu_features <= host_features
+
+
+def host_cpu_features(cpuinfo: str | None = None, machine: str | None = None) -> frozenset[str]:
+    """This machine's CPU flags, in the same normalized names as a Target's (plus `arm64`)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86, arm64
+            flags |= {normalize_feature(f) for f in value.split()}
+    if (machine or platform.machine()).lower() in ("aarch64", "arm64"):
+        flags.add(ARM64)
+    return frozenset(flags)
