@@ -59,6 +59,17 @@ def classes(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in obj.get("status", {}).get("classes") or []}
 
 
+def wait_artifacts(cluster: DevCluster, ns: str, name: str, count: int, timeout: float) -> dict[str, Any]:
+    """The EdgeModel once each of its `count` classes has a Ready artifact."""
+
+    def ready() -> dict[str, Any] | None:
+        obj = get(cluster, "edgemodel", name, "-n", ns)
+        cs = classes(obj)
+        return obj if len(cs) == count and all(c.get("artifactState") == "Ready" for c in cs.values()) else None
+
+    return wait_for(ready, timeout, f"{name}: an artifact for each of {count} classes")  # type: ignore[no-any-return]
+
+
 def digests_deployed(cluster: DevCluster, ns: str) -> set[str]:
     """The artifact digests the namespace's DaemonSets fetch."""
     out = set()

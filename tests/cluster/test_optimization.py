@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
-from operator_support import Operator, apply, classes, condition, digests_deployed, get
+from operator_support import Operator, apply, classes, condition, digests_deployed, get, wait_artifacts
 
 from edgewise.devcluster import demo_models, processes
 from edgewise.devcluster.cluster import DevCluster
@@ -60,12 +60,7 @@ def test_each_class_gets_a_verified_artifact_made_once_and_served(
     src = demo_models.good(tmp_path / "src" / "model.onnx")
     apply(cluster, [_profile(namespace), _model(namespace, "clf", src)])
 
-    def ready() -> dict[str, Any] | None:
-        obj = get(cluster, "edgemodel", "clf", "-n", namespace)
-        cs = classes(obj)
-        return obj if len(cs) == 3 and all(c.get("artifactState") == "Ready" for c in cs.values()) else None
-
-    obj = wait_for(ready, 180, "an artifact for every class")
+    obj = wait_artifacts(cluster, namespace, "clf", 3, 180)
     cs = classes(obj)
     assert condition(obj, "ArtifactsReady")["status"] == "True"
     for c in cs.values():

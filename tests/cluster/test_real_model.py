@@ -19,12 +19,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import tritonclient.http as triton_http
-from operator_support import Operator, apply, classes, condition, digests_deployed, get
+from operator_support import Operator, apply, classes, condition, digests_deployed, wait_artifacts
 
 from edgewise.devcluster import real_models
 from edgewise.devcluster.cluster import DevCluster
@@ -71,12 +70,7 @@ def test_a_real_transformer_gets_an_int8_artifact_on_cpus_and_fp16_on_jetsons(
                       "rollout": {"analysis": {"provider": "none"}}}}
     apply(cluster, [profile, model])
 
-    def ready() -> dict[str, Any] | None:
-        obj = get(cluster, "edgemodel", "minilm", "-n", namespace)
-        cs = classes(obj)
-        return obj if len(cs) == 2 and all(c.get("artifactState") == "Ready" for c in cs.values()) else None
-
-    obj = wait_for(ready, 600, "MiniLM artifacts for both classes")
+    obj = wait_artifacts(cluster, namespace, "minilm", 2, 600)
     assert condition(obj, "ArtifactsReady")["status"] == "True"
     cs = classes(obj)
     x86, jetson = cs["x86"], cs["jetson"]
@@ -140,12 +134,7 @@ def test_a_real_cnn_gets_static_int8_where_it_may_pay_and_stays_fp32_where_it_me
                       "rollout": {"analysis": {"provider": "none"}}}}
     apply(cluster, [profile, model])
 
-    def ready() -> dict[str, Any] | None:
-        obj = get(cluster, "edgemodel", "textdet", "-n", namespace)
-        cs = classes(obj)
-        return obj if len(cs) == 2 and all(c.get("artifactState") == "Ready" for c in cs.values()) else None
-
-    obj = wait_for(ready, 600, "detector artifacts for both classes")
+    obj = wait_artifacts(cluster, namespace, "textdet", 2, 600)
     cs = classes(obj)
     arm, x86 = cs["arm"], cs["x86"]
     # ARM: this machine can't speak for its CPUs, so the calibrated static int8 artifact ships (smaller).

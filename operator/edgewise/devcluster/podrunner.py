@@ -170,14 +170,8 @@ class PodRunner:
 
     def _start_pod(self, pod: dict[str, Any]) -> PodProcesses:
         meta, spec = pod["metadata"], pod["spec"]
-        workdir = self.workdir / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
-        proc = PodProcesses(uid=meta["uid"], name=meta["name"], namespace=meta["namespace"],
-                            pod_ip=pod["status"]["podIP"], node=spec.get("nodeName", ""), workdir=workdir)
-        volumes = {}
-        for vol in spec.get("volumes") or []:
-            if "emptyDir" in vol:
-                volumes[vol["name"]] = workdir / "volumes" / vol["name"]
-                volumes[vol["name"]].mkdir(parents=True, exist_ok=True)
+        proc, volumes = self._prepare(pod)
+        workdir = proc.workdir
         try:
             for container in spec.get("initContainers") or []:
                 argv, env = self._argv(container, pod, volumes)
@@ -201,14 +195,8 @@ class PodRunner:
     def _start_batch_pod(self, pod: dict[str, Any]) -> PodProcesses:
         """Run the pod's containers to completion in a thread, then report its phase."""
         meta, spec = pod["metadata"], pod["spec"]
-        workdir = self.workdir / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
-        proc = PodProcesses(uid=meta["uid"], name=meta["name"], namespace=meta["namespace"],
-                            pod_ip=pod["status"]["podIP"], node=spec.get("nodeName", ""), workdir=workdir)
-        volumes = {}
-        for vol in spec.get("volumes") or []:
-            if "emptyDir" in vol:
-                volumes[vol["name"]] = workdir / "volumes" / vol["name"]
-                volumes[vol["name"]].mkdir(parents=True, exist_ok=True)
+        proc, volumes = self._prepare(pod)
+        workdir = proc.workdir
 
         def run() -> None:
             statuses, failed = [], False
@@ -241,6 +229,19 @@ class PodRunner:
 
         threading.Thread(target=run, daemon=True, name=f"pod-{meta['name']}").start()
         return proc
+
+    def _prepare(self, pod: dict[str, Any]) -> tuple[PodProcesses, dict[str, Path]]:
+        """The pod's record and its emptyDir volumes, each a directory of the pod's own."""
+        meta, spec = pod["metadata"], pod["spec"]
+        workdir = self.workdir / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+        proc = PodProcesses(uid=meta["uid"], name=meta["name"], namespace=meta["namespace"],
+                            pod_ip=pod["status"]["podIP"], node=spec.get("nodeName", ""), workdir=workdir)
+        volumes = {}
+        for vol in spec.get("volumes") or []:
+            if "emptyDir" in vol:
+                volumes[vol["name"]] = workdir / "volumes" / vol["name"]
+                volumes[vol["name"]].mkdir(parents=True, exist_ok=True)
+        return proc, volumes
 
     def _argv(self, container: dict[str, Any], pod: dict[str, Any], volumes: dict[str, Path]
               ) -> tuple[list[str], dict[str, str]]:
