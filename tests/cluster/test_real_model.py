@@ -140,10 +140,11 @@ def test_a_real_cnn_gets_static_int8_where_it_may_pay_and_stays_fp32_where_it_me
     # ARM: this machine can't speak for its CPUs, so the calibrated static int8 artifact ships (smaller).
     assert arm["precision"] == "int8" and "static QDQ" in arm["optimization"], arm
     assert arm["artifactSizeBytes"] <= 0.5 * src.stat().st_size, json.dumps(arm)
-    # x86 with this machine's CPU features: the speed gate decided, with the measurement in the status.
-    assert re.search(r"latency [0-9.]+x", x86["optimization"]), x86
+    # x86 with this machine's CPU features: the speed gate decided (int8 measured 1.3-1.7x slower here in the
+    # benchmark), with the measurement in the status.
+    assert "speed gate 1.0x" in x86["optimization"], x86
     if x86["precision"] == "fp32":
-        assert "speed gate" in x86["optimization"] and "int8 static QDQ" in x86["optimization"], x86
+        assert re.search(r"int8 static QDQ .* rejected: latency [0-9.]+x the original > 1.0x", x86["optimization"])
     else:
         ratio = float(re.search(r"latency ([0-9.]+)x", x86["optimization"]).group(1))  # type: ignore[union-attr]
         assert x86["precision"] == "int8" and ratio <= 1.0, x86
