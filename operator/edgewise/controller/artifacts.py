@@ -104,7 +104,7 @@ class ArtifactManager:
             done.unlink()  # its time has come: try again
         job = self.jobs.get(spec.key)
         if job is None:
-            job = self._start(spec, who, failures)
+            self._start(spec, who, failures)
             return ClassArtifact(state="Optimizing", reason="Optimizing", message=f"optimizing for {_target(spec)}"
                                  + (f" (attempt {failures + 1})" if failures else ""))
         report_path = job.dir / "report.json"
