@@ -235,21 +235,28 @@ def test_run_in_job_optimizes_in_a_kubernetes_job_whose_pod_uploads_the_artifact
     model = _model(namespace, "big", src)
     model["spec"]["optimization"] |= {"runIn": "Job", "jobMemory": "3Gi"}
     ns = store_operator.namespace
+    apply(cluster, [_profile(namespace), model])
+    job = wait_for(lambda: next(iter(get(cluster, "jobs", "-n", ns, "-l", "edgewise.io/optimization-job")
+                                     ["items"]), None), 60, "an optimization Job")
+    pod_spec = job["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    assert container["command"] == ["edgewise"] and container["args"][0] == "optimize-job"
+    assert container["resources"]["limits"]["memory"] == "3Gi"
+    assert container["securityContext"]["runAsNonRoot"] and pod_spec["automountServiceAccountToken"] is False
+    assert "as a Kubernetes Job" in store_operator.log()
+
+    # The operator restarts while its Job waits: the new one adopts the Job (and its token) instead of
+    # starting another, and takes the upload.
+    store_operator.restart()
+    wait_for(lambda: "adopted optimization Job" in store_operator.log(), 60, "the Job adopted")
+    assert len(get(cluster, "jobs", "-n", ns)["items"]) == 1
+
     # The Job's pod runs for real, as a local process (the pod runner plays kubelet for it).
     with cluster.api_client() as api, PodRunner(api, tmp_path / "pods", ns,
                                                 "app.kubernetes.io/component=optimizer").start() as runner:
-        apply(cluster, [_profile(namespace), model])
-        job = wait_for(lambda: next(iter(get(cluster, "jobs", "-n", ns, "-l", "edgewise.io/optimization-job")
-                                         ["items"]), None), 60, "an optimization Job")
-        pod_spec = job["spec"]["template"]["spec"]
-        container = pod_spec["containers"][0]
-        assert container["command"] == ["edgewise"] and container["args"][0] == "optimize-job"
-        assert container["resources"]["limits"]["memory"] == "3Gi"
-        assert container["securityContext"]["runAsNonRoot"] and pod_spec["automountServiceAccountToken"] is False
         obj = wait_status_artifact(cluster, namespace, "big", lambda c: c.get("artifactState") == "Ready")
         digest = classes(obj)["arm"]["artifactDigest"]
         assert digest in digests_deployed(cluster, namespace)
-        assert "as a Kubernetes Job" in store_operator.log()
         # The artifact came from the Job's pod: it ran the optimizer and uploaded what the store now serves.
         pod_logs = list((tmp_path / "pods" / ns).rglob("optimize.log"))
         assert pod_logs and '"outcome": "Optimized"' in pod_logs[0].read_text(), [p.read_text() for p in pod_logs]
