@@ -10,7 +10,8 @@ OPSET = 17
 IR_VERSION = 8  # readable by older onnxruntime/TensorRT parsers too
 
 
-def _model(graph: onnx.GraphProto) -> bytes:
+def model_bytes(graph: onnx.GraphProto) -> bytes:
+    """The checked, serialized model of `graph` at the opset and IR version every test model uses."""
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
@@ -30,7 +31,7 @@ def mlp(batch: str | int = "N", features: int = 4, classes: int = 3, seed: int =
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, classes])],
         initializer=[w, b],
     )
-    return _model(graph)
+    return model_bytes(graph)
 
 
 def mixed_types() -> bytes:
@@ -46,7 +47,7 @@ def mixed_types() -> bytes:
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT16, ["N", 8]),
          helper.make_tensor_value_info("inverted", TensorProto.BOOL, ["N", 8])],
     )
-    return _model(graph)
+    return model_bytes(graph)
 
 
 def dynamic_sequence() -> bytes:
@@ -57,4 +58,4 @@ def dynamic_sequence() -> bytes:
         [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["N", "S"])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", "S"])],
     )
-    return _model(graph)
+    return model_bytes(graph)

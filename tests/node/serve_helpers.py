@@ -12,10 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,24 @@ def http_status(port: int, path: str) -> int | None:
         return err.code
     except OSError:
         return None
+
+
+def in_threads(calls: list[Callable[[], Any]], timeout: float = 120) -> list[Any]:
+    """Run `calls` concurrently, one thread each; each result, or the exception it raised."""
+    results: list[Any] = [TimeoutError(f"no answer within {timeout}s")] * len(calls)
+
+    def run(k: int) -> None:
+        try:
+            results[k] = calls[k]()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's assertions
+            results[k] = err
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return results
 
 
 def post(

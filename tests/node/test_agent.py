@@ -9,11 +9,13 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cache_support import AgentProcess, get_json, http, sha256, wait_until
+from cache_support import AgentProcess, get_json, http, sha256
 
 from edgewise.contract import AGENT_SHA256_HEADER, plan_cache_key
+from helpers import wait_for
 
 V1, V2, V3 = (f"model version {i} ".encode() * 50_000 for i in (1, 2, 3))  # ~800 KB each
 
@@ -93,7 +95,7 @@ def test_an_agent_killed_mid_download_leaves_no_half_file_and_downloads_again(so
     threading.Thread(target=doomed_request, daemon=True).start()
     assert source.half_sent.wait(30)
     tmp = agent.cache_dir / "tmp"
-    wait_until(lambda: any(p.stat().st_size > 0 for p in tmp.iterdir()), 30, "a partial file in tmp/")
+    wait_for(lambda: any(p.stat().st_size > 0 for p in tmp.iterdir()), 30, "a partial file in tmp/")
     agent.kill()
     assert any(p.name.endswith(".part") for p in tmp.iterdir())  # the half file the crash left
     source.stall.clear()
@@ -153,8 +155,8 @@ def test_prefetch_stages_an_artifact_in_the_background(source, agents) -> None:
     body = json.dumps({"uri": uri, "sha256": digest, "model": "detector"}).encode()
     status, headers, _ = http("POST", agent.url + "/v1/prefetch", body, {"Content-Type": "application/json"})
     assert status == 202 and headers["Location"] == f"/v1/prefetch/{digest}"
-    state = wait_until(lambda: get_json(agent.url + headers["Location"])["state"] in ("ready", "failed")
-                       and get_json(agent.url + headers["Location"]), 60, "prefetch to finish")
+    state: Any = wait_for(lambda: (s := get_json(agent.url + headers["Location"]))["state"] in ("ready", "failed")
+                          and s, 60, "prefetch to finish")
     assert state["state"] == "ready", state
     assert [(e["sha256"], e["models"]) for e in agent.artifacts()] == [(digest, ["detector"])]
     source.stop()
@@ -169,8 +171,8 @@ def test_a_prefetch_with_a_wrong_digest_reports_failure(source, agents) -> None:
     wrong = sha256(V1)
     body = json.dumps({"uri": uri, "sha256": wrong, "model": "m"}).encode()
     assert http("POST", agent.url + "/v1/prefetch", body)[0] == 202
-    state = wait_until(lambda: (s := get_json(f"{agent.url}/v1/prefetch/{wrong}"))["state"] == "failed" and s,
-                       60, "prefetch to fail")
+    state: Any = wait_for(lambda: (s := get_json(f"{agent.url}/v1/prefetch/{wrong}"))["state"] == "failed" and s,
+                          60, "prefetch to fail")
     assert state["errorKind"] == "digest_mismatch" and agent.artifacts() == []
     assert http("POST", agent.url + "/v1/prefetch", b"{not json")[0] == 400
     assert http("GET", f"{agent.url}/v1/prefetch/{sha256(b'unknown')}")[0] == 404

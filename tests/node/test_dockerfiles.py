@@ -18,8 +18,11 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
-from cache_support import REPO, free_port, http, sha256, wait_until
+from cache_support import REPO, free_port, http, sha256
 from onnx_models_fetch import mlp
+from serve_helpers import free_ports
+
+from helpers import wait_for
 
 IMAGES = REPO / "runtime-images"
 DOCKERFILES = sorted(p for p in IMAGES.glob("Dockerfile.*") if not p.name.endswith(".dockerignore"))
@@ -72,19 +75,35 @@ def blocked_modules(requirements: str | None) -> str:
     return ",".join(sorted(modules))
 
 
-def in_image(requirements: str | None, tmp_path: Path, *args: str, **kw) -> subprocess.CompletedProcess[str]:
+def _in_image_argv(requirements: str | None, tmp_path: Path, args: tuple[str, ...]) -> list[str]:
     runner = tmp_path / "in_image.py"
     runner.write_text(RUNNER)
-    return subprocess.run([sys.executable, str(runner), blocked_modules(requirements), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, check=False, **kw)
+    return [sys.executable, str(runner), blocked_modules(requirements), *args]
+
+
+def in_image(requirements: str | None, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_in_image_argv(requirements, tmp_path, args), cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=False)
 
 
 def start_in_image(requirements: str, tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
-    runner = tmp_path / "in_image.py"
-    runner.write_text(RUNNER)
-    log = open(tmp_path / f"{args[0]}.log", "wb")  # noqa: SIM115 - the process holds it
-    return subprocess.Popen([sys.executable, str(runner), blocked_modules(requirements), *args], cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT)
+    """Start `edgewise <args>`, its output in tmp_path/<command>.log."""
+    with open(tmp_path / f"{args[0]}.log", "wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(_in_image_argv(requirements, tmp_path, args), cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_answering(proc: subprocess.Popen[bytes], log: Path, url: str, timeout: float) -> None:
+    """Until `url` answers 200; fail with the log if the process exits first."""
+
+    def answers() -> bool:
+        assert proc.poll() is None, log.read_text()
+        try:
+            return http("GET", url, timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    wait_for(answers, timeout, url, interval=0.05)
 
 
 # ---- lint -----------------------------------------------------------------------------------------
@@ -147,20 +166,13 @@ def test_node_image_fetches_and_serves_a_model(tmp_path: Path) -> None:
     proc = in_image("requirements-node.txt", tmp_path, "fetch", "--uri", source.as_uri(),
                     "--sha256", sha256(model), "--model-name", "mlp", "--dest", str(tmp_path / "models"))
     assert proc.returncode == 0, proc.stderr
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     server = start_in_image("requirements-node.txt", tmp_path, "serve",
                             "--model-dir", str(tmp_path / "models/mlp"), "--model-name", "mlp",
                             "--host", "127.0.0.1", "--http-port", str(ports[0]),
                             "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]))
     try:
-        def ready() -> bool:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                return http("GET", f"http://127.0.0.1:{ports[0]}/v2/health/ready", timeout=2)[0] == 200
-            except OSError:
-                return False
-
-        wait_until(ready, 90, "edgewise serve to be ready")
+        wait_answering(server, tmp_path / "serve.log", f"http://127.0.0.1:{ports[0]}/v2/health/ready", 90)
     finally:
         server.terminate()
         server.wait(60)
@@ -186,14 +198,7 @@ def test_agent_image_runs_the_agent(tmp_path: Path) -> None:
                            "--port", str(port), "--cache-dir", str(tmp_path / "cache"),
                            "--file-root", str(tmp_path / "src"))
     try:
-        def healthy() -> bool:
-            assert agent.poll() is None, (tmp_path / "agent.log").read_text()
-            try:
-                return http("GET", f"http://127.0.0.1:{port}/healthz", timeout=2)[0] == 200
-            except OSError:
-                return False
-
-        wait_until(healthy, 60, "edgewise agent")
+        wait_answering(agent, tmp_path / "agent.log", f"http://127.0.0.1:{port}/healthz", 60)
         uri = (tmp_path / "src/a.bin").as_uri()
         status, _, body = http("GET", f"http://127.0.0.1:{port}/v1/artifacts/{sha256(data)}?uri={uri}")
         assert status == 200 and body == data

@@ -76,13 +76,11 @@ def test_file_uris(tmp_path: Path, sink: Writer) -> None:
         dl.download((tmp_path / "nope.onnx").as_uri(), sink)
 
 
-OCI_URI = "oci://127.0.0.1:5000/models/defect@sha256:" + "0" * 64
-
-
-def test_oci_without_the_artifact_store_says_so(sink: Writer, monkeypatch) -> None:
-    monkeypatch.setattr(dl, "OCI_MODULE", "edgewise.node.no_such_oci_module")
-    with pytest.raises(dl.PermanentError, match="OCI artifact store"):
-        dl.download(OCI_URI, sink)
+def test_oci_goes_through_the_oci_puller_and_an_unreachable_registry_is_transient(sink: Writer) -> None:
+    uri = f"oci://127.0.0.1:{free_port()}/models/defect@sha256:" + "0" * 64
+    with pytest.raises(dl.TransientError, match="registry unreachable"):
+        dl.download(uri, sink, attempts=1)
+    assert sink.size == 0
 
 
 def test_other_schemes_plug_in(sink: Writer) -> None:

@@ -16,9 +16,10 @@ import pytest
 import serve_models
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from serve_helpers import ServeProcess, http_status, serving
+from serve_helpers import ServeProcess, http_status, in_threads, serving
 
 from edgewise import contract
+from helpers import wait_for
 
 TRITON_COUNTERS = [
     "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
@@ -38,32 +39,6 @@ def _infer(server: ServeProcess, proto: str, x: np.ndarray) -> np.ndarray:
     i.set_data_from_numpy(x)
     c = server.http() if proto == "http" else server.grpc()
     return c.infer("mlp", [i]).as_numpy("y")
-
-
-def _in_threads(calls: list[Callable[[], Any]]) -> list[Any]:
-    results: list[Any] = [None] * len(calls)
-
-    def run(k: int) -> None:
-        try:
-            results[k] = calls[k]()
-        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
-            results[k] = err
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
-
-
-def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass(frozen=True)
@@ -91,7 +66,7 @@ def test_dynamic_batching_merges_concurrent_requests_across_protocols(tmp_path: 
     with serving(model_dir, "mlp", tmp_path / "log", "--max-batch-size", "4",
                  "--max-queue-delay-us", "60000000") as server:
         protos = ["http", "grpc", "http", "grpc"]
-        results = _in_threads([lambda k=k: _infer(server, protos[k], rows[k]) for k in range(4)])
+        results = in_threads([lambda k=k: _infer(server, protos[k], rows[k]) for k in range(4)])
         for k, got in enumerate(results):
             assert not isinstance(got, BaseException), got
             np.testing.assert_allclose(got, session.run(None, {"x": rows[k]})[0], rtol=1e-6)
@@ -136,7 +111,7 @@ def test_sigterm_drains_queued_requests_then_exits_zero(tmp_path: Path) -> None:
     def queued() -> bool:
         return _samples(server)["nv_inference_pending_request_count"][0].value == 1
 
-    _wait_for(queued, "the request to sit in the batch queue")
+    wait_for(queued, 60, "the request to sit in the batch queue", interval=0.05)
     assert server.stop() == 0
     result = pending()
     assert not isinstance(result, BaseException), f"{result}\n{server.log()}"
@@ -149,7 +124,7 @@ def test_sigterm_drains_queued_requests_then_exits_zero(tmp_path: Path) -> None:
 
 def _in_threads_async(call: Callable[[], Any]) -> Callable[[], Any]:
     box: list[Any] = []
-    thread = threading.Thread(target=lambda: box.extend(_in_threads([call])))
+    thread = threading.Thread(target=lambda: box.extend(in_threads([call])))
     thread.start()
 
     def join() -> Any:

@@ -7,7 +7,6 @@ concurrent requests of different sequence lengths share the batcher.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 import serve_models
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from serve_helpers import ServeProcess, serving
+from serve_helpers import ServeProcess, in_threads, serving
 
 EMBEDDING = "461"  # the pooled sentence embedding [batch, 384]
 TOKENS = "onnx::Shape_422"  # per-token embeddings [batch, seq, 384]
@@ -71,19 +70,8 @@ def test_concurrent_minilm_requests_get_their_own_answers(
 ) -> None:
     """Six clients, two sequence lengths: merged batches must split back row for row."""
     feeds = [serve_models.minilm_inputs(batch=1, seq=16 if k % 2 else 8, seed=100 + k) for k in range(6)]
-    results: list[Any] = [None] * len(feeds)
-
-    def call(k: int) -> None:
-        try:
-            results[k] = _infer(minilm, "http" if k < 3 else "grpc", feeds[k]).as_numpy(EMBEDDING)
-        except Exception as err:  # noqa: BLE001 - surfaced by the assertion below
-            results[k] = err
-
-    threads = [threading.Thread(target=call, args=(k,)) for k in range(len(feeds))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    results = in_threads([lambda k=k: _infer(minilm, "http" if k < 3 else "grpc", feeds[k]).as_numpy(EMBEDDING)
+                          for k in range(len(feeds))])
     for k, feed in enumerate(feeds):
         assert isinstance(results[k], np.ndarray), results[k]
         (expected,) = session.run([EMBEDDING], feed)

@@ -84,18 +84,7 @@ def test_golden_inputs_follow_the_signature(tmp_path: Path) -> None:
 
 def test_warm_up_falls_back_to_larger_dims_for_strided_models(tmp_path: Path) -> None:
     """A Reshape to 32 elements rejects dims of 1 but takes the ladder's 32."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "strided",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "M"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [32])],
-        initializer=[numpy_helper.from_array(np.array([32], dtype=np.int64), "shape")],
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, tmp_path / "model.onnx")
-    model = OnnxModel(tmp_path / "model.onnx")
+    model = OnnxModel(serve_models.strided(tmp_path / "model.onnx"))
     assert model.warm_up(make_spec("s", "1", model.inputs, model.outputs, 0))["x"].shape == (1, 32)
 
 

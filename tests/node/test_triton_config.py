@@ -21,32 +21,35 @@ def io_of(name: str) -> tuple[list[tc.TensorSpec], list[tc.TensorSpec]]:
     return tc.onnx_io(onnx.load_from_string(MODELS[name]))
 
 
-def strict_parse(text: str) -> mc.ModelConfig:
-    """What Triton does with config.pbtxt: text_format into its ModelConfig, unknown fields fail."""
-    return text_format.Parse(text, mc.ModelConfig())
-
-
-def all_configs() -> list[tuple[str, mc.ModelConfig]]:
+def all_configs() -> list[tuple[str, tc.Batching, mc.ModelConfig]]:
     out = []
     for model in MODELS:
         inputs, outputs = io_of(model)
         for batching in BATCHINGS:
             for precision in ("fp32", "fp16", "int8"):
-                out.append((f"{model}-onnx-{batching.max_batch_size}-{precision}", tc.onnx_tensorrt_config(
+                out.append((f"{model}-onnx-{batching.max_batch_size}-{precision}", batching, tc.onnx_tensorrt_config(
                     model, inputs, outputs, batching=batching, precision=precision)))
             for major in (8, 10):
-                out.append((f"{model}-plan-{batching.max_batch_size}-trt{major}", tc.tensorrt_plan_config(
+                out.append((f"{model}-plan-{batching.max_batch_size}-trt{major}", batching, tc.tensorrt_plan_config(
                     model, inputs, outputs, batching=batching, instance_count=2, tensorrt_major=major)))
     return out
 
 
-@pytest.mark.parametrize(("label", "cfg"), all_configs(), ids=lambda v: v if isinstance(v, str) else "")
-def test_every_generated_config_parses_as_triton_model_config(label: str, cfg: mc.ModelConfig) -> None:
-    text = tc.render(cfg)
-    parsed = strict_parse(text)
+@pytest.mark.parametrize(("label", "batching", "cfg"), all_configs(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_generated_config_parses_as_triton_model_config(label: str, batching: tc.Batching,
+                                                              cfg: mc.ModelConfig) -> None:
+    parsed = tc.parse(tc.render(cfg))
     assert parsed == cfg, label
     assert parsed.platform in ("onnxruntime_onnx", "tensorrt_plan")
     assert parsed.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    # Against the ONNX graph: every tensor, in order, without its batch dim when batching.
+    inputs, outputs = io_of(parsed.name)
+    batched = batching.max_batch_size > 0
+    assert parsed.max_batch_size == batching.max_batch_size
+    for got, onnx_spec in [*zip(parsed.input, inputs, strict=True), *zip(parsed.output, outputs, strict=True)]:
+        assert got.name == onnx_spec.name
+        assert list(got.dims) == (list(onnx_spec.dims[1:]) or [1] if batched else list(onnx_spec.dims))
+    assert parsed.HasField("dynamic_batching") == batched
 
 
 @pytest.mark.parametrize("mutation", [
@@ -58,11 +61,11 @@ def test_every_generated_config_parses_as_triton_model_config(label: str, cfg: m
 def test_the_parse_check_bites_on_what_triton_would_reject(mutation) -> None:
     inputs, outputs = io_of("mlp")
     text = tc.render(tc.onnx_tensorrt_config("mlp", inputs, outputs, batching=tc.Batching(8, 500)))
-    strict_parse(text)
+    tc.parse(text)
     broken = mutation(text)
     assert broken != text
     with pytest.raises(text_format.ParseError):
-        strict_parse(broken)
+        tc.parse(broken)
 
 
 def test_onnx_io_reads_names_types_and_dims_without_initializers() -> None:
@@ -84,7 +87,7 @@ def test_onnx_io_reads_names_types_and_dims_without_initializers() -> None:
 
 def test_batching_strips_the_batch_dimension_and_sets_the_dynamic_batcher() -> None:
     inputs, outputs = io_of("mlp")
-    cfg = strict_parse(tc.render(tc.tensorrt_plan_config(
+    cfg = tc.parse(tc.render(tc.tensorrt_plan_config(
         "mlp", inputs, outputs, batching=tc.Batching(8, 500, (4, 8, 64)))))
     assert cfg.max_batch_size == 8
     assert [list(i.dims) for i in cfg.input] == [[4]] and [list(o.dims) for o in cfg.output] == [[3]]

@@ -19,10 +19,9 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +78,6 @@ class Job:
     error: str = ""
     error_kind: str = ""  # digest_mismatch | transient | permanent | refused
     writer: Writer | None = None
-    started: float = field(default_factory=time.time)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -321,7 +319,7 @@ async def get_prefetch(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     agent: Agent = request.app["agent"]
-    return web.json_response({"status": "ok", "artifacts": len(agent.cache.entries())})
+    return web.json_response({"status": "ok", "artifacts": agent.cache.count()})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -132,6 +132,11 @@ class Writer:
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
 
+    def check_digest(self, expected: str) -> None:
+        """Raise DigestMismatch unless the bytes written so far hash to `expected`."""
+        if self.hexdigest() != expected:
+            raise DigestMismatch(expected, self.hexdigest())
+
     def finish(self) -> None:
         """Flush and fsync, so the rename that follows publishes durable bytes."""
         if not self._file.closed:
@@ -216,11 +221,13 @@ class NodeCache:
 
     def _reconcile(self) -> None:
         """Make the index agree with the files: files that exist are entries, others are not."""
-        on_disk = {p.name: p.stat().st_size for p in self.blob_dir.iterdir() if SHA256_RE.match(p.name)}
-        for stray in self.blob_dir.iterdir():
-            if not SHA256_RE.match(stray.name):
+        on_disk: dict[str, int] = {}
+        for p in self.blob_dir.iterdir():
+            if SHA256_RE.match(p.name):
+                on_disk[p.name] = p.stat().st_size
+            else:
                 with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                    stray.unlink()
+                    p.unlink()
         unknown = {"seq": 0, "last_used": 0.0}  # a blob renamed in just before a crash
         self._blobs = {d: {**self._blobs.get(d, unknown), "size": size} for d, size in on_disk.items()}
         self._drop_missing_references()
@@ -281,6 +288,10 @@ class NodeCache:
     def has(self, digest: str) -> bool:
         with self._lock:
             return digest in self._blobs
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._blobs)
 
     def total_bytes(self) -> int:
         with self._lock:

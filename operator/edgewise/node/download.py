@@ -1,8 +1,7 @@
 """Download an artifact by URI into a sink, with retries, backoff and resumption.
 
 Schemes are pluggable through `register_opener`: `http(s)://` and `file://` are
-built in; `oci://` delegates to `edgewise.node.oci.open_oci` once the artifact
-store provides that module, and until then fails with a message that says so.
+built in; `oci://` delegates to `edgewise.node.oci.pull`.
 
 The sink hashes what it receives (see `cache.Writer`); whoever owns the sink
 checks the digest. A transfer cut mid-body is retried from where it stopped
@@ -12,7 +11,6 @@ when the server honours `Range`, from the start otherwise.
 from __future__ import annotations
 
 import http.client
-import importlib
 import random
 import tempfile
 import time
@@ -23,6 +21,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from edgewise.node import oci
+from edgewise.node.cache import Writer
 
 CHUNK = 1 << 20
 USER_AGENT = "edgewise-node"
@@ -113,24 +114,9 @@ def _open_file(uri: str, offset: int, timeout: float) -> Opened:
     return Opened(stream=f, offset=offset, length=None)  # type: ignore[arg-type]
 
 
-OCI_MODULE = "edgewise.node.oci"  # the artifact store's puller
-
-
 def _open_oci(uri: str, offset: int, timeout: float) -> Opened:
-    """Delegate to the artifact store's OCI puller, imported only when an oci:// URI shows up.
-
-    It may offer `open_oci(uri, offset, timeout) -> Opened` (streaming); otherwise its
-    verified `pull(uri, path, timeout=)` fills an anonymous temp file that is streamed
-    from here, so the sink still hashes every byte itself.
-    """
-    try:
-        oci = importlib.import_module(OCI_MODULE)
-    except ModuleNotFoundError as err:
-        missing = "the OCI artifact store" if err.name == OCI_MODULE else f"the {err.name!r} package"
-        raise PermanentError(f"{uri}: oci:// sources need {missing}, which is not installed here") from None
-    if hasattr(oci, "open_oci"):
-        opened: Opened = oci.open_oci(uri, offset, timeout)
-        return opened
+    """The OCI puller's verified `pull` fills an anonymous temp file that is streamed from
+    here, so the sink still hashes every byte itself."""
     with tempfile.TemporaryDirectory(prefix="edgewise-oci-") as tmp:
         path = Path(tmp) / "layer"
         try:
@@ -214,8 +200,6 @@ class DigestMismatchError(PermanentError):
 
 def download_file(uri: str, dest: Path, sha256: str = "", *, attempts: int = 4, timeout: float = 30.0) -> None:
     """`uri` into the file `dest`, with retries; `dest` exists only if the bytes match `sha256` (when given)."""
-    from edgewise.node.cache import Writer  # the cache's hashing writer; imported here, the cache imports us
-
     part = dest.with_name(dest.name + ".part")
     writer = Writer(part)
     try:

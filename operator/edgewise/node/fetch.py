@@ -82,16 +82,14 @@ def get_artifact(req: contract.FetchRequest, w: Writer, *, attempts: int) -> str
             # The agent is on this node: two quick tries, then go around it.
             dl.download(artifact_url(req.agent, expected, req.uri, req.model_name), w,
                         attempts=2, base_delay=0.2, timeout=120)
-            if w.hexdigest() != expected:
-                raise DigestMismatch(expected, w.hexdigest())
+            w.check_digest(expected)
             return "agent"
         except (dl.DownloadError, DigestMismatch) as err:
             log.warning("node agent could not deliver %s (%s); fetching from the source", expected, err)
             w.reset()
     dl.download(req.uri, w, attempts=attempts,
                 on_retry=lambda n, err: log.info("retry %d of %s: %s", n, req.uri, err))
-    if w.hexdigest() != expected:
-        raise DigestMismatch(expected, w.hexdigest())
+    w.check_digest(expected)
     return "source"
 
 
@@ -149,8 +147,7 @@ def get_plan(agent: str, key: str, path: Path) -> bool:
             while chunk := resp.read(CHUNK):
                 w.write(chunk)
         w.finish()
-        if w.hexdigest() != expected:
-            raise DigestMismatch(expected, w.hexdigest())
+        w.check_digest(expected)
     except (DigestMismatch, OSError) as err:
         log.warning("plan %s from the agent is unusable (%s); building it here", key, err)
         w.abort()

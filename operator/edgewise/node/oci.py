@@ -96,10 +96,6 @@ def registry_client(registry: str, insecure: bool | None = None, timeout: float 
     return client
 
 
-def _client(ref: OciRef, insecure: bool | None, timeout: float = 60.0):  # noqa: ANN202
-    return registry_client(ref.registry, insecure, timeout)
-
-
 def _model_layer(manifest: dict, uri: str) -> str:
     """The digest (hex) of the model layer of an artifact manifest."""
     layers = manifest.get("layers") or []
@@ -114,7 +110,7 @@ def _model_layer(manifest: dict, uri: str) -> str:
 def resolve(uri: str, *, insecure: bool | None = None, timeout: float = 60.0) -> str:
     """The hex digest of the blob to pull for `uri` (the layer itself, or a manifest's model layer)."""
     ref = parse(uri)
-    client = _client(ref, insecure, timeout)
+    client = registry_client(ref.registry, insecure, timeout)
     container = f"{ref.registry}/{ref.repository}:{ref.tag}" if ref.tag else \
         f"{ref.registry}/{ref.repository}@sha256:{ref.digest}"
     if ref.digest:
@@ -141,7 +137,7 @@ def pull(uri: str, dest_path: str | Path, *, expected_sha256: str | None = None,
     dest = Path(dest_path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    client = _client(ref, insecure, timeout)
+    client = registry_client(ref.registry, insecure, timeout)
     h = hashlib.sha256()
     try:
         with client.get_blob(f"{ref.registry}/{ref.repository}", f"sha256:{layer}", stream=True) as resp:

@@ -7,6 +7,7 @@ body, not a copy. Every size mismatch raises an `InferError` naming the expected
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +21,7 @@ _LEN = struct.Struct("<I")
 
 
 def element_count(shape: Sequence[int]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+    return math.prod(shape)  # 1 for a scalar's empty shape
 
 
 def decode_raw(name: str, dtype: DType, shape: Sequence[int], buf: bytes | memoryview) -> np.ndarray:

@@ -7,6 +7,7 @@ proves every field name is one Triton knows.
 
 from __future__ import annotations
 
+import functools
 from importlib import metadata
 from typing import Any
 
@@ -16,13 +17,18 @@ SERVER_NAME = "edgewise"
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics")
 
 
+@functools.cache
+def _installed_version() -> str:
+    """Looked up once: `metadata.version` scans the installed distributions on every call."""
+    try:
+        return metadata.version("edgewise")
+    except metadata.PackageNotFoundError:  # running from a source tree without install
+        return "0.0.0"
+
+
 def server_metadata() -> dict[str, Any]:
     """The node runtime imports nothing of the operator, so the version comes from the install."""
-    try:
-        version = metadata.version("edgewise")
-    except metadata.PackageNotFoundError:  # running from a source tree without install
-        version = "0.0.0"
-    return {"name": SERVER_NAME, "version": version, "extensions": list(EXTENSIONS)}
+    return {"name": SERVER_NAME, "version": _installed_version(), "extensions": list(EXTENSIONS)}
 
 
 def _meta_tensor(t: TensorSpec) -> dict[str, Any]:

@@ -17,23 +17,27 @@ class DType:
     triton: str  # KServe-V2 / Triton wire name
     config: str  # Triton ModelConfig DataType enum name
     numpy: np.dtype
-    itemsize: int  # bytes per element on the wire; 0 for BYTES (length-prefixed)
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per element on the wire; 0 for BYTES (length-prefixed)."""
+        return 0 if self.numpy == np.object_ else self.numpy.itemsize
 
 
 _TABLE: dict[str, DType] = {
-    "tensor(float)": DType("FP32", "TYPE_FP32", np.dtype(np.float32), 4),
-    "tensor(float16)": DType("FP16", "TYPE_FP16", np.dtype(np.float16), 2),
-    "tensor(double)": DType("FP64", "TYPE_FP64", np.dtype(np.float64), 8),
-    "tensor(int8)": DType("INT8", "TYPE_INT8", np.dtype(np.int8), 1),
-    "tensor(int16)": DType("INT16", "TYPE_INT16", np.dtype(np.int16), 2),
-    "tensor(int32)": DType("INT32", "TYPE_INT32", np.dtype(np.int32), 4),
-    "tensor(int64)": DType("INT64", "TYPE_INT64", np.dtype(np.int64), 8),
-    "tensor(uint8)": DType("UINT8", "TYPE_UINT8", np.dtype(np.uint8), 1),
-    "tensor(uint16)": DType("UINT16", "TYPE_UINT16", np.dtype(np.uint16), 2),
-    "tensor(uint32)": DType("UINT32", "TYPE_UINT32", np.dtype(np.uint32), 4),
-    "tensor(uint64)": DType("UINT64", "TYPE_UINT64", np.dtype(np.uint64), 8),
-    "tensor(bool)": DType("BOOL", "TYPE_BOOL", np.dtype(np.bool_), 1),
-    "tensor(string)": DType("BYTES", "TYPE_STRING", np.dtype(np.object_), 0),
+    "tensor(float)": DType("FP32", "TYPE_FP32", np.dtype(np.float32)),
+    "tensor(float16)": DType("FP16", "TYPE_FP16", np.dtype(np.float16)),
+    "tensor(double)": DType("FP64", "TYPE_FP64", np.dtype(np.float64)),
+    "tensor(int8)": DType("INT8", "TYPE_INT8", np.dtype(np.int8)),
+    "tensor(int16)": DType("INT16", "TYPE_INT16", np.dtype(np.int16)),
+    "tensor(int32)": DType("INT32", "TYPE_INT32", np.dtype(np.int32)),
+    "tensor(int64)": DType("INT64", "TYPE_INT64", np.dtype(np.int64)),
+    "tensor(uint8)": DType("UINT8", "TYPE_UINT8", np.dtype(np.uint8)),
+    "tensor(uint16)": DType("UINT16", "TYPE_UINT16", np.dtype(np.uint16)),
+    "tensor(uint32)": DType("UINT32", "TYPE_UINT32", np.dtype(np.uint32)),
+    "tensor(uint64)": DType("UINT64", "TYPE_UINT64", np.dtype(np.uint64)),
+    "tensor(bool)": DType("BOOL", "TYPE_BOOL", np.dtype(np.bool_)),
+    "tensor(string)": DType("BYTES", "TYPE_STRING", np.dtype(np.object_)),
 }
 
 BY_TRITON: dict[str, DType] = {d.triton: d for d in _TABLE.values()}
@@ -46,7 +50,3 @@ def from_ort(ort_type: str) -> DType:
     except KeyError:
         supported = ", ".join(sorted(_TABLE))
         raise ValueError(f"unsupported ONNX tensor type {ort_type!r}; supported: {supported}") from None
-
-
-def from_triton(name: str) -> DType | None:
-    return BY_TRITON.get(name)

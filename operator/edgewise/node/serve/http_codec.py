@@ -68,7 +68,7 @@ def decode_request(spec: ModelSpec, body: bytes, header_length: int | None) -> D
     items = doc.get("inputs")
     if not isinstance(items, list):
         raise invalid(f"the request JSON needs an 'inputs' list; model '{spec.name}' expects inputs: "
-                      + ", ".join(t.describe() for t in spec.inputs))
+                      + validate.expected_inputs(spec))
     declared = [_declared(item, i) for i, item in enumerate(items)]
     batch = validate.check_inputs(spec, declared)
 

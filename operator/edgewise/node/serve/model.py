@@ -154,6 +154,7 @@ class OnnxModel:
         self._quiet.log_severity_level = 4
         self.inputs = tuple(tensor_spec(i.name, i.type, i.shape) for i in self._session.get_inputs())
         self.outputs = tuple(tensor_spec(o.name, o.type, o.shape) for o in self._session.get_outputs())
+        self._output_names = [t.name for t in self.outputs]
         self._string_inputs = {t.name for t in self.inputs if t.datatype == "BYTES"}
         self._string_outputs = {t.name for t in self.outputs if t.datatype == "BYTES"}
 
@@ -162,7 +163,7 @@ class OnnxModel:
     ) -> dict[str, np.ndarray]:
         """Run the session; thread-safe (ONNX Runtime allows concurrent Run calls)."""
         feed = {k: _to_ort_strings(v) if k in self._string_inputs else v for k, v in inputs.items()}
-        names = output_names or [t.name for t in self.outputs]
+        names = output_names or self._output_names
         try:
             values = self._session.run(names, feed, self._quiet if quiet else None)
         except Exception as err:  # noqa: BLE001 - ONNX Runtime raises its own classes

@@ -61,8 +61,7 @@ class InferenceService:
         """The spec of the requested model, or NOT_FOUND / UNAVAILABLE."""
         if self.spec is None:
             if name != self.settings.model_name:
-                raise InferError(Status.NOT_FOUND, f"Request for unknown model: '{name}' is not found; "
-                                 f"this server serves '{self.settings.model_name}'")
+                raise validate.unknown_model(name, self.settings.model_name)
             raise InferError(Status.UNAVAILABLE, f"model '{name}' is not ready: it is loading and warming up")
         validate.check_model(self.spec, name, version)
         return self.spec

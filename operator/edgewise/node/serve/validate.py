@@ -15,16 +15,20 @@ from edgewise.node.serve.model import ModelSpec, format_shape
 Declared = tuple[str, str, Sequence[int]]  # (name, datatype, shape) as the request states them
 
 
+def unknown_model(name: str, served: str) -> InferError:
+    return InferError(Status.NOT_FOUND, f"Request for unknown model: '{name}' is not found; "
+                      f"this server serves '{served}'")
+
+
 def check_model(spec: ModelSpec, name: str, version: str) -> None:
     if name != spec.name:
-        raise InferError(Status.NOT_FOUND, f"Request for unknown model: '{name}' is not found; "
-                         f"this server serves '{spec.name}'")
+        raise unknown_model(name, spec.name)
     if version not in ("", spec.version):
         raise InferError(Status.NOT_FOUND, f"Request for unknown model: '{name}' version {version} "
                          f"is not found; available versions: {spec.version}")
 
 
-def _expected_inputs(spec: ModelSpec) -> str:
+def expected_inputs(spec: ModelSpec) -> str:
     return ", ".join(t.describe() for t in spec.inputs)
 
 
@@ -36,7 +40,7 @@ def check_inputs(spec: ModelSpec, declared: Sequence[Declared]) -> int:
         t = spec.input(name)
         if t is None:
             raise invalid(f"unexpected inference input '{name}' for model '{spec.name}'; "
-                          f"expected inputs: {_expected_inputs(spec)}")
+                          f"expected inputs: {expected_inputs(spec)}")
         if name in seen:
             raise invalid(f"input '{name}' appears more than once in the request")
         seen.add(name)
