@@ -92,6 +92,3 @@ class EdgeModelStatus(ApiModel):
     conditions: list[Condition] | None = Field(
         default=None, description="Current conditions.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
-
-    def condition(self, type_: str) -> Condition | None:
-        return next((c for c in self.conditions or [] if c.type == type_), None)

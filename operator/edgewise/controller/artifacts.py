@@ -122,7 +122,7 @@ class ArtifactManager:
                              message=f"optimizing for {_target(spec)} ({time.monotonic() - job.started:.0f}s"
                                      + (", in a Kubernetes Job" if job.runner is self.kube_jobs else "") + ")")
 
-    def _start(self, spec: JobSpec, who: str, failures: int) -> _Job:
+    def _start(self, spec: JobSpec, who: str, failures: int) -> None:
         job_dir = self.work / spec.key
         shutil.rmtree(job_dir, ignore_errors=True)
         job_dir.mkdir(parents=True)
@@ -132,11 +132,10 @@ class ArtifactManager:
                 raise RuntimeError("runIn: Job needs the operator's Kubernetes client")
             runner = self.kube_jobs
         runner.start(spec, job_dir, who)
-        job = self.jobs[spec.key] = _Job(started=time.monotonic(), dir=job_dir, runner=runner, failures=failures)
+        self.jobs[spec.key] = _Job(started=time.monotonic(), dir=job_dir, runner=runner, failures=failures)
         log.info("optimization job %s started for %s (%s)%s%s", spec.key, _target(spec), who,
                  " as a Kubernetes Job" if runner is self.kube_jobs else "",
                  f", attempt {failures + 1}" if failures else "")
-        return job
 
     def expects(self, key: str) -> bool:
         """For the store's upload endpoint: is a Job `key` running (else its pod should retry later)?"""

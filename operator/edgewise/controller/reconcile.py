@@ -121,13 +121,10 @@ class Reconciler:
 
     def buckets(self) -> None:
         """Label every node with its rollout bucket, once (see core/buckets.py)."""
-        write = Writes(self.api)
-        try:
-            n = label_buckets(self.api, self.read.nodes())
-            if n:
-                write.counts["bucket-label"] += n
-        finally:
-            self._account(write)
+        n = label_buckets(self.api, self.read.nodes())
+        if n:
+            with self._lock:
+                self.totals["bucket-label"] += n
 
     def profile(self, namespace: str, name: str) -> list[str]:
         """Refresh a profile's node counts; return the models in its namespace that use it."""

@@ -42,6 +42,7 @@ from edgewise.core.observed import NodeInfo
 from edgewise.core.plan import ModelPlan
 from edgewise.core.rollout import record
 from edgewise.core.rollout_model import StageRequest
+from edgewise.kube.convert import condition_true
 from edgewise.node.download import download_file
 
 log = logging.getLogger("edgewise.rollouts")
@@ -94,7 +95,7 @@ class Rollouts:
         out: dict[str, AnalysisRecord] = {}
         for cls in classes:
             state = states[cls]
-            canary_slot = "b" if state.stable_slot == "a" else "a"
+            canary_slot = names.other_slot(state.stable_slot)
             mine = [p for p in items if p["metadata"].get("labels", {}).get(names.CLASS_LABEL) == cls]
             canary = tuple(_endpoint(p, node_ready) for p in mine if _slot(p) == canary_slot and _ip(p))
             stable = tuple(_endpoint(p, node_ready) for p in mine if _slot(p) == state.stable_slot and _ip(p))
@@ -175,7 +176,7 @@ def _endpoint(pod: dict[str, Any], node_ready: dict[str, bool]) -> PodEndpoint:
     meta, status = pod["metadata"], pod.get("status") or {}
     containers = status.get("containerStatuses") or []
     restarts = sum(int(c.get("restartCount") or 0) for c in containers)
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    ready = condition_true(status, "Ready")
     reason = ""
     for c in containers:
         waiting = (c.get("state") or {}).get("waiting") or {}

@@ -27,7 +27,6 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-INF = float("inf")
 P95 = 0.95
 
 

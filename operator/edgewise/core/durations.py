@@ -1,7 +1,8 @@
-"""Go-style durations ("1h30m", "90s", "500ms") as the API writes them."""
+"""Go-style durations ("1h30m", "90s", "500ms") and timestamps, as the API writes them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
@@ -19,3 +20,18 @@ def seconds(text: str) -> float:
     if pos != len(text) or not text:
         raise ValueError(f"not a duration: {text!r} (e.g. 90s, 10m, 1h30m)")
     return total
+
+
+# RFC 3339 in UTC, to the second: how status fields and Events write times.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime(TIME_FORMAT)
+
+
+def parse_time(text: str | None) -> dt.datetime | None:
+    """The time `iso` wrote; None for an empty or missing field."""
+    if not text:
+        return None
+    return dt.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=dt.UTC)

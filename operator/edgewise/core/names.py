@@ -40,10 +40,11 @@ def workload_name(model: str, class_name: str, slot: str, variant: str = "") -> 
     return "-".join(parts)
 
 
+def other_slot(slot: str) -> str:
+    """The slot a canary takes next to the stable workload in `slot`."""
+    return "b" if slot == "a" else "a"
+
+
 def owned_selector(model: str) -> str:
     """Label selector of every runtime workload of one model."""
     return f"{MANAGED_BY}={MANAGER},{COMPONENT}={RUNTIME_COMPONENT},{MODEL_LABEL}={model}"
-
-
-def managed_selector() -> str:
-    return f"{MANAGED_BY}={MANAGER}"

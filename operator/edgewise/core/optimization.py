@@ -18,6 +18,7 @@ from edgewise.api.base import memory_mib
 from edgewise.api.profile import HardwareClass
 from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
+from edgewise.core import names
 from edgewise.core.observed import NodeInfo
 from edgewise.core.pods import container_security, pod_security
 
@@ -93,15 +94,14 @@ def job_manifest(spec: JobSpec, settings: OperatorSettings, token: str, who: str
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": job_name(spec.key), "namespace": settings.namespace,
-                     "labels": {JOB_LABEL: spec.key, "app.kubernetes.io/part-of": "edgewise",
-                                "app.kubernetes.io/component": "optimizer"},
+                     "labels": {JOB_LABEL: spec.key, names.PART_OF: "edgewise", names.COMPONENT: "optimizer"},
                      "annotations": {"edgewise.io/for": who}},
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": settings.optimize_timeout_seconds,
             "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
             "template": {
-                "metadata": {"labels": {JOB_LABEL: spec.key, "app.kubernetes.io/component": "optimizer"}},
+                "metadata": {"labels": {JOB_LABEL: spec.key, names.COMPONENT: "optimizer"}},
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,

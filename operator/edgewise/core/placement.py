@@ -34,7 +34,6 @@ from edgewise.core.plan import ClassPlan, WorkloadPlan, spec_hash
 class Placement:
     workloads: tuple[WorkloadPlan, ...]
     delete: tuple[str, ...]
-    missing_stable: tuple[str, ...] = ()  # classes whose stable workload vanished: they restart from the spec
 
 
 def revision(plan: ClassPlan) -> str:
@@ -57,17 +56,16 @@ def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRo
     """
     by_name = {w.name: w for w in existing}
     out: list[WorkloadPlan] = []
-    missing: list[str] = []
     for plan in classes:
         if plan.name in skip:
             continue
         state = states.get(plan.name)
-        if state is None or state.stable_revision is None:
-            out += [_placed(w, w.manifest, names.DEFAULT_SLOT, None, revision(plan)) for w in plan.workloads]
-            continue
         rev = revision(plan)
+        if state is None or state.stable_revision is None:
+            out += [_placed(w, w.manifest, names.DEFAULT_SLOT, None, rev) for w in plan.workloads]
+            continue
         stable_slot = state.stable_slot
-        canary_slot = "b" if stable_slot == "a" else "a"
+        canary_slot = names.other_slot(stable_slot)
         canary_on = bool(state.canary_revision) and state.percent > 0
         t = state.bucket_threshold
         for w in plan.workloads:
@@ -75,10 +73,10 @@ def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRo
             if state.stable_revision == rev:
                 out.append(_placed(w, w.manifest, stable_slot, stable_req, rev))
             else:
+                # A stable workload that is gone has no template to keep: nothing is placed for it here
+                # (`advance` restarts such a class from the spec, see rollout_model._has_stable).
                 live = by_name.get(names.workload_name(model, plan.name, stable_slot, w.variant))
-                if live is None or live.template is None:
-                    missing.append(plan.name)
-                else:
+                if live is not None and live.template is not None:
                     out.append(_placed(w, _keep_template(w.manifest, live), stable_slot, stable_req,
                                        state.stable_revision))
             if canary_on and t > 0:
@@ -93,7 +91,7 @@ def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRo
     planned = {c.name for c in classes if not c.error and c.name not in skip}
     delete = sorted(w.name for w in existing
                     if w.name not in wanted and w.labels.get(names.CLASS_LABEL) in planned)
-    return Placement(workloads=tuple(out), delete=tuple(delete), missing_stable=tuple(sorted(set(missing))))
+    return Placement(workloads=tuple(out), delete=tuple(delete))
 
 
 def _bucket(op: str, t: int) -> dict[str, Any] | None:
@@ -112,9 +110,8 @@ def _keep_template(candidate: dict[str, Any], live: Workload) -> dict[str, Any]:
     template.setdefault("spec", {})["affinity"] = manifest["spec"]["template"]["spec"].get("affinity")
     manifest["spec"]["template"] = template
     labels = template.get("metadata", {}).get("labels", {})
-    for key in (names.VERSION_LABEL,):
-        if key in labels:
-            manifest["metadata"]["labels"][key] = labels[key]
+    if names.VERSION_LABEL in labels:
+        manifest["metadata"]["labels"][names.VERSION_LABEL] = labels[names.VERSION_LABEL]
     artifact = template.get("metadata", {}).get("annotations", {}).get(names.ARTIFACT_ANNOTATION)
     if artifact:
         manifest["metadata"]["annotations"][names.ARTIFACT_ANNOTATION] = artifact

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 
 from edgewise.api.model import Rollout, Step
 from edgewise.api.rollout_status import AnalysisRecord, ClassRollout
+from edgewise.core import names
 from edgewise.core.analysis import Outcome, Verdict
 from edgewise.core.buckets import cohort, threshold
-from edgewise.core.durations import seconds
+from edgewise.core.durations import iso, parse_time, seconds
 
 
 @dataclass(frozen=True)
@@ -54,16 +55,6 @@ class Decision:
     requeue_after: float | None = None  # seconds until something is due (pause end, next analysis)
     failed: bool = False  # the canary was rolled back because it regressed (for AllOrNothing)
     finished: str = ""  # Succeeded | RolledBack | Aborted when the revision's rollout ended now
-
-
-def iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> dt.datetime | None:
-    if not text:
-        return None
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
 def analysis_due(spec: Rollout, state: ClassRollout, now: dt.datetime) -> bool:
@@ -301,17 +292,13 @@ def _next_step(run: _Run, now: dt.datetime) -> None:
 
 def _promote(run: _Run, obs: ClassObservation) -> None:
     s = run.s
-    new_slot = other_slot(s.stable_slot)
+    new_slot = names.other_slot(s.stable_slot)
     old = s.stable_version
     run.update(stable_slot=new_slot, stable_revision=s.canary_revision, stable_version=s.canary_version)
     _end_canary(run, "Stable", f"version {run.s.stable_version} promoted on every node (was {old})")
     run.update(stable_nodes=len(obs.buckets))
     run.finished = "Succeeded"
     run.event("Normal", "Promoted", f"class {obs.name}: {run.s.message}")
-
-
-def other_slot(slot: str) -> str:
-    return "b" if slot == "a" else "a"
 
 
 def roll_back_all(spec: Rollout, states: dict[str, ClassRollout], failed_class: str, obs: dict[str, ClassObservation]

@@ -109,8 +109,8 @@ def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existi
 
     new_states = {**states, **{n: d.state for n, d in decisions.items()}}
     classes = [new_states[c.name] for c in plan.classes if c.name in new_states]
-    waiting = frozenset(c.name for c in plan.classes if c.name in hold and c.name not in decisions)
-    placement = place(model.metadata.name, plan.classes, new_states, existing, skip=waiting)
+    no_artifact = frozenset(c.name for c in plan.classes if c.name in hold and c.name not in decisions)
+    placement = place(model.metadata.name, plan.classes, new_states, existing, skip=no_artifact)
     events = [e for d in decisions.values() for e in d.events]
     history = _history(model, old, decisions, classes, now)
     status = RolloutStatus(
@@ -134,7 +134,7 @@ def _observe(model: EdgeModel, cp: ClassPlan, members: list[NodeInfo], existing:
     buckets = tuple(sorted(bucket_of(n.name) for n in members))
     canary_slot = None
     if state and state.canary_revision:
-        canary_slot = "b" if state.stable_slot == "a" else "a"
+        canary_slot = names.other_slot(state.stable_slot)
     canary = [w for w in existing if w.labels.get(names.CLASS_LABEL) == cp.name
               and w.labels.get(names.SLOT_LABEL) == canary_slot]
     threshold = state.bucket_threshold if state else 0

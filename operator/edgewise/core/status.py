@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from edgewise.api.resources import EdgeModel
 from edgewise.api.rollout_status import RolloutStatus
@@ -27,7 +27,7 @@ from edgewise.api.status import (
     Phase,
 )
 from edgewise.core import names
-from edgewise.core.durations import seconds
+from edgewise.core.durations import iso, parse_time, seconds
 from edgewise.core.observed import Workload
 from edgewise.core.plan import ClassPlan, ModelPlan
 from edgewise.core.selector import class_term
@@ -58,14 +58,6 @@ class StatusResult:
     status: EdgeModelStatus
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None  # seconds until the status may change by time alone
-
-
-def timestamp(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_timestamp(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Workload], now: datetime,
@@ -140,7 +132,9 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
     canary_active = bool(rollout and any(c.canary_revision for c in rollout.classes or []))
     if progressing.status == "True" and want[DEGRADED][0] == "False" and not canary_active:
         deadline = seconds(model.spec.rollout.progress_deadline)
-        elapsed = (now - parse_timestamp(progressing.last_transition_time)).total_seconds()
+        since = parse_time(progressing.last_transition_time)
+        assert since is not None  # `_conditions` sets every condition's time
+        elapsed = (now - since).total_seconds()
         if elapsed >= deadline:
             want[DEGRADED] = ("True", "ProgressDeadlineExceeded",
                               f"no complete rollout within {model.spec.rollout.progress_deadline}: "
@@ -322,7 +316,7 @@ def _conditions(old: list[Condition], want: Mapping[str, tuple[str, str, str]], 
             type_ == PROGRESSING and status == "True" and spec_changed)
         out.append(Condition(
             type=type_, status=status, reason=reason, message=message,  # type: ignore[arg-type]
-            last_transition_time=before.last_transition_time if keep_time and before else timestamp(now),
+            last_transition_time=before.last_transition_time if keep_time and before else iso(now),
             observed_generation=generation,
         ))
     out += [c for c in old if c.type not in want]

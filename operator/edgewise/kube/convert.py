@@ -13,12 +13,17 @@ def node_info(obj: dict[str, Any]) -> NodeInfo:
     taints = tuple(Taint(key=t.get("key", ""), value=t.get("value") or "", effect=t.get("effect", ""))
                    for t in spec.get("taints") or [])
     status = obj.get("status") or {}
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    ready = condition_true(status, "Ready")
     address = next((a.get("address", "") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"),
                    "")
     return NodeInfo(name=meta.get("name", ""), labels=dict(meta.get("labels") or {}), taints=taints,
                     ready=ready, address=address,
                     memory_mib=memory_mib((status.get("allocatable") or {}).get("memory", "")))
+
+
+def condition_true(status: dict[str, Any], type_: str) -> bool:
+    """Whether a node's or pod's status has condition `type_` with status "True"."""
+    return any(c.get("type") == type_ and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
 def workload(obj: dict[str, Any]) -> Workload:

@@ -18,6 +18,7 @@ from kubernetes import client
 
 from edgewise.api.resources import GROUP, VERSION
 from edgewise.core import names
+from edgewise.core.durations import iso
 from edgewise.core.observed import Workload
 from edgewise.kube.convert import workload
 
@@ -84,7 +85,7 @@ class Writes:
 
     def event(self, involved: dict[str, str], type_: str, reason: str, message: str) -> None:
         """Record an Event; failures are logged, never raised (Events are best effort)."""
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = iso(datetime.now(UTC))
         body = {
             "metadata": {"name": f"{involved['name']}.{uuid.uuid4().hex[:16]}",
                          "namespace": involved["namespace"]},
