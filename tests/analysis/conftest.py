@@ -11,7 +11,6 @@ session. `make test` installs it (APT_PACKAGES).
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,8 @@ import analysis_models as models
 import pytest
 import yaml
 from analysis_support import MODEL_NAME, Fleet, Pod, PrometheusServer, free_ports, start_all
+
+from edgewise.devcluster import processes
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 SCRAPE_INTERVAL_S = 1
@@ -85,32 +86,26 @@ def prometheus(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     config = scrape_config({"good": [*stable, (fleet.good, "2")], "slow": [*stable, (fleet.slow, "2")]})
     (root / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_ports("127.0.0.1", 1)[0]
-    log = open(root / "prometheus.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
+    proc = processes.start(
+        "prometheus",
         [PROMETHEUS, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT,
+        root,
     )
     server = PrometheusServer(f"http://127.0.0.1:{port}", targets=len(stable) * 2 + 2)
     try:
-        _wait_scraping(server, proc, root / "prometheus.log")
+        _wait_scraping(server, proc)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(20)
-        log.close()
+        processes.stop(proc, grace=20)
 
 
-def _wait_scraping(server: PrometheusServer, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+def _wait_scraping(server: PrometheusServer, proc: processes.Running, timeout: float = 60) -> None:
     """Until every target has been scraped successfully, twice (rate() needs two samples)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"prometheus exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
+        if not processes.alive(proc):
+            pytest.fail(f"prometheus exited:\n{processes.log_tail(proc)}")
         try:
             up = server.query("count(count_over_time(up[1m]) >= 2 and up == 1)")
             if up and int(float(up[0]["value"][1])) == server.targets:
@@ -118,5 +113,4 @@ def _wait_scraping(server: PrometheusServer, proc: subprocess.Popen, log: Path, 
         except OSError:
             pass
         time.sleep(0.5)
-    pytest.fail(f"prometheus did not scrape {server.targets} targets in {timeout}s:\n"
-                f"{log.read_text(errors='replace')}")
+    pytest.fail(f"prometheus did not scrape {server.targets} targets in {timeout}s:\n{processes.log_tail(proc)}")

@@ -7,8 +7,6 @@ directory, and stopped after. Install it with `apt-get install docker-registry` 
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,13 +15,9 @@ from pathlib import Path
 import pytest
 from registry_support import Registry
 
+from edgewise.devcluster import processes
+
 REGISTRY_BIN = "docker-registry"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +27,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         pytest.fail("docker-registry is not installed: apt-get install docker-registry (or `make apt`)")
     root = tmp_path_factory.mktemp("registry")
     storage = root / "storage"
-    port = _free_port()
+    port = processes.free_port()
     config = root / "config.yml"
     config.write_text(f"""version: 0.1
 log:
@@ -46,8 +40,7 @@ storage:
 http:
   addr: 127.0.0.1:{port}
 """)
-    log = open(root / "registry.log", "wb")  # noqa: SIM115 - closed after the process
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    proc = processes.start("registry", [binary, "serve", str(config)], root)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -57,15 +50,9 @@ http:
                         break
             except OSError:
                 pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"docker-registry did not start: {(root / 'registry.log').read_text()[-2000:]}")
+            if not processes.alive(proc) or time.monotonic() > deadline:
+                pytest.fail(f"docker-registry did not start: {processes.log_tail(proc)}")
             time.sleep(0.1)
         yield Registry(f"127.0.0.1:{port}", storage)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        processes.stop(proc)

@@ -1,4 +1,4 @@
-"""Pure gates: accuracy against the original, memory fit, fallback order."""
+"""Pure gates: accuracy against the original, memory fit, speed."""
 
 from __future__ import annotations
 
@@ -64,11 +64,3 @@ def test_latency_gate_is_off_unless_asked() -> None:
     assert not slow.passed and slow.reason == "LatencyGateFailed" and "1.40x the original > 1.0x" in slow.message
     assert gates.check_latency(0.55, 0.8).passed
     assert not gates.check_latency(math.nan, 1.0).passed
-
-
-def test_fallback_order() -> None:
-    assert gates.next_precision("int8", on_cpu=False) == "fp16"
-    assert gates.next_precision("fp16", on_cpu=False) == "fp32"
-    assert gates.next_precision("fp32", on_cpu=False) is None
-    assert gates.next_precision("int8", on_cpu=True) == "fp32"  # never fp16 on CPU
-    assert gates.next_precision("fp32", on_cpu=True) is None

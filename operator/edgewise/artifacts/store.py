@@ -7,11 +7,12 @@ bytes against the same digest, so a store can be untrusted for integrity.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from edgewise.node.cache import file_sha256
 
 HEX = re.compile(r"^[a-f0-9]{64}$")
 
@@ -54,10 +55,5 @@ def normalize(digest: str) -> str:
 
 
 def sha256_file(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
+    """(hex sha256, size in bytes) of the file."""
+    return file_sha256(path), path.stat().st_size

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from edgewise.optimize.target import PRECISIONS, QUANTIZATIONS, RUNTIMES
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_DOES_NOT_FIT = 0, 1, 2, 3, 4
 
 
@@ -17,16 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("optimize", help="quantize/convert an ONNX model for a hardware class",
                               description=__doc__.splitlines()[0])
     p.add_argument("src", help="source ONNX model")
-    p.add_argument("--precision", choices=["int8", "fp16", "fp32", "auto"], default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--output", "-o", required=True, help="where to write the artifact")
     p.add_argument("--report", help="where to write the JSON report (default: stdout)")
     p.add_argument("--calibration", help=".npz of inputs named after the model's inputs (axis 0: samples)")
     p.add_argument("--validation", help=".npz of validation inputs (default: the calibration data)")
-    p.add_argument("--target", choices=["onnxruntime", "triton-tensorrt", "triton-onnx"],
-                   default="onnxruntime", help="runtime that serves the artifact")
+    p.add_argument("--target", choices=RUNTIMES, default="onnxruntime", help="runtime that serves the artifact")
     p.add_argument("--cpu-features", nargs="*", default=[], metavar="FEATURE",
                    help="CPU features of the target, e.g. avx512vnni or arm64 (NFD cpu-cpuid names)")
-    p.add_argument("--quantization", choices=["auto", "dynamic", "static", "none"], default="auto")
+    p.add_argument("--quantization", choices=QUANTIZATIONS, default="auto")
     p.add_argument("--calibrate-method", choices=["minmax", "percentile", "entropy"], default="minmax",
                    help="static int8 calibration (minmax measured best on PP-OCR; use 8-32 representative samples)")
     p.add_argument("--keep-float", nargs="*", default=[], metavar="NODE",

@@ -8,12 +8,13 @@ healthy and wrong — only a golden-input check catches it.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from edgewise.node.cache import file_sha256
 
 FEATURES, HIDDEN, CLASSES = 64, 32, 10
 SLOW_WIDTH, SLOW_DEPTH = 512, 16
@@ -90,4 +91,4 @@ def golden(path: Path, samples: int = 8, seed: int = 5) -> Path:
 
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return file_sha256(path)

@@ -42,7 +42,8 @@ def detach_outputs(model: onnx.ModelProto) -> int:
     return len(consumed)
 
 
-def convert(src: Path, dst: Path, info: ModelInfo, keep_float: list[str], notes: list[str]) -> None:
+def convert(src: Path, dst: Path, info: ModelInfo, keep_float: list[str], notes: list[str]) -> list[str]:
+    """Write the fp16 model to `dst`; returns the nodes kept in fp32 by name."""
     from onnxconverter_common import float16
 
     ops, nodes, unknown = block_lists(info, keep_float)
@@ -53,3 +54,4 @@ def convert(src: Path, dst: Path, info: ModelInfo, keep_float: list[str], notes:
     converted = float16.convert_float_to_float16(
         model, keep_io_types=True, op_block_list=ops, node_block_list=nodes or None)
     onnx.save(converted, str(dst))
+    return nodes

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Fallback order of precisions. CPU classes skip fp16 (slower than fp32 on ONNX Runtime's CPU).
-FALLBACK_ORDER: tuple[str, ...] = ("int8", "fp16", "fp32")
-
 
 @dataclass(frozen=True)
 class AccuracyGate:
@@ -101,12 +98,3 @@ def check_latency(ratio: float, max_ratio: float | None) -> GateResult:
     if not ratio <= max_ratio:
         return GateResult(False, "LatencyGateFailed", f"latency {ratio:.2f}x the original > {max_ratio}x", numbers)
     return GateResult(True, "LatencyGatePassed", f"latency {ratio:.2f}x the original <= {max_ratio}x", numbers)
-
-
-def next_precision(precision: str, on_cpu: bool) -> str | None:
-    """The precision to fall back to after `precision` failed, or None after fp32."""
-    order = [p for p in FALLBACK_ORDER if not (on_cpu and p == "fp16")]
-    if precision not in order:
-        return order[-1] if precision == "fp16" else None
-    i = order.index(precision)
-    return order[i + 1] if i + 1 < len(order) else None

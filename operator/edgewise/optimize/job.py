@@ -66,8 +66,8 @@ def run_and_report(job_dir: Path) -> dict[str, Any]:
 
 
 def _put(url: str, body: Path | bytes, headers: dict[str, str], attempts: int = 4) -> None:
+    data = body.read_bytes() if isinstance(body, Path) else body
     for attempt in range(attempts):
-        data = body.read_bytes() if isinstance(body, Path) else body
         req = urllib.request.Request(url, data=data, method="PUT", headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=300) as resp:

@@ -12,7 +12,6 @@ worker process with memory and time limits (or in a Job), never in its event loo
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -24,6 +23,7 @@ from typing import Any
 
 import onnx
 
+from edgewise.node.cache import file_sha256
 from edgewise.optimize import choose, data, evaluate, fp16, gates, graph, memory, quantize
 from edgewise.optimize.choose import CalibrateMethod, Candidate
 from edgewise.optimize.errors import CalibrationMismatch, NotOnnxError, TechniqueFailed
@@ -70,16 +70,8 @@ class Options:
     measure_memory: bool = True
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _file_info(path: Path) -> FileInfo:
-    return FileInfo(path=str(path), sha256=sha256_of(path), size_bytes=path.stat().st_size)
+    return FileInfo(path=str(path), sha256=file_sha256(path), size_bytes=path.stat().st_size)
 
 
 def _versions() -> dict[str, str]:
@@ -140,11 +132,9 @@ def _make(candidate: Candidate, src: Path, out: Path, work: Path, info: ModelInf
         except Exception:  # noqa: BLE001
             fp32 = src
         try:
-            fp16.convert(fp32, out, info, list(options.keep_float), notes)
+            return fp16.convert(fp32, out, info, list(options.keep_float), notes)
         except Exception as err:  # noqa: BLE001 - onnxconverter-common raises plain exceptions
             raise TechniqueFailed(f"fp16 conversion failed: {type(err).__name__}: {err}") from err
-        evaluate.session(out, options.threads)
-        return fp16.block_lists(info, list(options.keep_float))[1]
     def loads_and_runs(path: Path) -> None:
         # Some quantized kernels reject their inputs only when run (e.g. per-channel batched MatMul).
         evaluate.session(path, options.threads).run(None, next(data.batches(probe, batch)))
