@@ -229,9 +229,11 @@ def optimize(src: str | Path, output: str | Path, target: Target, *, calibration
             if verdict.passed and speed_limit is not None and cand.technique != "fp32":
                 gate_latency = evaluate.compare_latency(model_path, out, valid, 1, options.threads)
                 speed = gates.check_latency(gate_latency.ratio, speed_limit)
-                if not speed.passed:
-                    verdict = gates.GateResult(False, speed.reason, f"{speed.message} ({verdict.message})",
-                                               verdict.numbers | speed.numbers)
+                # Either way the attempt says what the speed gate measured.
+                verdict = (gates.GateResult(True, verdict.reason, f"{verdict.message}; {speed.message}",
+                                            verdict.numbers | speed.numbers) if speed.passed else
+                           gates.GateResult(False, speed.reason, f"{speed.message} ({verdict.message})",
+                                            verdict.numbers | speed.numbers))
             attempts.append(Attempt(technique=cand.describe(), precision=cand.precision,
                                     status="accepted" if verdict.passed else "rejected",
                                     message=verdict.message, agreement=_agreement_info(agreement)))
