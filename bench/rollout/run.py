@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 import yaml
 from kubernetes import client as k8s
 
-from edgewise.devcluster import demo_models
+from edgewise.devcluster import demo_models, processes
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.fleet import apply_fleet, delete_nodes, wait_ready
 from edgewise.devcluster.podrunner import PodRunner
@@ -64,10 +62,12 @@ def main() -> None:
 class Operator:
     def __init__(self, cluster: DevCluster, name: str) -> None:
         self.log = WORK / f"operator-{name}.log"
-        self.proc = subprocess.Popen(
+        self.log.unlink(missing_ok=True)  # processes.start appends; writes() must read this run's log only
+        self.proc = processes.start(
+            f"operator-{name}",
             [sys.executable, "-m", "edgewise", "operator", "run", "--kubeconfig", str(cluster.kubeconfig),
              "--operator-namespace", "edgewise-system", "--resync-seconds", "3600"],
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            WORK, env={"PYTHONUNBUFFERED": "1"})
 
     def writes(self) -> int:
         """Writes since start, from the operator's own accounting (bucket labels, workloads, status)."""
@@ -81,8 +81,7 @@ class Operator:
         return 0.0
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+        processes.stop(self.proc, grace=30)
 
 
 def reaction(cluster: DevCluster) -> dict[str, Any]:
@@ -110,13 +109,11 @@ def reaction(cluster: DevCluster) -> dict[str, Any]:
             _until(lambda: serving(runner, 4), 180)
             _apply(cluster, model("2.0", slow))
             # The regression starts when a canary pod serves the slow version.
-            _until(lambda: any(p.get("labels", {}).get("edgewise.io/version") == "2.0"
-                               for p in _running_pods(api, ns, runner)), 120)
+            _until(lambda: "2.0" in _running_versions(api, ns, runner), 120)
             started = time.monotonic()
             _until(lambda: _classes(cluster, ns, "clf").get("arm", {}).get("state") == "RolledBack", 120)
             decided = time.monotonic()
-            _until(lambda: serving(runner, 4) and all(
-                p.get("labels", {}).get("edgewise.io/version") == "1.0" for p in _running_pods(api, ns, runner)), 120)
+            _until(lambda: serving(runner, 4) and all(v == "1.0" for v in _running_versions(api, ns, runner)), 120)
             done = time.monotonic()
     finally:
         op.stop()
@@ -228,10 +225,11 @@ def _classes(cluster: DevCluster, ns: str, name: str) -> dict[str, dict[str, Any
     return {c["name"]: c for c in ((obj.get("status") or {}).get("rollout") or {}).get("classes") or []}
 
 
-def _running_pods(api: k8s.ApiClient, ns: str, runner: PodRunner) -> list[dict[str, Any]]:
+def _running_versions(api: k8s.ApiClient, ns: str, runner: PodRunner) -> list[str | None]:
+    """The `edgewise.io/version` label of each pod the runner runs without error."""
     uids = {uid for uid, p in runner.running().items() if not p.error}
     pods = k8s.CoreV1Api(api).list_namespaced_pod(ns).items
-    return [{"labels": p.metadata.labels or {}} for p in pods if p.metadata.uid in uids]
+    return [(p.metadata.labels or {}).get("edgewise.io/version") for p in pods if p.metadata.uid in uids]
 
 
 def _apply(cluster: DevCluster, obj: dict[str, Any]) -> None:

@@ -39,13 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from edgewise.devcluster import real_models
+from edgewise.devcluster import processes, real_models
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-CACHE = Path(os.environ.get("EDGEWISE_CACHE", Path.home() / ".cache" / "edgewise"))
-VENVS = CACHE / "bench-venvs"
-WORK = CACHE / "bench-serve"
+VENVS = real_models.CACHE / "bench-venvs"
+WORK = real_models.CACHE / "bench-serve"
 
 SEQ = 32
 DET_SIZE = 128
@@ -78,6 +77,7 @@ def ppocr_det() -> Workload:
 # --- processes ------------------------------------------------------------------------------------
 
 def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports (all held at once while binding, unlike n calls of processes.free_port)."""
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
@@ -226,7 +226,7 @@ def kserve_target(threads: int) -> Target:
         env = {**os.environ, "BENCH_THREADS": str(threads)}
         cmd = [str(venv / "bin" / "python"), str(HERE / "peers" / "kserve_server.py"),
                "--model_name", wl.name, "--model_path", str(wl.path), "--http_port", str(port),
-               "--grpc_port", str(free_ports(1)[0])]
+               "--grpc_port", str(processes.free_port())]
         return subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
     # KServe rejects tritonclient's requests without an explicit content type: JSON for JSON
@@ -325,7 +325,7 @@ def start_all(targets: list[Target], wl: Workload, warmup: int, expected: np.nda
     """Start every server at once, wait until each is ready, warm each encoding up."""
     running = []
     for target in targets:
-        port = free_ports(1)[0]
+        port = processes.free_port()
         log = WORK / "logs" / f"{wl.name}-{target.label.split()[0].lower()}-{port}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         if target.unavailable:

@@ -13,13 +13,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from edgewise.api.settings import OperatorSettings
 from edgewise.devcluster.cluster import DevCluster
 from helpers import wait_for
 
@@ -59,15 +60,19 @@ def classes(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in obj.get("status", {}).get("classes") or []}
 
 
+def rollout_classes(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """An EdgeModel's per-class rollout status entries by class name."""
+    return {c["name"]: c for c in ((obj.get("status") or {}).get("rollout") or {}).get("classes") or []}
+
+
 def wait_artifacts(cluster: DevCluster, ns: str, name: str, count: int, timeout: float) -> dict[str, Any]:
     """The EdgeModel once each of its `count` classes has a Ready artifact."""
 
-    def ready() -> dict[str, Any] | None:
-        obj = get(cluster, "edgemodel", name, "-n", ns)
+    def ready(obj: dict[str, Any]) -> bool:
         cs = classes(obj)
-        return obj if len(cs) == count and all(c.get("artifactState") == "Ready" for c in cs.values()) else None
+        return len(cs) == count and all(c.get("artifactState") == "Ready" for c in cs.values())
 
-    return wait_for(ready, timeout, f"{name}: an artifact for each of {count} classes")  # type: ignore[no-any-return]
+    return wait_status(cluster, ns, name, ready, f"an artifact for each of {count} classes", timeout)
 
 
 def digests_deployed(cluster: DevCluster, ns: str) -> set[str]:
@@ -79,8 +84,13 @@ def digests_deployed(cluster: DevCluster, ns: str) -> set[str]:
     return out
 
 
-def wait_status(cluster: DevCluster, ns: str, name: str, predicate, what: str, timeout: float = 90) -> dict:
-    def check() -> dict | None:
+def wait_status(
+    cluster: DevCluster, ns: str, name: str, predicate: Callable[[dict[str, Any]], object], what: str,
+    timeout: float = 90,
+) -> dict[str, Any]:
+    """The EdgeModel `name` once `predicate` holds for it."""
+
+    def check() -> dict[str, Any] | None:
         obj = get(cluster, "edgemodel", name, "-n", ns)
         return obj if predicate(obj) else None
 
@@ -95,6 +105,18 @@ def pods_by_node(cluster: DevCluster, ns: str, selector: str) -> dict[str, str]:
         for p in items
         if p["status"].get("phase") == "Running" and p["spec"].get("nodeName")
     }
+
+
+def install_crds(cluster: DevCluster) -> None:
+    """Apply the project's CRDs and wait until the apiserver serves both."""
+    cluster.kubectl("apply", "-f", str(REPO / "crds"))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/edgemodels.edgewise.io",
+        "crd/deploymentprofiles.edgewise.io",
+        "--timeout=60s",
+    )
 
 
 @contextmanager
@@ -126,14 +148,7 @@ class Operator:
 
     def install(self) -> None:
         c = self.cluster
-        c.kubectl("apply", "-f", str(REPO / "crds"))
-        c.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "crd/edgemodels.edgewise.io",
-            "crd/deploymentprofiles.edgewise.io",
-            "--timeout=60s",
-        )
+        install_crds(c)
         # The agent needs host network and a hostPath: its namespace cannot enforce baseline/restricted.
         c.kubectl("create", "namespace", self.namespace)
         apply(
@@ -226,7 +241,7 @@ class Operator:
 
     def settings_agent(self) -> str:
         """Name of the node agent DaemonSet (the operator's default setting)."""
-        return "edgewise-node-agent"
+        return OperatorSettings().agent_name
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

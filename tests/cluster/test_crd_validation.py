@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from operator_support import REPO, apply, example
+from operator_support import apply, example, install_crds
 
 from edgewise.devcluster.cluster import DevCluster
 
@@ -17,14 +17,7 @@ Mutate = Callable[[dict[str, Any]], None]
 
 @pytest.fixture(scope="module")
 def crd_ns(cluster: DevCluster) -> Iterator[str]:
-    cluster.kubectl("apply", "-f", str(REPO / "crds"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/edgemodels.edgewise.io",
-        "crd/deploymentprofiles.edgewise.io",
-        "--timeout=60s",
-    )
+    install_crds(cluster)
     name = f"crd-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
     try:

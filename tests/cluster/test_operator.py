@@ -7,6 +7,7 @@ import copy
 from operator_support import (
     Operator,
     apply,
+    classes,
     condition,
     example,
     exists,
@@ -99,7 +100,7 @@ def test_a_new_labelled_node_joins_its_class_without_touching_the_workload(
     new = _of(grown, ARM)[-1]
     wait_for(lambda: new in pods_by_node(cluster, namespace, _sel("arm-cpu")), 60, f"a pod on {new}")
     em = wait_status(cluster, namespace, "defect-detector", lambda o: o["status"].get("ready") == "4/4", "4/4 ready")
-    arm = next(c for c in em["status"]["classes"] if c["name"] == "arm-cpu")
+    arm = classes(em)["arm-cpu"]
     assert (arm["matchedNodes"], arm["readyPods"]) == (3, 3)
     ds_after = get(cluster, "daemonset", "defect-detector-arm-cpu-a", "-n", namespace)
     assert ds_after["metadata"]["generation"] == ds_before["metadata"]["generation"]  # no spec write
@@ -112,9 +113,9 @@ def test_changing_a_profile_class_replans_the_workloads(
     _factory_floor(cluster, namespace)
     profile = example("factory-floor-profile.yaml", namespace)[0]
     changed = copy.deepcopy(profile)
-    classes = changed["spec"]["classes"]
-    classes[1]["threads"] = 2  # arm-cpu: fewer threads
-    del classes[2]  # x86-vnni dropped: the amd64 box is no longer served
+    profile_classes = changed["spec"]["classes"]
+    profile_classes[1]["threads"] = 2  # arm-cpu: fewer threads
+    del profile_classes[2]  # x86-vnni dropped: the amd64 box is no longer served
     apply(cluster, changed)
 
     def threads(name: str) -> str:
@@ -289,10 +290,10 @@ def test_builtin_profile_splits_jetsons_by_compute_capability(
     apply(cluster, example("text-embedder-builtin.yaml", namespace))
     em = wait_status(cluster, namespace, "text-embedder", _ready, "Ready")
     assert em["status"]["profile"] == "built-in" and em["status"]["ready"] == "7/7"
-    classes = {c["name"]: c for c in em["status"]["classes"]}
-    assert classes["jetson"]["computeCapabilities"] == ["7.2", "8.7"]
-    assert classes["jetson"]["workloads"] == ["text-embedder-jetson-sm72-a", "text-embedder-jetson-sm87-a"]
-    assert (classes["arm64-cpu"]["precision"], classes["amd64-cpu"]["runtime"]) == ("int8", "onnxruntime")
+    cs = classes(em)
+    assert cs["jetson"]["computeCapabilities"] == ["7.2", "8.7"]
+    assert cs["jetson"]["workloads"] == ["text-embedder-jetson-sm72-a", "text-embedder-jetson-sm87-a"]
+    assert (cs["arm64-cpu"]["precision"], cs["amd64-cpu"]["runtime"]) == ("int8", "onnxruntime")
     sm72 = "edgewise.io/model=text-embedder,edgewise.io/variant=sm72"
     assert sorted(pods_by_node(cluster, namespace, sm72)) == _of(nodes, XAVIER)
     fetch = get(cluster, "daemonset", "text-embedder-jetson-sm72-a", "-n", namespace)["spec"]["template"]["spec"][

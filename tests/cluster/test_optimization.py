@@ -12,13 +12,25 @@ import hashlib
 import http.server
 import re
 import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import tritonclient.http as triton_http
-from operator_support import Operator, apply, classes, condition, digests_deployed, get, wait_artifacts
+from operator_support import (
+    Operator,
+    apply,
+    classes,
+    condition,
+    digests_deployed,
+    get,
+    wait_artifacts,
+    wait_status,
+)
 
 from edgewise.devcluster import demo_models, processes
 from edgewise.devcluster.cluster import DevCluster
@@ -101,11 +113,8 @@ def test_each_class_gets_a_verified_artifact_made_once_and_served(
 
 
 def _refused(cluster: DevCluster, ns: str, name: str, reason: str, timeout: float = 120) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        obj = get(cluster, "edgemodel", name, "-n", ns)
-        return obj if condition(obj, "ArtifactsReady").get("reason") == reason else None
-
-    obj = wait_for(check, timeout, f"ArtifactsReady=False/{reason}")
+    obj = wait_status(cluster, ns, name, lambda o: condition(o, "ArtifactsReady").get("reason") == reason,
+                      f"ArtifactsReady=False/{reason}", timeout)
     cond = condition(obj, "ArtifactsReady")
     assert cond["status"] == "False" and "what is serving keeps serving" in cond["message"], cond
     assert condition(obj, "Degraded")["status"] == "True"
@@ -196,13 +205,15 @@ def test_an_unreachable_source_keeps_what_serves_and_is_retried_until_it_answers
         source.down()
 
 
-def wait_status_artifact(cluster: DevCluster, ns: str, name: str, arm_ok, timeout: float = 180) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        obj = get(cluster, "edgemodel", name, "-n", ns)
-        arm = classes(obj).get("arm")
-        return obj if arm and arm_ok(arm) else None
+def wait_status_artifact(cluster: DevCluster, ns: str, name: str, arm_ok: Callable[[dict[str, Any]], bool],
+                         timeout: float = 180) -> dict[str, Any]:
+    """The EdgeModel once its arm class's status satisfies `arm_ok`."""
 
-    return wait_for(check, timeout, f"{name}: the arm class's artifact")  # type: ignore[no-any-return]
+    def ok(obj: dict[str, Any]) -> bool:
+        arm = classes(obj).get("arm")
+        return bool(arm and arm_ok(arm))
+
+    return wait_status(cluster, ns, name, ok, "the arm class's artifact", timeout)
 
 
 def test_a_model_too_big_for_a_class_does_not_fit_there_and_other_classes_proceed(
@@ -214,13 +225,11 @@ def test_a_model_too_big_for_a_class_does_not_fit_there_and_other_classes_procee
     src = demo_models.good(tmp_path / "model.onnx")
     apply(cluster, [_profile(namespace), _model(namespace, "big", src)])
 
-    def settled() -> dict[str, Any] | None:
-        obj = get(cluster, "edgemodel", "big", "-n", namespace)
+    def settled(obj: dict[str, Any]) -> bool:
         cs = classes(obj)
-        states = {c: cs.get(c, {}).get("artifactState") for c in ("arm", "x86")}
-        return obj if states == {"arm": "Rejected", "x86": "Ready"} else None
+        return {c: cs.get(c, {}).get("artifactState") for c in ("arm", "x86")} == {"arm": "Rejected", "x86": "Ready"}
 
-    obj = wait_for(settled, 180, "arm refused as DoesNotFit, x86 ready")
+    obj = wait_status(cluster, namespace, "big", settled, "arm refused as DoesNotFit, x86 ready", 180)
     cond = condition(obj, "ArtifactsReady")
     assert cond["reason"] == "DoesNotFit" and "arm:" in cond["message"] and "x86" not in cond["message"], cond
     assert re.search(r"peak memory \d+ MiB > node allocatable memory 48 MiB", cond["message"]), cond
@@ -266,9 +275,6 @@ def test_run_in_job_optimizes_in_a_kubernetes_job_whose_pod_uploads_the_artifact
 
 
 def test_uploads_need_the_jobs_token(store_operator: Operator) -> None:
-    import urllib.error
-    import urllib.request
-
     url = next(a for a in store_operator.extra_args if a.startswith("http://")) + "/uploads/0123abcd/report"
     req = urllib.request.Request(url, data=b"{}", method="PUT", headers={"Authorization": "Bearer guess"})
     with pytest.raises(urllib.error.HTTPError) as err:

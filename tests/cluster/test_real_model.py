@@ -13,19 +13,19 @@ real `edgewise serve`, close to the original's output.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import tritonclient.http as triton_http
 from operator_support import Operator, apply, classes, condition, digests_deployed, wait_artifacts
 
-from edgewise.devcluster import real_models
+from edgewise.devcluster import demo_models, real_models
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import serving
@@ -47,28 +47,32 @@ def _tokens(count: int, seed: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def _manifests(ns: str, name: str, src: Path, sha256: str, min_cosine: float, calibration: Path,
+               classes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A profile `fleet` of `classes` and the EdgeModel `name` optimized for it, calibrated, analysis off."""
+    profile = {"apiVersion": "edgewise.io/v1alpha1", "kind": "DeploymentProfile",
+               "metadata": {"name": "fleet", "namespace": ns}, "spec": {"classes": classes}}
+    model = {"apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel",
+             "metadata": {"name": name, "namespace": ns},
+             "spec": {"profileRef": "fleet", "version": "1.0", "source": {"uri": src.as_uri(), "sha256": sha256},
+                      "optimization": {"quantization": "auto", "accuracyGate": {"minCosine": min_cosine},
+                                       "calibration": {"uri": calibration.as_uri(),
+                                                       "sha256": demo_models.sha256(calibration)}},
+                      "rollout": {"analysis": {"provider": "none"}}}}
+    return [profile, model]
+
+
 def test_a_real_transformer_gets_an_int8_artifact_on_cpus_and_fp16_on_jetsons(
         cluster: DevCluster, namespace: str, fleet, store_operator: Operator, tmp_path: Path) -> None:
     fleet({"amd64-cpu": 2, "jetson-orin": 1})
     src = real_models.minilm()
     calibration = tmp_path / "sentences.npz"
     np.savez(calibration, **_tokens(64, seed=1))
-    sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    profile = {"apiVersion": "edgewise.io/v1alpha1", "kind": "DeploymentProfile",
-               "metadata": {"name": "fleet", "namespace": namespace},
-               "spec": {"classes": [
-                   {"name": "jetson", "nodeSelector": {"nvidia.com/gpu.family": "ampere"},
-                    "runtime": "triton-tensorrt", "precision": "fp16"},
-                   {"name": "x86", "nodeSelector": {"kubernetes.io/arch": "amd64"}, "runtime": "onnxruntime",
-                    "precision": "int8", "threads": 2}]}}
-    model = {"apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel",
-             "metadata": {"name": "minilm", "namespace": namespace},
-             "spec": {"profileRef": "fleet", "version": "1.0", "source": {"uri": src.as_uri(), "sha256": sha},
-                      "optimization": {"quantization": "auto", "accuracyGate": {"minCosine": 0.99},
-                                       "calibration": {"uri": calibration.as_uri(),
-                                                       "sha256": hashlib.sha256(calibration.read_bytes()).hexdigest()}},
-                      "rollout": {"analysis": {"provider": "none"}}}}
-    apply(cluster, [profile, model])
+    apply(cluster, _manifests(namespace, "minilm", src, demo_models.sha256(src), 0.99, calibration, [
+        {"name": "jetson", "nodeSelector": {"nvidia.com/gpu.family": "ampere"},
+         "runtime": "triton-tensorrt", "precision": "fp16"},
+        {"name": "x86", "nodeSelector": {"kubernetes.io/arch": "amd64"}, "runtime": "onnxruntime",
+         "precision": "int8", "threads": 2}]))
 
     obj = wait_artifacts(cluster, namespace, "minilm", 2, 600)
     assert condition(obj, "ArtifactsReady")["status"] == "True"
@@ -91,7 +95,7 @@ def test_a_real_transformer_gets_an_int8_artifact_on_cpus_and_fp16_on_jetsons(
         wait_for(lambda: serving(runner, 2), 180, "two x86 boards serving the int8 MiniLM")
         for pod in runner.running().values():
             served = next((pod.workdir / "volumes" / "models").rglob("model.onnx"))
-            assert hashlib.sha256(served.read_bytes()).hexdigest() == digest
+            assert demo_models.sha256(served) == digest
             client = triton_http.InferenceServerClient(f"{pod.pod_ip}:8000")
             inputs = []
             for name, arr in feed.items():
@@ -117,22 +121,11 @@ def test_a_real_cnn_gets_static_int8_where_it_may_pay_and_stays_fp32_where_it_me
     fleet({"arm64-cpu": 2, "amd64-cpu": 1})
     src = real_models.ppocr_det()
     calibration = _pages(tmp_path / "pages.npz", 12, seed=3)
-    profile = {"apiVersion": "edgewise.io/v1alpha1", "kind": "DeploymentProfile",
-               "metadata": {"name": "fleet", "namespace": namespace},
-               "spec": {"classes": [
-                   {"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, "runtime": "onnxruntime",
-                    "precision": "int8", "threads": 2},
-                   {"name": "x86", "nodeSelector": {"kubernetes.io/arch": "amd64"}, "runtime": "onnxruntime",
-                    "precision": "int8", "threads": 2}]}}
-    model = {"apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel",
-             "metadata": {"name": "textdet", "namespace": namespace},
-             "spec": {"profileRef": "fleet", "version": "1.0",
-                      "source": {"uri": src.as_uri(), "sha256": real_models.DET_SHA256},
-                      "optimization": {"quantization": "auto", "accuracyGate": {"minCosine": 0.95},
-                                       "calibration": {"uri": calibration.as_uri(),
-                                                       "sha256": hashlib.sha256(calibration.read_bytes()).hexdigest()}},
-                      "rollout": {"analysis": {"provider": "none"}}}}
-    apply(cluster, [profile, model])
+    apply(cluster, _manifests(namespace, "textdet", src, real_models.DET_SHA256, 0.95, calibration, [
+        {"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, "runtime": "onnxruntime",
+         "precision": "int8", "threads": 2},
+        {"name": "x86", "nodeSelector": {"kubernetes.io/arch": "amd64"}, "runtime": "onnxruntime",
+         "precision": "int8", "threads": 2}]))
 
     obj = wait_artifacts(cluster, namespace, "textdet", 2, 600)
     cs = classes(obj)

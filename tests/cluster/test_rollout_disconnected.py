@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from operator_support import Operator, apply, get
+from operator_support import Operator, apply, get, rollout_classes
 
 from edgewise.core.buckets import bucket_of
 from edgewise.devcluster import demo_models
@@ -24,8 +24,7 @@ def _model(ns: str, version: str, src: Path) -> dict[str, Any]:
 
 
 def _classes(cluster: DevCluster, ns: str) -> dict[str, Any]:
-    obj = get(cluster, "edgemodel", "m", "-n", ns)
-    return {c["name"]: c for c in (obj.get("status", {}).get("rollout") or {}).get("classes") or []}
+    return rollout_classes(get(cluster, "edgemodel", "m", "-n", ns))
 
 
 def _versions(cluster: DevCluster, ns: str) -> dict[str, str]:

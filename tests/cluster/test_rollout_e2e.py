@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import Operator, apply, get
+from operator_support import Operator, apply, get, rollout_classes
 
 from analysis.analysis_models import good, slow, write_golden, wrong
 from edgewise.core.buckets import bucket_of
@@ -64,14 +64,10 @@ def em(cluster: DevCluster, ns: str) -> dict[str, Any]:
     return get(cluster, "edgemodel", MODEL, "-n", ns)
 
 
-def classes(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in ((obj.get("status") or {}).get("rollout") or {}).get("classes") or []}
-
-
 def wait_classes(cluster: DevCluster, ns: str, predicate, what: str, timeout: float = 150) -> dict[str, Any]:
     def check():
         obj = em(cluster, ns)
-        return obj if predicate(classes(obj)) else None
+        return obj if predicate(rollout_classes(obj)) else None
     return wait_for(check, timeout, what, interval=0.5)  # type: ignore[return-value]
 
 
@@ -121,7 +117,7 @@ def test_canary_rollouts_per_class_with_real_inference(cluster: DevCluster, name
         apply(cluster, edgemodel(namespace, "2.0", models["good"], golden))
         obj = wait_classes(cluster, namespace, lambda c: all(
             x["state"] == "Stable" and x.get("stableVersion") == "2.0" for x in c.values()), "2.0 promoted")
-        assert all(x["stableSlot"] == "b" for x in classes(obj).values())  # the slot flipped
+        assert all(x["stableSlot"] == "b" for x in rollout_classes(obj).values())  # the slot flipped
         wait_for(lambda: serving(runner, 4), 120, "four pods serving 2.0")
         running = pods(cluster, namespace)
         assert sorted(running) == sorted(nodes)
@@ -140,7 +136,7 @@ def test_canary_rollouts_per_class_with_real_inference(cluster: DevCluster, name
         apply(cluster, edgemodel(namespace, "3.0-slow", models["slow"], golden))
         obj = wait_classes(cluster, namespace, lambda c: all(x["state"] == "RolledBack" for x in c.values()),
                            "3.0-slow rolled back")
-        for c in classes(obj).values():
+        for c in rollout_classes(obj).values():
             assert "rolled back to 2.0" in c["message"] and "latency" in c["message"], c["message"]
             assert " ms" in c["message"]  # with the numbers
         canary_nodes = first_step_cohort(nodes)
@@ -159,7 +155,7 @@ def test_canary_rollouts_per_class_with_real_inference(cluster: DevCluster, name
         apply(cluster, edgemodel(namespace, "3.1-wrong", models["wrong"], golden))
         obj = wait_classes(cluster, namespace, lambda c: all(
             x["state"] == "RolledBack" and "3.1-wrong" in x["message"] for x in c.values()), "3.1-wrong rolled back")
-        assert all("golden" in c["message"] for c in classes(obj).values()), classes(obj)
+        assert all("golden" in c["message"] for c in rollout_classes(obj).values()), rollout_classes(obj)
 
         # (c) The Jetson class regresses while the ARM class succeeds: per-class outcomes.
         apply(cluster, [profile(namespace, jetson_queue_delay_us=80_000),
@@ -167,14 +163,14 @@ def test_canary_rollouts_per_class_with_real_inference(cluster: DevCluster, name
         obj = wait_classes(cluster, namespace, lambda c: c["jetson"]["state"] == "RolledBack"
                            and "4.0" in c["jetson"]["message"] and c["arm"]["state"] == "Stable"
                            and c["arm"].get("stableVersion") == "4.0", "jetson rolled back, arm on 4.0")
-        assert classes(obj)["jetson"]["stableVersion"] == "2.0"
+        assert rollout_classes(obj)["jetson"]["stableVersion"] == "2.0"
 
         # ... and with classPolicy AllOrNothing, the Jetson regression rolls the ARM class back too.
         apply(cluster, edgemodel(namespace, "5.0", models["good"], golden, classPolicy="AllOrNothing"))
         obj = wait_classes(cluster, namespace, lambda c: all(
             x["state"] == "RolledBack" and "5.0" in x["message"] for x in c.values()), "5.0 rolled back everywhere")
-        assert "AllOrNothing" in classes(obj)["arm"]["message"]
-        assert classes(obj)["arm"]["stableVersion"] == "4.0"
+        assert "AllOrNothing" in rollout_classes(obj)["arm"]["message"]
+        assert rollout_classes(obj)["arm"]["stableVersion"] == "4.0"
 
         # (d) The operator is killed mid-rollout and restarted: it resumes where it was, no duplicates.
         apply(cluster, [profile(namespace), edgemodel(namespace, "6.0", models["good"], golden,
@@ -187,8 +183,8 @@ def test_canary_rollouts_per_class_with_real_inference(cluster: DevCluster, name
         operator.start()
         again = wait_classes(cluster, namespace, lambda c: all(x["state"] == "Paused" for x in c.values()),
                              "still paused after the restart")
-        for name, c in classes(again).items():
-            was = classes(paused)[name]
+        for name, c in rollout_classes(again).items():
+            was = rollout_classes(paused)[name]
             assert (c["stepIndex"], c["percent"], c["canaryVersion"]) == (was["stepIndex"], was["percent"], "6.0")
         daemonsets = sorted(d["metadata"]["name"] for d in get(cluster, "daemonsets", "-n", namespace)["items"])
         assert daemonsets == sorted(f"{MODEL}-{cls}-{slot}" for cls in ("jetson", "arm") for slot in "ab")
