@@ -169,6 +169,19 @@ def edgewise_target(threads: int, max_batch: int, delay_us: int, instances: int 
     return Target(f"edgewise serve ({batching}, {shape}{', ' + note if note else ''})", list(encodings), start)
 
 
+FLOOR = "floor: aiohttp + inline session.run, no checks"
+
+
+def floor_target(threads: int) -> Target:
+    """The least any Python HTTP server does (peers/floor_server.py), to bound what is left to win."""
+    def start(wl: Workload, port: int, log: Path) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, str(HERE / "peers" / "floor_server.py"), str(wl.path), wl.name, str(port),
+               str(threads)]
+        return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+    return Target(FLOOR, ["binary"], start)
+
+
 def ensure_venv(name: str) -> tuple[Path | None, str]:
     """A venv per peer, keyed by its pinned requirements; returns (venv, "") or (None, why not)."""
     requirements = HERE / f"requirements-{name}.txt"
@@ -513,7 +526,7 @@ def verdict(results: list[Result]) -> str:
              f"({base8.target})."]
     variants = []
     for r in results:
-        if r.target.startswith("edgewise") and (r.target, r.encoding) not in variants:
+        if r.target.startswith(("edgewise", FLOOR)) and (r.target, r.encoding) not in variants:
             variants.append((r.target, r.encoding))
     for label, enc in variants:
         ew1 = get(lambda r, label=label, enc=enc: (r.target, r.encoding) == (label, enc), 1)
@@ -576,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         # single-threaded instance per core (no batching, no intra-op synchronisation).
         cores = os.cpu_count() or 1
         targets.append(edgewise_target(1, 0, 0, instances=cores, encodings=("binary",)))
+    targets.append(floor_target(args.threads))
     if "kserve" in peers:
         targets.append(kserve_target(args.threads))
     if "mlserver" in peers:

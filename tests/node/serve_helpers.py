@@ -42,6 +42,7 @@ def free_ports(n: int) -> list[int]:
 
 class ServeProcess:
     def __init__(self, model_dir: Path, model_name: str, log_path: Path, *args: str) -> None:
+        self.model_dir = model_dir
         self.model_name = model_name
         self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
         self.log_path = log_path

@@ -7,8 +7,11 @@ response parser, and Triton's own protobuf messages, not against copies of them.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +21,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2
 
 from edgewise.node.serve import codec, config, dtypes, http_codec, metrics, validate
-from edgewise.node.serve.batcher import Batcher
+from edgewise.node.serve.batcher import INLINE_MAX_S, Batcher
 from edgewise.node.serve.errors import InferError, Status
 from edgewise.node.serve.model import (
     ModelSpec,
@@ -237,13 +240,31 @@ class FakeModel:
 
     def __init__(self) -> None:
         self.batches: list[int] = []
+        self.on_loop: list[bool] = []  # per execution: did it run on the event loop's thread?
+        self.seconds = 0.0  # how long each execution takes
 
     def run(self, feed: Mapping[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:
         x = feed["x"]
         self.batches.append(x.shape[0])
+        self.on_loop.append(threading.current_thread() is threading.main_thread())
+        time.sleep(self.seconds)
         if (x == -1).any():
             raise InferError(Status.INVALID_ARGUMENT, "poison")
         return {"y": x * 2}
+
+
+def _submit(batcher: Batcher, x: np.ndarray, client: object = None) -> asyncio.Future[Any]:
+    """The batcher's answer for one request, as a future."""
+    answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def reply(result: Any) -> None:
+        if isinstance(result, BaseException):
+            answer.set_exception(result)
+        else:
+            answer.set_result(result)
+
+    batcher.submit({"x": x}, x.shape[0], None, reply, client)
+    return answer
 
 
 def _run_batcher(rows: list[np.ndarray], max_batch: int, delay_us: int) -> tuple[list, FakeModel, ModelStats]:
@@ -253,7 +274,7 @@ def _run_batcher(rows: list[np.ndarray], max_batch: int, delay_us: int) -> tuple
         batcher = Batcher(model.run, stats, max_batch, delay_us)
         batcher.start()
         try:
-            return await asyncio.gather(*(batcher.infer({"x": r}, r.shape[0], None) for r in rows),
+            return await asyncio.gather(*(_submit(batcher, r) for r in rows),
                                         return_exceptions=True)
         finally:
             await batcher.close()
@@ -297,15 +318,70 @@ def test_close_flushes_a_queue_held_open_by_the_delay() -> None:
     async def main() -> object:
         batcher = Batcher(model.run, stats, 8, 3_600_000_000)  # an hour: only close() can release it
         batcher.start()
-        pending = asyncio.ensure_future(batcher.infer({"x": np.ones((1, 2), np.float32)}, 1, None))
+        pending = _submit(batcher, np.ones((1, 2), np.float32))
         await asyncio.sleep(0.05)
         assert stats.pending == 1 and not pending.done()
         await asyncio.wait_for(batcher.close(), 120)  # hang guard, not a speed check
         result = await pending
         with pytest.raises(InferError) as err:
-            await batcher.infer({"x": np.ones((1, 2), np.float32)}, 1, None)
+            _submit(batcher, np.ones((1, 2), np.float32))
         assert err.value.status is Status.UNAVAILABLE
         return result
 
     assert asyncio.run(main())["y"].tolist() == [[2, 2]]  # type: ignore[index]
     assert stats.pending == 0
+
+
+def _sequential_then_overlapping(model: FakeModel, instances: int = 1) -> None:
+    """Four requests one after another from one client, then four clients at once."""
+    one = np.ones((1, 2), np.float32)
+
+    async def main() -> None:
+        batcher = Batcher(model.run, ModelStats(), 8, 0, instances)
+        batcher.start()
+        try:
+            for _ in range(4):
+                await _submit(batcher, one, client="a")
+            await asyncio.gather(*(_submit(batcher, one, client=c) for c in "abcd"))
+        finally:
+            await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_one_request_at_a_time_runs_on_the_event_loop() -> None:
+    model = FakeModel()
+    _sequential_then_overlapping(model)
+    # The first execution goes to the pool (its duration is unknown), the next three on the
+    # loop; the four overlapping ones: the first on the loop (the server was idle), the
+    # three that waited behind it merged into one batch on the pool.
+    assert model.on_loop == [False, True, True, True, True, False]
+    assert model.batches == [1, 1, 1, 1, 1, 3]
+
+
+def test_slow_models_and_several_instances_stay_off_the_loop() -> None:
+    slow = FakeModel()
+    slow.seconds = INLINE_MAX_S * 2
+    _sequential_then_overlapping(slow)
+    assert not any(slow.on_loop)
+    two = FakeModel()
+    _sequential_then_overlapping(two, instances=2)
+    assert not any(two.on_loop)
+
+
+def test_after_requests_overlap_the_loop_is_left_alone_for_a_while() -> None:
+    model = FakeModel()
+    one = np.ones((1, 2), np.float32)
+
+    async def main() -> None:
+        batcher = Batcher(model.run, ModelStats(), 8, 0)
+        batcher.start()
+        try:
+            await _submit(batcher, one, client="a")  # measures the model: pool
+            await asyncio.gather(_submit(batcher, one, client="a"), _submit(batcher, one, client="b"))
+            await _submit(batcher, one, client="a")  # idle again, but load was just seen
+        finally:
+            await batcher.close()
+
+    asyncio.run(main())
+    assert model.on_loop == [False, True, False, False]

@@ -33,7 +33,7 @@ def decode_raw(name: str, dtype: DType, shape: Sequence[int], buf: bytes | memor
     if len(buf) != expected:
         raise invalid(f"input '{name}' got {len(buf)} bytes of {dtype.triton} data, expected {expected} "
                       f"for shape {list(shape)}")
-    return np.frombuffer(buf, dtype=dtype.numpy.newbyteorder("<"), count=count).reshape(shape)
+    return np.frombuffer(buf, dtype=dtype.wire, count=count).reshape(shape)
 
 
 def decode_bytes(name: str, buf: bytes | memoryview, count: int) -> np.ndarray:
@@ -61,7 +61,7 @@ def decode_bytes(name: str, buf: bytes | memoryview, count: int) -> np.ndarray:
 def encode_raw(arr: np.ndarray, dtype: DType) -> bytes:
     if dtype.triton == "BYTES":
         return encode_bytes(arr)
-    return np.ascontiguousarray(arr, dtype=dtype.numpy.newbyteorder("<")).tobytes()
+    return np.ascontiguousarray(arr, dtype=dtype.wire).tobytes()
 
 
 def encode_bytes(arr: np.ndarray) -> bytes:

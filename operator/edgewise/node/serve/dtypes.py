@@ -8,6 +8,7 @@ either supported everywhere or rejected at model load with a clear message.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -18,10 +19,17 @@ class DType:
     config: str  # Triton ModelConfig DataType enum name
     numpy: np.dtype
 
-    @property
+    # Per request, so computed once per type (cached_property writes the instance dict,
+    # which a frozen dataclass allows).
+    @cached_property
     def itemsize(self) -> int:
         """Bytes per element on the wire; 0 for BYTES (length-prefixed)."""
         return 0 if self.numpy == np.object_ else self.numpy.itemsize
+
+    @cached_property
+    def wire(self) -> np.dtype:
+        """The numpy type of raw wire data: little-endian, whatever the host's byte order."""
+        return self.numpy.newbyteorder("<")
 
 
 _TABLE: dict[str, DType] = {

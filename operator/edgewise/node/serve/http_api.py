@@ -1,119 +1,105 @@
-"""The KServe-V2 / Triton HTTP front end (aiohttp).
+"""The KServe-V2 / Triton HTTP front end: routes, and the service's answers as HTTP responses.
 
-Thin handlers: parse the path, call `InferenceService`, render JSON. Errors leave as
-Triton does, `{"error": "<message>"}` with a 4xx/5xx status, so tritonclient raises an
-`InferenceServerException` carrying the message.
+Thin: match the path, call `InferenceService`, render JSON. Errors leave as Triton's do,
+`{"error": "<message>"}` with a 4xx/5xx status, so tritonclient raises an
+`InferenceServerException` carrying the message. An inference answers when the model has
+(at once when it ran on the event loop); every other route answers at once.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-from aiohttp import web
+import re
+from collections.abc import Callable
 
 from edgewise.node.serve import http_codec
-from edgewise.node.serve.errors import HTTP_CODES, InferError, Status
+from edgewise.node.serve.errors import HTTP_CODES, InferError
+from edgewise.node.serve.http_server import Request, Respond, Response, error_response, json_response
 from edgewise.node.serve.model import ModelSpec
 from edgewise.node.serve.service import Decoded, InferenceService
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_LENGTH_HEADER = http_codec.HEADER_LENGTH.lower()  # the server lower-cases header names
+# /v2/models/<name>[/versions/<version>][/ready|/config|/stats|/infer]
+_MODEL_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|config|stats|infer))?/?")
 
 
-def _json(doc: Any, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(doc).encode(), status=status, content_type="application/json")
-
-
-def _error(status: Status, message: str) -> web.Response:
-    return _json({"error": message}, HTTP_CODES[status])
-
-
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except InferError as err:
-        return _error(err.status, err.message)
-    except web.HTTPRequestEntityTooLarge as err:
-        return _error(Status.TOO_LARGE, f"request body too large: {err.text}; "
-                      f"the server accepts at most {request.app['max_request_bytes']} bytes")
-    except web.HTTPException:
-        raise  # aiohttp's own 404/405 for unknown paths and methods
-    except Exception as err:  # noqa: BLE001 - one request's bug must not take the server down
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return _error(Status.INTERNAL, f"internal error: {err}")
+def _error(err: InferError) -> Response:
+    return error_response(HTTP_CODES[err.status], err.message)
 
 
 class HttpApi:
     def __init__(self, service: InferenceService, max_request_bytes: int) -> None:
         self.service = service
         self.max_request_bytes = max_request_bytes
+        self._fixed: dict[str, tuple[str, Callable[[], Response]]] = {
+            "/v2/health/live": ("GET", lambda: Response(200)),
+            "/v2/health/ready": ("GET", lambda: Response(200 if self.service.ready else 503)),
+            "/v2": ("GET", lambda: json_response(self.service.server_metadata())),
+            "/v2/models/stats": ("GET", lambda: json_response(self.service.statistics())),
+            "/v2/repository/index": ("POST", lambda: json_response(self.service.repository_index())),
+        }
 
-    def app(self) -> web.Application:
-        app = web.Application(middlewares=[_errors], client_max_size=self.max_request_bytes)
-        app["max_request_bytes"] = self.max_request_bytes
-        model = "/v2/models/{name}"
-        versioned = "/v2/models/{name}/versions/{version}"
-        app.router.add_get("/v2/health/live", self.live)
-        app.router.add_get("/v2/health/ready", self.ready)
-        app.router.add_get("/v2", self.server_metadata)
-        app.router.add_get("/v2/models/stats", self.statistics)  # before {name} so it wins
-        app.router.add_post("/v2/repository/index", self.repository_index)
-        for base in (model, versioned):
-            app.router.add_get(base, self.model_metadata)
-            app.router.add_get(base + "/ready", self.model_ready)
-            app.router.add_get(base + "/config", self.model_config)
-            app.router.add_get(base + "/stats", self.statistics)
-            app.router.add_post(base + "/infer", self.infer)
-        return app
+    def handle(self, request: Request, respond: Respond) -> Callable[[], None] | None:
+        try:
+            return self._route(request, respond)
+        except InferError as err:
+            respond(_error(err))
+            return None
 
-    async def live(self, request: web.Request) -> web.Response:
-        return web.Response(status=200)
+    def _route(self, request: Request, respond: Respond) -> Callable[[], None] | None:
+        path = request.path.rstrip("/") or "/"
+        fixed = self._fixed.get(path)
+        if fixed is not None:
+            method, answer = fixed
+            respond(answer() if request.method == method else _not_allowed(request, method))
+            return None
+        match = _MODEL_PATH.fullmatch(path)
+        if match is None:
+            respond(error_response(404, f"no route for {request.method} {request.path}; this is a KServe-V2 "
+                                   "(Triton) server: /v2/health/ready, /v2/models/<name>/infer, ..."))
+            return None
+        name, version, action = match.group(1), match.group(2) or "", match.group(3)
+        method = "POST" if action == "infer" else "GET"
+        if request.method != method:
+            respond(_not_allowed(request, method))
+        elif action == "infer":
+            return self._infer(request, name, version, respond)
+        elif action == "ready":
+            respond(Response(200 if self.service.model_ready(name, version) else 400))
+        elif action == "config":
+            respond(json_response(self.service.model_config(name, version)))
+        elif action == "stats":
+            respond(json_response(self.service.statistics(name, version)))
+        else:
+            respond(json_response(self.service.model_metadata(name, version)))
+        return None
 
-    async def ready(self, request: web.Request) -> web.Response:
-        return web.Response(status=200 if self.service.ready else 503)
-
-    async def server_metadata(self, request: web.Request) -> web.Response:
-        return _json(self.service.server_metadata())
-
-    async def model_metadata(self, request: web.Request) -> web.Response:
-        m = request.match_info
-        return _json(self.service.model_metadata(m["name"], m.get("version", "")))
-
-    async def model_ready(self, request: web.Request) -> web.Response:
-        m = request.match_info
-        return web.Response(status=200 if self.service.model_ready(m["name"], m.get("version", "")) else 400)
-
-    async def model_config(self, request: web.Request) -> web.Response:
-        m = request.match_info
-        return _json(self.service.model_config(m["name"], m.get("version", "")))
-
-    async def statistics(self, request: web.Request) -> web.Response:
-        m = request.match_info
-        return _json(self.service.statistics(m.get("name", ""), m.get("version", "")))
-
-    async def repository_index(self, request: web.Request) -> web.Response:
-        return _json(self.service.repository_index())
-
-    async def infer(self, request: web.Request) -> web.Response:
-        m = request.match_info
-        if request.content_length is not None and request.content_length > self.max_request_bytes:
-            raise InferError(Status.TOO_LARGE, f"request body of {request.content_length} bytes exceeds "
-                             f"the limit of {self.max_request_bytes} bytes")
-        body = await request.read()
-        length_header = request.headers.get(http_codec.HEADER_LENGTH)
+    def _infer(self, request: Request, name: str, version: str, respond: Respond) -> Callable[[], None]:
+        body = request.body
+        length_header = request.headers.get(_LENGTH_HEADER)
 
         def decode(spec: ModelSpec) -> Decoded:
             header_length = http_codec.parse_header_length(length_header, len(body))
             return http_codec.decode_request(spec, body, header_length)
 
-        out, header_length = await self.service.infer(m["name"], m.get("version", ""), decode,
-                                                      http_codec.encode_response)
-        if header_length is None:
-            return web.Response(body=out, content_type="application/json")
-        return web.Response(body=out, content_type="application/octet-stream",
-                            headers={http_codec.HEADER_LENGTH: str(header_length)})
+        def reply(result: tuple[bytes, int | None] | BaseException) -> None:
+            if isinstance(result, InferError):
+                respond(_error(result))
+            elif isinstance(result, BaseException):
+                log.error("inference failed", exc_info=result)
+                respond(error_response(500, f"internal error: {result}"))
+            elif result[1] is None:
+                respond(Response(200, result[0], "application/json"))
+            else:
+                respond(Response(200, result[0], "application/octet-stream",
+                                 {http_codec.HEADER_LENGTH: str(result[1])}))
+
+        return self.service.submit(name, version, decode, http_codec.encode_response, reply, request.connection)
+
+
+def _not_allowed(request: Request, allowed: str) -> Response:
+    response = error_response(405, f"{request.method} is not allowed on {request.path}; use {allowed}")
+    response.headers["Allow"] = allowed
+    return response

@@ -43,7 +43,7 @@ def parse_header_length(value: str | None, body_size: int) -> int | None:
 
 def _parse_json(raw: bytes | memoryview) -> dict[str, Any]:
     try:
-        doc = json.loads(bytes(raw))
+        doc = json.loads(str(raw, "utf-8"))  # from str: json's encoding sniffing of bytes costs more
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise invalid(f"failed to parse the request JSON: {err}") from None
     if not isinstance(doc, dict):

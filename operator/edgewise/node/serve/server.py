@@ -20,6 +20,7 @@ from edgewise import contract
 from edgewise.node.serve import grpc_api, metrics
 from edgewise.node.serve.batcher import Batcher
 from edgewise.node.serve.http_api import HttpApi
+from edgewise.node.serve.http_server import HttpServer
 from edgewise.node.serve.model import ModelSpec, OnnxModel, find_model_file, make_spec
 from edgewise.node.serve.service import InferenceService, Settings
 from edgewise.node.serve.stats import ModelStats
@@ -76,13 +77,11 @@ async def serve(cfg: ServeConfig) -> int:
     def current() -> tuple[str, str, ModelStats] | None:
         return (service.spec.name, service.spec.version, service.stats) if service.spec else None
 
-    http = web.AppRunner(HttpApi(service, cfg.max_request_bytes).app(), access_log=None,
-                         shutdown_timeout=cfg.drain_timeout_s)
+    http = HttpServer(HttpApi(service, cfg.max_request_bytes).handle, cfg.max_request_bytes)
     scrape = web.AppRunner(metrics.metrics_app(current), access_log=None)
     grpc_server = grpc_api.server(service, f"{cfg.host}:{cfg.grpc_port}", cfg.max_request_bytes)
-    await http.setup()
     await scrape.setup()
-    await web.TCPSite(http, cfg.host, cfg.http_port, backlog=1024).start()
+    await http.start(cfg.host, cfg.http_port)
     await web.TCPSite(scrape, cfg.host, cfg.metrics_port).start()
     await grpc_server.start()
     log.info("live: http %s:%d, grpc %s:%d, metrics %s:%d", cfg.host, cfg.http_port, cfg.host, cfg.grpc_port,
@@ -111,7 +110,7 @@ async def serve(cfg: ServeConfig) -> int:
 
     log.info("draining: not ready, closing listeners, answering in-flight requests")
     service.ready = False
-    closing = [http.cleanup(), grpc_server.stop(cfg.drain_timeout_s)]
+    closing = [http.shutdown(cfg.drain_timeout_s), grpc_server.stop(cfg.drain_timeout_s)]
     if batcher is not None:
         closing.append(batcher.close())
     await asyncio.gather(*closing)

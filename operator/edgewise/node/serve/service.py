@@ -8,6 +8,7 @@ Keeping the statistics here means HTTP and gRPC requests are counted the same wa
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,22 +96,79 @@ class InferenceService:
         version = self.spec.version if self.spec else ""
         return [{"name": self.settings.model_name, "version": version, "state": state}]
 
+    def submit(
+        self, name: str, version: str,
+        decode: Callable[[ModelSpec], Decoded],
+        encode: Callable[[ModelSpec, Decoded, Outputs], R],
+        reply: Callable[[R | BaseException], None], client: object = None,
+    ) -> Callable[[], None]:
+        """Start one request; `reply` gets the encoded answer or the error. Returns a canceller.
+
+        Errors found before the model runs (unknown model, bad input) raise at once. Failures
+        after the model is resolved count as Triton `fail`s, a request cancelled by its client
+        too. `reply` may be called before this returns (a request run on the event loop);
+        `client` identifies the connection, see `Batcher.submit`.
+        """
+        start = time.perf_counter_ns()
+        spec = self.model(name, version)
+        if not self.ready or self._batcher is None:
+            raise InferError(Status.UNAVAILABLE, f"model '{name}' is not ready")
+        try:
+            request = decode(spec)
+        except BaseException:
+            self.stats.record_request(False, time.perf_counter_ns() - start)
+            raise
+        finished = False
+
+        def done(outputs: Outputs | BaseException) -> None:
+            nonlocal finished
+            finished = True
+            result: R | BaseException = outputs if isinstance(outputs, BaseException) else err_or(
+                lambda: encode(spec, request, outputs))
+            self.stats.record_request(not isinstance(result, BaseException), time.perf_counter_ns() - start)
+            reply(result)
+
+        def cancel() -> None:
+            nonlocal finished
+            if not finished:
+                finished = True
+                job.cancel()
+                self.stats.record_request(False, time.perf_counter_ns() - start)
+
+        try:
+            job = self._batcher.submit(request.inputs, request.batch, request.outputs, done, client)
+        except BaseException:
+            self.stats.record_request(False, time.perf_counter_ns() - start)
+            raise
+        return cancel
+
     async def infer(
         self, name: str, version: str,
         decode: Callable[[ModelSpec], Decoded],
         encode: Callable[[ModelSpec, Decoded, Outputs], R],
     ) -> R:
-        """Run one request; failures after the model is resolved count as Triton `fail`s."""
-        start = time.perf_counter_ns()
-        spec = self.model(name, version)
-        if not self.ready or self._batcher is None:
-            raise InferError(Status.UNAVAILABLE, f"model '{name}' is not ready")
-        ok = False
+        """`submit` for callers that await (gRPC); cancelling the await cancels the request."""
+        answer: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+
+        def reply(result: R | BaseException) -> None:
+            if answer.done():
+                return
+            if isinstance(result, BaseException):
+                answer.set_exception(result)
+            else:
+                answer.set_result(result)
+
+        cancel = self.submit(name, version, decode, encode, reply)
         try:
-            request = decode(spec)
-            outputs = await self._batcher.infer(request.inputs, request.batch, request.outputs)
-            response = encode(spec, request, outputs)
-            ok = True
-            return response
-        finally:
-            self.stats.record_request(ok, time.perf_counter_ns() - start)
+            return await answer
+        except asyncio.CancelledError:
+            cancel()
+            raise
+
+
+def err_or(make: Callable[[], R]) -> R | BaseException:
+    """`make()`, or the exception it raised (to hand to a reply callback)."""
+    try:
+        return make()
+    except Exception as err:  # noqa: BLE001 - the encoder's failure is this request's answer
+        return err
