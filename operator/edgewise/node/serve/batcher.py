@@ -21,12 +21,11 @@ retried alone, so one bad request cannot fail its neighbours.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -100,7 +99,7 @@ class Batcher:
         self._queue: deque[_Job] = deque()
         self._queued_items = 0  # sum of batch sizes waiting, to know when a batch is full
         self._arrived = asyncio.Event()
-        self._inflight: set[asyncio.Future[_Executed]] = set()
+        self._inflight: set[Future[_Executed]] = set()
         self._closing = False
         self._collector: asyncio.Task[None] | None = None
 
@@ -163,7 +162,7 @@ class Batcher:
         if self._collector is not None:
             await self._collector
         if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in self._inflight), return_exceptions=True)
         self._executor.shutdown(wait=True)
 
     async def _collect(self) -> None:
@@ -189,11 +188,15 @@ class Batcher:
                 self._dispatch(loop, jobs)
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
-        """Run a batch on a free instance; _finish frees it."""
+        """Run a batch on a free instance; _finish frees it.
+
+        The worker schedules _finish itself: one pass of the loop after the batch is done,
+        where an asyncio future wrapped around the pool's would take two.
+        """
         self._free -= 1
-        fut = loop.run_in_executor(self._executor, self._execute, jobs)
-        self._inflight.add(fut)
-        fut.add_done_callback(functools.partial(self._finish, jobs))
+        done = self._executor.submit(self._execute, jobs)
+        self._inflight.add(done)
+        done.add_done_callback(lambda fut: loop.call_soon_threadsafe(self._finish, loop, jobs, fut))
 
     async def _wait_for_company(self, loop: asyncio.AbstractEventLoop) -> None:
         deadline = self._queue[0].deadline
@@ -282,11 +285,20 @@ class Batcher:
         times = ExecutionTimes(total, t1 - t0, t2 - t1, t3 - t2)
         return [_Outcome(r, t0 - j.enqueued_ns, times) for r, j in zip(results, jobs, strict=True)], [times]
 
-    def _finish(self, jobs: list[_Job], fut: asyncio.Future[_Executed]) -> None:
-        """Event loop thread: free the instance, then answer."""
+    def _finish(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job], fut: Future[_Executed]) -> None:
+        """Event loop thread: free the instance, give it the next batch, then answer.
+
+        The next batch goes first when nothing is left to wait for: the model computes
+        while this thread writes the answers, instead of after.
+        """
         self._inflight.discard(fut)
         self._free += 1
         self._freed.set()
+        if self._queue and (self._closing or self._max_batch == 0 or self._delay_s == 0
+                            or self._queued_items >= self._max_batch or loop.time() >= self._queue[0].deadline):
+            jobs_next = self._take()
+            if jobs_next:
+                self._dispatch(loop, jobs_next)
         try:
             executed = fut.result()
         except BaseException as err:  # noqa: BLE001 - the pool itself failed
