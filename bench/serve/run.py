@@ -4,7 +4,9 @@
 
 Same models (the real paraphrase-MiniLM-L3-v2 at seq 32, the real PP-OCRv6 tiny text
 detector at 1x3x128x128), same tritonclient HTTP load (concurrency 1 and 8, bounded
-request counts) against each server, plus raw `session.run` in a process of its own.
+request counts) against each server, plus raw `session.run` in a process of its own and
+a "floor" server (peers/floor_server.py: session.run inline in one aiohttp handler, no
+checks) that bounds what any Python HTTP server reaches with this client here.
 Reports p50/p99 latency, throughput and peak server RSS, and checks Edgewise's targets:
 at concurrency 1 its p50 overhead over raw is at most a third of the better peer's, and
 at concurrency 8 its throughput is at least 0.9x raw.
