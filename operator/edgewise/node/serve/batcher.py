@@ -118,10 +118,12 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = loop.time()
         job = _Job(inputs, batch, outputs, reply, time.perf_counter_ns(), now + self._delay_s)
-        busy = bool(self._queue) or self._free < self._instances
-        if busy or self._after_inline not in (None, client):
+        # Waited behind a run on the loop: queue it with the others that did, to merge them.
+        waited = self._after_inline not in (None, client)
+        if waited or self._queue or self._free < self._instances:
             self._overlap_at = now
-        elif self._max_batch == 0 or self._delay_s == 0 or batch >= self._max_batch:
+        if not waited and not self._queue and self._free > 0 and (
+                self._max_batch == 0 or self._delay_s == 0 or batch >= self._max_batch):
             # Nothing to wait for and an instance is free: skip the collector's hop, and the
             # pool's too when the server has been answering one request at a time.
             if self._inline_ok(now):
