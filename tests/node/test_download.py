@@ -10,7 +10,7 @@ import pytest
 from cache_support import SourceServer, free_port, sha256
 
 from edgewise.node import download as dl
-from edgewise.node.cache import Writer
+from edgewise.node.cache import DigestMismatch, Writer
 
 DATA = bytes(range(256)) * 4096  # 1 MiB, so a cut lands mid-body
 
@@ -106,6 +106,6 @@ def test_download_file_publishes_only_matching_bytes(source: SourceServer, tmp_p
     dl.download_file(source.url("/f"), good, sha256(DATA))
     assert good.read_bytes() == DATA
     bad = tmp_path / "bad.bin"
-    with pytest.raises(dl.DigestMismatchError, match="expected " + "0" * 64):
+    with pytest.raises(DigestMismatch, match="expected sha256 " + "0" * 64):
         dl.download_file(source.url("/f"), bad, "0" * 64)
     assert list(tmp_path.glob("bad.bin*")) == []  # neither the file nor a .part is left

@@ -24,6 +24,7 @@ from edgewise.core import names
 from edgewise.core.analysis import Outcome, Verdict
 from edgewise.core.buckets import cohort, threshold
 from edgewise.core.durations import iso, parse_time, seconds
+from edgewise.core.events import Event
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,9 @@ class ClassObservation:
 
 
 @dataclass(frozen=True)
-class RolloutEvent:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
 class Decision:
     state: ClassRollout
-    events: tuple[RolloutEvent, ...] = ()
+    events: tuple[Event, ...] = ()
     stage: tuple[int, int] | None = None  # bucket range [from, to) whose nodes should prefetch the canary
     requeue_after: float | None = None  # seconds until something is due (pause end, next analysis)
     failed: bool = False  # the canary was rolled back because it regressed (for AllOrNothing)
@@ -76,14 +70,14 @@ class _Run:
     """Mutable scratch of one `step` call; the result is frozen into a Decision."""
 
     s: ClassRollout
-    events: list[RolloutEvent] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     stage: tuple[int, int] | None = None
     requeue: list[float] = field(default_factory=list)
     failed: bool = False
     finished: str = ""
 
     def event(self, type_: str, reason: str, message: str) -> None:
-        self.events.append(RolloutEvent(type_, reason, message))
+        self.events.append(Event(type_, reason, message))
 
     def update(self, **changes: object) -> None:
         self.s = self.s.model_copy(update=changes)

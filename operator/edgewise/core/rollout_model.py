@@ -17,10 +17,11 @@ from edgewise.api.rollout_status import HISTORY_LIMIT, AnalysisRecord, ClassRoll
 from edgewise.core import names
 from edgewise.core.buckets import bucket_of
 from edgewise.core.durations import seconds
+from edgewise.core.events import Event
 from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.placement import Placement, place, revision
 from edgewise.core.plan import ClassPlan, ModelPlan
-from edgewise.core.rollout import ClassObservation, Decision, RolloutEvent, analysis_due, iso, roll_back_all, step
+from edgewise.core.rollout import ClassObservation, Decision, analysis_due, iso, roll_back_all, step
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class StageRequest:
 class ModelRollout:
     status: RolloutStatus
     placement: Placement
-    events: tuple[RolloutEvent, ...] = ()
+    events: tuple[Event, ...] = ()
     requeue_after: float | None = None
     stage: tuple[StageRequest, ...] = field(default=())
 

@@ -28,16 +28,10 @@ from edgewise.api.status import (
 )
 from edgewise.core import names
 from edgewise.core.durations import iso, parse_time, seconds
+from edgewise.core.events import Event
 from edgewise.core.observed import Workload
 from edgewise.core.plan import ClassPlan, ModelPlan
 from edgewise.core.selector import class_term
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)

@@ -194,10 +194,6 @@ def download(
             sleep(delays[attempt])
 
 
-class DigestMismatchError(PermanentError):
-    """The bytes arrived whole but are not the ones the digest names."""
-
-
 def download_file(uri: str, dest: Path, sha256: str = "", *, attempts: int = 4, timeout: float = 30.0) -> None:
     """`uri` into the file `dest`, with retries; `dest` exists only if the bytes match `sha256` (when given)."""
     part = dest.with_name(dest.name + ".part")
@@ -205,8 +201,8 @@ def download_file(uri: str, dest: Path, sha256: str = "", *, attempts: int = 4, 
     try:
         download(uri, writer, attempts=attempts, timeout=timeout)
         writer.finish()
-        if sha256 and writer.hexdigest() != sha256:
-            raise DigestMismatchError(f"{uri}: sha256 is {writer.hexdigest()}, expected {sha256}")
+        if sha256:
+            writer.check_digest(sha256)  # DigestMismatch: the bytes arrived whole but are not the named ones
         part.rename(dest)
     finally:
         writer.abort()

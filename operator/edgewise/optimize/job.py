@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from edgewise import contract
-from edgewise.node.download import DigestMismatchError, DownloadError, download_file
+from edgewise.node.cache import DigestMismatch
+from edgewise.node.download import DownloadError, download_file
 from edgewise.optimize.errors import OptimizeError
 from edgewise.optimize.gates import AccuracyGate
 from edgewise.optimize.pipeline import Options, optimize
@@ -38,7 +39,7 @@ def run(job_dir: Path) -> dict[str, Any]:
         if spec.get("calibration"):
             calibration = job_dir / "calibration.npz"
             download_file(spec["calibration"]["uri"], calibration, spec["calibration"].get("sha256", ""))
-    except DigestMismatchError as err:
+    except DigestMismatch as err:
         return {"outcome": "DigestMismatch", "message": f"{err}; nothing was optimized or deployed"}
     except (DownloadError, OSError) as err:
         return {"outcome": "SourceUnavailable", "message": str(err)}
