@@ -27,7 +27,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -77,18 +76,6 @@ def ppocr_det() -> Workload:
 
 
 # --- processes ------------------------------------------------------------------------------------
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free ports (all held at once while binding, unlike n calls of processes.free_port)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
 
 def _tree(pid: int) -> list[int]:
     """pid and its descendants (MLServer runs inference in worker processes)."""
@@ -158,7 +145,7 @@ def edgewise_target(threads: int, max_batch: int, delay_us: int, instances: int 
         link = model_dir / "1" / "model.onnx"
         link.unlink(missing_ok=True)
         link.symlink_to(wl.path)
-        grpc_port, metrics_port = free_ports(2)
+        grpc_port, metrics_port = processes.free_ports(2)
         cmd = [sys.executable, "-m", "edgewise", "serve", "--model-dir", str(model_dir),
                "--model-name", wl.name, "--host", "127.0.0.1", "--http-port", str(port),
                "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), "--threads", str(threads),
@@ -216,7 +203,7 @@ def mlserver_target(threads: int, parallel_workers: int) -> Target:
         shutil.rmtree(root, ignore_errors=True)
         model_dir.mkdir(parents=True)
         shutil.copy(HERE / "peers" / "mlserver_runtime.py", model_dir)
-        grpc_port, metrics_port = free_ports(2)
+        grpc_port, metrics_port = processes.free_ports(2)
         (root / "settings.json").write_text(json.dumps({
             "http_port": port, "grpc_port": grpc_port, "metrics_port": metrics_port, "host": "127.0.0.1",
             "parallel_workers": parallel_workers, "debug": False,

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import tritonclient.http.aio as aioclient
 
 from edgewise.analysis.provider import AnalysisTarget, GoldenInputs, PodEndpoint
 from edgewise.core.analysis import Thresholds
+from edgewise.devcluster.processes import free_ports
 
 MODEL_NAME = "detector"
 READY_TIMEOUT_S = 180  # the machine may be busy compiling; loading is usually ~2 s
@@ -36,20 +36,6 @@ READY_TIMEOUT_S = 180  # the machine may be busy compiling; loading is usually ~
 # canary's p95 over a few seconds can wobble by several milliseconds; the slow model adds ~40.
 LIMITS = Thresholds(max_error_rate=0.01, max_p95_latency_ms=5000, max_latency_increase_percent=100,
                     latency_noise_ms=10.0, min_requests=20, min_golden_cosine=0.99)
-
-
-def free_ports(ip: str, n: int) -> list[int]:
-    """n distinct ports free on `ip`, held together while picked."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind((ip, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass
@@ -66,7 +52,7 @@ class Pod:
 
     def start(self) -> Pod:
         if not self.ports:
-            self.ports = free_ports(self.ip, 3)
+            self.ports = free_ports(3, self.ip)
         self.starts += 1
         log = open(self.log_dir / f"{self.name}.{self.starts}.log", "wb")  # noqa: SIM115 - owned by proc
         http, grpc, metrics = self.ports

@@ -18,7 +18,7 @@ from pathlib import Path
 import analysis_models as models
 import pytest
 import yaml
-from analysis_support import MODEL_NAME, Fleet, Pod, PrometheusServer, free_ports, start_all
+from analysis_support import MODEL_NAME, Fleet, Pod, PrometheusServer, start_all
 
 from edgewise.devcluster import processes
 
@@ -85,7 +85,7 @@ def prometheus(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     stable = [(p, "1") for p in fleet.stable]
     config = scrape_config({"good": [*stable, (fleet.good, "2")], "slow": [*stable, (fleet.slow, "2")]})
     (root / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_ports("127.0.0.1", 1)[0]
+    port = processes.free_port()
     proc = processes.start(
         "prometheus",
         [PROMETHEUS, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",

@@ -6,12 +6,13 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
-from analysis_support import LIMITS, MODEL_NAME, Fleet, free_ports, target
+from analysis_support import LIMITS, MODEL_NAME, Fleet, target
 
 from edgewise.analysis.golden import GoldenChecker
 from edgewise.analysis.provider import GoldenInputs, PodEndpoint
 from edgewise.analysis.runtime import RuntimeProvider
 from edgewise.core.analysis import CohortMetrics, GoldenResult, Measurement, Outcome, judge
+from edgewise.devcluster.processes import free_port
 
 
 def check(golden: Path, canary: list[PodEndpoint], stable: list[PodEndpoint]) -> GoldenResult:
@@ -44,7 +45,7 @@ def test_inputs_every_revision_refuses_are_the_files_fault(fleet: Fleet, tmp_pat
 
 def test_unreachable_canary_or_unreadable_file_is_no_evidence(fleet: Fleet, golden_npz: dict[str, Path],
                                                                tmp_path: Path):
-    nobody = PodEndpoint("gone", "uid-gone", "127.0.0.1", http_port=free_ports("127.0.0.1", 1)[0])
+    nobody = PodEndpoint("gone", "uid-gone", "127.0.0.1", http_port=free_port())
     got = check(golden_npz["inputs"], [nobody], [fleet.stable[0].endpoint()])
     assert not got.canary_error and (got.error or "").startswith("no canary pod answered: gone: ")
     got = check(golden_npz["inputs"], [fleet.good.endpoint()], [nobody])

@@ -11,11 +11,12 @@ import time
 import urllib.request
 
 import pytest
-from analysis_support import LIMITS, MODEL_NAME, Fleet, PrometheusServer, free_ports, target, traffic
+from analysis_support import LIMITS, MODEL_NAME, Fleet, PrometheusServer, target, traffic
 
 from edgewise.analysis.prometheus import PrometheusError, PrometheusProvider
 from edgewise.analysis.runtime import parse_metrics
 from edgewise.core.analysis import Outcome, histogram_quantile, judge
+from edgewise.devcluster.processes import free_port
 
 
 def wait_scraped_after(prom: PrometheusServer, wall: float, timeout: float = 30) -> None:
@@ -83,7 +84,7 @@ def test_empty_cohort_is_inconclusive_and_broken_queries_raise(prometheus: Prome
     with pytest.raises(PrometheusError, match="bad_data"):
         asyncio.run(broken.measure(target("good", interval_s=30)))
 
-    nobody = PrometheusProvider(f"http://127.0.0.1:{free_ports('127.0.0.1', 1)[0]}")
+    nobody = PrometheusProvider(f"http://127.0.0.1:{free_port()}")
     assert not asyncio.run(nobody.is_online())
     with pytest.raises(PrometheusError, match="querying"):
         asyncio.run(nobody.measure(target("good", interval_s=30)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,21 +22,9 @@ from typing import Any
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from edgewise.devcluster.processes import free_ports
+
 READY_TIMEOUT_S = 180  # the CI machine may be busy compiling; loading is usually ~2 s
-
-
-def free_ports(n: int) -> list[int]:
-    """Ports the kernel picked as free; held together so the n are distinct."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class ServeProcess:

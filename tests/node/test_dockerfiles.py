@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from cache_support import REPO, free_port, http, sha256
 from onnx_models_fetch import mlp
-from serve_helpers import free_ports
 
+from edgewise.devcluster.processes import free_ports
 from helpers import wait_for
 
 IMAGES = REPO / "runtime-images"
