@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 # Go-style durations as Kubernetes users write them ("90s", "10m", "1h30m").
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+# One part of a Go-style duration: (number)(fraction)(unit); core.durations parses with it.
+DURATION_PART = r"([0-9]+(\.[0-9]+)?)(ms|s|m|h)"
+DURATION_PATTERN = rf"^({DURATION_PART})+$"
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
 
 # RFC 1123 DNS label, the shape of names that end up inside object names and label values.

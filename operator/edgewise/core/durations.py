@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+from edgewise.api.base import DURATION_PART
+
+_PART = re.compile(DURATION_PART)  # the grammar the CRD validates, so both agree
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -15,7 +17,7 @@ def seconds(text: str) -> float:
     for match in _PART.finditer(text):
         if match.start() != pos:
             break
-        total += float(match.group(1)) * _UNIT[match.group(2)]
+        total += float(match.group(1)) * _UNIT[match.group(3)]
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(f"not a duration: {text!r} (e.g. 90s, 10m, 1h30m)")
