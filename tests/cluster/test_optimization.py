@@ -252,7 +252,18 @@ def test_run_in_job_optimizes_in_a_kubernetes_job_whose_pod_uploads_the_artifact
     assert container["command"] == ["edgewise"] and container["args"][0] == "optimize-job"
     assert container["resources"]["limits"]["memory"] == "3Gi"
     assert container["securityContext"]["runAsNonRoot"] and pod_spec["automountServiceAccountToken"] is False
-    assert "as a Kubernetes Job" in store_operator.log()
+    # The operator logs once its start() returned, a moment after the Job became visible.
+    wait_for(lambda: "as a Kubernetes Job" in store_operator.log(), 30, "the operator's log of the Job")
+    # The upload token is not in the Job: it is in a Secret the Job owns.
+    token_env = next(e for e in container["env"] if e["name"] == "EDGEWISE_UPLOAD_TOKEN")
+    assert "value" not in token_env and token_env["valueFrom"]["secretKeyRef"]["name"] == job["metadata"]["name"]
+
+    def owned_secret() -> dict[str, Any] | None:
+        secret = get(cluster, "secret", job["metadata"]["name"], "-n", ns)
+        owners = secret["metadata"].get("ownerReferences") or []
+        return secret if [o["uid"] for o in owners] == [job["metadata"]["uid"]] else None
+
+    wait_for(owned_secret, 30, "the token Secret owned by the Job")
 
     # The operator restarts while its Job waits: the new one adopts the Job (and its token) instead of
     # starting another, and takes the upload.
@@ -270,8 +281,10 @@ def test_run_in_job_optimizes_in_a_kubernetes_job_whose_pod_uploads_the_artifact
         pod_logs = list((tmp_path / "pods" / ns).rglob("optimize.log"))
         assert pod_logs and '"outcome": "Optimized"' in pod_logs[0].read_text(), [p.read_text() for p in pod_logs]
         assert not runner.running() or all(p.error == "" for p in runner.running().values())
-    # Done: the operator deletes its Job.
+    # Done: the operator deletes its Job, and the token's Secret.
     wait_for(lambda: not get(cluster, "jobs", "-n", ns)["items"], 60, "the Job deleted")
+    wait_for(lambda: not get(cluster, "secrets", "-n", ns, "-l", "edgewise.io/optimization-job")["items"], 60,
+             "the token Secret deleted")
 
 
 def test_uploads_need_the_jobs_token(store_operator: Operator) -> None:

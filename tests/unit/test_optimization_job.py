@@ -8,7 +8,7 @@ from edgewise import contract
 from edgewise.api.profile import HardwareClass
 from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
-from edgewise.core.optimization import job_manifest, job_spec
+from edgewise.core.optimization import job_manifest, job_spec, token_secret_manifest
 
 CPU = HardwareClass.model_validate({"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"},
                                     "runtime": "onnxruntime", "precision": "int8"})
@@ -35,7 +35,7 @@ def test_the_job_runs_the_spec_restricted_and_uploads_to_the_store() -> None:
                                 image_registry="mirror.local", optimize_timeout_seconds=900)
     spec = job_spec(_model(runIn="Job", jobMemory="6Gi"), CPU, [])
     assert spec
-    job = job_manifest(spec, settings, token="t0k", who="ns/m")
+    job = job_manifest(spec, settings, who="ns/m")
     assert job["metadata"]["namespace"] == "edgewise-system" and spec.key in job["metadata"]["name"]
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 900
     pod = job["spec"]["template"]["spec"]
@@ -44,8 +44,13 @@ def test_the_job_runs_the_spec_restricted_and_uploads_to_the_store() -> None:
     assert c["image"].startswith("mirror.local/edgewise/operator:")
     assert c["args"] == ["optimize-job", "--work", contract.JOB_WORK_DIR, "--upload",
                          f"http://store.edgewise-system:8090/uploads/{spec.key}"]
-    env = {e["name"]: e["value"] for e in c["env"]}
-    assert json.loads(env[contract.JOB_SPEC_ENV]) == spec.body and env[contract.JOB_TOKEN_ENV] == "t0k"
+    env = {e["name"]: e.get("value") or e["valueFrom"] for e in c["env"]}
+    assert json.loads(env[contract.JOB_SPEC_ENV]) == spec.body
+    # The token is not in the Job: its pod reads it from the Secret of the same name.
+    assert env[contract.JOB_TOKEN_ENV] == {"secretKeyRef": {"name": job["metadata"]["name"], "key": "token"}}
+    secret = token_secret_manifest(spec, settings, "t0k")
+    assert secret["kind"] == "Secret" and secret["stringData"] == {"token": "t0k"}
+    assert secret["metadata"]["name"] == job["metadata"]["name"] and "t0k" not in json.dumps(job)
     assert c["resources"]["limits"]["memory"] == c["resources"]["requests"]["memory"] == "6144Mi"
     sc = c["securityContext"]
     assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and sc["capabilities"] == {"drop": ["ALL"]}
@@ -54,5 +59,5 @@ def test_the_job_runs_the_spec_restricted_and_uploads_to_the_store() -> None:
 def test_without_job_memory_the_job_gets_the_operators_limit() -> None:
     spec = job_spec(_model(runIn="Job"), CPU, [])
     assert spec
-    job = job_manifest(spec, OperatorSettings(optimize_memory_mib=3000), token="t", who="ns/m")
+    job = job_manifest(spec, OperatorSettings(optimize_memory_mib=3000), who="ns/m")
     assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "3000Mi"

@@ -8,6 +8,7 @@ writes them itself; a Job's pod uploads them to the operator's store (artifacts/
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import resource
@@ -20,9 +21,8 @@ from pathlib import Path
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from edgewise import contract
 from edgewise.api.settings import OperatorSettings
-from edgewise.core.optimization import JobSpec, job_manifest, job_name
+from edgewise.core.optimization import TOKEN_KEY, JobSpec, job_manifest, job_name, token_secret_manifest
 
 log = logging.getLogger("edgewise.artifacts")
 
@@ -80,27 +80,46 @@ class ProcessRunner:
 
 
 class KubeJobRunner:
-    """A Kubernetes Job in the operator's namespace; its pod uploads the results with a per-job token."""
+    """A Kubernetes Job in the operator's namespace; its pod uploads the results with a per-job token.
+
+    The token lives in a Secret of the Job's name, owned by the Job (so it goes when the Job
+    goes); the Job's spec only refers to it.
+    """
 
     def __init__(self, settings: OperatorSettings, api: client.ApiClient) -> None:
         self.settings = settings
         self.batch = client.BatchV1Api(api)
+        self.core = client.CoreV1Api(api)
         self.tokens: dict[str, str] = {}
 
     def start(self, spec: JobSpec, job_dir: Path, who: str) -> None:
-        token = secrets.token_urlsafe(32)
-        body = job_manifest(spec, self.settings, token, who)
+        ns, name = self.settings.namespace, job_name(spec.key)
+        token = self._token_secret(spec)
         try:
-            self.batch.create_namespaced_job(self.settings.namespace, body)
+            job = self.batch.create_namespaced_job(ns, job_manifest(spec, self.settings, who))
         except ApiException as err:
             if err.status != 409:
                 raise
-            # A Job from before an operator restart: adopt it and its token, don't start another.
-            job = self.batch.read_namespaced_job(job_name(spec.key), self.settings.namespace)
-            env = job.spec.template.spec.containers[0].env or []
-            token = next((e.value for e in env if e.name == contract.JOB_TOKEN_ENV), token)
-            log.info("adopted optimization Job %s", job_name(spec.key))
+            # A Job from before an operator restart: adopt it (its token is in the Secret read
+            # above), don't start another.
+            job = self.batch.read_namespaced_job(name, ns)
+            log.info("adopted optimization Job %s", name)
+        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job.metadata.uid}
+        self.core.patch_namespaced_secret(name, ns, {"metadata": {"ownerReferences": [owner]}})
         self.tokens[spec.key] = token
+
+    def _token_secret(self, spec: JobSpec) -> str:
+        """Create the Job's token Secret, or read the one a previous operator created."""
+        ns, name = self.settings.namespace, job_name(spec.key)
+        token = secrets.token_urlsafe(32)
+        try:
+            self.core.create_namespaced_secret(ns, token_secret_manifest(spec, self.settings, token))
+            return token
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        existing = self.core.read_namespaced_secret(name, ns)
+        return base64.b64decode((existing.data or {})[TOKEN_KEY]).decode()
 
     def poll(self, key: str, job_dir: Path) -> Ended | None:
         try:
@@ -120,12 +139,15 @@ class KubeJobRunner:
 
     def stop(self, key: str) -> None:
         self.tokens.pop(key, None)
-        try:
-            self.batch.delete_namespaced_job(job_name(key), self.settings.namespace,
-                                             propagation_policy="Background")
-        except ApiException as err:
-            if err.status != 404:
-                raise
+        # The Secret would go with the Job (its owner); deleting it too does not wait for that.
+        for delete in (lambda: self.batch.delete_namespaced_job(job_name(key), self.settings.namespace,
+                                                                propagation_policy="Background"),
+                       lambda: self.core.delete_namespaced_secret(job_name(key), self.settings.namespace)):
+            try:
+                delete()
+            except ApiException as err:
+                if err.status != 404:
+                    raise
 
     def upload_token(self, key: str) -> str:
         return self.tokens.get(key, "")

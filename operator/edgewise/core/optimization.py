@@ -80,13 +80,28 @@ def job_name(key: str) -> str:
     return f"edgewise-optimize-{key}"
 
 
-def job_manifest(spec: JobSpec, settings: OperatorSettings, token: str, who: str) -> dict[str, Any]:
+TOKEN_KEY = "token"  # the key of the upload token in the Job's Secret
+
+
+def token_secret_manifest(spec: JobSpec, settings: OperatorSettings, token: str) -> dict[str, Any]:
+    """The Secret holding a Job's upload token: the Job's spec (readable by more people than
+    Secrets usually are) only names it. Once the Job exists, it owns the Secret."""
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": job_name(spec.key), "namespace": settings.namespace,
+                     "labels": {JOB_LABEL: spec.key, names.PART_OF: "edgewise", names.COMPONENT: "optimizer"}},
+        "stringData": {TOKEN_KEY: token},
+    }
+
+
+def job_manifest(spec: JobSpec, settings: OperatorSettings, who: str) -> dict[str, Any]:
     """The Kubernetes Job that runs `spec` in the operator's namespace (runIn: Job).
 
     Its pod needs no API access and no volume but scratch space: it downloads the source,
     optimizes, and uploads the artifact and the report to the operator's store, which is
-    where the operator learns the outcome. The Job does not retry by itself (the operator
-    retries passing failures with its own backoff) and is deleted an hour after it finished.
+    where the operator learns the outcome; the upload token comes from the Secret of the
+    same name. The Job does not retry by itself (the operator retries passing failures with
+    its own backoff) and is deleted an hour after it finished.
     """
     memory = f"{spec.memory_mib or settings.optimize_memory_mib}Mi"
     upload = settings.artifact_url.rstrip("/") + contract.JOB_UPLOAD_PATH.format(key=spec.key, part="").rstrip("/")
@@ -113,7 +128,8 @@ def job_manifest(spec: JobSpec, settings: OperatorSettings, token: str, who: str
                         "command": ["edgewise"],
                         "args": ["optimize-job", "--work", contract.JOB_WORK_DIR, "--upload", upload],
                         "env": [{"name": contract.JOB_SPEC_ENV, "value": json.dumps(spec.body, sort_keys=True)},
-                                {"name": contract.JOB_TOKEN_ENV, "value": token}],
+                                {"name": contract.JOB_TOKEN_ENV, "valueFrom": {"secretKeyRef": {
+                                    "name": job_name(spec.key), "key": TOKEN_KEY}}}],
                         "resources": {"requests": {"cpu": "1", "memory": memory}, "limits": {"memory": memory}},
                         "securityContext": container_security(uid),
                         "volumeMounts": [{"name": "work", "mountPath": contract.JOB_WORK_DIR},

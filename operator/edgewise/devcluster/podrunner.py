@@ -21,6 +21,8 @@ not load it.)
 
 from __future__ import annotations
 
+import base64
+import functools
 import logging
 import os
 import re
@@ -28,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,8 +76,10 @@ def _expand(value: str, env: dict[str, str]) -> str:
     return _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), value)
 
 
-def container_env(container: dict[str, Any], pod: dict[str, Any]) -> dict[str, str]:
-    """env of the container, with the downward API fields Edgewise uses resolved from the pod."""
+def container_env(container: dict[str, Any], pod: dict[str, Any],
+                  secret: Callable[[str, str], str] | None = None) -> dict[str, str]:
+    """env of the container, with the downward API fields Edgewise uses resolved from the pod,
+    and Secret keys through `secret(name, key)`."""
     fields = {
         "status.hostIP": pod["status"].get("hostIP", ""),
         "status.podIP": pod["status"].get("podIP", ""),
@@ -88,6 +93,8 @@ def container_env(container: dict[str, Any], pod: dict[str, Any]) -> dict[str, s
             env[item["name"]] = _expand(str(item["value"]), env)
         elif (ref := (item.get("valueFrom") or {}).get("fieldRef")) and ref.get("fieldPath") in fields:
             env[item["name"]] = fields[ref["fieldPath"]]
+        elif (ref := (item.get("valueFrom") or {}).get("secretKeyRef")) and secret is not None:
+            env[item["name"]] = secret(ref["name"], ref["key"])
     return env
 
 
@@ -245,12 +252,16 @@ class PodRunner:
 
     def _argv(self, container: dict[str, Any], pod: dict[str, Any], volumes: dict[str, Path]
               ) -> tuple[list[str], dict[str, str]]:
-        env = container_env(container, pod)
+        env = container_env(container, pod, functools.partial(self._secret, pod["metadata"]["namespace"]))
         mounts = {m["mountPath"]: volumes[m["name"]] for m in container.get("volumeMounts") or []
                   if m["name"] in volumes}
         argv = local_argv(container, env, self.python)
         # Only the container's own arguments name paths inside the pod; the interpreter is ours.
         return argv[:3] + map_paths(argv[3:], mounts), env
+
+    def _secret(self, namespace: str, name: str, key: str) -> str:
+        secret = self.core.read_namespaced_secret(name, namespace)
+        return base64.b64decode((secret.data or {})[key]).decode()
 
     def _stop_pod(self, uid: str) -> None:
         proc = self.pods.pop(uid)
