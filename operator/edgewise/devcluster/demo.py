@@ -64,9 +64,14 @@ def run() -> int:
 
 
 def _examples(cluster: DevCluster, root: Path) -> None:
+    examples = root / "examples"
     _say("kubectl apply -f examples/  (a DeploymentProfile with three classes, and two EdgeModels)")
-    print(cluster.kubectl("apply", "-f", str(root / "examples")).stdout.rstrip())
+    # The text embedder second: each Orin has one GPU and the story below wants the defect
+    # detector on it (applied together, whichever model's pods are scheduled first win it).
+    first = [examples / f for f in ("00-namespace.yaml", "factory-floor-profile.yaml", "defect-detector.yaml")]
+    print(cluster.kubectl("apply", *(a for f in first for a in ("-f", str(f)))).stdout.rstrip())
     _wait(lambda: _phase(cluster, "vision", "defect-detector") == "Ready", 60, "defect-detector Ready")
+    print(cluster.kubectl("apply", "-f", str(examples)).stdout.rstrip())
     print(cluster.kubectl("get", "edgemodels", "-A").stdout.rstrip())
     print(cluster.kubectl("get", "daemonsets", "-n", "vision", "-o", "wide").stdout.rstrip())
     print("  (text-embedder's Orin pods wait for a GPU: defect-detector holds the one GPU of each Orin;"
