@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -218,3 +219,24 @@ def test_percent_encoded_model_name_is_decoded(server: ServeProcess) -> None:
         assert reader.response()[0] == 200
         sock.sendall(request("/v2/models/other%20model/ready"))
         assert reader.response()[0] == 400
+
+
+def test_silent_connections_are_closed_after_the_idle_timeout(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = tmp_path_factory.mktemp("idle")
+    serve_models.mlp(root / "mlp" / "model.onnx")
+    with serving(root / "mlp", "mlp", root / "mlp.log", "--http-idle-timeout", "1") as s:
+        idle, idle_reader = connect(s)
+        stalled, stalled_reader = connect(s)
+        with idle, stalled:
+            idle.sendall(request("/v2/health/ready"))
+            assert idle_reader.response()[0] == 200  # then nothing: an idle keep-alive connection
+            stalled.sendall(request("/v2/models/mlp/infer", infer_body())[:-10])  # half a request
+            started = time.monotonic()
+            assert idle_reader.closed() and stalled_reader.closed()
+            assert time.monotonic() - started < 10  # closed by the timeout, not by the reader's own
+        busy, reader = connect(s)
+        with busy:  # a connection that keeps talking stays open
+            for _ in range(4):
+                busy.sendall(request("/v2/health/live"))
+                assert reader.response()[0] == 200
+                time.sleep(0.5)

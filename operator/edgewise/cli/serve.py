@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="larger request bodies get 413 / RESOURCE_EXHAUSTED")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds to finish in-flight requests after SIGTERM")
+    p.add_argument("--http-idle-timeout", type=float, default=75.0, metavar="S",
+                   help="close an HTTP connection silent for S seconds while no answer is due "
+                        "(idle keep-alive, or a request stalled halfway)")
     p.add_argument("--ort-spinning", action="store_true",
                    help="let ONNX Runtime's intra-op threads spin between runs (faster alone, "
                         "but steals CPU from request handling and neighbours)")
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
         threads=args.threads, instances=args.instances, max_batch_size=args.max_batch_size,
         max_queue_delay_us=args.max_queue_delay_us, max_request_bytes=args.max_request_bytes,
-        drain_timeout_s=args.drain_timeout, spinning=args.ort_spinning, spin_us=args.ort_spin_us,
+        drain_timeout_s=args.drain_timeout, http_idle_timeout_s=args.http_idle_timeout,
+        spinning=args.ort_spinning, spin_us=args.ort_spin_us,
     )
     try:
         return asyncio.run(serve(cfg))

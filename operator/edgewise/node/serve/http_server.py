@@ -11,8 +11,10 @@ written in the same callback, with no task and no extra pass of the event loop.
 What it does of HTTP/1.1: keep-alive (and `Connection: close`, HTTP/1.0), pipelined requests
 answered in order, chunked request bodies, `Expect: 100-continue`, gzip/deflate request
 bodies, limits on the body (413, before reading it when Content-Length says so) and on the
-header block (431), 400 and close on bytes that are not HTTP. Graceful shutdown: stop
-accepting, close idle connections, let in-flight requests answer, then close the rest.
+header block (431), 400 and close on bytes that are not HTTP; a connection that sends nothing
+for the idle timeout while no answer is due (an idle keep-alive, a request stalled halfway)
+is closed. Graceful shutdown: stop accepting, close idle connections, let in-flight requests
+answer, then close the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 * 1024
 PIPELINE_DEPTH = 8  # parsed requests a connection may queue before reading pauses
+IDLE_TIMEOUT_S = 75.0  # as aiohttp's keep-alive: a silent connection not waiting for an answer is closed
 
 
 @dataclass
@@ -141,6 +145,7 @@ class _Connection(asyncio.Protocol):
         self.current: _Exchange | None = None  # the request being answered
         self.dispatching = False
         self.closing = False
+        self.last_data = time.monotonic()  # when the last bytes arrived
         self._reset()
 
     def _reset(self) -> None:
@@ -165,6 +170,7 @@ class _Connection(asyncio.Protocol):
         self.server.connection_closed()
 
     def data_received(self, data: bytes) -> None:
+        self.last_data = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -274,24 +280,39 @@ class _Connection(asyncio.Protocol):
         self._write(error_response(err.status, err.message), keep_alive=False)
         self.closing = True
 
-    def close_if_idle(self) -> None:
+    def close_if_idle(self, silent_since: float | None = None) -> None:
+        """Close unless an answer is due; with `silent_since`, only if nothing arrived after it."""
+        if silent_since is not None and self.last_data > silent_since:
+            return
         if self.current is None and not self.pending and self.transport is not None:
             self.closing = True
             self.transport.close()
 
 
 class HttpServer:
-    def __init__(self, handler: Handler, max_body_bytes: int) -> None:
+    def __init__(self, handler: Handler, max_body_bytes: int, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         self.handler = handler
         self.max_body_bytes = max_body_bytes
+        self.idle_timeout_s = idle_timeout_s
         self.connections: set[_Connection] = set()
         self.draining = False
         self._server: asyncio.Server | None = None
         self._all_closed: asyncio.Event | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int, backlog: int = 1024) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=backlog)
+        self._sweeper = loop.create_task(self._sweep(), name="http-idle-sweeper")
+
+    async def _sweep(self) -> None:
+        """Close connections silent for the idle timeout (checked a few times per timeout:
+        one timer for the server instead of one per request)."""
+        while True:
+            await asyncio.sleep(min(self.idle_timeout_s / 4, 15.0))
+            silent_since = time.monotonic() - self.idle_timeout_s
+            for conn in list(self.connections):
+                conn.close_if_idle(silent_since)
 
     def connection_closed(self) -> None:
         if self._all_closed is not None and not self.connections:
@@ -300,6 +321,8 @@ class HttpServer:
     async def shutdown(self, timeout: float) -> None:
         """Stop accepting; idle connections close now, busy ones after their answer (or at `timeout`)."""
         self.draining = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         self._all_closed = asyncio.Event()

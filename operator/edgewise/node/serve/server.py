@@ -44,6 +44,7 @@ class ServeConfig:
     max_queue_delay_us: int = 0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     drain_timeout_s: float = 30.0
+    http_idle_timeout_s: float = 75.0
     spinning: bool = False
     spin_us: int = 100  # bounded spinning (implies spinning); 0: as `spinning` says
 
@@ -77,7 +78,8 @@ async def serve(cfg: ServeConfig) -> int:
     def current() -> tuple[str, str, ModelStats] | None:
         return (service.spec.name, service.spec.version, service.stats) if service.spec else None
 
-    http = HttpServer(HttpApi(service, cfg.max_request_bytes).handle, cfg.max_request_bytes)
+    http = HttpServer(HttpApi(service, cfg.max_request_bytes).handle, cfg.max_request_bytes,
+                      cfg.http_idle_timeout_s)
     scrape = web.AppRunner(metrics.metrics_app(current), access_log=None)
     grpc_server = grpc_api.server(service, f"{cfg.host}:{cfg.grpc_port}", cfg.max_request_bytes)
     await scrape.setup()
