@@ -7,8 +7,10 @@ response parser, and Triton's own protobuf messages, not against copies of them.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import threading
 import time
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2
 from edgewise.node.serve import codec, config, dtypes, http_codec, metrics, validate
 from edgewise.node.serve.batcher import INLINE_MAX_S, Batcher
 from edgewise.node.serve.errors import InferError, Status
+from edgewise.node.serve.http_server import HttpError, decompress
 from edgewise.node.serve.model import (
     ModelSpec,
     OnnxModel,
@@ -385,3 +388,17 @@ def test_after_requests_overlap_the_loop_is_left_alone_for_a_while() -> None:
 
     asyncio.run(main())
     assert model.on_loop == [False, True, False, False]
+
+
+def test_request_bodies_inflate_from_gzip_zlib_and_raw_deflate_within_the_limit() -> None:
+    data = b'{"inputs": []}' * 10
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    assert decompress(gzip.compress(data), "gzip", 1000) == data
+    assert decompress(zlib.compress(data), "deflate", 1000) == data  # what tritonclient sends
+    assert decompress(raw.compress(data) + raw.flush(), "Deflate ", 1000) == data
+    with pytest.raises(HttpError) as err:
+        decompress(b"not gzip", "gzip", 1000)
+    assert err.value.status == 400 and "does not inflate" in err.value.message
+    with pytest.raises(HttpError) as err:
+        decompress(gzip.compress(data), "gzip", len(data) - 1)
+    assert err.value.status == 413

@@ -99,19 +99,17 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         return body
     if encoding not in ("gzip", "deflate"):
         raise HttpError(415, f"unsupported Content-Encoding '{encoding}'; send identity, gzip or deflate")
-    # wbits: 16+ for a gzip wrapper; 32+ lets deflate bodies come zlib-wrapped (as tritonclient
-    # sends them) or not.
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else 32 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as err:
-        if encoding == "deflate":
-            try:
-                out = zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, limit + 1)  # raw deflate
-            except zlib.error:
-                raise HttpError(400, f"the {encoding} request body does not inflate: {err}") from None
-        else:
-            raise HttpError(400, f"the {encoding} request body does not inflate: {err}") from None
+    # wbits: 16+ wants a gzip wrapper; 32+ takes a zlib wrapper (what tritonclient sends for
+    # deflate); negative is raw deflate, which some clients send for "deflate" too.
+    tries = [16 + zlib.MAX_WBITS] if encoding == "gzip" else [32 + zlib.MAX_WBITS, -zlib.MAX_WBITS]
+    for wbits in tries:
+        try:
+            out = zlib.decompressobj(wbits).decompress(body, limit + 1)
+            break
+        except zlib.error as err:
+            error = err
+    else:
+        raise HttpError(400, f"the {encoding} request body does not inflate: {error}")
     if len(out) > limit:
         raise HttpError(413, f"request body inflates beyond the limit of {limit} bytes")
     return out
