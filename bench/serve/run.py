@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -113,16 +112,6 @@ def wait_ready(url: str, model: str, proc: subprocess.Popen[bytes], timeout: flo
                     return
         time.sleep(0.2)
     raise RuntimeError(f"not ready after {timeout}s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # --- servers under test ---------------------------------------------------------------------------
@@ -381,7 +370,7 @@ def bench_model(wl: Workload, targets: list[Target], plan: list[tuple[int, int]]
     finally:
         for r in running:
             if r.proc is not None:
-                stop(r.proc)
+                processes.terminate(r.proc)
 
     results = [_median(group) for group in samples.values()]
     for res in results:

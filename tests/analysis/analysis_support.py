@@ -27,6 +27,7 @@ import tritonclient.http.aio as aioclient
 
 from edgewise.analysis.provider import AnalysisTarget, GoldenInputs, PodEndpoint
 from edgewise.core.analysis import Thresholds
+from edgewise.devcluster import processes
 from edgewise.devcluster.processes import free_ports
 
 MODEL_NAME = "detector"
@@ -93,12 +94,7 @@ class Pod:
         if self.proc is None or self.proc.poll() is not None:
             return
         self.resume()  # a stopped process would not see SIGTERM until continued
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(15)
+        processes.terminate(self.proc, grace=15)
 
     def endpoint(self, restarts: int = 0, **kw: object) -> PodEndpoint:
         http, grpc, metrics = self.ports

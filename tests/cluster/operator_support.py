@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from edgewise.api.settings import OperatorSettings
+from edgewise.devcluster import processes
 from edgewise.devcluster.cluster import DevCluster
 from helpers import wait_for
 
@@ -226,13 +227,8 @@ class Operator:
         assert self.proc.poll() is None, self.log()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc:
+            processes.terminate(self.proc)
         self.proc = None
 
     def restart(self) -> None:

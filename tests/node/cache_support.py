@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from edgewise.devcluster import processes
 from edgewise.devcluster.processes import free_port
 from helpers import wait_for
 
@@ -185,13 +186,8 @@ class AgentProcess:
         self.proc.wait(30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
+        if self.proc is not None:
+            processes.terminate(self.proc)
 
     def artifacts(self) -> list[dict[str, Any]]:
         return list(get_json(self.url + "/v1/artifacts")["artifacts"])

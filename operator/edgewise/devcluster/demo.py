@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from edgewise.devcluster import demo_models
+from edgewise.devcluster import demo_models, processes
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.fleet import DEFAULT_FLEET, apply_fleet, parse_fleet, wait_ready
 from edgewise.devcluster.podrunner import PodRunner
@@ -56,8 +56,7 @@ def run() -> int:
         _examples(cluster, root)
         _rollout_story(cluster, root)
     finally:
-        operator.terminate()
-        operator.wait(30)
+        processes.terminate(operator)
     print(f"\nThe cluster keeps running: export KUBECONFIG={cluster.kubeconfig}; `make cluster-down` stops it.")
     print(f"Operator log: {log}")
     return 0

@@ -85,6 +85,17 @@ def stop(proc: Running, grace: float = 10.0) -> None:
             time.sleep(0.1)
 
 
+def terminate(proc: subprocess.Popen[bytes], grace: float = 30.0) -> int:
+    """SIGTERM a child started with Popen, SIGKILL it if it outlives `grace` seconds; its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            return proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait(30)
+
+
 def _reap(pid: int) -> None:
     # When we started the process ourselves it is our child: collect it so it doesn't linger as a zombie.
     try:
