@@ -12,7 +12,7 @@ import pytest
 
 from edgewise import contract
 from edgewise.artifacts.builtin import BackgroundServer, BuiltinStore
-from edgewise.artifacts.store import ArtifactNotFound, DigestMismatch, normalize
+from edgewise.artifacts.store import ArtifactNotFound, DigestMismatch
 from edgewise.node import download
 
 
@@ -75,11 +75,14 @@ def test_get_verifies_and_missing_is_not_found(tmp_path: Path, artifact: tuple[P
     assert not (tmp_path / "out/rotten.onnx").exists()
 
 
-def test_digests_are_validated() -> None:
-    assert normalize("SHA256:" + "A" * 64) == "a" * 64
+def test_digests_are_validated(tmp_path: Path) -> None:
+    store = BuiltinStore(tmp_path / "store", "http://store")
+    assert store.path_of("SHA256:" + "A" * 64) == tmp_path / "store" / "sha256" / ("a" * 64)
     for bad in ("", "abc", "sha512:" + "a" * 64, "../" + "a" * 61):
         with pytest.raises(ValueError, match="not a sha256 digest"):
-            normalize(bad)
+            store.path_of(bad)  # nothing outside the store's directory can be named
+        with pytest.raises(ValueError, match="not a sha256 digest"):
+            store.uri_for(bad)
 
 
 def test_http_serves_bytes_headers_and_annotations(served: tuple[BuiltinStore, BackgroundServer],

@@ -29,7 +29,8 @@ from typing import Protocol
 from aiohttp import web
 
 from edgewise import contract
-from edgewise.artifacts.store import ArtifactNotFound, ArtifactRef, DigestMismatch, normalize, sha256_file
+from edgewise.artifacts.store import ArtifactNotFound, ArtifactRef, DigestMismatch, sha256_file
+from edgewise.node.cache import normalize_digest
 
 ARTIFACT_PATH = "/artifacts/sha256/{hex}"
 
@@ -44,7 +45,7 @@ class BuiltinStore:
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
 
     def path_of(self, digest: str) -> Path:
-        return self.root / "sha256" / normalize(digest)
+        return self.root / "sha256" / normalize_digest(digest)
 
     def put(self, path: Path, annotations: dict[str, str]) -> ArtifactRef:
         fd, tmp_name = tempfile.mkstemp(dir=self.root / "tmp", prefix="put-")
@@ -79,7 +80,7 @@ class BuiltinStore:
             raise ArtifactNotFound(digest) from err
 
     def get(self, digest: str, dest: Path) -> None:
-        want = normalize(digest)
+        want = normalize_digest(digest)
         src = self.path_of(want)
         if not src.exists():
             raise ArtifactNotFound(want)
@@ -96,7 +97,7 @@ class BuiltinStore:
         return self.path_of(digest).exists()
 
     def uri_for(self, digest: str) -> str:
-        return self.base_url + ARTIFACT_PATH.format(hex=normalize(digest))
+        return self.base_url + ARTIFACT_PATH.format(hex=normalize_digest(digest))
 
 
 class Uploads(Protocol):

@@ -19,8 +19,9 @@ import tempfile
 from pathlib import Path
 
 from edgewise import contract
-from edgewise.artifacts.store import ArtifactNotFound, ArtifactRef, normalize, sha256_file
+from edgewise.artifacts.store import ArtifactNotFound, ArtifactRef, sha256_file
 from edgewise.node import oci as node_oci
+from edgewise.node.cache import normalize_digest
 
 ANNOTATION_PREFIX = "io.edgewise."
 TITLE = "model.onnx"
@@ -32,7 +33,7 @@ def _key(name: str) -> str:
 
 
 def tag_for(digest: str) -> str:
-    return f"sha256-{normalize(digest)}"
+    return f"sha256-{normalize_digest(digest)}"
 
 
 class OciStore:
@@ -67,17 +68,18 @@ class OciStore:
         return ArtifactRef(digest=digest, size=size, uri=self.uri_for(digest))
 
     def get(self, digest: str, dest: Path) -> None:
-        if not self.has(digest):
-            raise ArtifactNotFound(normalize(digest))
-        node_oci.pull(self.uri_for(digest), dest, insecure=self.insecure)
+        try:
+            node_oci.pull(self.uri_for(digest), dest, insecure=self.insecure)
+        except node_oci.OciNotFound as err:
+            raise ArtifactNotFound(normalize_digest(digest)) from err
 
     def has(self, digest: str) -> bool:
-        resp = self._client().get_blob(f"{self.registry}/{self.repository}", f"sha256:{normalize(digest)}",
+        resp = self._client().get_blob(f"{self.registry}/{self.repository}", f"sha256:{normalize_digest(digest)}",
                                        head=True)
         return resp.status_code == 200
 
     def uri_for(self, digest: str) -> str:
-        return f"oci://{self.registry}/{self.repository}@sha256:{normalize(digest)}"
+        return f"oci://{self.registry}/{self.repository}@sha256:{normalize_digest(digest)}"
 
     def manifest_uri_for(self, digest: str) -> str:
         return f"oci://{self.registry}/{self.repository}:{tag_for(digest)}"
@@ -87,5 +89,5 @@ class OciStore:
         try:
             manifest = self._client().get_manifest(self._target(digest))
         except Exception as err:  # noqa: BLE001 - oras raises ValueError/HTTP errors for a missing tag
-            raise ArtifactNotFound(normalize(digest)) from err
+            raise ArtifactNotFound(normalize_digest(digest)) from err
         return {k.removeprefix(ANNOTATION_PREFIX): v for k, v in (manifest.get("annotations") or {}).items()}

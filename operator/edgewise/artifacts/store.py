@@ -7,14 +7,11 @@ bytes against the same digest, so a store can be untrusted for integrity.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from edgewise.node.cache import file_sha256
-
-HEX = re.compile(r"^[a-f0-9]{64}$")
 
 
 class ArtifactNotFound(KeyError):
@@ -44,14 +41,6 @@ class ArtifactStore(Protocol):
     def has(self, digest: str) -> bool: ...
 
     def uri_for(self, digest: str) -> str: ...
-
-
-def normalize(digest: str) -> str:
-    """`sha256:<hex>` or `<hex>` → `<hex>`; anything else raises ValueError."""
-    hexpart = digest.lower().removeprefix("sha256:")
-    if not HEX.match(hexpart):
-        raise ValueError(f"not a sha256 digest: {digest!r}")
-    return hexpart
 
 
 def sha256_file(path: Path) -> tuple[str, int]:

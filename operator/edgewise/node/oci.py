@@ -33,6 +33,10 @@ class OciError(Exception):
     """The artifact could not be pulled (not found, unreachable, or failed verification)."""
 
 
+class OciNotFound(OciError):
+    """The registry answered: no blob and no manifest by that reference."""
+
+
 @dataclass(frozen=True)
 class OciRef:
     registry: str  # host[:port]
@@ -123,7 +127,7 @@ def resolve(uri: str, *, insecure: bool | None = None, timeout: float = 60.0) ->
     try:
         manifest = client.get_manifest(container)
     except Exception as err:  # noqa: BLE001
-        raise OciError(f"{uri}: no such artifact (neither a blob nor a manifest): {err}") from err
+        raise OciNotFound(f"{uri}: no such artifact (neither a blob nor a manifest): {err}") from err
     return _model_layer(manifest, uri)
 
 
