@@ -142,11 +142,7 @@ class Batcher:
                 and now - self._overlap_at > OVERLAP_MEMORY_S)
 
     def _run_inline(self, loop: asyncio.AbstractEventLoop, job: _Job, client: object) -> None:
-        self._free -= 1
-        try:
-            executed = self._execute([job])
-        finally:
-            self._free += 1
+        executed = self._execute([job])  # the loop waits: nothing can look at the instance meanwhile
         # Other clients' requests that arrived meanwhile were waiting: they are read in the
         # loop's next pass and count as overlapping (the same client's next request does not:
         # it was sent after this answer). Two passes on, this is cleared.
@@ -180,8 +176,7 @@ class Batcher:
                     return
                 self._arrived.clear()
                 await self._arrived.wait()
-            if self._max_batch > 0:
-                await self._wait_for_company(loop)
+            await self._wait_for_company(loop)
             while self._free == 0:
                 self._freed.clear()
                 await self._freed.wait()
@@ -200,15 +195,17 @@ class Batcher:
         self._inflight.add(done)
         done.add_done_callback(lambda fut: loop.call_soon_threadsafe(self._finish, loop, jobs, fut))
 
+    def _batch_due(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether the oldest queued request should leave now: no batching, a full batch, its
+        delay over (at once with no delay), or closing. With nothing queued nothing waits."""
+        return (not self._queue or self._closing or self._max_batch == 0
+                or self._queued_items >= self._max_batch or loop.time() >= self._queue[0].deadline)
+
     async def _wait_for_company(self, loop: asyncio.AbstractEventLoop) -> None:
-        deadline = self._queue[0].deadline
-        while self._queued_items < self._max_batch and not self._closing:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
+        while not self._batch_due(loop):
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                await asyncio.wait_for(self._arrived.wait(), self._queue[0].deadline - loop.time())
             except TimeoutError:
                 return
 
@@ -296,8 +293,7 @@ class Batcher:
         self._inflight.discard(fut)
         self._free += 1
         self._freed.set()
-        if self._queue and (self._closing or self._max_batch == 0 or self._delay_s == 0
-                            or self._queued_items >= self._max_batch or loop.time() >= self._queue[0].deadline):
+        if self._queue and self._batch_due(loop):
             jobs_next = self._take()
             if jobs_next:
                 self._dispatch(loop, jobs_next)

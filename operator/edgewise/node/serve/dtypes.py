@@ -16,8 +16,12 @@ import numpy as np
 @dataclass(frozen=True)
 class DType:
     triton: str  # KServe-V2 / Triton wire name
-    config: str  # Triton ModelConfig DataType enum name
     numpy: np.dtype
+
+    @property
+    def config(self) -> str:
+        """Triton's ModelConfig DataType enum name: TYPE_ + the wire name, but strings are TYPE_STRING."""
+        return "TYPE_STRING" if self.triton == "BYTES" else f"TYPE_{self.triton}"
 
     # Per request, so computed once per type (cached_property writes the instance dict,
     # which a frozen dataclass allows).
@@ -33,19 +37,19 @@ class DType:
 
 
 _TABLE: dict[str, DType] = {
-    "tensor(float)": DType("FP32", "TYPE_FP32", np.dtype(np.float32)),
-    "tensor(float16)": DType("FP16", "TYPE_FP16", np.dtype(np.float16)),
-    "tensor(double)": DType("FP64", "TYPE_FP64", np.dtype(np.float64)),
-    "tensor(int8)": DType("INT8", "TYPE_INT8", np.dtype(np.int8)),
-    "tensor(int16)": DType("INT16", "TYPE_INT16", np.dtype(np.int16)),
-    "tensor(int32)": DType("INT32", "TYPE_INT32", np.dtype(np.int32)),
-    "tensor(int64)": DType("INT64", "TYPE_INT64", np.dtype(np.int64)),
-    "tensor(uint8)": DType("UINT8", "TYPE_UINT8", np.dtype(np.uint8)),
-    "tensor(uint16)": DType("UINT16", "TYPE_UINT16", np.dtype(np.uint16)),
-    "tensor(uint32)": DType("UINT32", "TYPE_UINT32", np.dtype(np.uint32)),
-    "tensor(uint64)": DType("UINT64", "TYPE_UINT64", np.dtype(np.uint64)),
-    "tensor(bool)": DType("BOOL", "TYPE_BOOL", np.dtype(np.bool_)),
-    "tensor(string)": DType("BYTES", "TYPE_STRING", np.dtype(np.object_)),
+    "tensor(float)": DType("FP32", np.dtype(np.float32)),
+    "tensor(float16)": DType("FP16", np.dtype(np.float16)),
+    "tensor(double)": DType("FP64", np.dtype(np.float64)),
+    "tensor(int8)": DType("INT8", np.dtype(np.int8)),
+    "tensor(int16)": DType("INT16", np.dtype(np.int16)),
+    "tensor(int32)": DType("INT32", np.dtype(np.int32)),
+    "tensor(int64)": DType("INT64", np.dtype(np.int64)),
+    "tensor(uint8)": DType("UINT8", np.dtype(np.uint8)),
+    "tensor(uint16)": DType("UINT16", np.dtype(np.uint16)),
+    "tensor(uint32)": DType("UINT32", np.dtype(np.uint32)),
+    "tensor(uint64)": DType("UINT64", np.dtype(np.uint64)),
+    "tensor(bool)": DType("BOOL", np.dtype(np.bool_)),
+    "tensor(string)": DType("BYTES", np.dtype(np.object_)),
 }
 
 BY_TRITON: dict[str, DType] = {d.triton: d for d in _TABLE.values()}

@@ -30,9 +30,8 @@ def _error(err: InferError) -> Response:
 
 
 class HttpApi:
-    def __init__(self, service: InferenceService, max_request_bytes: int) -> None:
+    def __init__(self, service: InferenceService) -> None:
         self.service = service
-        self.max_request_bytes = max_request_bytes
         self._fixed: dict[str, tuple[str, Callable[[], Response]]] = {
             "/v2/health/live": ("GET", lambda: Response(200)),
             "/v2/health/ready": ("GET", lambda: Response(200 if self.service.ready else 503)),

@@ -211,8 +211,7 @@ class _Connection(asyncio.Protocol):
         parsed = httptools.parse_url(self.url)
         request = Request(self.parser.get_method().decode("latin-1"), unquote(parsed.path.decode("latin-1")),
                           self.headers, b"".join(self.body), self)
-        keep_alive = self.parser.should_keep_alive() and not self.server.draining
-        self.pending.append((request, keep_alive))
+        self.pending.append((request, self.parser.should_keep_alive()))
         if len(self.pending) >= PIPELINE_DEPTH and self.transport is not None:
             self.transport.pause_reading()
         if self.current is None and not self.dispatching:
@@ -275,8 +274,8 @@ class _Connection(asyncio.Protocol):
         """Answer a request that cannot be parsed or read, then close: the stream is out of step."""
         self.pending.clear()
         self._cancel_current()
-        self._write(error_response(err.status, err.message), keep_alive=False)
         self.closing = True
+        self._write(error_response(err.status, err.message), keep_alive=False)
 
     def close_if_idle(self, silent_since: float | None = None) -> None:
         """Close unless an answer is due; with `silent_since`, only if nothing arrived after it."""

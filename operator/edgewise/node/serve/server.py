@@ -78,7 +78,7 @@ async def serve(cfg: ServeConfig) -> int:
     def current() -> tuple[str, str, ModelStats] | None:
         return (service.spec.name, service.spec.version, service.stats) if service.spec else None
 
-    http = HttpServer(HttpApi(service, cfg.max_request_bytes).handle, cfg.max_request_bytes,
+    http = HttpServer(HttpApi(service).handle, cfg.max_request_bytes,
                       cfg.http_idle_timeout_s)
     scrape = web.AppRunner(metrics.metrics_app(current), access_log=None)
     grpc_server = grpc_api.server(service, f"{cfg.host}:{cfg.grpc_port}", cfg.max_request_bytes)

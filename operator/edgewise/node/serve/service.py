@@ -123,8 +123,14 @@ class InferenceService:
         def done(outputs: Outputs | BaseException) -> None:
             nonlocal finished
             finished = True
-            result: R | BaseException = outputs if isinstance(outputs, BaseException) else err_or(
-                lambda: encode(spec, request, outputs))
+            result: R | BaseException
+            if isinstance(outputs, BaseException):
+                result = outputs
+            else:
+                try:
+                    result = encode(spec, request, outputs)
+                except Exception as err:  # noqa: BLE001 - the encoder's failure is this request's answer
+                    result = err
             self.stats.record_request(not isinstance(result, BaseException), time.perf_counter_ns() - start)
             reply(result)
 
@@ -165,10 +171,3 @@ class InferenceService:
             cancel()
             raise
 
-
-def err_or(make: Callable[[], R]) -> R | BaseException:
-    """`make()`, or the exception it raised (to hand to a reply callback)."""
-    try:
-        return make()
-    except Exception as err:  # noqa: BLE001 - the encoder's failure is this request's answer
-        return err
