@@ -110,29 +110,25 @@ def fixed_batch(path: Path) -> Path:
     return _save(graph, path)
 
 
-def unwarmable(path: Path) -> Path:
-    """Fails on any input: Reshape to a constant element count no golden input has (7).
-
-    The warm-up can't answer it, so the server must never report ready.
-    """
+def _reshape_to(path: Path, elements: int, name: str) -> Path:
+    """x (any 2-D shape) reshaped to `elements` values: answers only inputs of that size."""
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "unwarmable",
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], name,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "M"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [7])],
-        initializer=[_const("shape", np.array([7], dtype=np.int64))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [elements])],
+        initializer=[_const("shape", np.array([elements], dtype=np.int64))],
     )
     return _save(graph, path)
+
+
+def unwarmable(path: Path) -> Path:
+    """Fails on any golden input (none has 7 elements), so the server must never report ready."""
+    return _reshape_to(path, 7, "unwarmable")
 
 
 def strided(path: Path) -> Path:
-    """Rejects dims of 1 but takes 32: a Reshape to 32 elements, like a CNN needing a multiple of its stride."""
-    graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "strided",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "M"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [32])],
-        initializer=[_const("shape", np.array([32], dtype=np.int64))],
-    )
-    return _save(graph, path)
+    """Rejects dims of 1 but takes 32, like a CNN needing a multiple of its stride."""
+    return _reshape_to(path, 32, "strided")
 
 
 def minilm_path() -> Path:
