@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "optimize-job", help="run one optimization job and upload its results (inside a Kubernetes Job)",
         description=f"Reads the job from ${contract.JOB_SPEC_ENV} and the upload token from "
-                    f"${contract.JOB_TOKEN_ENV}; the operator sets both in the Job it creates.")
+                    f"${contract.JOB_TOKEN_ENV}; the Job the operator creates sets both (the token from its Secret).")
     p.add_argument("--work", default=contract.JOB_WORK_DIR, help="scratch directory (an emptyDir)")
     p.add_argument("--upload", required=True, metavar="URL",
                    help="where results go: the operator's store, .../uploads/<job key>")
