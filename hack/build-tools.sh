@@ -59,7 +59,7 @@ fi
 
 bin="$CACHE/bin"
 mkdir -p "$bin"
-for c in kube-apiserver kube-controller-manager kube-scheduler etcd kubectl; do
+for c in kube-apiserver kube-controller-manager kube-scheduler etcd kubectl kubelet kube-proxy; do
   ln -sfn "$cp_dir/controlplane" "$bin/$c"
 done
 ln -sfn "$kwok_bin" "$bin/kwok"

@@ -1,6 +1,7 @@
 // Command controlplane is one multi-call binary holding the real Kubernetes
 // control plane (kube-apiserver, kube-controller-manager, kube-scheduler),
-// etcd and kubectl, built from the upstream Go modules. Pick the component by
+// etcd and kubectl, and the node components of the one real node (kubelet,
+// kube-proxy), built from the upstream Go modules of one release. Pick the component by
 // the first argument or by the name the binary is invoked as (a symlink):
 //
 //	controlplane kube-apiserver --etcd-servers=...
@@ -8,6 +9,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,10 +19,14 @@ import (
 	"k8s.io/kubectl/pkg/cmd"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
-var components = []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kubectl"}
+var components = []string{
+	"kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kubectl", "kubelet", "kube-proxy",
+}
 
 func main() {
 	name := filepath.Base(os.Args[0])
@@ -45,6 +51,10 @@ func main() {
 		etcdmain.Main(os.Args)
 	case "kubectl":
 		os.Exit(cli.Run(cmd.NewDefaultKubectlCommand()))
+	case "kubelet":
+		os.Exit(cli.Run(kubelet.NewKubeletCommand(context.Background())))
+	case "kube-proxy":
+		os.Exit(cli.Run(proxy.NewProxyCommand()))
 	}
 }
 
