@@ -26,13 +26,14 @@ from kubernetes import config as k8s_config
 
 from edgewise.devcluster import pki, processes
 from edgewise.devcluster.processes import Running
+from edgewise.devcluster.realnode import NODE_IP, NODE_NAME, RealNode
 from edgewise.devcluster.tools import ensure_tools, kwok_stage_files, repo_root
 
 # Pod IPs come from one loopback range, node InternalIPs from another, so real
 # processes can listen "on" a simulated pod or node.
 POD_CIDR = "127.64.0.0/16"
 NODE_CIDR = "127.65.0.0/16"
-# Virtual only: nothing routes to it and nothing sends to it (kwok pods run no kube-proxy).
+# Virtual: kube-proxy on the real node (realnode.py) routes it there; kwok nodes run no kube-proxy.
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
@@ -48,6 +49,7 @@ class ClusterState:
     bin_dir: str
     processes: list[Running] = field(default_factory=list)
     started_at: float = 0.0
+    real_node: bool = False
 
     @classmethod
     def load(cls, path: Path) -> ClusterState | None:
@@ -67,8 +69,14 @@ class ClusterError(RuntimeError):
 
 
 class DevCluster:
-    def __init__(self, root: Path | None = None) -> None:
+    """A control plane with a kwok fleet; with `real_node`, also one real kubelet node (realnode.py)
+    that runs `images` (archives imported into its containerd)."""
+
+    def __init__(self, root: Path | None = None, real_node: bool = False,
+                 images: tuple[Path, ...] = ()) -> None:
         self.root = (root or default_root()).resolve()
+        self.real_node = real_node
+        self.images = images
         self.kubeconfig = self.root / "kubeconfig"
         self.state_file = self.root / "state.json"
         self.logs = self.root / "logs"
@@ -94,23 +102,31 @@ class DevCluster:
         for sub in ("etcd", "logs", "pki", "kubeconfigs"):
             shutil.rmtree(self.root / sub, ignore_errors=True)
         self.root.mkdir(parents=True, exist_ok=True)
-        pki.generate(self.pki, SERVICE_IP)
+        node = RealNode(self.root) if self.real_node else None
+        if node:
+            node.prepare_network()  # the apiserver listens on the bridge, where pods reach it
+        pki.generate(self.pki, SERVICE_IP, (NODE_IP,) if node else ())
 
-        apiserver_port = processes.free_port()
-        server = f"https://127.0.0.1:{apiserver_port}"
-        state = ClusterState(server=server, bin_dir=str(bin_dir), started_at=time.time())
+        address = NODE_IP if node else "127.0.0.1"
+        apiserver_port = processes.free_port(address)
+        server = f"https://{address}:{apiserver_port}"
+        state = ClusterState(server=server, bin_dir=str(bin_dir), started_at=time.time(), real_node=bool(node))
         for client in pki.CLIENTS:
             self._write_kubeconfig(self.root / "kubeconfigs" / f"{client.name}.kubeconfig", server, client.name)
         self._write_kubeconfig(self.kubeconfig, server, "admin")
 
         try:
             etcd_url = self._start_etcd(state, bin_dir)
-            self._start(state, "kube-apiserver", bin_dir, self._apiserver_args(apiserver_port, etcd_url))
+            self._start(state, "kube-apiserver", bin_dir, self._apiserver_args(address, apiserver_port, etcd_url))
             self._wait_ready(state, timeout)
             self._start(state, "kube-controller-manager", bin_dir, self._controller_manager_args())
             self._start(state, "kube-scheduler", bin_dir, self._scheduler_args())
             self._start(state, "kwok", bin_dir, self._kwok_args(bin_dir))
             self._wait_default_service_account(state, timeout)
+            if node:
+                node.start(lambda name, argv, env: self._start_argv(state, name, argv, env), bin_dir, self.pki,
+                           lambda path, client: self._write_kubeconfig(path, server, client), list(self.images))
+                self._wait(state, f"node {NODE_NAME} Ready", self._real_node_ready, timeout)
         except BaseException:
             self.down()
             raise
@@ -126,6 +142,8 @@ class DevCluster:
                 if processes.alive(proc):
                     stopped.append(proc.name)
                 processes.stop(proc)
+        if (state and state.real_node) or (self.root / "realnode").exists():
+            RealNode(self.root).teardown()
         self.state_file.unlink(missing_ok=True)
         return stopped
 
@@ -170,7 +188,10 @@ class DevCluster:
     # -- components --------------------------------------------------------------------------------
 
     def _start(self, state: ClusterState, name: str, bin_dir: Path, args: list[str]) -> Running:
-        proc = processes.start(name, [str(bin_dir / name), *args], self.logs)
+        return self._start_argv(state, name, [str(bin_dir / name), *args], None)
+
+    def _start_argv(self, state: ClusterState, name: str, argv: list[str], env: dict[str, str] | None) -> Running:
+        proc = processes.start(name, argv, self.logs, env)
         state.processes.append(proc)
         state.save(self.state_file)
         return proc
@@ -189,21 +210,30 @@ class DevCluster:
         ])
         return url
 
-    def _apiserver_args(self, port: int, etcd_url: str) -> list[str]:
+    def _apiserver_args(self, address: str, port: int, etcd_url: str) -> list[str]:
         p = self.pki
+        real_node = [
+            # Pods on the real node reach the apiserver through the `kubernetes` Service: its endpoint
+            # is the bridge address, so the endpoint reconciler runs.
+            f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ] if address != "127.0.0.1" else [
+            # Loopback addresses are not valid Endpoints; nothing needs the kubernetes Service's endpoints.
+            "--endpoint-reconciler-type=none",
+        ]
         return [
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={port}",
+            f"--bind-address={address}", f"--advertise-address={address}", f"--secure-port={port}",
             f"--tls-cert-file={p / 'apiserver.crt'}", f"--tls-private-key-file={p / 'apiserver.key'}",
             f"--client-ca-file={p / 'ca.crt'}",
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=PodSecurity,NodeRestriction",
             f"--service-account-key-file={p / 'sa.pub'}",
             f"--service-account-signing-key-file={p / 'sa.key'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # Loopback addresses are not valid Endpoints; nothing needs the kubernetes Service's endpoints.
-            "--endpoint-reconciler-type=none",
+            *real_node,
             "--allow-privileged=true",
             "--profiling=false",
         ]
@@ -290,6 +320,13 @@ class DevCluster:
 
     def _wait_ready(self, state: ClusterState, timeout: float) -> None:
         self._wait(state, "kube-apiserver /readyz", lambda: self.get("/readyz", state.server)[0] == 200, timeout)
+
+    def _real_node_ready(self) -> bool:
+        code, body = self.get(f"/api/v1/nodes/{NODE_NAME}")
+        if code != 200:
+            return False
+        conditions = json.loads(body).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
     def _wait_default_service_account(self, state: ClusterState, timeout: float) -> None:
         # Pods can't be admitted before the controller-manager made the namespace's default ServiceAccount.

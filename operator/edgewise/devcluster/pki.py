@@ -33,6 +33,11 @@ CLIENTS = (
     ClientIdentity("scheduler", "system:kube-scheduler"),
     # kwok plays every kubelet; it needs to write nodes, leases and pod status.
     ClientIdentity("kwok", "edgewise-kwok", ("system:masters",)),
+    # The real node (devcluster/realnode.py): its kubelet as a node, kube-proxy as the node proxier,
+    # and the apiserver's client for kubelet APIs (logs, exec, port-forward).
+    ClientIdentity("kubelet", "system:node:edgewise-real-1", ("system:nodes",)),
+    ClientIdentity("kube-proxy", "system:kube-proxy"),
+    ClientIdentity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)),
 )
 
 
@@ -69,7 +74,7 @@ def _write(path: Path, data: bytes) -> None:
     path.chmod(0o600)
 
 
-def generate(pki_dir: Path, service_ip: str) -> None:
+def generate(pki_dir: Path, service_ip: str, extra_ips: tuple[str, ...] = ()) -> None:
     """Write ca, apiserver serving cert, client certs and the service-account key pair."""
     pki_dir.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -82,6 +87,7 @@ def generate(pki_dir: Path, service_ip: str) -> None:
     sans: list[x509.GeneralName] = [
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address(service_ip)),
+        *[x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips],
         *[x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default",
                                      "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")],
     ]
