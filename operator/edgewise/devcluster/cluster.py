@@ -10,6 +10,7 @@ Layout of the cluster directory (default .cache/devcluster):
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import shutil
 import ssl
@@ -26,7 +27,7 @@ from kubernetes import config as k8s_config
 
 from edgewise.devcluster import pki, processes
 from edgewise.devcluster.processes import Running
-from edgewise.devcluster.realnode import NODE_IP, NODE_NAME, RealNode
+from edgewise.devcluster.realnode import KWOK_NODE_CIDR, KWOK_POD_CIDR, NODE_IP, NODE_NAME, RealNode
 from edgewise.devcluster.tools import ensure_tools, kwok_stage_files, repo_root
 
 # Pod IPs come from one loopback range, node InternalIPs from another, so real
@@ -77,6 +78,9 @@ class DevCluster:
         self.root = (root or default_root()).resolve()
         self.real_node = real_node
         self.images = images
+        # Beside a real node, simulated pods and nodes get addresses the real node's pods can reach.
+        self.pod_cidr = KWOK_POD_CIDR if real_node else POD_CIDR
+        self.node_cidr = KWOK_NODE_CIDR if real_node else NODE_CIDR
         self.kubeconfig = self.root / "kubeconfig"
         self.state_file = self.root / "state.json"
         self.logs = self.root / "logs"
@@ -269,8 +273,9 @@ class DevCluster:
             "kind": "KwokConfiguration",
             "metadata": {"name": "edgewise"},
             "options": {
-                "cidr": POD_CIDR,
-                "nodeIP": "127.65.255.254",  # only for nodes created without an InternalIP
+                "cidr": self.pod_cidr,
+                # only for nodes created without an InternalIP
+                "nodeIP": str(ipaddress.ip_network(self.node_cidr).broadcast_address - 1),
                 "manageNodesWithAnnotationSelector": f"{KWOK_ANNOTATION}=fake",
                 # A test can take a node's status over (e.g. mark it NotReady) with this annotation.
                 "disregardStatusWithAnnotationSelector": "kwok.x-k8s.io/status=custom",

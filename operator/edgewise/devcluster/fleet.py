@@ -122,8 +122,8 @@ def node_manifest(name: str, device: DeviceClass, ip: str, extra_labels: dict[st
     }
 
 
-def _next_ips(used: set[str], count: int) -> list[str]:
-    network = ipaddress.ip_network(NODE_CIDR)
+def _next_ips(used: set[str], count: int, node_cidr: str) -> list[str]:
+    network = ipaddress.ip_network(node_cidr)
     out: list[str] = []
     for addr in network.hosts():
         if len(out) == count:
@@ -133,7 +133,8 @@ def _next_ips(used: set[str], count: int) -> list[str]:
     return out
 
 
-def plan_nodes(fleet: dict[str, int], existing: dict[str, str], prefix: str = "") -> list[dict[str, Any]]:
+def plan_nodes(fleet: dict[str, int], existing: dict[str, str], prefix: str = "",
+               node_cidr: str = NODE_CIDR) -> list[dict[str, Any]]:
     """Manifests for the nodes of `fleet` that don't exist yet.
 
     `existing` maps node name → InternalIP; names are `<prefix><class>-<n>` so
@@ -142,7 +143,7 @@ def plan_nodes(fleet: dict[str, int], existing: dict[str, str], prefix: str = ""
     """
     wanted = [(f"{prefix}{cls}-{i}", CATALOGUE[cls]) for cls, n in fleet.items() for i in range(n)]
     missing = [(name, dev) for name, dev in wanted if name not in existing]
-    ips = _next_ips(set(existing.values()), len(missing))
+    ips = _next_ips(set(existing.values()), len(missing), node_cidr)
     return [node_manifest(name, dev, ip) for (name, dev), ip in zip(missing, ips, strict=True)]
 
 
@@ -153,11 +154,12 @@ def _internal_ip(node: k8s.V1Node) -> str:
     return ""
 
 
-def apply_fleet(api: k8s.ApiClient, fleet: dict[str, int], prefix: str = "") -> list[str]:
-    """Create the missing nodes of `fleet`; return the names of all its nodes."""
+def apply_fleet(api: k8s.ApiClient, fleet: dict[str, int], prefix: str = "", node_cidr: str = NODE_CIDR
+                ) -> list[str]:
+    """Create the missing nodes of `fleet` (InternalIPs from `node_cidr`); return the names of all its nodes."""
     core = k8s.CoreV1Api(api)
     existing = {n.metadata.name: _internal_ip(n) for n in core.list_node().items}
-    for manifest in plan_nodes(fleet, existing, prefix):
+    for manifest in plan_nodes(fleet, existing, prefix, node_cidr):
         core.create_node(manifest)
     return [f"{prefix}{cls}-{i}" for cls, n in fleet.items() for i in range(n)]
 

@@ -45,6 +45,11 @@ POD_SUBNET = "10.244.0.0/24"
 # The bridge's address: the pods' gateway, the node's InternalIP, and where the apiserver listens.
 NODE_IP = "10.244.0.1"
 CLUSTER_CIDR = "10.244.0.0/16"
+# The kwok fleet beside a real node: its pod and node addresses are local to this machine (a `local`
+# route on lo, so `edgewise serve` processes can bind any of them, as with loopback) and, unlike
+# loopback, reachable from the real node's pods through the bridge.
+KWOK_POD_CIDR = "10.245.0.0/16"
+KWOK_NODE_CIDR = "10.246.0.0/16"
 PAUSE_IMAGE = "edgewise/pause:3.10"
 # The amd64 CPU class, labelled as Node Feature Discovery would label this machine's CPU.
 DEVICE_CLASS = "amd64-cpu"
@@ -128,6 +133,8 @@ class RealNode:
         prefix = ipaddress.ip_network(POD_SUBNET).prefixlen
         subprocess.run(["ip", "addr", "replace", f"{NODE_IP}/{prefix}", "dev", BRIDGE], check=True)
         _ip("link", "set", BRIDGE, "up")
+        for cidr in (KWOK_POD_CIDR, KWOK_NODE_CIDR):
+            subprocess.run(["ip", "route", "replace", "local", cidr, "dev", "lo"], check=True)
         # kube-proxy's Service rules must see traffic between pods on one bridge.
         _write_sysctl("net/bridge/bridge-nf-call-iptables", "1")
 
@@ -302,8 +309,11 @@ class RealNode:
         _remove_cgroups()
         proxy_cleanup(self.root)
         _drop_kube_chains()
-        if (self.root / "bridge-owner").exists() and _link_exists(BRIDGE):
-            _ip("link", "del", BRIDGE)
+        if (self.root / "bridge-owner").exists():
+            if _link_exists(BRIDGE):
+                _ip("link", "del", BRIDGE)
+            for cidr in (KWOK_POD_CIDR, KWOK_NODE_CIDR):
+                subprocess.run(["ip", "route", "del", "local", cidr, "dev", "lo"], capture_output=True)
         self._restore_sysctls()
         shutil.rmtree(self.run_dir, ignore_errors=True)
         (self.root / "bridge-owner").unlink(missing_ok=True)
