@@ -53,8 +53,8 @@ def run() -> int:
     log = root / ".cache" / "devcluster" / "logs" / "operator.log"
     operator = subprocess.Popen(
         [sys.executable, "-m", "edgewise", "operator", "run", "--kubeconfig", str(cluster.kubeconfig),
-         "--operator-namespace", OPERATOR_NS, "--agent-namespace", AGENT_NS], stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+         "--operator-namespace", OPERATOR_NS, "--agent-namespace", AGENT_NS],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         _examples(cluster, root)
         _rollout_story(cluster, root)
