@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 import yaml
 from chart_support import ALL_OPTIONS, CHART, NAMESPACE, RELEASE, Helm, env_of, one, operator_pod, values_doc
 
-from edgewise.api.settings import ENV_PREFIX, OperatorSettings
+from edgewise.api.settings import DEFAULT_NGC_RELEASE, ENV_PREFIX, OperatorSettings
 
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
@@ -209,6 +210,12 @@ def test_the_ngc_release_from_the_command_line(helm: Helm) -> None:
     env = env_of(helm.template({}, "--set", "images.ngcRelease=25.03"))
     assert env["EDGEWISE_TRITON_IMAGE"] == "nvidia/tritonserver:25.03-py3-igpu"
     assert env["EDGEWISE_TENSORRT_FETCH_IMAGE"] == "edgewise/triton-jetson:25.03-0.1.0"
+
+
+def test_one_ngc_release_by_default_in_the_chart_the_operator_and_the_jetson_dockerfile() -> None:
+    dockerfile = (CHART.parents[1] / "runtime-images" / "Dockerfile.triton-jetson").read_text()
+    in_dockerfile = set(re.findall(r"^ARG \w+=\S*?(\d{2}\.\d{2})", dockerfile, flags=re.MULTILINE))
+    assert in_dockerfile == {VALUES["images"]["ngcRelease"]} == {DEFAULT_NGC_RELEASE}
 
 
 def test_the_agent_cannot_be_created_in_the_release_namespace(helm: Helm) -> None:
