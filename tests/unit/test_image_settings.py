@@ -79,3 +79,8 @@ def test_the_agent_runs_in_its_own_namespace() -> None:
     ds = agent_daemonset(s)
     assert (s.namespace, ds["metadata"]["namespace"]) == ("ops", "ops-node")
     assert agent_daemonset(OperatorSettings())["metadata"]["namespace"] == "edgewise-node"
+
+
+def test_the_retired_node_image_setting_is_an_error_not_ignored() -> None:
+    with pytest.raises(ValueError, match="EDGEWISE_NODE_IMAGE: .*EDGEWISE_AGENT_IMAGE.*EDGEWISE_ONNXRUNTIME_IMAGE"):
+        OperatorSettings.from_env({"EDGEWISE_NODE_IMAGE": "edgewise/node:0.1.0"})

@@ -21,6 +21,12 @@ ENV_PREFIX = "EDGEWISE_"
 # the TensorRT version that built it, so the fetcher building it and Triton serving it must agree.
 DEFAULT_NGC_RELEASE = "25.01"
 _NGC_TAG = re.compile(r"^(\d{2}\.\d{2})-")
+# Settings that no longer exist, and what replaced them: set, they are an error rather than ignored,
+# so an upgraded operator never runs silently with images its deployer did not choose.
+RETIRED_ENV = {
+    "EDGEWISE_NODE_IMAGE": "the one node image was split: set EDGEWISE_AGENT_IMAGE (the node agent) and "
+                           "EDGEWISE_ONNXRUNTIME_IMAGE (`edgewise serve` and its `edgewise fetch`)",
+}
 
 
 class OperatorSettings(BaseModel):
@@ -113,6 +119,9 @@ class OperatorSettings(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> OperatorSettings:
         """Defaults ← `EDGEWISE_*` environment ← explicit overrides (flags); None overrides are ignored."""
+        retired = [f"{name}: {why}" for name, why in RETIRED_ENV.items() if name in env]
+        if retired:
+            raise ValueError("; ".join(retired))
         values: dict[str, Any] = {}
         for name, field in cls.model_fields.items():
             raw = env.get(ENV_PREFIX + name.upper())

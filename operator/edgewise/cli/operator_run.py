@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,13 +56,16 @@ def run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if "EDGEWISE_NAMESPACE" not in env and "POD_NAMESPACE" in env:
         env["EDGEWISE_NAMESPACE"] = env["POD_NAMESPACE"]
-    settings = OperatorSettings.from_env(
-        env, namespace=args.settings_namespace, agent_namespace=args.agent_namespace,
-        image_registry=args.image_registry, agent_image=args.agent_image,
-        onnxruntime_image=args.onnxruntime_image, ngc_release=args.ngc_release, triton_image=args.triton_image,
-        tensorrt_fetch_image=args.tensorrt_fetch_image, workers=args.workers,
-        resync_seconds=args.resync_seconds, artifact_dir=args.artifact_dir, artifact_listen=args.artifact_listen,
-        artifact_url=args.artifact_url, optimize_retry_seconds=args.optimize_retry_seconds)
+    try:
+        settings = OperatorSettings.from_env(
+            env, namespace=args.settings_namespace, agent_namespace=args.agent_namespace,
+            image_registry=args.image_registry, agent_image=args.agent_image,
+            onnxruntime_image=args.onnxruntime_image, ngc_release=args.ngc_release, triton_image=args.triton_image,
+            tensorrt_fetch_image=args.tensorrt_fetch_image, workers=args.workers,
+            resync_seconds=args.resync_seconds, artifact_dir=args.artifact_dir, artifact_listen=args.artifact_listen,
+            artifact_url=args.artifact_url, optimize_retry_seconds=args.optimize_retry_seconds)
+    except ValueError as err:  # pydantic's ValidationError too: say what is wrong, without a traceback
+        sys.exit(f"edgewise operator run: bad settings (EDGEWISE_* environment or flags): {err}")
     options = RunOptions(settings=settings, kubeconfig=args.kubeconfig, namespaces=args.namespace,
                          liveness=args.liveness)
     asyncio.run(operate(options))
