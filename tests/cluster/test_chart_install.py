@@ -16,6 +16,8 @@ import pytest
 import yaml
 from operator_support import REPO, exists, get
 
+from edgewise.api.settings import OperatorSettings
+from edgewise.controller.reconcile import Reconciler
 from edgewise.devcluster.cluster import DevCluster
 from helpers import wait_for
 
@@ -96,3 +98,11 @@ def test_uninstall_leaves_the_crds_and_takes_the_agents_namespace(cluster: DevCl
             get(cluster, "namespace", agent_ns)["status"]["phase"] == "Terminating"
 
     wait_for(going, 60, "the agent namespace going")
+
+
+def test_a_missing_agent_namespace_is_reported_with_its_fix(cluster: DevCluster) -> None:
+    missing = f"ew-node-{uuid.uuid4().hex[:6]}"
+    with cluster.api_client() as api:
+        reconciler = Reconciler(api, OperatorSettings(agent_namespace=missing))
+        with pytest.raises(RuntimeError, match=f"namespace '{missing}' does not exist.*enforce=privileged"):
+            reconciler.agent()
