@@ -199,7 +199,7 @@ def _plain_daemonset(ns: str, name: str, version: str, max_unavailable: str) -> 
                      "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable}},
                      "template": {"metadata": {"labels": {"app": name, "version": version}},
                                   "spec": {"nodeSelector": {"kubernetes.io/arch": "arm64"},
-                                           "containers": [{"name": "c", "image": "edgewise/node:bench",
+                                           "containers": [{"name": "c", "image": "edgewise/onnxruntime:bench",
                                                            "securityContext": sc}]}}}}
 
 

@@ -140,6 +140,8 @@ class Operator:
         self.workdir = workdir
         self.extra_args = extra_args or []
         self.namespace = f"ew-system-{uuid.uuid4().hex[:6]}"
+        # The agent's own namespace (privileged: host network, hostPath), one per operator under test.
+        self.agent_namespace = f"{self.namespace}-node"
         self.release = f"ew{uuid.uuid4().hex[:6]}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "operator-0.log"
@@ -150,8 +152,10 @@ class Operator:
     def install(self) -> None:
         c = self.cluster
         install_crds(c)
-        # The agent needs host network and a hostPath: its namespace cannot enforce baseline/restricted.
         c.kubectl("create", "namespace", self.namespace)
+        # The agent needs host network and a hostPath: its namespace allows `privileged`, as the chart's does.
+        apply(c, {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": self.agent_namespace, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}})
         apply(
             c,
             {
@@ -191,7 +195,8 @@ class Operator:
                 self.cluster.kubectl(
                     "delete", d["kind"].lower(), d["metadata"]["name"], "--ignore-not-found", check=False
                 )
-        self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
+        for ns in (self.namespace, self.agent_namespace):
+            self.cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
     # -- process -------------------------------------------------------------------------------
 
@@ -210,6 +215,8 @@ class Operator:
                 str(self.kubeconfig),
                 "--operator-namespace",
                 self.namespace,
+                "--agent-namespace",
+                self.agent_namespace,
                 "--resync-seconds",
                 "600",
                 *self.extra_args,

@@ -174,7 +174,7 @@ def test_an_operator_restart_writes_nothing(cluster: DevCluster, namespace: str,
         objs = [
             get(cluster, "edgemodel", "defect-detector", "-n", namespace),
             get(cluster, "edp", "factory-floor", "-n", namespace),
-            get(cluster, "daemonset", operator.settings_agent(), "-n", operator.namespace),
+            get(cluster, "daemonset", operator.settings_agent(), "-n", operator.agent_namespace),
             *get(cluster, "daemonsets", "-n", namespace)["items"],
         ]
         return {f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["resourceVersion"] for o in objs}
@@ -307,11 +307,11 @@ def test_the_node_agent_runs_on_every_node_and_comes_back(cluster: DevCluster, f
     nodes = fleet({ARM: 1, ORIN: 1})
     name = operator.settings_agent()
     wait_for(
-        lambda: set(nodes) <= set(pods_by_node(cluster, operator.namespace, "app.kubernetes.io/name=" + name)),
+        lambda: set(nodes) <= set(pods_by_node(cluster, operator.agent_namespace, "app.kubernetes.io/name=" + name)),
         60,
         "agent pods on the new nodes",
     )
-    pod = get(cluster, "daemonset", name, "-n", operator.namespace)["spec"]["template"]["spec"]
+    pod = get(cluster, "daemonset", name, "-n", operator.agent_namespace)["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True and [v["name"] for v in pod["volumes"] if "hostPath" in v] == ["cache"]
-    cluster.kubectl("delete", "daemonset", name, "-n", operator.namespace)
-    wait_for(lambda: exists(cluster, "daemonset", name, "-n", operator.namespace), 60, "the agent re-created")
+    cluster.kubectl("delete", "daemonset", name, "-n", operator.agent_namespace)
+    wait_for(lambda: exists(cluster, "daemonset", name, "-n", operator.agent_namespace), 60, "the agent re-created")

@@ -53,9 +53,9 @@ def test_a_pod_of_fetch_and_serve_answers_inference_on_its_pod_ip(
         "spec": {
             "nodeName": node,
             "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-            "initContainers": [{"name": "fetch", "image": "edgewise/node:dev", "command": ["edgewise", "fetch"],
+            "initContainers": [{"name": "fetch", "image": "edgewise/onnxruntime:dev", "command": ["edgewise", "fetch"],
                                 "args": request.to_args(), "volumeMounts": [mount], "securityContext": SECURITY}],
-            "containers": [{"name": "server", "image": "edgewise/node:dev", "command": ["edgewise", "serve"],
+            "containers": [{"name": "server", "image": "edgewise/onnxruntime:dev", "command": ["edgewise", "serve"],
                             "args": ["--model-dir", contract.model_dir("addone"), "--model-name", "addone"],
                             "volumeMounts": [{**mount, "readOnly": True}], "securityContext": SECURITY}],
             "volumes": [{"name": contract.MODEL_VOLUME, "emptyDir": {}}],

@@ -91,14 +91,14 @@ def test_python_side_enforces_types_bounds_and_enums() -> None:
 
 def test_settings_read_environment_and_flags_win() -> None:
     env = {
-        "EDGEWISE_NODE_IMAGE": "acme/node:9",
+        "EDGEWISE_AGENT_IMAGE": "acme/agent:9",
         "EDGEWISE_WORKERS": "5",
         "EDGEWISE_AGENT_NODE_SELECTOR": "edge=true, zone=a",
         "EDGEWISE_IMAGE_REGISTRY": "mirror.local:5000",
     }
     s = OperatorSettings.from_env(env, workers=3, triton_image=None)
-    assert s.node_image == "acme/node:9" and s.workers == 3
+    assert s.agent_image == "acme/agent:9" and s.workers == 3
     assert s.agent_node_selector == {"edge": "true", "zone": "a"}
-    assert s.image(s.node_image) == "mirror.local:5000/acme/node:9"
+    assert s.image(s.agent_image) == "mirror.local:5000/acme/agent:9"
     assert s.image("other.registry.local/x:1") == "other.registry.local/x:1"  # already names a host
     assert OperatorSettings().image("a/b:1") == "a/b:1"  # no registry configured

@@ -117,7 +117,7 @@ def test_onnxruntime_pod_is_restricted_and_fetches_from_its_nodes_agent() -> Non
     assert pod["automountServiceAccountToken"] is False and "runtimeClassName" not in pod
     assert {v["name"]: v for v in pod["volumes"]}[contract.MODEL_VOLUME] == {"name": "models", "emptyDir": {}}
     (fetch,) = pod["initContainers"]
-    assert fetch["command"] == ["edgewise", "fetch"] and fetch["image"] == "edgewise/node:0.1.0"
+    assert fetch["command"] == ["edgewise", "fetch"] and fetch["image"] == "edgewise/onnxruntime:0.1.0"
     assert {
         "name": contract.AGENT_HOST_ENV,
         "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}},
@@ -206,7 +206,6 @@ def test_images_come_from_settings_and_class_overrides() -> None:
         image_registry="mirror.local:5000",
         onnxruntime_image="acme/ort:7",
         triton_image="acme/triton:1-igpu",
-        node_image="acme/node:7",
     )
     plan = _plan(
         settings=settings,
@@ -222,7 +221,8 @@ def test_images_come_from_settings_and_class_overrides() -> None:
     )
     cpu, arm = (_pod(w) for w in plan.workloads)
     assert cpu["containers"][0]["image"] == "mirror.local:5000/acme/ort:7"
-    assert cpu["initContainers"][0]["image"] == "mirror.local:5000/acme/node:7"
+    # The fetcher comes from the settings' ONNX Runtime image, also under a class's own server image.
+    assert cpu["initContainers"][0]["image"] == arm["initContainers"][0]["image"] == "mirror.local:5000/acme/ort:7"
     assert arm["containers"][0]["image"] == "custom.local/ort:x"
     assert [c.image for c in plan.classes] == ["mirror.local:5000/acme/ort:7", "custom.local/ort:x"]
 
@@ -349,14 +349,14 @@ def test_tolerations_of_the_class_are_rendered() -> None:
 
 
 def test_node_agent_is_the_only_host_level_component() -> None:
-    settings = OperatorSettings(namespace="ew-system", node_image="acme/node:3")
+    settings = OperatorSettings(namespace="ew-system", agent_namespace="ew-node", agent_image="acme/agent:3")
     ds = agent_daemonset(settings)
     pod = ds["spec"]["template"]["spec"]
-    assert ds["metadata"]["namespace"] == "ew-system" and pod["hostNetwork"] is True
+    assert ds["metadata"]["namespace"] == "ew-node" and pod["hostNetwork"] is True
     (hostpath,) = [v for v in pod["volumes"] if "hostPath" in v]
     assert hostpath["hostPath"]["path"] == settings.agent_cache_dir
     (agent,) = pod["containers"]
-    assert agent["image"] == "acme/node:3" and agent["command"] == ["edgewise", "agent"]
+    assert agent["image"] == "acme/agent:3" and agent["command"] == ["edgewise", "agent"]
     assert agent["args"][agent["args"].index("--port") + 1] == str(contract.AGENT_PORT)
     assert agent["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert ds["metadata"]["annotations"][names.SPEC_HASH_ANNOTATION] == spec_hash(ds)

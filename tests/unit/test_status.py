@@ -68,7 +68,7 @@ def test_per_class_summary_has_counts_runtime_precision_and_digest() -> None:
     )
     assert orin.workloads == ["defect-detector-jetson-orin-sm87-a"] and orin.compute_capabilities == ["8.7"]
     assert orin.artifact_digest == "a" * 64 and orin.version == "2.1.0"
-    assert classes["arm-cpu"].matched_nodes == 3 and classes["x86-vnni"].image == "edgewise/node:0.1.0"
+    assert classes["arm-cpu"].matched_nodes == 3 and classes["x86-vnni"].image == "edgewise/onnxruntime:0.1.0"
 
 
 def test_rolled_out_model_is_ready_and_stable() -> None:

@@ -8,14 +8,25 @@ is prefixed when set, so an air-gapped site points everything at its mirror.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgewise import __version__
 
 ENV_PREFIX = "EDGEWISE_"
+# NVIDIA's NGC release (YY.MM) that both Jetson images come from: a TensorRT plan only loads in
+# the TensorRT version that built it, so the fetcher building it and Triton serving it must agree.
+DEFAULT_NGC_RELEASE = "25.01"
+_NGC_TAG = re.compile(r"^(\d{2}\.\d{2})-")
+# Settings that no longer exist, and what replaced them: set, they are an error rather than ignored,
+# so an upgraded operator never runs silently with images its deployer did not choose.
+RETIRED_ENV = {
+    "EDGEWISE_NODE_IMAGE": "the one node image was split: set EDGEWISE_AGENT_IMAGE (the node agent) and "
+                           "EDGEWISE_ONNXRUNTIME_IMAGE (`edgewise serve` and its `edgewise fetch`)",
+}
 
 
 class OperatorSettings(BaseModel):
@@ -24,17 +35,25 @@ class OperatorSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     namespace: str = Field(default="edgewise-system",
-                           description="The operator's own namespace (node agent).")
+                           description="The operator's own namespace (optimization Jobs and their Secrets).")
     image_registry: str = Field(default="", description="Prefix for every image, e.g. a local mirror.")
-    node_image: str = Field(default=f"edgewise/node:{__version__}",
-                            description="Image with `edgewise agent|fetch|serve` for CPU nodes.")
-    onnxruntime_image: str = Field(default=f"edgewise/node:{__version__}",
-                                   description="Image of the ONNX Runtime server (`edgewise serve`).")
-    triton_image: str = Field(default="nvidia/tritonserver:24.08-py3-igpu",
-                              description="NVIDIA Triton for Jetson (the -igpu build).")
-    tensorrt_fetch_image: str = Field(default=f"edgewise/node-jetson:{__version__}",
+    agent_image: str = Field(default=f"edgewise/agent:{__version__}",
+                             description="Image of the node agent (`edgewise agent`).")
+    onnxruntime_image: str = Field(default=f"edgewise/onnxruntime:{__version__}",
+                                   description="Image of the ONNX Runtime server (`edgewise serve`) and "
+                                               "of its init container (`edgewise fetch`).")
+    ngc_release: str = Field(default=DEFAULT_NGC_RELEASE, pattern=r"^\d{2}\.\d{2}$",
+                             description="NVIDIA NGC release (YY.MM) of Triton and of the TensorRT that "
+                                         "builds plans: the default of both Jetson images' tags.")
+    triton_image: str = Field(default="", description="NVIDIA Triton for Jetson (the -igpu build); empty: "
+                                                      "nvidia/tritonserver:<ngc_release>-py3-igpu.")
+    tensorrt_fetch_image: str = Field(default="",
                                       description="Image of the fetcher that builds TensorRT plans (Triton "
-                                                  "-igpu base with `edgewise fetch` and trtexec).")
+                                                  "-igpu base with `edgewise fetch` and trtexec); empty: "
+                                                  "edgewise/triton-jetson:<ngc_release>-<version>.")
+    image_pull_secrets: tuple[str, ...] = Field(
+        default=(), description="Names of Secrets (type kubernetes.io/dockerconfigjson) every rendered pod "
+                                "pulls its images with; each must exist in the pod's namespace.")
     image_pull_policy: str = Field(default="IfNotPresent")
     nvidia_runtime_class: str = Field(default="nvidia", description="RuntimeClass of GPU pods.")
     gpu_resource: str = Field(default="nvidia.com/gpu", description="Extended resource of a GPU.")
@@ -42,12 +61,16 @@ class OperatorSettings(BaseModel):
     triton_run_as_user: int = Field(default=1000,
                                     description="UID of Triton (the image's triton-server user).")
     agent_name: str = Field(default="edgewise-node-agent", description="Name of the node agent DaemonSet.")
+    agent_namespace: str = Field(default="edgewise-node",
+                                 description="Namespace of the node agent DaemonSet: it needs host network "
+                                             "and a hostPath, so this namespace must allow the `privileged` "
+                                             "Pod Security Standard.")
     agent_cache_dir: str = Field(default="/var/lib/edgewise/cache",
                                  description="Node cache on the host (the agent's hostPath).")
     agent_keep: int = Field(default=2, description="Digests per model the agent keeps for rollbacks.")
     agent_max_cache: str = Field(default="20Gi", description="Cache size above which the agent evicts.")
     agent_critical: bool = Field(default=False, description="Run the agent as system-node-critical "
-                                                            "(needs the operator namespace to allow it).")
+                                                            "(needs the agent's namespace to allow it).")
     agent_node_selector: dict[str, str] = Field(default_factory=lambda: {"kubernetes.io/os": "linux"})
     resync_seconds: float = Field(default=300.0, description="Every model is re-reconciled this often.")
     artifact_dir: str = Field(default="", description="Volume of the built-in artifact store and its index; "
@@ -65,6 +88,28 @@ class OperatorSettings(BaseModel):
                                 description="Image of optimization Jobs (`edgewise optimize-job`).")
     workers: int = Field(default=2, description="Models reconciled concurrently.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_jetson_images(cls, data: Any) -> Any:
+        """Both Jetson images default to tags of one NGC release."""
+        if not isinstance(data, dict):
+            return data
+        release = data.get("ngc_release") or DEFAULT_NGC_RELEASE
+        derived = {"triton_image": f"nvidia/tritonserver:{release}-py3-igpu",
+                   "tensorrt_fetch_image": f"edgewise/triton-jetson:{release}-{__version__}"}
+        return {**data, **{k: v for k, v in derived.items() if not data.get(k)}}
+
+    @model_validator(mode="after")
+    def _jetson_images_agree(self) -> OperatorSettings:
+        releases = {_ngc_release(self.triton_image), _ngc_release(self.tensorrt_fetch_image)}
+        if None not in releases and len(releases) > 1:
+            raise ValueError(
+                f"triton_image ({self.triton_image}) and tensorrt_fetch_image ({self.tensorrt_fetch_image}) "
+                f"come from different NGC releases ({', '.join(sorted(map(str, releases)))}): a TensorRT plan "
+                "built by one does not load in the other. Set only the NGC release (EDGEWISE_NGC_RELEASE, "
+                "the chart's images.ngcRelease), or give both images the same release tag.")
+        return self
+
     def image(self, name: str) -> str:
         """`name` with the registry prefix, unless it already names a host."""
         if not self.image_registry or _has_host(name):
@@ -74,6 +119,9 @@ class OperatorSettings(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> OperatorSettings:
         """Defaults ← `EDGEWISE_*` environment ← explicit overrides (flags); None overrides are ignored."""
+        retired = [f"{name}: {why}" for name, why in RETIRED_ENV.items() if name in env]
+        if retired:
+            raise ValueError("; ".join(retired))
         values: dict[str, Any] = {}
         for name, field in cls.model_fields.items():
             raw = env.get(ENV_PREFIX + name.upper())
@@ -81,6 +129,8 @@ class OperatorSettings(BaseModel):
                 continue
             if get_origin(field.annotation) is dict:
                 values[name] = _parse_map(raw)
+            elif get_origin(field.annotation) is tuple:
+                values[name] = tuple(filter(None, (p.strip() for p in raw.split(","))))
             else:
                 values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -90,6 +140,13 @@ class OperatorSettings(BaseModel):
 def _has_host(image: str) -> bool:
     first, sep, _ = image.partition("/")
     return bool(sep) and ("." in first or ":" in first or first == "localhost")
+
+
+def _ngc_release(image: str) -> str | None:
+    """'nvidia/tritonserver:25.01-py3-igpu' → '25.01'; None when the tag does not start with a release."""
+    _, sep, tag = image.rpartition(":")
+    match = _NGC_TAG.match(tag) if sep and "/" not in tag else None
+    return match.group(1) if match else None
 
 
 def _parse_map(raw: str) -> dict[str, str]:

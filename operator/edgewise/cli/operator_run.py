@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,11 +17,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kubeconfig", default=None,
                    help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     p.add_argument("--operator-namespace", dest="settings_namespace", default=None,
-                   help="namespace of the node agent DaemonSet "
+                   help="the operator's namespace, where optimization Jobs run "
                         "(env EDGEWISE_NAMESPACE or POD_NAMESPACE; default edgewise-system)")
+    p.add_argument("--agent-namespace", default=None,
+                   help="namespace of the node agent DaemonSet; must allow the privileged Pod Security "
+                        "Standard (env EDGEWISE_AGENT_NAMESPACE; default edgewise-node)")
     p.add_argument("--image-registry", default=None, help="prefix of every image (a local mirror)")
-    p.add_argument("--node-image", default=None, help="image with `edgewise agent|fetch`")
-    p.add_argument("--onnxruntime-image", default=None, help="image of `edgewise serve`")
+    p.add_argument("--agent-image", default=None, help="image of `edgewise agent`")
+    p.add_argument("--onnxruntime-image", default=None, help="image of `edgewise serve` and `edgewise fetch`")
+    p.add_argument("--ngc-release", default=None,
+                   help="NGC release (YY.MM) both Jetson images' tags default to, e.g. 25.01")
     p.add_argument("--triton-image", default=None, help="NVIDIA Triton -igpu image for Jetson")
     p.add_argument("--tensorrt-fetch-image", default=None, help="fetcher image with trtexec for Jetson")
     p.add_argument("--workers", type=int, default=None, help="models reconciled concurrently")
@@ -50,12 +56,16 @@ def run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if "EDGEWISE_NAMESPACE" not in env and "POD_NAMESPACE" in env:
         env["EDGEWISE_NAMESPACE"] = env["POD_NAMESPACE"]
-    settings = OperatorSettings.from_env(
-        env, namespace=args.settings_namespace, image_registry=args.image_registry,
-        node_image=args.node_image, onnxruntime_image=args.onnxruntime_image, triton_image=args.triton_image,
-        tensorrt_fetch_image=args.tensorrt_fetch_image, workers=args.workers,
-        resync_seconds=args.resync_seconds, artifact_dir=args.artifact_dir, artifact_listen=args.artifact_listen,
-        artifact_url=args.artifact_url, optimize_retry_seconds=args.optimize_retry_seconds)
+    try:
+        settings = OperatorSettings.from_env(
+            env, namespace=args.settings_namespace, agent_namespace=args.agent_namespace,
+            image_registry=args.image_registry, agent_image=args.agent_image,
+            onnxruntime_image=args.onnxruntime_image, ngc_release=args.ngc_release, triton_image=args.triton_image,
+            tensorrt_fetch_image=args.tensorrt_fetch_image, workers=args.workers,
+            resync_seconds=args.resync_seconds, artifact_dir=args.artifact_dir, artifact_listen=args.artifact_listen,
+            artifact_url=args.artifact_url, optimize_retry_seconds=args.optimize_retry_seconds)
+    except ValueError as err:  # pydantic's ValidationError too: say what is wrong, without a traceback
+        sys.exit(f"edgewise operator run: bad settings (EDGEWISE_* environment or flags): {err}")
     options = RunOptions(settings=settings, kubeconfig=args.kubeconfig, namespaces=args.namespace,
                          liveness=args.liveness)
     asyncio.run(operate(options))

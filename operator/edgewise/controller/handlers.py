@@ -65,5 +65,5 @@ def register(registry: kopf.OperatorRegistry, controller: Controller, settings: 
         component = labels.get(names.COMPONENT)
         if component == names.RUNTIME_COMPONENT and names.MODEL_LABEL in labels and namespace:
             controller.model_changed(namespace, labels[names.MODEL_LABEL])
-        elif component == names.AGENT_COMPONENT and namespace == settings.namespace:
+        elif component == names.AGENT_COMPONENT and namespace == settings.agent_namespace:
             controller.agent_changed()

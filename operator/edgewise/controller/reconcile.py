@@ -149,16 +149,24 @@ class Reconciler:
         return users
 
     def agent(self) -> None:
-        """Make sure the node agent DaemonSet exists, as configured, in the operator's namespace."""
+        """Make sure the node agent DaemonSet exists, as configured, in its namespace."""
         s = self.settings
         write = Writes(self.api)
         try:
-            current = self.read.daemonset(s.namespace, s.agent_name)
+            current = self.read.daemonset(s.agent_namespace, s.agent_name)
             verb, _ = write.apply_daemonset(agent_daemonset(s), current)
+        except client.ApiException as err:
+            if err.status == 404:  # the DaemonSet is applied, so only its namespace can be missing
+                raise RuntimeError(
+                    f"the node agent's namespace {s.agent_namespace!r} does not exist: create it with the "
+                    "label pod-security.kubernetes.io/enforce=privileged (the chart does with "
+                    "agent.createNamespace=true), or point EDGEWISE_AGENT_NAMESPACE at one that "
+                    "exists") from err
+            raise
         finally:
             self._account(write)
         if verb != "unchanged":
-            log.info("%s node agent DaemonSet %s/%s", verb, s.namespace, s.agent_name)
+            log.info("%s node agent DaemonSet %s/%s", verb, s.agent_namespace, s.agent_name)
 
 
 def _involved(model: EdgeModel) -> dict[str, str]:

@@ -1,9 +1,11 @@
-"""The node agent DaemonSet: one per cluster, in the operator's namespace.
+"""The node agent DaemonSet: one per cluster, in its own namespace (`agent_namespace`).
 
 It is the only Edgewise component with node-level privilege: host network (so
 pods reach it at their node's IP) and the one hostPath, the node cache. It runs
 as root without any capability: root owns the cache directory the kubelet
-creates, so no capability is needed to write it.
+creates, so no capability is needed to write it. Host network and hostPath need
+the `privileged` Pod Security Standard, so it does not share the operator's
+namespace, which enforces `restricted`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def agent_daemonset(settings: OperatorSettings) -> dict[str, Any]:
               names.COMPONENT: names.AGENT_COMPONENT}
     container = {
         "name": "agent",
-        "image": s.image(s.node_image),
+        "image": s.image(s.agent_image),
         "imagePullPolicy": s.image_pull_policy,
         "command": ["edgewise", "agent"],
         "args": [
@@ -55,7 +57,7 @@ def agent_daemonset(settings: OperatorSettings) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": {"name": s.agent_name, "namespace": s.namespace, "labels": labels, "annotations": {}},
+        "metadata": {"name": s.agent_name, "namespace": s.agent_namespace, "labels": labels, "annotations": {}},
         "spec": {
             "selector": {"matchLabels": selector},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
@@ -69,6 +71,7 @@ def agent_daemonset(settings: OperatorSettings) -> dict[str, Any]:
                     "nodeSelector": dict(s.agent_node_selector),
                     # Wherever a model may run, its cache must be: tolerate every taint.
                     "tolerations": [{"operator": "Exists"}],
+                    **pods.pull_secrets(s.image_pull_secrets),
                     "containers": [container],
                     "volumes": [
                         {"name": CACHE_VOLUME,

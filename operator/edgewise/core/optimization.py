@@ -20,7 +20,7 @@ from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
 from edgewise.core import names
 from edgewise.core.observed import NodeInfo
-from edgewise.core.pods import container_security, pod_security
+from edgewise.core.pods import container_security, pod_security, pull_secrets
 
 NFD_CPUID = "feature.node.kubernetes.io/cpu-cpuid."
 
@@ -121,6 +121,7 @@ def job_manifest(spec: JobSpec, settings: OperatorSettings, who: str) -> dict[st
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "securityContext": pod_security(uid),
+                    **pull_secrets(settings.image_pull_secrets),
                     "containers": [{
                         "name": "optimize",
                         "image": settings.image(settings.operator_image),

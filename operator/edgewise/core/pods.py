@@ -9,6 +9,7 @@ through the downward API's `status.hostIP` — and lays it out in an emptyDir.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from edgewise import contract
@@ -36,6 +37,12 @@ def pod_security(run_as_user: int) -> dict[str, Any]:
         "fsGroup": run_as_user,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def pull_secrets(names: Sequence[str]) -> dict[str, Any]:
+    """The pod-spec fields that make the kubelet pull with these Secrets; nothing when there are none,
+    so an install without pull secrets renders (and hashes) exactly as before."""
+    return {"imagePullSecrets": [{"name": name} for name in names]} if names else {}
 
 
 def node_ip_env() -> dict[str, Any]:

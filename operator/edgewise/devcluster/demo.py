@@ -30,6 +30,7 @@ from edgewise.devcluster.traffic import Traffic, serving
 DEMO_NS = "demo"
 MODEL = "classifier"
 OPERATOR_NS = "edgewise-system"
+AGENT_NS = "edgewise-node"  # host network and a hostPath: a namespace allowing `privileged`
 
 
 def run() -> int:
@@ -45,13 +46,15 @@ def run() -> int:
     cluster.kubectl("apply", "-f", str(root / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "crd/edgemodels.edgewise.io", "--timeout=60s")
     _apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NS}})
+    _apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": AGENT_NS, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}})
     _apply(cluster, {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "nvidia"},
                      "handler": "nvidia"})
     log = root / ".cache" / "devcluster" / "logs" / "operator.log"
     operator = subprocess.Popen(
         [sys.executable, "-m", "edgewise", "operator", "run", "--kubeconfig", str(cluster.kubeconfig),
-         "--operator-namespace", OPERATOR_NS], stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+         "--operator-namespace", OPERATOR_NS, "--agent-namespace", AGENT_NS],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         _examples(cluster, root)
         _rollout_story(cluster, root)

@@ -85,7 +85,9 @@ class OnnxRuntime:
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": GRACE_SECONDS,
             "securityContext": pods.pod_security(s.run_as_user),
-            "initContainers": [fetch_container(ctx, s.image(s.node_image), request, s.run_as_user)],
+            **pods.pull_secrets(s.image_pull_secrets),
+            # The same image serves and fetches: one pull per node.
+            "initContainers": [fetch_container(ctx, s.image(s.onnxruntime_image), request, s.run_as_user)],
             "containers": [server],
             "volumes": pods.volumes(),
         }

@@ -92,6 +92,7 @@ class TritonTensorRT:
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": GRACE_SECONDS,
             "securityContext": pods.pod_security(s.triton_run_as_user),
+            **pods.pull_secrets(s.image_pull_secrets),
             "initContainers": [fetch],
             "containers": [server],
             "volumes": pods.volumes(),
