@@ -46,6 +46,16 @@ tool() {  # tool NAME MODULE@VERSION
   fi
   echo "$dir/$1"
 }
+# CoreDNS with only a cluster DNS's plugins (hack/coredns/), for the real node's pods.
+dns_key="$(cat "$HERE/coredns/go.mod" "$HERE/coredns/go.sum" "$HERE/coredns/main.go" | { cat; echo "$GOVER"; } \
+  | sha256sum | cut -c1-12)"
+dns_dir="$CACHE/tools/coredns-$dns_key"
+if [ ! -x "$dns_dir/coredns" ]; then
+  log "building CoreDNS (hack/coredns)"
+  mkdir -p "$dns_dir.tmp"
+  (cd "$HERE/coredns" && go build -trimpath -ldflags "-s -w" -o "$dns_dir.tmp/coredns" .)
+  rm -rf "$dns_dir" && mv "$dns_dir.tmp" "$dns_dir"
+fi
 kwok_bin="$(tool kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")"
 helm_bin="$(tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")"
 
@@ -64,5 +74,6 @@ for c in kube-apiserver kube-controller-manager kube-scheduler etcd kubectl kube
 done
 ln -sfn "$kwok_bin" "$bin/kwok"
 ln -sfn "$helm_bin" "$bin/helm"
+ln -sfn "$dns_dir/coredns" "$bin/coredns"
 ln -sfn "$stages" "$bin/../kwok-stages"
 echo "$bin"

@@ -38,6 +38,8 @@ CLIENTS = (
     ClientIdentity("kubelet", "system:node:edgewise-real-1", ("system:nodes",)),
     ClientIdentity("kube-proxy", "system:kube-proxy"),
     ClientIdentity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)),
+    # The real node's cluster DNS reads Services, EndpointSlices, Namespaces and Pods cluster-wide.
+    ClientIdentity("coredns", "edgewise-coredns", ("system:masters",)),
 )
 
 

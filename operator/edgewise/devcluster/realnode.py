@@ -3,7 +3,8 @@
 kwok nodes run no containers. The real node does: containerd (Debian's) runs pods with runc, the
 CNI bridge plugin puts them on a bridge this module creates, kube-proxy makes Services work, and
 the kubelet — the same Kubernetes release as the control plane, from the same multi-call binary —
-runs init containers, probes and read-only root filesystems for real.
+runs init containers, probes and read-only root filesystems for real, and CoreDNS (hack/coredns/)
+answers `<service>.<namespace>.svc.cluster.local` as it does on K3s.
 
 What these machines need (docs/testing.md, "The real node"):
 - cgroup v1: the kubelet runs only with `failCgroupV1: false`, and with the cgroupfs driver;
@@ -45,6 +46,7 @@ POD_SUBNET = "10.244.0.0/24"
 # The bridge's address: the pods' gateway, the node's InternalIP, and where the apiserver listens.
 NODE_IP = "10.244.0.1"
 CLUSTER_CIDR = "10.244.0.0/16"
+CLUSTER_DOMAIN = "cluster.local"
 # The kwok fleet beside a real node: its pod and node addresses are local to this machine (a `local`
 # route on lo, so `edgewise serve` processes can bind any of them, as with loopback) and, unlike
 # loopback, reachable from the real node's pods through the bridge.
@@ -149,8 +151,9 @@ class RealNode:
         start("containerd", [tools.containerd, "--config", str(containerd_config)], None)
         self._wait_containerd(tools)
         self.import_images(tools, [self._pause_archive(bin_dir), *images])
-        kubeconfig(self.root / "kubelet.kubeconfig", "kubelet")
-        kubeconfig(self.root / "kube-proxy.kubeconfig", "kube-proxy")
+        for client in ("kubelet", "kube-proxy", "coredns"):
+            kubeconfig(self.root / f"{client}.kubeconfig", client)
+        start("coredns", [str(bin_dir / "coredns"), "-conf", str(self._corefile())], None)
         labels = ",".join(f"{k}={v}" for k, v in node_labels().items())
         start("kubelet", [str(bin_dir / "kubelet"), f"--config={self._kubelet_config(pki)}",
                           f"--kubeconfig={self.root / 'kubelet.kubeconfig'}",
@@ -253,6 +256,8 @@ class RealNode:
             "syncFrequency": "10s",
             "fileCheckFrequency": "10s",
             "resolvConf": "/etc/resolv.conf",
+            "clusterDNS": [NODE_IP],
+            "clusterDomain": CLUSTER_DOMAIN,
             "localStorageCapacityIsolation": False,
             "protectKernelDefaults": False,
             "makeIPTablesUtilChains": False,
@@ -279,6 +284,29 @@ class RealNode:
         }
         path = self.root / "kube-proxy.yaml"
         path.write_text(yaml.safe_dump(config))
+        return path
+
+    def _corefile(self) -> Path:
+        """K3s's CoreDNS configuration, on the bridge address only; other names go to the host's resolver."""
+        health, ready = processes.free_ports(2)
+        corefile = "\n".join([
+            ".:53 {",
+            f"    bind {NODE_IP}",
+            "    errors",
+            f"    health 127.0.0.1:{health}",
+            f"    ready 127.0.0.1:{ready}",
+            f"    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{",
+            f"        kubeconfig {self.root / 'coredns.kubeconfig'}",
+            "        pods insecure",
+            "        fallthrough in-addr.arpa ip6.arpa",
+            "    }",
+            "    cache 30",
+            "    loadbalance",
+            "    forward . /etc/resolv.conf",
+            "}",
+        ])
+        path = self.root / "Corefile"
+        path.write_text(corefile + "\n")
         return path
 
     def _pause_archive(self, bin_dir: Path) -> Path:

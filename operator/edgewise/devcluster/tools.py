@@ -6,7 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm",
+              "kubelet", "kube-proxy", "coredns")
 
 
 def repo_root() -> Path:
