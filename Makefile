@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export GOTOOLCHAIN := local
-# Debian packages the test suite starts for real: Prometheus (analysis), an OCI registry (artifacts).
-APT_PACKAGES ?= prometheus docker-registry
+# Debian packages the test suite starts for real: Prometheus (analysis), an OCI registry (artifacts),
+# and the real node's containerd, runc, CNI plugins and iptables (busybox for its smoke-test image).
+APT_PACKAGES ?= prometheus docker-registry containerd runc containernetworking-plugins iptables busybox-static
 
 .PHONY: help demo test test-unit bench lint tools venv apt cluster-up cluster-down clean
 

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="CLASS=COUNT,... (classes: jetson-orin, jetson-xavier, arm64-cpu, amd64-cpu); "
                             "default: 2 Orin, 1 Xavier, 3 ARM boards, 1 x86 PC")
     fleet.add_argument("--nodes", type=int, default=None, help="N nodes spread over every class")
+    up.add_argument("--real-node", action="store_true",
+                    help="also one real node: kubelet, kube-proxy, containerd and runc on this machine, "
+                         "running the images `make images` built (needs root)")
     up.set_defaults(func=cmd_up)
     down = cluster_sub.add_parser("down", help="stop every process the cluster started")
     down.set_defaults(func=cmd_down)
@@ -47,10 +50,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         fleet = _fleet(args)
     except ValueError as err:
         raise SystemExit(f"edgewise dev cluster up: {err}") from None
-    cluster = DevCluster(args.dir)
+    images: tuple[Path, ...] = ()
+    if args.real_node:
+        from edgewise.devcluster.images import built_images
+
+        images = tuple(built_images())
+    cluster = DevCluster(args.dir, real_node=args.real_node, images=images)
     cluster.up()
     with cluster.api_client() as api:
-        wait_ready(api, apply_fleet(api, fleet))
+        wait_ready(api, apply_fleet(api, fleet, node_cidr=cluster.node_cidr))
         print(describe(cluster, api))
     return 0
 
