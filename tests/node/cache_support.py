@@ -44,7 +44,8 @@ class SourceServer:
         self.cut: dict[str, int] = {}
         self.stall: set[str] = set()
         self.ignore_range: set[str] = set()  # answer 200 with the whole body, like a server without Range
-        self.post_ready: set[str] = set()  # POST answers {"state": "ready"}, like an agent's prefetch
+        self.post_ready: set[str] = set()
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302  # POST answers {"state": "ready"}, like an agent's prefetch
         self.half_sent = threading.Event()
         self.release = threading.Event()
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
@@ -54,9 +55,9 @@ class SourceServer:
         self.files[path] = data
         return self.url(path)
 
-    def url(self, path: str) -> str:
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
         assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_port}{path}"
+        return f"http://{host}:{self._httpd.server_port}{path}"
 
     def count(self, path: str) -> int:
         return sum(1 for p, _ in self.requests if p == path)
@@ -73,6 +74,12 @@ class SourceServer:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]  # the query does not pick the file
                 source.requests.append((path, self.headers.get("Range")))
+                if path in source.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", source.redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data = source.files.get(path)
                 if data is None:
                     self.send_error(404)
