@@ -44,8 +44,8 @@ class SourceServer:
         self.cut: dict[str, int] = {}
         self.stall: set[str] = set()
         self.ignore_range: set[str] = set()  # answer 200 with the whole body, like a server without Range
-        self.post_ready: set[str] = set()
-        self.redirects: dict[str, str] = {}  # path -> Location of a 302  # POST answers {"state": "ready"}, like an agent's prefetch
+        self.post_ready: set[str] = set()  # POST answers {"state": "ready"}, like an agent's prefetch
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302
         self.half_sent = threading.Event()
         self.release = threading.Event()
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cache_support import OPERATOR, OTHER_NODE_POD, POD, UNBOUND, AgentProcess, get_json, sha256
+from cache_support import POD, AgentProcess, get_json, sha256
 from cache_support import http as plain_http
 
 from edgewise.contract import AGENT_SHA256_HEADER, plan_cache_key

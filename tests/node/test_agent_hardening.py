@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cache_support import OPERATOR, OTHER_NODE_POD, POD, UNBOUND, AgentProcess, SourceServer, get_json, sha256
+from cache_support import OPERATOR, OTHER_NODE_POD, POD, UNBOUND, AgentProcess, get_json, sha256
 from cache_support import http as plain_http
 
 from edgewise.contract import AGENT_SHA256_HEADER, plan_cache_key
