@@ -43,7 +43,7 @@ class DigestMismatch(Exception):
     def __init__(self, expected: str, actual: str) -> None:
         # The actual digest is kept for logs but never put into the message: a caller that
         # learns the digest of bytes it cannot see could then have them cached and served.
-        super().__init__(f"digest mismatch: the bytes received do not hash to sha256 {expected}")
+        super().__init__(f"digest mismatch: expected sha256 {expected}, the bytes received hash to another")
         self.expected = expected
         self.actual = actual
 
