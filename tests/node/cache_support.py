@@ -144,11 +144,13 @@ POD = "pod-token"  # a runtime pod on the agent's node
 OTHER_NODE_POD = "other-node-pod-token"  # a pod whose token is bound to another node
 OPERATOR = "operator-token"
 UNBOUND = "unbound-token"  # a ServiceAccount token not bound to any pod
+TENANT = "tenant-token"  # a runtime pod of another namespace on the agent's node
 TOKENS = {
     POD: {"user": "system:serviceaccount:vision:default", "node": NODE, "pod": "detector-abcde"},
     OTHER_NODE_POD: {"user": "system:serviceaccount:vision:default", "node": "node-b", "pod": "detector-fghij"},
     OPERATOR: {"user": OPERATOR_USER},
     UNBOUND: {"user": "system:serviceaccount:vision:default"},
+    TENANT: {"user": "system:serviceaccount:retail:default", "node": NODE, "pod": "counter-12345"},
 }
 
 
@@ -221,4 +223,4 @@ class AgentProcess:
             processes.terminate(self.proc)
 
     def artifacts(self) -> list[dict[str, Any]]:
-        return list(get_json(self.url + "/v1/artifacts")["artifacts"])
+        return list(get_json(self.url + "/v1/artifacts", token=OPERATOR)["artifacts"])  # the operator's view

@@ -205,7 +205,7 @@ def test_plans_are_accepted_under_their_key_only_with_a_matching_digest(source, 
     status, _, _ = http("PUT", x_url, b"x", {AGENT_SHA256_HEADER: sha256(b"x")})
     assert status == 405  # model artifacts only come from their source
     [entry] = [e for e in agent.artifacts() if e["sha256"] == sha256(plan)]
-    assert entry["plan_keys"] == [key]
+    assert entry["plan_keys"] == [f"{key}-ns.vision"]  # plans are kept per namespace
 
 
 def test_file_sources_only_below_the_configured_root(agents, tmp_path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cache_support import OPERATOR, OTHER_NODE_POD, POD, UNBOUND, AgentProcess, get_json, sha256
+from cache_support import OPERATOR, OTHER_NODE_POD, POD, TENANT, UNBOUND, AgentProcess, get_json, sha256
 from cache_support import http as plain_http
 
 from edgewise.contract import AGENT_SHA256_HEADER, plan_cache_key
@@ -128,12 +128,34 @@ def test_a_plan_is_written_once_by_a_pod_of_the_node_and_records_its_uploader(so
     status, headers, served = http("GET", url(agent, key))
     assert status == 200 and served == plan and headers[AGENT_SHA256_HEADER] == sha256(plan)
     [entry] = [e for e in agent.artifacts() if e["sha256"] == sha256(plan)]
-    assert entry["plan_keys"] == [key] and entry["uploaded_by"] == ["vision/detector-abcde"]
+    assert entry["plan_keys"] == [f"{key}-ns.vision"] and entry["uploaded_by"] == ["vision/detector-abcde"]
     agent.stop()
     restarted = agents(cache=agent.cache_dir)  # the uploader survives a restart, and so does the rule
     assert http("PUT", url(restarted, key), evil, {AGENT_SHA256_HEADER: sha256(evil)})[0] == 409
     assert [e["uploaded_by"] for e in restarted.artifacts() if e["sha256"] == sha256(plan)] == [
         ["vision/detector-abcde"]]
+
+
+def test_another_namespace_neither_loads_nor_blocks_a_tenants_plan_nor_sees_its_sources(source, agents) -> None:
+    agent = agents()
+    model_uri = source.add("/m.onnx", MODEL)
+    assert http("GET", url(agent, sha256(MODEL), model_uri + "?signature=vision-secret"))[0] == 200
+    key = plan_cache_key(sha256(MODEL), "8.7", "10.3.0", "fp16")
+    theirs, ours = b"retail's engine " * 1000, b"vision's engine " * 1000
+    # Another tenant on the same node uploads first: that does not decide what vision loads.
+    assert http("PUT", url(agent, key), theirs, {AGENT_SHA256_HEADER: sha256(theirs)}, token=TENANT)[0] == 201
+    assert http("GET", url(agent, key))[0] == 404
+    assert http("PUT", url(agent, key), ours, {AGENT_SHA256_HEADER: sha256(ours)})[0] == 201
+    assert http("GET", url(agent, key))[2] == ours and http("GET", url(agent, key), token=TENANT)[2] == theirs
+    # Nor does it see vision's sources (a URI may hold a presigned credential) or the cache listing.
+    assert http("GET", agent.url + "/v1/artifacts", token=TENANT)[0] == 403
+    bad = source.add("/bad.onnx", b"not it")
+    status, _, body = http("GET", url(agent, "1" * 64, bad + "?signature=vision-secret"))
+    assert status == 502 and b"vision-secret" not in body  # (its own error quotes no source either way)
+    status, _, body = http("GET", f"{agent.url}/v1/prefetch/{'1' * 64}", token=TENANT)
+    assert status == 200 and b"vision-secret" not in body and b"/bad.onnx" not in body
+    assert json.loads(body)["errorKind"] == "digest_mismatch"
+    assert b"/bad.onnx" in http("GET", f"{agent.url}/v1/prefetch/{'1' * 64}")[2]  # vision sees its own
 
 
 # ---- starvation -------------------------------------------------------------------------------------

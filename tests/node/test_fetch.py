@@ -148,7 +148,7 @@ def test_triton_tensorrt_builds_the_plan_once_per_node_and_reuses_it(source, age
     assert plans[0] == plans[1] and plans[0].startswith(b"FAKE-PLAN")
     key = contract.plan_cache_key(DIGEST, "8.7", "8.6.1", "fp16")  # version read from trtexec's banner
     listing = {e["sha256"]: e for e in agent.artifacts()}
-    assert listing[sha256(plans[0])]["plan_keys"] == [key]
+    assert listing[sha256(plans[0])]["plan_keys"] == [f"{key}-ns.vision"]
 
 
 def test_fetch_falls_back_to_the_source_when_no_agent_answers(source, tmp_path) -> None:

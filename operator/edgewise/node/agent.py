@@ -102,18 +102,21 @@ class Job:
     sha256: str
     uri: str
     model: str | None
+    namespace: str = ""  # of the caller that started it; others see its state, not its URI or error
     state: str = "queued"  # queued | downloading | ready | failed
     error: str = ""
     error_kind: str = ""  # digest_mismatch | transient | permanent | refused | too_large | deadline
     writer: Writer | None = None
     started: float | None = None  # time.monotonic() when a download worker took it
 
-    def view(self) -> dict[str, Any]:
-        return {
-            "sha256": self.sha256, "uri": self.uri, "model": self.model, "state": self.state,
-            "error": self.error, "errorKind": self.error_kind,
-            "bytes": self.writer.size if self.writer and self.state == "downloading" else None,
-        }
+    def view(self, full: bool = True) -> dict[str, Any]:
+        """The job as callers see it; `full=False` for another tenant's job: a URI may carry a
+        presigned credential, an error may quote the source."""
+        view = {"sha256": self.sha256, "state": self.state, "errorKind": self.error_kind,
+                "bytes": self.writer.size if self.writer and self.state == "downloading" else None}
+        if full:
+            view.update(uri=self.uri, model=self.model, error=self.error)
+        return view
 
 
 class DeadlineExceeded(dl.PermanentError):
@@ -204,13 +207,13 @@ class Agent:
             return []
         return [j for j in running if now - (j.started or now) > self.limits.download_deadline]
 
-    async def ensure(self, sha256: str, uri: str, model: str | None) -> Job | None:
+    async def ensure(self, sha256: str, uri: str, model: str | None, namespace: str = "") -> Job | None:
         """Make `sha256` cached, downloading it from `uri` once however many ask; None if it was."""
         if self.cache.has(sha256) and await asyncio.to_thread(self.cache.verify, sha256):
             return None
         task = self._inflight.get(sha256)
         if task is None:
-            job = Job(sha256=sha256, uri=uri, model=model)
+            job = Job(sha256=sha256, uri=uri, model=model, namespace=namespace)
             self._remember(job)
             task = asyncio.get_running_loop().create_task(self._fill(job))
             self._inflight[sha256] = task
@@ -344,9 +347,26 @@ def _serve_file(agent: Agent, digest: str) -> web.StreamResponse:
     return web.FileResponse(path, headers=headers)
 
 
-def _job_error(job: Job) -> web.Response:
+def _caller_namespace(agent: Agent, caller: Caller) -> str:
+    """The namespace a caller acts in: a pod's own; "" for the operator (it sees every job)."""
+    return caller.namespace if Role.NODE_POD in agent.policy.roles(caller) else ""
+
+
+def _sees(agent: Agent, caller: Caller, job: Job) -> bool:
+    namespace = _caller_namespace(agent, caller)
+    return not namespace or namespace == job.namespace
+
+
+def _plan_key(agent: Agent, caller: Caller, key: str) -> str:
+    """Plans are kept per namespace: a plan built by one tenant's pod is never loaded by
+    another's (their pods build and upload their own). The suffix keeps the key a plan key."""
+    return f"{key}-ns.{caller.namespace}"
+
+
+def _job_error(agent: Agent, caller: Caller, job: Job) -> web.Response:
     status = {"refused": 403, "too_large": 507, "deadline": 504}.get(job.error_kind, 502)
-    return _error(status, job.error, kind=job.error_kind)
+    message = job.error if _sees(agent, caller, job) else f"the download of {job.sha256} failed ({job.error_kind})"
+    return _error(status, message, kind=job.error_kind)
 
 
 @requires(Role.NODE_POD)
@@ -359,7 +379,8 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
     except ValueError as err:
         return _error(400, str(err))
     if PLAN_KEY_RE.match(key):
-        digest = agent.cache.resolve(key)
+        internal = _plan_key(agent, request["caller"], key)
+        digest = agent.cache.resolve(internal) if PLAN_KEY_RE.match(internal) else None
         if digest is None or not await asyncio.to_thread(agent.cache.verify, digest):
             agent.metrics.misses.inc()
             return _error(404, f"no plan cached under {key}")
@@ -377,9 +398,10 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
         return _error(404, f"sha256 {digest} is not cached; pass ?uri= to fetch it from its source")
     if digest not in agent._inflight and agent.busy():
         return _error(429, "the agent has too many downloads queued; retry later", headers={"Retry-After": "10"})
-    job = await agent.ensure(digest, uri, model or None)
+    caller = request["caller"]
+    job = await agent.ensure(digest, uri, model or None, _caller_namespace(agent, caller))
     if job is not None and job.state == "failed":
-        return _job_error(job)
+        return _job_error(agent, caller, job)
     agent.cache.touch(digest, model or None)
     return _serve_file(agent, digest)
 
@@ -388,16 +410,19 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
 async def put_artifact(request: web.Request) -> web.Response:
     agent: Agent = request.app["agent"]
     caller: Caller = request["caller"]
-    key = request.match_info["key"]
-    model_digest = plan_model_digest(key)
+    asked = request.match_info["key"]
+    model_digest = plan_model_digest(asked)
     if model_digest is None:
         return _error(405, "only TensorRT plans (plan-… keys) can be uploaded; artifacts come from sources")
     try:
         expected = normalize_digest(request.headers.get(SHA256_HEADER, ""))
     except ValueError as err:
         return _error(400, f"header {SHA256_HEADER}: {err}")
+    key = _plan_key(agent, caller, asked)
+    if not PLAN_KEY_RE.match(key):
+        return _error(400, f"plan key {asked!r} is too long")
     if agent.cache.resolve(key) is not None:
-        return _error(409, f"a plan is already cached under {key}; plans are never replaced",
+        return _error(409, f"a plan is already cached under {asked}; plans are never replaced",
                       uploadedBy=agent.cache.plan_uploader(key))
     if not agent.cache.has(model_digest):
         return _error(409, f"the model {model_digest} of this plan is not cached on this node: a plan is "
@@ -420,10 +445,10 @@ async def put_artifact(request: web.Request) -> web.Response:
             return _error(409, str(err), uploadedBy=agent.cache.plan_uploader(key))
     agent.metrics.cache_bytes.set(agent.cache.total_bytes())
     log.info("stored plan %s (%s) uploaded by %s", key, expected, caller.describe())
-    return web.json_response({"key": key, "sha256": expected, "uploadedBy": uploader}, status=201)
+    return web.json_response({"key": asked, "sha256": expected, "uploadedBy": uploader}, status=201)
 
 
-@requires(Role.NODE_POD, Role.OPERATOR)
+@requires(Role.OPERATOR)  # it names every tenant's models: not for pods
 async def list_artifacts(request: web.Request) -> web.Response:
     agent: Agent = request.app["agent"]
     return web.json_response({
@@ -451,12 +476,14 @@ async def post_prefetch(request: web.Request) -> web.Response:
         return _error(403, refusal, kind="refused")
     if digest not in agent._inflight and agent.busy():
         return _error(429, "the agent has too many downloads queued; retry later", headers={"Retry-After": "10"})
-    task = asyncio.get_running_loop().create_task(agent.ensure(digest, uri, model or None))
+    caller = request["caller"]
+    task = asyncio.get_running_loop().create_task(
+        agent.ensure(digest, uri, model or None, _caller_namespace(agent, caller)))
     request.app["background"].add(task)
     task.add_done_callback(request.app["background"].discard)
     await asyncio.sleep(0)  # let the job register, so the status below is not 404
     job = agent.jobs.get(digest)
-    view = job.view() if job else {"sha256": digest, "state": "queued"}
+    view = job.view(_sees(agent, caller, job)) if job else {"sha256": digest, "state": "queued"}
     return web.json_response(view, status=202, headers={"Location": location})
 
 
@@ -469,7 +496,7 @@ async def get_prefetch(request: web.Request) -> web.Response:
         return _error(400, str(err))
     job = agent.jobs.get(digest)
     if job is not None and job.state != "ready":
-        return web.json_response(job.view())
+        return web.json_response(job.view(_sees(agent, request["caller"], job)))
     if agent.cache.has(digest):
         return web.json_response({"sha256": digest, "state": "ready"})
     return _error(404, f"no prefetch of {digest} and not cached", state="unknown")

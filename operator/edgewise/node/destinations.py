@@ -94,9 +94,13 @@ class Destinations:
     def check_url(self, uri: str) -> None:
         """Vet the host of `uri` now (for clients whose connections cannot be pinned, e.g. OCI)."""
         parts = urllib.parse.urlsplit(uri)
+        try:
+            port = parts.port or 443
+        except ValueError as err:
+            raise RefusedDestination(f"{uri}: {err}") from err
         if not parts.hostname:
             raise RefusedDestination(f"{uri}: no host")
-        self.vet(parts.hostname, parts.port or 443)
+        self.vet(parts.hostname, port)
 
     def create_connection(self, address: tuple[str, int], timeout: Any = socket._GLOBAL_DEFAULT_TIMEOUT,
                           source_address: Any = None, **_: Any) -> socket.socket:

@@ -115,23 +115,38 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 
 class _HttpRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects to http(s) only (urllib would also follow ftp://)."""
+    """Follow redirects to http(s) only (urllib would also follow ftp://), to hosts the guard allows."""
+
+    def __init__(self, guard: Destinations | None = None) -> None:
+        super().__init__()
+        self.guard = guard
 
     def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
         if scheme_of(newurl) not in ("http", "https"):
             raise RefusedDestination(f"{req.full_url} redirects to {newurl}: only http(s) redirects are followed")
+        if self.guard is not None:
+            self.guard.check_url(newurl)  # also when a proxy makes the connection (it is vetted itself)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def http_opener(guard: Destinations | None = None, headers: Mapping[str, str] | None = None,
                 follow_redirects: bool = True) -> Opener:
     """An http(s) opener: connections vetted by `guard`, `headers` sent to the first host only."""
-    handlers: list[Any] = [_HttpRedirects() if follow_redirects else _NoRedirects()]
+    handlers: list[Any] = [_HttpRedirects(guard) if follow_redirects else _NoRedirects()]
     if guard is not None:
         handlers += [_GuardedHTTPHandler(guard), _GuardedHTTPSHandler(guard)]
     director = urllib.request.build_opener(*handlers)
 
     def open_http(uri: str, offset: int, timeout: float) -> Opened:
+        if guard is not None:
+            # The connection is vetted below; the named host is vetted here too, because with a
+            # proxy (http_proxy in the environment) the connection goes to the proxy instead.
+            try:
+                guard.check_url(uri)
+            except RefusedDestination as err:
+                raise RefusedError(f"{uri}: {err}") from err
+            except OSError as err:
+                raise TransientError(f"{uri}: {err}") from err
         request = urllib.request.Request(uri, headers={"User-Agent": USER_AGENT})
         for name, value in (headers or {}).items():
             request.add_unredirected_header(name, value)  # never forwarded to a redirect's host
