@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,20 @@ def test_another_namespace_neither_loads_nor_blocks_a_tenants_plan_nor_sees_its_
     assert status == 200 and b"vision-secret" not in body and b"/bad.onnx" not in body
     assert json.loads(body)["errorKind"] == "digest_mismatch"
     assert b"/bad.onnx" in http("GET", f"{agent.url}/v1/prefetch/{'1' * 64}")[2]  # vision sees its own
+
+
+def test_a_trickling_plan_upload_ends_at_the_deadline_and_leaves_nothing(source, agents) -> None:
+    agent = agents("--download-deadline", "2")
+    assert http("GET", url(agent, sha256(MODEL), source.add("/m.onnx", MODEL)))[0] == 200
+    key = plan_cache_key(sha256(MODEL), "8.7", "10.3.0", "fp16")
+    head = (f"PUT /v1/artifacts/{key} HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer {POD}\r\n"
+            f"{AGENT_SHA256_HEADER}: {'2' * 64}\r\nContent-Length: 1000000\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", agent.port), timeout=60) as conn:
+        conn.sendall(head.encode() + b"the first bytes, and then nothing")
+        answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    wait_for(lambda: os.listdir(agent.cache_dir / "tmp") == [], 30, "the partial upload to be deleted")
+    assert http("GET", url(agent, key))[0] == 404
 
 
 # ---- starvation -------------------------------------------------------------------------------------

@@ -182,6 +182,7 @@ class Agent:
         self.jobs: dict[str, Job] = {}
         self.metrics = Metrics()
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._uploads = 0  # plan uploads in progress: bounded like downloads
         self._stop = threading.Event()
         # Downloads get threads of their own: reads of cached files (which hash and stat in the
         # default executor) never queue behind a slow uplink.
@@ -428,14 +429,29 @@ async def put_artifact(request: web.Request) -> web.Response:
         return _error(409, f"the model {model_digest} of this plan is not cached on this node: a plan is "
                            "accepted only for a model this node's agent delivered")
     uploader = f"{caller.namespace}/{caller.pod}"
+    if agent._uploads >= agent.limits.download_workers:
+        return _error(429, "the agent has too many plan uploads in progress; retry later",
+                      headers={"Retry-After": "10"})
+    agent._uploads += 1
+    try:
+        return await _store_plan(agent, request, key, asked, expected, uploader)
+    finally:
+        agent._uploads -= 1
+
+
+async def _store_plan(agent: Agent, request: web.Request, key: str, asked: str, expected: str,
+                      uploader: str) -> web.Response:
     with agent.cache.writer() as w:
         try:
-            async for chunk in request.content.iter_chunked(CHUNK):
-                if w.size + len(chunk) > MAX_PLAN_BYTES:
-                    return _error(413, f"plan larger than {MAX_PLAN_BYTES} bytes")
-                w.write(chunk)  # small local writes; fsync happens off the loop in commit
+            async with asyncio.timeout(agent.limits.download_deadline):  # a trickling upload ends too
+                async for chunk in request.content.iter_chunked(CHUNK):
+                    if w.size + len(chunk) > MAX_PLAN_BYTES:
+                        return _error(413, f"plan larger than {MAX_PLAN_BYTES} bytes")
+                    w.write(chunk)  # small local writes; fsync happens off the loop in commit
         except CacheFull as err:
             return _error(413, str(err), kind="too_large")
+        except TimeoutError:
+            return _error(408, "the plan upload took longer than the agent's --download-deadline")
         try:
             await asyncio.to_thread(agent.cache.commit, w, expected, plan_key=key, uploader=uploader)
         except DigestMismatch as err:
@@ -444,7 +460,7 @@ async def put_artifact(request: web.Request) -> web.Response:
         except PlanExists as err:
             return _error(409, str(err), uploadedBy=agent.cache.plan_uploader(key))
     agent.metrics.cache_bytes.set(agent.cache.total_bytes())
-    log.info("stored plan %s (%s) uploaded by %s", key, expected, caller.describe())
+    log.info("stored plan %s (%s) uploaded by %s", key, expected, uploader)
     return web.json_response({"key": asked, "sha256": expected, "uploadedBy": uploader}, status=201)
 
 
