@@ -367,7 +367,7 @@ class NodeCache:
             if n > 0 and self.max_bytes is not None and self._in_flight + n > self.max_bytes:
                 raise CacheFull(f"the artifact does not fit the node cache: {self._in_flight + n} bytes in "
                                 f"flight against a budget of {self.max_bytes} (raise the agent's "
-                                "--max-cache-bytes, the operator setting agentMaxCache)")
+                                "--max-cache-bytes, the chart value agent.maxCacheSize)")
             self._in_flight += n
 
     def in_flight_bytes(self) -> int:

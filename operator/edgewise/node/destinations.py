@@ -88,7 +88,7 @@ class Destinations:
             if reason:
                 raise RefusedDestination(
                     f"{host} resolves to {address}, {reason}: the node agent does not download from it "
-                    f"(allow the host explicitly with the operator setting agentAllowHosts / --allow-host {host})")
+                    f"(to allow it on purpose, name it in the chart value agent.allowHosts, i.e. --allow-host {host})")
         return addresses
 
     def check_url(self, uri: str) -> None:
