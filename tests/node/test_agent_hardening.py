@@ -160,8 +160,10 @@ def test_another_namespace_neither_loads_nor_blocks_a_tenants_plan_nor_sees_its_
 
 
 def test_a_trickling_plan_upload_ends_at_the_deadline_and_leaves_nothing(source, agents) -> None:
-    agent = agents("--download-deadline", "2")
-    assert http("GET", url(agent, sha256(MODEL), source.add("/m.onnx", MODEL)))[0] == 200
+    filled = agents()
+    assert http("GET", url(filled, sha256(MODEL), source.add("/m.onnx", MODEL)))[0] == 200
+    filled.stop()  # the short deadline below is for the upload only, not for this fill
+    agent = agents("--download-deadline", "2", cache=filled.cache_dir)
     key = plan_cache_key(sha256(MODEL), "8.7", "10.3.0", "fp16")
     head = (f"PUT /v1/artifacts/{key} HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer {POD}\r\n"
             f"{AGENT_SHA256_HEADER}: {'2' * 64}\r\nContent-Length: 1000000\r\n\r\n")
@@ -177,9 +179,11 @@ def test_a_trickling_plan_upload_ends_at_the_deadline_and_leaves_nothing(source,
 
 
 def test_stalled_downloads_never_hold_cached_reads_and_make_health_fail(source, agents) -> None:
-    agent = agents("--download-workers", "2", "--download-deadline", "3", "--attempts", "1")
-    cached_uri = source.add("/cached.onnx", MODEL)
-    assert http("GET", url(agent, sha256(MODEL), cached_uri))[0] == 200
+    filled = agents()
+    assert http("GET", url(filled, sha256(MODEL), source.add("/cached.onnx", MODEL)))[0] == 200
+    filled.stop()  # the short deadline below is for the stalled downloads only, not for this fill
+    agent = agents("--download-workers", "2", "--download-deadline", "3", "--attempts", "1",
+                   cache=filled.cache_dir)
     # More stalled downloads than any default thread pool has threads (at most 32).
     slow = [source.add(f"/slow-{i}.onnx", b"slow %d " % i * 10_000) for i in range(34)]
     for path in (f"/slow-{i}.onnx" for i in range(34)):
