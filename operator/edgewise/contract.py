@@ -49,6 +49,18 @@ AGENT_PREFETCH_PATH = "/v1/prefetch"  # POST {"uri":…, "sha256":…, "model":�
 AGENT_HEALTH_PATH = "/healthz"
 # Hex sha256 of the body: sent with every artifact the agent serves, required on a plan PUT.
 AGENT_SHA256_HEADER = "X-Edgewise-Sha256"
+# Who may call the agent: a projected ServiceAccount token with this audience, sent as
+# `Authorization: Bearer`. The agent checks it with a TokenReview. Runtime pods get one in the
+# fetch init container only (bound to the pod, so it names the pod's node); the operator asks
+# for its own through the TokenRequest API.
+AGENT_AUDIENCE = "edgewise-agent"
+AGENT_TOKEN_SECONDS = 600  # the shortest expiry the apiserver grants; the kubelet rotates it
+AGENT_TOKEN_VOLUME = "agent-token"
+AGENT_TOKEN_DIR = "/var/run/secrets/edgewise.io/agent"
+AGENT_TOKEN_FILE = f"{AGENT_TOKEN_DIR}/token"
+# The agent's own node (downward API spec.nodeName): a pod may use the agent only if its
+# token is bound to this node.
+AGENT_NODE_NAME_ENV = "NODE_NAME"
 
 
 class Layout(StrEnum):
@@ -88,6 +100,7 @@ class FetchRequest:
     layout: Layout = Layout.ONNXRUNTIME
     dest: str = MODEL_ROOT
     agent: str = ""  # http://<node-ip>:<port>; empty means go straight to the source
+    agent_token_file: str = AGENT_TOKEN_FILE  # bearer token for the agent (projected SA token)
     precision: str = "fp32"
     max_batch_size: int = 0
     max_queue_delay_us: int = 0
@@ -105,7 +118,7 @@ class FetchRequest:
             "--max-queue-delay-us", str(self.max_queue_delay_us),
         ]
         if self.agent:
-            args += ["--agent", self.agent]
+            args += ["--agent", self.agent, "--agent-token-file", self.agent_token_file]
         return args
 
     @staticmethod
@@ -116,6 +129,9 @@ class FetchRequest:
         parser.add_argument("--layout", choices=[lay.value for lay in Layout], default=Layout.ONNXRUNTIME.value)
         parser.add_argument("--dest", default=MODEL_ROOT, help="root of the model directory to lay out")
         parser.add_argument("--agent", default="", help="node agent URL; empty: fetch from the source")
+        parser.add_argument("--agent-token-file", default=AGENT_TOKEN_FILE,
+                            help="bearer token for the agent: a projected ServiceAccount token with audience "
+                                 f"{AGENT_AUDIENCE} (re-read on every call: the kubelet rotates it)")
         parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
         parser.add_argument("--max-batch-size", type=int, default=0)
         parser.add_argument("--max-queue-delay-us", type=int, default=0)
@@ -124,7 +140,7 @@ class FetchRequest:
     def from_args(cls, ns: argparse.Namespace) -> FetchRequest:
         return cls(
             uri=ns.uri, sha256=ns.sha256, model_name=ns.model_name, layout=Layout(ns.layout),
-            dest=ns.dest, agent=ns.agent, precision=ns.precision,
+            dest=ns.dest, agent=ns.agent, agent_token_file=ns.agent_token_file, precision=ns.precision,
             max_batch_size=ns.max_batch_size, max_queue_delay_us=ns.max_queue_delay_us,
         )
 

@@ -51,7 +51,9 @@ ALL_OPTIONS: dict[str, Any] = {
     "artifacts": {"enabled": True, "existingClaim": "edgewise-artifacts", "jobMemoryMiB": 8192,
                   "jobTimeoutSeconds": 600, "retrySeconds": 30},
     "agent": {"namespace": "ew-node", "createNamespace": False, "cacheDir": "/data/edgewise",
-              "keepPerModel": 3, "maxCacheSize": "50Gi", "nodeSelector": {"edgewise.io/edge": "true"}},
+              "keepPerModel": 3, "maxCacheSize": "50Gi", "nodeSelector": {"edgewise.io/edge": "true"},
+              "serviceAccountName": "ew-agent", "allowHosts": ["models.internal"], "denyPrivate": True,
+              "downloadWorkers": 2, "downloadDeadlineSeconds": 600},
     "gpu": {"runtimeClassName": "nvidia-legacy", "resourceName": "nvidia.com/gpu.shared"},
     "serviceAccount": {"create": True, "name": "edgewise-op", "annotations": {"example.com/owner": "ml"}},
 }
@@ -83,6 +85,13 @@ class Helm:
 
 def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     (found,) = [d for d in docs if d["kind"] == kind]
+    return found
+
+
+def operator_service_account(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The operator's ServiceAccount (the chart also makes the node agent's)."""
+    (found,) = [d for d in docs if d["kind"] == "ServiceAccount"
+                and d["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"]
     return found
 
 

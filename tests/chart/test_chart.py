@@ -8,7 +8,18 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import ALL_OPTIONS, CHART, NAMESPACE, RELEASE, Helm, env_of, one, operator_pod, values_doc
+from chart_support import (
+    ALL_OPTIONS,
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    Helm,
+    env_of,
+    one,
+    operator_pod,
+    operator_service_account,
+    values_doc,
+)
 
 from edgewise.api.settings import DEFAULT_NGC_RELEASE, ENV_PREFIX, OperatorSettings
 
@@ -53,7 +64,7 @@ def test_defaults_render_the_operator_and_the_agent_namespace(helm: Helm) -> Non
     spec = pod["spec"]
     (container,) = spec["containers"]
     assert container["image"] == "edgewise/operator:0.1.0"
-    assert spec["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"] == f"{RELEASE}-operator"
+    assert spec["serviceAccountName"] == operator_service_account(docs)["metadata"]["name"] == f"{RELEASE}-operator"
     for absent in ("imagePullSecrets", "nodeSelector", "tolerations", "affinity", "priorityClassName"):
         assert absent not in spec, absent
     assert "annotations" not in pod["metadata"]
@@ -83,7 +94,7 @@ def test_every_option_reaches_the_operator_deployment(helm: Helm) -> None:
                                                               a.startswith("--namespace")]
     (artifacts,) = [v for v in spec["volumes"] if v["name"] == "artifacts"]
     assert artifacts["persistentVolumeClaim"] == {"claimName": "edgewise-artifacts"}
-    sa = one(docs, "ServiceAccount")
+    sa = operator_service_account(docs)
     assert sa["metadata"]["name"] == spec["serviceAccountName"] == "edgewise-op"
     assert sa["metadata"]["annotations"] == {"example.com/owner": "ml"}
     assert "Namespace" not in {d["kind"] for d in docs}  # agent.createNamespace: false
@@ -170,7 +181,8 @@ def test_every_option_round_trips_through_the_operator_settings(helm: Helm) -> N
 
 def test_without_the_artifact_store_or_a_created_service_account(helm: Helm) -> None:
     docs = helm.template({"artifacts": {"enabled": False}, "serviceAccount": {"create": False, "name": "ops"}})
-    assert {"Service", "ServiceAccount"}.isdisjoint(d["kind"] for d in docs)
+    assert "Service" not in {d["kind"] for d in docs}
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"] == ["edgewise-node-agent"]
     env = env_of(docs)
     assert "EDGEWISE_ARTIFACT_DIR" not in env and OperatorSettings.from_env(env).artifact_dir == ""
     assert operator_pod(docs)["spec"]["serviceAccountName"] == "ops"

@@ -173,7 +173,8 @@ class Operator:
         assert {d["kind"] for d in rbac} == kinds
         apply(c, rbac)
         self.rbac = rbac
-        sa = next(d["metadata"]["name"] for d in rbac if d["kind"] == "ServiceAccount")
+        sa = next(d["metadata"]["name"] for d in rbac if d["kind"] == "ServiceAccount"  # not the agent's
+                  and d["metadata"]["labels"].get("app.kubernetes.io/component") == "operator")
         token = c.kubectl("create", "token", sa, "-n", self.namespace, "--duration=4h").stdout.strip()
         admin = yaml.safe_load(c.kubeconfig.read_text())
         cluster_entry = admin["clusters"][0]

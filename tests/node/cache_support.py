@@ -45,6 +45,7 @@ class SourceServer:
         self.stall: set[str] = set()
         self.ignore_range: set[str] = set()  # answer 200 with the whole body, like a server without Range
         self.post_ready: set[str] = set()  # POST answers {"state": "ready"}, like an agent's prefetch
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302
         self.half_sent = threading.Event()
         self.release = threading.Event()
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
@@ -54,9 +55,9 @@ class SourceServer:
         self.files[path] = data
         return self.url(path)
 
-    def url(self, path: str) -> str:
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
         assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_port}{path}"
+        return f"http://{host}:{self._httpd.server_port}{path}"
 
     def count(self, path: str) -> int:
         return sum(1 for p, _ in self.requests if p == path)
@@ -73,6 +74,12 @@ class SourceServer:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]  # the query does not pick the file
                 source.requests.append((path, self.headers.get("Range")))
+                if path in source.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", source.redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data = source.files.get(path)
                 if data is None:
                     self.send_error(404)
@@ -130,10 +137,31 @@ class SourceServer:
             self._httpd.server_close()
 
 
+# Callers of the test agents (tests/node/static_auth_agent.py), as a TokenReview would describe them.
+NODE = "node-a"
+OPERATOR_USER = "system:serviceaccount:edgewise-system:edgewise-operator"
+POD = "pod-token"  # a runtime pod on the agent's node
+OTHER_NODE_POD = "other-node-pod-token"  # a pod whose token is bound to another node
+OPERATOR = "operator-token"
+UNBOUND = "unbound-token"  # a ServiceAccount token not bound to any pod
+TENANT = "tenant-token"  # a runtime pod of another namespace on the agent's node
+TOKENS = {
+    POD: {"user": "system:serviceaccount:vision:default", "node": NODE, "pod": "detector-abcde"},
+    OTHER_NODE_POD: {"user": "system:serviceaccount:vision:default", "node": "node-b", "pod": "detector-fghij"},
+    OPERATOR: {"user": OPERATOR_USER},
+    UNBOUND: {"user": "system:serviceaccount:vision:default"},
+    TENANT: {"user": "system:serviceaccount:retail:default", "node": NODE, "pod": "counter-12345"},
+}
+
+
 def http(method: str, url: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
+         headers: dict[str, str] | None = None, timeout: float = 60,
+         token: str | None = None) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) of one request; HTTP errors are answers too, not exceptions."""
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    headers = dict(headers or {})
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, dict(resp.headers), resp.read()
@@ -142,18 +170,20 @@ def http(method: str, url: str, body: bytes | None = None,
             return err.code, dict(err.headers), err.read()
 
 
-def get_json(url: str) -> Any:
-    status, _, body = http("GET", url)
+def get_json(url: str, token: str | None = POD) -> Any:
+    status, _, body = http("GET", url, token=token)
     assert status == 200, (status, body)
     return json.loads(body)
 
 
 class AgentProcess:
-    """`python -m edgewise agent` as a real process on loopback, with its own cache dir."""
+    """The real agent as a process on loopback, with its own cache dir, node `NODE`, the test
+    callers of TOKENS, and 127.0.0.1 (where the test sources listen) explicitly allowed."""
 
-    def __init__(self, cache_dir: Path, *extra: str, port: int | None = None) -> None:
+    def __init__(self, cache_dir: Path, *extra: str, port: int | None = None, allow_loopback: bool = True) -> None:
         self.cache_dir = cache_dir
         self.extra = extra
+        self.allow = ["--allow-host", "127.0.0.1"] if allow_loopback else []
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = cache_dir.parent / f"agent-{self.port}.log"
@@ -163,8 +193,11 @@ class AgentProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> AgentProcess:
-        cmd = [sys.executable, "-m", "edgewise", "agent", "--host", "127.0.0.1", "--port", str(self.port),
-               "--cache-dir", str(self.cache_dir), *self.extra]
+        tokens = self.cache_dir.parent / f"tokens-{self.port}.json"
+        tokens.write_text(json.dumps(TOKENS))
+        cmd = [sys.executable, str(REPO / "tests" / "node" / "static_auth_agent.py"), str(tokens),
+               "--host", "127.0.0.1", "--port", str(self.port), "--cache-dir", str(self.cache_dir),
+               "--node-name", NODE, "--operator-user", OPERATOR_USER, *self.allow, *self.extra]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
@@ -176,7 +209,7 @@ class AgentProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"agent exited with {self.proc.returncode}: {self.log.read_text()}")
         try:
-            return http("GET", self.url + "/healthz", timeout=2)[0] == 200
+            return http("GET", self.url + "/healthz", timeout=2)[0] in (200, 503)
         except OSError:
             return False
 
@@ -190,4 +223,4 @@ class AgentProcess:
             processes.terminate(self.proc)
 
     def artifacts(self) -> list[dict[str, Any]]:
-        return list(get_json(self.url + "/v1/artifacts")["artifacts"])
+        return list(get_json(self.url + "/v1/artifacts", token=OPERATOR)["artifacts"])  # the operator's view

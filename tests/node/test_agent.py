@@ -12,12 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cache_support import AgentProcess, get_json, http, sha256
+from cache_support import POD, AgentProcess, get_json, sha256
+from cache_support import http as plain_http
 
 from edgewise.contract import AGENT_SHA256_HEADER, plan_cache_key
 from helpers import wait_for
 
 V1, V2, V3 = (f"model version {i} ".encode() * 50_000 for i in (1, 2, 3))  # ~800 KB each
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+         token: str | None = POD, timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
+    """A request to a test agent, by default as a runtime pod of its node."""
+    return plain_http(method, url, body, headers, timeout=timeout, token=token)
 
 
 @pytest.fixture
@@ -54,7 +61,7 @@ def test_a_miss_is_filled_once_from_the_source_then_served_from_cache(source, ag
     fetch(agent, V1, uri, model="detector")
     assert source.count("/v1.onnx") == 1
     [entry] = agent.artifacts()
-    assert entry["sha256"] == sha256(V1) and entry["size"] == len(V1) and entry["models"] == ["detector"]
+    assert entry["sha256"] == sha256(V1) and entry["size"] == len(V1) and entry["models"] == ["vision/detector"]
     status, _, metrics = http("GET", agent.url + "/metrics")
     assert status == 200
     assert "edgewise_agent_cache_hits_total 2.0" in metrics.decode()
@@ -67,6 +74,8 @@ def test_a_digest_mismatch_is_refused_never_served_never_cached(source, agents) 
     expected = sha256(V1)
     status, _, body = http("GET", artifact_url(agent, expected, uri, "m"))
     assert status == 502 and json.loads(body)["kind"] == "digest_mismatch"
+    # The digest of what the source sent is never told: it would let anyone cache (and read) any URL.
+    assert sha256(b"not the model the spec names").encode() not in body
     assert agent.artifacts() == []
     assert http("GET", artifact_url(agent, expected))[0] == 404
     assert http("GET", artifact_url(agent, sha256(b"not the model the spec names")))[0] == 404
@@ -108,14 +117,15 @@ def test_an_agent_killed_mid_download_leaves_no_half_file_and_downloads_again(so
 
 
 def test_eviction_keeps_the_last_two_digests_of_each_model(source, agents) -> None:
-    agent = agents("--max-cache-bytes", "1")  # every fill is over budget
+    agent = agents("--max-cache-bytes", "1M")  # one artifact fits; every second fill is over budget
     uris = [source.add(f"/v{i}.onnx", data) for i, data in enumerate((V1, V2, V3), 1)]
     other = b"another model " * 1000
     fetch(agent, other, source.add("/other.onnx", other), model="classifier")
     for data, uri in zip((V1, V2, V3), uris, strict=True):
         fetch(agent, data, uri, model="detector")
     cached = {e["sha256"]: e["models"] for e in agent.artifacts()}
-    assert cached == {sha256(V2): ["detector"], sha256(V3): ["detector"], sha256(other): ["classifier"]}
+    assert cached == {sha256(V2): ["vision/detector"], sha256(V3): ["vision/detector"],
+                      sha256(other): ["vision/classifier"]}
     source.stop()
     assert fetch(agent, V2, uris[1], model="detector") == V2  # a rollback needs no download
 
@@ -158,7 +168,7 @@ def test_prefetch_stages_an_artifact_in_the_background(source, agents) -> None:
     state: Any = wait_for(lambda: (s := get_json(agent.url + headers["Location"]))["state"] in ("ready", "failed")
                           and s, 60, "prefetch to finish")
     assert state["state"] == "ready", state
-    assert [(e["sha256"], e["models"]) for e in agent.artifacts()] == [(digest, ["detector"])]
+    assert [(e["sha256"], e["models"]) for e in agent.artifacts()] == [(digest, ["vision/detector"])]
     source.stop()
     assert fetch(agent, V2, uri, model="detector") == V2  # staged: the switch needs no uplink
     status, _, _ = http("POST", agent.url + "/v1/prefetch", body, {"Content-Type": "application/json"})
@@ -186,16 +196,16 @@ def test_plans_are_accepted_under_their_key_only_with_a_matching_digest(source, 
     plan = b"serialized engine " * 1000
     url = f"{agent.url}/v1/artifacts/{key}"
     assert http("GET", url)[0] == 404
-    assert http("PUT", url, plan, {AGENT_SHA256_HEADER: sha256(plan)})[0] == 201
     assert http("PUT", url, b"tampered", {AGENT_SHA256_HEADER: sha256(b"other")})[0] == 422
     assert http("PUT", url, plan)[0] == 400  # no digest header
+    assert http("PUT", url, plan, {AGENT_SHA256_HEADER: sha256(plan)})[0] == 201
     status, headers, body = http("GET", url)
     assert status == 200 and body == plan and headers[AGENT_SHA256_HEADER] == sha256(plan)
     x_url = f"{agent.url}/v1/artifacts/{sha256(b'x')}"
     status, _, _ = http("PUT", x_url, b"x", {AGENT_SHA256_HEADER: sha256(b"x")})
     assert status == 405  # model artifacts only come from their source
     [entry] = [e for e in agent.artifacts() if e["sha256"] == sha256(plan)]
-    assert entry["plan_keys"] == [key]
+    assert entry["plan_keys"] == [f"{key}-ns.vision"]  # plans are kept per namespace
 
 
 def test_file_sources_only_below_the_configured_root(agents, tmp_path) -> None:

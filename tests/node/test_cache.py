@@ -12,8 +12,10 @@ from cache_support import sha256
 from edgewise.contract import plan_cache_key
 from edgewise.node.cache import (
     BlobInfo,
+    CacheFull,
     DigestMismatch,
     NodeCache,
+    PlanExists,
     normalize_digest,
     plan_model_digest,
     select_evictions,
@@ -132,7 +134,7 @@ def test_plans_follow_their_model_digest_and_pins_are_kept() -> None:
 # ---- eviction in the cache --------------------------------------------------------------------
 
 def test_cache_keeps_the_last_two_digests_of_a_model(tmp_path: Path) -> None:
-    cache = NodeCache(tmp_path, max_bytes=1)  # a budget everything exceeds
+    cache = NodeCache(tmp_path, max_bytes=2)  # one artifact fits; any two exceed the budget
     v1 = put(cache, b"v1", model="detector")
     v2 = put(cache, b"v2", model="detector")
     other = put(cache, b"o1", model="classifier")
@@ -145,18 +147,57 @@ def test_cache_keeps_the_last_two_digests_of_a_model(tmp_path: Path) -> None:
     assert {e["sha256"] for e in cache.entries()} == {v2, v4, other}
 
 
-def test_a_plan_lives_under_its_key_is_replaced_by_a_rebuild_and_goes_with_its_model(tmp_path: Path) -> None:
-    cache = NodeCache(tmp_path, max_bytes=1)
+def test_a_plan_lives_under_its_key_is_never_replaced_and_goes_with_its_model(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path, max_bytes=12)
     v1 = put(cache, b"v1", model="m")
     key = plan_cache_key(v1, "8.7", "8.6.1", "fp16")
-    plan_a = put(cache, b"plan build a", plan_key=key)
-    assert cache.resolve(key) == plan_a
-    plan_b = put(cache, b"plan build b", plan_key=key)
-    assert cache.resolve(key) == plan_b and not cache.path(plan_a).exists()
+    with cache.writer() as w:
+        w.write(b"plan build a")
+        plan_a = cache.commit(w, sha256(b"plan build a"), plan_key=key, uploader="vision/pod-a")
+    assert cache.resolve(key) == plan_a and cache.plan_uploader(key) == "vision/pod-a"
+    with pytest.raises(PlanExists):
+        put(cache, b"plan build b", plan_key=key)
+    assert cache.resolve(key) == plan_a and cache.plan_uploader(key) == "vision/pod-a"
+    assert list((tmp_path / "tmp").iterdir()) == []
     put(cache, b"v2", model="m")
-    assert cache.resolve(key) == plan_b  # v1 is still one of the last two
+    assert cache.resolve(key) == plan_a  # v1 is still one of the last two
     put(cache, b"v3", model="m")
-    assert cache.resolve(key) is None and cache.resolve(v1) is None
+    assert cache.resolve(key) is None and cache.resolve(v1) is None and cache.plan_uploader(key) is None
+
+
+def test_bytes_in_flight_are_held_to_the_budget_and_given_back(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path, max_bytes=10)
+    with cache.writer() as a, cache.writer() as b:
+        a.write(b"123456")
+        with pytest.raises(CacheFull, match="--max-cache-bytes"):
+            b.write(b"12345")  # 11 bytes in flight
+        b.write(b"1234")
+        assert cache.in_flight_bytes() == 10
+        b.reset()  # a restarted transfer gives its bytes back
+        assert cache.in_flight_bytes() == 6
+    assert cache.in_flight_bytes() == 0  # aborted writers give theirs back too
+    put(cache, b"0123456789")
+    assert cache.in_flight_bytes() == 0  # and so does a published one
+
+
+def test_model_names_beyond_the_limit_lose_their_pins_oldest_first(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path, max_bytes=2, max_models=2)
+    blobs = [put(cache, b"v%d" % i, model=f"made-up-{i}") for i in range(4)]
+    assert {e["sha256"]: e["models"] for e in cache.entries()} == {
+        blobs[2]: ["made-up-2"], blobs[3]: ["made-up-3"]}
+
+
+def test_uses_are_kept_in_memory_until_a_flush(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path)
+    digest = put(cache, b"v1", model="m")
+    index = tmp_path / "index.json"
+    written = index.stat().st_ino
+    for _ in range(10):
+        cache.touch(digest, "m")
+    assert index.stat().st_ino == written
+    assert cache.flush() and index.stat().st_ino != written
+    assert not cache.flush()  # nothing new to write
+    assert NodeCache(tmp_path).entries()[0]["models"] == ["m"]
 
 
 def test_commit_refuses_a_bad_plan_key(tmp_path: Path) -> None:

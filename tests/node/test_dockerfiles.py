@@ -194,14 +194,21 @@ def test_agent_image_runs_the_agent(tmp_path: Path) -> None:
     data = b"artifact bytes"
     (tmp_path / "src").mkdir()
     (tmp_path / "src/a.bin").write_bytes(data)
+    own_token = tmp_path / "sa-token"
+    own_token.write_text("the agent's own token")
+    # No apiserver here: the agent starts, and checks tokens (TokenReview over aiohttp) when asked.
     agent = start_in_image("requirements-agent.txt", tmp_path, "agent", "--host", "127.0.0.1",
                            "--port", str(port), "--cache-dir", str(tmp_path / "cache"),
-                           "--file-root", str(tmp_path / "src"))
+                           "--file-root", str(tmp_path / "src"), "--node-name", "node-a",
+                           "--apiserver", f"https://127.0.0.1:{free_port()}", "--apiserver-token-file",
+                           str(own_token))
     try:
         wait_answering(agent, tmp_path / "agent.log", f"http://127.0.0.1:{port}/healthz", 60)
         uri = (tmp_path / "src/a.bin").as_uri()
-        status, _, body = http("GET", f"http://127.0.0.1:{port}/v1/artifacts/{sha256(data)}?uri={uri}")
-        assert status == 200 and body == data
+        url = f"http://127.0.0.1:{port}/v1/artifacts/{sha256(data)}?uri={uri}"
+        assert http("GET", url)[0] == 401
+        status, _, body = http("GET", url, token="a pod's token")
+        assert status == 503 and b"apiserver" in body, body  # the review was tried, with the image's modules
     finally:
         agent.terminate()
         agent.wait(60)

@@ -11,6 +11,7 @@ from cache_support import SourceServer, free_port, sha256
 
 from edgewise.node import download as dl
 from edgewise.node.cache import DigestMismatch, Writer
+from edgewise.node.destinations import Destinations
 
 DATA = bytes(range(256)) * 4096  # 1 MiB, so a cut lands mid-body
 
@@ -109,3 +110,11 @@ def test_download_file_publishes_only_matching_bytes(source: SourceServer, tmp_p
     with pytest.raises(DigestMismatch, match="expected sha256 " + "0" * 64):
         dl.download_file(source.url("/f"), bad, "0" * 64)
     assert list(tmp_path.glob("bad.bin*")) == []  # neither the file nor a .part is left
+
+
+def test_a_proxy_does_not_carry_a_guarded_download_past_the_destination_rules(source, sink, monkeypatch) -> None:
+    monkeypatch.setenv("http_proxy", source.url(""))  # the proxy itself is on an allowed host
+    opener = dl.http_opener(Destinations.of(["127.0.0.1"]))
+    with pytest.raises(dl.RefusedError, match="cloud metadata"):
+        dl.download("http://169.254.169.254/latest/meta-data/", sink, openers={"http": opener})
+    assert source.requests == []  # the proxy was never asked

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cache_support import REPO, AgentProcess, SourceServer, free_port, sha256
+from cache_support import POD, REPO, AgentProcess, SourceServer, free_port, sha256
 from onnx_models_fetch import dynamic_sequence, mixed_types, mlp
 
 from edgewise import contract
@@ -71,9 +71,13 @@ def run_fetch(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
                           env={**os.environ, **(env or {})}, cwd=REPO, timeout=120, check=False)
 
 
-def request(uri: str, dest: Path, agent: str = "", **kw: object) -> contract.FetchRequest:
+def request(uri: str, dest: Path, agent: str = "", token: str = POD, **kw: object) -> contract.FetchRequest:
+    """The init container's request; its projected token (here: the test agent's pod token) in a file."""
+    token_file = dest.parent / f"token-{dest.name}"
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token_file.write_text(token)
     return contract.FetchRequest(uri=uri, sha256=DIGEST, model_name="detector", dest=str(dest), agent=agent,
-                                 **kw)  # type: ignore[arg-type]
+                                 agent_token_file=str(token_file), **kw)  # type: ignore[arg-type]
 
 
 def leftovers(dest: Path) -> list[str]:
@@ -91,8 +95,18 @@ def test_onnxruntime_layout_through_the_agent(source, agent, tmp_path) -> None:
     assert (dest / "detector" / "1" / "model.onnx").read_bytes() == MODEL
     assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == ["detector", "detector/1",
                                                                           "detector/1/model.onnx"]
-    assert [(e["sha256"], e["models"]) for e in agent.artifacts()] == [(DIGEST, ["detector"])]
+    assert [(e["sha256"], e["models"]) for e in agent.artifacts()] == [(DIGEST, ["vision/detector"])]
     assert "from the agent" in proc.stderr
+
+
+def test_without_a_valid_token_the_agent_refuses_and_the_fetch_goes_to_the_source(source, agent, tmp_path):
+    dest = tmp_path / "models"
+    req = request(source.add("/m.onnx", MODEL), dest, agent.url, token="not a token")
+    proc = run_fetch(*req.to_args())
+    assert proc.returncode == 0, proc.stderr
+    assert "HTTP 401" in proc.stderr and "fetching from the source" in proc.stderr
+    assert (dest / "detector" / "1" / "model.onnx").read_bytes() == MODEL
+    assert agent.artifacts() == []  # nothing was filled for a caller the agent could not identify
 
 
 def test_triton_onnx_layout_with_the_tensorrt_accelerator(source, agent, tmp_path) -> None:
@@ -134,7 +148,7 @@ def test_triton_tensorrt_builds_the_plan_once_per_node_and_reuses_it(source, age
     assert plans[0] == plans[1] and plans[0].startswith(b"FAKE-PLAN")
     key = contract.plan_cache_key(DIGEST, "8.7", "8.6.1", "fp16")  # version read from trtexec's banner
     listing = {e["sha256"]: e for e in agent.artifacts()}
-    assert listing[sha256(plans[0])]["plan_keys"] == [key]
+    assert listing[sha256(plans[0])]["plan_keys"] == [f"{key}-ns.vision"]
 
 
 def test_fetch_falls_back_to_the_source_when_no_agent_answers(source, tmp_path) -> None:

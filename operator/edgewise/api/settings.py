@@ -72,6 +72,18 @@ class OperatorSettings(BaseModel):
     agent_critical: bool = Field(default=False, description="Run the agent as system-node-critical "
                                                             "(needs the agent's namespace to allow it).")
     agent_node_selector: dict[str, str] = Field(default_factory=lambda: {"kubernetes.io/os": "linux"})
+    agent_service_account: str = Field(default="edgewise-node-agent",
+                                       description="ServiceAccount of the agent (it may create TokenReviews).")
+    agent_allow_hosts: str = Field(default="", description="Comma-separated source hosts the agent may download "
+                                                           "from although loopback, link-local, a metadata address "
+                                                           "or (with agent_deny_private) private.")
+    agent_deny_private: bool = Field(default=False, description="The agent also refuses private addresses.")
+    agent_download_workers: int = Field(default=4, ge=1, description="Downloads an agent runs at once.")
+    agent_download_deadline_seconds: int = Field(default=7200, ge=1,
+                                                 description="Longest one agent download may take.")
+    agent_token_file: str = Field(default="", description="The operator's token for the agents (a projected "
+                                                          "ServiceAccount token, audience edgewise-agent); empty: "
+                                                          "asked for through the TokenRequest API.")
     resync_seconds: float = Field(default=300.0, description="Every model is re-reconciled this often.")
     artifact_dir: str = Field(default="", description="Volume of the built-in artifact store and its index; "
                                                       "empty: no optimization, classes serve the source model.")
@@ -109,6 +121,10 @@ class OperatorSettings(BaseModel):
                 "built by one does not load in the other. Set only the NGC release (EDGEWISE_NGC_RELEASE, "
                 "the chart's images.ngcRelease), or give both images the same release tag.")
         return self
+
+    @property
+    def agent_allow_host_list(self) -> list[str]:
+        return [h.strip() for h in self.agent_allow_hosts.split(",") if h.strip()]
 
     def image(self, name: str) -> str:
         """`name` with the registry prefix, unless it already names a host."""

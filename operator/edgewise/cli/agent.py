@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from edgewise import contract
 
@@ -22,6 +23,13 @@ def parse_size(text: str) -> int | None:
     return value or None
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("agent", help="run the node agent: the digest-verified cache of this node")
     p.add_argument("--host", default=os.environ.get(contract.AGENT_HOST_ENV, "127.0.0.1"),
@@ -30,16 +38,84 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, default=Path(contract.AGENT_CACHE_DIR),
                    help="the hostPath holding the cache")
     p.add_argument("--max-cache-bytes", type=parse_size, default=parse_size("20Gi"),
-                   help="evict least recently used artifacts above this size (0: never evict)")
+                   help="evict least recently used artifacts above this size; also the most bytes "
+                        "downloads may hold in flight (0: no budget)")
     p.add_argument("--keep-per-model", type=int, default=2,
                    help="newest digests of each model never evicted (rollback without download)")
+    p.add_argument("--max-models", type=int, default=256,
+                   help="model names whose newest digests are kept; the least recently used beyond lose it")
     p.add_argument("--file-root", type=Path, default=None,
                    help="allow file:// sources below this directory (disabled by default)")
     p.add_argument("--attempts", type=int, default=5, help="download attempts per fill, with backoff")
+    p.add_argument("--timeout", type=_seconds, default=30.0, help="seconds a source may stay silent")
     p.add_argument("--no-verify-on-start", dest="scrub_on_start", action="store_false",
                    help="do not re-hash the cache in the background at start-up")
+    auth = p.add_argument_group("callers", "who may call the agent (TokenReview of projected ServiceAccount "
+                                           "tokens; see docs/node-cache.md)")
+    auth.add_argument("--node-name", default=os.environ.get(contract.AGENT_NODE_NAME_ENV, ""),
+                      help=f"this node: pods whose token is bound to it may use the agent "
+                           f"(default: ${contract.AGENT_NODE_NAME_ENV})")
+    auth.add_argument("--operator-user", action="append", default=[],
+                      help="user name of the operator, e.g. system:serviceaccount:edgewise-system:edgewise-operator; "
+                           "it may stage artifacts (repeatable)")
+    auth.add_argument("--audience", default=contract.AGENT_AUDIENCE, help="audience callers' tokens must have")
+    auth.add_argument("--apiserver", default="",
+                      help="apiserver URL for TokenReviews (default: in-cluster, $KUBERNETES_SERVICE_HOST)")
+    auth.add_argument("--apiserver-token-file", type=Path, default=None,
+                      help="the agent's own token for the apiserver (default: the in-cluster one)")
+    auth.add_argument("--apiserver-ca", type=Path, default=None,
+                      help="CA bundle of the apiserver (default: the in-cluster one)")
+    dest = p.add_argument_group("destinations", "where downloads may go")
+    dest.add_argument("--allow-host", action="append", default=[],
+                      help="a source host allowed although it is loopback, link-local, a metadata service or "
+                           "private under --deny-private (repeatable; the operator setting agentAllowHosts)")
+    dest.add_argument("--deny-private", action="store_true",
+                      help="also refuse private (RFC 1918, ULA, CGNAT) addresses not named by --allow-host")
+    limits = p.add_argument_group("limits")
+    limits.add_argument("--download-workers", type=int, default=4, help="downloads running at once")
+    limits.add_argument("--max-downloads", type=int, default=64,
+                        help="downloads queued or running; beyond, fills are refused with 429")
+    limits.add_argument("--download-deadline", type=_seconds, default=7200.0,
+                        help="seconds one download may take, retries included; /healthz answers 503 while "
+                             "every download worker is past it")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
+
+
+def config(args: argparse.Namespace) -> Any:
+    """The agent's configuration from its flags; ValueError on a missing node name."""
+    from edgewise.node import agent
+    from edgewise.node.auth import Policy
+    from edgewise.node.destinations import Destinations
+
+    if not args.node_name:
+        raise ValueError(f"the agent needs its node's name: pass --node-name or set ${contract.AGENT_NODE_NAME_ENV} "
+                         "(the DaemonSet sets it from spec.nodeName)")
+    return agent.Config(
+        host=args.host, port=args.port, cache_dir=args.cache_dir, max_bytes=args.max_cache_bytes,
+        keep_per_model=args.keep_per_model, max_models=args.max_models, file_root=args.file_root,
+        attempts=args.attempts, timeout=args.timeout, scrub_on_start=args.scrub_on_start,
+        limits=agent.Limits(download_workers=args.download_workers, max_queued=args.max_downloads,
+                            download_deadline=args.download_deadline),
+        destinations=Destinations.of(args.allow_host, deny_private=args.deny_private),
+        policy=Policy(node_name=args.node_name, operator_users=frozenset(args.operator_user)),
+    )
+
+
+def verifier(args: argparse.Namespace) -> Any:
+    """The TokenReview client; ValueError when no apiserver is known."""
+    from edgewise.node.auth import ApiServer, TokenReviewVerifier
+
+    api = ApiServer.in_cluster()
+    if args.apiserver:
+        api = ApiServer(args.apiserver, args.apiserver_token_file or (api.token_file if api else Path()),
+                        args.apiserver_ca or (api.ca_file if api else None))
+    elif api is not None:
+        api = ApiServer(api.url, args.apiserver_token_file or api.token_file, args.apiserver_ca or api.ca_file)
+    if api is None or not str(api.token_file) or str(api.token_file) == ".":
+        raise ValueError("the agent checks callers' tokens with the apiserver: run it in a pod with its "
+                         "ServiceAccount token, or pass --apiserver and --apiserver-token-file")
+    return TokenReviewVerifier(api, args.audience)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,9 +124,10 @@ def run(args: argparse.Namespace) -> int:
     from edgewise.node import agent
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    agent.run(
-        host=args.host, port=args.port, cache_dir=args.cache_dir, max_bytes=args.max_cache_bytes,
-        keep_per_model=args.keep_per_model, file_root=args.file_root, attempts=args.attempts,
-        scrub_on_start=args.scrub_on_start,
-    )
+    try:
+        cfg, check = config(args), verifier(args)
+    except ValueError as err:
+        logging.getLogger("edgewise.agent").error("%s", err)
+        return 2
+    agent.run(cfg, check)
     return 0

@@ -15,6 +15,7 @@ from edgewise.api.commands import parse as parse_command
 from edgewise.api.profile import DeploymentProfileStatus, ProfileClassStatus
 from edgewise.api.resources import API_VERSION, DeploymentProfile, EdgeModel
 from edgewise.api.settings import OperatorSettings
+from edgewise.controller.agent_credentials import AgentCredentials
 from edgewise.controller.artifacts import ArtifactManager, ClassArtifact
 from edgewise.controller.rollouts import Rollouts, label_buckets
 from edgewise.core import names
@@ -42,7 +43,8 @@ class Reconciler:
         self.settings = settings
         self.clock = clock
         self.totals: Counter[str] = Counter()  # every request that wrote, since start, by verb
-        self.rollouts = Rollouts(api)
+        self.agent_credentials = AgentCredentials(api, settings)
+        self.rollouts = Rollouts(api, self.agent_credentials)
         self.artifacts = ArtifactManager(settings, api) if settings.artifact_dir else None
         self._lock = threading.Lock()
 
@@ -154,7 +156,7 @@ class Reconciler:
         write = Writes(self.api)
         try:
             current = self.read.daemonset(s.agent_namespace, s.agent_name)
-            verb, _ = write.apply_daemonset(agent_daemonset(s), current)
+            verb, _ = write.apply_daemonset(agent_daemonset(s, self.agent_credentials.user()), current)
         except client.ApiException as err:
             if err.status == 404:  # the DaemonSet is applied, so only its namespace can be missing
                 raise RuntimeError(

@@ -34,6 +34,7 @@ from edgewise.analysis.provider import (
 from edgewise.api.model import Analysis
 from edgewise.api.resources import EdgeModel
 from edgewise.api.rollout_status import AnalysisRecord
+from edgewise.controller.agent_credentials import AgentCredentials
 from edgewise.core import names
 from edgewise.core.analysis import Outcome, Verdict, judge
 from edgewise.core.buckets import BUCKET_LABEL, bucket_of
@@ -72,8 +73,9 @@ def label_buckets(api: client.ApiClient, nodes: Sequence[NodeInfo]) -> int:
 class Rollouts:
     """Per-operator state for rollouts: analysis providers (they remember the last reading of each pod)."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, credentials: AgentCredentials | None = None) -> None:
         self.core = client.CoreV1Api(api)
+        self.credentials = credentials
         self.providers: dict[str, AnalysisProvider] = {}
         self.golden_dir = Path(tempfile.mkdtemp(prefix="edgewise-golden-"))
 
@@ -144,19 +146,24 @@ class Rollouts:
         init container gets the artifact itself when its pod starts.
         """
         out: dict[str, tuple[int, int]] = {}
+        token = self.credentials.token() if self.credentials is not None and requests else None
         for req in requests:
-            body = json.dumps({"uri": req.uri, "sha256": req.sha256, "model": model.metadata.name}).encode()
+            body = json.dumps({"uri": req.uri, "sha256": req.sha256, "model": model.metadata.name,
+                               "namespace": model.metadata.namespace}).encode()
             with ThreadPoolExecutor(max_workers=min(STAGE_WORKERS, len(req.nodes) or 1)) as pool:
-                results = list(pool.map(_prefetch, req.nodes, [body] * len(req.nodes)))
+                results = list(pool.map(_prefetch, req.nodes, [body] * len(req.nodes), [token] * len(req.nodes)))
             out[req.class_name] = (sum(results), len(req.nodes))
         return out
 
 
-def _prefetch(node: NodeInfo, body: bytes) -> bool:
+def _prefetch(node: NodeInfo, body: bytes, token: str | None) -> bool:
     if not node.address:
         return False
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"  # the agents stage only for the operator's user
     request = urllib.request.Request(contract.agent_url(node.address) + contract.AGENT_PREFETCH_PATH, data=body,
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=STAGE_TIMEOUT) as resp:  # noqa: S310 - node agent URL
             return 200 <= resp.status < 300

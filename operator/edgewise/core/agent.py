@@ -6,6 +6,10 @@ as root without any capability: root owns the cache directory the kubelet
 creates, so no capability is needed to write it. Host network and hostPath need
 the `privileged` Pod Security Standard, so it does not share the operator's
 namespace, which enforces `restricted`.
+
+Its ServiceAccount may only create TokenReviews: the agent checks every caller's
+token with the apiserver, and serves only the pods of its own node (NODE_NAME)
+and the operator (`operator_user`, the user name the operator authenticates as).
 """
 
 from __future__ import annotations
@@ -20,7 +24,28 @@ from edgewise.core.plan import spec_hash
 CACHE_VOLUME = "cache"
 
 
-def agent_daemonset(settings: OperatorSettings) -> dict[str, Any]:
+def agent_args(settings: OperatorSettings, operator_user: str | None) -> list[str]:
+    s = settings
+    args = [
+        "--host", f"$({contract.AGENT_HOST_ENV})",
+        "--port", str(contract.AGENT_PORT),
+        "--cache-dir", contract.AGENT_CACHE_DIR,
+        "--keep-per-model", str(s.agent_keep),
+        "--max-cache-bytes", s.agent_max_cache,
+        "--download-workers", str(s.agent_download_workers),
+        "--download-deadline", str(s.agent_download_deadline_seconds),
+    ]
+    if operator_user:
+        args += ["--operator-user", operator_user]
+    for host in s.agent_allow_host_list:
+        args += ["--allow-host", host]
+    if s.agent_deny_private:
+        args.append("--deny-private")
+    return args
+
+
+def agent_daemonset(settings: OperatorSettings, operator_user: str | None = None) -> dict[str, Any]:
+    """The DaemonSet; `operator_user` (e.g. system:serviceaccount:<ns>:<sa>) may stage artifacts."""
     s = settings
     selector = {names.APP_NAME: s.agent_name}
     labels = {**selector, names.PART_OF: "edgewise", names.MANAGED_BY: names.MANAGER,
@@ -30,14 +55,9 @@ def agent_daemonset(settings: OperatorSettings) -> dict[str, Any]:
         "image": s.image(s.agent_image),
         "imagePullPolicy": s.image_pull_policy,
         "command": ["edgewise", "agent"],
-        "args": [
-            "--host", f"$({contract.AGENT_HOST_ENV})",
-            "--port", str(contract.AGENT_PORT),
-            "--cache-dir", contract.AGENT_CACHE_DIR,
-            "--keep-per-model", str(s.agent_keep),
-            "--max-cache-bytes", s.agent_max_cache,
-        ],
-        "env": [pods.node_ip_env()],
+        "args": agent_args(s, operator_user),
+        "env": [pods.node_ip_env(),
+                {"name": contract.AGENT_NODE_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
         "ports": [{"name": "agent", "containerPort": contract.AGENT_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": contract.AGENT_HEALTH_PATH, "port": contract.AGENT_PORT},
                            "periodSeconds": 10},
@@ -66,7 +86,9 @@ def agent_daemonset(settings: OperatorSettings) -> dict[str, Any]:
                 "spec": {
                     "hostNetwork": True,
                     "dnsPolicy": "ClusterFirstWithHostNet",
-                    "automountServiceAccountToken": False,
+                    "serviceAccountName": s.agent_service_account,
+                    # Its own token, for TokenReviews only (the ServiceAccount may do nothing else).
+                    "automountServiceAccountToken": True,
                     "enableServiceLinks": False,
                     "nodeSelector": dict(s.agent_node_selector),
                     # Wherever a model may run, its cache must be: tolerate every taint.

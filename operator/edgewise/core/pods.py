@@ -63,7 +63,21 @@ def model_mounts(read_only: bool) -> list[dict[str, Any]]:
 
 
 def volumes() -> list[dict[str, Any]]:
-    return [{"name": contract.MODEL_VOLUME, "emptyDir": {}}, {"name": TMP_VOLUME, "emptyDir": {}}]
+    return [{"name": contract.MODEL_VOLUME, "emptyDir": {}}, {"name": TMP_VOLUME, "emptyDir": {}},
+            agent_token_volume()]
+
+
+def agent_token_volume() -> dict[str, Any]:
+    """The pod's token for its node's agent: a projected ServiceAccount token bound to the pod (so the
+    apiserver vouches for the pod's node), for the agent's audience only, short-lived and rotated by
+    the kubelet. No Secret: nothing a namespace user could read and replay from another node."""
+    return {"name": contract.AGENT_TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+        "audience": contract.AGENT_AUDIENCE, "expirationSeconds": contract.AGENT_TOKEN_SECONDS, "path": "token"}}]}}
+
+
+def agent_token_mount() -> dict[str, Any]:
+    """Mounted in the fetch init container only: the serving containers never talk to the agent."""
+    return {"name": contract.AGENT_TOKEN_VOLUME, "mountPath": contract.AGENT_TOKEN_DIR, "readOnly": True}
 
 
 def ports() -> list[dict[str, Any]]:

@@ -6,6 +6,11 @@ labels), and for each one runs its init containers to completion and then its
 containers in the background — with the pod's own arguments, environment
 (downward API included) and `emptyDir` volumes mapped to a directory per pod.
 
+Projected ServiceAccount token volumes are filled as a kubelet fills them: a
+TokenRequest for the pod's ServiceAccount, bound to the pod (so the token names
+the pod and its node), with the volume's audience and expiry. They are written
+once, when the pod starts (the kubelet would rotate them; pods here live shorter).
+
 Only Edgewise's own entry points can run here (`edgewise fetch|serve|agent`,
 as `python -m edgewise …`); a container of another image (Triton) is reported
 as not runnable. Inside a pod, binding every address means binding the pod's
@@ -245,10 +250,35 @@ class PodRunner:
                             pod_ip=pod["status"]["podIP"], node=spec.get("nodeName", ""), workdir=workdir)
         volumes = {}
         for vol in spec.get("volumes") or []:
-            if "emptyDir" in vol:
+            if "emptyDir" in vol or "projected" in vol:
                 volumes[vol["name"]] = workdir / "volumes" / vol["name"]
                 volumes[vol["name"]].mkdir(parents=True, exist_ok=True)
+            if "projected" in vol:
+                self._project_tokens(pod, vol["projected"], volumes[vol["name"]])
         return proc, volumes
+
+    def _project_tokens(self, pod: dict[str, Any], projected: dict[str, Any], directory: Path) -> None:
+        """Write the volume's serviceAccountToken sources: pod-bound tokens from the TokenRequest API."""
+        meta, spec = pod["metadata"], pod["spec"]
+        account = spec.get("serviceAccountName") or "default"
+        for source in projected.get("sources") or []:
+            want = source.get("serviceAccountToken")
+            if not want:
+                continue
+            body = k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(
+                audiences=[want["audience"]] if want.get("audience") else [],
+                expiration_seconds=int(want.get("expirationSeconds", 3600)),
+                bound_object_ref=k8s.V1BoundObjectReference(
+                    kind="Pod", api_version="v1", name=meta["name"], uid=meta["uid"])))
+            try:
+                token = self.core.create_namespaced_service_account_token(account, meta["namespace"], body)
+            except k8s.ApiException as err:  # as a kubelet would, the pod runs; its token is missing
+                log.warning("pod %s/%s: no token for ServiceAccount %s: %s", meta["namespace"], meta["name"],
+                            account, err.reason)
+                continue
+            path = directory / want["path"]
+            path.write_text(token.status.token)
+            path.chmod(0o600)
 
     def _argv(self, container: dict[str, Any], pod: dict[str, Any], volumes: dict[str, Path]
               ) -> tuple[list[str], dict[str, str]]:

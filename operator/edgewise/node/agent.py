@@ -4,11 +4,17 @@ One agent per node (a DaemonSet with host networking, the only Edgewise
 component with a hostPath). It fills its cache from artifact sources, verifies
 every digest, and serves cached bytes read-only — also when the uplink is gone.
 
+Every call but /healthz and /metrics needs a bearer token (edgewise.node.auth):
+pods of this node may fill, read and upload plans; the operator may stage.
+Downloads only reach allowed destinations (edgewise.node.destinations), run in
+a bounded pool of their own with an overall deadline, and never hold more
+bytes in flight than the cache's budget.
+
 API (see docs/node-cache.md):
     GET  /v1/artifacts                     listing of the cache
     GET  /v1/artifacts/{key}[?uri=&model=] a cached artifact or plan; a miss is filled from `uri`
-    PUT  /v1/artifacts/{plan-key}          a TensorRT plan built on this node (sha256 in a header)
-    POST /v1/prefetch                      {"uri", "sha256", "model"}: stage an artifact in the background
+    PUT  /v1/artifacts/{plan-key}          a TensorRT plan built on this node (sha256 in a header), once
+    POST /v1/prefetch                      {"uri", "sha256", "model"[, "namespace"]}: stage in the background
     GET  /v1/prefetch/{sha256}             state of a prefetch
     GET  /healthz, GET /metrics
 """
@@ -18,9 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
+import time
 import urllib.parse
 import urllib.request
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,13 +41,18 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from edgewise import contract
 from edgewise.node import download as dl
+from edgewise.node.auth import Caller, Policy, Role, Verifier, VerifierUnavailable, bearer_token
 from edgewise.node.cache import (
     PLAN_KEY_RE,
+    CacheFull,
     DigestMismatch,
     NodeCache,
+    PlanExists,
     Writer,
     normalize_digest,
+    plan_model_digest,
 )
+from edgewise.node.destinations import Destinations
 
 log = logging.getLogger("edgewise.agent")
 
@@ -45,6 +60,9 @@ SHA256_HEADER = contract.AGENT_SHA256_HEADER
 CHUNK = 1 << 16
 MAX_PLAN_BYTES = 8 << 30  # a plan larger than this is a bug, not a model
 MAX_JOBS_KEPT = 256
+FLUSH_SECONDS = 30.0  # how often uses recorded by reads are persisted
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")  # as `edgewise fetch` accepts them
+NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def source_allowed(uri: str, file_root: Path | None) -> str | None:
@@ -53,6 +71,7 @@ def source_allowed(uri: str, file_root: Path | None) -> str | None:
     The agent runs on the host network with a hostPath: a `file://` URI from any
     pod could otherwise read host files whose digest is known (e.g. /etc/os-release).
     So `file://` is only allowed below an explicitly configured directory.
+    (Network destinations are vetted at connect time: edgewise.node.destinations.)
     """
     scheme = dl.scheme_of(uri)
     if scheme in ("http", "https", "oci"):
@@ -67,6 +86,15 @@ def source_allowed(uri: str, file_root: Path | None) -> str | None:
     return f"unsupported scheme {scheme!r}"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on the work the agent takes on (flags of `edgewise agent`)."""
+
+    download_workers: int = 4  # downloads at once; more wait in a queue
+    max_queued: int = 64  # downloads queued or running; beyond, a fill is refused with 429
+    download_deadline: float = 7200.0  # seconds one download may take, retries included
+
+
 @dataclass
 class Job:
     """One download into the cache, awaited by GETs and/or watched through /v1/prefetch."""
@@ -74,29 +102,41 @@ class Job:
     sha256: str
     uri: str
     model: str | None
+    namespace: str = ""  # of the caller that started it; others see its state, not its URI or error
     state: str = "queued"  # queued | downloading | ready | failed
     error: str = ""
-    error_kind: str = ""  # digest_mismatch | transient | permanent | refused
+    error_kind: str = ""  # digest_mismatch | transient | permanent | refused | too_large | deadline
     writer: Writer | None = None
+    started: float | None = None  # time.monotonic() when a download worker took it
 
-    def view(self) -> dict[str, Any]:
-        return {
-            "sha256": self.sha256, "uri": self.uri, "model": self.model, "state": self.state,
-            "error": self.error, "errorKind": self.error_kind,
-            "bytes": self.writer.size if self.writer and self.state == "downloading" else None,
-        }
+    def view(self, full: bool = True) -> dict[str, Any]:
+        """The job as callers see it; `full=False` for another tenant's job: a URI may carry a
+        presigned credential, an error may quote the source."""
+        view = {"sha256": self.sha256, "state": self.state, "errorKind": self.error_kind,
+                "bytes": self.writer.size if self.writer and self.state == "downloading" else None}
+        if full:
+            view.update(uri=self.uri, model=self.model, error=self.error)
+        return view
 
 
-class _StoppableSink:
-    """Passes writes to the cache writer until the agent shuts down, so a download thread ends."""
+class DeadlineExceeded(dl.PermanentError):
+    """The download took longer than the agent's --download-deadline."""
 
-    def __init__(self, writer: Writer, stop: threading.Event) -> None:
+
+class _GuardedSink:
+    """Passes writes to the cache writer until the agent shuts down or the deadline passes,
+    so a download thread ends whatever the source does (1 byte every 10 s included)."""
+
+    def __init__(self, writer: Writer, stop: threading.Event, deadline: float) -> None:
         self._w = writer
         self._stop = stop
+        self._deadline = deadline
 
     def write(self, data: bytes) -> None:
         if self._stop.is_set():
             raise dl.PermanentError("agent shutting down")
+        if time.monotonic() > self._deadline:
+            raise DeadlineExceeded("download deadline exceeded (the agent's --download-deadline)")
         self._w.write(data)
 
     def reset(self) -> None:
@@ -117,36 +157,64 @@ class Metrics:
             "edgewise_agent_downloaded_bytes", "Bytes downloaded into the cache", registry=r)
         self.failures = Counter(
             "edgewise_agent_download_failures", "Failed cache fills", ["kind"], registry=r)
+        self.denied = Counter("edgewise_agent_denied_requests", "Requests refused by authentication "
+                              "or authorization", ["status"], registry=r)
         self.cache_bytes = Gauge("edgewise_agent_cache_bytes", "Bytes held in the cache", registry=r)
 
 
 class Agent:
-    """The agent's state: the cache, downloads in flight, prefetch jobs, metrics."""
+    """The agent's state: the cache, downloads in flight, prefetch jobs, who may call, metrics."""
 
     def __init__(
-        self, cache: NodeCache, *, file_root: Path | None = None, attempts: int = 5,
-        base_delay: float = 0.5, timeout: float = 30.0,
+        self, cache: NodeCache, *, verifier: Verifier, policy: Policy,
+        destinations: Destinations | None = None, file_root: Path | None = None, attempts: int = 5,
+        base_delay: float = 0.5, timeout: float = 30.0, limits: Limits = Limits(),
     ) -> None:
         self.cache = cache
+        self.verifier = verifier
+        self.policy = policy
+        self.destinations = destinations = destinations or Destinations()
         self.file_root = file_root
         self.attempts = attempts
         self.base_delay = base_delay
         self.timeout = timeout
+        self.limits = limits
         self.jobs: dict[str, Job] = {}
         self.metrics = Metrics()
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._uploads = 0  # plan uploads in progress: bounded like downloads
         self._stop = threading.Event()
+        # Downloads get threads of their own: reads of cached files (which hash and stat in the
+        # default executor) never queue behind a slow uplink.
+        self._pool = ThreadPoolExecutor(max_workers=limits.download_workers, thread_name_prefix="download")
+        guarded_http = dl.http_opener(destinations)
+        self.openers: dict[str, dl.Opener] = {
+            "http": guarded_http, "https": guarded_http, "oci": dl.guarded_oci(destinations),
+            "file": dl._OPENERS["file"],
+        }
 
     def stop(self) -> None:
         self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def ensure(self, sha256: str, uri: str, model: str | None) -> Job | None:
+    def busy(self) -> bool:
+        return len(self._inflight) >= self.limits.max_queued
+
+    def stuck(self) -> list[Job]:
+        """Downloads running past their deadline while every download worker is taken."""
+        now = time.monotonic()
+        running = [j for j in self.jobs.values() if j.state == "downloading" and j.started is not None]
+        if len(running) < self.limits.download_workers:
+            return []
+        return [j for j in running if now - (j.started or now) > self.limits.download_deadline]
+
+    async def ensure(self, sha256: str, uri: str, model: str | None, namespace: str = "") -> Job | None:
         """Make `sha256` cached, downloading it from `uri` once however many ask; None if it was."""
         if self.cache.has(sha256) and await asyncio.to_thread(self.cache.verify, sha256):
             return None
         task = self._inflight.get(sha256)
         if task is None:
-            job = Job(sha256=sha256, uri=uri, model=model)
+            job = Job(sha256=sha256, uri=uri, model=model, namespace=namespace)
             self._remember(job)
             task = asyncio.get_running_loop().create_task(self._fill(job))
             self._inflight[sha256] = task
@@ -164,18 +232,25 @@ class Agent:
         if refusal:
             job.state, job.error, job.error_kind = "failed", refusal, "refused"
             return
-        job.state = "downloading"
         try:
-            await asyncio.to_thread(self._fill_blocking, job)
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._fill_blocking, job)
         except DigestMismatch as err:
             job.state, job.error, job.error_kind = "failed", str(err), "digest_mismatch"
+        except CacheFull as err:
+            job.state, job.error, job.error_kind = "failed", str(err), "too_large"
+        except DeadlineExceeded as err:
+            job.state, job.error, job.error_kind = "failed", str(err), "deadline"
+        except dl.RefusedError as err:
+            job.state, job.error, job.error_kind = "failed", str(err), "refused"
         except dl.TransientError as err:
             job.state, job.error, job.error_kind = "failed", str(err), "transient"
         except dl.DownloadError as err:
             job.state, job.error, job.error_kind = "failed", str(err), "permanent"
+        except RuntimeError as err:  # the pool was shut down: the agent is stopping
+            job.state, job.error, job.error_kind = "failed", str(err), "transient"
         except Exception as err:  # noqa: BLE001 - a job reports every failure, the agent goes on
             log.exception("fill of %s failed", job.sha256)
-            job.state, job.error, job.error_kind = "failed", repr(err), "internal"
+            job.state, job.error, job.error_kind = "failed", type(err).__name__, "internal"
         else:
             job.state = "ready"
         finally:
@@ -188,19 +263,76 @@ class Agent:
             log.info("cached %s from %s", job.sha256, job.uri)
 
     def _fill_blocking(self, job: Job) -> None:
+        job.state, job.started = "downloading", time.monotonic()
+        deadline = job.started + self.limits.download_deadline
         with self.cache.writer() as w:
             job.writer = w
             dl.download(
-                job.uri, _StoppableSink(w, self._stop), attempts=self.attempts,
-                base_delay=self.base_delay, timeout=self.timeout,
+                job.uri, _GuardedSink(w, self._stop, deadline), attempts=self.attempts,
+                base_delay=self.base_delay, timeout=self.timeout, openers=self.openers,
+                sleep=lambda s: self._stop.wait(min(s, max(0.0, deadline - time.monotonic()))),
                 on_retry=lambda n, err: log.info("retry %d of %s: %s", n, job.uri, err),
             )
             self.metrics.downloaded_bytes.inc(w.size)
-            self.cache.commit(w, job.sha256, model=job.model)
+            try:
+                self.cache.commit(w, job.sha256, model=job.model)
+            except DigestMismatch as err:  # the real digest goes to the node's log only, never to callers
+                log.warning("%s hashed to sha256 %s, not to the digest asked for", job.uri, err.actual)
+                raise
 
 
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
+# ---- HTTP ----------------------------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status, headers=headers)
+
+
+def requires(*roles: Role) -> Callable[[Handler], Handler]:
+    """Authenticate the bearer token (TokenReview) and authorize one of `roles`; the caller is
+    put into request["caller"]."""
+    def wrap(handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            agent: Agent = request.app["agent"]
+            token = bearer_token(request.headers.get("Authorization", ""))
+            if not token:
+                agent.metrics.denied.labels("401").inc()
+                return _error(401, f"send a ServiceAccount token with audience {contract.AGENT_AUDIENCE} as "
+                                   "'Authorization: Bearer <token>'",
+                              headers={"WWW-Authenticate": "Bearer"})
+            try:
+                caller = await agent.verifier.verify(token)
+            except VerifierUnavailable as err:
+                log.warning("cannot authenticate a caller: %s", err)
+                return _error(503, "the agent cannot reach the apiserver to check the token; retry")
+            if caller is None:
+                agent.metrics.denied.labels("401").inc()
+                return _error(401, f"token not valid for audience {contract.AGENT_AUDIENCE}")
+            if not agent.policy.allows(caller, roles):
+                agent.metrics.denied.labels("403").inc()
+                log.info("refused %s %s to %s", request.method, request.path, caller.describe())
+                return _error(403, f"{caller.describe()} may not {request.method} {request.path} on node "
+                                   f"{agent.policy.node_name}: only the operator and this node's pods may")
+            request["caller"] = caller
+            return await handler(request)
+        return guarded
+    return wrap
+
+
+def _model_key(agent: Agent, caller: Caller, model: str | None, namespace: str | None = None) -> str:
+    """The name a use is recorded under: `<namespace>/<model>`, the namespace the caller's own
+    (a pod's) or, for the operator, the model's. ValueError on a name that is no model name."""
+    if not model:
+        return ""
+    if not MODEL_NAME_RE.match(model):
+        raise ValueError(f"model {model!r} is not a model name (letters, digits, '.', '_', '-'; at most 253)")
+    if Role.NODE_POD in agent.policy.roles(caller):
+        namespace = caller.namespace
+    if not namespace or not NAMESPACE_RE.match(namespace):
+        return ""  # the operator staged without a namespace: nothing to pin it under
+    return f"{namespace}/{model}"
 
 
 def _serve_file(agent: Agent, digest: str) -> web.StreamResponse:
@@ -212,64 +344,127 @@ def _serve_file(agent: Agent, digest: str) -> web.StreamResponse:
     agent.metrics.hits.inc()
     agent.metrics.served_bytes.inc(size)
     headers = {SHA256_HEADER: digest, "ETag": f'"{digest}"', "Content-Type": "application/octet-stream",
-               "Cache-Control": "public, max-age=31536000, immutable"}
+               "Cache-Control": "private, max-age=31536000, immutable"}
     return web.FileResponse(path, headers=headers)
 
 
+def _caller_namespace(agent: Agent, caller: Caller) -> str:
+    """The namespace a caller acts in: a pod's own; "" for the operator (it sees every job)."""
+    return caller.namespace if Role.NODE_POD in agent.policy.roles(caller) else ""
+
+
+def _sees(agent: Agent, caller: Caller, job: Job) -> bool:
+    namespace = _caller_namespace(agent, caller)
+    return not namespace or namespace == job.namespace
+
+
+def _plan_key(agent: Agent, caller: Caller, key: str) -> str:
+    """Plans are kept per namespace: a plan built by one tenant's pod is never loaded by
+    another's (their pods build and upload their own). The suffix keeps the key a plan key."""
+    return f"{key}-ns.{caller.namespace}"
+
+
+def _job_error(agent: Agent, caller: Caller, job: Job) -> web.Response:
+    status = {"refused": 403, "too_large": 507, "deadline": 504}.get(job.error_kind, 502)
+    message = job.error if _sees(agent, caller, job) else f"the download of {job.sha256} failed ({job.error_kind})"
+    return _error(status, message, kind=job.error_kind)
+
+
+@requires(Role.NODE_POD)
 async def get_artifact(request: web.Request) -> web.StreamResponse:
     agent: Agent = request.app["agent"]
     key = request.match_info["key"]
     uri = request.query.get("uri", "")
-    model = request.query.get("model") or None
+    try:
+        model = _model_key(agent, request["caller"], request.query.get("model"))
+    except ValueError as err:
+        return _error(400, str(err))
     if PLAN_KEY_RE.match(key):
-        digest = agent.cache.resolve(key)
+        internal = _plan_key(agent, request["caller"], key)
+        digest = agent.cache.resolve(internal) if PLAN_KEY_RE.match(internal) else None
         if digest is None or not await asyncio.to_thread(agent.cache.verify, digest):
             agent.metrics.misses.inc()
             return _error(404, f"no plan cached under {key}")
-        await asyncio.to_thread(agent.cache.touch, digest)
+        agent.cache.touch(digest)
         return _serve_file(agent, digest)
     try:
         digest = normalize_digest(key)
     except ValueError as err:
         return _error(400, f"{err}; or a plan key plan-<sha256>-sm<cc>-trt<version>-<precision>")
     if agent.cache.has(digest) and await asyncio.to_thread(agent.cache.verify, digest):
-        await asyncio.to_thread(agent.cache.touch, digest, model)
+        agent.cache.touch(digest, model or None)  # in memory: a read does not rewrite the index
         return _serve_file(agent, digest)
     agent.metrics.misses.inc()
     if not uri:
         return _error(404, f"sha256 {digest} is not cached; pass ?uri= to fetch it from its source")
-    job = await agent.ensure(digest, uri, model)
+    if digest not in agent._inflight and agent.busy():
+        return _error(429, "the agent has too many downloads queued; retry later", headers={"Retry-After": "10"})
+    caller = request["caller"]
+    job = await agent.ensure(digest, uri, model or None, _caller_namespace(agent, caller))
     if job is not None and job.state == "failed":
-        status = 403 if job.error_kind == "refused" else 502
-        return _error(status, job.error, kind=job.error_kind)
-    await asyncio.to_thread(agent.cache.touch, digest, model)
+        return _job_error(agent, caller, job)
+    agent.cache.touch(digest, model or None)
     return _serve_file(agent, digest)
 
 
+@requires(Role.NODE_POD)
 async def put_artifact(request: web.Request) -> web.Response:
     agent: Agent = request.app["agent"]
-    key = request.match_info["key"]
-    if not PLAN_KEY_RE.match(key):
+    caller: Caller = request["caller"]
+    asked = request.match_info["key"]
+    model_digest = plan_model_digest(asked)
+    if model_digest is None:
         return _error(405, "only TensorRT plans (plan-… keys) can be uploaded; artifacts come from sources")
     try:
         expected = normalize_digest(request.headers.get(SHA256_HEADER, ""))
     except ValueError as err:
         return _error(400, f"header {SHA256_HEADER}: {err}")
+    key = _plan_key(agent, caller, asked)
+    if not PLAN_KEY_RE.match(key):
+        return _error(400, f"plan key {asked!r} is too long")
+    if agent.cache.resolve(key) is not None:
+        return _error(409, f"a plan is already cached under {asked}; plans are never replaced",
+                      uploadedBy=agent.cache.plan_uploader(key))
+    if not agent.cache.has(model_digest):
+        return _error(409, f"the model {model_digest} of this plan is not cached on this node: a plan is "
+                           "accepted only for a model this node's agent delivered")
+    uploader = f"{caller.namespace}/{caller.pod}"
+    if agent._uploads >= agent.limits.download_workers:
+        return _error(429, "the agent has too many plan uploads in progress; retry later",
+                      headers={"Retry-After": "10"})
+    agent._uploads += 1
+    try:
+        return await _store_plan(agent, request, key, asked, expected, uploader)
+    finally:
+        agent._uploads -= 1
+
+
+async def _store_plan(agent: Agent, request: web.Request, key: str, asked: str, expected: str,
+                      uploader: str) -> web.Response:
     with agent.cache.writer() as w:
-        async for chunk in request.content.iter_chunked(CHUNK):
-            w.write(chunk)  # small local writes; fsync happens off the loop in commit
-            if w.size > MAX_PLAN_BYTES:
-                return _error(413, f"plan larger than {MAX_PLAN_BYTES} bytes")
         try:
-            await asyncio.to_thread(agent.cache.commit, w, expected, plan_key=key)
+            async with asyncio.timeout(agent.limits.download_deadline):  # a trickling upload ends too
+                async for chunk in request.content.iter_chunked(CHUNK):
+                    if w.size + len(chunk) > MAX_PLAN_BYTES:
+                        return _error(413, f"plan larger than {MAX_PLAN_BYTES} bytes")
+                    w.write(chunk)  # small local writes; fsync happens off the loop in commit
+        except CacheFull as err:
+            return _error(413, str(err), kind="too_large")
+        except TimeoutError:
+            return _error(408, "the plan upload took longer than the agent's --download-deadline")
+        try:
+            await asyncio.to_thread(agent.cache.commit, w, expected, plan_key=key, uploader=uploader)
         except DigestMismatch as err:
             agent.metrics.failures.labels("digest_mismatch").inc()
             return _error(422, str(err), kind="digest_mismatch")
+        except PlanExists as err:
+            return _error(409, str(err), uploadedBy=agent.cache.plan_uploader(key))
     agent.metrics.cache_bytes.set(agent.cache.total_bytes())
-    log.info("stored plan %s (%s)", key, expected)
-    return web.json_response({"key": key, "sha256": expected}, status=201)
+    log.info("stored plan %s (%s) uploaded by %s", key, expected, uploader)
+    return web.json_response({"key": asked, "sha256": expected, "uploadedBy": uploader}, status=201)
 
 
+@requires(Role.OPERATOR)  # it names every tenant's models: not for pods
 async def list_artifacts(request: web.Request) -> web.Response:
     agent: Agent = request.app["agent"]
     return web.json_response({
@@ -278,31 +473,37 @@ async def list_artifacts(request: web.Request) -> web.Response:
     })
 
 
+@requires(Role.NODE_POD, Role.OPERATOR)
 async def post_prefetch(request: web.Request) -> web.Response:
     agent: Agent = request.app["agent"]
     try:
         body = await request.json()
         uri = str(body["uri"])
         digest = normalize_digest(str(body["sha256"]))
-        model = body.get("model") or None
-    except (ValueError, KeyError, TypeError) as err:
-        return _error(400, f'want JSON {{"uri": …, "sha256": …, "model": …}}: {err}')
+        model = _model_key(agent, request["caller"], body.get("model") or None, body.get("namespace"))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        return _error(400, f'want JSON {{"uri": …, "sha256": …, "model": …, "namespace": …}}: {err}')
     location = f"{contract.AGENT_PREFETCH_PATH}/{digest}"
     if agent.cache.has(digest):
-        await asyncio.to_thread(agent.cache.touch, digest, model)
+        agent.cache.touch(digest, model or None)
         return web.json_response({"sha256": digest, "state": "ready"}, headers={"Location": location})
     refusal = source_allowed(uri, agent.file_root)
     if refusal:
         return _error(403, refusal, kind="refused")
-    task = asyncio.get_running_loop().create_task(agent.ensure(digest, uri, model))
+    if digest not in agent._inflight and agent.busy():
+        return _error(429, "the agent has too many downloads queued; retry later", headers={"Retry-After": "10"})
+    caller = request["caller"]
+    task = asyncio.get_running_loop().create_task(
+        agent.ensure(digest, uri, model or None, _caller_namespace(agent, caller)))
     request.app["background"].add(task)
     task.add_done_callback(request.app["background"].discard)
     await asyncio.sleep(0)  # let the job register, so the status below is not 404
     job = agent.jobs.get(digest)
-    view = job.view() if job else {"sha256": digest, "state": "queued"}
+    view = job.view(_sees(agent, caller, job)) if job else {"sha256": digest, "state": "queued"}
     return web.json_response(view, status=202, headers={"Location": location})
 
 
+@requires(Role.NODE_POD, Role.OPERATOR)
 async def get_prefetch(request: web.Request) -> web.Response:
     agent: Agent = request.app["agent"]
     try:
@@ -311,7 +512,7 @@ async def get_prefetch(request: web.Request) -> web.Response:
         return _error(400, str(err))
     job = agent.jobs.get(digest)
     if job is not None and job.state != "ready":
-        return web.json_response(job.view())
+        return web.json_response(job.view(_sees(agent, request["caller"], job)))
     if agent.cache.has(digest):
         return web.json_response({"sha256": digest, "state": "ready"})
     return _error(404, f"no prefetch of {digest} and not cached", state="unknown")
@@ -319,6 +520,10 @@ async def get_prefetch(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     agent: Agent = request.app["agent"]
+    stuck = agent.stuck()
+    if stuck:
+        return web.json_response({"status": "stuck", "artifacts": agent.cache.count(),
+                                  "stuckDownloads": [j.sha256 for j in stuck]}, status=503)
     return web.json_response({"status": "ok", "artifacts": agent.cache.count()})
 
 
@@ -330,7 +535,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def build_app(agent: Agent, *, scrub_on_start: bool = True) -> web.Application:
-    app = web.Application()
+    app = web.Application(client_max_size=1 << 16)  # JSON bodies; plan uploads are streamed
     app["agent"] = agent
     app["background"] = set()
     artifact = contract.AGENT_ARTIFACT_PATH
@@ -342,12 +547,21 @@ def build_app(agent: Agent, *, scrub_on_start: bool = True) -> web.Application:
     app.router.add_get(contract.AGENT_HEALTH_PATH, healthz)
     app.router.add_get("/metrics", metrics)
 
-    async def start_scrub(app: web.Application) -> None:
+    def background(app: web.Application, coro: Awaitable[Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        app["background"].add(task)
+        task.add_done_callback(app["background"].discard)
+
+    async def flush_uses() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await asyncio.to_thread(agent.cache.flush)
+
+    async def start(app: web.Application) -> None:
         # Serve at once; blobs not yet re-hashed are verified on their first request instead.
         if scrub_on_start:
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(_scrub, agent))
-            app["background"].add(task)
-            task.add_done_callback(app["background"].discard)
+            background(app, asyncio.to_thread(_scrub, agent))
+        background(app, flush_uses())
 
     async def shutdown(app: web.Application) -> None:
         agent.stop()  # download threads see it on their next chunk and give up
@@ -355,8 +569,12 @@ def build_app(agent: Agent, *, scrub_on_start: bool = True) -> web.Application:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        agent.cache.flush()
+        close = getattr(agent.verifier, "close", None)
+        if close is not None:
+            await close()
 
-    app.on_startup.append(start_scrub)
+    app.on_startup.append(start)
     app.on_shutdown.append(shutdown)
     return app
 
@@ -367,15 +585,33 @@ def _scrub(agent: Agent) -> None:
         log.warning("deleted %d cached blobs whose bytes no longer match their digest: %s", len(bad), bad)
 
 
-def run(
-    *, host: str, port: int, cache_dir: Path, max_bytes: int | None, keep_per_model: int,
-    file_root: Path | None, attempts: int, scrub_on_start: bool,
-) -> None:
+@dataclass(frozen=True)
+class Config:
+    host: str
+    port: int
+    cache_dir: Path
+    max_bytes: int | None
+    keep_per_model: int
+    max_models: int
+    file_root: Path | None
+    attempts: int
+    timeout: float
+    scrub_on_start: bool
+    limits: Limits
+    destinations: Destinations
+    policy: Policy
+
+
+def run(config: Config, verifier: Verifier) -> None:
     """Open the cache (dropping half-written files), then serve until SIGTERM/SIGINT."""
-    cache = NodeCache(cache_dir, max_bytes=max_bytes, keep_per_model=keep_per_model)
+    c = config
+    cache = NodeCache(c.cache_dir, max_bytes=c.max_bytes, keep_per_model=c.keep_per_model,
+                      max_models=c.max_models)
     cache.evict()  # a smaller budget than last time applies at once
-    agent = Agent(cache, file_root=file_root, attempts=attempts)
-    log.info("agent on %s:%d, cache %s (%d bytes, budget %s)", host, port, cache_dir,
-             cache.total_bytes(), max_bytes)
-    web.run_app(build_app(agent, scrub_on_start=scrub_on_start), host=host, port=port,
+    agent = Agent(cache, verifier=verifier, policy=c.policy, destinations=c.destinations,
+                  file_root=c.file_root, attempts=c.attempts, timeout=c.timeout, limits=c.limits)
+    log.info("agent of node %s on %s:%d, cache %s (%d bytes, budget %s), operator %s, allowed hosts %s",
+             c.policy.node_name, c.host, c.port, c.cache_dir, cache.total_bytes(), c.max_bytes,
+             sorted(c.policy.operator_users) or "(none)", sorted(c.destinations.allow_hosts) or "(none)")
+    web.run_app(build_app(agent, scrub_on_start=c.scrub_on_start), host=c.host, port=c.port,
                 print=None, access_log=None)

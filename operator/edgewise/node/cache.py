@@ -22,10 +22,11 @@ import hashlib
 import json
 import os
 import re
+import stat
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,19 @@ class DigestMismatch(Exception):
     """The bytes do not hash to the digest they were announced with: never cached, never served."""
 
     def __init__(self, expected: str, actual: str) -> None:
-        super().__init__(f"digest mismatch: expected sha256 {expected}, got {actual}")
+        # The actual digest is kept for logs but never put into the message: a caller that
+        # learns the digest of bytes it cannot see could then have them cached and served.
+        super().__init__(f"digest mismatch: expected sha256 {expected}, the bytes received hash to another")
         self.expected = expected
         self.actual = actual
+
+
+class CacheFull(Exception):
+    """Bytes in flight would exceed the cache's budget: the download stops, nothing is kept."""
+
+
+class PlanExists(Exception):
+    """A plan is already cached under this key: plans are written once, never replaced."""
 
 
 def normalize_digest(value: str) -> str:
@@ -109,18 +120,23 @@ class Writer:
     over, and `NodeCache.commit` decides whether the bytes become a cache entry.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, reserve: Callable[[int], None] | None = None) -> None:
         self.path = path
         self._file = open(path, "wb")  # noqa: SIM115 - closed by commit/abort
         self._hash = hashlib.sha256()
+        self._reserve = reserve  # raises CacheFull before bytes beyond the budget are written
         self.size = 0
 
     def write(self, data: bytes) -> None:
+        if self._reserve is not None:
+            self._reserve(len(data))
         self._file.write(data)
         self._hash.update(data)
         self.size += len(data)
 
     def reset(self) -> None:
+        if self._reserve is not None:
+            self._reserve(-self.size)
         self._file.seek(0)
         self._file.truncate()
         self._hash = hashlib.sha256()
@@ -149,6 +165,13 @@ class Writer:
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        self.release()
+
+    def release(self) -> None:
+        """Give back the bytes reserved in the budget (they were published or deleted)."""
+        if self._reserve is not None and self.size:
+            self._reserve(-self.size)
+            self._reserve = None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -169,9 +192,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path, *, follow_symlinks: bool = True) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    flags = os.O_RDONLY | (0 if follow_symlinks else os.O_NOFOLLOW)
+    with os.fdopen(os.open(path, flags), "rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -181,7 +205,8 @@ class NodeCache:
     """The cache directory plus its index; thread-safe, one owning process (the agent)."""
 
     def __init__(
-        self, root: str | Path, *, max_bytes: int | None = None, keep_per_model: int = 2
+        self, root: str | Path, *, max_bytes: int | None = None, keep_per_model: int = 2,
+        max_models: int = 256,
     ) -> None:
         self.root = Path(root)
         self.blob_dir = self.root / "sha256"
@@ -189,11 +214,15 @@ class NodeCache:
         self.index_path = self.root / "index.json"
         self.max_bytes = max_bytes
         self.keep_per_model = keep_per_model
+        self.max_models = max_models  # model names that pin blobs; the least recently used beyond go
         self._lock = threading.RLock()
+        self._in_flight = 0  # bytes in tmp/ right now, held to max_bytes as well
+        self._dirty = False  # uses recorded in memory only: reads are not persisted one by one
         self._seq = 0
         self._blobs: dict[str, dict[str, Any]] = {}  # digest -> {size, seq, last_used}
         self._models: dict[str, dict[str, dict[str, Any]]] = {}  # model -> digest -> {seq, last_used}
         self._plans: dict[str, str] = {}  # plan key -> digest
+        self._uploaders: dict[str, str] = {}  # plan key -> who uploaded it (pod namespace/name)
         self._verified: set[str] = set()  # hashed by this process: safe to serve
         self._open()
 
@@ -218,15 +247,20 @@ class NodeCache:
         self._blobs = dict(data.get("blobs", {}))
         self._models = {m: dict(d) for m, d in data.get("models", {}).items()}
         self._plans = dict(data.get("plans", {}))
+        self._uploaders = dict(data.get("uploaders", {}))
 
     def _reconcile(self) -> None:
         """Make the index agree with the files: files that exist are entries, others are not."""
         on_disk: dict[str, int] = {}
         for p in self.blob_dir.iterdir():
-            if SHA256_RE.match(p.name):
-                on_disk[p.name] = p.stat().st_size
+            try:
+                st = p.lstat()  # never follow: a symlink here could point at any host file
+            except FileNotFoundError:
+                continue
+            if SHA256_RE.match(p.name) and stat.S_ISREG(st.st_mode):
+                on_disk[p.name] = st.st_size
             else:
-                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
                     p.unlink()
         unknown = {"seq": 0, "last_used": 0.0}  # a blob renamed in just before a crash
         self._blobs = {d: {**self._blobs.get(d, unknown), "size": size} for d, size in on_disk.items()}
@@ -241,6 +275,7 @@ class NodeCache:
             else:
                 del self._models[model]
         self._plans = {k: d for k, d in self._plans.items() if d in self._blobs}
+        self._uploaders = {k: u for k, u in self._uploaders.items() if k in self._plans}
 
     def verify(self, digest: str) -> bool:
         """True when the blob is present and its bytes hash to its name; a bad blob is deleted.
@@ -254,8 +289,8 @@ class NodeCache:
             if digest not in self._blobs:
                 return False
         try:
-            ok = file_sha256(self.blob_dir / digest) == digest
-        except FileNotFoundError:
+            ok = file_sha256(self.blob_dir / digest, follow_symlinks=False) == digest
+        except OSError:  # gone, or a symlink put there behind the agent's back (ELOOP)
             ok = False
         with self._lock:
             if ok:
@@ -297,6 +332,10 @@ class NodeCache:
         with self._lock:
             return sum(int(b["size"]) for b in self._blobs.values())
 
+    def plan_uploader(self, key: str) -> str | None:
+        with self._lock:
+            return self._uploaders.get(key)
+
     def entries(self) -> list[dict[str, Any]]:
         """A listing for humans and the operator: every blob, its size, models and plan keys."""
         with self._lock:
@@ -308,6 +347,7 @@ class NodeCache:
                     "last_used": float(info.get("last_used", 0.0)),
                     "models": sorted(m for m, uses in self._models.items() if digest in uses),
                     "plan_keys": sorted(k for k, d in self._plans.items() if d == digest),
+                    "uploaded_by": sorted({u for k, u in self._uploaders.items() if self._plans.get(k) == digest}),
                 })
             return out
 
@@ -316,16 +356,31 @@ class NodeCache:
     @contextlib.contextmanager
     def writer(self) -> Iterator[Writer]:
         """A temp file for one incoming artifact; removed unless `commit` published it."""
-        w = Writer(self.tmp_dir / f"{uuid.uuid4().hex}.part")
+        w = Writer(self.tmp_dir / f"{uuid.uuid4().hex}.part", reserve=self._reserve)
         try:
             yield w
         finally:
             w.abort()  # no-op after a successful commit (the file was renamed away)
 
+    def _reserve(self, n: int) -> None:
+        with self._lock:
+            if n > 0 and self.max_bytes is not None and self._in_flight + n > self.max_bytes:
+                raise CacheFull(f"the artifact does not fit the node cache: {self._in_flight + n} bytes in "
+                                f"flight against a budget of {self.max_bytes} (raise the agent's "
+                                "--max-cache-bytes, the chart value agent.maxCacheSize)")
+            self._in_flight += n
+
+    def in_flight_bytes(self) -> int:
+        with self._lock:
+            return self._in_flight
+
     def commit(
-        self, w: Writer, expected_sha256: str, *, model: str | None = None, plan_key: str | None = None
+        self, w: Writer, expected_sha256: str, *, model: str | None = None, plan_key: str | None = None,
+        uploader: str | None = None,
     ) -> str:
-        """Publish `w` as the artifact `expected_sha256`, or raise DigestMismatch and drop it."""
+        """Publish `w` as the artifact `expected_sha256`, or raise DigestMismatch and drop it.
+
+        A plan key is written once: PlanExists if one is cached under it already."""
         expected = normalize_digest(expected_sha256)
         if plan_key is not None and not PLAN_KEY_RE.match(plan_key):
             raise ValueError(f"not a plan key: {plan_key!r}")
@@ -336,30 +391,44 @@ class NodeCache:
             raise DigestMismatch(expected, actual)
         os.chmod(w.path, 0o444)
         with self._lock:
+            if plan_key is not None and self._plans.get(plan_key) in self._blobs:
+                w.abort()
+                raise PlanExists(f"a plan is already cached under {plan_key}; plans are never replaced")
             os.replace(w.path, self.blob_dir / expected)
+            w.release()
             _fsync_dir(self.blob_dir)
             self._verified.add(expected)
             self._blobs[expected] = {"size": w.size, "seq": self._next_seq(), "last_used": time.time()}
             if model:
                 self._touch_model(model, expected)
             if plan_key is not None:
-                previous = self._plans.get(plan_key)
                 self._plans[plan_key] = expected
-                if previous and previous != expected and not self._referenced(previous):
-                    self._remove_blob(previous)  # a rebuilt plan replaces the old one
+                if uploader:
+                    self._uploaders[plan_key] = uploader
             self._evict_locked(pinned={expected})
             self._save()
         return expected
 
     def touch(self, digest: str, model: str | None = None) -> None:
-        """Record a use of `digest` (by `model`), which keeps it among that model's newest."""
+        """Record a use of `digest` (by `model`), which keeps it among that model's newest.
+
+        In memory only: a read must not rewrite (and fsync) the index. The next write,
+        `flush()` or shutdown persists it; a crash loses some recency, never an artifact."""
         with self._lock:
             if digest not in self._blobs:
                 return
             self._blobs[digest].update(seq=self._next_seq(), last_used=time.time())
             if model:
                 self._touch_model(model, digest)
+            self._dirty = True
+
+    def flush(self) -> bool:
+        """Persist uses recorded since the last write; True if the index was written."""
+        with self._lock:
+            if not self._dirty:
+                return False
             self._save()
+            return True
 
     def evict(self) -> list[str]:
         with self._lock:
@@ -375,9 +444,11 @@ class NodeCache:
 
     def _touch_model(self, model: str, digest: str) -> None:
         self._models.setdefault(model, {})[digest] = {"seq": self._seq, "last_used": time.time()}
-
-    def _referenced(self, digest: str) -> bool:
-        return digest in self._plans.values() or any(digest in uses for uses in self._models.values())
+        # Every model name pins its newest blobs: bound how many names there are, or made-up
+        # names would pin the whole disk. The names used longest ago lose their pins first.
+        while len(self._models) > self.max_models:
+            oldest = min(self._models, key=lambda m: max(int(u["seq"]) for u in self._models[m].values()))
+            del self._models[oldest]
 
     def _evict_locked(self, pinned: Collection[str]) -> list[str]:
         blobs = {d: BlobInfo(int(i["size"]), int(i["seq"])) for d, i in self._blobs.items()}
@@ -400,5 +471,7 @@ class NodeCache:
         self._drop_missing_references()
 
     def _save(self) -> None:
-        data = {"seq": self._seq, "blobs": self._blobs, "models": self._models, "plans": self._plans}
+        data = {"seq": self._seq, "blobs": self._blobs, "models": self._models, "plans": self._plans,
+                "uploaders": self._uploaders}
         _atomic_write_text(self.index_path, json.dumps(data, indent=1, sort_keys=True))
+        self._dirty = False

@@ -17,13 +17,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from edgewise.node import oci
 from edgewise.node.cache import Writer
+from edgewise.node.destinations import Destinations, RefusedDestination
 
 CHUNK = 1 << 20
 USER_AGENT = "edgewise-node"
@@ -39,6 +40,10 @@ class TransientError(DownloadError):
 
 class PermanentError(DownloadError):
     """Not worth retrying: 4xx, a missing file, an unsupported scheme."""
+
+
+class RefusedError(PermanentError):
+    """The destination is not one this process downloads from (see edgewise.node.destinations)."""
 
 
 class Sink(Protocol):
@@ -75,18 +80,102 @@ def backoff_delays(attempts: int, base: float = 0.5, cap: float = 30.0, jitter: 
     return [min(cap, base * 2**i) * (1 + random.uniform(-jitter, jitter)) for i in steps]
 
 
+class _GuardedHTTPHandler(urllib.request.HTTPHandler):
+    """Connections only to addresses the guard vetted (redirects open new connections: vetted too)."""
+
+    def __init__(self, guard: Destinations) -> None:
+        super().__init__()
+        self.guard = guard
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_connection_class(http.client.HTTPConnection, self.guard), req)
+
+
+class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, guard: Destinations) -> None:
+        super().__init__()
+        self.guard = guard
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_connection_class(http.client.HTTPSConnection, self.guard), req,
+                            context=self._context)  # type: ignore[attr-defined]
+
+
+def _connection_class(base: type[http.client.HTTPConnection], guard: Destinations) -> Any:
+    def make(host: str, **kwargs: Any) -> http.client.HTTPConnection:
+        conn = base(host, **kwargs)
+        conn._create_connection = guard.create_connection  # type: ignore[attr-defined]
+        return conn
+    return make
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl} refused", headers, fp)
+
+
+class _HttpRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) only (urllib would also follow ftp://), to hosts the guard allows."""
+
+    def __init__(self, guard: Destinations | None = None) -> None:
+        super().__init__()
+        self.guard = guard
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        if scheme_of(newurl) not in ("http", "https"):
+            raise RefusedDestination(f"{req.full_url} redirects to {newurl}: only http(s) redirects are followed")
+        if self.guard is not None:
+            self.guard.check_url(newurl)  # also when a proxy makes the connection (it is vetted itself)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def http_opener(guard: Destinations | None = None, headers: Mapping[str, str] | None = None,
+                follow_redirects: bool = True) -> Opener:
+    """An http(s) opener: connections vetted by `guard`, `headers` sent to the first host only."""
+    handlers: list[Any] = [_HttpRedirects(guard) if follow_redirects else _NoRedirects()]
+    if guard is not None:
+        handlers += [_GuardedHTTPHandler(guard), _GuardedHTTPSHandler(guard)]
+    director = urllib.request.build_opener(*handlers)
+
+    def open_http(uri: str, offset: int, timeout: float) -> Opened:
+        if guard is not None:
+            # The connection is vetted below; the named host is vetted here too, because with a
+            # proxy (http_proxy in the environment) the connection goes to the proxy instead.
+            try:
+                guard.check_url(uri)
+            except RefusedDestination as err:
+                raise RefusedError(f"{uri}: {err}") from err
+            except OSError as err:
+                raise TransientError(f"{uri}: {err}") from err
+        request = urllib.request.Request(uri, headers={"User-Agent": USER_AGENT})
+        for name, value in (headers or {}).items():
+            request.add_unredirected_header(name, value)  # never forwarded to a redirect's host
+        return _open_http_request(director, request, uri, offset, timeout)
+
+    return open_http
+
+
 def _open_http(uri: str, offset: int, timeout: float) -> Opened:
-    headers = {"User-Agent": USER_AGENT}
+    return _DEFAULT_HTTP(uri, offset, timeout)
+
+
+def _open_http_request(director: urllib.request.OpenerDirector, request: urllib.request.Request, uri: str,
+                       offset: int, timeout: float) -> Opened:
     if offset:
-        headers["Range"] = f"bytes={offset}-"
+        request.add_header("Range", f"bytes={offset}-")
     try:
-        resp = urllib.request.urlopen(urllib.request.Request(uri, headers=headers), timeout=timeout)
+        resp = director.open(request, timeout=timeout)
+    except RefusedDestination as err:
+        raise RefusedError(f"{uri}: {err}") from err
     except urllib.error.HTTPError as err:
         err.close()
         kind = TransientError if err.code >= 500 or err.code in (408, 429) else PermanentError
         raise kind(f"{uri}: HTTP {err.code} {err.reason}") from err
     except (urllib.error.URLError, OSError) as err:
-        raise TransientError(f"{uri}: {getattr(err, 'reason', err)}") from err
+        reason = getattr(err, "reason", err)
+        if isinstance(reason, RefusedDestination):
+            raise RefusedError(f"{uri}: {reason}") from err
+        raise TransientError(f"{uri}: {reason}") from err
     length_header = resp.headers.get("Content-Length")
     length = int(length_header) if length_header and length_header.isdigit() else None
     start = 0
@@ -130,6 +219,20 @@ def _open_oci(uri: str, offset: int, timeout: float) -> Opened:
     return Opened(stream=f, offset=offset, length=None)
 
 
+def guarded_oci(guard: Destinations) -> Opener:
+    """oci:// with the registry host vetted first (the OCI client's own connections are not pinned)."""
+    def open_oci(uri: str, offset: int, timeout: float) -> Opened:
+        try:
+            guard.check_url("https://" + uri.split("://", 1)[-1])
+        except RefusedDestination as err:
+            raise RefusedError(f"{uri}: {err}") from err
+        except OSError as err:
+            raise TransientError(f"{uri}: {err}") from err
+        return _open_oci(uri, offset, timeout)
+    return open_oci
+
+
+_DEFAULT_HTTP = http_opener()
 register_opener("http", _open_http)
 register_opener("https", _open_http)
 register_opener("file", _open_file)
@@ -158,11 +261,14 @@ def _chunks(opened: Opened, uri: str) -> Iterator[bytes]:
         raise TransientError(f"{uri}: transfer cut after {received} of {opened.length} bytes")
 
 
-def copy_once(uri: str, sink: Sink, timeout: float = 30.0) -> None:
-    """One attempt: continue from `sink.tell()` if the source allows, else start over."""
-    opener = _OPENERS.get(scheme_of(uri))
+def copy_once(uri: str, sink: Sink, timeout: float = 30.0, openers: Mapping[str, Opener] | None = None) -> None:
+    """One attempt: continue from `sink.tell()` if the source allows, else start over.
+
+    `openers` replaces the registered ones (the agent passes guarded openers)."""
+    table = _OPENERS if openers is None else openers
+    opener = table.get(scheme_of(uri))
     if opener is None:
-        raise PermanentError(f"{uri}: unsupported scheme (supported: {', '.join(sorted(_OPENERS))})")
+        raise PermanentError(f"{uri}: unsupported scheme (supported: {', '.join(sorted(table))})")
     opened = opener(uri, sink.tell(), timeout)
     if opened.offset != sink.tell():
         sink.reset()
@@ -179,12 +285,13 @@ def download(
     timeout: float = 30.0,
     sleep: Callable[[float], None] = time.sleep,
     on_retry: Callable[[int, Exception], None] | None = None,
+    openers: Mapping[str, Opener] | None = None,
 ) -> None:
     """Copy `uri` into `sink`, retrying transient failures with exponential backoff."""
     delays = backoff_delays(attempts, base_delay)
     for attempt in range(attempts):
         try:
-            copy_once(uri, sink, timeout)
+            copy_once(uri, sink, timeout, openers)
             return
         except TransientError as err:
             if attempt == attempts - 1:

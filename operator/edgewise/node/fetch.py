@@ -61,6 +61,22 @@ class FetchResult:
     plan_from: str = ""  # "agent" or "built" for triton-tensorrt
 
 
+def agent_headers(token_file: str) -> dict[str, str]:
+    """`Authorization: Bearer` with the pod's projected token, read anew each call (the kubelet
+    rotates it). Without one the agent answers 401 and the artifact comes from its source."""
+    try:
+        token = Path(token_file).read_text(encoding="utf-8").strip()
+    except OSError as err:
+        log.warning("no token for the node agent at %s (%s): the agent will refuse this pod", token_file, err)
+        return {}
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _agent_openers(headers: dict[str, str]) -> dict[str, dl.Opener]:
+    opener = dl.http_opener(headers=headers, follow_redirects=False)  # the token goes to the agent only
+    return {"http": opener, "https": opener}
+
+
 def artifact_url(agent: str, sha256: str, uri: str, model: str) -> str:
     path = contract.AGENT_ARTIFACT_PATH.format(key=sha256)
     return f"{agent.rstrip('/')}{path}?{urllib.parse.urlencode({'uri': uri, 'model': model})}"
@@ -78,10 +94,11 @@ def get_artifact(req: contract.FetchRequest, w: Writer, *, attempts: int) -> str
     expected = normalize_digest(req.sha256)
     if req.agent:
         try:
-            stage_in_agent(req.agent, expected, req.uri, req.model_name)
+            headers = agent_headers(req.agent_token_file)
+            stage_in_agent(req.agent, expected, req.uri, req.model_name, headers=headers)
             # The agent is on this node: two quick tries, then go around it.
             dl.download(artifact_url(req.agent, expected, req.uri, req.model_name), w,
-                        attempts=2, base_delay=0.2, timeout=120)
+                        attempts=2, base_delay=0.2, timeout=120, openers=_agent_openers(headers))
             w.check_digest(expected)
             return "agent"
         except (dl.DownloadError, DigestMismatch) as err:
@@ -93,9 +110,10 @@ def get_artifact(req: contract.FetchRequest, w: Writer, *, attempts: int) -> str
     return "source"
 
 
-def _agent_json(method: str, url: str, body: bytes | None = None) -> dict[str, Any]:
-    headers = {"Content-Type": "application/json"}
-    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+def _agent_json(method: str, url: str, body: bytes | None = None,
+                headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=body, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=30) as resp:
             return dict(json.loads(resp.read()))
@@ -108,6 +126,7 @@ def _agent_json(method: str, url: str, body: bytes | None = None) -> dict[str, A
 
 def stage_in_agent(
     agent: str, sha256: str, uri: str, model: str, *, sleep: Callable[[float], None] = time.sleep,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
     """Have the agent cache the artifact (a prefetch) and wait until it is there.
 
@@ -115,12 +134,12 @@ def stage_in_agent(
     while the agent downloads a large model over a slow uplink.
     """
     base = agent.rstrip("/") + contract.AGENT_PREFETCH_PATH
-    view = _agent_json("POST", base, json.dumps({"uri": uri, "sha256": sha256, "model": model}).encode())
+    view = _agent_json("POST", base, json.dumps({"uri": uri, "sha256": sha256, "model": model}).encode(), headers)
     delay, logged = 0.1, time.monotonic()
     while view.get("state") not in ("ready", "failed"):
         sleep(delay)
         delay = min(delay * 2, 2.0)
-        view = _agent_json("GET", f"{base}/{sha256}")
+        view = _agent_json("GET", f"{base}/{sha256}", headers=headers)
         if time.monotonic() - logged > 10:
             logged = time.monotonic()
             log.info("node agent is downloading %s: %s bytes so far", sha256, view.get("bytes"))
@@ -128,10 +147,11 @@ def stage_in_agent(
         raise dl.PermanentError(f"node agent could not stage it: {view.get('error')}")
 
 
-def get_plan(agent: str, key: str, path: Path) -> bool:
+def get_plan(agent: str, key: str, path: Path, headers: Mapping[str, str] | None = None) -> bool:
     """Copy the plan cached under `key` to `path`, verified against the agent's digest header."""
     try:
-        resp = urllib.request.urlopen(plan_url(agent, key), timeout=60)
+        resp = urllib.request.urlopen(urllib.request.Request(plan_url(agent, key), headers=dict(headers or {})),
+                                      timeout=60)
     except urllib.error.HTTPError as err:
         err.close()
         if err.code != 404:
@@ -155,10 +175,10 @@ def get_plan(agent: str, key: str, path: Path) -> bool:
     return True
 
 
-def put_plan(agent: str, key: str, path: Path, sha256: str) -> bool:
+def put_plan(agent: str, key: str, path: Path, sha256: str, auth: Mapping[str, str] | None = None) -> bool:
     """Hand a built plan to the agent so the next pod on this node skips the build."""
     headers = {contract.AGENT_SHA256_HEADER: sha256, "Content-Type": "application/octet-stream",
-               "Content-Length": str(path.stat().st_size)}
+               "Content-Length": str(path.stat().st_size), **(auth or {})}
     try:
         with open(path, "rb") as body:
             request = urllib.request.Request(plan_url(agent, key), data=body, method="PUT", headers=headers)
@@ -205,7 +225,8 @@ def _get_or_build_plan(
     plan_path: Path,
 ) -> str:
     """Put the plan at `plan_path`: from the agent, or built here and handed to the agent."""
-    if req.agent and get_plan(req.agent, target.key, plan_path):
+    headers = agent_headers(req.agent_token_file) if req.agent else {}
+    if req.agent and get_plan(req.agent, target.key, plan_path, headers):
         log.info("plan %s from the node agent", target.key)
         return "agent"
     build_plan(trt.trtexec_command(target.trtexec, onnx_path, plan_path, precision=req.precision,
@@ -213,7 +234,7 @@ def _get_or_build_plan(
     if not plan_path.is_file() or plan_path.stat().st_size == 0:
         raise RuntimeError(f"trtexec exited 0 but wrote no plan at {plan_path}")
     if req.agent:
-        put_plan(req.agent, target.key, plan_path, file_sha256(plan_path))
+        put_plan(req.agent, target.key, plan_path, file_sha256(plan_path), agent_headers(req.agent_token_file))
     return "built"
 
 

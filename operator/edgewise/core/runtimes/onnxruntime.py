@@ -37,7 +37,7 @@ def fetch_container(ctx: PodContext, image: str, request: contract.FetchRequest,
         "command": ["edgewise", "fetch"],
         "args": request.to_args(),
         "env": [pods.node_ip_env(), *env],
-        "volumeMounts": pods.model_mounts(read_only=False),
+        "volumeMounts": [*pods.model_mounts(read_only=False), pods.agent_token_mount()],
         "securityContext": pods.container_security(run_as_user),
         "resources": resources or {"requests": {"cpu": "50m", "memory": "64Mi"}},
     }
