@@ -137,7 +137,8 @@ def _get(url: str) -> bytes | None:
 
 def test_kubectl_logs_exec_and_port_forward_reach_the_pod(web) -> None:
     cluster, ns = web
-    assert cluster.kubectl("exec", "-n", ns, "web", "-c", "web", "--", "/bin/busybox", "cat", "/data/init.txt").stdout == "prepared\n"
+    shown = cluster.kubectl("exec", "-n", ns, "web", "-c", "web", "--", "/bin/busybox", "cat", "/data/init.txt")
+    assert shown.stdout == "prepared\n"
     cluster.kubectl("logs", "-n", ns, "web", "-c", "web")  # fails without a kubelet address
     port = processes.free_port()
     forward = subprocess.Popen([str(cluster.tool("kubectl")), f"--kubeconfig={cluster.kubeconfig}", "port-forward",

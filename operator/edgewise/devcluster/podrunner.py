@@ -47,6 +47,7 @@ from edgewise.devcluster.processes import Running
 
 log = logging.getLogger(__name__)
 
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -119,11 +120,14 @@ class PodRunner:
     """Keeps one set of local processes per Running pod that matches; call `sync()` or `start()`."""
 
     def __init__(self, api: k8s.ApiClient, workdir: Path, namespace: str, label_selector: str = "",
-                 python: str = sys.executable, init_timeout: float = 120.0) -> None:
+                 python: str = sys.executable, init_timeout: float = 120.0,
+                 nodes: frozenset[str] | None = None) -> None:
         self.core = k8s.CoreV1Api(api)
         self.workdir = workdir
         self.namespace = namespace
         self.label_selector = label_selector
+        # Only pods on these nodes (None: any). Beside a real node, the runner plays only the kwok nodes.
+        self.nodes = nodes
         self.python = python
         self.init_timeout = init_timeout
         self.pods: dict[str, PodProcesses] = {}
@@ -164,7 +168,8 @@ class PodRunner:
     def sync(self) -> None:
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.label_selector).items
         live = {p.metadata.uid: p for p in pods
-                if p.status.phase == "Running" and p.status.pod_ip and not p.metadata.deletion_timestamp}
+                if p.status.phase == "Running" and p.status.pod_ip and not p.metadata.deletion_timestamp
+                and (self.nodes is None or p.spec.node_name in self.nodes)}
         with self._lock:
             for uid in [u for u in self.pods if u not in live]:
                 self._stop_pod(uid)
@@ -197,6 +202,8 @@ class PodRunner:
                 argv, env = self._argv(container, pod, volumes)
                 if not spec.get("hostNetwork") and "--host" not in argv and argv[3:4] == ["serve"]:
                     argv += ["--host", proc.pod_ip]
+                if argv[3:4] == ["agent"] and "--apiserver" not in argv:
+                    argv += self._in_cluster_args(container, volumes)
                 proc.containers[container["name"]] = processes.start(
                     container["name"], argv, workdir, env=env)
         except (NotRunnable, subprocess.TimeoutExpired) as err:
@@ -243,7 +250,8 @@ class PodRunner:
         return proc
 
     def _prepare(self, pod: dict[str, Any]) -> tuple[PodProcesses, dict[str, Path]]:
-        """The pod's record and its emptyDir volumes, each a directory of the pod's own."""
+        """The pod's record and its volumes: emptyDir and projected ones a directory of the pod's own,
+        hostPath ones a directory of its node's own (the node agent's cache survives its pod)."""
         meta, spec = pod["metadata"], pod["spec"]
         workdir = self.workdir / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
         proc = PodProcesses(uid=meta["uid"], name=meta["name"], namespace=meta["namespace"],
@@ -255,13 +263,30 @@ class PodRunner:
                 volumes[vol["name"]].mkdir(parents=True, exist_ok=True)
             if "projected" in vol:
                 self._project_tokens(pod, vol["projected"], volumes[vol["name"]])
+            if "hostPath" in vol:
+                host = self.workdir / "nodes" / proc.node / vol["hostPath"]["path"].lstrip("/")
+                host.mkdir(parents=True, exist_ok=True)
+                volumes[vol["name"]] = host
         return proc, volumes
 
+    def _in_cluster_args(self, container: dict[str, Any], volumes: dict[str, Path]) -> list[str]:
+        """What a process cannot find at the in-cluster paths: the apiserver and the mounted ServiceAccount
+        token (the agent checks its callers' tokens with it)."""
+        mounts = {m["mountPath"]: volumes.get(m["name"]) for m in container.get("volumeMounts") or []}
+        account_dir = mounts.get(SERVICE_ACCOUNT_DIR)
+        if account_dir is None:
+            return []
+        return ["--apiserver", self.core.api_client.configuration.host,
+                "--apiserver-token-file", str(account_dir / "token"), "--apiserver-ca", str(account_dir / "ca.crt")]
+
     def _project_tokens(self, pod: dict[str, Any], projected: dict[str, Any], directory: Path) -> None:
-        """Write the volume's serviceAccountToken sources: pod-bound tokens from the TokenRequest API."""
+        """Write the volume's sources as a kubelet does: pod-bound tokens from the TokenRequest API, and
+        ConfigMap keys (the API access volume's `kube-root-ca.crt`)."""
         meta, spec = pod["metadata"], pod["spec"]
         account = spec.get("serviceAccountName") or "default"
         for source in projected.get("sources") or []:
+            if cm := source.get("configMap"):
+                self._project_config_map(meta["namespace"], cm, directory)
             want = source.get("serviceAccountToken")
             if not want:
                 continue
@@ -279,6 +304,16 @@ class PodRunner:
             path = directory / want["path"]
             path.write_text(token.status.token)
             path.chmod(0o600)
+
+    def _project_config_map(self, namespace: str, source: dict[str, Any], directory: Path) -> None:
+        try:
+            data = self.core.read_namespaced_config_map(source["name"], namespace).data or {}
+        except k8s.ApiException as err:
+            log.warning("configMap %s/%s for a projected volume: %s", namespace, source["name"], err.reason)
+            return
+        for item in source.get("items") or [{"key": k, "path": k} for k in data]:
+            if item["key"] in data:
+                (directory / item["path"]).write_text(data[item["key"]])
 
     def _argv(self, container: dict[str, Any], pod: dict[str, Any], volumes: dict[str, Path]
               ) -> tuple[list[str], dict[str, str]]:

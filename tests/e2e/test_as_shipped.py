@@ -1,0 +1,258 @@
+"""Edgewise as a K3s user runs it: the packaged chart, installed with helm, with the images `make images`
+built, on a real kubelet beside simulated nodes.
+
+One cluster for the module (its setup is the expensive part); each test checks one thing of the story,
+in the order a user lives it: install → serve → roll out → operator restart → upgrade → uninstall.
+The real node (`edgewise-real-1`) and two simulated nodes form one amd64 CPU class; the pod runner
+plays the simulated nodes' kubelets (their agents and runtime pods run as local processes on
+addresses the real node's pods reach), the real kubelet runs the real images.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.http as triton_http
+
+from edgewise.devcluster import demo_models, images, processes
+from edgewise.devcluster.cluster import DevCluster
+from edgewise.devcluster.fleet import apply_fleet, wait_ready
+from edgewise.devcluster.podrunner import PodRunner
+from edgewise.devcluster.realnode import NODE_IP, NODE_NAME
+from helpers import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+RELEASE, OPERATOR_NS, AGENT_NS, MODEL_NS = "edgewise", "edgewise-system", "edgewise-node", "vision"
+MODEL = "classifier"
+SIM_NODES = 2
+
+
+@dataclass
+class Shipped:
+    cluster: DevCluster
+    chart: Path
+    source_url: str
+    models: dict[str, Path]
+    runners: list[PodRunner] = field(default_factory=list)
+
+    def kubectl_json(self, *args: str) -> dict:
+        return json.loads(self.cluster.kubectl(*args, "-o", "json").stdout)
+
+    def model(self) -> dict:
+        return self.kubectl_json("get", "edgemodel", MODEL, "-n", MODEL_NS)
+
+    def service_ip(self) -> str:
+        svc = self.model().get("status", {}).get("address", "")
+        name = svc.split(".")[0] if svc else f"edgewise-{MODEL}"
+        return self.cluster.kubectl("get", "svc", name, "-n", MODEL_NS, "-o", "jsonpath={.spec.clusterIP}").stdout
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shipped]:
+    work = Path(tmp_path_factory.mktemp("shipped"))
+    built = images.ensure_images(arches=[images.host_arch()])
+    cluster = DevCluster(REPO / ".cache" / "e2e-shipped", real_node=True, images=tuple(b.archive for b in built))
+    cluster.down()
+    cluster.up()
+    server = None
+    runners: list[PodRunner] = []
+    try:
+        with cluster.api_client() as api:
+            sims = apply_fleet(api, {"amd64-cpu": SIM_NODES}, prefix="sim-", node_cidr=cluster.node_cidr)
+            assert wait_ready(api, sims)
+        # The model source, served over HTTP from this machine on the bridge (what the operator's pod
+        # and the node agents reach).
+        models = {v: f(work / "models" / f"{v}.onnx") for v, f in (("v1", demo_models.good), ("v2", demo_models.wrong))}
+        port = processes.free_port(NODE_IP)
+        server = http.server.ThreadingHTTPServer((NODE_IP, port),
+                                                 functools.partial(_Quiet, directory=str(work / "models")))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        chart_dir = work / "chart"
+        cluster.helm("package", str(REPO / "charts" / "edgewise"), "-d", str(chart_dir))
+        chart = next(chart_dir.glob("edgewise-*.tgz"))
+        for ns, level in ((OPERATOR_NS, "restricted"), (MODEL_NS, "restricted")):
+            cluster.kubectl("create", "namespace", ns)
+            cluster.kubectl("label", "namespace", ns, f"pod-security.kubernetes.io/enforce={level}")
+        with cluster.api_client() as api:
+            # The simulated nodes' kubelets: their agents and runtime pods run as local processes.
+            sim_only = {*sims}
+            runners = [PodRunner(api, work / "runner-agent", AGENT_NS, nodes=sim_only).start(),
+                       PodRunner(api, work / "runner-models", MODEL_NS, nodes=sim_only).start()]
+            yield Shipped(cluster, chart, f"http://{NODE_IP}:{port}", models, runners)
+    finally:
+        for r in runners:
+            r.close()
+        if server:
+            server.shutdown()
+        cluster.down()
+
+
+def _install(s: Shipped, *extra: str) -> None:
+    s.cluster.helm("install", RELEASE, str(s.chart), "-n", OPERATOR_NS, "--wait", "--timeout", "5m",
+                   "--set", "operator.logLevel=DEBUG", *extra, timeout=420)
+
+
+def _edgemodel(s: Shipped, version: str) -> dict:
+    key = {"1.0.0": "v1", "2.0.0": "v2"}[version]
+    return {
+        "apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel",
+        "metadata": {"name": MODEL, "namespace": MODEL_NS},
+        "spec": {
+            "version": version,
+            "source": {"uri": f"{s.source_url}/{key}.onnx", "sha256": demo_models.sha256(s.models[key])},
+            "optimization": {"quantization": "none"},
+            "rollout": {
+                "steps": [{"percent": 34}, {"pause": {"duration": "5s"}}, {"percent": 100}],
+                "analysis": {"provider": "none"},
+            },
+        },
+    }
+
+
+def _apply(s: Shipped, manifest: dict) -> None:
+    s.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+def _infer(url: str, x: np.ndarray) -> np.ndarray:
+    client = triton_http.InferenceServerClient(url, network_timeout=10)
+    inp = triton_http.InferInput("x", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    return client.infer(MODEL, [inp]).as_numpy("y")
+
+
+def _expected(path: Path, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
+
+
+class Load:
+    """A steady client on the real node's host calling the model's node-local address; counts failures."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.ok, self.errors, self.last_error = url, 0, 0, ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        x = np.ones((1, demo_models.FEATURES), dtype=np.float32)
+        while not self._stop.is_set():
+            try:
+                _infer(self.url, x)
+                self.ok += 1
+            except Exception as err:  # noqa: BLE001 - every failure is what the test counts
+                self.errors += 1
+                self.last_error = repr(err)[:300]
+            self._stop.wait(0.02)
+
+
+# -- the story ---------------------------------------------------------------------------------------
+
+def test_helm_installs_the_operator_in_a_restricted_namespace(shipped: Shipped) -> None:
+    _install(shipped)
+    pods = shipped.kubectl_json("get", "pods", "-n", OPERATOR_NS, "-l", "app.kubernetes.io/name=edgewise")["items"]
+    assert len(pods) == 1
+    pod = pods[0]
+    assert pod["spec"]["nodeName"] == NODE_NAME  # the only node that runs containers
+    assert pod["spec"]["serviceAccountName"] == RELEASE
+    assert all(c["ready"] for c in pod["status"]["containerStatuses"])
+    ns = shipped.kubectl_json("get", "namespace", OPERATOR_NS)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_the_node_agent_runs_on_the_real_node_with_its_cache(shipped: Shipped) -> None:
+    def agent_pod() -> dict | None:
+        pods = shipped.kubectl_json("get", "pods", "-n", AGENT_NS, "--field-selector",
+                                    f"spec.nodeName={NODE_NAME}")["items"]
+        ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                        for c in p["status"].get("conditions", []))]
+        return ready[0] if ready else None
+    pod = wait_for(agent_pod, 180, "the node agent Ready on the real node")
+    assert isinstance(pod, dict)
+    assert any("hostPath" in v for v in pod["spec"]["volumes"])
+
+
+def test_a_model_serves_on_the_real_node_from_the_real_images(shipped: Shipped) -> None:
+    _apply(shipped, _edgemodel(shipped, "1.0.0"))
+
+    def ready() -> bool:
+        status = shipped.model().get("status", {})
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+    wait_for(ready, 300, "EdgeModel classifier Ready")
+    pods = shipped.kubectl_json("get", "pods", "-n", MODEL_NS, "--field-selector",
+                                f"spec.nodeName={NODE_NAME}")["items"]
+    assert len(pods) == 1
+    pod = pods[0]
+    assert pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    server = next(c for c in pod["spec"]["containers"] if c["name"] == "server")
+    assert server["securityContext"]["readOnlyRootFilesystem"] is True
+    x = np.random.default_rng(3).standard_normal((4, demo_models.FEATURES)).astype(np.float32)
+    want = _expected(shipped.models["v1"], x)
+    ip = shipped.service_ip()
+    got = wait_for(lambda: _try(lambda: _infer(f"{ip}:8000", x)), 60, "an answer through the model's Service")
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    port = processes.free_port()
+    forward = subprocess.Popen([str(shipped.cluster.tool("kubectl")), f"--kubeconfig={shipped.cluster.kubeconfig}",
+                                "port-forward", "-n", MODEL_NS, f"pod/{pod['metadata']['name']}", f"{port}:8000"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        got = wait_for(lambda: _try(lambda: _infer(f"127.0.0.1:{port}", x)), 60, "an answer through port-forward")
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    finally:
+        processes.terminate(forward)  # type: ignore[arg-type]
+
+
+def _try(call):
+    try:
+        return call()
+    except Exception:  # noqa: BLE001 - not yet
+        return None
+
+
+def _daemonset_generations(s: Shipped) -> dict[str, int]:
+    items = s.kubectl_json("get", "daemonsets", "-n", MODEL_NS)["items"]
+    return {d["metadata"]["name"]: d["metadata"]["generation"] for d in items}
+
+
+def _rolled_out(s: Shipped, version: str) -> bool:
+    status = s.model().get("status", {})
+    return status.get("observedGeneration") == s.model()["metadata"]["generation"] and \
+        all(c.get("stableVersion", c.get("version")) == version for c in status.get("classes", [])) and \
+        any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+
+
+def test_a_canary_rollout_across_real_and_simulated_nodes_drops_no_request(shipped: Shipped) -> None:
+    ip = shipped.service_ip()
+    before = _daemonset_generations(shipped)
+    with Load(f"{ip}:8000") as load:
+        _apply(shipped, _edgemodel(shipped, "2.0.0"))
+        wait_for(lambda: _rolled_out(shipped, "2.0.0"), 300, "version 2.0.0 rolled out")
+        time.sleep(2)  # a little load on the new version too
+    assert load.ok > 50
+    assert load.errors == 0, load.last_error
+    x = np.random.default_rng(4).standard_normal((2, demo_models.FEATURES)).astype(np.float32)
+    np.testing.assert_allclose(_infer(f"{ip}:8000", x), _expected(shipped.models["v2"], x), rtol=1e-4, atol=1e-4)
+    after = _daemonset_generations(shipped)
+    assert after != before
