@@ -45,6 +45,8 @@ class Shipped:
     source_url: str
     models: dict[str, Path]
     runners: list[PodRunner] = field(default_factory=list)
+    # DaemonSet spec changes (generation increments) each undisturbed rollout made, by target version.
+    generation_increments: dict[str, int] = field(default_factory=dict)
 
     def kubectl_json(self, *args: str) -> dict:
         return json.loads(self.cluster.kubectl(*args, "-o", "json").stdout)
@@ -109,7 +111,7 @@ def _install(s: Shipped, *extra: str) -> None:
 
 
 def _edgemodel(s: Shipped, version: str) -> dict:
-    key = {"1.0.0": "v1", "2.0.0": "v2"}[version]
+    key = {"1.0.0": "v1", "2.0.0": "v2", "3.0.0": "v1"}[version]
     return {
         "apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel",
         "metadata": {"name": MODEL, "namespace": MODEL_NS},
@@ -237,9 +239,10 @@ def _daemonset_generations(s: Shipped) -> dict[str, int]:
 
 
 def _rolled_out(s: Shipped, version: str) -> bool:
-    status = s.model().get("status", {})
-    return status.get("observedGeneration") == s.model()["metadata"]["generation"] and \
-        all(c.get("stableVersion", c.get("version")) == version for c in status.get("classes", [])) and \
+    model = s.model()
+    status = model.get("status", {})
+    return status.get("observedGeneration") == model["metadata"]["generation"] and \
+        status.get("stableVersion") == version and not status.get("canaryVersion") and \
         any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
 
 
@@ -254,5 +257,68 @@ def test_a_canary_rollout_across_real_and_simulated_nodes_drops_no_request(shipp
     assert load.errors == 0, load.last_error
     x = np.random.default_rng(4).standard_normal((2, demo_models.FEATURES)).astype(np.float32)
     np.testing.assert_allclose(_infer(f"{ip}:8000", x), _expected(shipped.models["v2"], x), rtol=1e-4, atol=1e-4)
+    shipped.generation_increments["2.0.0"] = _increments(before, _daemonset_generations(shipped))
+    assert shipped.generation_increments["2.0.0"] > 0
+
+
+def test_a_deleted_operator_pod_comes_back_and_finishes_the_rollout_without_extra_writes(shipped: Shipped) -> None:
+    # The rollout 2.0.0 → 3.0.0 (the first weights again) with the operator's pod deleted after its
+    # first step must make exactly the DaemonSet changes the undisturbed 1.0.0 → 2.0.0 rollout made.
+    undisturbed = shipped.generation_increments["2.0.0"]
+    before = _daemonset_generations(shipped)
+    old = _operator_pod(shipped)
+    _apply(shipped, _edgemodel(shipped, "3.0.0"))
+    wait_for(lambda: _canary_started(shipped), 120, "the 3.0.0 canary to start")
+    shipped.cluster.kubectl("delete", "pod", "-n", OPERATOR_NS, old["metadata"]["name"], "--wait=false")
+    new = wait_for(lambda: _operator_pod(shipped, not_uid=old["metadata"]["uid"]), 180,
+                   "the Deployment to start a new operator pod")
+    assert isinstance(new, dict)
+    wait_for(lambda: _rolled_out(shipped, "3.0.0"), 300, "version 3.0.0 rolled out")
     after = _daemonset_generations(shipped)
-    assert after != before
+    assert _increments(before, after) == undisturbed
+
+
+def _operator_pod(s: Shipped, not_uid: str = "") -> dict | None:
+    pods = s.kubectl_json("get", "pods", "-n", OPERATOR_NS, "-l", "app.kubernetes.io/name=edgewise")["items"]
+    ready = [p for p in pods if p["metadata"]["uid"] != not_uid and not p["metadata"].get("deletionTimestamp")
+             and all(c.get("ready") for c in p["status"].get("containerStatuses", [{}]))]
+    return ready[0] if ready else None
+
+
+def _canary_started(s: Shipped) -> bool:
+    classes = s.model().get("status", {}).get("rollout", {}).get("classes", [])
+    return any(c.get("canaryVersion") == "3.0.0" and c.get("percent", 0) > 0 for c in classes)
+
+
+def _increments(before: dict[str, int], after: dict[str, int]) -> int:
+    return sum(gen - before.get(name, 0) for name, gen in after.items())
+
+
+def test_helm_upgrade_with_changed_values_keeps_serving(shipped: Shipped) -> None:
+    ip = shipped.service_ip()
+    pods_before = {p["metadata"]["uid"] for p in shipped.kubectl_json("get", "pods", "-n", MODEL_NS)["items"]}
+    old = _operator_pod(shipped)
+    assert old is not None
+    with Load(f"{ip}:8000") as load:
+        shipped.cluster.helm("upgrade", RELEASE, str(shipped.chart), "-n", OPERATOR_NS, "--reuse-values",
+                             "--set", "operator.resyncSeconds=120", "--wait", "--timeout", "5m", timeout=420)
+        new = wait_for(lambda: _operator_pod(shipped, not_uid=old["metadata"]["uid"]), 180, "the upgraded operator")
+        time.sleep(3)
+    assert isinstance(new, dict)
+    env = {e["name"]: e.get("value") for e in new["spec"]["containers"][0]["env"]}
+    assert env["EDGEWISE_RESYNC_SECONDS"] == "120"
+    assert load.ok > 20 and load.errors == 0, load.last_error
+    pods_after = {p["metadata"]["uid"] for p in shipped.kubectl_json("get", "pods", "-n", MODEL_NS)["items"]}
+    assert pods_after == pods_before  # the model's pods were not touched
+
+
+def test_helm_uninstall_removes_the_operator_and_keeps_crds_and_models(shipped: Shipped) -> None:
+    shipped.cluster.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout", "3m", timeout=240)
+    wait_for(lambda: not shipped.kubectl_json("get", "pods", "-n", OPERATOR_NS)["items"], 120,
+             "the operator pod to go")
+    assert not shipped.kubectl_json("get", "deployments", "-n", OPERATOR_NS)["items"]
+    crds = {c["metadata"]["name"] for c in shipped.kubectl_json("get", "crds")["items"]}
+    assert {"edgemodels.edgewise.io", "deploymentprofiles.edgewise.io"} <= crds
+    assert shipped.model()["spec"]["version"] == "3.0.0"
+    x = np.ones((1, demo_models.FEATURES), dtype=np.float32)
+    assert _infer(f"{shipped.service_ip()}:8000", x).shape == (1, demo_models.CLASSES)  # still serving
