@@ -10,6 +10,7 @@ repository load/unload) answer UNIMPLEMENTED.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,11 +19,14 @@ import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from edgewise.node.serve import codec, validate
+from edgewise.node.serve import codec, limits, validate
 from edgewise.node.serve.batcher import Outputs
+from edgewise.node.serve.dtypes import DType
 from edgewise.node.serve.errors import InferError, Status, invalid
 from edgewise.node.serve.model import ModelSpec
 from edgewise.node.serve.service import Decoded, InferenceService
+
+log = logging.getLogger(__name__)
 
 GRPC_CODES = {
     Status.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -39,11 +43,23 @@ _CONTENTS_FIELD = {
     "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
     "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
 }
+_TYPED_FIELDS = sorted(set(_CONTENTS_FIELD.values()))
+# Types narrower than their contents field: read at the field's width, then range-checked.
+_WIDE = {"INT8": np.int32, "INT16": np.int32, "UINT8": np.uint32, "UINT16": np.uint32}
 
 
-def decode_request(spec: ModelSpec, request: service_pb2.ModelInferRequest) -> Decoded:
+def message_size(request: service_pb2.ModelInferRequest) -> int:
+    """What the request's tensor data weighs, without walking it: raw bytes, or typed values
+    at 8 bytes each (`len` of a repeated field is O(1))."""
+    raw = sum(len(r) for r in request.raw_input_contents)
+    return raw + 8 * sum(len(getattr(t.contents, f)) for t in request.inputs for f in _TYPED_FIELDS)
+
+
+def decode_request(spec: ModelSpec, request: service_pb2.ModelInferRequest,
+                   bounds: limits.Limits = limits.DEFAULT) -> Decoded:
     declared = [(t.name, t.datatype, list(t.shape)) for t in request.inputs]
     batch = validate.check_inputs(spec, declared)
+    limits.check_declared(spec, declared, bounds, message_size(request))
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise invalid(f"raw_input_contents has {len(raw)} entries; "
@@ -58,19 +74,31 @@ def decode_request(spec: ModelSpec, request: service_pb2.ModelInferRequest) -> D
         field = _CONTENTS_FIELD.get(spec_t.datatype)
         if field is None:
             raise invalid(f"input '{name}' is {spec_t.datatype}: send it in raw_input_contents")
-        values = list(getattr(t.contents, field))
-        if spec_t.datatype == "BYTES":
-            arr = np.empty(len(values), dtype=object)
-            arr[:] = values
-        else:
-            arr = np.asarray(values, dtype=spec_t.dtype.numpy)
-        if arr.size != codec.element_count(shape):
-            raise invalid(f"input '{name}' has {arr.size} elements in contents.{field}, expected "
+        values = getattr(t.contents, field)
+        if len(values) != codec.element_count(shape):  # before converting a single value
+            raise invalid(f"input '{name}' has {len(values)} elements in contents.{field}, expected "
                           f"{codec.element_count(shape)} for shape {shape}")
-        inputs[name] = arr.reshape(shape)
+        inputs[name] = _typed(name, spec_t.dtype, values).reshape(shape)
     names = [o.name for o in request.outputs]
     validate.check_outputs(spec, names)
     return Decoded(inputs, batch, names or None, request.id)
+
+
+def _typed(name: str, dtype: DType, values: Any) -> np.ndarray:
+    """A typed contents field as `dtype`; int_contents and uint_contents are 32-bit on the wire,
+    so INT8/INT16/UINT8/UINT16 values may be out of the input's range: refused, not wrapped."""
+    if dtype.triton == "BYTES":
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = list(values)
+        return arr
+    wide = np.fromiter(values, dtype=_WIDE.get(dtype.triton, dtype.numpy), count=len(values))
+    if dtype.triton in _WIDE and wide.size:
+        info = np.iinfo(dtype.numpy)
+        low, high = wide.min(), wide.max()
+        if low < info.min or high > info.max:
+            raise invalid(f"input '{name}' is {dtype.triton}: its contents must be integers from "
+                          f"{info.min} to {info.max}, got {low if low < info.min else high}")
+    return wide.astype(dtype.numpy, copy=False)
 
 
 def encode_response(spec: ModelSpec, request: Decoded, outputs: Outputs) -> service_pb2.ModelInferResponse:
@@ -123,6 +151,9 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             return await self._infer(request)
         except InferError as err:
             await context.abort(GRPC_CODES[err.status], err.message)
+        except Exception as err:  # a bug: INTERNAL with its message, never grpc's UNKNOWN
+            log.exception("inference failed")
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {err}")
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext,
@@ -136,6 +167,9 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 response = service_pb2.ModelStreamInferResponse(infer_response=await self._infer(request))
             except InferError as err:
                 response = service_pb2.ModelStreamInferResponse(error_message=err.message)
+            except Exception as err:  # noqa: BLE001 - a bug: answered in-band; the stream must not hang
+                log.exception("inference failed")
+                response = service_pb2.ModelStreamInferResponse(error_message=f"internal error: {err}")
             await answers.put(response)
 
         async def read() -> None:
@@ -155,9 +189,10 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             reader.cancel()
 
     async def _infer(self, request: Any) -> Any:
+        bounds = self.service.settings.limits
         return await self.service.infer(
             request.model_name, request.model_version,
-            lambda spec: decode_request(spec, request), encode_response,
+            lambda spec: decode_request(spec, request, bounds), encode_response, message_size(request),
         )
 
 

@@ -143,6 +143,7 @@ class _Connection(asyncio.Protocol):
         self.current: _Exchange | None = None  # the request being answered
         self.dispatching = False
         self.closing = False
+        self.receiving = False  # a request has begun and its body is not complete
         self.last_data = time.monotonic()  # when the last bytes arrived
         self._reset()
 
@@ -181,6 +182,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._reset()
+        self.receiving = True
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -208,6 +210,7 @@ class _Connection(asyncio.Protocol):
         self.body.append(chunk)
 
     def on_message_complete(self) -> None:
+        self.receiving = False
         parsed = httptools.parse_url(self.url)
         request = Request(self.parser.get_method().decode("latin-1"), unquote(parsed.path.decode("latin-1")),
                           self.headers, b"".join(self.body), self)
@@ -278,8 +281,14 @@ class _Connection(asyncio.Protocol):
         self._write(error_response(err.status, err.message), keep_alive=False)
 
     def close_if_idle(self, silent_since: float | None = None) -> None:
-        """Close unless an answer is due; with `silent_since`, only if nothing arrived after it."""
+        """Close unless an answer is due; with `silent_since`, only if nothing arrived after it.
+
+        Without `silent_since` (draining) a request whose body is still arriving is let finish:
+        it is answered, then the connection closes (or the drain timeout aborts it).
+        """
         if silent_since is not None and self.last_data > silent_since:
+            return
+        if silent_since is None and self.receiving:
             return
         if self.current is None and not self.pending and self.transport is not None:
             self.closing = True
