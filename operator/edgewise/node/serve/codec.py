@@ -108,13 +108,13 @@ def decode_json(name: str, dtype: DType, shape: Sequence[int], data: Any) -> np.
 
 def _numbers(name: str, dtype: DType, data: Any) -> np.ndarray:
     """JSON numbers as `dtype`, refusing what a cast would silently change: strings ("1.5"),
-    booleans, nulls, fractions for integer types, integers out of range. (One coercion is left:
-    numpy reads a `true` mixed into integers as 1; checking each element in Python would cost
-    every JSON request a pass over its data.)"""
+    booleans, nulls, fractions for integer types, integers out of range."""
     raw = np.asarray(data)  # numpy infers int64, float64, bool, str or object without converting
     if raw.size == 0:
         return raw.astype(dtype.numpy).reshape(-1)
     kind = raw.dtype.kind
+    if kind in "iuf" and _has_bool(data):  # numpy reads a `true` among numbers as 1
+        raise invalid(f"input '{name}' is {dtype.triton}: its JSON data must be numbers, not true/false")
     if dtype.numpy.kind == "f":
         if kind not in "iuf":
             raise invalid(f"input '{name}' is {dtype.triton}: its JSON data must be numbers")
@@ -132,6 +132,12 @@ def _numbers(name: str, dtype: DType, data: Any) -> np.ndarray:
         raise invalid(f"input '{name}' is {dtype.triton}: its JSON data must be integers from "
                       f"{info.min} to {info.max}, got {low if low < info.min else high}")
     return raw.astype(dtype.numpy).reshape(-1)
+
+
+def _has_bool(data: Any) -> bool:
+    """One pass in C over a flat list (numpy accepted `data`, so its rows are regular)."""
+    flat = data if isinstance(data, list) and not isinstance(data[0], list) else _flatten(data)
+    return bool in map(type, flat)
 
 
 def _reject_bytes_item(name: str, value: Any) -> bytes:
