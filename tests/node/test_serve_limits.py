@@ -26,7 +26,7 @@ import serve_models
 from serve_helpers import ServeProcess, http_status, post, serving
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from edgewise.node.serve import codec, dtypes, grpc_api, http_codec, limits
+from edgewise.node.serve import codec, dtypes, grpc_api, grpc_wire, http_codec, limits
 from edgewise.node.serve.errors import InferError, Status
 from edgewise.node.serve.model import ModelSpec, TensorSpec
 from helpers import wait_for
@@ -260,3 +260,44 @@ def test_limit_flags_must_be_positive(flag: str) -> None:
                              flag, "0"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert f"{flag}: expected a whole number of at least 1, got '0'" in result.stderr
+
+
+# --- gRPC: the message sized up from its wire bytes before protobuf parses it -----------------------
+
+def _typed_text(count: int) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="text")
+    request.inputs.add(name="text", datatype="BYTES", shape=[1, 2]).contents.bytes_contents.extend([b""] * count)
+    return request
+
+
+def test_grpc_wire_counts_typed_contents_and_skeleton_fields_without_parsing() -> None:
+    request = _typed_text(1000)
+    request.raw_input_contents.append(b"\0" * 5000)  # raw bytes are skipped by length
+    summary = grpc_wire.check(request.SerializeToString(), limits.DEFAULT)
+    assert summary.typed_bytes == 2000 and summary.fields < 20
+    with pytest.raises(InferError) as err:
+        grpc_wire.check(request.SerializeToString(), limits.Limits(max_memory=24 * 1999))
+    assert err.value.status is Status.TOO_LARGE and "raw_input_contents" in err.value.message
+    many = service_pb2.ModelInferRequest(model_name="text")
+    for k in range(grpc_wire.MAX_FIELDS):
+        many.outputs.add(name=f"o{k}")
+    with pytest.raises(InferError, match="more than 10000 fields"):
+        grpc_wire.check(many.SerializeToString(), limits.DEFAULT)
+    with pytest.raises(InferError, match="not a valid ModelInferRequest"):
+        grpc_wire.check(request.SerializeToString()[:-3], limits.DEFAULT)
+
+
+@pytest.mark.parametrize("case", ["typed contents", "fields"])
+def test_grpc_messages_too_costly_to_parse_are_refused_unparsed(text_server: ServeProcess, case: str) -> None:
+    """16 million empty bytes_contents (32 MB), or 2 million outputs: seconds of parsing."""
+    if case == "typed contents":
+        request, code, fragment = _typed_text(EMPTY_ELEMENTS), grpc.StatusCode.RESOURCE_EXHAUSTED, \
+            "bytes of typed tensor contents"
+    else:
+        request = service_pb2.ModelInferRequest(model_name="text")
+        request.outputs.extend([service_pb2.ModelInferRequest.InferRequestedOutputTensor()] * 2_000_000)
+        code, fragment = grpc.StatusCode.INVALID_ARGUMENT, "more than 10000 fields"
+    with grpc.insecure_channel(text_server.grpc_url) as channel, pytest.raises(grpc.RpcError) as err:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=120)
+    assert err.value.code() == code and fragment in err.value.details(), err.value.details()
+    assert http_status(text_server.http_port, "/v2/health/live") == 200

@@ -63,6 +63,10 @@ class InferenceService:
         # from the model; the GIL is released often enough for the loop to keep answering.
         self._decoder = ThreadPoolExecutor(1, thread_name_prefix="edgewise-decode")
 
+    def on_decoder(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
+        """Run `fn` on the decode thread (see OFFLOAD_BYTES)."""
+        return asyncio.get_running_loop().run_in_executor(self._decoder, fn, *args)
+
     def close(self) -> None:
         """After the listeners closed: no decode can still be wanted."""
         self._decoder.shutdown(wait=False, cancel_futures=True)
@@ -182,8 +186,7 @@ class InferenceService:
                 self.stats.record_request(False, time.perf_counter_ns() - start)
                 reply(err)
 
-        loop = asyncio.get_running_loop()
-        loop.run_in_executor(self._decoder, decode, spec).add_done_callback(decoded)
+        self.on_decoder(decode, spec).add_done_callback(decoded)
         return cancel
 
     async def infer(
