@@ -498,6 +498,21 @@ def test_grpc_anything_is_never_an_internal_error(stub: Any, inputs: list[Any], 
     assert code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), details
 
 
+@FUZZ
+@given(st.binary(max_size=512) | grpc_requests().map(lambda case: case[0].SerializeToString()).flatmap(
+    lambda wire: st.integers(0, len(wire)).map(lambda cut: wire[:cut])))
+def test_grpc_any_wire_bytes_are_never_an_internal_error(server: ServeProcess, wire: bytes) -> None:
+    """Random bytes, and well-formed messages cut anywhere, sent as a ModelInfer message."""
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")  # bytes in, bytes out
+        try:
+            call(wire, timeout=120)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as err:
+            code = err.code()
+    assert code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+
+
 def test_server_still_serving_after_the_fuzzing(server: ServeProcess) -> None:
     still_serving(server)
 
@@ -533,6 +548,7 @@ FOUND = {
     "strings for FP16": (_types_json(half={"data": ["1.5", "2"]}), {}, 400, "FP16: its JSON data must be numbers"),
     "fraction for INT64": (_types_json(big={"data": [1.7, 2]}), {}, 400, "INT64: its JSON data must be integers"),
     "bool for FP16": (_types_json(half={"data": [True, False]}), {}, 400, "FP16: its JSON data must be numbers"),
+    "true among FP16 numbers": (_types_json(half={"data": [True, 0.0]}), {}, 400, "must be numbers, not true/false"),
     # A BYTES buffer far longer than its declared shape was decoded to its end first.
     "BYTES flood": (None, {}, 400, "has more than 2 BYTES elements, expected 2 for shape [1, 2]"),
 }
