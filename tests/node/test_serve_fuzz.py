@@ -37,6 +37,9 @@ from hypothesis import strategies as st
 from serve_helpers import ServeProcess, http_status, serving
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from edgewise.node.serve import grpc_wire
+from edgewise.node.serve.errors import InferError, Status
+
 MAX_BATCH = 4
 MAX_ELEMENTS = 4096
 MAX_MEMORY = 4 * 1024 * 1024  # so at most 174762 bytes of JSON
@@ -511,6 +514,17 @@ def test_grpc_any_wire_bytes_are_never_an_internal_error(server: ServeProcess, w
         except grpc.RpcError as err:
             code = err.code()
     assert code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+
+
+@FUZZ
+@given(st.binary(max_size=512) | grpc_requests().map(lambda case: case[0].SerializeToString()).flatmap(
+    lambda wire: st.integers(0, len(wire)).map(lambda cut: wire[:cut])))
+def test_grpc_wire_walk_refuses_only_with_invalid_argument(wire: bytes) -> None:
+    """The walk that sizes up large messages (small ones skip it), on anything."""
+    try:
+        grpc_wire.summarize(wire)
+    except InferError as err:
+        assert err.status is Status.INVALID_ARGUMENT
 
 
 def test_server_still_serving_after_the_fuzzing(server: ServeProcess) -> None:

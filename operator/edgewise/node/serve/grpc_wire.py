@@ -35,16 +35,23 @@ class Summary:
     packed_bytes: int = 0
 
 
-def check(raw: bytes, bounds: limits.Limits) -> Summary:
-    """Walk the message's skeleton; raise INVALID_ARGUMENT or TOO_LARGE before it is parsed."""
-    summary = Summary()
-    _walk(memoryview(raw), 0, len(raw), service_pb2.ModelInferRequest.DESCRIPTOR, summary)
+def check(raw: bytes, bounds: limits.Limits) -> None:
+    """Raise INVALID_ARGUMENT or TOO_LARGE for a message too costly to parse, before parsing it."""
+    if len(raw) <= 2 * MAX_FIELDS and len(raw) <= bounds.max_memory // TYPED_COST:
+        return  # too small to hold too many fields (2 bytes each at least) or too much typed data
+    summary = summarize(raw)
     if summary.typed_bytes > bounds.max_memory // TYPED_COST:
         raise limits.too_large(
             f"the request carries {summary.typed_bytes} bytes of typed tensor contents; parsing them takes "
             f"up to {TYPED_COST} times that in memory, over the limit of {bounds.max_memory} bytes per "
             "request (--max-request-memory). Send tensors in raw_input_contents (as tritonclient does), "
             "or raise --max-request-memory")
+
+
+def summarize(raw: bytes) -> Summary:
+    """Walk the message's skeleton; raise INVALID_ARGUMENT on malformed wire data or too many fields."""
+    summary = Summary()
+    _walk(memoryview(raw), 0, len(raw), service_pb2.ModelInferRequest.DESCRIPTOR, summary)
     return summary
 
 
