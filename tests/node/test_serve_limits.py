@@ -41,17 +41,18 @@ EMPTY_ELEMENTS = 16_500_000  # 66 MB of zero lengths: under the default 64 MiB b
 # --- pure checks ----------------------------------------------------------------------------------
 
 def test_declared_elements_and_memory_are_checked_against_the_limits() -> None:
-    small = limits.Limits(max_elements=100, max_memory=12_000)
-    limits.check_declared(TEXT, [("text", "BYTES", [2, 40])], small, body_bytes=0)
+    cost = limits.BYTES_ELEMENT_COST
+    small = limits.Limits(max_elements=100, max_memory=90 * cost)
+    limits.check_declared(TEXT, [("text", "BYTES", [2, 45])], small, body_bytes=0)
     with pytest.raises(InferError) as err:
         limits.check_declared(TEXT, [("text", "BYTES", [1, 101])], small, body_bytes=0)
     assert err.value.status is Status.TOO_LARGE
     assert "101 tensor elements" in err.value.message and "--max-request-elements" in err.value.message
-    with pytest.raises(InferError) as err:  # 95 BYTES elements at 128 B each: 12160 B
-        limits.check_declared(TEXT, [("text", "BYTES", [1, 95])], small, body_bytes=0)
-    assert "limit of 12000 bytes per request (--max-request-memory)" in err.value.message
+    with pytest.raises(InferError) as err:
+        limits.check_declared(TEXT, [("text", "BYTES", [1, 91])], small, body_bytes=0)
+    assert f"limit of {90 * cost} bytes per request (--max-request-memory)" in err.value.message
     with pytest.raises(InferError, match="--max-request-memory"):  # the body counts too
-        limits.check_declared(MLP, [("x", "FP32", [1, 4])], small, body_bytes=12_000)
+        limits.check_declared(MLP, [("x", "FP32", [1, 4])], small, body_bytes=90 * cost)
 
 
 def test_json_over_the_memory_limit_is_refused_before_parsing() -> None:
@@ -149,7 +150,7 @@ def test_sixteen_million_empty_bytes_elements_are_refused_before_decoding(text_s
         err = _grpc_text(text_server, [1, EMPTY_ELEMENTS], data)
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
         message = err.details()
-    assert "(--max-request-memory)" in message and "128 bytes per BYTES element" in message
+    assert "(--max-request-memory)" in message and f"{limits.BYTES_ELEMENT_COST} bytes per BYTES element" in message
     assert http_status(text_server.http_port, "/v2/health/live") == 200
     assert _text_answer(text_server, [b"still", b"serving"]) == ["still", "serving"]
 
@@ -302,3 +303,27 @@ def test_grpc_messages_too_costly_to_parse_are_refused_unparsed(text_server: Ser
         service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=120)
     assert err.value.code() == code and fragment in err.value.details(), err.value.details()
     assert http_status(text_server.http_port, "/v2/health/live") == 200
+
+
+def _peak_memory(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+def test_a_request_at_the_memory_limit_stays_within_it(tmp_path: Path) -> None:
+    """The estimate is an upper bound: the largest BYTES request the limit lets in, answered
+    end to end, raises the server's peak memory by less than the limit."""
+    limit = 64 * 1024 * 1024
+    count = (limit - 6 * 170_000) // limits.BYTES_ELEMENT_COST  # minus the body: 5 bytes per element, and JSON
+    serve_models.text(tmp_path / "text" / "model.onnx")
+    with serving(tmp_path / "text", "text", tmp_path / "log", "--max-request-memory", str(limit)) as server:
+        before = _peak_memory(server.proc.pid)
+        words = [b"%d" % (k % 10) for k in range(count)]
+        assert _text_answer(server, words)[-3:] == [str(k % 10) for k in range(count - 3, count)]
+        grown = _peak_memory(server.proc.pid) - before
+        assert grown < limit, f"a request within --max-request-memory {limit} took {grown} bytes"
+        body, headers = _binary_text([1, limit // limits.BYTES_ELEMENT_COST + 1], b"")
+        status, doc = post(server.http_port, "/v2/models/text/infer", body, headers)
+        assert status == 413 and "(--max-request-memory)" in doc["error"]

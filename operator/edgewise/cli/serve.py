@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "RESOURCE_EXHAUSTED before their data is decoded (default 16777216)")
     p.add_argument("--max-request-memory", type=_positive, default=256 << 20, metavar="BYTES",
                    help="requests whose decoding could take more memory (estimated from the declared "
-                        "shapes, 128 bytes per BYTES element, 24x the size of JSON) get 413 / "
+                        "shapes, 384 bytes per BYTES element, 24x the size of JSON) get 413 / "
                         "RESOURCE_EXHAUSTED before their data is decoded (default 268435456)")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds to finish in-flight requests after SIGTERM")
