@@ -236,18 +236,38 @@ class _Connection(asyncio.Protocol):
                 if self.transport is not None and len(self.pending) < PIPELINE_DEPTH:
                     self.transport.resume_reading()
                 exchange = self.current = _Exchange(self, keep_alive)
-                try:
-                    encoding = request.headers.get("content-encoding")
-                    if encoding:
-                        request.body = decompress(request.body, encoding, self.server.max_body_bytes)
-                    exchange.cancel = self.server.handler(request, exchange.respond)
-                except HttpError as err:
-                    exchange.respond(error_response(err.status, err.message))
-                except Exception as err:  # noqa: BLE001 - one request's bug must not take the server down
-                    log.exception("unhandled error on %s %s", request.method, request.path)
-                    exchange.respond(error_response(500, f"internal error: {err}"))
+                encoding = request.headers.get("content-encoding", "").strip().lower()
+                if encoding in ("", "identity"):
+                    self._handle(request, exchange)
+                else:
+                    self._inflate(request, exchange, encoding)
         finally:
             self.dispatching = False
+
+    def _handle(self, request: Request, exchange: _Exchange) -> None:
+        try:
+            exchange.cancel = self.server.handler(request, exchange.respond)
+        except Exception as err:  # noqa: BLE001 - one request's bug must not take the server down
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            exchange.respond(error_response(500, f"internal error: {err}"))
+
+    def _inflate(self, request: Request, exchange: _Exchange, encoding: str) -> None:
+        """Inflate on a worker thread (zlib lets go of the interpreter lock): a small body can
+        inflate to the whole body limit, and the loop keeps answering meanwhile."""
+        inflating = asyncio.get_running_loop().run_in_executor(
+            None, decompress, request.body, encoding, self.server.max_body_bytes)
+
+        def inflated(done: asyncio.Future[bytes]) -> None:
+            if exchange.answered or exchange is not self.current:
+                return  # the client went away meanwhile
+            try:
+                request.body = done.result()
+            except HttpError as err:
+                exchange.respond(error_response(err.status, err.message))
+                return
+            self._handle(request, exchange)
+
+        inflating.add_done_callback(inflated)
 
     def answered(self, exchange: _Exchange, response: Response) -> None:
         if exchange is not self.current:
