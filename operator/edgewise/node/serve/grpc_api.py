@@ -209,8 +209,18 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         bounds = self.service.settings.limits
         return await self.service.infer(
             request.model_name, request.model_version,
-            lambda spec: decode_request(spec, request, bounds, size), encode_response, size,
+            lambda spec: decode_request(spec, request, bounds, size), encode_response,
+            self._decode_cost(request, size),
         )
+
+    def _decode_cost(self, request: service_pb2.ModelInferRequest, size: int) -> int:
+        """Raw numbers decode as a view, free however large; typed contents and BYTES tensors
+        are walked (the service offloads costly decodes)."""
+        spec = self.service.spec
+        if (spec is not None and any(t.datatype == "BYTES" for t in spec.inputs)) or any(
+                t.HasField("contents") for t in request.inputs):
+            return size
+        return 0
 
 
 async def _call(context: grpc.aio.ServicerContext, fn: Any, *args: Any) -> Any:

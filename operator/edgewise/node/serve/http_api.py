@@ -98,7 +98,18 @@ class HttpApi:
                                  {http_codec.HEADER_LENGTH: str(result[1])}))
 
         return self.service.submit(name, version, decode, http_codec.encode_response, reply, request.connection,
-                                   len(body))
+                                   self._decode_cost(body, length_header))
+
+    def _decode_cost(self, body: bytes, length_header: str | None) -> int:
+        """The bytes decoding walks: the JSON, and binary BYTES tensors; binary numbers are a
+        view of the body, free to decode however large (the service offloads costly decodes)."""
+        spec = self.service.spec
+        if spec is not None and any(t.datatype == "BYTES" for t in spec.inputs):
+            return len(body)
+        try:
+            return min(int(length_header or len(body)), len(body))
+        except ValueError:
+            return len(body)  # decoding refuses it at once
 
 
 def _not_allowed(request: Request, allowed: str) -> Response:

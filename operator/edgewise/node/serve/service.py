@@ -46,10 +46,11 @@ class Settings:
     limits: limits.Limits = limits.DEFAULT
 
 
-# Requests whose data weighs more than this are decoded on the decode thread, not the event
-# loop: parsing megabytes of JSON takes a second, and health probes must not wait for it.
-# Below it decoding takes well under a millisecond and a thread handoff would cost more.
-OFFLOAD_BYTES = 256 * 1024
+# Requests whose decoding walks more bytes than this (JSON, BYTES tensors, typed gRPC contents)
+# are decoded on the decode thread, not the event loop: parsing megabytes of JSON takes a
+# second, and health probes must not wait for it. Below it decoding takes a few milliseconds
+# at worst, and usually far less than the thread handoff would cost.
+OFFLOAD_BYTES = 64 * 1024
 
 
 class InferenceService:
@@ -123,9 +124,9 @@ class InferenceService:
     ) -> Callable[[], None]:
         """Start one request; `reply` gets the encoded answer or the error. Returns a canceller.
 
-        Errors found before the model runs (unknown model, bad input) raise at once, unless the
-        request's data weighs over OFFLOAD_BYTES (`size`): then it is decoded on the decode
-        thread and its errors reach `reply`. Failures after the model is resolved count as
+        Errors found before the model runs (unknown model, bad input) raise at once, unless
+        decoding walks over OFFLOAD_BYTES (`size`): then it runs on the decode thread and its
+        errors reach `reply`. Failures after the model is resolved count as
         Triton `fail`s, a request cancelled by its client too. `reply` may be called before
         this returns (a request run on the event loop); `client` identifies the connection,
         see `Batcher.submit`.
