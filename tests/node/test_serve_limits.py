@@ -8,6 +8,7 @@ assert on answers and their order, never on durations.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import select
 import signal
@@ -15,9 +16,11 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -27,8 +30,11 @@ from serve_helpers import ServeProcess, http_status, post, serving
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from edgewise.node.serve import codec, dtypes, grpc_api, grpc_wire, http_codec, limits
+from edgewise.node.serve.batcher import Batcher
 from edgewise.node.serve.errors import InferError, Status
 from edgewise.node.serve.model import ModelSpec, TensorSpec
+from edgewise.node.serve.service import OFFLOAD_BYTES, Decoded, InferenceService, Settings
+from edgewise.node.serve.stats import ModelStats
 from helpers import wait_for
 
 BYTES = dtypes.BY_TRITON["BYTES"]
@@ -327,3 +333,68 @@ def test_a_request_at_the_memory_limit_stays_within_it(tmp_path: Path) -> None:
         body, headers = _binary_text([1, limit // limits.BYTES_ELEMENT_COST + 1], b"")
         status, doc = post(server.http_port, "/v2/models/text/infer", body, headers)
         assert status == 413 and "(--max-request-memory)" in doc["error"]
+
+
+# --- the decode thread ----------------------------------------------------------------------------
+
+def _offloaded(decode: Any, cancel_first: bool = False) -> tuple[list[Any], list[bool], ModelStats]:
+    """Submit one request whose decode is costly (over OFFLOAD_BYTES); return the replies,
+    whether each decode ran on the main thread, and the statistics."""
+    threads: list[bool] = []
+    replies: list[Any] = []
+
+    async def main() -> None:
+        service = InferenceService(Settings("mlp"))
+        batcher = Batcher(lambda feed, outputs: {"y": feed["x"] * 2}, service.stats)
+        batcher.start()
+        service.attach(MLP, batcher)
+
+        def traced(spec: ModelSpec) -> Any:
+            threads.append(threading.current_thread() is threading.main_thread())
+            return decode(spec)
+
+        done = asyncio.Event()
+
+        def reply(result: Any) -> None:
+            replies.append(result)
+            done.set()
+
+        cancel = service.submit("mlp", "", traced, lambda spec, request, outputs: outputs["y"].tolist(), reply,
+                                size=OFFLOAD_BYTES + 1)
+        assert not replies  # nothing is answered before the decode thread is done
+        if cancel_first:
+            cancel()
+            for _ in range(600):  # the decode still runs; its result must then be dropped
+                if threads:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the loop passes that deliver a finished decode
+        else:
+            await asyncio.wait_for(done.wait(), 60)
+        await batcher.close()
+        service.close()
+        stats.append(service.stats)
+
+    stats: list[ModelStats] = []
+    asyncio.run(main())
+    return replies, threads, stats[0]
+
+
+def test_costly_decodes_run_on_the_decode_thread_and_answer_through_reply() -> None:
+    x = np.ones((1, 4), np.float32)
+    replies, threads, _ = _offloaded(lambda spec: Decoded({"x": x}, 1, None))
+    assert replies == [[[2.0, 2.0, 2.0, 2.0]]] and threads == [False]
+
+    def refuse(spec: ModelSpec) -> Decoded:
+        raise InferError(Status.INVALID_ARGUMENT, "bad input")
+
+    replies, threads, stats = _offloaded(refuse)
+    assert threads == [False] and isinstance(replies[0], InferError) and replies[0].message == "bad input"
+    assert stats.fail.count == 1
+
+
+def test_a_request_cancelled_while_it_decodes_is_never_answered() -> None:
+    replies, threads, stats = _offloaded(lambda spec: Decoded({"x": np.ones((1, 4), np.float32)}, 1, None),
+                                         cancel_first=True)
+    assert threads == [False] and replies == []
+    assert (stats.fail.count, stats.success.count, stats.execution_count) == (1, 0, 0)
