@@ -10,11 +10,12 @@ written in the same callback, with no task and no extra pass of the event loop.
 
 What it does of HTTP/1.1: keep-alive (and `Connection: close`, HTTP/1.0), pipelined requests
 answered in order, chunked request bodies, `Expect: 100-continue`, gzip/deflate request
-bodies, limits on the body (413, before reading it when Content-Length says so) and on the
-header block (431), 400 and close on bytes that are not HTTP; a connection that sends nothing
-for the idle timeout while no answer is due (an idle keep-alive, a request stalled halfway)
-is closed. Graceful shutdown: stop accepting, close idle connections, let in-flight requests
-answer, then close the rest.
+bodies (inflated on a worker thread), limits on the body (413, before reading it when
+Content-Length says so) and on the header block (431), 400 and close on bytes that are not
+HTTP; a connection that sends nothing for the idle timeout while no answer is due (an idle
+keep-alive, a request stalled halfway) is closed. Graceful shutdown: stop accepting, close
+idle connections, let in-flight requests answer (requests whose bodies are still arriving
+too), then close the rest.
 """
 
 from __future__ import annotations
@@ -247,6 +248,8 @@ class _Connection(asyncio.Protocol):
     def _handle(self, request: Request, exchange: _Exchange) -> None:
         try:
             exchange.cancel = self.server.handler(request, exchange.respond)
+        except HttpError as err:
+            exchange.respond(error_response(err.status, err.message))
         except Exception as err:  # noqa: BLE001 - one request's bug must not take the server down
             log.exception("unhandled error on %s %s", request.method, request.path)
             exchange.respond(error_response(500, f"internal error: {err}"))
