@@ -398,3 +398,40 @@ def test_a_request_cancelled_while_it_decodes_is_never_answered() -> None:
                                          cancel_first=True)
     assert threads == [False] and replies == []
     assert (stats.fail.count, stats.success.count, stats.execution_count) == (1, 0, 0)
+
+
+def test_a_grpc_stream_open_at_sigterm_has_its_later_requests_answered(tmp_path: Path) -> None:
+    import queue
+
+    serve_models.mlp(tmp_path / "mlp" / "model.onnx")
+    server = ServeProcess(tmp_path / "mlp", "mlp", tmp_path / "log", "--drain-timeout", "120").wait_ready()
+    requests: queue.Queue[service_pb2.ModelInferRequest | None] = queue.Queue()
+
+    def request(value: float) -> service_pb2.ModelInferRequest:
+        r = service_pb2.ModelInferRequest(model_name="mlp", id=str(value))
+        r.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+        r.raw_input_contents.append(np.full((1, 4), value, np.float32).tobytes())
+        return r
+
+    try:
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            answers = stub.ModelStreamInfer(iter(requests.get, None), timeout=120)
+            requests.put(request(1.0))
+            assert next(answers).infer_response.id == "1.0"
+            server.proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: "draining" in server.log(), 60, "the server to start draining")
+            requests.put(request(2.0))  # arrives while the server drains
+            second = next(answers)
+            assert second.error_message == "" and second.infer_response.id == "2.0", second.error_message
+            y = np.frombuffer(second.infer_response.raw_output_contents[0], np.float32)
+            expected = _mlp_reference(tmp_path / "mlp" / "model.onnx", np.full((1, 4), 2.0, np.float32))
+            np.testing.assert_allclose(y, expected.ravel(), rtol=1e-5)
+            requests.put(None)  # the client ends the stream; the server can finish draining
+            assert list(answers) == []
+        assert server.wait_exit() == 0, server.log()
+    finally:
+        requests.put(None)
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.wait_exit()
