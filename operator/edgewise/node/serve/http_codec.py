@@ -44,7 +44,7 @@ def parse_header_length(value: str | None, body_size: int) -> int | None:
 def _parse_json(raw: bytes | memoryview) -> dict[str, Any]:
     try:
         doc = json.loads(str(raw, "utf-8"))  # from str: json's encoding sniffing of bytes costs more
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except ValueError as err:  # not UTF-8, not JSON, or an integer of more than 4300 digits
         raise invalid(f"failed to parse the request JSON: {err}") from None
     except RecursionError:  # arrays nested thousands deep
         raise invalid("failed to parse the request JSON: it is nested too deeply") from None
