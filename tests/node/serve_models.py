@@ -100,6 +100,16 @@ def wire_types(path: Path) -> Path:
     return _save(graph, path)
 
 
+def text(path: Path) -> Path:
+    """text[N,M] (strings) echoed as text_out: any number of BYTES elements per request."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["text_out"])], "text",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["N", "M"])],
+        [helper.make_tensor_value_info("text_out", TensorProto.STRING, ["N", "M"])],
+    )
+    return _save(graph, path)
+
+
 def fixed_batch(path: Path) -> Path:
     """A model whose dim 0 is fixed (1): the server must turn dynamic batching off for it."""
     graph = helper.make_graph(

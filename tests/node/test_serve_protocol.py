@@ -213,7 +213,7 @@ def _binary_x(extra: int) -> tuple[bytes, dict[str, str]]:
     (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3]}]}', {},
      "has 3 elements of JSON data, expected 4"),
     (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": ["a", "b", "c", "d"]}]}', {},
-     "not a list of FP32 values"),
+     "input 'x' is FP32: its JSON data must be numbers"),
     (*_binary_x(-4), "only 12 bytes of binary data remain"),
     (*_binary_x(4), "4 bytes of binary data that no input claims"),
     (b'{}', {"Inference-Header-Content-Length": "ten"}, "must be an integer"),

@@ -155,7 +155,7 @@ def test_json_decode_accepts_nested_lists_and_checks_types() -> None:
         codec.decode_json("b", dtypes.BY_TRITON["BOOL"], [1], [1])
     with pytest.raises(InferError, match="must be strings"):
         codec.decode_json("s", dtypes.BY_TRITON["BYTES"], [1], [3])
-    with pytest.raises(InferError, match="not a list of INT8 values"):
+    with pytest.raises(InferError, match="INT8: its JSON data must be integers from -128 to 127, got 300"):
         codec.decode_json("i", dtypes.BY_TRITON["INT8"], [1], [300])
 
 

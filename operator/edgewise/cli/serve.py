@@ -28,8 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="merge concurrent requests into batches of up to N along dim 0 (0: no batching)")
     p.add_argument("--max-queue-delay-us", type=int, default=0,
                    help="how long the oldest queued request may wait for others to fill a batch")
-    p.add_argument("--max-request-bytes", type=int, default=64 * 1024 * 1024,
+    p.add_argument("--max-request-bytes", type=_positive, default=64 * 1024 * 1024,
                    help="larger request bodies get 413 / RESOURCE_EXHAUSTED")
+    p.add_argument("--max-request-elements", type=_positive, default=1 << 24, metavar="N",
+                   help="requests declaring more tensor elements (all inputs together) get 413 / "
+                        "RESOURCE_EXHAUSTED before their data is decoded (default 16777216)")
+    p.add_argument("--max-request-memory", type=_positive, default=256 << 20, metavar="BYTES",
+                   help="requests whose decoding could take more memory (estimated from the declared "
+                        "shapes, 384 bytes per BYTES element, 24x the size of JSON) get 413 / "
+                        "RESOURCE_EXHAUSTED before their data is decoded (default 268435456)")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds to finish in-flight requests after SIGTERM")
     p.add_argument("--http-idle-timeout", type=float, default=75.0, metavar="S",
@@ -46,6 +53,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -60,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
         threads=args.threads, instances=args.instances, max_batch_size=args.max_batch_size,
         max_queue_delay_us=args.max_queue_delay_us, max_request_bytes=args.max_request_bytes,
+        max_request_elements=args.max_request_elements, max_request_memory=args.max_request_memory,
         drain_timeout_s=args.drain_timeout, http_idle_timeout_s=args.http_idle_timeout,
         spinning=args.ort_spinning, spin_us=args.ort_spin_us,
     )

@@ -101,6 +101,7 @@ class Batcher:
         self._arrived = asyncio.Event()
         self._inflight: set[Future[_Executed]] = set()
         self._closing = False
+        self._draining = False  # still taking requests, but none waits for company
         self._collector: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -153,6 +154,12 @@ class Batcher:
     def _clear_after_inline(self) -> None:
         self._after_inline = None
 
+    def drain(self) -> None:
+        """Shutting down: keep taking requests (bodies still arriving finish), but run what is
+        queued at once instead of waiting for a batch to fill."""
+        self._draining = True
+        self._arrived.set()
+
     async def close(self) -> None:
         """Stop taking requests, run everything queued now (no more waiting), then stop the pool."""
         self._closing = True
@@ -198,7 +205,7 @@ class Batcher:
     def _batch_due(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether the oldest queued request should leave now: no batching, a full batch, its
         delay over (at once with no delay), or closing. With nothing queued nothing waits."""
-        return (not self._queue or self._closing or self._max_batch == 0
+        return (not self._queue or self._closing or self._draining or self._max_batch == 0
                 or self._queued_items >= self._max_batch or loop.time() >= self._queue[0].deadline)
 
     async def _wait_for_company(self, loop: asyncio.AbstractEventLoop) -> None:

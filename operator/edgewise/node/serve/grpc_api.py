@@ -5,24 +5,34 @@ The servicer implements `GRPCInferenceServiceServicer` from the stubs tritonclie
 copy. Metadata, config and statistics are the same dicts HTTP returns, parsed into
 Triton's messages. Methods left to the base class (shared memory, tracing, logging,
 repository load/unload) answer UNIMPLEMENTED.
+
+ModelInfer and ModelStreamInfer are registered with no request deserializer: grpc would parse
+every message as it arrives, and a 32 MB message of 16 million empty strings takes seconds to
+parse, holding the interpreter lock. They get the wire bytes, which `grpc_wire.check` sizes up
+(skeleton fields, typed contents) before protobuf parses them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import numpy as np
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from edgewise.node.serve import codec, validate
+from edgewise.node.serve import codec, grpc_wire, limits, validate
 from edgewise.node.serve.batcher import Outputs
+from edgewise.node.serve.dtypes import DType
 from edgewise.node.serve.errors import InferError, Status, invalid
 from edgewise.node.serve.model import ModelSpec
 from edgewise.node.serve.service import Decoded, InferenceService
+
+log = logging.getLogger(__name__)
 
 GRPC_CODES = {
     Status.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -39,12 +49,23 @@ _CONTENTS_FIELD = {
     "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
     "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
 }
+# Types narrower than their contents field: read at the field's width, then range-checked.
+_WIDE = {"INT8": np.int32, "INT16": np.int32, "UINT8": np.uint32, "UINT16": np.uint32}
 
 
-def decode_request(spec: ModelSpec, request: service_pb2.ModelInferRequest) -> Decoded:
+def message_size(request: service_pb2.ModelInferRequest) -> int:
+    """The memory a parsed request holds: its wire bytes and the parsed message, about twice
+    its serialized size (ByteSize is computed from the fields' lengths, not by serializing)."""
+    return 2 * request.ByteSize()
+
+
+def decode_request(spec: ModelSpec, request: service_pb2.ModelInferRequest,
+                   bounds: limits.Limits = limits.DEFAULT, size: int | None = None) -> Decoded:
+    """`size`: the request's footprint in memory, when the caller knows it (see message_size)."""
     declared = [(t.name, t.datatype, list(t.shape)) for t in request.inputs]
     batch = validate.check_inputs(spec, declared)
-    raw = request.raw_input_contents
+    limits.check_declared(spec, declared, bounds, message_size(request) if size is None else size)
+    raw = list(request.raw_input_contents)  # each access to the repeated field would copy the bytes
     if raw and len(raw) != len(request.inputs):
         raise invalid(f"raw_input_contents has {len(raw)} entries; "
                       f"expected one per input ({len(request.inputs)})")
@@ -58,19 +79,31 @@ def decode_request(spec: ModelSpec, request: service_pb2.ModelInferRequest) -> D
         field = _CONTENTS_FIELD.get(spec_t.datatype)
         if field is None:
             raise invalid(f"input '{name}' is {spec_t.datatype}: send it in raw_input_contents")
-        values = list(getattr(t.contents, field))
-        if spec_t.datatype == "BYTES":
-            arr = np.empty(len(values), dtype=object)
-            arr[:] = values
-        else:
-            arr = np.asarray(values, dtype=spec_t.dtype.numpy)
-        if arr.size != codec.element_count(shape):
-            raise invalid(f"input '{name}' has {arr.size} elements in contents.{field}, expected "
+        values = getattr(t.contents, field)
+        if len(values) != codec.element_count(shape):  # before converting a single value
+            raise invalid(f"input '{name}' has {len(values)} elements in contents.{field}, expected "
                           f"{codec.element_count(shape)} for shape {shape}")
-        inputs[name] = arr.reshape(shape)
+        inputs[name] = _typed(name, spec_t.dtype, values).reshape(shape)
     names = [o.name for o in request.outputs]
     validate.check_outputs(spec, names)
     return Decoded(inputs, batch, names or None, request.id)
+
+
+def _typed(name: str, dtype: DType, values: Any) -> np.ndarray:
+    """A typed contents field as `dtype`; int_contents and uint_contents are 32-bit on the wire,
+    so INT8/INT16/UINT8/UINT16 values may be out of the input's range: refused, not wrapped."""
+    if dtype.triton == "BYTES":
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = list(values)
+        return arr
+    wide = np.fromiter(values, dtype=_WIDE.get(dtype.triton, dtype.numpy), count=len(values))
+    if dtype.triton in _WIDE and wide.size:
+        info = np.iinfo(dtype.numpy)
+        low, high = wide.min(), wide.max()
+        if low < info.min or high > info.max:
+            raise invalid(f"input '{name}' is {dtype.triton}: its contents must be integers from "
+                          f"{info.min} to {info.max}, got {low if low < info.min else high}")
+    return wide.astype(dtype.numpy, copy=False)
 
 
 def encode_response(spec: ModelSpec, request: Decoded, outputs: Outputs) -> service_pb2.ModelInferResponse:
@@ -120,9 +153,12 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await self._infer(request)
+            return await self._infer(*self._parse(request))
         except InferError as err:
             await context.abort(GRPC_CODES[err.status], err.message)
+        except Exception as err:  # a bug: INTERNAL with its message, never grpc's UNKNOWN
+            log.exception("inference failed")
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {err}")
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext,
@@ -133,9 +169,13 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
         async def answer(request: Any) -> None:
             try:
-                response = service_pb2.ModelStreamInferResponse(infer_response=await self._infer(request))
+                response = service_pb2.ModelStreamInferResponse(
+                    infer_response=await self._infer(*self._parse(request)))
             except InferError as err:
                 response = service_pb2.ModelStreamInferResponse(error_message=err.message)
+            except Exception as err:  # noqa: BLE001 - a bug: answered in-band; the stream must not hang
+                log.exception("inference failed")
+                response = service_pb2.ModelStreamInferResponse(error_message=f"internal error: {err}")
             await answers.put(response)
 
         async def read() -> None:
@@ -154,11 +194,33 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         finally:
             reader.cancel()
 
-    async def _infer(self, request: Any) -> Any:
+    def _parse(self, raw: bytes | service_pb2.ModelInferRequest) -> tuple[service_pb2.ModelInferRequest, int]:
+        """The wire bytes (registered raw, see the module's docstring) sized up, then parsed;
+        with the request's footprint in memory: the wire bytes and the parsed message."""
+        if not isinstance(raw, bytes):
+            return raw, message_size(raw)
+        grpc_wire.check(raw, self.service.settings.limits)
+        try:
+            return service_pb2.ModelInferRequest.FromString(raw), 2 * len(raw)
+        except DecodeError as err:
+            raise invalid(f"the request is not a valid ModelInferRequest message: {err}") from None
+
+    async def _infer(self, request: Any, size: int) -> Any:
+        bounds = self.service.settings.limits
         return await self.service.infer(
             request.model_name, request.model_version,
-            lambda spec: decode_request(spec, request), encode_response,
+            lambda spec: decode_request(spec, request, bounds, size), encode_response,
+            self._decode_cost(request, size),
         )
+
+    def _decode_cost(self, request: service_pb2.ModelInferRequest, size: int) -> int:
+        """Raw numbers decode as a view, free however large; typed contents and BYTES tensors
+        are walked (the service offloads costly decodes)."""
+        spec = self.service.spec
+        if (spec is not None and any(t.datatype == "BYTES" for t in spec.inputs)) or any(
+                t.HasField("contents") for t in request.inputs):
+            return size
+        return 0
 
 
 async def _call(context: grpc.aio.ServicerContext, fn: Any, *args: Any) -> Any:
@@ -173,6 +235,32 @@ def server(service: InferenceService, address: str, max_request_bytes: int) -> g
         ("grpc.max_receive_message_length", max_request_bytes),
         ("grpc.max_send_message_length", -1),
     ])
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(service), srv)
+    servicer = Servicer(service)
+    stock = _Handlers()
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, stock)
+    handlers = {
+        **stock.handlers,
+        # No request deserializer: the servicer gets the wire bytes and parses them itself.
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(
+            servicer.ModelInfer, response_serializer=service_pb2.ModelInferResponse.SerializeToString),
+        "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
+            servicer.ModelStreamInfer, response_serializer=service_pb2.ModelStreamInferResponse.SerializeToString),
+    }
+    srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(stock.service, handlers),))
+    srv.add_registered_method_handlers(stock.service, handlers)
     srv.add_insecure_port(address)
     return srv
+
+
+class _Handlers:
+    """Takes the method handlers tritonclient's generated code registers, to change one."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same handlers arrive by name below
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.service, self.handlers = service, handlers

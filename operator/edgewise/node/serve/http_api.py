@@ -79,9 +79,11 @@ class HttpApi:
         body = request.body
         length_header = request.headers.get(_LENGTH_HEADER)
 
+        bounds = self.service.settings.limits
+
         def decode(spec: ModelSpec) -> Decoded:
             header_length = http_codec.parse_header_length(length_header, len(body))
-            return http_codec.decode_request(spec, body, header_length)
+            return http_codec.decode_request(spec, body, header_length, bounds)
 
         def reply(result: tuple[bytes, int | None] | BaseException) -> None:
             if isinstance(result, InferError):
@@ -95,7 +97,19 @@ class HttpApi:
                 respond(Response(200, result[0], "application/octet-stream",
                                  {http_codec.HEADER_LENGTH: str(result[1])}))
 
-        return self.service.submit(name, version, decode, http_codec.encode_response, reply, request.connection)
+        return self.service.submit(name, version, decode, http_codec.encode_response, reply, request.connection,
+                                   self._decode_cost(body, length_header))
+
+    def _decode_cost(self, body: bytes, length_header: str | None) -> int:
+        """The bytes decoding walks: the JSON, and binary BYTES tensors; binary numbers are a
+        view of the body, free to decode however large (the service offloads costly decodes)."""
+        spec = self.service.spec
+        if spec is not None and any(t.datatype == "BYTES" for t in spec.inputs):
+            return len(body)
+        try:
+            return min(int(length_header or len(body)), len(body))
+        except ValueError:
+            return len(body)  # decoding refuses it at once
 
 
 def _not_allowed(request: Request, allowed: str) -> Response:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from edgewise.node.serve import codec, validate
+from edgewise.node.serve import codec, limits, validate
 from edgewise.node.serve.batcher import Outputs
 from edgewise.node.serve.errors import invalid
 from edgewise.node.serve.model import ModelSpec
@@ -44,8 +44,10 @@ def parse_header_length(value: str | None, body_size: int) -> int | None:
 def _parse_json(raw: bytes | memoryview) -> dict[str, Any]:
     try:
         doc = json.loads(str(raw, "utf-8"))  # from str: json's encoding sniffing of bytes costs more
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except ValueError as err:  # not UTF-8, not JSON, or an integer of more than 4300 digits
         raise invalid(f"failed to parse the request JSON: {err}") from None
+    except RecursionError:  # arrays nested thousands deep
+        raise invalid("failed to parse the request JSON: it is nested too deeply") from None
     if not isinstance(doc, dict):
         raise invalid("the request JSON must be an object with an 'inputs' list")
     return doc
@@ -62,8 +64,21 @@ def _declared(item: Any, index: int) -> tuple[str, str, list[int]]:
     return name, datatype, shape
 
 
-def decode_request(spec: ModelSpec, body: bytes, header_length: int | None) -> Decoded:
+def _parameters(item: dict[str, Any], what: str) -> dict[str, Any]:
+    params = item.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise invalid(f"the 'parameters' of {what} must be an object")
+    return params
+
+
+def decode_request(spec: ModelSpec, body: bytes, header_length: int | None,
+                   bounds: limits.Limits = limits.DEFAULT) -> Decoded:
+    """Parse, validate and decode a request; the JSON's size and the declared shapes are
+    checked against `bounds` before the JSON is parsed and before any tensor is decoded."""
     view = memoryview(body)
+    limits.check_json(header_length if header_length is not None else len(body), bounds)
     doc = _parse_json(view[:header_length] if header_length is not None else view)
     items = doc.get("inputs")
     if not isinstance(items, list):
@@ -71,18 +86,22 @@ def decode_request(spec: ModelSpec, body: bytes, header_length: int | None) -> D
                       + validate.expected_inputs(spec))
     declared = [_declared(item, i) for i, item in enumerate(items)]
     batch = validate.check_inputs(spec, declared)
+    limits.check_declared(spec, declared, bounds, len(body))
 
     inputs = {}
     offset = header_length or 0
     for item, (name, _, shape) in zip(items, declared, strict=True):
         t = spec.input(name)
         assert t is not None  # check_inputs proved it
-        params = item.get("parameters") or {}
+        params = _parameters(item, f"input '{name}'")
         if "shared_memory_region" in params:
             raise invalid("shared-memory tensors are not supported; send the data in the request")
         size = params.get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(body):
+            if header_length is None:  # else the "binary data" would be the JSON's own bytes
+                raise invalid(f"input '{name}' has a binary_data_size parameter, but the request has no "
+                              f"{HEADER_LENGTH} header saying where its JSON ends and binary data begins")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(body):
                 raise invalid(f"input '{name}' declares binary_data_size {size!r} but only "
                               f"{len(body) - offset} bytes of binary data remain")
             inputs[name] = codec.decode_raw(name, t.dtype, shape, view[offset:offset + size])
@@ -115,7 +134,7 @@ def _requested_outputs(spec: ModelSpec, doc: dict[str, Any]) -> tuple[list[str],
     validate.check_outputs(spec, names)
     binary = {}
     for o in outputs:
-        p = o.get("parameters") or {}
+        p = _parameters(o, f"output '{o['name']}'")
         if "shared_memory_region" in p:
             raise invalid("shared-memory outputs are not supported")
         if "classification" in p:

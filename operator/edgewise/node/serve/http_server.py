@@ -10,11 +10,12 @@ written in the same callback, with no task and no extra pass of the event loop.
 
 What it does of HTTP/1.1: keep-alive (and `Connection: close`, HTTP/1.0), pipelined requests
 answered in order, chunked request bodies, `Expect: 100-continue`, gzip/deflate request
-bodies, limits on the body (413, before reading it when Content-Length says so) and on the
-header block (431), 400 and close on bytes that are not HTTP; a connection that sends nothing
-for the idle timeout while no answer is due (an idle keep-alive, a request stalled halfway)
-is closed. Graceful shutdown: stop accepting, close idle connections, let in-flight requests
-answer, then close the rest.
+bodies (inflated on a worker thread), limits on the body (413, before reading it when
+Content-Length says so) and on the header block (431), 400 and close on bytes that are not
+HTTP; a connection that sends nothing for the idle timeout while no answer is due (an idle
+keep-alive, a request stalled halfway) is closed. Graceful shutdown: stop accepting, close
+idle connections, let in-flight requests answer (requests whose bodies are still arriving
+too), then close the rest.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ class _Connection(asyncio.Protocol):
         self.current: _Exchange | None = None  # the request being answered
         self.dispatching = False
         self.closing = False
+        self.receiving = False  # a request has begun and its body is not complete
         self.last_data = time.monotonic()  # when the last bytes arrived
         self._reset()
 
@@ -181,6 +183,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._reset()
+        self.receiving = True
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -208,6 +211,7 @@ class _Connection(asyncio.Protocol):
         self.body.append(chunk)
 
     def on_message_complete(self) -> None:
+        self.receiving = False
         parsed = httptools.parse_url(self.url)
         request = Request(self.parser.get_method().decode("latin-1"), unquote(parsed.path.decode("latin-1")),
                           self.headers, b"".join(self.body), self)
@@ -233,18 +237,40 @@ class _Connection(asyncio.Protocol):
                 if self.transport is not None and len(self.pending) < PIPELINE_DEPTH:
                     self.transport.resume_reading()
                 exchange = self.current = _Exchange(self, keep_alive)
-                try:
-                    encoding = request.headers.get("content-encoding")
-                    if encoding:
-                        request.body = decompress(request.body, encoding, self.server.max_body_bytes)
-                    exchange.cancel = self.server.handler(request, exchange.respond)
-                except HttpError as err:
-                    exchange.respond(error_response(err.status, err.message))
-                except Exception as err:  # noqa: BLE001 - one request's bug must not take the server down
-                    log.exception("unhandled error on %s %s", request.method, request.path)
-                    exchange.respond(error_response(500, f"internal error: {err}"))
+                encoding = request.headers.get("content-encoding", "").strip().lower()
+                if encoding in ("", "identity"):
+                    self._handle(request, exchange)
+                else:
+                    self._inflate(request, exchange, encoding)
         finally:
             self.dispatching = False
+
+    def _handle(self, request: Request, exchange: _Exchange) -> None:
+        try:
+            exchange.cancel = self.server.handler(request, exchange.respond)
+        except HttpError as err:
+            exchange.respond(error_response(err.status, err.message))
+        except Exception as err:  # noqa: BLE001 - one request's bug must not take the server down
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            exchange.respond(error_response(500, f"internal error: {err}"))
+
+    def _inflate(self, request: Request, exchange: _Exchange, encoding: str) -> None:
+        """Inflate on a worker thread (zlib lets go of the interpreter lock): a small body can
+        inflate to the whole body limit, and the loop keeps answering meanwhile."""
+        inflating = asyncio.get_running_loop().run_in_executor(
+            None, decompress, request.body, encoding, self.server.max_body_bytes)
+
+        def inflated(done: asyncio.Future[bytes]) -> None:
+            if exchange.answered or exchange is not self.current:
+                return  # the client went away meanwhile
+            try:
+                request.body = done.result()
+            except HttpError as err:
+                exchange.respond(error_response(err.status, err.message))
+                return
+            self._handle(request, exchange)
+
+        inflating.add_done_callback(inflated)
 
     def answered(self, exchange: _Exchange, response: Response) -> None:
         if exchange is not self.current:
@@ -278,8 +304,14 @@ class _Connection(asyncio.Protocol):
         self._write(error_response(err.status, err.message), keep_alive=False)
 
     def close_if_idle(self, silent_since: float | None = None) -> None:
-        """Close unless an answer is due; with `silent_since`, only if nothing arrived after it."""
+        """Close unless an answer is due; with `silent_since`, only if nothing arrived after it.
+
+        Without `silent_since` (draining) a request whose body is still arriving is let finish:
+        it is answered, then the connection closes (or the drain timeout aborts it).
+        """
         if silent_since is not None and self.last_data > silent_since:
+            return
+        if silent_since is None and self.receiving:
             return
         if self.current is None and not self.pending and self.transport is not None:
             self.closing = True

@@ -3,7 +3,8 @@
 Order of life: listeners first (live, not ready, so a liveness probe passes while a big
 model loads), then load and warm up with golden inputs, then ready. On SIGTERM/SIGINT:
 not ready, listeners closed to new connections, queued and in-flight requests answered
-(the batcher stops waiting for company), then exit 0.
+(the batcher stops waiting for company), requests whose bodies are still arriving too (all
+within the drain timeout), then exit 0.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from edgewise import contract
-from edgewise.node.serve import grpc_api, metrics
+from edgewise.node.serve import grpc_api, limits, metrics
 from edgewise.node.serve.batcher import Batcher
 from edgewise.node.serve.http_api import HttpApi
 from edgewise.node.serve.http_server import HttpServer
@@ -43,6 +44,8 @@ class ServeConfig:
     max_batch_size: int = 0
     max_queue_delay_us: int = 0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_request_elements: int = limits.DEFAULT_MAX_ELEMENTS
+    max_request_memory: int = limits.DEFAULT_MAX_MEMORY
     drain_timeout_s: float = 30.0
     http_idle_timeout_s: float = 75.0
     spinning: bool = False
@@ -68,7 +71,8 @@ def load(cfg: ServeConfig) -> tuple[OnnxModel, ModelSpec]:
 
 
 async def serve(cfg: ServeConfig) -> int:
-    settings = Settings(cfg.model_name, cfg.max_queue_delay_us, cfg.instances, cfg.threads)
+    settings = Settings(cfg.model_name, cfg.max_queue_delay_us, cfg.instances, cfg.threads,
+                        limits.Limits(cfg.max_request_elements, cfg.max_request_memory))
     service = InferenceService(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -112,10 +116,12 @@ async def serve(cfg: ServeConfig) -> int:
 
     log.info("draining: not ready, closing listeners, answering in-flight requests")
     service.ready = False
-    closing = [http.shutdown(cfg.drain_timeout_s), grpc_server.stop(cfg.drain_timeout_s)]
     if batcher is not None:
-        closing.append(batcher.close())
-    await asyncio.gather(*closing)
+        batcher.drain()  # queued requests run now; requests still arriving are taken
+    await asyncio.gather(http.shutdown(cfg.drain_timeout_s), grpc_server.stop(cfg.drain_timeout_s))
+    if batcher is not None:
+        await batcher.close()
+    service.close()
     await scrape.cleanup()
     log.info("stopped")
     return code

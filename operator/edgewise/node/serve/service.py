@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
 from edgewise.node.serve import config as describe
-from edgewise.node.serve import validate
+from edgewise.node.serve import limits, validate
 from edgewise.node.serve.batcher import Batcher, Outputs
 from edgewise.node.serve.errors import InferError, Status
 from edgewise.node.serve.model import ModelSpec
@@ -42,6 +43,14 @@ class Settings:
     max_queue_delay_us: int = 0
     instances: int = 1
     threads: int = 0
+    limits: limits.Limits = limits.DEFAULT
+
+
+# Requests whose decoding walks more bytes than this (JSON, BYTES tensors, typed gRPC contents)
+# are decoded on the decode thread, not the event loop: parsing megabytes of JSON takes a
+# second, and health probes must not wait for it. Below it decoding takes a few milliseconds
+# at worst, and usually far less than the thread handoff would cost.
+OFFLOAD_BYTES = 64 * 1024
 
 
 class InferenceService:
@@ -51,6 +60,17 @@ class InferenceService:
         self.spec: ModelSpec | None = None
         self.ready = False
         self._batcher: Batcher | None = None
+        # One thread: large decodes queue behind each other instead of taking every core
+        # from the model; the GIL is released often enough for the loop to keep answering.
+        self._decoder = ThreadPoolExecutor(1, thread_name_prefix="edgewise-decode")
+
+    def on_decoder(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
+        """Run `fn` on the decode thread (see OFFLOAD_BYTES)."""
+        return asyncio.get_running_loop().run_in_executor(self._decoder, fn, *args)
+
+    def close(self) -> None:
+        """After the listeners closed: no decode can still be wanted."""
+        self._decoder.shutdown(wait=False, cancel_futures=True)
 
     def attach(self, spec: ModelSpec, batcher: Batcher) -> None:
         """Called once the model answered its warm-up; from now on the server is ready."""
@@ -100,27 +120,28 @@ class InferenceService:
         self, name: str, version: str,
         decode: Callable[[ModelSpec], Decoded],
         encode: Callable[[ModelSpec, Decoded, Outputs], R],
-        reply: Callable[[R | BaseException], None], client: object = None,
+        reply: Callable[[R | BaseException], None], client: object = None, size: int = 0,
     ) -> Callable[[], None]:
         """Start one request; `reply` gets the encoded answer or the error. Returns a canceller.
 
-        Errors found before the model runs (unknown model, bad input) raise at once. Failures
-        after the model is resolved count as Triton `fail`s, a request cancelled by its client
-        too. `reply` may be called before this returns (a request run on the event loop);
-        `client` identifies the connection, see `Batcher.submit`.
+        Errors found before the model runs (unknown model, bad input) raise at once, unless
+        decoding walks over OFFLOAD_BYTES (`size`): then it runs on the decode thread and its
+        errors reach `reply`. Failures after the model is resolved count as
+        Triton `fail`s, a request cancelled by its client too. `reply` may be called before
+        this returns (a request run on the event loop); `client` identifies the connection,
+        see `Batcher.submit`.
         """
         start = time.perf_counter_ns()
         spec = self.model(name, version)
-        if not self.ready or self._batcher is None:
+        # Not `self.ready`: while draining (not ready) a request whose body was still arriving
+        # at SIGTERM is answered; the batcher refuses once it is closed.
+        if self._batcher is None:
             raise InferError(Status.UNAVAILABLE, f"model '{name}' is not ready")
-        try:
-            request = decode(spec)
-        except BaseException:
-            self.stats.record_request(False, time.perf_counter_ns() - start)
-            raise
+        batcher = self._batcher
         finished = False
+        job: Any = None
 
-        def done(outputs: Outputs | BaseException) -> None:
+        def done(request: Decoded, outputs: Outputs | BaseException) -> None:
             nonlocal finished
             finished = True
             result: R | BaseException
@@ -138,20 +159,41 @@ class InferenceService:
             nonlocal finished
             if not finished:
                 finished = True
-                job.cancel()
+                if job is not None:
+                    job.cancel()
                 self.stats.record_request(False, time.perf_counter_ns() - start)
 
-        try:
-            job = self._batcher.submit(request.inputs, request.batch, request.outputs, done, client)
-        except BaseException:
-            self.stats.record_request(False, time.perf_counter_ns() - start)
-            raise
+        def queue(request: Decoded) -> None:
+            nonlocal job
+            job = batcher.submit(request.inputs, request.batch, request.outputs,
+                                 lambda outputs: done(request, outputs), client)
+
+        if size <= OFFLOAD_BYTES:
+            try:
+                queue(decode(spec))
+            except BaseException:
+                self.stats.record_request(False, time.perf_counter_ns() - start)
+                raise
+            return cancel
+
+        def decoded(future: asyncio.Future[Decoded]) -> None:
+            nonlocal finished
+            if finished:  # cancelled by its client meanwhile, and counted then
+                return
+            try:
+                queue(future.result())
+            except BaseException as err:  # noqa: BLE001 - a bad request, or shutting down: its answer
+                finished = True
+                self.stats.record_request(False, time.perf_counter_ns() - start)
+                reply(err)
+
+        self.on_decoder(decode, spec).add_done_callback(decoded)
         return cancel
 
     async def infer(
         self, name: str, version: str,
         decode: Callable[[ModelSpec], Decoded],
-        encode: Callable[[ModelSpec, Decoded, Outputs], R],
+        encode: Callable[[ModelSpec, Decoded, Outputs], R], size: int = 0,
     ) -> R:
         """`submit` for callers that await (gRPC); cancelling the await cancels the request."""
         answer: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -164,7 +206,7 @@ class InferenceService:
             else:
                 answer.set_result(result)
 
-        cancel = self.submit(name, version, decode, encode, reply)
+        cancel = self.submit(name, version, decode, encode, reply, size=size)
         try:
             return await answer
         except asyncio.CancelledError:
