@@ -42,7 +42,7 @@ class Reconciler:
         self.settings = settings
         self.clock = clock
         self.totals: Counter[str] = Counter()  # every request that wrote, since start, by verb
-        self.rollouts = Rollouts(api)
+        self.rollouts = Rollouts(api, settings)
         self.artifacts = ArtifactManager(settings, api) if settings.artifact_dir else None
         self._lock = threading.Lock()
 

@@ -28,12 +28,16 @@ from edgewise.analysis.provider import (
     AnalysisTarget,
     GoldenInputs,
     PodEndpoint,
+    ProviderNotAllowed,
     make_provider,
     thresholds_from_spec,
 )
 from edgewise.api.model import Analysis
 from edgewise.api.resources import EdgeModel
 from edgewise.api.rollout_status import AnalysisRecord
+from edgewise.api.settings import OperatorSettings
+from edgewise.controller import local_files
+from edgewise.controller.local_files import LocalFileRefused
 from edgewise.core import names
 from edgewise.core.analysis import Outcome, Verdict, judge
 from edgewise.core.buckets import BUCKET_LABEL, bucket_of
@@ -72,8 +76,9 @@ def label_buckets(api: client.ApiClient, nodes: Sequence[NodeInfo]) -> int:
 class Rollouts:
     """Per-operator state for rollouts: analysis providers (they remember the last reading of each pod)."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, settings: OperatorSettings | None = None) -> None:
         self.core = client.CoreV1Api(api)
+        self.settings = settings or OperatorSettings()
         self.providers: dict[str, AnalysisProvider] = {}
         self.golden_dir = Path(tempfile.mkdtemp(prefix="edgewise-golden-"))
 
@@ -90,9 +95,15 @@ class Rollouts:
         node_ready = {n.name: n.ready for n in nodes}
         states = {c.name: c for c in (model.status.rollout.classes if model.status.rollout else None) or []}
         slo = {c.name: c for c in plan.profile.spec.classes} if plan.profile else {}
-        golden = self._golden(analysis)
-        provider = self._provider(analysis)
         out: dict[str, AnalysisRecord] = {}
+        try:
+            provider = self._provider(analysis)
+            golden = self._golden(analysis)
+        except (ProviderNotAllowed, LocalFileRefused) as err:
+            # Refused before anything was contacted or read: every class waits, and says why.
+            log.warning("analysis of %s/%s refused: %s", ns, name, err)
+            refused = Verdict(outcome=Outcome.INCONCLUSIVE, reasons=(str(err),))
+            return {cls: record(refused, now, 0, 0, 0) for cls in classes}
         for cls in classes:
             state = states[cls]
             canary_slot = names.other_slot(state.stable_slot)
@@ -121,7 +132,7 @@ class Rollouts:
     def _provider(self, analysis: Analysis) -> AnalysisProvider:
         key = f"{analysis.provider}:{analysis.prometheus.address if analysis.prometheus else ''}"
         if key not in self.providers:
-            self.providers[key] = make_provider(analysis)
+            self.providers[key] = make_provider(analysis, self.settings.prometheus_addresses)
         return self.providers[key]
 
     def _golden(self, analysis: Analysis) -> GoldenInputs | None:
@@ -130,6 +141,7 @@ class Rollouts:
             return None
         digest = spec.sha256 or ""
         path = self.golden_dir / f"{digest or hashlib.sha256(spec.uri.encode()).hexdigest()}.npz"
+        local_files.check(spec.uri, self.settings.local_source_dirs)
         if not path.exists():
             download_file(spec.uri, path, digest)
         return GoldenInputs(path=str(path), min_cosine=spec.min_cosine)
