@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from edgewise.api.settings import OperatorSettings
-from edgewise.devcluster import processes
+from edgewise.devcluster import processes, real_models
 from edgewise.devcluster.cluster import DevCluster
 from helpers import wait_for
 
@@ -121,9 +122,10 @@ def install_crds(cluster: DevCluster) -> None:
 
 
 @contextmanager
-def running_operator(cluster: DevCluster, workdir: Path, extra_args: list[str] | None = None) -> Iterator[Operator]:
+def running_operator(cluster: DevCluster, workdir: Path, extra_args: list[str] | None = None,
+                     extra_env: dict[str, str] | None = None) -> Iterator[Operator]:
     """An installed, started operator for the duration of the block; uninstalled after."""
-    op = Operator(cluster, workdir, extra_args)
+    op = Operator(cluster, workdir, extra_args, extra_env)
     op.install()
     op.start()
     try:
@@ -135,10 +137,12 @@ def running_operator(cluster: DevCluster, workdir: Path, extra_args: list[str] |
 class Operator:
     """One operator subprocess; `restart()` kills it and starts a fresh one."""
 
-    def __init__(self, cluster: DevCluster, workdir: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(self, cluster: DevCluster, workdir: Path, extra_args: list[str] | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.cluster = cluster
         self.workdir = workdir
         self.extra_args = extra_args or []
+        self.extra_env = extra_env or {}  # EDGEWISE_* settings
         self.namespace = f"ew-system-{uuid.uuid4().hex[:6]}"
         self.release = f"ew{uuid.uuid4().hex[:6]}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -198,7 +202,11 @@ class Operator:
     def start(self) -> None:
         self.log_path = self.workdir / f"operator-{self.starts}.log"
         self.starts += 1
-        env = {**os.environ, "EDGEWISE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
+        # One machine plays every node: the tests' file:// models are on "the node agent's host", which is
+        # the operator's here, so the operator may read them there (and nowhere else).
+        local = ",".join([tempfile.gettempdir(), str(real_models.CACHE)])
+        env = {**os.environ, "EDGEWISE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+               "EDGEWISE_LOCAL_SOURCE_DIRS": local, **self.extra_env}
         self.proc = subprocess.Popen(
             [
                 sys.executable,
