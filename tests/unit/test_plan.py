@@ -207,6 +207,7 @@ def test_images_come_from_settings_and_class_overrides() -> None:
         onnxruntime_image="acme/ort:7",
         triton_image="acme/triton:1-igpu",
         node_image="acme/node:7",
+        allowed_images=("custom.local/ort",),  # a class's own image must be allowed (core/guards.py)
     )
     plan = _plan(
         settings=settings,
