@@ -121,6 +121,24 @@ def install_crds(cluster: DevCluster) -> None:
     )
 
 
+CLUSTER_POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def wait_policies_enforced(cluster: DevCluster, policies: list[dict[str, Any]], timeout: float = 60) -> None:
+    """Until the apiserver has compiled every policy (its status says which generation it checked)."""
+
+    def checked() -> bool:
+        for p in policies:
+            status = get(cluster, "validatingadmissionpolicy", p["metadata"]["name"]).get("status") or {}
+            if status.get("observedGeneration") is None:
+                return False
+            warnings = (status.get("typeChecking") or {}).get("expressionWarnings")
+            assert not warnings, f"policy {p['metadata']['name']} does not type-check: {warnings}"
+        return True
+
+    wait_for(checked, timeout, "the admission policies to be checked by the apiserver")
+
+
 @contextmanager
 def running_operator(cluster: DevCluster, workdir: Path, extra_args: list[str] | None = None,
                      extra_env: dict[str, str] | None = None) -> Iterator[Operator]:
@@ -168,11 +186,16 @@ class Operator:
         rendered = c.helm(
             "template", self.release, str(REPO / "charts" / "edgewise"), "-n", self.namespace, "--skip-crds"
         ).stdout
-        kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+        # The chart's RBAC and the admission policies that narrow it (the operator runs under both).
+        kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+                 *CLUSTER_POLICY_KINDS}
         rbac = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in kinds]
         assert {d["kind"] for d in rbac} == kinds
         apply(c, rbac)
         self.rbac = rbac
+        self.username = f"system:serviceaccount:{self.namespace}:" + next(
+            d["metadata"]["name"] for d in rbac if d["kind"] == "ServiceAccount")
+        wait_policies_enforced(c, [d for d in rbac if d["kind"] == "ValidatingAdmissionPolicy"])
         sa = next(d["metadata"]["name"] for d in rbac if d["kind"] == "ServiceAccount")
         token = c.kubectl("create", "token", sa, "-n", self.namespace, "--duration=4h").stdout.strip()
         admin = yaml.safe_load(c.kubeconfig.read_text())
@@ -191,8 +214,8 @@ class Operator:
     def uninstall(self) -> None:
         self.stop()
         for d in self.rbac:
-            if d["kind"] in ("ClusterRole", "ClusterRoleBinding"):  # the rest goes with the namespace
-                self.cluster.kubectl(
+            if d["kind"] in ("ClusterRole", "ClusterRoleBinding", *CLUSTER_POLICY_KINDS):  # the rest goes with
+                self.cluster.kubectl(                                                     # the namespace
                     "delete", d["kind"].lower(), d["metadata"]["name"], "--ignore-not-found", check=False
                 )
         self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
