@@ -147,10 +147,11 @@ def test_an_unreachable_source_is_reported_by_status_code_only(tmp_path: Path) -
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Internal)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        report = run(_job(tmp_path, f"http://127.0.0.1:{server.server_port}/secret", "0" * 64))
+        uri = f"http://127.0.0.1:{server.server_port}/secret"
+        report = run(_job(tmp_path, uri, "0" * 64))
     finally:
         server.shutdown()
         server.server_close()
     assert report["outcome"] == "SourceUnavailable"
-    assert report["message"] == "the source could not be fetched: HTTP 404"
+    assert report["message"] == f"the source {uri} could not be fetched: HTTP 404"  # the user's URI, no more
     assert SECRET in report["detail"]  # for the operator's log; dropped before the status

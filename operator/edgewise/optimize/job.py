@@ -32,7 +32,7 @@ from edgewise.optimize.target import Target
 DETAIL = contract.JOB_REPORT_DETAIL  # what the error said: for the operator's log, never the status
 
 
-def _fetch_failure(what: str, err: Exception) -> str:
+def _fetch_failure(what: str, uri: str, err: Exception) -> str:
     """Why `what` could not be fetched, in words that repeat nothing the server or the disk said.
 
     The report ends up in the model's status: a reason phrase, an error page or a local path
@@ -41,22 +41,23 @@ def _fetch_failure(what: str, err: Exception) -> str:
     cause: BaseException | None = err
     while cause is not None:
         if isinstance(cause, urllib.error.HTTPError):
-            return f"the {what} could not be fetched: HTTP {cause.code}"
+            return f"the {what} {uri} could not be fetched: HTTP {cause.code}"
         cause = cause.__cause__
     kind = "a transient error (network, timeout, cut transfer)" if isinstance(err, TransientError) \
         else "a permanent error (refused, not found, unsupported)"
-    return f"the {what} could not be fetched: {kind}"
+    return f"the {what} {uri} could not be fetched: {kind}"
 
 
 def run(job_dir: Path, read_files: bool = True) -> dict[str, Any]:
     """One job. `read_files=False` (a Job's pod): file:// inputs are refused, never opened."""
     spec = json.loads((job_dir / "job.json").read_text())
-    what = "source"
+    what, uri = "source", spec["source"]["uri"]
     try:
         inputs = [("source", spec["source"], job_dir / "source.onnx")]
         if spec.get("calibration"):
             inputs.append(("calibration data", spec["calibration"], job_dir / "calibration.npz"))
         for what, ref, dest in inputs:
+            uri = ref["uri"]
             if not read_files and scheme_of(ref["uri"]) == "file":
                 return {"outcome": "SourceUnavailable",
                         "message": f"the {what} is a file:// URI, a file on the node agent's host, which an "
@@ -66,7 +67,7 @@ def run(job_dir: Path, read_files: bool = True) -> dict[str, Any]:
         return {"outcome": "DigestMismatch", "message": f"the {what}'s bytes do not match its sha256; nothing "
                                                         "was optimized or deployed", DETAIL: str(err)}
     except (DownloadError, OSError) as err:
-        return {"outcome": "SourceUnavailable", "message": _fetch_failure(what, err), DETAIL: str(err)}
+        return {"outcome": "SourceUnavailable", "message": _fetch_failure(what, uri, err), DETAIL: str(err)}
     src = job_dir / "source.onnx"
     calibration = job_dir / "calibration.npz" if spec.get("calibration") else None
     t, o = spec["target"], spec["options"]
