@@ -64,9 +64,12 @@ class ProcessRunner:
         if proc.poll() is None:
             return None
         del self.procs[key]
-        tail = (job_dir / "job.log").read_text(errors="replace")[-400:] if (job_dir / "job.log").exists() else ""
+        tail = (job_dir / "job.log").read_text(errors="replace")[-2000:] if (job_dir / "job.log").exists() else ""
+        # Its output (a traceback, paths of the operator's pod) is for the operator's log, not the model's status.
+        log.warning("optimization process %s exited %s without a report; its output ends: %s", key,
+                    proc.returncode, tail)
         return Ended(f"the optimization process exited {proc.returncode} without a report (memory limit "
-                     f"{self.settings.optimize_memory_mib} MiB?): {tail}")
+                     f"{self.settings.optimize_memory_mib} MiB?); its output is in the operator's log")
 
     def stop(self, key: str) -> None:
         proc = self.procs.pop(key, None)
