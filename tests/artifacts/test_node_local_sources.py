@@ -155,3 +155,25 @@ def test_an_unreachable_source_is_reported_by_status_code_only(tmp_path: Path) -
     assert report["outcome"] == "SourceUnavailable"
     assert report["message"] == f"the source {uri} could not be fetched: HTTP 404"  # the user's URI, no more
     assert SECRET in report["detail"]  # for the operator's log; dropped before the status
+
+
+def test_file_golden_inputs_are_not_read_by_the_operator(tmp_path: Path) -> None:
+    from edgewise.api.model import Analysis
+    from edgewise.controller.rollouts import Rollouts, _why_not
+
+    there = tmp_path / "golden.npz"
+    there.write_bytes(b"the operator's file")
+    analysis = Analysis.model_validate({"goldenInputs": {"uri": there.as_uri(), "sha256": "0" * 64}})
+    rollouts = Rollouts(None, OperatorSettings())  # type: ignore[arg-type] - no API call is made
+    with pytest.raises(local_files.LocalFileRefused) as err:
+        rollouts._golden(analysis)
+    assert _why_not(err.value) == local_files.REFUSED and str(tmp_path) not in _why_not(err.value)
+    assert list(rollouts.golden_dir.iterdir()) == []  # nothing was copied
+
+    allowed = Rollouts(None, OperatorSettings(local_source_dirs=(str(tmp_path),)))  # type: ignore[arg-type]
+    from edgewise.node.cache import DigestMismatch
+
+    with pytest.raises(DigestMismatch) as mismatch:
+        allowed._golden(analysis)
+    assert _why_not(mismatch.value) == "analysis: the goldenInputs file does not match its sha256"
+    assert hashlib.sha256(b"the operator's file").hexdigest() not in _why_not(mismatch.value)

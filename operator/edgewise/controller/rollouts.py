@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +48,8 @@ from edgewise.core.plan import ModelPlan
 from edgewise.core.rollout import record
 from edgewise.core.rollout_model import StageRequest
 from edgewise.kube.convert import condition_true
-from edgewise.node.download import download_file
+from edgewise.node.cache import DigestMismatch
+from edgewise.node.download import DownloadError, download_file
 
 log = logging.getLogger("edgewise.rollouts")
 
@@ -99,10 +101,11 @@ class Rollouts:
         try:
             provider = self._provider(analysis)
             golden = self._golden(analysis)
-        except (ProviderNotAllowed, LocalFileRefused) as err:
-            # Refused before anything was contacted or read: every class waits, and says why.
-            log.warning("analysis of %s/%s refused: %s", ns, name, err)
-            refused = Verdict(outcome=Outcome.INCONCLUSIVE, reasons=(str(err),))
+        except (ProviderNotAllowed, LocalFileRefused, DownloadError, DigestMismatch, OSError) as err:
+            # Nothing to measure with: every class waits, and says why in words that repeat nothing
+            # a server or the disk said (the error itself goes to the operator's log).
+            log.warning("analysis of %s/%s cannot start: %s", ns, name, err)
+            refused = Verdict(outcome=Outcome.INCONCLUSIVE, reasons=(_why_not(err),))
             return {cls: record(refused, now, 0, 0, 0) for cls in classes}
         for cls in classes:
             state = states[cls]
@@ -162,6 +165,19 @@ class Rollouts:
                 results = list(pool.map(_prefetch, req.nodes, [body] * len(req.nodes)))
             out[req.class_name] = (sum(results), len(req.nodes))
         return out
+
+
+def _why_not(err: Exception) -> str:
+    if isinstance(err, ProviderNotAllowed | LocalFileRefused):
+        return str(err)  # fixed words
+    if isinstance(err, DigestMismatch):
+        return "analysis: the goldenInputs file does not match its sha256"
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, urllib.error.HTTPError):
+            return f"analysis: the goldenInputs file could not be fetched: HTTP {cause.code}"
+        cause = cause.__cause__
+    return "analysis: the goldenInputs file could not be fetched"
 
 
 def _prefetch(node: NodeInfo, body: bytes) -> bool:
