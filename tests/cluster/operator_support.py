@@ -227,7 +227,7 @@ class Operator:
         self.starts += 1
         # One machine plays every node: the tests' file:// models are on "the node agent's host", which is
         # the operator's here, so the operator may read them there (and nowhere else).
-        local = ",".join([tempfile.gettempdir(), str(real_models.CACHE)])
+        local = ",".join([str(self.workdir.parent), tempfile.gettempdir(), str(real_models.CACHE)])
         env = {**os.environ, "EDGEWISE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
                "EDGEWISE_LOCAL_SOURCE_DIRS": local, **self.extra_env}
         self.proc = subprocess.Popen(

@@ -210,3 +210,22 @@ def test_the_chart_ships_the_policies_it_is_tested_with(cluster: DevCluster) -> 
 
     assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds()
     assert not {"ValidatingAdmissionPolicy"} & kinds("--set", "security.admissionPolicies=false")
+
+
+def test_the_chart_passes_its_security_values_to_the_operator(cluster: DevCluster) -> None:
+    from operator_support import REPO
+
+    out = cluster.helm("template", "t", str(REPO / "charts" / "edgewise"),
+                       "--set", "security.allowedImages={ghcr.example/acme/ort,reg.example/ml/*}",
+                       "--set", "security.prometheusAddresses={http://prom.monitoring:9090}",
+                       "--set", "security.allowKeylessTolerations=true").stdout
+    deployment = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value", "") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    s = OperatorSettings.from_env(env)
+    assert s.allowed_images == ("ghcr.example/acme/ort", "reg.example/ml/*")
+    assert s.prometheus_addresses == ("http://prom.monitoring:9090",) and s.allow_keyless_tolerations
+    default_env = {e["name"]: e.get("value", "") for e in next(
+        d for d in yaml.safe_load_all(cluster.helm("template", "t", str(REPO / "charts" / "edgewise")).stdout)
+        if d and d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    d = OperatorSettings.from_env(default_env)
+    assert (d.allowed_images, d.prometheus_addresses, d.allow_keyless_tolerations) == ((), (), False)

@@ -161,3 +161,16 @@ def test_nodes_that_report_no_allocatable_are_not_judged() -> None:
 def test_a_quantity_that_does_not_parse_is_refused_with_what_is_wrong() -> None:
     degraded, _ = _degraded(_class(resources={"requests": {"cpu": "lots"}}))
     assert degraded.reason == "ResourcesDoNotFit" and "'lots' is not a Kubernetes quantity" in degraded.message
+
+
+def test_the_settings_come_from_the_environment_the_chart_sets() -> None:
+    s = OperatorSettings.from_env({"EDGEWISE_ALLOWED_IMAGES": "ghcr.example/acme/ort, reg.example/ml/*",
+                                   "EDGEWISE_PROMETHEUS_ADDRESSES": "http://prom:9090",
+                                   "EDGEWISE_ALLOW_KEYLESS_TOLERATIONS": "true",
+                                   "EDGEWISE_LOCAL_SOURCE_DIRS": ""})
+    assert s.allowed_images == ("ghcr.example/acme/ort", "reg.example/ml/*")
+    assert s.prometheus_addresses == ("http://prom:9090",) and s.allow_keyless_tolerations
+    assert s.local_source_dirs == ()
+    defaults = OperatorSettings.from_env({})
+    assert (defaults.allowed_images, defaults.prometheus_addresses, defaults.allow_keyless_tolerations,
+            defaults.local_source_dirs) == ((), (), False, ())
