@@ -226,8 +226,9 @@ class Operator:
         self.log_path = self.workdir / f"operator-{self.starts}.log"
         self.starts += 1
         # One machine plays every node: the tests' file:// models are on "the node agent's host", which is
-        # the operator's here, so the operator may read them there (and nowhere else).
-        local = ",".join([str(self.workdir.parent), tempfile.gettempdir(), str(real_models.CACHE)])
+        # the operator's here, so the operator may read them there (and nowhere else): the tests' temporary
+        # directories, the real models' cache and the virtualenv (real models that ship in wheels).
+        local = ",".join([str(self.workdir.parent), tempfile.gettempdir(), str(real_models.CACHE), sys.prefix])
         env = {**os.environ, "EDGEWISE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
                "EDGEWISE_LOCAL_SOURCE_DIRS": local, **self.extra_env}
         self.proc = subprocess.Popen(
