@@ -110,8 +110,9 @@ def test_parse_value_reads_vectors_and_scalars_and_rejects_errors():
     assert parse_value({"status": "success", "data": {"resultType": "vector", "result": []}}) is None
     assert parse_value({"status": "success", "data": {"resultType": "scalar", "result": [1, "NaN"]}}) is None
     assert parse_value({"status": "success", "data": {"resultType": "scalar", "result": [1, "+Inf"]}}) is None
-    with pytest.raises(PrometheusError, match="bad_data: parse error"):
+    with pytest.raises(PrometheusError, match=r"refused the query \(bad_data\)") as refused:
         parse_value({"status": "error", "errorType": "bad_data", "error": "parse error"})
+    assert "parse error" not in str(refused.value)  # the server's words are never repeated
     with pytest.raises(PrometheusError, match="matrix"):
         parse_value({"status": "success", "data": {"resultType": "matrix", "result": []}})
 

@@ -88,3 +88,51 @@ def test_a_report_that_is_not_json_is_refused(server: tuple[str, Path]) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=10)
     assert err.value.code == 400 and not (job_dir / "report.json").exists()
+
+
+def _put_report_in_writes(url: str, parts: list[bytes]) -> tuple[int, bytes]:
+    """PUT a report whose body leaves the client in several TCP writes, a pause between them."""
+    import socket
+    import time
+    import urllib.parse
+
+    target = urllib.parse.urlsplit(url + "/report")
+    body_len = sum(len(p) for p in parts)
+    head = (f"PUT {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {body_len}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection((target.hostname, target.port), timeout=30) as sock:
+        sock.sendall(head + parts[0])
+        for part in parts[1:]:
+            time.sleep(0.3)  # the server has read what arrived; the rest comes later, as over a slow link
+            sock.sendall(part)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer.partition(b"\r\n\r\n")[2]
+
+
+def test_a_report_sent_in_several_writes_is_read_to_its_end(server: tuple[str, Path]) -> None:
+    url, job_dir = server
+    body = json.dumps({"outcome": "OptimizationRejected", "message": "min cosine 0.91 < 0.99"}).encode()
+    status, answer = _put_report_in_writes(url, [body[:10], body[10:30], body[30:]])
+    assert status == 204, answer
+    assert json.loads((job_dir / "report.json").read_text())["message"] == "min cosine 0.91 < 0.99"
+
+
+def test_a_report_of_two_mebibytes_is_accepted(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, job_dir = server
+    work, report = _pod_side(tmp_path, b"model")
+    report["notes"] = ["x" * 1024] * 2048  # 2 MiB of notes: far more than one read of the socket
+    upload(work, report, url, TOKEN)
+    assert json.loads((job_dir / "report.json").read_text()) == report
+
+
+def test_a_report_over_the_limit_is_refused(server: tuple[str, Path]) -> None:
+    url, job_dir = server
+    body = json.dumps({"notes": "x" * (16 << 20)}).encode()
+    req = urllib.request.Request(url + "/report", data=body, method="PUT",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 400 and not (job_dir / "report.json").exists()

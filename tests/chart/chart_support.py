@@ -56,6 +56,8 @@ ALL_OPTIONS: dict[str, Any] = {
               "downloadWorkers": 2, "downloadDeadlineSeconds": 600},
     "gpu": {"runtimeClassName": "nvidia-legacy", "resourceName": "nvidia.com/gpu.shared"},
     "serviceAccount": {"create": True, "name": "edgewise-op", "annotations": {"example.com/owner": "ml"}},
+    "security": {"prometheusAddresses": ["http://prometheus.monitoring:9090"], "allowedImages": ["acme/*"],
+                 "allowKeylessTolerations": True, "admissionPolicies": False},
 }
 
 

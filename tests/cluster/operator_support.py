@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from edgewise.api.settings import OperatorSettings
-from edgewise.devcluster import processes
+from edgewise.devcluster import processes, real_models
 from edgewise.devcluster.cluster import DevCluster
 from helpers import wait_for
 
@@ -120,10 +121,29 @@ def install_crds(cluster: DevCluster) -> None:
     )
 
 
+CLUSTER_POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def wait_policies_enforced(cluster: DevCluster, policies: list[dict[str, Any]], timeout: float = 60) -> None:
+    """Until the apiserver has compiled every policy (its status says which generation it checked)."""
+
+    def checked() -> bool:
+        for p in policies:
+            status = get(cluster, "validatingadmissionpolicy", p["metadata"]["name"]).get("status") or {}
+            if status.get("observedGeneration") is None:
+                return False
+            warnings = (status.get("typeChecking") or {}).get("expressionWarnings")
+            assert not warnings, f"policy {p['metadata']['name']} does not type-check: {warnings}"
+        return True
+
+    wait_for(checked, timeout, "the admission policies to be checked by the apiserver")
+
+
 @contextmanager
-def running_operator(cluster: DevCluster, workdir: Path, extra_args: list[str] | None = None) -> Iterator[Operator]:
+def running_operator(cluster: DevCluster, workdir: Path, extra_args: list[str] | None = None,
+                     extra_env: dict[str, str] | None = None) -> Iterator[Operator]:
     """An installed, started operator for the duration of the block; uninstalled after."""
-    op = Operator(cluster, workdir, extra_args)
+    op = Operator(cluster, workdir, extra_args, extra_env)
     op.install()
     op.start()
     try:
@@ -135,10 +155,12 @@ def running_operator(cluster: DevCluster, workdir: Path, extra_args: list[str] |
 class Operator:
     """One operator subprocess; `restart()` kills it and starts a fresh one."""
 
-    def __init__(self, cluster: DevCluster, workdir: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(self, cluster: DevCluster, workdir: Path, extra_args: list[str] | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.cluster = cluster
         self.workdir = workdir
         self.extra_args = extra_args or []
+        self.extra_env = extra_env or {}  # EDGEWISE_* settings
         self.namespace = f"ew-system-{uuid.uuid4().hex[:6]}"
         # The agent's own namespace (privileged: host network, hostPath), one per operator under test.
         self.agent_namespace = f"{self.namespace}-node"
@@ -168,13 +190,17 @@ class Operator:
         rendered = c.helm(
             "template", self.release, str(REPO / "charts" / "edgewise"), "-n", self.namespace, "--skip-crds"
         ).stdout
-        kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+        # The chart's RBAC and the admission policies that narrow it (the operator runs under both).
+        kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+                 *CLUSTER_POLICY_KINDS}
         rbac = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in kinds]
         assert {d["kind"] for d in rbac} == kinds
         apply(c, rbac)
         self.rbac = rbac
         sa = next(d["metadata"]["name"] for d in rbac if d["kind"] == "ServiceAccount"  # not the agent's
                   and d["metadata"]["labels"].get("app.kubernetes.io/component") == "operator")
+        self.username = f"system:serviceaccount:{self.namespace}:{sa}"
+        wait_policies_enforced(c, [d for d in rbac if d["kind"] == "ValidatingAdmissionPolicy"])
         token = c.kubectl("create", "token", sa, "-n", self.namespace, "--duration=4h").stdout.strip()
         admin = yaml.safe_load(c.kubeconfig.read_text())
         cluster_entry = admin["clusters"][0]
@@ -192,8 +218,8 @@ class Operator:
     def uninstall(self) -> None:
         self.stop()
         for d in self.rbac:
-            if d["kind"] in ("ClusterRole", "ClusterRoleBinding"):  # the rest goes with the namespace
-                self.cluster.kubectl(
+            if d["kind"] in ("ClusterRole", "ClusterRoleBinding", *CLUSTER_POLICY_KINDS):  # the rest goes with
+                self.cluster.kubectl(                                                     # the namespace
                     "delete", d["kind"].lower(), d["metadata"]["name"], "--ignore-not-found", check=False
                 )
         for ns in (self.namespace, self.agent_namespace):
@@ -204,7 +230,12 @@ class Operator:
     def start(self) -> None:
         self.log_path = self.workdir / f"operator-{self.starts}.log"
         self.starts += 1
-        env = {**os.environ, "EDGEWISE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
+        # One machine plays every node: the tests' file:// models are on "the node agent's host", which is
+        # the operator's here, so the operator may read them there (and nowhere else): the tests' temporary
+        # directories, the real models' cache and the virtualenv (real models that ship in wheels).
+        local = ",".join([str(self.workdir.parent), tempfile.gettempdir(), str(real_models.CACHE), sys.prefix])
+        env = {**os.environ, "EDGEWISE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+               "EDGEWISE_LOCAL_SOURCE_DIRS": local, **self.extra_env}
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -238,10 +238,16 @@ def test_a_model_too_big_for_a_class_does_not_fit_there_and_other_classes_procee
 
 
 def test_run_in_job_optimizes_in_a_kubernetes_job_whose_pod_uploads_the_artifact(
-        cluster: DevCluster, namespace: str, fleet, store_operator: Operator, tmp_path: Path) -> None:
+        cluster: DevCluster, namespace: str, fleet, store_operator: Operator, tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
     fleet({ARM: 1})
-    src = demo_models.good(tmp_path / "model.onnx")
+    src = demo_models.good(tmp_path / "site" / "model.onnx")
     model = _model(namespace, "big", src)
+    # An optimization Job never reads file:// (a file on the node agent's host): the source is served over HTTP.
+    source = _Source(tmp_path / "site")
+    source.up()
+    request.addfinalizer(source.down)
+    model["spec"]["source"]["uri"] = source.uri("model.onnx")
     model["spec"]["optimization"] |= {"runIn": "Job", "jobMemory": "3Gi"}
     ns = store_operator.namespace
     apply(cluster, [_profile(namespace), model])

@@ -206,6 +206,7 @@ def test_images_come_from_settings_and_class_overrides() -> None:
         image_registry="mirror.local:5000",
         onnxruntime_image="acme/ort:7",
         triton_image="acme/triton:1-igpu",
+        allowed_images=("custom.local/ort",),  # a class's own image must be allowed (core/guards.py)
     )
     plan = _plan(
         settings=settings,

@@ -15,15 +15,22 @@ pods' labels (Triton and `edgewise serve` expose only `model` and `version`):
 
 Readiness and restarts still come from Kubernetes (the target's pod endpoints), exactly as
 for the runtime provider; the golden-input check talks to the pods, as it must.
+
+The address comes from a namespace user's spec, and the operator's answers end up in that
+user's status and Events. So the operator only asks addresses its settings allow
+(`address_allowed`), follows no redirect, and never repeats what a server answered: errors
+name the HTTP status and a fixed reason (Prometheus's own `errorType`, one of a fixed set).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import replace
 from string import Template
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -58,8 +65,37 @@ DEFAULT_QUERIES: dict[str, str] = {
 }
 
 
+# Prometheus's HTTP API error types (https://prometheus.io/docs/prometheus/latest/querying/api/): the only
+# part of an error answer that is repeated, because it cannot carry anything else.
+ERROR_TYPES = frozenset({"timeout", "canceled", "execution", "bad_data", "internal", "unavailable",
+                         "not_found"})
+MAX_ANSWER_BYTES = 1 << 20  # an instant query of one value answers in well under a KiB
+
+
 class PrometheusError(RuntimeError):
-    """Prometheus could not be asked (unreachable, refused the query): the provider is offline."""
+    """Prometheus could not be asked (unreachable, refused the query): the provider is offline.
+
+    Its text is shown to the model's owner: it never contains what the server sent.
+    """
+
+
+def normalize_address(address: str) -> str:
+    """A base URL as the allow-list compares it: scheme and host lower-cased, no trailing slash."""
+    parts = urlsplit(address.strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+def address_allowed(address: str, allowed: tuple[str, ...] | list[str]) -> bool:
+    """Whether a model may name `address`: one of the operator's allowed base URLs, exactly.
+
+    Userinfo, a query or a fragment are never allowed (a trailing `#` would cut off the
+    API path and point the operator at any URL of an allowed host).
+    """
+    parts = urlsplit(address.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or "@" in parts.netloc \
+            or parts.query or parts.fragment or "#" in address or "?" in address:
+        return False
+    return normalize_address(address) in {normalize_address(a) for a in allowed}
 
 
 def promql_string(value: str) -> str:
@@ -81,21 +117,29 @@ def render(template: str, target: AnalysisTarget, revision: str) -> str:
     )
 
 
-def parse_value(body: Mapping) -> float | None:
+def parse_value(body: object) -> float | None:
     """The single value of an instant query's answer, None when empty or not a finite number."""
+    if not isinstance(body, Mapping):
+        raise PrometheusError("the answer is not a Prometheus API answer (not a JSON object)")
     if body.get("status") != "success":
-        raise PrometheusError(f"{body.get('errorType', 'error')}: {body.get('error', body)}")
-    data = body.get("data", {})
-    result = data.get("result")
-    if data.get("resultType") == "scalar":
-        raw = result[1]
-    elif data.get("resultType") == "vector":
-        if not result:
-            return None
-        raw = result[0]["value"][1]
-    else:
-        raise PrometheusError(f"expected a vector or scalar, got {data.get('resultType')}")
-    value = float(raw)
+        kind = body.get("errorType")
+        raise PrometheusError(f"Prometheus refused the query ({kind})" if kind in ERROR_TYPES
+                              else "the answer is not a Prometheus API answer (no status success)")
+    try:
+        data = body["data"]
+        result = data["result"]
+        if data["resultType"] == "scalar":
+            raw = result[1]
+        elif data["resultType"] == "vector":
+            if not result:
+                return None
+            raw = result[0]["value"][1]
+        else:
+            kind = data["resultType"] if data["resultType"] in ("matrix", "string") else "another type"
+            raise PrometheusError(f"expected a vector or scalar result, got {kind}")
+        value = float(raw)
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise PrometheusError("the answer is not a Prometheus API answer (malformed data)") from err
     return value if math.isfinite(value) else None
 
 
@@ -159,12 +203,25 @@ class PrometheusProvider:
         return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
 
     async def _query(self, session: aiohttp.ClientSession, promql: str) -> float | None:
+        url = f"{self.address}/api/v1/query"
         try:
-            async with session.get(f"{self.address}/api/v1/query", params={"query": promql}) as resp:
-                body = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as err:
-            raise PrometheusError(f"querying {self.address}: {type(err).__name__}: {err}") from err
+            async with session.get(url, params={"query": promql}, allow_redirects=False) as resp:
+                status = resp.status
+                raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            # The exception's class says what went wrong; its text may quote the server.
+            raise PrometheusError(f"querying {self.address}: {type(err).__name__}") from err
+        # Prometheus answers errors of the query with 400/422/503 and a JSON error body.
+        if status not in (200, 400, 422, 503):
+            raise PrometheusError(f"querying {self.address}: HTTP {status}")
+        if len(raw) > MAX_ANSWER_BYTES:
+            raise PrometheusError(f"querying {self.address}: HTTP {status}, an answer over "
+                                  f"{MAX_ANSWER_BYTES} bytes")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
         try:
             return parse_value(body)
         except PrometheusError as err:
-            raise PrometheusError(f"{err} (query: {promql})") from err
+            raise PrometheusError(f"querying {self.address}: HTTP {status}: {err} (query: {promql})") from err

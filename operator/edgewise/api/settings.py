@@ -99,6 +99,23 @@ class OperatorSettings(BaseModel):
     operator_image: str = Field(default=f"edgewise/operator:{__version__}",
                                 description="Image of optimization Jobs (`edgewise optimize-job`).")
     workers: int = Field(default=2, description="Models reconciled concurrently.")
+    # -- what a namespace user's spec may reach (see docs/architecture.md, "Roles") ----------------
+    prometheus_addresses: tuple[str, ...] = Field(
+        default=(), description="Base URLs of the Prometheus servers a model's rollout.analysis.prometheus."
+                                "address may name (exact match, trailing / ignored); empty: the prometheus "
+                                "provider is off, so the operator never fetches an address a user wrote.")
+    allowed_images: tuple[str, ...] = Field(
+        default=(), description="Image repositories a profile class's `image` may name besides the "
+                                "operator's own images (which are always allowed): `registry/repo` for one "
+                                "repository, `registry/prefix/*` for every repository under a prefix.")
+    allow_keyless_tolerations: bool = Field(
+        default=False, description="Let a profile class tolerate every taint (a toleration without a key, "
+                                   "operator Exists), control-plane taints included.")
+    local_source_dirs: tuple[str, ...] = Field(
+        default=(), description="Directories whose files the operator itself may read for file:// sources, "
+                                "calibration and golden inputs. Only for a single-machine dev cluster, where "
+                                "the nodes' host is the operator's; empty (the default): the operator never "
+                                "reads file:// URIs, they mean a file on the node agent's host.")
 
     @model_validator(mode="before")
     @classmethod

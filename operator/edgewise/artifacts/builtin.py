@@ -123,9 +123,9 @@ def upload_handler(uploads: Uploads):  # noqa: ANN201 - an aiohttp handler
         if job_dir is None:
             raise web.HTTPForbidden(text=f"wrong upload token for optimization job {key}\n")
         if part == "report":
-            body = await request.content.read(MAX_REPORT_BYTES + 1)
+            body = await _read_at_most(request, MAX_REPORT_BYTES)
             try:
-                report = json.loads(body) if len(body) <= MAX_REPORT_BYTES else None
+                report = json.loads(body) if body is not None else None
             except ValueError:
                 report = None
             if not isinstance(report, dict):
@@ -146,6 +146,24 @@ def upload_handler(uploads: Uploads):  # noqa: ANN201 - an aiohttp handler
         return web.Response(status=204)
 
     return upload
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None when it is longer than `limit`.
+
+    `content.read(n)` returns what has arrived so far, not n bytes: a body sent in several
+    TCP writes (or larger than the socket buffer) must be read to its end.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

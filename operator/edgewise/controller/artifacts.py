@@ -25,6 +25,8 @@ from edgewise.api.profile import DeploymentProfileSpec
 from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
 from edgewise.artifacts.builtin import BuiltinStore
+from edgewise.contract import JOB_REPORT_DETAIL as DETAIL
+from edgewise.controller import local_files
 from edgewise.controller.optimize_runners import KubeJobRunner, ProcessRunner
 from edgewise.core.classify import Classification
 from edgewise.core.optimization import JobSpec, job_spec
@@ -89,8 +91,23 @@ class ArtifactManager:
             if not members:  # nothing to make, and nothing to deploy, until a node joins the class
                 out[hc.name] = ClassArtifact(state="Idle", message="no node in the class yet")
                 continue
+            unread = self._node_local(spec)
+            if unread:
+                out[hc.name] = _served_as_is(spec, unread)
+                continue
             out[hc.name] = self._resolve(spec, who)
         return out
+
+    def _node_local(self, spec: JobSpec) -> list[str]:
+        """What the job would have to read that the operator may not: file:// inputs (see local_files).
+
+        An optimization Job never reads file:// (its pod is not the node agent's host either).
+        """
+        dirs = () if spec.run_in == "Job" else self.settings.local_source_dirs
+        inputs = {"source": spec.body["source"]["uri"],
+                  "calibration": (spec.body.get("calibration") or {}).get("uri", "")}
+        return [what for what, uri in inputs.items()
+                if uri and local_files.node_local(uri) and not local_files.operator_may_read(uri, dirs)]
 
     def _resolve(self, spec: JobSpec, who: str) -> ClassArtifact:
         done = self.index / f"{spec.key}.json"
@@ -152,6 +169,9 @@ class ArtifactManager:
 
     def _finish(self, spec: JobSpec, report: dict[str, Any]) -> ClassArtifact:
         job = self.jobs.pop(spec.key, None)
+        if DETAIL in report:  # the fetch error's own words: for the operator's log, never the status
+            log.warning("optimization job %s: %s", spec.key, report[DETAIL])
+            report = {k: v for k, v in report.items() if k != DETAIL}
         record: dict[str, Any] = {"key": spec.key, "spec": spec.body, "report": report}
         artifact = job.dir / "artifact.onnx" if job else None
         if report.get("outcome") == "Optimized" and artifact and artifact.exists():
@@ -208,6 +228,17 @@ def _summary(report: dict[str, Any]) -> str:
     passed_over = [f"{a.get('technique')} {a.get('status')}: {str(a.get('message', ''))[:200]}"
                    for a in report.get("attempts") or [] if a.get("status") != "accepted"]
     return line + "".join(f"; {p}" for p in passed_over) if report.get("outcome") == "Optimized" else line
+
+
+def _served_as_is(spec: JobSpec, unread: list[str]) -> ClassArtifact:
+    """The class serves the source, unoptimized: its optimizer inputs are files on the nodes' hosts."""
+    source = spec.body["source"]
+    why = (f"not optimized: the {' and '.join(unread)} {'is a' if len(unread) == 1 else 'are'} file:// "
+           "URI(s), files on the node agent's host that the operator does not read; the class serves the "
+           "source model as it is (an http(s):// or oci:// URI lets the operator optimize it)")
+    return ClassArtifact(state="Ready", artifact=Artifact(uri=source["uri"], sha256=source["sha256"],
+                                                          precision="fp32"),
+                         reason="NodeLocalSource", summary=why)
 
 
 def _from_record(record: dict[str, Any], store: BuiltinStore) -> ClassArtifact:

@@ -8,13 +8,16 @@ writes them itself; a Job's pod uploads them to the operator's store (artifacts/
 
 from __future__ import annotations
 
-import base64
+import hashlib
+import hmac
 import json
 import logging
+import os
 import resource
 import secrets
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from edgewise.api.settings import OperatorSettings
-from edgewise.core.optimization import TOKEN_KEY, JobSpec, job_manifest, job_name, token_secret_manifest
+from edgewise.core.optimization import JobSpec, job_manifest, job_name, token_secret_manifest
 
 log = logging.getLogger("edgewise.artifacts")
 
@@ -61,9 +64,12 @@ class ProcessRunner:
         if proc.poll() is None:
             return None
         del self.procs[key]
-        tail = (job_dir / "job.log").read_text(errors="replace")[-400:] if (job_dir / "job.log").exists() else ""
+        tail = (job_dir / "job.log").read_text(errors="replace")[-2000:] if (job_dir / "job.log").exists() else ""
+        # Its output (a traceback, paths of the operator's pod) is for the operator's log, not the model's status.
+        log.warning("optimization process %s exited %s without a report; its output ends: %s", key,
+                    proc.returncode, tail)
         return Ended(f"the optimization process exited {proc.returncode} without a report (memory limit "
-                     f"{self.settings.optimize_memory_mib} MiB?): {tail}")
+                     f"{self.settings.optimize_memory_mib} MiB?); its output is in the operator's log")
 
     def stop(self, key: str) -> None:
         proc = self.procs.pop(key, None)
@@ -79,11 +85,21 @@ class ProcessRunner:
             self.stop(key)
 
 
+SIGNING_KEY_FILE = "upload-token.key"
+
+
+def upload_token(signing_key: bytes, job_key: str) -> str:
+    """The upload token of job `job_key`: the same for the same key, unguessable without it."""
+    return hmac.new(signing_key, job_key.encode(), hashlib.sha256).hexdigest()
+
+
 class KubeJobRunner:
     """A Kubernetes Job in the operator's namespace; its pod uploads the results with a per-job token.
 
     The token lives in a Secret of the Job's name, owned by the Job (so it goes when the Job
-    goes); the Job's spec only refers to it.
+    goes); the Job's spec only refers to it. The operator never reads a Secret (its Role cannot:
+    charts/edgewise/templates/rbac.yaml): a token is an HMAC of the job key under a key kept on
+    the artifact volume, so a restarted operator knows the token of a Job it adopts.
     """
 
     def __init__(self, settings: OperatorSettings, api: client.ApiClient) -> None:
@@ -109,17 +125,31 @@ class KubeJobRunner:
         self.tokens[spec.key] = token
 
     def _token_secret(self, spec: JobSpec) -> str:
-        """Create the Job's token Secret, or read the one a previous operator created."""
-        ns, name = self.settings.namespace, job_name(spec.key)
-        token = secrets.token_urlsafe(32)
+        """Create the Job's token Secret; one a previous operator created holds the same token."""
+        token = upload_token(self._signing_key(), spec.key)
         try:
-            self.core.create_namespaced_secret(ns, token_secret_manifest(spec, self.settings, token))
-            return token
+            self.core.create_namespaced_secret(self.settings.namespace,
+                                               token_secret_manifest(spec, self.settings, token))
         except ApiException as err:
             if err.status != 409:
                 raise
-        existing = self.core.read_namespaced_secret(name, ns)
-        return base64.b64decode((existing.data or {})[TOKEN_KEY]).decode()
+        return token
+
+    def _signing_key(self) -> bytes:
+        """The key of upload tokens, made once and kept on the artifact volume (readable by the operator only)."""
+        path = Path(self.settings.artifact_dir) / SIGNING_KEY_FILE
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")  # mode 0600
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(secrets.token_bytes(32))
+                os.link(tmp, path)  # atomic and never replaces: whoever links first wins
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        return path.read_bytes()
 
     def poll(self, key: str, job_dir: Path) -> Ended | None:
         try:

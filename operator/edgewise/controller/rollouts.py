@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,13 +29,17 @@ from edgewise.analysis.provider import (
     AnalysisTarget,
     GoldenInputs,
     PodEndpoint,
+    ProviderNotAllowed,
     make_provider,
     thresholds_from_spec,
 )
 from edgewise.api.model import Analysis
 from edgewise.api.resources import EdgeModel
 from edgewise.api.rollout_status import AnalysisRecord
+from edgewise.api.settings import OperatorSettings
+from edgewise.controller import local_files
 from edgewise.controller.agent_credentials import AgentCredentials
+from edgewise.controller.local_files import LocalFileRefused
 from edgewise.core import names
 from edgewise.core.analysis import Outcome, Verdict, judge
 from edgewise.core.buckets import BUCKET_LABEL, bucket_of
@@ -44,7 +49,8 @@ from edgewise.core.plan import ModelPlan
 from edgewise.core.rollout import record
 from edgewise.core.rollout_model import StageRequest
 from edgewise.kube.convert import condition_true
-from edgewise.node.download import download_file
+from edgewise.node.cache import DigestMismatch
+from edgewise.node.download import DownloadError, download_file
 
 log = logging.getLogger("edgewise.rollouts")
 
@@ -73,9 +79,11 @@ def label_buckets(api: client.ApiClient, nodes: Sequence[NodeInfo]) -> int:
 class Rollouts:
     """Per-operator state for rollouts: analysis providers (they remember the last reading of each pod)."""
 
-    def __init__(self, api: client.ApiClient, credentials: AgentCredentials | None = None) -> None:
+    def __init__(self, api: client.ApiClient, credentials: AgentCredentials | None = None,
+                 settings: OperatorSettings | None = None) -> None:
         self.core = client.CoreV1Api(api)
         self.credentials = credentials
+        self.settings = settings or OperatorSettings()
         self.providers: dict[str, AnalysisProvider] = {}
         self.golden_dir = Path(tempfile.mkdtemp(prefix="edgewise-golden-"))
 
@@ -92,9 +100,16 @@ class Rollouts:
         node_ready = {n.name: n.ready for n in nodes}
         states = {c.name: c for c in (model.status.rollout.classes if model.status.rollout else None) or []}
         slo = {c.name: c for c in plan.profile.spec.classes} if plan.profile else {}
-        golden = self._golden(analysis)
-        provider = self._provider(analysis)
         out: dict[str, AnalysisRecord] = {}
+        try:
+            provider = self._provider(analysis)
+            golden = self._golden(analysis)
+        except (ProviderNotAllowed, LocalFileRefused, DownloadError, DigestMismatch, OSError) as err:
+            # Nothing to measure with: every class waits, and says why in words that repeat nothing
+            # a server or the disk said (the error itself goes to the operator's log).
+            log.warning("analysis of %s/%s cannot start: %s", ns, name, err)
+            refused = Verdict(outcome=Outcome.INCONCLUSIVE, reasons=(_why_not(err),))
+            return {cls: record(refused, now, 0, 0, 0) for cls in classes}
         for cls in classes:
             state = states[cls]
             canary_slot = names.other_slot(state.stable_slot)
@@ -123,7 +138,7 @@ class Rollouts:
     def _provider(self, analysis: Analysis) -> AnalysisProvider:
         key = f"{analysis.provider}:{analysis.prometheus.address if analysis.prometheus else ''}"
         if key not in self.providers:
-            self.providers[key] = make_provider(analysis)
+            self.providers[key] = make_provider(analysis, self.settings.prometheus_addresses)
         return self.providers[key]
 
     def _golden(self, analysis: Analysis) -> GoldenInputs | None:
@@ -132,6 +147,7 @@ class Rollouts:
             return None
         digest = spec.sha256 or ""
         path = self.golden_dir / f"{digest or hashlib.sha256(spec.uri.encode()).hexdigest()}.npz"
+        local_files.check(spec.uri, self.settings.local_source_dirs)
         if not path.exists():
             download_file(spec.uri, path, digest)
         return GoldenInputs(path=str(path), min_cosine=spec.min_cosine)
@@ -154,6 +170,19 @@ class Rollouts:
                 results = list(pool.map(_prefetch, req.nodes, [body] * len(req.nodes), [token] * len(req.nodes)))
             out[req.class_name] = (sum(results), len(req.nodes))
         return out
+
+
+def _why_not(err: Exception) -> str:
+    if isinstance(err, ProviderNotAllowed | LocalFileRefused):
+        return str(err)  # fixed words
+    if isinstance(err, DigestMismatch):
+        return "analysis: the goldenInputs file does not match its sha256"
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, urllib.error.HTTPError):
+            return f"analysis: the goldenInputs file could not be fetched: HTTP {cause.code}"
+        cause = cause.__cause__
+    return "analysis: the goldenInputs file could not be fetched"
 
 
 def _prefetch(node: NodeInfo, body: bytes, token: str | None) -> bool:

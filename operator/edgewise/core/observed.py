@@ -23,6 +23,9 @@ class NodeInfo:
     ready: bool = True  # the Ready condition; a NotReady node is deferred by rollout analysis
     address: str = ""  # InternalIP, where the node agent listens
     memory_mib: int = 0  # allocatable memory, for the memory-fit gate (0: unknown)
+    # status.allocatable as the node reports it (quantities by resource name; empty: unknown), for the
+    # check that a class's requests fit its nodes (core/guards.py).
+    allocatable: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __hash__(self) -> int:
         return hash(self.name)

@@ -25,7 +25,7 @@ from typing import Any
 from edgewise.api.profile import DeploymentProfileSpec, HardwareClass
 from edgewise.api.resources import API_VERSION, EdgeModel
 from edgewise.api.settings import OperatorSettings
-from edgewise.core import names
+from edgewise.core import guards, names
 from edgewise.core.classify import Classification, classify
 from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.runtimes import Artifact, PodContext, Variant, get_runtime
@@ -69,6 +69,7 @@ class ClassPlan:
     workloads: tuple[WorkloadPlan, ...] = ()
     compute_capabilities: tuple[str, ...] = ()
     error: str = ""  # the class could not be planned; its existing workloads are kept
+    error_reason: str = ""  # condition reason of `error` (ClassError when empty)
     notes: tuple[str, ...] = ()
 
 
@@ -149,6 +150,9 @@ def _plan_class(model: EdgeModel, hc: HardwareClass, own: Term, earlier: list[Te
     base = ClassPlan(
         name=hc.name, runtime=hc.runtime, precision=precision, image=runtime.image(ctx), artifact=artifact,
         nodes=tuple(n.name for n in members.nodes), untolerated=tuple(n.name for n in members.untolerated))
+    refused = guards.refusal(hc, base.image, members.nodes, settings)
+    if refused is not None:
+        return replace(base, error=refused.message, error_reason=refused.reason)
     try:
         terms = first_match_terms(own, earlier)
     except AffinityTooComplex as err:

@@ -114,7 +114,9 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
                                f"{ready}/{matched} nodes ready with version {model.spec.version}")
         want[DEGRADED] = ("False", "AsExpected", "")
         if errors:
-            want[DEGRADED] = ("True", "ClassError", "; ".join(c.error for c in errors))
+            reasons = {c.error_reason or "ClassError" for c in errors}
+            want[DEGRADED] = ("True", reasons.pop() if len(reasons) == 1 else "ClassError",
+                              "; ".join(c.error for c in errors))
         if rollout and rollout.classes and matched:
             _rollout_conditions(want, rollout, model.spec.version, ready, matched)
         if artifacts:

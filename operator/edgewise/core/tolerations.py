@@ -35,3 +35,9 @@ def schedulable(taints: Iterable[Taint], tolerations: Iterable[Toleration]) -> b
     allowed = [*tolerations, *DAEMONSET_TOLERATIONS]
     return all(any(tolerates(t, taint) for t in allowed)
                for taint in taints if taint.effect in ("NoSchedule", "NoExecute"))
+
+
+def tolerates_every_taint(toleration: Toleration) -> bool:
+    """A toleration without a key and operator Exists: every taint (of its effect, or all), the
+    control plane's and any other a cluster admin set to keep workloads off a node."""
+    return toleration.key is None and toleration.operator == "Exists"

@@ -53,8 +53,10 @@ def run() -> int:
     log = root / ".cache" / "devcluster" / "logs" / "operator.log"
     operator = subprocess.Popen(
         [sys.executable, "-m", "edgewise", "operator", "run", "--kubeconfig", str(cluster.kubeconfig),
-         "--operator-namespace", OPERATOR_NS, "--agent-namespace", AGENT_NS],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+         "--operator-namespace", OPERATOR_NS, "--agent-namespace", AGENT_NS], stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        # The demo's file:// models (and golden inputs) are on "the nodes' host", which is this machine.
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "EDGEWISE_LOCAL_SOURCE_DIRS": str(root / ".cache" / "demo")})
     try:
         _examples(cluster, root)
         _rollout_story(cluster, root)

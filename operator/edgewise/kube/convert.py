@@ -18,7 +18,8 @@ def node_info(obj: dict[str, Any]) -> NodeInfo:
                    "")
     return NodeInfo(name=meta.get("name", ""), labels=dict(meta.get("labels") or {}), taints=taints,
                     ready=ready, address=address,
-                    memory_mib=memory_mib((status.get("allocatable") or {}).get("memory", "")))
+                    memory_mib=memory_mib((status.get("allocatable") or {}).get("memory", "")),
+                    allocatable={str(k): str(v) for k, v in (status.get("allocatable") or {}).items()})
 
 
 def condition_true(status: dict[str, Any], type_: str) -> bool:

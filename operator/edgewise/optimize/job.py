@@ -23,26 +23,53 @@ from typing import Any
 
 from edgewise import contract
 from edgewise.node.cache import DigestMismatch
-from edgewise.node.download import DownloadError, download_file
+from edgewise.node.download import DownloadError, TransientError, download_file, scheme_of
 from edgewise.optimize.errors import OptimizeError
 from edgewise.optimize.gates import AccuracyGate
 from edgewise.optimize.pipeline import Options, optimize
 from edgewise.optimize.target import Target
 
+DETAIL = contract.JOB_REPORT_DETAIL  # what the error said: for the operator's log, never the status
 
-def run(job_dir: Path) -> dict[str, Any]:
+
+def _fetch_failure(what: str, uri: str, err: Exception) -> str:
+    """Why `what` could not be fetched, in words that repeat nothing the server or the disk said.
+
+    The report ends up in the model's status: a reason phrase, an error page or a local path
+    there would let a namespace user read what the operator can reach.
+    """
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, urllib.error.HTTPError):
+            return f"the {what} {uri} could not be fetched: HTTP {cause.code}"
+        cause = cause.__cause__
+    kind = "a transient error (network, timeout, cut transfer)" if isinstance(err, TransientError) \
+        else "a permanent error (refused, not found, unsupported)"
+    return f"the {what} {uri} could not be fetched: {kind}"
+
+
+def run(job_dir: Path, read_files: bool = True) -> dict[str, Any]:
+    """One job. `read_files=False` (a Job's pod): file:// inputs are refused, never opened."""
     spec = json.loads((job_dir / "job.json").read_text())
+    what, uri = "source", spec["source"]["uri"]
     try:
-        src = job_dir / "source.onnx"
-        download_file(spec["source"]["uri"], src, spec["source"]["sha256"])
-        calibration = None
+        inputs = [("source", spec["source"], job_dir / "source.onnx")]
         if spec.get("calibration"):
-            calibration = job_dir / "calibration.npz"
-            download_file(spec["calibration"]["uri"], calibration, spec["calibration"].get("sha256", ""))
+            inputs.append(("calibration data", spec["calibration"], job_dir / "calibration.npz"))
+        for what, ref, dest in inputs:
+            uri = ref["uri"]
+            if not read_files and scheme_of(ref["uri"]) == "file":
+                return {"outcome": "SourceUnavailable",
+                        "message": f"the {what} is a file:// URI, a file on the node agent's host, which an "
+                                   "optimization Job does not read"}
+            download_file(ref["uri"], dest, ref.get("sha256", ""))
     except DigestMismatch as err:
-        return {"outcome": "DigestMismatch", "message": f"{err}; nothing was optimized or deployed"}
+        return {"outcome": "DigestMismatch", "message": f"the {what}'s bytes do not match its sha256; nothing "
+                                                        "was optimized or deployed", DETAIL: str(err)}
     except (DownloadError, OSError) as err:
-        return {"outcome": "SourceUnavailable", "message": str(err)}
+        return {"outcome": "SourceUnavailable", "message": _fetch_failure(what, uri, err), DETAIL: str(err)}
+    src = job_dir / "source.onnx"
+    calibration = job_dir / "calibration.npz" if spec.get("calibration") else None
     t, o = spec["target"], spec["options"]
     target = Target(runtime=t["runtime"], precision=t["precision"], cpu_features=frozenset(t["cpuFeatures"]))
     options = Options(quantization=o["quantization"], keep_float=tuple(o.get("keepFloat") or ()),
@@ -58,8 +85,8 @@ def run(job_dir: Path) -> dict[str, Any]:
     return json.loads(report.to_json())
 
 
-def run_and_report(job_dir: Path) -> dict[str, Any]:
-    report = run(job_dir)
+def run_and_report(job_dir: Path, read_files: bool = True) -> dict[str, Any]:
+    report = run(job_dir, read_files)
     tmp = job_dir / "report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2))
     tmp.rename(job_dir / "report.json")  # the operator reads a whole report or none
@@ -101,7 +128,7 @@ def run_in_pod(work: Path, upload_url: str, env: dict[str, str]) -> int:
     """The Job pod's entry point: spec from the environment, results uploaded."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "job.json").write_text(env[contract.JOB_SPEC_ENV])
-    report = run_and_report(work)
+    report = run_and_report(work, read_files=False)
     upload(work, report, upload_url.rstrip("/"), env[contract.JOB_TOKEN_ENV])
     print(json.dumps({"outcome": report.get("outcome"), "message": str(report.get("message", ""))[:500]}))
     return 0
