@@ -79,9 +79,9 @@ def test_first_revision_places_one_ondelete_workload_per_class_without_buckets()
     assert [(h.revision, h.outcome) for h in first.status.history] == [(1, "Succeeded")]
 
 
-def test_a_canary_step_is_one_write_per_workload_and_keeps_the_stable_template() -> None:
+def test_a_replace_step_is_one_write_per_workload_and_keeps_the_stable_template() -> None:
     first, existing = _first()
-    second = run("2", first.status, existing)
+    second = run("2", first.status, existing, switch="Replace")
     ds = by_name(second)
     assert sorted(ds) == ["defect-detector-arm-a", "defect-detector-arm-b", "defect-detector-x86-a",
                           "defect-detector-x86-b"]
@@ -106,13 +106,14 @@ def test_a_canary_step_is_one_write_per_workload_and_keeps_the_stable_template()
 
 def test_promotion_flips_the_slot_and_deletes_the_old_stable() -> None:
     first, existing = _first()
-    second = run("2", first.status, existing)
+    second = run("2", first.status, existing, switch="Replace")
     existing = live([w.manifest for w in second.placement.workloads])
     verdicts = {"arm": passed(10), "x86": passed(10)}
-    third = run("2", second.status, existing, at=10, verdicts=verdicts)
+    third = run("2", second.status, existing, at=10, verdicts=verdicts, switch="Replace")
     assert third.status.class_state("arm").percent == 100  # type: ignore[union-attr]
     existing = live([w.manifest for w in third.placement.workloads])
-    fourth = run("2", third.status, existing, at=20, verdicts={"arm": passed(20), "x86": passed(20)})
+    fourth = run("2", third.status, existing, at=20, verdicts={"arm": passed(20), "x86": passed(20)},
+                 switch="Replace")
     assert sorted(by_name(fourth)) == ["defect-detector-arm-b", "defect-detector-x86-b"]
     assert sorted(fourth.placement.delete) == ["defect-detector-arm-a", "defect-detector-x86-a"]
     assert all(buckets_of(m) == [] for m in by_name(fourth).values())
