@@ -24,6 +24,7 @@ DEGRADED = "Degraded"
 PROFILE_RESOLVED = "ProfileResolved"
 NODES_MATCHED = "NodesMatched"
 ARTIFACTS_READY = "ArtifactsReady"
+ADDRESS_READY = "AddressReady"
 
 
 class Condition(ApiModel):
