@@ -150,7 +150,7 @@ def settled(workloads: Sequence[Workload], lo: int, hi: int, members: Sequence[N
     return all(w.observed_generation >= w.generation and w.ready >= w.desired - down for w in workloads)
 
 
-def decide(mode: str, target: Bounds, live: Bounds, canary_settled: bool, stable_settled: bool) -> Bounds:
+def decide(mode: str, target: Bounds, live: Bounds, canary_ok: bool, stable_ok: bool) -> Bounds:
     """The bounds to apply now, moving from `live` towards `target`.
 
     Make-before-break: a slot that gains buckets gets them now; a slot that loses buckets keeps them
@@ -161,10 +161,10 @@ def decide(mode: str, target: Bounds, live: Bounds, canary_settled: bool, stable
     canary, stable = live.canary, live.stable
     if target.canary >= canary:
         canary = target.canary
-    elif live.stable <= target.canary and stable_settled:
+    elif live.stable <= target.canary and stable_ok:
         canary = target.canary
     if target.stable <= stable:
         stable = target.stable
-    elif live.canary >= target.stable and canary_settled:
+    elif live.canary >= target.stable and canary_ok:
         stable = target.stable
     return Bounds(canary=canary, stable=stable)
