@@ -214,8 +214,8 @@ def test_make_before_break_walks_a_rollout_two_writes_per_step_and_never_empties
         arm = result.status.class_state("arm")
         assert arm is not None
         placed = by_name(result)
-        history.append((arm.percent, arm.stable_slot,
-                        [(n, [e["operator"] for e in buckets_of(m)]) for n, m in sorted(placed.items()) if "-arm-" in n]))
+        ranges = [(n, [e["operator"] for e in buckets_of(m)]) for n, m in sorted(placed.items()) if "-arm-" in n]
+        history.append((arm.percent, arm.stable_slot, ranges))
         assert arm.switch == "MakeBeforeBreak" and "no memory figure" in arm.switch_reason
         status, existing = result.status, after
     a, b = "defect-detector-arm-a", "defect-detector-arm-b"
