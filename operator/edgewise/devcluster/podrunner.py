@@ -60,6 +60,7 @@ class PodProcesses:
     containers: dict[str, Running] = field(default_factory=dict)
     error: str = ""
     batch: subprocess.Popen[str] | None = None  # the running container of a run-to-completion pod
+    pre_stop: float = 0.0  # seconds of the longest preStop sleep of its containers
 
 
 def local_argv(container: dict[str, Any], env: dict[str, str], python: str = sys.executable) -> list[str]:
@@ -122,6 +123,9 @@ class PodRunner:
         self.python = python
         self.init_timeout = init_timeout
         self.pods: dict[str, PodProcesses] = {}
+        # Pods deleted from the API whose containers still run their preStop sleep, as a kubelet keeps
+        # a terminating pod's containers running: still serving until SIGTERM.
+        self.terminating: dict[str, PodProcesses] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -140,6 +144,8 @@ class PodRunner:
         with self._lock:
             for uid in list(self.pods):
                 self._stop_pod(uid)
+            for uid in list(self.terminating):
+                self._stop_now(self.terminating.pop(uid))
 
     def __enter__(self) -> PodRunner:
         return self
@@ -174,6 +180,11 @@ class PodRunner:
     def running(self) -> dict[str, PodProcesses]:
         with self._lock:
             return dict(self.pods)
+
+    def still_serving(self) -> dict[str, PodProcesses]:
+        """Terminating pods whose containers run their preStop sleep (their servers still answer)."""
+        with self._lock:
+            return dict(self.terminating)
 
     def _start_pod(self, pod: dict[str, Any]) -> PodProcesses:
         meta, spec = pod["metadata"], pod["spec"]
@@ -241,8 +252,11 @@ class PodRunner:
         """The pod's record and its emptyDir volumes, each a directory of the pod's own."""
         meta, spec = pod["metadata"], pod["spec"]
         workdir = self.workdir / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+        pre_stop = max([float(((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {}).get("seconds", 0))
+                        for c in spec.get("containers") or []] or [0.0])
         proc = PodProcesses(uid=meta["uid"], name=meta["name"], namespace=meta["namespace"],
-                            pod_ip=pod["status"]["podIP"], node=spec.get("nodeName", ""), workdir=workdir)
+                            pod_ip=pod["status"]["podIP"], node=spec.get("nodeName", ""), workdir=workdir,
+                            pre_stop=pre_stop)
         volumes = {}
         for vol in spec.get("volumes") or []:
             if "emptyDir" in vol:
@@ -265,6 +279,22 @@ class PodRunner:
 
     def _stop_pod(self, uid: str) -> None:
         proc = self.pods.pop(uid)
+        if proc.pre_stop > 0 and proc.containers and not self._stop.is_set():
+            # The kubelet runs a preStop hook before SIGTERM: the server keeps answering meanwhile.
+            self.terminating[uid] = proc
+            timer = threading.Timer(proc.pre_stop, self._after_pre_stop, args=(uid,))
+            timer.daemon = True
+            timer.start()
+            return
+        self._stop_now(proc)
+
+    def _after_pre_stop(self, uid: str) -> None:
+        with self._lock:
+            proc = self.terminating.pop(uid, None)
+        if proc is not None:
+            self._stop_now(proc)
+
+    def _stop_now(self, proc: PodProcesses) -> None:
         if proc.batch is not None and proc.batch.poll() is None:
             proc.batch.kill()
         for running in proc.containers.values():
