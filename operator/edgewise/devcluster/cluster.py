@@ -10,6 +10,7 @@ Layout of the cluster directory (default .cache/devcluster):
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import ssl
@@ -28,9 +29,8 @@ from edgewise.devcluster import pki, processes
 from edgewise.devcluster.processes import Running
 from edgewise.devcluster.tools import ensure_tools, kwok_stage_files, repo_root
 
-# Pod IPs come from one loopback range, node InternalIPs from another, so real
-# processes can listen "on" a simulated pod or node.
-POD_CIDR = "127.64.0.0/16"
+# Pod IPs come from one loopback range (per cluster, see pod_cidr), node InternalIPs from another,
+# so real processes can listen "on" a simulated pod or node.
 NODE_CIDR = "127.65.0.0/16"
 # Virtual only: nothing routes to it and nothing sends to it (kwok pods run no kube-proxy).
 SERVICE_CIDR = "10.96.0.0/16"
@@ -66,9 +66,17 @@ class ClusterError(RuntimeError):
     pass
 
 
+def pod_cidr(root: Path) -> str:
+    """A loopback /16 chosen by the cluster's directory (one of 64): the clusters of several clones on
+    one machine, whose pod runners' servers all listen on loopback, rarely hand out the same pod IP."""
+    n = int.from_bytes(hashlib.sha256(str(root).encode()).digest()[:2], "big") % 64
+    return f"127.{128 + n}.0.0/16"
+
+
 class DevCluster:
     def __init__(self, root: Path | None = None) -> None:
         self.root = (root or default_root()).resolve()
+        self.pod_cidr = pod_cidr(self.root)
         self.kubeconfig = self.root / "kubeconfig"
         self.state_file = self.root / "state.json"
         self.logs = self.root / "logs"
@@ -239,7 +247,7 @@ class DevCluster:
             "kind": "KwokConfiguration",
             "metadata": {"name": "edgewise"},
             "options": {
-                "cidr": POD_CIDR,
+                "cidr": self.pod_cidr,
                 "nodeIP": "127.65.255.254",  # only for nodes created without an InternalIP
                 "manageNodesWithAnnotationSelector": f"{KWOK_ANNOTATION}=fake",
                 # A test can take a node's status over (e.g. mark it NotReady) with this annotation.

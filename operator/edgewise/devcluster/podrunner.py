@@ -172,6 +172,7 @@ class PodRunner:
             for uid, pod in live.items():
                 if uid not in self.pods and not self._stop.is_set():
                     raw = self.core.api_client.sanitize_for_serialization(pod)
+                    self._free_ip(pod.status.pod_ip)
                     if raw["spec"].get("restartPolicy", "Always") == "Always":
                         self.pods[uid] = self._start_pod(raw)
                     else:
@@ -287,6 +288,13 @@ class PodRunner:
             timer.start()
             return
         self._stop_now(proc)
+
+    def _free_ip(self, ip: str) -> None:
+        """kwok hands a deleted pod's IP to the next pod at once; a kubelet never reuses an IP while the
+        old pod's containers run. So a terminating pod holding the new pod's IP ends its preStop early."""
+        for uid, proc in list(self.terminating.items()):
+            if proc.pod_ip == ip:
+                self._stop_now(self.terminating.pop(uid))
 
     def _after_pre_stop(self, uid: str) -> None:
         with self._lock:

@@ -37,7 +37,7 @@ class NodeCount:
 @dataclass
 class _Endpoints:
     ready: dict[str, list[str]] = field(default_factory=dict)  # node → pod IPs, Ready and not terminating
-    serving: dict[str, list[str]] = field(default_factory=dict)  # node → IPs of terminating pods still serving
+    serving: dict[str, list[str]] = field(default_factory=dict)  # node → IPs of pods whose server still runs
 
 
 class Traffic:
@@ -99,9 +99,12 @@ class Traffic:
                     continue
                 self._probed.add(pod.metadata.uid)
             ready.setdefault(pod.spec.node_name, []).append(pod.status.pod_ip)
+        # Fallback: pods whose containers still run, terminating ones included (their server answers
+        # until its preStop ends), as kube-proxy falls back to serving terminating endpoints.
         serving: dict[str, list[str]] = {}
-        for proc in self.runner.still_serving().values():
-            serving.setdefault(proc.node, []).append(proc.pod_ip)
+        for proc in (*self.runner.running().values(), *self.runner.still_serving().values()):
+            if proc.containers and not proc.error:
+                serving.setdefault(proc.node, []).append(proc.pod_ip)
         with self._lock:
             self._endpoints = _Endpoints(ready=ready, serving=serving)
             for node in ready:
