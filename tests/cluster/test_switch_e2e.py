@@ -220,7 +220,8 @@ def test_traffic_through_each_nodes_address_while_versions_switch(
                 wait_for(lambda: serving(runner, len(nodes)), 120, f"{version} serving on every node")
             figures[switch] = (traffic.sent, traffic.errors)
             print(f"\n{switch}: " + ", ".join(f"{n}: sent {c.sent} errors {c.errors} (no endpoint {c.no_endpoint})"
-                                             for n, c in sorted(traffic.per_node.items())))
+                                             for n, c in sorted(traffic.per_node.items()))
+                  + f"; why: {dict(traffic.reasons.most_common(4))}")
             assert sorted(traffic.per_node) == sorted(nodes)  # one client per node, each served
     print(f"\nrequests answered/refused while {len(nodes)} nodes switched: {figures}")
     assert all(sent > 100 for sent, _ in figures.values()), figures

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,7 +38,7 @@ class NodeCount:
 @dataclass
 class _Endpoints:
     ready: dict[str, list[str]] = field(default_factory=dict)  # node → pod IPs, Ready and not terminating
-    serving: dict[str, list[str]] = field(default_factory=dict)  # node → IPs of pods whose server still runs
+    serving: dict[str, list[str]] = field(default_factory=dict)  # node → IPs of served pods still running
 
 
 class Traffic:
@@ -48,6 +49,7 @@ class Traffic:
         self.model = model
         self.features = features
         self.per_node: dict[str, NodeCount] = {}
+        self.reasons: Counter[str] = Counter()  # why requests failed, for the report
         self._endpoints = _Endpoints()
         self._probed: set[str] = set()  # pod uids whose server answered ready once
         self._lock = threading.Lock()
@@ -99,11 +101,11 @@ class Traffic:
                     continue
                 self._probed.add(pod.metadata.uid)
             ready.setdefault(pod.spec.node_name, []).append(pod.status.pod_ip)
-        # Fallback: pods whose containers still run, terminating ones included (their server answers
-        # until its preStop ends), as kube-proxy falls back to serving terminating endpoints.
+        # Fallback: pods that were serving and whose containers still run, terminating ones included (their
+        # server answers until its preStop ends), as kube-proxy falls back to serving terminating endpoints.
         serving: dict[str, list[str]] = {}
         for proc in (*self.runner.running().values(), *self.runner.still_serving().values()):
-            if proc.containers and not proc.error:
+            if proc.uid in self._probed and proc.containers and not proc.error:
                 serving.setdefault(proc.node, []).append(proc.pod_ip)
         with self._lock:
             self._endpoints = _Endpoints(ready=ready, serving=serving)
@@ -148,9 +150,10 @@ class Traffic:
                     clients[ip].infer(self.model, [inp])
                     with self._lock:
                         count.sent += 1
-                except Exception:  # noqa: BLE001 - refused or cut: what an application would see
+                except Exception as err:  # noqa: BLE001 - refused or cut: what an application would see
                     with self._lock:
                         count.errors += 1
+                        self.reasons[f"{type(err).__name__}: {str(err)[:80]}"] += 1
                     clients.pop(ip, None)
                     self._stop.wait(0.05)
 
