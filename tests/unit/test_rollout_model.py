@@ -12,7 +12,7 @@ from edgewise.api.commands import Command
 from edgewise.api.rollout_status import AnalysisRecord
 from edgewise.api.settings import OperatorSettings
 from edgewise.core.buckets import BUCKET_LABEL, bucket_of
-from edgewise.core.observed import Workload
+from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.plan import plan_model
 from edgewise.core.rollout import iso
 from edgewise.core.rollout_model import advance
@@ -269,3 +269,42 @@ def test_replace_mode_moves_both_slots_in_one_pass_as_before() -> None:
     aborted = run("2", second.status, controller(second, existing), at=1, switch="Replace",
                   command=Command(verb="abort", id="c1"))
     assert sorted(aborted.placement.delete) == ["defect-detector-arm-b", "defect-detector-x86-b"]
+
+
+def test_a_new_version_waits_while_a_rolled_back_canary_drains_then_starts_fresh() -> None:
+    first = run("1")
+    existing = controller(first, [])
+    second = run("2", first.status, existing)
+    existing = controller(second, existing)
+    third = run("2", second.status, existing, at=1)
+    existing = controller(third, existing)
+    aborted = run("2", third.status, existing, at=2, command=Command(verb="abort", id="c1"))
+    slow = frozenset({"defect-detector-arm-a", "defect-detector-x86-a"})
+    existing = controller(aborted, existing, not_ready=slow)  # the stable pods are not back yet
+    newer = run("3", aborted.status, existing, at=3)
+    arm = newer.status.class_state("arm")
+    assert arm is not None and arm.canary_revision is None and "3 starts once" in arm.message
+    canary = by_name(newer)["defect-detector-arm-b"]  # still version 2's pods, where they were
+    assert canary["spec"]["template"]["metadata"]["labels"]["edgewise.io/version"] == "2"
+    existing = controller(newer, existing)  # now they are
+    drained = run("3", newer.status, existing, at=4)
+    assert "defect-detector-arm-b" in drained.placement.delete
+    existing = controller(drained, existing)
+    started = run("3", drained.status, existing, at=5)
+    arm = started.status.class_state("arm")
+    assert arm is not None and arm.canary_version == "3" and arm.percent == 50
+    assert by_name(started)["defect-detector-arm-b"]["spec"]["template"]["metadata"]["labels"][
+        "edgewise.io/version"] == "3"
+
+
+def test_auto_replaces_a_class_whose_two_copies_do_not_fit_its_nodes() -> None:
+    small = [NodeInfo(name=n.name, labels=n.labels, memory_mib=1024) for n in NODES]
+    profile = profile_of({"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, "runtime": "onnxruntime",
+                          "precision": "fp32", "resources": {"requests": {"memory": "768Mi"}}},
+                         {"name": "x86", "nodeSelector": {"kubernetes.io/arch": "amd64"}, "runtime": "onnxruntime",
+                          "precision": "fp32", "resources": {"requests": {"memory": "256Mi"}}})
+    m = model(version="1", profile_ref="p", rollout=ROLLOUT)
+    out = advance(m, plan_model(m, profile, small, [], SETTINGS), small, [], T0)
+    arm, x86 = out.status.class_state("arm"), out.status.class_state("x86")
+    assert arm is not None and arm.switch == "Replace" and "1536 MiB" in arm.switch_reason
+    assert x86 is not None and x86.switch == "MakeBeforeBreak"
