@@ -188,7 +188,8 @@ class Operator:
             },
         )
         rendered = c.helm(
-            "template", self.release, str(REPO / "charts" / "edgewise"), "-n", self.namespace, "--skip-crds"
+            "template", self.release, str(REPO / "charts" / "edgewise"), "-n", self.namespace, "--skip-crds",
+            "--set", f"agent.namespace={self.agent_namespace}", "--set", "agent.createNamespace=false",
         ).stdout
         # The chart's RBAC and the admission policies that narrow it (the operator runs under both).
         kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",

@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client as k8s
 
 from edgewise.devcluster import processes
-from edgewise.devcluster.cluster import NODE_CIDR, POD_CIDR, DevCluster
+from edgewise.devcluster.cluster import NODE_CIDR, DevCluster
 from edgewise.devcluster.fleet import CATALOGUE
 from helpers import wait_for
 
@@ -101,7 +101,7 @@ def test_daemonset_runs_on_exactly_one_class_and_a_real_server_answers_on_a_pod_
         pods = wait_for(running_pods, 60, "two Running probe pods")
     assert sorted(p.spec.node_name for p in pods) == sorted(names[:2])  # the two Orins, nothing else
     for pod in pods:
-        assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(POD_CIDR)
+        assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(cluster.pod_cidr)
         assert ipaddress.ip_address(pod.status.host_ip) in ipaddress.ip_network(NODE_CIDR)
 
     # A real process can answer on the simulated pod's address.

@@ -155,6 +155,9 @@ def test_onnxruntime_server_gets_threads_batching_resources_probes_and_ports() -
     assert [p["containerPort"] for p in server["ports"]] == [8000, 8001, 8002]
     assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    # A terminating pod keeps serving while its endpoint's removal reaches kube-proxy, then drains.
+    assert server["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert _pod(_by_name(_plan())["defect-detector-arm-cpu-a"])["terminationGracePeriodSeconds"] > 5 + 30
     assert {"name": "models", "mountPath": contract.MODEL_ROOT, "readOnly": True} in server["volumeMounts"]
     x86 = _pod(_by_name(_plan())["defect-detector-x86-vnni-a"])["containers"][0]["args"]
     assert (

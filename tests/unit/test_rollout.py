@@ -239,3 +239,42 @@ def test_all_or_nothing_holds_a_finished_class_until_the_others_pass() -> None:
     done = step(s, held.state, obs(ready=10), at(10))
     assert done.state.stable_revision == "r2"
 
+
+
+# --- make-before-break: the state machine waits for a switch under way ---------------------------
+
+
+def test_a_step_is_not_done_while_its_nodes_are_still_switching() -> None:
+    s = spec(steps=[{"percent": 50}, {"percent": 100}])
+    state = step(s, stable(), obs(make_before_break=True), T0).state
+    switching = obs(ready=5, make_before_break=True, switch_pending=True,
+                    switching="3 node(s) switching make-before-break: waiting for slot b's pods")
+    d = step(s, state, switching, at(10), verdict=verdict("pass", at(10)))
+    assert d.state.percent == 50 and "3 node(s) switching" in d.state.message and d.requeue_after
+    d = step(s, d.state, obs(ready=5, make_before_break=True), at(11))
+    assert d.state.percent == 100  # the pass recorded while switching still counts
+
+
+def test_a_new_canary_waits_until_a_rolled_back_canary_has_left_its_nodes() -> None:
+    s = spec()
+    rolled_back = step(s, _at_first_step(s), obs(ready=1), at(10), command="abort").state
+    assert rolled_back.canary_revision is None
+    draining = obs(rev="r3", version="3.0", make_before_break=True, switch_pending=True,
+                   switching="1 node(s) switching make-before-break: waiting for slot a's pods")
+    d = step(s, rolled_back, draining, at(11))
+    assert d.state.canary_revision is None and not d.events
+    assert "3.0 starts once the previous canary's nodes are back" in d.state.message and d.requeue_after
+    d = step(s, d.state, obs(rev="r3", version="3.0", make_before_break=True), at(12))
+    assert d.state.canary_revision == "r3" and d.state.percent == 10
+
+
+def test_promote_full_switches_every_node_make_before_break_before_flipping_the_slot() -> None:
+    s = spec()
+    state = _at_first_step(s)
+    d = step(s, state, obs(ready=1, make_before_break=True), at(10), command="promote-full")
+    assert d.state.percent == 100 and d.state.canary_revision == "r2" and d.state.stable_slot == "a"
+    pending = obs(ready=10, make_before_break=True, switch_pending=True, switching="9 node(s) switching")
+    d = step(s, d.state, pending, at(11))
+    assert d.state.canary_revision == "r2" and "9 node(s) switching" in d.state.message
+    d = step(s, d.state, obs(ready=10, make_before_break=True), at(12))
+    assert d.state.stable_revision == "r2" and d.state.stable_slot == "b" and d.finished == "Succeeded"

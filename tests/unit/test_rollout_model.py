@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 from planning_support import fleet, model, profile_of
@@ -11,10 +12,11 @@ from edgewise.api.commands import Command
 from edgewise.api.rollout_status import AnalysisRecord
 from edgewise.api.settings import OperatorSettings
 from edgewise.core.buckets import BUCKET_LABEL, bucket_of
-from edgewise.core.observed import Workload
+from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.plan import plan_model
 from edgewise.core.rollout import iso
 from edgewise.core.rollout_model import advance
+from edgewise.core.switch import bucket_range
 
 T0 = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 SETTINGS = OperatorSettings()
@@ -79,9 +81,9 @@ def test_first_revision_places_one_ondelete_workload_per_class_without_buckets()
     assert [(h.revision, h.outcome) for h in first.status.history] == [(1, "Succeeded")]
 
 
-def test_a_canary_step_is_one_write_per_workload_and_keeps_the_stable_template() -> None:
+def test_a_replace_step_is_one_write_per_workload_and_keeps_the_stable_template() -> None:
     first, existing = _first()
-    second = run("2", first.status, existing)
+    second = run("2", first.status, existing, switch="Replace")
     ds = by_name(second)
     assert sorted(ds) == ["defect-detector-arm-a", "defect-detector-arm-b", "defect-detector-x86-a",
                           "defect-detector-x86-b"]
@@ -106,13 +108,14 @@ def test_a_canary_step_is_one_write_per_workload_and_keeps_the_stable_template()
 
 def test_promotion_flips_the_slot_and_deletes_the_old_stable() -> None:
     first, existing = _first()
-    second = run("2", first.status, existing)
+    second = run("2", first.status, existing, switch="Replace")
     existing = live([w.manifest for w in second.placement.workloads])
     verdicts = {"arm": passed(10), "x86": passed(10)}
-    third = run("2", second.status, existing, at=10, verdicts=verdicts)
+    third = run("2", second.status, existing, at=10, verdicts=verdicts, switch="Replace")
     assert third.status.class_state("arm").percent == 100  # type: ignore[union-attr]
     existing = live([w.manifest for w in third.placement.workloads])
-    fourth = run("2", third.status, existing, at=20, verdicts={"arm": passed(20), "x86": passed(20)})
+    fourth = run("2", third.status, existing, at=20, verdicts={"arm": passed(20), "x86": passed(20)},
+                 switch="Replace")
     assert sorted(by_name(fourth)) == ["defect-detector-arm-b", "defect-detector-x86-b"]
     assert sorted(fourth.placement.delete) == ["defect-detector-arm-a", "defect-detector-x86-a"]
     assert all(buckets_of(m) == [] for m in by_name(fourth).values())
@@ -145,3 +148,163 @@ def test_a_command_is_handled_once() -> None:
     # The same annotation seen again (e.g. after a restart) changes nothing.
     again = run("2", aborted.status, live([w.manifest for w in aborted.placement.workloads]), at=6, command=cmd)
     assert again.status == aborted.status
+
+
+# --- make-before-break through the whole model, against a small DaemonSet controller --------------
+
+ARCH = {"arm": "arm64", "x86": "amd64"}
+
+
+def controller(result, before: list[Workload], not_ready: frozenset[str] = frozenset()) -> list[Workload]:
+    """What the DaemonSet controller makes of `result`: a changed spec bumps the generation, each
+    workload schedules the class's nodes in its bucket range, and its pods are ready unless named."""
+    old = {w.name: w for w in before}
+    out = []
+    for wp in result.placement.workloads:
+        m, prev = wp.manifest, old.get(wp.name)
+        generation = (prev.generation if prev else 0) + (prev is None or prev.annotations.get(
+            "edgewise.io/spec-hash") != wp.spec_hash)
+        w = Workload(name=wp.name, labels=dict(m["metadata"]["labels"]), annotations=dict(m["metadata"]["annotations"]),
+                     uid=f"uid-{wp.name}", generation=generation, observed_generation=generation,
+                     template=m["spec"]["template"])
+        lo, hi = bucket_range(w)
+        desired = len(on(w, lo, hi))
+        out.append(replace(w, desired=desired, ready=0 if wp.name in not_ready else desired))
+    return out
+
+
+def on(w: Workload, lo: int, hi: int) -> list[str]:
+    arch = ARCH[w.labels["edgewise.io/class"]]
+    return [n.name for n in NODES if n.labels["kubernetes.io/arch"] == arch and lo <= bucket_of(n.name) < hi]
+
+
+def pods(existing: list[Workload]) -> dict[str, dict[str, bool]]:
+    """node → {workload: its pod there is ready}."""
+    out: dict[str, dict[str, bool]] = {n.name: {} for n in NODES}
+    for w in existing:
+        for node in on(w, *bucket_range(w)):
+            out[node][w.name] = w.ready == w.desired
+    return out
+
+
+def writes(result, before: list[Workload]) -> int:
+    old = {w.name: w.annotations.get("edgewise.io/spec-hash") for w in before}
+    return sum(old.get(w.name) != w.spec_hash for w in result.placement.workloads) + len(result.placement.delete)
+
+
+def assert_make_before_break(before: list[Workload], after: list[Workload]) -> None:
+    """A node loses a pod only when another pod of the model was ready on it before."""
+    was, now = pods(before), pods(after)
+    for node, had in was.items():
+        for gone in set(had) - set(now[node]):
+            assert any(ok for name, ok in had.items() if name != gone and name in now[node]), (node, had, now[node])
+
+
+def test_make_before_break_walks_a_rollout_two_writes_per_step_and_never_empties_a_node() -> None:
+    first = run("1")
+    existing = controller(first, [])
+    status, history = first.status, []
+    waiting = frozenset({"defect-detector-arm-b", "defect-detector-x86-b"})
+    for at, not_ready in ((0, waiting), (5, frozenset()), (6, frozenset()), (10, frozenset()),
+                          (11, frozenset()), (20, frozenset()), (21, frozenset())):
+        result = run("2", status, existing, at=at, verdicts={"arm": passed(at), "x86": passed(at)})
+        after = controller(result, existing, not_ready)
+        assert_make_before_break(existing, after)
+        assert writes(result, existing) <= 2 * 2  # two classes: at most one write per slot and class
+        arm = result.status.class_state("arm")
+        assert arm is not None
+        placed = by_name(result)
+        ranges = [(n, [e["operator"] for e in buckets_of(m)]) for n, m in sorted(placed.items()) if "-arm-" in n]
+        history.append((arm.percent, arm.stable_slot, ranges))
+        assert arm.switch == "MakeBeforeBreak" and "no memory figure" in arm.switch_reason
+        status, existing = result.status, after
+    a, b = "defect-detector-arm-a", "defect-detector-arm-b"
+    assert history == [
+        (50, "a", [(a, []), (b, ["Lt"])]),        # the canary widens; the stable keeps every node
+        (50, "a", [(a, []), (b, ["Lt"])]),        # canary pods not ready yet: nothing leaves
+        (50, "a", [(a, ["Gt"]), (b, ["Lt"])]),    # ready: now the stable shrinks
+        (100, "a", [(a, ["Gt"]), (b, ["Lt"])]),   # next step: the canary widens to every node
+        (100, "a", [(a, ["Gt"]), (b, ["Lt"])]),   # the stable shrinks to nothing (Gt 99)
+        (0, "b", [(b, [])]),                      # promotion: the slot flips, the old stable is deleted
+        (0, "b", [(b, [])]),                      # at rest
+    ]
+    assert writes(run("2", status, existing, at=30), existing) == 0  # at rest: no write
+
+
+def test_make_before_break_rollback_brings_the_stable_back_before_the_canary_leaves() -> None:
+    first = run("1")
+    existing = controller(first, [])
+    second = run("2", first.status, existing)
+    existing = controller(second, existing)
+    third = run("2", second.status, existing, at=1)  # the stable shrinks: the step is in place
+    existing = controller(third, existing)
+    aborted = run("2", third.status, existing, at=2, command=Command(verb="abort", id="c1"))
+    arm = aborted.status.class_state("arm")
+    assert arm is not None and arm.state == "RolledBack" and arm.canary_revision is None
+    ds = by_name(aborted)
+    assert buckets_of(ds["defect-detector-arm-a"]) == [] and buckets_of(ds["defect-detector-arm-b"])
+    assert not aborted.placement.delete  # the canary stays until the stable pods are back
+    assert ds["defect-detector-arm-b"]["spec"]["template"]["metadata"]["labels"]["edgewise.io/version"] == "2"
+    slow = frozenset({"defect-detector-arm-a", "defect-detector-x86-a"})
+    after = controller(aborted, existing, not_ready=slow)
+    assert_make_before_break(existing, after)
+    existing = after
+    waiting = run("2", aborted.status, existing, at=3)
+    assert not waiting.placement.delete and writes(waiting, existing) == 0
+    existing = controller(waiting, existing)
+    done = run("2", waiting.status, existing, at=4)
+    assert sorted(done.placement.delete) == ["defect-detector-arm-b", "defect-detector-x86-b"]
+    assert_make_before_break(existing, controller(done, existing))
+
+
+def test_replace_mode_moves_both_slots_in_one_pass_as_before() -> None:
+    first = run("1")
+    existing = controller(first, [])
+    second = run("2", first.status, existing, switch="Replace")
+    arm = second.status.class_state("arm")
+    assert arm is not None and arm.switch == "Replace" and "spec.rollout.switch is Replace" in arm.switch_reason
+    ds = by_name(second)
+    assert [e["operator"] for e in buckets_of(ds["defect-detector-arm-a"])] == ["Gt"]
+    assert [e["operator"] for e in buckets_of(ds["defect-detector-arm-b"])] == ["Lt"]
+    aborted = run("2", second.status, controller(second, existing), at=1, switch="Replace",
+                  command=Command(verb="abort", id="c1"))
+    assert sorted(aborted.placement.delete) == ["defect-detector-arm-b", "defect-detector-x86-b"]
+
+
+def test_a_new_version_waits_while_a_rolled_back_canary_drains_then_starts_fresh() -> None:
+    first = run("1")
+    existing = controller(first, [])
+    second = run("2", first.status, existing)
+    existing = controller(second, existing)
+    third = run("2", second.status, existing, at=1)
+    existing = controller(third, existing)
+    aborted = run("2", third.status, existing, at=2, command=Command(verb="abort", id="c1"))
+    slow = frozenset({"defect-detector-arm-a", "defect-detector-x86-a"})
+    existing = controller(aborted, existing, not_ready=slow)  # the stable pods are not back yet
+    newer = run("3", aborted.status, existing, at=3)
+    arm = newer.status.class_state("arm")
+    assert arm is not None and arm.canary_revision is None and "3 starts once" in arm.message
+    canary = by_name(newer)["defect-detector-arm-b"]  # still version 2's pods, where they were
+    assert canary["spec"]["template"]["metadata"]["labels"]["edgewise.io/version"] == "2"
+    existing = controller(newer, existing)  # now they are
+    drained = run("3", newer.status, existing, at=4)
+    assert "defect-detector-arm-b" in drained.placement.delete
+    existing = controller(drained, existing)
+    started = run("3", drained.status, existing, at=5)
+    arm = started.status.class_state("arm")
+    assert arm is not None and arm.canary_version == "3" and arm.percent == 50
+    assert by_name(started)["defect-detector-arm-b"]["spec"]["template"]["metadata"]["labels"][
+        "edgewise.io/version"] == "3"
+
+
+def test_auto_replaces_a_class_whose_two_copies_do_not_fit_its_nodes() -> None:
+    small = [NodeInfo(name=n.name, labels=n.labels, memory_mib=1024) for n in NODES]
+    profile = profile_of({"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, "runtime": "onnxruntime",
+                          "precision": "fp32", "resources": {"requests": {"memory": "768Mi"}}},
+                         {"name": "x86", "nodeSelector": {"kubernetes.io/arch": "amd64"}, "runtime": "onnxruntime",
+                          "precision": "fp32", "resources": {"requests": {"memory": "256Mi"}}})
+    m = model(version="1", profile_ref="p", rollout=ROLLOUT)
+    out = advance(m, plan_model(m, profile, small, [], SETTINGS), small, [], T0)
+    arm, x86 = out.status.class_state("arm"), out.status.class_state("x86")
+    assert arm is not None and arm.switch == "Replace" and "1536 MiB" in arm.switch_reason
+    assert x86 is not None and x86.switch == "MakeBeforeBreak"

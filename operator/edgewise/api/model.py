@@ -221,6 +221,14 @@ class Rollout(ApiModel):
         default="Independent",
         description="Independent: each class progresses and rolls back on its own; AllOrNothing: one "
                     "class failing rolls every class back.")
+    switch: Literal["Auto", "MakeBeforeBreak", "Replace"] = Field(
+        default="Auto",
+        description="How a node changes version. MakeBeforeBreak: the new version's pod starts beside the "
+                    "old one and the old one leaves only once the new one is Ready, so the node's address "
+                    "drops no request (needs room for two copies). Replace: the old pod leaves first (one "
+                    "copy at a time, for devices too small for two; requests are refused while the node "
+                    "switches). Auto picks per class: Replace when two copies do not fit the nodes' memory or "
+                    "a runtime needs a GPU and the nodes have one, MakeBeforeBreak otherwise.")
 
 
 class EdgeModelSpec(ApiModel):

@@ -54,6 +54,9 @@ class ClassRollout(ApiModel):
         default=None, description="A revision that failed here; not retried until the spec changes or a user "
                                   "runs `kubectl edgewise retry`.")
     paused_by_user: bool = Field(default=False, description="`kubectl edgewise pause` holds this class.")
+    switch: Literal["MakeBeforeBreak", "Replace"] | None = Field(
+        default=None, description="How this class's nodes change version (spec.rollout.switch, resolved).")
+    switch_reason: str = Field(default="", max_length=1024, description="Why the class uses that switch mode.")
     message: str = Field(default="", max_length=4096, description="What is happening and why.")
 
 

@@ -24,6 +24,7 @@ DEGRADED = "Degraded"
 PROFILE_RESOLVED = "ProfileResolved"
 NODES_MATCHED = "NodesMatched"
 ARTIFACTS_READY = "ArtifactsReady"
+ADDRESS_READY = "AddressReady"
 
 
 class Condition(ApiModel):
@@ -86,6 +87,11 @@ class EdgeModelStatus(ApiModel):
     ready_nodes: int | None = Field(default=None, description="Nodes with a ready pod of this model.")
     matched_nodes: int | None = Field(default=None, description="Nodes that belong to a class.")
     unmatched_nodes: int | None = Field(default=None, description="Nodes that match no class (left alone).")
+    address: str | None = Field(
+        default=None,
+        description="Where applications reach the model on their own node: <service>.<namespace>.svc, ports "
+                    "8000 (HTTP) and 8001 (gRPC), KServe-V2 protocol. The Service has internalTrafficPolicy "
+                    "Local: a client reaches the pod of its own node, never another node's.")
     classes: list[ClassStatus] | None = Field(default=None, description="Per-class summary.")
     rollout: RolloutStatus | None = Field(default=None, description="Canary rollouts per class and the "
                                                                     "revision history.")

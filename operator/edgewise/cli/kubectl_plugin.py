@@ -103,6 +103,8 @@ def render_status(obj: dict[str, Any]) -> str:
     lines = [f"EdgeModel {meta['namespace']}/{meta['name']}: version {spec.get('version')}, "
              f"phase {status.get('phase', '-')}, revision {rollout.get('revision', 0)}, "
              f"ready {status.get('ready', '-')}"]
+    if status.get("address"):
+        lines.append(f"  address (node-local): {status['address']}:8000 (HTTP), :8001 (gRPC)")
     for cond in status.get("conditions") or []:
         if cond.get("status") != "True" or cond["type"] in ("Progressing", "Degraded"):
             lines.append(f"  {cond['type']}={cond['status']} {cond.get('reason', '')}: {cond.get('message', '')}")
@@ -116,6 +118,8 @@ def render_status(obj: dict[str, Any]) -> str:
                      f"{c.get('canaryNodes', 0)}/{c.get('stableNodes', 0)}")
         if c.get("message"):
             lines.append(f"    {c['message']}")
+        if c.get("switch"):
+            lines.append(f"    switch {c['switch']}: {c.get('switchReason', '')}")
         last = c.get("lastAnalysis")
         if last:
             lines.append(f"    analysis {last['time']}: {last['message']} "

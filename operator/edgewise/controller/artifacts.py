@@ -46,6 +46,7 @@ class ClassArtifact:
     size_bytes: int = 0
     summary: str = ""  # the report in one line: technique, size and latency ratios, cosine, peak memory
     retry_in: float | None = None  # seconds until a passing failure is tried again
+    peak_memory_mib: float | None = None  # measured peak of the artifact under the runtime, for the switch mode
 
 
 # Failures that may pass by themselves: tried again after a backoff. The others (a file that is
@@ -249,7 +250,8 @@ def _from_record(record: dict[str, Any], store: BuiltinStore) -> ClassArtifact:
         return ClassArtifact(state="Ready", artifact=Artifact(uri=store.uri_for(art["sha256"]), sha256=art["sha256"],
                                                               precision=str(report.get("precision", "fp32"))),
                              size_bytes=int(art["size"]), summary=_summary(report),
-                             message="; ".join(report.get("notes") or []))
+                             message="; ".join(report.get("notes") or []),
+                             peak_memory_mib=(report.get("memory") or {}).get("peakMiB"))
     state = "Rejected" if outcome in ("OptimizationRejected", "DoesNotFit") else "Failed"
     retry_in = max(0.0, record["retryAt"] - time.time()) if "retryAt" in record else None
     return ClassArtifact(state=state, reason=outcome, message=str(report.get("message", ""))[:1000],

@@ -18,7 +18,7 @@ from edgewise.api.settings import OperatorSettings
 from edgewise.controller.agent_credentials import AgentCredentials
 from edgewise.controller.artifacts import ArtifactManager, ClassArtifact
 from edgewise.controller.rollouts import Rollouts, label_buckets
-from edgewise.core import names
+from edgewise.core import address, names
 from edgewise.core.agent import agent_daemonset
 from edgewise.core.classify import classify
 from edgewise.core.observed import Workload
@@ -83,8 +83,9 @@ class Reconciler:
         if plan.profile is not None:
             due = due_analyses(model, plan, now)
             verdicts = self.rollouts.measure(model, plan, nodes, due, now) if due else {}
+            peaks = {c: a.peak_memory_mib for c, a in artifacts.items() if a.peak_memory_mib}
             rollout = advance(model, plan, nodes, existing, now, verdicts, parse_command(model.metadata.annotations),
-                              hold=hold)
+                              hold=hold, gpu_resource=self.settings.gpu_resource, peak_memory_mib=peaks)
             staged = self.rollouts.stage(model, rollout.stage)
             for cls, (ok, asked) in staged.items():
                 write.event(ref, "Normal", "Staged", f"class {cls}: {ok}/{asked} node agent(s) prefetching the "
@@ -107,9 +108,11 @@ class Reconciler:
             if write.delete_daemonset(namespace, stale, gone.uid):
                 write.event(ref, "Normal", "WorkloadDeleted", f"deleted DaemonSet {stale}: its class is no "
                             "longer in the profile, or its revision no longer serves any node")
+        where, taken = self._address(model, write, ref)
         result = compute_status(model, plan, observed, now, total_nodes=len(nodes),
                                 rollout=rollout.status if rollout else None,
-                                artifacts={c: _artifact_status(a) for c, a in artifacts.items()})
+                                artifacts={c: _artifact_status(a) for c, a in artifacts.items()},
+                                address=where, address_problem=taken)
         write.patch_status(EdgeModel.PLURAL, namespace, name, model.status.to_api(), result.status.to_api())
         for event in (*(rollout.events if rollout else ()), *result.events):
             write.event(ref, event.type, event.reason, event.message)
@@ -120,6 +123,17 @@ class Reconciler:
             requeues.append(2.0)  # poll the optimization job
         requeues += [a.retry_in + 0.5 for a in artifacts.values() if a.retry_in is not None]
         return min(requeues) if requeues else None
+
+    def _address(self, model: EdgeModel, write: Writes, ref: dict[str, str]) -> tuple[str, str]:
+        """The model's node-local Service, created once; (its address, or why there is none)."""
+        manifest = address.model_service(model)
+        current = self.read.service(model.metadata.namespace, manifest["metadata"]["name"])
+        if current is not None and (taken := address.conflict(model, current.owner_uids)):
+            return "", taken
+        if write.apply_service(manifest, current) == "created":
+            write.event(ref, "Normal", "AddressCreated", f"created Service {manifest['metadata']['name']}: "
+                        f"applications reach the model on their own node at {address.address(model)}")
+        return address.address(model), ""
 
     def buckets(self) -> None:
         """Label every node with its rollout bucket, once (see core/buckets.py)."""

@@ -113,9 +113,14 @@ class Rollouts:
         for cls in classes:
             state = states[cls]
             canary_slot = names.other_slot(state.stable_slot)
-            mine = [p for p in items if p["metadata"].get("labels", {}).get(names.CLASS_LABEL) == cls]
-            canary = tuple(_endpoint(p, node_ready) for p in mine if _slot(p) == canary_slot and _ip(p))
-            stable = tuple(_endpoint(p, node_ready) for p in mine if _slot(p) == state.stable_slot and _ip(p))
+            # Only each side's own revision, and no pod on its way out: a rolled-back canary's pods can
+            # outlive their DaemonSet for a moment, in the slot the next canary takes.
+            mine = [p for p in items if p["metadata"].get("labels", {}).get(names.CLASS_LABEL) == cls
+                    and _ip(p) and not p["metadata"].get("deletionTimestamp")]
+            canary = tuple(_endpoint(p, node_ready) for p in mine
+                           if _slot(p) == canary_slot and _revision(p) in ("", state.canary_revision))
+            stable = tuple(_endpoint(p, node_ready) for p in mine
+                           if _slot(p) == state.stable_slot and _revision(p) in ("", state.stable_revision))
             hc = slo.get(cls)
             target = AnalysisTarget(
                 model=name, class_name=cls, canary_revision=state.canary_revision or "",
@@ -202,6 +207,10 @@ def _prefetch(node: NodeInfo, body: bytes, token: str | None) -> bool:
 
 def _slot(pod: dict[str, Any]) -> str:
     return str(pod["metadata"].get("labels", {}).get(names.SLOT_LABEL, ""))
+
+
+def _revision(pod: dict[str, Any]) -> str:
+    return str(pod["metadata"].get("labels", {}).get(names.REVISION_LABEL, ""))
 
 
 def _ip(pod: dict[str, Any]) -> str:

@@ -57,3 +57,12 @@ class Workload:
         # Workloads use the OnDelete strategy (see core/placement.py): a pod is replaced only when its
         # node moves between revisions, so "updated" counts lag by design and readiness is what counts.
         return self.observed_generation >= self.generation and self.ready == self.desired
+
+
+@dataclass(frozen=True)
+class Service:
+    """An existing Service: what deciding to (re)write it needs."""
+
+    name: str
+    annotations: dict[str, str] = field(default_factory=dict)
+    owner_uids: frozenset[str] = frozenset()

@@ -28,6 +28,7 @@ from edgewise.core import names
 from edgewise.core.buckets import BUCKET_LABEL, BUCKETS
 from edgewise.core.observed import Workload
 from edgewise.core.plan import ClassPlan, WorkloadPlan, spec_hash
+from edgewise.core.switch import Bounds
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,13 @@ def revision(plan: ClassPlan) -> str:
 
 
 def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRollout],
-          existing: Sequence[Workload], skip: frozenset[str] = frozenset()) -> Placement:
+          existing: Sequence[Workload], skip: frozenset[str] = frozenset(),
+          bounds: Mapping[str, Bounds] | None = None) -> Placement:
     """The workloads to apply and the owned workloads to delete, for every planned class.
 
-    Classes in `skip` (nothing deployed yet, waiting for their artifact) get nothing.
+    Classes in `skip` (nothing deployed yet, waiting for their artifact) get nothing. `bounds` says
+    per class which buckets each slot covers right now (see core/switch.py); without it, the
+    slots sit exactly at the state's threshold (a Replace switch).
     """
     by_name = {w.name: w for w in existing}
     out: list[WorkloadPlan] = []
@@ -64,12 +68,11 @@ def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRo
         if state is None or state.stable_revision is None:
             out += [_placed(w, w.manifest, names.DEFAULT_SLOT, None, rev) for w in plan.workloads]
             continue
+        b = (bounds or {}).get(plan.name) or target_bounds(state)
         stable_slot = state.stable_slot
         canary_slot = names.other_slot(stable_slot)
-        canary_on = bool(state.canary_revision) and state.percent > 0
-        t = state.bucket_threshold
         for w in plan.workloads:
-            stable_req = _bucket(">=", t) if canary_on else None
+            stable_req = _bucket(">=", b.stable)
             if state.stable_revision == rev:
                 out.append(_placed(w, w.manifest, stable_slot, stable_req, rev))
             else:
@@ -79,19 +82,29 @@ def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRo
                 if live is not None and live.template is not None:
                     out.append(_placed(w, _keep_template(w.manifest, live), stable_slot, stable_req,
                                        state.stable_revision))
-            if canary_on and t > 0:
+            if b.canary > 0:
                 if state.canary_revision == rev:
-                    out.append(_placed(w, w.manifest, canary_slot, _bucket("<", t), rev))
-                else:  # the spec moved on but its artifact isn't ready: the canary in flight keeps running
+                    out.append(_placed(w, w.manifest, canary_slot, _bucket("<", b.canary), rev))
+                else:  # the spec moved on but its artifact isn't ready, or a rolled-back canary still drains:
+                    # the pods in flight keep running what they run
                     live_canary = by_name.get(names.workload_name(model, plan.name, canary_slot, w.variant))
                     if live_canary is not None and live_canary.template is not None:
+                        kept_rev = state.canary_revision or live_canary.labels.get(names.REVISION_LABEL, "")
                         out.append(_placed(w, _keep_template(w.manifest, live_canary), canary_slot,
-                                           _bucket("<", t), state.canary_revision or ""))
+                                           _bucket("<", b.canary), kept_rev))
     wanted = {w.name for w in out}
     planned = {c.name for c in classes if not c.error and c.name not in skip}
     delete = sorted(w.name for w in existing
                     if w.name not in wanted and w.labels.get(names.CLASS_LABEL) in planned)
     return Placement(workloads=tuple(out), delete=tuple(delete))
+
+
+def target_bounds(state: ClassRollout) -> Bounds:
+    """Where the state machine wants the slots: the canary on buckets below the threshold, the stable
+    on the rest; no canary, the stable everywhere."""
+    if state.canary_revision and state.percent > 0 and state.bucket_threshold > 0:
+        return Bounds(canary=state.bucket_threshold, stable=state.bucket_threshold)
+    return Bounds(canary=0, stable=0)
 
 
 def _bucket(op: str, t: int) -> dict[str, Any] | None:

@@ -15,6 +15,10 @@ from typing import Any
 from edgewise import contract
 
 TMP_VOLUME = "tmp"
+# A terminating runtime pod keeps serving this long before its server drains (SIGTERM closes the
+# listeners): time for the endpoint's removal to reach kube-proxy on the node, so a client of the
+# node-local Service never meets a closed port while a node switches version.
+PRE_STOP_SECONDS = 5
 
 
 def container_security(run_as_user: int) -> dict[str, Any]:
@@ -99,6 +103,11 @@ def probes(startup_seconds: int) -> dict[str, Any]:
         "readinessProbe": {**http(contract.READY_PATH), "periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**http(contract.LIVE_PATH), "periodSeconds": 10, "failureThreshold": 3},
     }
+
+
+def lifecycle() -> dict[str, Any]:
+    """preStop as the kubelet's own sleep action: no shell or binary needed in the image."""
+    return {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}}
 
 
 def resources(requests: dict[str, Any] | None, limits: dict[str, Any] | None) -> dict[str, Any]:

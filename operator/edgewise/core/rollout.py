@@ -39,6 +39,11 @@ class ClassObservation:
     not_ready_canary_nodes: int = 0  # canary nodes that are NotReady: deferred, neither pass nor fail
     analysis_enabled: bool = True
     hold_promotion: bool = False  # AllOrNothing: another class's canary has not passed every step yet
+    # Make-before-break (core/switch.py): nodes change slot only once the gaining slot's pods are Ready,
+    # so a move can still be under way when the state machine looks again.
+    make_before_break: bool = False
+    switch_pending: bool = False  # the slots are not yet where the current state wants them
+    switching: str = ""  # what the pending switch waits for, for messages
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,13 @@ def step(spec: Rollout, current: ClassRollout | None, obs: ClassObservation, now
     if run.s.failed_revision == obs.desired_revision:
         if s.state != "RolledBack":
             run.update(state="RolledBack")
+        return _decide(run)
+    if obs.switch_pending and not run.s.canary_revision:
+        # A canary that was rolled back still drains (its nodes wait for their stable pods to be Ready):
+        # a new one starts on those nodes only once they are back, never over the old one's pods.
+        run.update(message=f"version {obs.desired_version} starts once the previous canary's nodes are back: "
+                           f"{obs.switching}")
+        run.requeue.append(2.0)
         return _decide(run)
     if run.s.canary_revision != obs.desired_revision:
         _start(run, obs, now)
@@ -216,6 +228,13 @@ def _advance(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) 
                                                         "before promoting (classPolicy AllOrNothing)")
                 run.requeue.append(2.0)
                 return
+            if obs.make_before_break and s.percent < 100:
+                _set_percent(run, obs, 100, now)  # promote-full: every node switches make-before-break first
+                return
+            if obs.switch_pending:
+                run.update(state="Progressing", message=f"promoting {s.canary_version}: {obs.switching}")
+                run.requeue.append(2.0)
+                return
             _promote(run, obs)
             return
         current: Step = steps[s.step_index]
@@ -258,14 +277,14 @@ def _step_done(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime
     s = run.s
     n = cohort(obs.buckets, s.bucket_threshold)
     reachable = n - obs.not_ready_canary_nodes
-    ready = obs.canary_ready >= reachable
+    ready = obs.canary_ready >= reachable and not obs.switch_pending
     analysed = s.passes >= 1 or not obs.analysis_enabled
     if ready and analysed:
         return True
     started = parse_time(s.step_started_at) or now
     waited = (now - started).total_seconds()
-    waiting_for = (f"{obs.canary_ready}/{reachable} canary pods ready" if not ready
-                   else "a passing analysis")
+    waiting_for = (f"{obs.canary_ready}/{reachable} canary pods ready" if obs.canary_ready < reachable
+                   else obs.switching if obs.switch_pending else "a passing analysis")
     deferred = f", {obs.not_ready_canary_nodes} NotReady node(s) deferred" if obs.not_ready_canary_nodes else ""
     if waited > seconds(spec.progress_deadline):
         message = (f"step {s.step_index + 1} made no progress for {waited:.0f}s (progressDeadline "

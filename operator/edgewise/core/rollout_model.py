@@ -15,13 +15,14 @@ from edgewise.api.commands import Command
 from edgewise.api.resources import EdgeModel
 from edgewise.api.rollout_status import HISTORY_LIMIT, AnalysisRecord, ClassRollout, RevisionRecord, RolloutStatus
 from edgewise.core import names
-from edgewise.core.buckets import bucket_of
+from edgewise.core.buckets import BUCKETS, bucket_of
 from edgewise.core.durations import seconds
 from edgewise.core.events import Event
 from edgewise.core.observed import NodeInfo, Workload
-from edgewise.core.placement import Placement, place, revision
+from edgewise.core.placement import Placement, place, revision, target_bounds
 from edgewise.core.plan import ClassPlan, ModelPlan
 from edgewise.core.rollout import ClassObservation, Decision, analysis_due, iso, roll_back_all, step
+from edgewise.core.switch import MAKE_BEFORE_BREAK, Bounds, Mode, choose_mode, decide, live_bounds, settled
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,13 @@ def due_analyses(model: EdgeModel, plan: ModelPlan, now: dt.datetime) -> list[st
 
 def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existing: Sequence[Workload],
             now: dt.datetime, verdicts: Mapping[str, AnalysisRecord] | None = None,
-            command: Command | None = None, hold: frozenset[str] = frozenset()) -> ModelRollout:
+            command: Command | None = None, hold: frozenset[str] = frozenset(),
+            gpu_resource: str = "nvidia.com/gpu", peak_memory_mib: Mapping[str, float] | None = None
+            ) -> ModelRollout:
     """Advance every class. Classes in `hold` have no artifact for the spec yet (being optimized, or
-    refused): they keep what they run — a new revision starts only once its artifact exists."""
+    refused): they keep what they run — a new revision starts only once its artifact exists.
+
+    `peak_memory_mib` (per class, from the optimization report) helps choose the switch mode."""
     spec = model.spec.rollout
     old = model.status.rollout or RolloutStatus()
     states = {c.name: c for c in old.classes or []}
@@ -75,6 +80,10 @@ def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existi
         return command.verb if fresh and command and command.applies_to(class_name) else None
 
     members = {cp.name: class_nodes(cp, by_node) for cp in plan.classes}
+    hardware = {hc.name: hc for hc in plan.profile.spec.classes} if plan.profile else {}
+    modes = {cp.name: choose_mode(spec.switch, hardware[cp.name], gpu_resource, members[cp.name],
+                                  (peak_memory_mib or {}).get(cp.name))
+             for cp in plan.classes if cp.name in hardware}
     decisions: dict[str, Decision] = {}
     observations: dict[str, ClassObservation] = {}
     for cp in plan.classes:
@@ -82,6 +91,8 @@ def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existi
             continue  # its workloads are kept as they are; nothing moves
         state = states.get(cp.name)
         obs = _observe(model, cp, members[cp.name], existing, state)
+        if cp.name in modes and state is not None and state.stable_revision:
+            obs = replace(obs, **_switch_observation(modes[cp.name], cp, existing, members[cp.name], state))
         if cp.name in hold:
             if state is None or state.stable_revision is None:
                 continue  # nothing deployed yet: wait for the artifact
@@ -109,9 +120,19 @@ def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existi
                                            finished=d.finished)
 
     new_states = {**states, **{n: d.state for n, d in decisions.items()}}
+    bounds: dict[str, Bounds] = {}
+    for name in decisions:
+        mode, st = modes.get(name), new_states[name]
+        if mode is None:
+            continue
+        new_states[name] = st.model_copy(update={"switch": mode.name, "switch_reason": mode.reason[:1024]})
+        if st.stable_revision:
+            cp = next(c for c in plan.classes if c.name == name)
+            live, canary_ok, stable_ok = _slots(cp, existing, members[name], st.stable_slot)
+            bounds[name] = decide(mode.name, target_bounds(st), live, canary_ok, stable_ok)
     classes = [new_states[c.name] for c in plan.classes if c.name in new_states]
     no_artifact = frozenset(c.name for c in plan.classes if c.name in hold and c.name not in decisions)
-    placement = place(model.metadata.name, plan.classes, new_states, existing, skip=no_artifact)
+    placement = place(model.metadata.name, plan.classes, new_states, existing, skip=no_artifact, bounds=bounds)
     events = [e for d in decisions.values() for e in d.events]
     history = _history(model, old, decisions, classes, now)
     status = RolloutStatus(
@@ -144,6 +165,35 @@ def _observe(model: EdgeModel, cp: ClassPlan, members: list[NodeInfo], existing:
         name=cp.name, desired_revision=revision(cp), desired_version=model.spec.version, buckets=buckets,
         canary_ready=sum(w.ready for w in canary), not_ready_canary_nodes=not_ready,
         analysis_enabled=model.spec.rollout.analysis.provider != "none")
+
+
+def _slots(cp: ClassPlan, existing: Sequence[Workload], members: Sequence[NodeInfo], stable_slot: str
+           ) -> tuple[Bounds, bool, bool]:
+    """Where the class's two slots are now, and whether each has Ready pods on every node it covers."""
+    mine = [w for w in existing if w.labels.get(names.CLASS_LABEL) == cp.name]
+    stable = [w for w in mine if w.labels.get(names.SLOT_LABEL) == stable_slot]
+    canary = [w for w in mine if w.labels.get(names.SLOT_LABEL) == names.other_slot(stable_slot)]
+    live = live_bounds(canary, stable)
+    return (live, settled(canary, 0, live.canary, members), settled(stable, live.stable, BUCKETS, members))
+
+
+def _switch_observation(mode: Mode, cp: ClassPlan, existing: Sequence[Workload], members: Sequence[NodeInfo],
+                        state: ClassRollout) -> dict[str, object]:
+    """Is a make-before-break switch of this class still under way, and what does it wait for?"""
+    if mode.name != MAKE_BEFORE_BREAK:
+        return {}
+    live, _, _ = _slots(cp, existing, members, state.stable_slot)
+    target = target_bounds(state)
+    if live == target:
+        return {"make_before_break": True}
+    canary_slot = names.other_slot(state.stable_slot)
+    # Nodes in both ranges run two pods, nodes in neither none yet: those are the ones switching.
+    lo, hi = sorted((live.stable, live.canary))
+    moving = sum(1 for n in members if lo <= bucket_of(n.name) < hi)
+    gaining = canary_slot if live.stable < target.stable else state.stable_slot
+    return {"make_before_break": True, "switch_pending": True,
+            "switching": f"{moving} node(s) switching make-before-break: waiting for slot {gaining}'s pods "
+                         "there to be Ready before the old ones leave"}
 
 
 def _has_stable(model: EdgeModel, cp: ClassPlan, existing: Sequence[Workload], state: ClassRollout) -> bool:

@@ -15,6 +15,7 @@ from datetime import datetime
 from edgewise.api.resources import EdgeModel
 from edgewise.api.rollout_status import RolloutStatus
 from edgewise.api.status import (
+    ADDRESS_READY,
     ARTIFACTS_READY,
     DEGRADED,
     NODES_MATCHED,
@@ -56,8 +57,11 @@ class StatusResult:
 
 def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Workload], now: datetime,
                    total_nodes: int, rollout: RolloutStatus | None = None,
-                   artifacts: Mapping[str, ArtifactStatus] | None = None) -> StatusResult:
-    """The status to write, the Events to emit, and when to look again."""
+                   artifacts: Mapping[str, ArtifactStatus] | None = None, address: str = "",
+                   address_problem: str = "") -> StatusResult:
+    """The status to write, the Events to emit, and when to look again.
+
+    `address` is the model's node-local Service (core/address.py); `address_problem` why it has none."""
     old = model.status
     generation = model.metadata.generation
     spec_changed = old.observed_generation != generation
@@ -122,6 +126,11 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
         if artifacts:
             _artifact_conditions(want, artifacts)
 
+    if address_problem:
+        want[ADDRESS_READY] = ("False", "ServiceNameTaken", address_problem)
+    elif address:
+        want[ADDRESS_READY] = ("True", "ServiceReady", f"applications reach the model on their own node at "
+                                                       f"{address}:8000 (HTTP) and :8001 (gRPC)")
     requeue = None
     conditions = _conditions(old.conditions or [], want, now, generation, spec_changed)
     progressing = next(c for c in conditions if c.type == PROGRESSING)
@@ -159,6 +168,7 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
         ready_nodes=ready,
         matched_nodes=matched,
         unmatched_nodes=len(plan.unmatched) if plan.profile else old.unmatched_nodes,
+        address=address or None,
         classes=classes,
         rollout=rollout if rollout is not None else old.rollout,
         conditions=conditions,

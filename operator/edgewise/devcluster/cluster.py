@@ -10,6 +10,7 @@ Layout of the cluster directory (default .cache/devcluster):
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import json
 import shutil
@@ -30,9 +31,8 @@ from edgewise.devcluster.processes import Running
 from edgewise.devcluster.realnode import KWOK_NODE_CIDR, KWOK_POD_CIDR, NODE_IP, NODE_NAME, RealNode
 from edgewise.devcluster.tools import ensure_tools, kwok_stage_files, repo_root
 
-# Pod IPs come from one loopback range, node InternalIPs from another, so real
-# processes can listen "on" a simulated pod or node.
-POD_CIDR = "127.64.0.0/16"
+# Pod IPs come from one loopback range (per cluster, see pod_cidr), node InternalIPs from another,
+# so real processes can listen "on" a simulated pod or node.
 NODE_CIDR = "127.65.0.0/16"
 # Virtual: kube-proxy on the real node (realnode.py) routes it there; kwok nodes run no kube-proxy.
 SERVICE_CIDR = "10.96.0.0/16"
@@ -69,6 +69,13 @@ class ClusterError(RuntimeError):
     pass
 
 
+def pod_cidr(root: Path) -> str:
+    """A loopback /16 chosen by the cluster's directory (one of 64): the clusters of several clones on
+    one machine, whose pod runners' servers all listen on loopback, rarely hand out the same pod IP."""
+    n = int.from_bytes(hashlib.sha256(str(root).encode()).digest()[:2], "big") % 64
+    return f"127.{128 + n}.0.0/16"
+
+
 class DevCluster:
     """A control plane with a kwok fleet; with `real_node`, also one real kubelet node (realnode.py)
     that runs `images` (archives imported into its containerd)."""
@@ -79,7 +86,7 @@ class DevCluster:
         self.real_node = real_node
         self.images = images
         # Beside a real node, simulated pods and nodes get addresses the real node's pods can reach.
-        self.pod_cidr = KWOK_POD_CIDR if real_node else POD_CIDR
+        self.pod_cidr = KWOK_POD_CIDR if real_node else pod_cidr(self.root)
         self.node_cidr = KWOK_NODE_CIDR if real_node else NODE_CIDR
         self.kubeconfig = self.root / "kubeconfig"
         self.state_file = self.root / "state.json"

@@ -97,7 +97,8 @@ def _rollout_story(cluster: DevCluster, root: Path) -> None:
                                                 f"edgewise.io/model={MODEL}").start() as runner, \
             Traffic(runner, MODEL) as traffic:
         _wait(lambda: _all_stable(cluster, "1.0") and serving(runner, 6), 180, "6 pods serving 1.0")
-        print(f"  6 pods serve 1.0 on their pod IPs; {traffic.sent} inference requests so far")
+        print(f"  6 pods serve 1.0 on their pod IPs; {traffic.sent} inference requests so far, each node's "
+              "client calling its own node's pod")
 
         _say("version 2.0 (a good one): canary on a third of each class, then two thirds, then every node")
         _apply(cluster, _model("2.0", good, golden))
@@ -112,8 +113,11 @@ def _rollout_story(cluster: DevCluster, root: Path) -> None:
         print(_plugin(cluster, DEMO_NS, "status", MODEL))
         print()
         print(_plugin(cluster, DEMO_NS, "history", MODEL))
-        print(f"\n{traffic.sent} inference requests answered during the demo ({traffic.errors} refused while "
-              "pods were switching)")
+        print(f"\n{traffic.sent} inference requests answered during the demo, one client per node calling the "
+              f"model on its own node like a client of edgewise-{MODEL}.{DEMO_NS}.svc ({traffic.errors} refused "
+              f"while nodes were switching; switch mode per class in the status above)")
+        if traffic.reasons:
+            print(f"  why: {dict(traffic.reasons.most_common(3))}")
 
 
 def _profile() -> dict[str, Any]:

@@ -66,6 +66,7 @@ class PodProcesses:
     containers: dict[str, Running] = field(default_factory=dict)
     error: str = ""
     batch: subprocess.Popen[str] | None = None  # the running container of a run-to-completion pod
+    pre_stop: float = 0.0  # seconds of the longest preStop sleep of its containers
 
 
 def local_argv(container: dict[str, Any], env: dict[str, str], python: str = sys.executable) -> list[str]:
@@ -131,6 +132,9 @@ class PodRunner:
         self.python = python
         self.init_timeout = init_timeout
         self.pods: dict[str, PodProcesses] = {}
+        # Pods deleted from the API whose containers still run their preStop sleep, as a kubelet keeps
+        # a terminating pod's containers running: still serving until SIGTERM.
+        self.terminating: dict[str, PodProcesses] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -149,6 +153,8 @@ class PodRunner:
         with self._lock:
             for uid in list(self.pods):
                 self._stop_pod(uid)
+            for uid in list(self.terminating):
+                self._stop_now(self.terminating.pop(uid))
 
     def __enter__(self) -> PodRunner:
         return self
@@ -176,6 +182,7 @@ class PodRunner:
             for uid, pod in live.items():
                 if uid not in self.pods and not self._stop.is_set():
                     raw = self.core.api_client.sanitize_for_serialization(pod)
+                    self._free_ip(pod.status.pod_ip)
                     if raw["spec"].get("restartPolicy", "Always") == "Always":
                         self.pods[uid] = self._start_pod(raw)
                     else:
@@ -184,6 +191,11 @@ class PodRunner:
     def running(self) -> dict[str, PodProcesses]:
         with self._lock:
             return dict(self.pods)
+
+    def still_serving(self) -> dict[str, PodProcesses]:
+        """Terminating pods whose containers run their preStop sleep (their servers still answer)."""
+        with self._lock:
+            return dict(self.terminating)
 
     def _start_pod(self, pod: dict[str, Any]) -> PodProcesses:
         meta, spec = pod["metadata"], pod["spec"]
@@ -254,8 +266,11 @@ class PodRunner:
         hostPath ones a directory of its node's own (the node agent's cache survives its pod)."""
         meta, spec = pod["metadata"], pod["spec"]
         workdir = self.workdir / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
+        pre_stop = max([float(((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {}).get("seconds", 0))
+                        for c in spec.get("containers") or []] or [0.0])
         proc = PodProcesses(uid=meta["uid"], name=meta["name"], namespace=meta["namespace"],
-                            pod_ip=pod["status"]["podIP"], node=spec.get("nodeName", ""), workdir=workdir)
+                            pod_ip=pod["status"]["podIP"], node=spec.get("nodeName", ""), workdir=workdir,
+                            pre_stop=pre_stop)
         volumes = {}
         for vol in spec.get("volumes") or []:
             if "emptyDir" in vol or "projected" in vol:
@@ -330,6 +345,29 @@ class PodRunner:
 
     def _stop_pod(self, uid: str) -> None:
         proc = self.pods.pop(uid)
+        if proc.pre_stop > 0 and proc.containers and not self._stop.is_set():
+            # The kubelet runs a preStop hook before SIGTERM: the server keeps answering meanwhile.
+            self.terminating[uid] = proc
+            timer = threading.Timer(proc.pre_stop, self._after_pre_stop, args=(uid,))
+            timer.daemon = True
+            timer.start()
+            return
+        self._stop_now(proc)
+
+    def _free_ip(self, ip: str) -> None:
+        """kwok hands a deleted pod's IP to the next pod at once; a kubelet never reuses an IP while the
+        old pod's containers run. So a terminating pod holding the new pod's IP ends its preStop early."""
+        for uid, proc in list(self.terminating.items()):
+            if proc.pod_ip == ip:
+                self._stop_now(self.terminating.pop(uid))
+
+    def _after_pre_stop(self, uid: str) -> None:
+        with self._lock:
+            proc = self.terminating.pop(uid, None)
+        if proc is not None:
+            self._stop_now(proc)
+
+    def _stop_now(self, proc: PodProcesses) -> None:
         if proc.batch is not None and proc.batch.poll() is None:
             proc.batch.kill()
         for running in proc.containers.values():

@@ -10,7 +10,7 @@ from kubernetes import client
 from edgewise.api.builtin import BUILTIN_PROFILE, BUILTIN_PROFILE_NAME
 from edgewise.api.resources import GROUP, VERSION, DeploymentProfile, EdgeModel
 from edgewise.core import names
-from edgewise.core.observed import NodeInfo, Workload
+from edgewise.core.observed import NodeInfo, Service, Workload
 from edgewise.core.plan import ResolvedProfile
 from edgewise.kube.convert import node_info, owner_uids, workload
 
@@ -55,6 +55,17 @@ class Reader:
             model.metadata.namespace, label_selector=names.owned_selector(model.metadata.name),
             _preload_content=False)
         return [workload(d) for d in _json(resp)["items"] if model.metadata.uid in owner_uids(d)]
+
+    def service(self, namespace: str, name: str) -> Service | None:
+        try:
+            resp = self.core.read_namespaced_service(name, namespace, _preload_content=False)
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        obj = _json(resp)
+        return Service(name=name, annotations=dict(obj["metadata"].get("annotations") or {}),
+                       owner_uids=frozenset(owner_uids(obj)))
 
     def daemonset(self, namespace: str, name: str) -> Workload | None:
         try:

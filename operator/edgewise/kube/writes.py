@@ -19,7 +19,7 @@ from kubernetes import client
 from edgewise.api.resources import GROUP, VERSION
 from edgewise.core import names
 from edgewise.core.durations import iso
-from edgewise.core.observed import Workload
+from edgewise.core.observed import Service, Workload
 from edgewise.kube.convert import workload
 
 log = logging.getLogger("edgewise.kube")
@@ -58,6 +58,18 @@ class Writes:
         verb = "created" if current is None else "updated"
         self.counts[verb] += 1
         return verb, workload(json.loads(cast(Any, resp).data))  # raw response: _preload_content=False
+
+    def apply_service(self, manifest: dict[str, Any], current: Service | None) -> str:
+        """Server-side apply a Service unless `current` already carries its spec hash; the verb."""
+        want = manifest["metadata"]["annotations"][names.SPEC_HASH_ANNOTATION]
+        if current is not None and current.annotations.get(names.SPEC_HASH_ANNOTATION) == want:
+            return "unchanged"
+        meta = manifest["metadata"]
+        self.core.patch_namespaced_service(meta["name"], meta["namespace"], manifest, field_manager=names.FIELD_MANAGER,
+                                           force=True, _content_type=APPLY_PATCH, _preload_content=False)
+        verb = "created" if current is None else "updated"
+        self.counts[f"service-{verb}"] += 1
+        return verb
 
     def delete_daemonset(self, namespace: str, name: str, uid: str = "") -> bool:
         """Delete (only the object with `uid`, when given); False if it was already gone."""

@@ -76,6 +76,7 @@ class OnnxRuntime:
             "args": args,
             "ports": pods.ports(),
             **pods.probes(STARTUP_SECONDS),
+            "lifecycle": pods.lifecycle(),
             "resources": pods.resources(res.requests if res else None, res.limits if res else None),
             "volumeMounts": pods.model_mounts(read_only=True),
             "securityContext": pods.container_security(s.run_as_user),

@@ -82,6 +82,7 @@ class TritonTensorRT:
             ],
             "ports": pods.ports(),
             **pods.probes(STARTUP_SECONDS),
+            "lifecycle": pods.lifecycle(),
             "resources": res,
             "volumeMounts": pods.model_mounts(read_only=True),
             "securityContext": pods.container_security(s.triton_run_as_user),

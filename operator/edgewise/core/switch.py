@@ -1,0 +1,170 @@
+"""How a node changes version: make-before-break with the two slots, or replace.
+
+A class has two DaemonSets (slots). During a canary the canary slot covers the
+buckets [0, c) and the stable slot [s, 100); at rest c == s == t, the threshold
+the rollout state machine wants. A step, a rollback or an abort moves t, and
+the nodes between the old and the new threshold change slot.
+
+- MakeBeforeBreak: the slot that gains nodes widens first (c up, or s down), so
+  those nodes run both pods for a moment; only once the gaining slot's pods are
+  Ready — observed from its DaemonSets' status — does the losing slot shrink,
+  and the DaemonSet controller removes its pods. The node-local Service selects
+  both slots and follows readiness, so a client on a switching node always has
+  a Ready pod. Each side is still one write per workload: two writes per step.
+- Replace: both bounds move at once (one copy per node at a time: the old pod
+  goes, then the new one comes). For devices that cannot hold two copies.
+
+Everything here is pure: ranges are read from the live DaemonSets' affinity,
+readiness from their status, and the result is the affinity to apply now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from edgewise.api.base import memory_mib
+from edgewise.api.profile import HardwareClass
+from edgewise.core.buckets import BUCKET_LABEL, BUCKETS, bucket_of
+from edgewise.core.observed import NodeInfo, Workload
+
+MAKE_BEFORE_BREAK = "MakeBeforeBreak"
+REPLACE = "Replace"
+# Room one copy of the runtime needs beside the model itself (interpreter, runtime libraries, buffers).
+RUNTIME_OVERHEAD_MIB = 128
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"  # GPU Feature Discovery
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str  # MakeBeforeBreak | Replace
+    reason: str
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Canary slot on buckets [0, canary), stable slot on [stable, 100)."""
+
+    canary: int
+    stable: int
+
+
+def choose_mode(setting: str, hc: HardwareClass, gpu_resource: str, nodes: Sequence[NodeInfo],
+                peak_memory_mib: float | None = None) -> Mode:
+    """The switch mode of one class: the spec's choice, or (Auto) what its nodes can hold."""
+    if setting == MAKE_BEFORE_BREAK:
+        return Mode(MAKE_BEFORE_BREAK, "spec.rollout.switch is MakeBeforeBreak")
+    if setting == REPLACE:
+        return Mode(REPLACE, "spec.rollout.switch is Replace")
+    if hc.runtime == "triton-tensorrt" or _gpu_limit(hc, gpu_resource):
+        single = [n.name for n in nodes if gpu_count(n.labels) < 2]
+        if single or not nodes:
+            example = f" (e.g. {single[0]})" if single else ""
+            return Mode(REPLACE, f"Auto: each pod needs a whole GPU ({gpu_resource}) and the class's nodes have "
+                                 f"one{example}, so two copies cannot run side by side")
+    need = _copy_mib(hc, peak_memory_mib)
+    known = [n for n in nodes if n.memory_mib]
+    if need is None:
+        return Mode(MAKE_BEFORE_BREAK, "Auto: no memory figure for the class (resources.requests.memory, "
+                                       "resources.limits.memory, slo.maxMemoryMiB or the optimization report's "
+                                       "peak); two copies assumed to fit")
+    if not known:
+        return Mode(MAKE_BEFORE_BREAK, f"Auto: one copy needs {need:.0f} MiB; the nodes report no allocatable "
+                                       "memory, two copies assumed to fit")
+    smallest = min(known, key=lambda n: n.memory_mib)
+    if 2 * need > smallest.memory_mib:
+        return Mode(REPLACE, f"Auto: two copies need {2 * need:.0f} MiB and node {smallest.name} can allocate "
+                             f"{smallest.memory_mib} MiB")
+    return Mode(MAKE_BEFORE_BREAK, f"Auto: two copies need {2 * need:.0f} MiB; the smallest node "
+                                   f"({smallest.name}) can allocate {smallest.memory_mib} MiB")
+
+
+def gpu_count(labels: dict[str, str]) -> int:
+    value = labels.get(GPU_COUNT_LABEL, "")
+    return int(value) if value.isdigit() else 0
+
+
+def _gpu_limit(hc: HardwareClass, gpu_resource: str) -> bool:
+    res = hc.resources
+    return bool(res and ((res.limits or {}).get(gpu_resource) or (res.requests or {}).get(gpu_resource)))
+
+
+def _copy_mib(hc: HardwareClass, peak_memory_mib: float | None) -> float | None:
+    """Memory one copy takes: the largest figure the class or the optimization report gives."""
+    figures: list[float] = []
+    res = hc.resources
+    for quantities in ((res.requests if res else None), (res.limits if res else None)):
+        value = (quantities or {}).get("memory")
+        if value is not None and memory_mib(str(value)):
+            figures.append(memory_mib(str(value)))
+    if hc.slo and hc.slo.max_memory_mib:
+        figures.append(hc.slo.max_memory_mib)
+    if peak_memory_mib:
+        figures.append(peak_memory_mib + RUNTIME_OVERHEAD_MIB)
+    return max(figures) if figures else None
+
+
+# -- ranges --------------------------------------------------------------------------------------
+
+
+def bucket_range(w: Workload) -> tuple[int, int]:
+    """Buckets [lo, hi) a live workload's node affinity allows (every term carries the same range)."""
+    lo, hi = 0, BUCKETS
+    affinity = ((w.template or {}).get("spec") or {}).get("affinity") or {}
+    terms = (((affinity.get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+             .get("nodeSelectorTerms") or [])
+    for e in (terms[0].get("matchExpressions") or []) if terms else []:
+        if e.get("key") != BUCKET_LABEL:
+            continue
+        value = int(e["values"][0])
+        if e.get("operator") == "Gt":
+            lo = max(lo, value + 1)
+        elif e.get("operator") == "Lt":
+            hi = min(hi, value)
+    return lo, hi
+
+
+def live_bounds(canary: Sequence[Workload], stable: Sequence[Workload]) -> Bounds:
+    """Where the two slots of a class are now. A slot without workloads covers nothing."""
+    c = 0
+    for w in canary:
+        lo, hi = bucket_range(w)
+        c = max(c, hi if lo == 0 else 0)  # e.g. the old stable after a promotion: [100, 100), nothing
+    s = BUCKETS
+    for w in stable:
+        lo, hi = bucket_range(w)
+        s = min(s, lo if hi == BUCKETS else BUCKETS)
+    return Bounds(canary=c, stable=s)
+
+
+def settled(workloads: Sequence[Workload], lo: int, hi: int, members: Sequence[NodeInfo]) -> bool:
+    """Every pod the slot wants on its buckets [lo, hi) is Ready, NotReady nodes aside.
+
+    From DaemonSet status: the controller has seen the latest spec (observedGeneration) and counts as
+    many ready pods as it schedules, less the NotReady nodes of the range (their pods cannot become
+    ready; they catch up when the node returns).
+    """
+    if not workloads:
+        return hi <= lo
+    down = sum(1 for n in members if lo <= bucket_of(n.name) < hi and not n.ready)
+    return all(w.observed_generation >= w.generation and w.ready >= w.desired - down for w in workloads)
+
+
+def decide(mode: str, target: Bounds, live: Bounds, canary_ok: bool, stable_ok: bool) -> Bounds:
+    """The bounds to apply now, moving from `live` towards `target`.
+
+    Make-before-break: a slot that gains buckets gets them now; a slot that loses buckets keeps them
+    until the other slot covers them with Ready pods.
+    """
+    if mode == REPLACE:
+        return target
+    canary, stable = live.canary, live.stable
+    if target.canary >= canary:
+        canary = target.canary
+    elif live.stable <= target.canary and stable_ok:
+        canary = target.canary
+    if target.stable <= stable:
+        stable = target.stable
+    elif live.canary >= target.stable and canary_ok:
+        stable = target.stable
+    return Bounds(canary=canary, stable=stable)
