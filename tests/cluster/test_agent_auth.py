@@ -45,7 +45,9 @@ def chart_rbac(cluster: DevCluster, namespace: str) -> Iterator[dict[str, str]]:
     """The chart's agent-rbac.yaml, applied for a release in `namespace`; the user names it defines."""
     release = f"a{uuid.uuid4().hex[:6]}"
     rendered = cluster.helm("template", release, str(REPO / "charts" / "edgewise"), "-n", namespace,
-                            "--skip-crds", "--show-only", "templates/agent-rbac.yaml",
+                            "--skip-crds", "--set", f"agent.namespace={namespace}",
+                            "--set", "agent.createNamespace=false",
+                            "--show-only", "templates/agent-rbac.yaml",
                             "--show-only", "templates/serviceaccount.yaml").stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))

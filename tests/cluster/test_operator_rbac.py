@@ -156,8 +156,9 @@ def test_the_operator_creates_no_pod_but_what_it_renders(installed: Operator, me
 
     rendered = _rendered(namespace)
     assert me.call(me.apps.create_namespaced_daemon_set, namespace, rendered, dry_run="All") == ""
-    agent = agent_daemonset(OperatorSettings(namespace=installed.namespace))
-    assert me.call(me.apps.create_namespaced_daemon_set, installed.namespace, agent, dry_run="All") == ""
+    settings = OperatorSettings(namespace=installed.namespace, agent_namespace=installed.agent_namespace)
+    agent = agent_daemonset(settings)
+    assert me.call(me.apps.create_namespaced_daemon_set, installed.agent_namespace, agent, dry_run="All") == ""
 
     def variant(change: Callable[[dict[str, Any], dict[str, Any]], Any]) -> dict[str, Any]:
         d = copy.deepcopy(rendered)
@@ -183,7 +184,12 @@ def test_the_operator_creates_no_pod_but_what_it_renders(installed: Operator, me
     # The agent's exceptions are the agent's: the same DaemonSet under another name is refused.
     impostor = copy.deepcopy(agent)
     impostor["metadata"]["name"] = "edgewise-miner"
-    assert "host's network" in me.call(me.apps.create_namespaced_daemon_set, installed.namespace, impostor,
+    assert "host's network" in me.call(me.apps.create_namespaced_daemon_set, installed.agent_namespace, impostor,
+                                       dry_run="All")
+    # And the agent's name in another namespace (the operator's own) has none of them.
+    elsewhere = copy.deepcopy(agent)
+    elsewhere["metadata"]["namespace"] = installed.namespace
+    assert "host's network" in me.call(me.apps.create_namespaced_daemon_set, installed.namespace, elsewhere,
                                        dry_run="All")
 
 
