@@ -21,7 +21,9 @@ carry the full name: what `ctr -n k8s.io images import` and K3s's air-gap import
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import fcntl
 import fnmatch
 import hashlib
 import json
@@ -188,6 +190,13 @@ def ensure_base(flavor: str, arch: str, lock: dict) -> Path:
     out = cache_root() / "base" / key / f"{flavor}-{arch}.oci.tar"
     if out.exists():
         return out
+    with _locked(out.parent):
+        if not out.exists():
+            _build_locked_base(flavor, arch, lock, entry, out)
+    return out
+
+
+def _build_locked_base(flavor: str, arch: str, lock: dict, entry: dict, out: Path) -> None:
     built = image_base.build_base(flavor, arch, out.with_suffix(".partial"), epoch=lock["source_date_epoch"],
                                   pins=entry["packages"], ca_version=entry["ca-certificates"])
     if built.digest != entry["digest"]:
@@ -197,7 +206,6 @@ def ensure_base(flavor: str, arch: str, lock: dict) -> Path:
             f"{entry['digest']}: the base build is not reproducible here (different mmdebstrap or dpkg?). "
             "Re-lock with `python -m edgewise.devcluster.images lock-base` and commit the lock.")
     out.with_suffix(".partial").replace(out)
-    return out
 
 
 def lock_bases(repo: Path) -> dict:
@@ -242,8 +250,9 @@ def build_image(name: str, arch: str, repo: Path, lock: dict, out_dir: Path, log
     labels = provenance(name, repo)
     ref = image_ref(name, repo)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache_root().mkdir(parents=True, exist_ok=True)
-    store = Path(tempfile.mkdtemp(prefix=f"buildah-{name}-{arch}-", dir=cache_root()))
+    _remove_abandoned_stores()
+    # The pid in the name lets a later build remove the store of one that was killed.
+    store = Path(tempfile.mkdtemp(prefix=f"buildah-{name}-{arch}-{os.getpid()}-", dir=cache_root()))
     try:
         args = {"BUILDPLATFORM": f"linux/{host_arch()}", "TARGETPLATFORM": f"linux/{arch}",
                 "PYTHON_BASE": f"oci-archive:{runtime_base}", "BUILD_BASE": f"oci-archive:{build_base}",
@@ -268,6 +277,22 @@ def build_image(name: str, arch: str, repo: Path, lock: dict, out_dir: Path, log
         return archive
     finally:
         _remove_store(store)
+
+
+def _remove_abandoned_stores() -> None:
+    for store in cache_root().glob("buildah-*"):
+        pid = store.name.split("-")[-2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            _remove_store(store)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path):
+    """One builder per cache entry, across worktrees and processes; the others wait, then find it built."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _remove_store(store: Path) -> None:
@@ -311,8 +336,10 @@ def ensure_images(names: list[str] | None = None, arches: list[str] | None = Non
             if not archive.exists():
                 if not build:
                     raise ImageBuildError(f"{name} ({arch}) is not built: run `make images`")
-                print(f"[images] building {image_ref(name, repo)} for linux/{arch}", file=log, flush=True)
-                build_image(name, arch, repo, lock, out_dir, log=log)
+                with _locked(out_dir):
+                    if not archive.exists():
+                        print(f"[images] building {image_ref(name, repo)} for linux/{arch}", file=log, flush=True)
+                        build_image(name, arch, repo, lock, out_dir, log=log)
             size, budget = image_size(archive), IMAGES[name][1]
             if size > budget * 2**20:
                 archive.rename(archive.with_suffix(".over-budget.tar"))
