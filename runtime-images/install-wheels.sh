@@ -19,7 +19,13 @@ if [ "$1" = edgewise ]; then
   # Console scripts from --target carry this stage's python in their shebang: /usr/local/bin/edgewise replaces them.
   rm -rf "$LIB/bin"
   # Third-party packages' own test suites (numpy, sympy, ...: ~50 MiB) are never imported at run time.
-  find "$LIB" -mindepth 2 -depth -type d -name tests ! -path "$LIB/edgewise/*" -exec rm -rf {} +
+  python3 - "$LIB" <<'PY'
+import pathlib, shutil, sys
+lib = pathlib.Path(sys.argv[1])
+for path in sorted(lib.glob("*/**/tests"), reverse=True):  # deepest first
+    if path.is_dir() and path.relative_to(lib).parts[0] != "edgewise":
+        shutil.rmtree(path)
+PY
   # Hash-checked bytecode stays valid whatever mtimes the layers get, and the root filesystem is read-only.
   python3 -m compileall -q -j 0 --invalidation-mode unchecked-hash "$LIB" >/dev/null
   exit 0
