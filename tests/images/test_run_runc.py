@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,14 +42,13 @@ def _mlp() -> bytes:
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (built,) = images.ensure_images(["onnxruntime"], ["amd64"])
-    root = tmp_path_factory.mktemp("bundle") / "rootfs"
+    work = tmp_path_factory.mktemp("bundle")
+    root = work / "rootfs"
     root.mkdir()
-    with tarfile.open(built.archive) as tar:
-        for layer in oci.read_docker_archive(built.archive).layers:
-            f = tar.extractfile(layer)
-            assert f is not None
-            # GNU tar as root keeps owners, modes and device-free layers exactly as the runtime would.
-            subprocess.run(["tar", "-x", "-C", str(root), "--numeric-owner"], stdin=f, check=True)
+    subprocess.run(["tar", "-x", "-C", str(work), "-f", str(built.archive)], check=True)
+    for layer in oci.read_docker_archive(built.archive).layers:
+        # GNU tar as root keeps owners and modes as a runtime's unpacker would (the layers have no whiteouts).
+        subprocess.run(["tar", "-x", "-C", str(root), "--numeric-owner", "-f", str(work / layer)], check=True)
     return root
 
 

@@ -13,7 +13,7 @@ $EDGEWISE_CACHE that is deleted after each build. The bases come from runtime-im
 on this machine's platform and install the target's wheels; final stages have no RUN.
 
 Each (image, arch) is cached in $EDGEWISE_CACHE/images/<key>/, key = hash of the Dockerfile, every
-file its context allowlist admits, the base lock, this build code and the tools' versions. A fresh
+file its context allowlist admits, the base lock, the tools' versions and BUILD_FORMAT. A fresh
 clone on a machine that built them pays only that hash. Outputs are docker-archives whose RepoTags
 carry the full name: what `ctr -n k8s.io images import` and K3s's air-gap import take.
 """
@@ -51,6 +51,8 @@ IMAGES: dict[str, tuple[str, int]] = {
 LINT_ONLY = {"triton-jetson": "Dockerfile.triton-jetson"}  # NVIDIA's base is unreachable here
 ARCHES = tuple(image_base.ARCHES)
 LOCK = "runtime-images/base.lock"
+# Bump when this build code changes what it produces (arguments, labels, layout): part of every key.
+BUILD_FORMAT = 1
 
 
 class ImageBuildError(RuntimeError):
@@ -139,14 +141,10 @@ def _tool_versions() -> str:
 def image_key(name: str, arch: str, repo: Path, tools: str) -> str:
     dockerfile = repo / "runtime-images" / IMAGES[name][0]
     h = hashlib.sha256()
-    here = Path(__file__).resolve().parent
-    inputs = [dockerfile, *context_files(dockerfile, repo), repo / LOCK,
-              here / "images.py", here / "image_base.py", here / "oci.py"]
-    for path in inputs:
-        rel = path.relative_to(repo).as_posix() if path.is_relative_to(repo) else path.name
-        h.update(f"{rel}\0{path.stat().st_mode & 0o111}\0".encode())
+    for path in [dockerfile, *context_files(dockerfile, repo), repo / LOCK]:
+        h.update(f"{path.relative_to(repo).as_posix()}\0{path.stat().st_mode & 0o111}\0".encode())
         h.update(hashlib.sha256(path.read_bytes()).digest())
-    h.update(f"{name}\0{arch}\0{tools}".encode())
+    h.update(f"{name}\0{arch}\0{tools}\0{BUILD_FORMAT}".encode())
     return h.hexdigest()[:20]
 
 
@@ -184,9 +182,9 @@ def ensure_base(flavor: str, arch: str, lock: dict) -> Path:
     if entry is None:
         raise ImageBuildError(f"{LOCK} has no {flavor}-{arch} base: run `python -m edgewise.devcluster.images "
                               "lock-base`")
-    here = Path(__file__).resolve().parent
-    key = hashlib.sha256(json.dumps([entry, lock["source_date_epoch"]], sort_keys=True).encode()
-                         + (here / "image_base.py").read_bytes() + (here / "oci.py").read_bytes()).hexdigest()[:20]
+    # The digest check below catches a base build that changed what it produces without a new lock.
+    key = hashlib.sha256(json.dumps([entry, lock["source_date_epoch"], BUILD_FORMAT],
+                                    sort_keys=True).encode()).hexdigest()[:20]
     out = cache_root() / "base" / key / f"{flavor}-{arch}.oci.tar"
     if out.exists():
         return out

@@ -93,32 +93,8 @@ def read_docker_archive(path: Path) -> DockerArchive:
     return DockerArchive(repo_tags=list(entry.get("RepoTags") or []), config=config, layers=list(entry["Layers"]))
 
 
-def read_file_from_docker_archive(path: Path, file: str) -> bytes | None:
-    """The content of `file` (absolute path in the image) as the top-most layer that has it holds it."""
-    archive = read_docker_archive(path)
-    want = file.lstrip("/")
-    with tarfile.open(path) as tar:
-        for layer_name in reversed(archive.layers):
-            with tarfile.open(fileobj=_member(tar, layer_name)) as layer:
-                for member in layer:
-                    if member.name.lstrip("./") == want and member.isfile():
-                        return _member(layer, member.name).read()
-    return None
-
-
-def iter_docker_archive_files(path: Path):
-    """(name, TarFile, TarInfo) of every regular file in every layer, bottom layer first."""
-    archive = read_docker_archive(path)
-    with tarfile.open(path) as tar:
-        for layer_name in archive.layers:
-            with tarfile.open(fileobj=_member(tar, layer_name)) as layer:
-                for member in layer:
-                    if member.isfile():
-                        yield member.name.lstrip("./"), layer, member
-
-
 def _member(tar: tarfile.TarFile, name: str) -> io.BufferedReader:
     f = tar.extractfile(name)
     if f is None:
-        raise ValueError(f"{tar.name}: {name} is not a file")
+        raise ValueError(f"{tar.name!r}: {name} is not a file")
     return f  # type: ignore[return-value]
