@@ -7,8 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export GOTOOLCHAIN := local
 # Debian packages the test suite starts for real: Prometheus (analysis), an OCI registry (artifacts);
-# and what builds and runs the images without Docker: buildah, mmdebstrap (the Debian bases), runc, zstd.
-APT_PACKAGES ?= prometheus docker-registry buildah mmdebstrap runc zstd
+# and what builds, runs and imports the images without Docker: buildah, mmdebstrap (the Debian bases),
+# runc, containerd (its `ctr`), zstd (the bundle).
+APT_PACKAGES ?= prometheus docker-registry buildah mmdebstrap runc containerd zstd
 
 .PHONY: help demo test test-unit bench lint tools venv apt images bundle cluster-up cluster-down clean
 

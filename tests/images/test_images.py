@@ -25,10 +25,14 @@ ELF_MACHINE = {"amd64": 0x3E, "arm64": 0xB7}  # e_machine: EM_X86_64, EM_AARCH64
 OCI_LABELS = ("title", "description", "version", "revision", "created", "licenses", "source")
 
 
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _pinned(package: str) -> str:
     for line in (REPO / "constraints.txt").read_text().splitlines():
         name, _, version = line.partition("==")
-        if re.sub(r"[-_.]+", "-", name).lower() == package:
+        if _norm(name) == package:
             return version
     raise AssertionError(f"{package} is not pinned in constraints.txt")
 
@@ -123,9 +127,9 @@ def test_sbom_lists_what_was_installed(contents, arch: str) -> None:
         assert python["bomFormat"] == "CycloneDX" and python["specVersion"] == "1.5"
         versions = {c["name"]: c["version"] for c in python["components"]}
         assert versions["edgewise"] == VERSION
-        installed = {n.split("/")[3].split("-")[0].lower().replace("_", "-")
+        installed = {_norm(n.split("/")[3].split("-")[0])
                      for n in files if re.fullmatch(r"opt/edgewise/lib/[^/]+\.dist-info/METADATA", n)}
-        assert installed == {n.replace("_", "-") for n in versions}, "SBOM and installed packages differ"
+        assert installed == {_norm(n) for n in versions}, "SBOM and installed packages differ"
         debian = json.loads(files[image_base.SBOM_PATH][1] or b"")
         debs = {c["name"]: c["purl"] for c in debian["components"]}
         assert "libc6" in debs and "python3.11-minimal" in debs and f"arch={arch}" in debs["libc6"]

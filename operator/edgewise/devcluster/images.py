@@ -45,8 +45,8 @@ REGISTRY = "docker.io"  # what a name without a registry host means to container
 # was measured (runtime-images/README.md); a dependency that bloats an image fails `make images`.
 IMAGES: dict[str, tuple[str, int]] = {
     "operator": ("Dockerfile.operator", 560),
-    "agent": ("Dockerfile.agent", 110),
-    "onnxruntime": ("Dockerfile.onnxruntime", 320),
+    "agent": ("Dockerfile.agent", 95),
+    "onnxruntime": ("Dockerfile.onnxruntime", 290),
 }
 LINT_ONLY = {"triton-jetson": "Dockerfile.triton-jetson"}  # NVIDIA's base is unreachable here
 ARCHES = tuple(image_base.ARCHES)
