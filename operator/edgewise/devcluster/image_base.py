@@ -236,7 +236,10 @@ def _rewrite_rootfs(src: Path, dest: Path, *, epoch: int, flavor: str, controls:
         if flavor == "build":
             add_link("bin/sh", "dash")
         add_file("var/lib/dpkg/status", _dpkg_status(controls))
-        add_file(SBOM_PATH, sbom)
+        if flavor == "runtime":
+            # Only in what ships: a build stage's /opt/edgewise is copied into the final image, and
+            # would bring the build base's SBOM over the target base's.
+            add_file(SBOM_PATH, sbom)
 
 
 def _info(name: str, epoch: int, kind: bytes, mode: int) -> tarfile.TarInfo:
