@@ -169,7 +169,7 @@ def test_the_cache_key_follows_the_context_allowlist(tmp_path: Path) -> None:
     (repo / "docs").mkdir()
     (repo / "docs/a.md").write_text("a")
     dockerfile = repo / "runtime-images/Dockerfile.agent"
-    assert [p.relative_to(repo).as_posix() for p in images.context_files(dockerfile, repo)] == [
+    assert sorted(p.relative_to(repo).as_posix() for p in images.context_files(dockerfile, repo)) == [
         "README.md", "constraints.txt", "operator/edgewise/__init__.py", "pyproject.toml",
         "runtime-images/edgewise", "runtime-images/install-wheels.sh", "runtime-images/requirements-agent.txt",
         "runtime-images/sbom.py"]
