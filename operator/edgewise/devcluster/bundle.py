@@ -11,8 +11,8 @@ dist/edgewise-<version>-<arch>.tar.zst holds one directory, edgewise-<version>-<
     README.md           what to run (docs/install.md in full)
     sha256sums          `sha256sum -c sha256sums` verifies every file above
 
-Deterministic: entries sorted, owned by root, mtime of the images' inputs, so the same inputs give
-the same tar (zstd of the same bytes).
+Entries are sorted, owned by root and dated by the images' inputs; the image archives and CRDs are
+the same bytes for the same inputs, the chart archive is not (`helm package` dates its entries now).
 """
 
 from __future__ import annotations
