@@ -53,6 +53,7 @@ ARCHES = tuple(image_base.ARCHES)
 LOCK = "runtime-images/base.lock"
 # Bump when this build code changes what it produces (arguments, labels, layout): part of every key.
 BUILD_FORMAT = 1
+KEEP = 4  # cache entries kept per (image, arch), most recently used first; worktrees share the cache
 
 
 class ImageBuildError(RuntimeError):
@@ -345,9 +346,21 @@ def ensure_images(names: list[str] | None = None, arches: list[str] | None = Non
                                       f"over its {budget} MiB budget (IMAGES in {__name__}): slim it, or raise "
                                       "the budget and say why in runtime-images/README.md")
             results.append(Built(name, image_ref(name, repo), arch, archive, size, budget))
+            # Written on every use: its mtime orders the entries for pruning.
             (out_dir / "image.json").write_text(json.dumps({"ref": image_ref(name, repo), "arch": arch,
                                                             "size": size, "archive": str(archive)}))
+            if build:
+                _prune(name, arch)
     return results
+
+
+def _prune(name: str, arch: str) -> None:
+    """Drop all but the KEEP most recently used entries of (name, arch): each code change makes new ones."""
+    entries = sorted((p.parent for p in cache_root().glob(f"*/{name}-{arch}.tar")),
+                     key=lambda d: (d / "image.json").stat().st_mtime if (d / "image.json").exists() else 0,
+                     reverse=True)
+    for old in entries[KEEP:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _find_cached_key(name: str, arch: str, repo: Path) -> str:
