@@ -188,3 +188,18 @@ def test_an_unknown_image_or_architecture_is_refused_with_the_choices() -> None:
         images.ensure_images(["triton-jetson"], ["arm64"])
     with pytest.raises(images.ImageBuildError, match="amd64, arm64"):
         images.ensure_images(["agent"], ["riscv64"])
+
+
+def test_the_cache_keeps_the_most_recently_used_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEWISE_CACHE", str(tmp_path))
+    for i in range(images.KEEP + 2):
+        entry = tmp_path / "images" / f"key{i}"
+        entry.mkdir(parents=True)
+        (entry / "agent-amd64.tar").write_bytes(b"")
+        (entry / "image.json").write_text("{}")
+        os.utime(entry / "image.json", (1000 + i, 1000 + i))  # key5 used last
+    (tmp_path / "images/other").mkdir()
+    (tmp_path / "images/other/agent-arm64.tar").write_bytes(b"")  # another architecture: not counted
+    images._prune("agent", "amd64")
+    left = sorted(p.name for p in (tmp_path / "images").iterdir())
+    assert left == ["key2", "key3", "key4", "key5", "other"]
