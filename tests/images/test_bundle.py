@@ -19,6 +19,9 @@ import yaml
 from edgewise.devcluster import bundle, images, oci
 from helpers import wait_for
 
+# The first test to need the images builds what the cache lacks: a cold build takes minutes.
+pytestmark = pytest.mark.timeout(2400)
+
 REPO = Path(__file__).resolve().parents[2]
 VERSION = images.version(REPO)
 

@@ -18,6 +18,9 @@ import pytest
 
 from edgewise.devcluster import image_base, images, oci
 
+# The first test to need the images builds what the cache lacks: a cold build takes minutes.
+pytestmark = pytest.mark.timeout(2400)
+
 REPO = Path(__file__).resolve().parents[2]
 VERSION = images.version(REPO)
 EXPECTED_REFS = {f"docker.io/edgewise/{n}:{VERSION}" for n in ("operator", "agent", "onnxruntime")}

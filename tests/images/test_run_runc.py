@@ -24,6 +24,9 @@ from edgewise.devcluster import images, oci
 from edgewise.devcluster.processes import free_ports
 from helpers import wait_for
 
+# The first test to need the images builds what the cache lacks: a cold build takes minutes.
+pytestmark = pytest.mark.timeout(2400)
+
 UID = 65532
 
 
