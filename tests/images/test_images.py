@@ -206,3 +206,11 @@ def test_the_cache_keeps_the_most_recently_used_entries(tmp_path: Path, monkeypa
     images._prune("agent", "amd64")
     left = sorted(p.name for p in (tmp_path / "images").iterdir())
     assert left == ["key2", "key3", "key4", "key5", "other"]
+
+
+def test_an_image_over_its_budget_fails_the_build(built, monkeypatch: pytest.MonkeyPatch) -> None:
+    size = built["agent", "amd64"].size
+    monkeypatch.setitem(images.IMAGES, "agent", (images.IMAGES["agent"][0], size // 2**20 - 1))
+    with pytest.raises(images.ImageBuildError, match=r"over its \d+ MiB budget"):
+        images.ensure_images(["agent"], ["amd64"])
+    assert built["agent", "amd64"].archive.exists()  # the check stays, the cached image too

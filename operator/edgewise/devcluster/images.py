@@ -32,6 +32,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import tomllib
 from dataclasses import dataclass
@@ -242,7 +243,7 @@ def _build_mounts() -> list[str]:
     return mounts
 
 
-def build_image(name: str, arch: str, repo: Path, lock: dict, out_dir: Path, log=sys.stderr) -> Path:
+def build_image(name: str, arch: str, repo: Path, lock: dict, out_dir: Path) -> Path:
     dockerfile = repo / "runtime-images" / IMAGES[name][0]
     runtime_base = ensure_base("runtime", arch, lock)
     build_base = ensure_base("build", host_arch(), lock)
@@ -302,8 +303,6 @@ def _remove_store(store: Path) -> None:
 
 
 def image_size(archive: Path) -> int:
-    import tarfile
-
     with tarfile.open(archive) as tar:
         layers = oci.read_docker_archive(archive).layers
         return sum(tar.getmember(layer).size for layer in layers)
@@ -321,15 +320,12 @@ def ensure_images(names: list[str] | None = None, arches: list[str] | None = Non
     for a in arches:
         if a not in ARCHES:
             raise ImageBuildError(f"unknown architecture {a!r}: choose from {', '.join(ARCHES)}")
-    tools = _tool_versions() if build else ""
+    tools = _tool_versions()  # part of every key, so `paths` needs the tools installed too
     lock = load_lock(repo) if build else {}
     results = []
     for name in names:
         for arch in arches:
-            if build:
-                key = image_key(name, arch, repo, tools)
-            else:
-                key = _find_cached_key(name, arch, repo)
+            key = image_key(name, arch, repo, tools)
             out_dir = cache_root() / key
             archive = out_dir / f"{name}-{arch}.tar"
             if not archive.exists():
@@ -338,10 +334,9 @@ def ensure_images(names: list[str] | None = None, arches: list[str] | None = Non
                 with _locked(out_dir):
                     if not archive.exists():
                         print(f"[images] building {image_ref(name, repo)} for linux/{arch}", file=log, flush=True)
-                        build_image(name, arch, repo, lock, out_dir, log=log)
+                        build_image(name, arch, repo, lock, out_dir)
             size, budget = image_size(archive), IMAGES[name][1]
-            if size > budget * 2**20:
-                archive.rename(archive.with_suffix(".over-budget.tar"))
+            if size > budget * 2**20:  # checked on every call, so a cached image over budget fails too
                 raise ImageBuildError(f"{image_ref(name, repo)} ({arch}) is {size / 2**20:.1f} MiB uncompressed, "
                                       f"over its {budget} MiB budget (IMAGES in {__name__}): slim it, or raise "
                                       "the budget and say why in runtime-images/README.md")
@@ -361,11 +356,6 @@ def _prune(name: str, arch: str) -> None:
                      reverse=True)
     for old in entries[KEEP:]:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _find_cached_key(name: str, arch: str, repo: Path) -> str:
-    # Without the tools (a machine that only consumes the cache), the key still needs their versions.
-    return image_key(name, arch, repo, _tool_versions())
 
 
 def as_map(built: list[Built]) -> dict[str, dict[str, str]]:
