@@ -144,6 +144,20 @@ def test_runs_as_a_numeric_non_root_user_and_copies_only_what_the_context_holds(
                 assert any(src == a or src.startswith(a + "/") for a in allowed), f"{src}: not in context"
 
 
+@pytest.mark.parametrize("name", ["Dockerfile.operator", "Dockerfile.agent", "Dockerfile.onnxruntime"])
+def test_built_images_need_no_emulation(name: str) -> None:
+    # The build stage runs on the build platform and installs the target's wheels; the target
+    # platform's stage only copies files and sets metadata, so no target-architecture code runs.
+    text = (IMAGES / name).read_text()
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    assert len(stages) == 2, name
+    assert stages[0].startswith("--platform=$BUILDPLATFORM ${BUILD_BASE} AS build")
+    assert stages[1].startswith("--platform=$TARGETPLATFORM ${PYTHON_BASE}")
+    instructions = {line.split()[0] for line in stages[1].splitlines()[1:] if line and line[0].isupper()}
+    assert instructions <= {"COPY", "ENV", "ARG", "LABEL", "USER", "EXPOSE", "ENTRYPOINT", "CMD"}, instructions
+    assert 'RUN sh install-wheels.sh "$TARGETARCH"' in stages[0]
+
+
 def chart_ngc_release() -> str:
     """The chart's one NGC release setting (`images.ngcRelease`)."""
     values = yaml.safe_load((REPO / "charts/edgewise/values.yaml").read_text())
