@@ -52,9 +52,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise SystemExit(f"edgewise dev cluster up: {err}") from None
     images: tuple[Path, ...] = ()
     if args.real_node:
-        from edgewise.devcluster.images import built_images
+        from edgewise.devcluster.images import ensure_images, host_arch
 
-        images = tuple(built_images())
+        images = tuple(b.archive for b in ensure_images(arches=[host_arch()]))
     cluster = DevCluster(args.dir, real_node=args.real_node, images=images)
     cluster.up()
     with cluster.api_client() as api:
