@@ -76,7 +76,7 @@ LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE
 # the quantity grammar of k8s.io/apimachinery/pkg/api/resource without a sign; CEL's isQuantity()
 # has the last word (QUANTITY_RULE), the pattern tells a generator and a reader the shape.
 QUANTITY_PATTERN = r"^([0-9]{1,18}([.][0-9]{0,9})?|[.][0-9]{1,9})(([KMGTPE]i)|[mkMGTPE]|([eE][0-9]{1,2}))?$"
-QUANTITY_RULE = cel("isQuantity(string(self)) && quantity(string(self)).sign() >= 0",
+QUANTITY_RULE = cel("isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))",
                     "must be a Kubernetes quantity that is not negative, e.g. 500m, 2, 256Mi or 1Gi")
 Quantity = Annotated[
     Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(max_length=32, pattern=QUANTITY_PATTERN)],

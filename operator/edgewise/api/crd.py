@@ -121,7 +121,10 @@ def _collapse_union(node: dict[str, Any], generation: bool = False) -> dict[str,
             return {**node, "anyOf": options}
         if any(set(o) - {"type"} for o in options) and "x-kubernetes-validations" not in node:
             raise SchemaError(f"int-or-string with bounds {options} needs a CEL rule to check them")
-        return {**node, "x-kubernetes-int-or-string": True}
+        # maxLength of the string branch stays: it bounds the CEL rules' estimated cost.
+        text = next(o for o in options if o["type"] == "string")
+        return {**node, "x-kubernetes-int-or-string": True,
+                **({"maxLength": text["maxLength"]} if "maxLength" in text else {})}
     raise SchemaError(f"cannot express union {options} in a structural schema")
 
 
