@@ -193,6 +193,11 @@ MODEL_CASES: list[tuple[str, Mutate, list[str]]] = [
         _set("spec.source.uri", "https://models.example.com/m.onnx\nX-Injected: 1"),
         ["spec.source.uri", "should match"],
     ),
+    (
+        "source-uri-not-ascii",  # found by the admission property test: its DaemonSet could never be applied
+        _set("spec.source.uri", "file:///models/\U00010000.onnx"),
+        ["spec.source.uri", "should match"],
+    ),
     ("profile-ref-with-empty-label", _set("spec.profileRef", "factory..floor"), ["spec.profileRef", "should match"]),
 ]
 
@@ -292,6 +297,11 @@ PROFILE_CASES: list[tuple[str, Mutate, list[str]]] = [
     (
         "gt-beyond-int64",
         _set("spec.classes.1.matchExpressions", [{"key": "a", "operator": "Gt", "values": ["9" * 30]}]),
+        ["operators Gt and Lt need exactly one integer value"],
+    ),
+    (
+        "gt-negative",  # label values cannot be negative, so node affinity refuses it
+        _set("spec.classes.1.matchExpressions", [{"key": "a", "operator": "Lt", "values": ["-1"]}]),
         ["operators Gt and Lt need exactly one integer value"],
     ),
     (

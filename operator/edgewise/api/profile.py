@@ -71,8 +71,9 @@ class NodeSelectorRequirement(ApiModel):
             "(!has(self.values) || size(self.values) == 0) : true",
             "operators Exists and DoesNotExist take no values", reason="FieldValueForbidden"),
         cel("self.operator in ['Gt', 'Lt'] ? (has(self.values) && size(self.values) == 1 && "
-            "self.values[0].matches('^-?[0-9]{1,18}$')) : true",
-            "operators Gt and Lt need exactly one integer value, e.g. values: [\"7\"]"),
+            "self.values[0].matches('^[0-9]{1,18}$')) : true",
+            "operators Gt and Lt need exactly one integer value, not negative (label values cannot be), "
+            "e.g. values: [\"7\"]"),
     )}
 
     key: LabelKey = Field(description="Node label key, e.g. nvidia.com/gpu.compute.major.",
