@@ -9,6 +9,7 @@ degraded input is what a canary would hit.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,6 +89,59 @@ def float_outputs(info: ModelInfo) -> list[str]:
     return [o.name for o in info.outputs if o.is_float]
 
 
+@dataclass(frozen=True)
+class WallLatency:
+    """Wall-clock latency, for benchmark reports (bench/optimize): decisions use `compare_latency`."""
+
+    before_ms: float
+    after_ms: float
+    batch: int
+    threads: int
+
+    @property
+    def ratio(self) -> float:
+        return self.after_ms / self.before_ms if self.before_ms > 0 else float("nan")
+
+
+def wall_ms(sess, sample: Samples, runs: int = 20, warmup: int = 5) -> float:  # noqa: ANN001
+    """Median wall time of one inference of `sample`, in milliseconds."""
+    for _ in range(warmup):
+        sess.run(None, sample)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sess.run(None, sample)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def compare_wall_latency(original: Path, artifact: Path, arrays: Samples, batch: int = 1, threads: int = 2,
+                         runs: int = 20, rounds: int = 3, warmup: int = 5) -> WallLatency:
+    """Wall-clock latency of both models with `threads` intra-op threads, interleaved in rounds, best round each.
+
+    What a user of the model waits for, on an idle machine; it moves with the machine's load, so no
+    decision is made on it (see `compare_latency`).
+    """
+    sample = _sample(arrays, batch)
+    a, b = session(original, threads), session(artifact, threads)
+    before, after = [], []
+    for i in range(rounds):
+        if i % 2:
+            after.append(wall_ms(b, sample, runs, warmup))
+            before.append(wall_ms(a, sample, runs, warmup))
+        else:
+            before.append(wall_ms(a, sample, runs, warmup))
+            after.append(wall_ms(b, sample, runs, warmup))
+    return WallLatency(before_ms=min(before), after_ms=min(after), batch=batch, threads=threads)
+
+
+def _sample(arrays: Samples, batch: int) -> Samples:
+    """One batch of `batch` samples, repeating the data when there are fewer."""
+    if count(arrays) >= batch:
+        return next(batches(arrays, batch))
+    return {k: np.concatenate([v] * (batch // count(arrays) + 1))[:batch] for k, v in arrays.items()}
+
+
 # CPU milliseconds a measuring round spends per model at least, so the timer's resolution and
 # one-off stalls (a page fault) stay small against what is measured.
 ROUND_CPU_MS = 20.0
@@ -128,8 +182,7 @@ def compare_latency(original: Path, artifact: Path, arrays: Samples, batch: int 
     See `speed`: the verdict does not depend on how busy this machine is, and it is
     `inconclusive` rather than a guess when the two cannot be told apart.
     """
-    sample = next(batches(arrays, batch)) if count(arrays) >= batch else \
-        {k: np.concatenate([v] * (batch // count(arrays) + 1))[:batch] for k, v in arrays.items()}
+    sample = _sample(arrays, batch)
     a, b = session(original, 1), session(artifact, 1)
     for sess in (a, b):
         for _ in range(warmup):
