@@ -88,3 +88,14 @@ def test_the_description_carries_the_numbers_for_the_status() -> None:
     text = speed.summarize(rounds(1.5, 1.4, 1.6)).describe()
     assert text.startswith("CPU time per inference, 3 interleaved rounds, 95% interval ")
     assert text.endswith(": slower than 1x")
+
+
+def test_the_status_line_carries_the_interval_and_verdict_and_reads_older_reports() -> None:
+    from edgewise.controller.artifacts import _summary
+    from edgewise.optimize.report import latency_summary
+
+    measured = {"ratio": 0.634, "ratioLow": 0.61, "ratioHigh": 0.66, "rounds": 6, "verdict": "faster"}
+    assert latency_summary(measured) == "latency 0.63x (0.61-0.66x, 6 rounds: faster)"
+    assert latency_summary({"ratio": 0.634}) == "latency 0.63x"  # a report written before the measurement was
+    line = _summary({"outcome": "Optimized", "technique": "int8 dynamic", "latency": measured})
+    assert line == "Optimized: int8 dynamic, latency 0.63x (0.61-0.66x, 6 rounds: faster)"
