@@ -137,10 +137,10 @@ def load(path: Path) -> dict[str, np.ndarray]:
 
 def latency_ratio(reference: Path, artifact: Path, arrays: dict[str, np.ndarray], batch: int,
                   runs: int, rounds: int = 5, warmup: int = 5) -> tuple[float, float]:
-    from edgewise.optimize.evaluate import compare_latency
+    from edgewise.optimize.evaluate import compare_wall_latency
 
-    lat = compare_latency(reference, artifact, arrays, batch=batch, threads=THREADS, runs=runs, rounds=rounds,
-                          warmup=warmup)
+    lat = compare_wall_latency(reference, artifact, arrays, batch=batch, threads=THREADS, runs=runs,
+                               rounds=rounds, warmup=warmup)
     return lat.ratio, lat.after_ms
 
 

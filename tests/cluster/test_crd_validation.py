@@ -166,6 +166,39 @@ MODEL_CASES: list[tuple[str, Mutate, list[str]]] = [
         ["EdgeModel names are at most 40 characters"],
     ),
     ("unknown-field", _set("spec.replicas", 3), ['unknown field "spec.replicas"']),
+    # Values that reach operator loops and rendered objects (issue 15 §4): refused at apply, not later.
+    (
+        "analysis-interval-that-would-spin",
+        _set("spec.rollout.analysis.interval", "0s"),
+        ["analysis.interval must be between 10s and 24h"],
+    ),
+    (
+        "analysis-interval-of-a-year",
+        _set("spec.rollout.analysis.interval", "8760h"),
+        ["analysis.interval must be between 10s and 24h"],
+    ),
+    ("progress-deadline-of-no-time", _set("spec.rollout.progressDeadline", "1ms"), ["progressDeadline must be"]),
+    (
+        "pause-beyond-time-arithmetic",
+        _steps({"percent": 10}, {"pause": {"duration": "999999999h"}}, {"percent": 100}),
+        ["spec.rollout.steps[1].pause.duration"],
+    ),
+    (
+        "job-memory-too-small-to-run",
+        lambda d: d["spec"]["optimization"].update(runIn="Job", jobMemory="1Ki"),
+        ["jobMemory must be between 256Mi and 1Ti"],
+    ),
+    (
+        "source-uri-with-a-newline",
+        _set("spec.source.uri", "https://models.example.com/m.onnx\nX-Injected: 1"),
+        ["spec.source.uri", "should match"],
+    ),
+    (
+        "source-uri-not-ascii",  # found by the admission property test: its DaemonSet could never be applied
+        _set("spec.source.uri", "file:///models/\U00010000.onnx"),
+        ["spec.source.uri", "should match"],
+    ),
+    ("profile-ref-with-empty-label", _set("spec.profileRef", "factory..floor"), ["spec.profileRef", "should match"]),
 ]
 
 PROFILE_CASES: list[tuple[str, Mutate, list[str]]] = [
@@ -234,6 +267,85 @@ PROFILE_CASES: list[tuple[str, Mutate, list[str]]] = [
         "toleration-without-key-equal",
         _set("spec.classes.0.tolerations", [{"operator": "Equal", "value": "x"}]),
         ["a toleration without a key must use operator Exists"],
+    ),
+    # Values that reach the rendered DaemonSet (issue 15 §4): refused at apply, not when the DaemonSet is.
+    (
+        "node-selector-key-not-a-label",
+        _set("spec.classes.1.nodeSelector", {"arch is": "arm64"}),
+        ["keys must be Kubernetes label keys"],
+    ),
+    (
+        "node-selector-key-prefix-not-dns",
+        _set("spec.classes.1.nodeSelector", {"Example.COM/arch": "arm64"}),
+        ["keys must be Kubernetes label keys"],
+    ),
+    (
+        "node-selector-value-not-a-label",
+        _set("spec.classes.1.nodeSelector", {"kubernetes.io/arch": "arm 64"}),
+        ["spec.classes[1].nodeSelector.kubernetes.io/arch", "should match"],
+    ),
+    (
+        "match-expression-key-not-a-label",
+        _set("spec.classes.1.matchExpressions", [{"key": "-gpu", "operator": "Exists"}]),
+        ["spec.classes[1].matchExpressions[0].key", "should match"],
+    ),
+    (
+        "match-expression-value-not-a-label",
+        _set("spec.classes.1.matchExpressions", [{"key": "a", "operator": "In", "values": ["x/y"]}]),
+        ["spec.classes[1].matchExpressions[0].values[0]", "should match"],
+    ),
+    (
+        "gt-beyond-int64",
+        _set("spec.classes.1.matchExpressions", [{"key": "a", "operator": "Gt", "values": ["9" * 30]}]),
+        ["operators Gt and Lt need exactly one integer value"],
+    ),
+    (
+        "gt-negative",  # label values cannot be negative, so node affinity refuses it
+        _set("spec.classes.1.matchExpressions", [{"key": "a", "operator": "Lt", "values": ["-1"]}]),
+        ["operators Gt and Lt need exactly one integer value"],
+    ),
+    (
+        "request-not-a-quantity",
+        _set("spec.classes.1.resources", {"requests": {"cpu": "two"}}),
+        ["must be a Kubernetes quantity"],
+    ),
+    (
+        "negative-limit",
+        _set("spec.classes.1.resources", {"limits": {"memory": -1}}),
+        ["must be a Kubernetes quantity that is not negative"],
+    ),
+    (
+        "request-above-limit",
+        _set("spec.classes.1.resources", {"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}}),
+        ["each request must be at most its limit"],
+    ),
+    (
+        "unknown-resource-name",
+        _set("spec.classes.1.resources", {"limits": {"gpu": 1}}),
+        ["resource names are cpu, memory, ephemeral-storage"],
+    ),
+    (
+        "fractional-gpu",
+        _set("spec.classes.0.resources", {"limits": {"nvidia.com/gpu": "500m"}}),
+        ["counted in whole units"],
+    ),
+    (
+        "gpu-request",
+        _set("spec.classes.0.resources", {"requests": {"nvidia.com/gpu": 1}}),
+        ["extended resources such as nvidia.com/gpu go in limits only"],
+    ),
+    ("image-with-spaces", _set("spec.classes.1.image", "my image:latest"), ["spec.classes[1].image", "should match"]),
+    ("image-in-capitals", _set("spec.classes.1.image", "Edgewise/Node:1"), ["spec.classes[1].image", "should match"]),
+    (
+        "toleration-key-not-a-label",
+        _set("spec.classes.0.tolerations", [{"key": "dedicated node", "operator": "Exists"}]),
+        ["spec.classes[0].tolerations[0].key", "should match"],
+    ),
+    (
+        "toleration-seconds-without-no-execute",
+        _set("spec.classes.0.tolerations", [{"key": "a", "operator": "Exists", "effect": "NoSchedule",
+                                             "tolerationSeconds": 30}]),
+        ["tolerationSeconds applies only to effect NoExecute"],
     ),
 ]
 

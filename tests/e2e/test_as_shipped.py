@@ -107,7 +107,9 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shipped]:
 
 def _install(s: Shipped, *extra: str) -> None:
     s.cluster.helm("install", RELEASE, str(s.chart), "-n", OPERATOR_NS, "--wait", "--timeout", "5m",
-                   "--set", "operator.logLevel=DEBUG", *extra, timeout=420)
+                   "--set", "operator.logLevel=DEBUG",
+                   # The simulated nodes would take any pod and run nothing: the operator goes to the real one.
+                   "--set-string", f"operator.nodeSelector.kubernetes\\.io/hostname={NODE_NAME}", *extra, timeout=420)
 
 
 def _edgemodel(s: Shipped, version: str) -> dict:

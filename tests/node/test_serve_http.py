@@ -231,9 +231,9 @@ def test_silent_connections_are_closed_after_the_idle_timeout(tmp_path_factory: 
             idle.sendall(request("/v2/health/ready"))
             assert idle_reader.response()[0] == 200  # then nothing: an idle keep-alive connection
             stalled.sendall(request("/v2/models/mlp/infer", infer_body())[:-10])  # half a request
-            started = time.monotonic()
+            # closed() is True only on the server's close: the reader's own (30 s) timeout raises instead,
+            # so this holds however busy the machine is, without timing anything.
             assert idle_reader.closed() and stalled_reader.closed()
-            assert time.monotonic() - started < 10  # closed by the timeout, not by the reader's own
         busy, reader = connect(s)
         with busy:  # a connection that keeps talking stays open
             for _ in range(4):

@@ -46,6 +46,12 @@ def test_transformer_auto_on_cpu_is_int8_dynamic_per_channel(models: dict[str, P
     assert report.accuracy_gate is not None and report.accuracy_gate.passed
     # Measured on this machine, in a separate process for memory.
     assert report.latency is not None and report.latency.before_ms > 0 and report.latency.after_ms > 0
+    # The speed measurement is recorded whole: CPU time, rounds, the ratio's interval and the verdict.
+    lat = report.latency
+    assert lat.clock == "cpu" and lat.threads == 1 and 6 <= lat.rounds <= 20 and lat.runs_per_round >= 1
+    assert lat.ratio_low is not None and lat.ratio_high is not None and lat.ratio_low <= lat.ratio <= lat.ratio_high
+    assert lat.verdict in ("faster", "slower", "inconclusive") and lat.limit == 1.0
+    assert f"{lat.rounds} rounds: {lat.verdict})" in report.summary()
     assert report.memory is not None and report.memory.peak_mib > report.memory.baseline_mib > 10
     assert report.artifact is not None and report.artifact.size_bytes == out.stat().st_size
     assert report.source.sha256 != report.artifact.sha256

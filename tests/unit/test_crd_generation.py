@@ -66,7 +66,10 @@ def test_every_field_is_described_for_kubectl_explain(resource: type) -> None:
 @pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: r.KIND)
 def test_schema_is_structural(resource: type) -> None:
     for path, node in _walk(_schema(resource)):
-        assert not {"$ref", "anyOf", "oneOf", "allOf", "title", "$defs"} & set(node), path
+        # propertyNames and patternProperties are not in the apiextensions schema: the apiserver would
+        # drop them silently, and map keys would go unchecked.
+        assert not {"$ref", "anyOf", "oneOf", "allOf", "title", "$defs", "propertyNames",
+                    "patternProperties"} & set(node), path
         assert "type" in node or node.get("x-kubernetes-int-or-string"), f"{path} has no type"
         assert node.get("type") != "null", path
         if node.get("type") == "object" and path not in (".metadata",):
@@ -83,8 +86,27 @@ def test_spec_lists_and_maps_are_bounded_for_cel_cost(resource: type) -> None:
             assert "maxItems" in node, path
         if node.get("type") == "object" and "additionalProperties" in node:
             assert "maxProperties" in node, path
-        if node.get("type") == "string" and "enum" not in node:
+        if (node.get("type") == "string" or node.get("x-kubernetes-int-or-string")) and "enum" not in node:
             assert "maxLength" in node, path
+
+
+def test_constrained_map_keys_need_a_cel_rule() -> None:
+    """Key shapes become CEL rules in the CRD; a key shape without a rule is refused, not dropped."""
+    from typing import Annotated
+
+    from pydantic import Field, StringConstraints
+
+    from edgewise.api.base import ApiModel
+
+    class Unchecked(ApiModel):
+        """A map whose keys have a shape and no rule."""
+
+        labels: dict[Annotated[str, StringConstraints(pattern="^[a-z]+$")], str] = Field(description="Labels.")
+
+    with pytest.raises(crd.SchemaError, match="need a CEL rule on the map"):
+        crd.model_schema(Unchecked)
+    assert crd.model_schema(Unchecked, generation=True)["properties"]["labels"]["propertyNames"] == {
+        "pattern": "^[a-z]+$"}
 
 
 def test_defaults_in_the_schema_are_what_the_python_models_produce() -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 
-from edgewise.optimize import gates
+import pytest
+
+from edgewise.optimize import gates, speed
 from edgewise.optimize.gates import AccuracyGate, Agreement
+from edgewise.optimize.speed import SpeedMeasurement
 
 
 def test_accuracy_passes_within_the_gate_with_numbers() -> None:
@@ -58,9 +61,25 @@ def test_no_limits_always_fit() -> None:
     assert result.passed and "no limit given" in result.message
 
 
+def _speed(ratios: list[float], limit: float = 1.0) -> SpeedMeasurement:
+    return speed.summarize([speed.Round(10.0, 10.0 * r) for r in ratios], limit)
+
+
 def test_latency_gate_is_off_unless_asked() -> None:
-    assert gates.check_latency(1.4, None).passed
-    slow = gates.check_latency(1.4, 1.0)
+    assert gates.check_latency(_speed([1.4, 1.41, 1.39]), None).passed
+    slow = gates.check_latency(_speed([1.4, 1.41, 1.39]), 1.0)
     assert not slow.passed and slow.reason == "LatencyGateFailed" and "1.40x the original > 1.0x" in slow.message
-    assert gates.check_latency(0.55, 0.8).passed
-    assert not gates.check_latency(math.nan, 1.0).passed
+    assert "3 interleaved rounds" in slow.message and "slower than 1x" in slow.message
+    assert gates.check_latency(_speed([0.55, 0.56, 0.54], 0.8), 0.8).passed
+
+
+def test_an_inconclusive_speed_keeps_the_artifact() -> None:
+    result = gates.check_latency(_speed([0.9, 1.1, 1.05, 0.95]), 1.0)
+    assert result.passed and result.reason == "LatencyInconclusive" and "kept" in result.message
+    assert result.numbers["latencyRatioLow"] < 1.0 < result.numbers["latencyRatioHigh"]
+    assert result.numbers["latencyRounds"] == 4
+
+
+def test_the_gate_refuses_a_measurement_against_another_limit() -> None:
+    with pytest.raises(ValueError, match="measured against 1.0x, the gate is 0.8x"):
+        gates.check_latency(_speed([1.0, 1.1]), 0.8)

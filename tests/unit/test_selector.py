@@ -60,6 +60,8 @@ VALUES = ["", "1", "2", "3", "7", "8"]
         R("a", "DoesNotExist"),
         R("a", "Gt", ("2",)),
         R("a", "Lt", ("3",)),
+        R("a", "Lt", ("0",)),  # found by the admission property test: its negation was `Gt -1`
+        R("a", "Lt", ("1",)),
     ],
 )
 def test_negation_is_exact_on_integer_labels(req: Requirement) -> None:
@@ -155,3 +157,10 @@ def test_affinity_of_each_class_selects_exactly_the_nodes_classified_into_it() -
             members = {n.name for n in result.members(hc.name).nodes}
             selected = {n.name for n in nodes if terms_match(affinity, n.labels)}
             assert selected == members, (hc.name, profile.to_api())
+
+
+def test_negations_carry_only_values_the_apiserver_accepts() -> None:
+    """Label values cannot be negative: node affinity refuses `Gt -1` (a DaemonSet the planner once rendered)."""
+    for req in (R("a", "Lt", ("0",)), R("a", "Lt", ("1",)), R("a", "Gt", ("0",))):
+        for n in req.negated():
+            assert all(v.isdigit() for v in n.values), (req, n)

@@ -30,18 +30,39 @@ class SchemaError(ValueError):
     """A model uses a type the CRD schema cannot express."""
 
 
-def model_schema(model: type[BaseModel], *, defaults: bool = True) -> dict[str, Any]:
+def model_schema(model: type[BaseModel], *, defaults: bool = True, generation: bool = False) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of `model`: inlined, nullable unions removed.
 
     `defaults=False` drops defaults (status is written by the operator; the
-    apiserver must not invent it).
+    apiserver must not invent it). `generation=True` is the same schema for a test data
+    generator: it keeps what a structural schema cannot say but CEL rules check (map key
+    shapes as `propertyNames`, the integer and string branches of int-or-string), so
+    generated objects have a chance to pass those rules.
     """
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
-    return _normalize(raw, defs, defaults)
+    return _normalize(raw, defs, defaults, generation)
 
 
-def _normalize(node: dict[str, Any], defs: dict[str, Any], defaults: bool) -> dict[str, Any]:
+def _keys(node: dict[str, Any], generation: bool) -> dict[str, Any]:
+    """Map keys: `patternProperties`/`propertyNames` are not structural, a CEL rule must check them."""
+    names = dict(node.pop("propertyNames", {}))
+    patterned = node.pop("patternProperties", None)
+    if patterned:
+        if len(patterned) != 1 or "additionalProperties" in node:
+            raise SchemaError(f"cannot express map keys {list(patterned)} in a structural schema")
+        (pattern, values), = patterned.items()
+        names["pattern"] = pattern
+        node["additionalProperties"] = values
+    if names and generation:
+        node["propertyNames"] = names
+    elif set(names) - {"minLength", "maxLength"} and "x-kubernetes-validations" not in node:
+        # The apiserver ignores key constraints: without a rule, nothing would check them.
+        raise SchemaError(f"map keys constrained by {names} need a CEL rule on the map (e.g. self.all(k, ...))")
+    return node
+
+
+def _normalize(node: dict[str, Any], defs: dict[str, Any], defaults: bool, generation: bool) -> dict[str, Any]:
     node = dict(node)
     if "$ref" in node:
         target = copy.deepcopy(defs[node.pop("$ref").rsplit("/", 1)[-1]])
@@ -50,8 +71,13 @@ def _normalize(node: dict[str, Any], defs: dict[str, Any], defaults: bool) -> di
         if rules:
             node["x-kubernetes-validations"] = rules
     if "anyOf" in node:
-        node = _collapse_union(node)
-        return _normalize(node, defs, defaults)
+        node = _collapse_union(node, generation)
+        if "anyOf" in node:  # int-or-string for a generator: each branch keeps its own constraints
+            node["anyOf"] = [_normalize(o, defs, defaults, generation) for o in node["anyOf"]]
+            return node
+        return _normalize(node, defs, defaults, generation)
+    if node.get("type") == "object":
+        node = _keys(node, generation)
 
     out: dict[str, Any] = {}
     for key, value in node.items():
@@ -69,16 +95,20 @@ def _normalize(node: dict[str, Any], defs: dict[str, Any], defaults: bool) -> di
             out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
             out[key] = True
         elif key == "properties":
-            out["properties"] = {k: _normalize(v, defs, defaults) for k, v in value.items()}
-        elif key in ("items", "additionalProperties") and isinstance(value, dict):
-            out[key] = _normalize(value, defs, defaults)
+            out["properties"] = {k: _normalize(v, defs, defaults, generation) for k, v in value.items()}
+        elif key in ("items", "additionalProperties", "propertyNames") and isinstance(value, dict):
+            out[key] = _normalize(value, defs, defaults, generation)
         else:
             out[key] = value
     return _ordered(out)
 
 
-def _collapse_union(node: dict[str, Any]) -> dict[str, Any]:
-    """`X | None` → X (optional means absent, never null); `int | str` → int-or-string."""
+def _collapse_union(node: dict[str, Any], generation: bool = False) -> dict[str, Any]:
+    """`X | None` → X (optional means absent, never null); `int | str` → int-or-string.
+
+    The branches' own bounds (a minimum, a pattern) cannot be said of an int-or-string, so such
+    a field carries a CEL rule instead; `generation` keeps the branches for a generator.
+    """
     options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
     if len(options) == 1:
         merged = {**options[0], **node}
@@ -87,7 +117,14 @@ def _collapse_union(node: dict[str, Any]) -> dict[str, Any]:
                                                   + node["x-kubernetes-validations"])
         return merged
     if sorted(o.get("type", "") for o in options) == ["integer", "string"]:
-        return {**node, "x-kubernetes-int-or-string": True}
+        if generation:
+            return {**node, "anyOf": options}
+        if any(set(o) - {"type"} for o in options) and "x-kubernetes-validations" not in node:
+            raise SchemaError(f"int-or-string with bounds {options} needs a CEL rule to check them")
+        # maxLength of the string branch stays: it bounds the CEL rules' estimated cost.
+        text = next(o for o in options if o["type"] == "string")
+        return {**node, "x-kubernetes-int-or-string": True,
+                **({"maxLength": text["maxLength"]} if "maxLength" in text else {})}
     raise SchemaError(f"cannot express union {options} in a structural schema")
 
 

@@ -6,7 +6,17 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from edgewise.api.base import ApiModel, Duration, Memory, Sha256, cel, nested, validations
+from edgewise.api.base import (
+    DNS_SUBDOMAIN_PATTERN,
+    ApiModel,
+    Duration,
+    Memory,
+    Sha256,
+    cel,
+    duration_bounds,
+    nested,
+    validations,
+)
 
 # Rules shared by every reference to a downloadable file.
 _DIGEST_RULES = validations(
@@ -21,7 +31,11 @@ _DIGEST_RULES = validations(
         field_path=".uri"),
 )
 
-URI_PATTERN = r"^(https?|file|oci)://.+"
+# Printable ASCII without spaces (percent-encode the rest, as URLs do): a uri goes into container
+# arguments and request lines as it is, and the server-side apply of a DaemonSet that carries it is
+# parsed as YAML, which refuses the escapes JSON writes for some characters (found by the admission
+# property test: a file:// uri with U+10000 made every apply of its DaemonSet fail).
+URI_PATTERN = r"^(https?|file|oci)://[!-~]+$"
 
 
 class Source(ApiModel):
@@ -101,7 +115,9 @@ class Optimization(ApiModel):
                     "memory and time limits) or Job (a Kubernetes Job in the operator's namespace, sized by "
                     "jobMemory: for models too big for the operator's pod). The artifact is the same either way.")
     job_memory: Memory | None = Field(
-        default=None,
+        default=None, json_schema_extra=validations(cel(
+            "quantity(self).compareTo(quantity('256Mi')) >= 0 && quantity(self).compareTo(quantity('1Ti')) <= 0",
+            "jobMemory must be between 256Mi and 1Ti, e.g. 16Gi")),
         description="Memory request and limit of the optimization Job, e.g. 16Gi (runIn: Job only; default: "
                     "the operator's optimization memory limit).")
 
@@ -110,7 +126,9 @@ class Pause(ApiModel):
     """Wait before the next step."""
 
     duration: Duration | None = Field(
-        default=None, description="How long to wait, e.g. 10m; without it the rollout waits until promoted.")
+        default=None, description="How long to wait, e.g. 10m (at most 720h); without it the rollout waits "
+                                  "until promoted.",
+        json_schema_extra=duration_bounds("0s", "720h", "a pause"))
 
 
 class Step(ApiModel):
@@ -153,7 +171,8 @@ class Analysis(ApiModel):
             reason="FieldValueRequired"),
     )}
 
-    interval: Duration = Field(default="1m", description="How often the canary is measured.")
+    interval: Duration = Field(default="1m", description="How often the canary is measured (10s to 24h).",
+                               json_schema_extra=duration_bounds("10s", "24h", "analysis.interval"))
     failure_limit: int = Field(default=2, ge=0, le=100,
                                description="Failed measurements tolerated before the canary is rolled back.")
     max_error_rate: float = Field(
@@ -213,7 +232,7 @@ class Rollout(ApiModel):
         })
     analysis: Analysis = nested(Analysis, "How canaries are measured and judged.")
     progress_deadline: Duration = Field(
-        default="10m",
+        default="10m", json_schema_extra=duration_bounds("1m", "720h", "progressDeadline"),
         description="How long a class may take to make progress before it is marked Degraded (and rolled "
                     "back when autoRollback is set).")
     auto_rollback: bool = Field(default=True, description="Roll a failing canary back without a person.")
@@ -235,7 +254,7 @@ class EdgeModelSpec(ApiModel):
     """The desired state: which model version runs on which hardware classes, and how it rolls out."""
 
     profile_ref: str | None = Field(
-        default=None, min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN,
         description="Name of a DeploymentProfile in the same namespace. Without it the built-in profile "
                     "applies: Jetson → triton-tensorrt fp16, other arm64 → onnxruntime int8, amd64 → "
                     "onnxruntime int8.")

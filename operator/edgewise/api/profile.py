@@ -11,15 +11,51 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from edgewise.api.base import DNS_LABEL_PATTERN, ApiModel, Quantity, cel, validations
+from edgewise.api.base import (
+    DNS_LABEL_PATTERN,
+    ApiModel,
+    LabelKey,
+    LabelValue,
+    Quantity,
+    cel,
+    label_key_rule,
+    validations,
+)
 
 Runtime = Literal["triton-tensorrt", "onnxruntime"]
 Precision = Literal["fp32", "fp16", "int8"]
 SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
 
-# Label keys are [prefix/]name: a DNS subdomain (253) + "/" + a name (63).
-LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
-LabelValue = Annotated[str, StringConstraints(max_length=63)]
+# Container image references as container runtimes parse them (distribution's reference grammar):
+# [host[:port]/]path[:tag][@digest]. Kubernetes itself only refuses blanks, the node refuses the rest
+# when it pulls, too late: the pod just sits in InvalidImageName.
+_HOST_PART = r"([a-zA-Z0-9]|[a-zA-Z0-9][-a-zA-Z0-9]*[a-zA-Z0-9])"
+_HOST = rf"{_HOST_PART}([.]{_HOST_PART})*(:[0-9]{{1,5}})?"
+_PATH = r"[a-z0-9]+(([._]|__|[-]+)[a-z0-9]+)*"
+IMAGE_PATTERN = (rf"^({_HOST}/)?{_PATH}(/{_PATH})*(:[A-Za-z0-9_][-A-Za-z0-9_.]{{0,127}})?"
+                 r"(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,128})?$")
+
+# Compute resources a runtime container may name: the standard ones, or extended resources of a
+# device plugin (<domain>/<name>, outside kubernetes.io), like nvidia.com/gpu.
+RESOURCE_NAME_PATTERN = (r"^(cpu|memory|ephemeral-storage|"
+                         r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*"
+                         r"/[A-Za-z0-9]([-A-Za-z0-9_.]{0,52}[A-Za-z0-9])?)$")
+ResourceName = Annotated[str, StringConstraints(min_length=1, max_length=120, pattern=RESOURCE_NAME_PATTERN)]
+_EXTENDED = "k.contains('/')"
+_RESOURCE_KEYS_RULE = cel(
+    f"self.all(k, k.matches('{RESOURCE_NAME_PATTERN}') && !k.contains('kubernetes.io/'))",
+    "resource names are cpu, memory, ephemeral-storage or a device plugin's <domain>/<name> "
+    "(e.g. nvidia.com/gpu), outside kubernetes.io")
+_QTY = "quantity(string({m}[k]))"
+_IS_QTY = "isQuantity(string({m}[k]))"  # a value that is none is refused by its own rule, not here
+
+_LABEL_KEYS_RULE = cel(f"self.all(k, {label_key_rule('k')})",
+                       "keys must be Kubernetes label keys: [prefix/]name, where name is at most 63 letters, "
+                       "digits, '-', '_' or '.' starting and ending alphanumeric, and prefix a DNS subdomain, "
+                       "e.g. kubernetes.io/arch or nvidia.com/gpu.family")
+# A single key field has the pattern already; what a pattern cannot count is the prefix's 253.
+_LABEL_KEY_RULE = cel("!self.contains('/') || self.indexOf('/') <= 253",
+                      "the prefix of a label key (before '/') is a DNS subdomain of at most 253 characters")
 
 # Class names end up in DaemonSet names (<model>-<class>-<slot>) and label values.
 CLASS_NAME_MAX = 20
@@ -35,11 +71,13 @@ class NodeSelectorRequirement(ApiModel):
             "(!has(self.values) || size(self.values) == 0) : true",
             "operators Exists and DoesNotExist take no values", reason="FieldValueForbidden"),
         cel("self.operator in ['Gt', 'Lt'] ? (has(self.values) && size(self.values) == 1 && "
-            "self.values[0].matches('^-?[0-9]+$')) : true",
-            "operators Gt and Lt need exactly one integer value, e.g. values: [\"7\"]"),
+            "self.values[0].matches('^[0-9]{1,18}$')) : true",
+            "operators Gt and Lt need exactly one integer value, not negative (label values cannot be), "
+            "e.g. values: [\"7\"]"),
     )}
 
-    key: LabelKey = Field(description="Node label key, e.g. nvidia.com/gpu.compute.major.")
+    key: LabelKey = Field(description="Node label key, e.g. nvidia.com/gpu.compute.major.",
+                          json_schema_extra=validations(_LABEL_KEY_RULE))
     operator: SelectorOperator = Field(
         description="How the label is compared: In/NotIn a set of values, Exists/DoesNotExist, or "
                     "Gt/Lt an integer (the label value is parsed as an integer).")
@@ -57,17 +95,20 @@ class Toleration(ApiModel):
             "a toleration without a key must use operator Exists (it then tolerates every taint)"),
         cel("self.operator != 'Exists' || !has(self.value)",
             "a toleration with operator Exists takes no value"),
+        cel("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerationSeconds applies only to effect NoExecute", field_path=".tolerationSeconds"),
     )}
 
     key: LabelKey | None = Field(default=None, description="Taint key; empty with operator Exists "
-                                                           "tolerates every taint.")
+                                                           "tolerates every taint.",
+                                 json_schema_extra=validations(_LABEL_KEY_RULE))
     operator: Literal["Equal", "Exists"] = Field(
         default="Equal", description="Equal compares the value; Exists matches any value.")
     value: LabelValue | None = Field(default=None, description="Taint value, for operator Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to tolerate; empty tolerates every effect.")
     toleration_seconds: int | None = Field(
-        default=None, ge=0, description="For NoExecute: how long the pod stays bound after the taint "
+        default=None, ge=0, le=31_536_000, description="For NoExecute: how long the pod stays bound after the taint "
                                         "appears; empty means forever.")
 
 
@@ -82,13 +123,35 @@ class Batching(ApiModel):
 
 
 class Resources(ApiModel):
-    """Compute resources of the runtime container, as in a pod spec."""
+    """Compute resources of the runtime container, as in a pod spec.
 
-    requests: dict[str, Quantity] | None = Field(
+    The rules are the ones the apiserver applies to a pod, checked here so that a profile that
+    would render an invalid pod is refused when it is applied, not when its DaemonSet is.
+    """
+
+    model_config = {"json_schema_extra": validations(
+        cel("!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || "
+            f"!{_IS_QTY.format(m='self.requests')} || !{_IS_QTY.format(m='self.limits')} || "
+            f"{_QTY.format(m='self.requests')}.compareTo({_QTY.format(m='self.limits')}) <= 0)",
+            "each request must be at most its limit, e.g. requests: {memory: 256Mi}, limits: {memory: 512Mi}"),
+    )}
+
+    requests: dict[ResourceName, Quantity] | None = Field(
         default=None, max_length=8,
-        description="Minimum resources reserved, e.g. {cpu: 500m, memory: 256Mi}.")
-    limits: dict[str, Quantity] | None = Field(
-        default=None, max_length=8, description="Maximum resources, e.g. {memory: 512Mi}.")
+        description="Minimum resources reserved, e.g. {cpu: 500m, memory: 256Mi}.",
+        json_schema_extra=validations(
+            _RESOURCE_KEYS_RULE,
+            cel(f"self.all(k, !{_EXTENDED})",
+                "extended resources such as nvidia.com/gpu go in limits only (Kubernetes requests what "
+                "the limit says)"),
+        ))
+    limits: dict[ResourceName, Quantity] | None = Field(
+        default=None, max_length=8, description="Maximum resources, e.g. {memory: 512Mi}.",
+        json_schema_extra=validations(
+            _RESOURCE_KEYS_RULE,
+            cel(f"self.all(k, !{_EXTENDED} || !{_IS_QTY.format(m='self')} || {_QTY.format(m='self')}.isInteger())",
+                "extended resources such as nvidia.com/gpu are counted in whole units, e.g. \"1\""),
+        ))
 
 
 class Slo(ApiModel):
@@ -124,7 +187,8 @@ class HardwareClass(ApiModel):
     node_selector: dict[LabelKey, LabelValue] | None = Field(
         default=None, max_length=16,
         description="Node labels that must all be present with these values, e.g. "
-                    "{kubernetes.io/arch: arm64, nvidia.com/gpu.family: ampere}.")
+                    "{kubernetes.io/arch: arm64, nvidia.com/gpu.family: ampere}.",
+        json_schema_extra=validations(_LABEL_KEYS_RULE))
     match_expressions: list[NodeSelectorRequirement] | None = Field(
         default=None, max_length=16,
         description="Further label requirements (all must hold), with the operators of node affinity.")
@@ -133,7 +197,7 @@ class HardwareClass(ApiModel):
                     "device, for Jetson) or onnxruntime (Edgewise's ONNX Runtime server, for CPUs). Both "
                     "speak Triton's KServe-V2 protocol on ports 8000/8001/8002.")
     image: str | None = Field(
-        default=None, min_length=1, max_length=512,
+        default=None, min_length=1, max_length=512, pattern=IMAGE_PATTERN,
         description="Runtime image override; by default the operator's configured image for the runtime.")
     precision: Precision | None = Field(
         default=None,

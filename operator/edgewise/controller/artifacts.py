@@ -31,6 +31,7 @@ from edgewise.controller.optimize_runners import KubeJobRunner, ProcessRunner
 from edgewise.core.classify import Classification
 from edgewise.core.optimization import JobSpec, job_spec
 from edgewise.core.runtimes import Artifact
+from edgewise.optimize.report import latency_summary
 
 log = logging.getLogger("edgewise.artifacts")
 
@@ -219,7 +220,7 @@ def _summary(report: dict[str, Any]) -> str:
     if report.get("sizeRatio") is not None:
         parts.append(f"size {report['sizeRatio']:.2f}x")
     if (report.get("latency") or {}).get("ratio") is not None:
-        parts.append(f"latency {report['latency']['ratio']:.2f}x")
+        parts.append(latency_summary(report["latency"]))
     if (report.get("agreement") or {}).get("minCosine") is not None:
         parts.append(f"min cosine {report['agreement']['minCosine']:.4f}")
     if (report.get("memory") or {}).get("peakMiB") is not None:

@@ -65,6 +65,10 @@ class Requirement:
         if op == "DoesNotExist":
             return (Requirement(key, "Exists"),)
         bound = int(values[0])
+        if op == "Lt" and bound <= 0:
+            # A label value cannot be negative (it starts alphanumeric), so `Lt 0` holds for no node and
+            # its negation for every one; `Gt -1` would say so in a value the apiserver refuses.
+            return (Requirement(key, "DoesNotExist"), Requirement(key, "Exists"))
         flipped = Requirement(key, "Lt", (str(bound + 1),)) if op == "Gt" else Requirement(
             key, "Gt", (str(bound - 1),))
         return (Requirement(key, "DoesNotExist"), flipped)

@@ -1,4 +1,4 @@
-"""Measure an artifact against its original on this machine: agreement, latency, size.
+"""Measure an artifact against its original on this machine: agreement and speed.
 
 Agreement is computed per sample on every float output: cosine similarity of the flattened
 sample, the largest absolute error, and for classifier outputs the share of samples whose
@@ -8,6 +8,7 @@ degraded input is what a canary would hit.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -16,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgewise.optimize import speed
 from edgewise.optimize.data import Samples, batches, count
 from edgewise.optimize.errors import TechniqueFailed
 from edgewise.optimize.gates import Agreement
 from edgewise.optimize.inspect import ModelInfo
+from edgewise.optimize.speed import SpeedMeasurement
 
 EPS = 1e-12
 
@@ -86,7 +89,21 @@ def float_outputs(info: ModelInfo) -> list[str]:
     return [o.name for o in info.outputs if o.is_float]
 
 
-def latency_ms(sess, sample: Samples, runs: int = 20, warmup: int = 5) -> float:  # noqa: ANN001
+@dataclass(frozen=True)
+class WallLatency:
+    """Wall-clock latency, for benchmark reports (bench/optimize): decisions use `compare_latency`."""
+
+    before_ms: float
+    after_ms: float
+    batch: int
+    threads: int
+
+    @property
+    def ratio(self) -> float:
+        return self.after_ms / self.before_ms if self.before_ms > 0 else float("nan")
+
+
+def wall_ms(sess, sample: Samples, runs: int = 20, warmup: int = 5) -> float:  # noqa: ANN001
     """Median wall time of one inference of `sample`, in milliseconds."""
     for _ in range(warmup):
         sess.run(None, sample)
@@ -98,33 +115,87 @@ def latency_ms(sess, sample: Samples, runs: int = 20, warmup: int = 5) -> float:
     return statistics.median(times)
 
 
-@dataclass(frozen=True)
-class Latency:
-    before_ms: float
-    after_ms: float
-    batch: int
-    threads: int
+def compare_wall_latency(original: Path, artifact: Path, arrays: Samples, batch: int = 1, threads: int = 2,
+                         runs: int = 20, rounds: int = 3, warmup: int = 5) -> WallLatency:
+    """Wall-clock latency of both models with `threads` intra-op threads, interleaved in rounds, best round each.
 
-    @property
-    def ratio(self) -> float:
-        return self.after_ms / self.before_ms if self.before_ms > 0 else float("nan")
-
-
-def compare_latency(original: Path, artifact: Path, arrays: Samples, batch: int = 1, threads: int = 2,
-                    runs: int = 20, rounds: int = 3, warmup: int = 5) -> Latency:
-    """Latency of both models on the same inputs, interleaved in rounds so load noise hits both alike.
-
-    Each round alternates which model goes first; the best round's median counts for each.
+    What a user of the model waits for, on an idle machine; it moves with the machine's load, so no
+    decision is made on it (see `compare_latency`).
     """
-    sample = next(batches(arrays, batch)) if count(arrays) >= batch else \
-        {k: np.concatenate([v] * (batch // count(arrays) + 1))[:batch] for k, v in arrays.items()}
+    sample = _sample(arrays, batch)
     a, b = session(original, threads), session(artifact, threads)
     before, after = [], []
     for i in range(rounds):
         if i % 2:
-            after.append(latency_ms(b, sample, runs, warmup))
-            before.append(latency_ms(a, sample, runs, warmup))
+            after.append(wall_ms(b, sample, runs, warmup))
+            before.append(wall_ms(a, sample, runs, warmup))
         else:
-            before.append(latency_ms(a, sample, runs, warmup))
-            after.append(latency_ms(b, sample, runs, warmup))
-    return Latency(before_ms=min(before), after_ms=min(after), batch=batch, threads=threads)
+            before.append(wall_ms(a, sample, runs, warmup))
+            after.append(wall_ms(b, sample, runs, warmup))
+    return WallLatency(before_ms=min(before), after_ms=min(after), batch=batch, threads=threads)
+
+
+def _sample(arrays: Samples, batch: int) -> Samples:
+    """One batch of `batch` samples, repeating the data when there are fewer."""
+    if count(arrays) >= batch:
+        return next(batches(arrays, batch))
+    return {k: np.concatenate([v] * (batch // count(arrays) + 1))[:batch] for k, v in arrays.items()}
+
+
+# CPU milliseconds a measuring round spends per model at least, so the timer's resolution and
+# one-off stalls (a page fault) stay small against what is measured.
+ROUND_CPU_MS = 20.0
+MAX_RUNS_PER_ROUND = 200
+
+
+def cpu_ms(sess, sample: Samples, runs: int) -> float:  # noqa: ANN001
+    """CPU time of one inference of `sample` on this thread, in ms, averaged over `runs`.
+
+    The session must have one intra-op thread, so that ONNX Runtime computes on the calling
+    thread and `thread_time` sees all of the work and none of another process's.
+    """
+    start = time.thread_time()
+    for _ in range(runs):
+        sess.run(None, sample)
+    return max((time.thread_time() - start) * 1000.0 / runs, 1e-6)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """What the speed measurement found, and how it was measured."""
+
+    speed: SpeedMeasurement
+    batch: int
+    runs: int  # inferences per model per round
+    threads: int = 1  # intra-op threads while measuring: one, so CPU time is the model's own
+
+    @property
+    def ratio(self) -> float:
+        return self.speed.ratio
+
+
+def compare_latency(original: Path, artifact: Path, arrays: Samples, batch: int = 1, limit: float = 1.0,
+                    warmup: int = 3, min_rounds: int = speed.MIN_ROUNDS,
+                    max_rounds: int = speed.MAX_ROUNDS) -> Latency:
+    """CPU time per inference of both models on the same inputs, in interleaved rounds, against `limit`.
+
+    See `speed`: the verdict does not depend on how busy this machine is, and it is
+    `inconclusive` rather than a guess when the two cannot be told apart.
+    """
+    sample = _sample(arrays, batch)
+    a, b = session(original, 1), session(artifact, 1)
+    for sess in (a, b):
+        for _ in range(warmup):
+            sess.run(None, sample)
+    one = max(cpu_ms(a, sample, 1), cpu_ms(b, sample, 1))
+    runs = max(1, min(MAX_RUNS_PER_ROUND, math.ceil(ROUND_CPU_MS / one)))
+
+    def measure_round(original_first: bool) -> speed.Round:
+        if original_first:
+            before = cpu_ms(a, sample, runs)
+            return speed.Round(before_ms=before, after_ms=cpu_ms(b, sample, runs))
+        after = cpu_ms(b, sample, runs)
+        return speed.Round(before_ms=cpu_ms(a, sample, runs), after_ms=after)
+
+    result = speed.measure(measure_round, limit, min_rounds=min_rounds, max_rounds=max_rounds)
+    return Latency(speed=result, batch=batch, runs=runs)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edgewise.optimize.speed import SpeedMeasurement
+
 
 @dataclass(frozen=True)
 class AccuracyGate:
@@ -85,16 +87,29 @@ def check_memory(peak_mib: float, max_memory_mib: float | None = None,
     return GateResult(True, "Fits", f"peak memory {peak_mib:.0f} MiB within {within}", numbers)
 
 
-def check_latency(ratio: float, max_ratio: float | None) -> GateResult:
+def check_latency(speed: SpeedMeasurement, max_ratio: float | None) -> GateResult:
     """Optional speed gate: an optimized artifact must not be slower than `max_ratio` × the original.
 
-    Meaningful only where the measuring machine is the class's hardware (a Job pinned to a node
-    of the class): int8 convolutions pay off on edge CPUs and may not on an AVX-512 server.
+    Rejects only what was measured slower with confidence (`speed` was measured against
+    `max_ratio`); an inconclusive measurement keeps the artifact. Meaningful only where the
+    measuring machine speaks for the class's hardware: int8 convolutions pay off on edge CPUs
+    and may not on an AVX-512 server.
     """
-    numbers = {"latencyRatio": ratio}
+    numbers = {"latencyRatio": speed.ratio, "latencyRatioLow": speed.low, "latencyRatioHigh": speed.high,
+               "latencyRounds": float(speed.rounds)}
+    how = speed.describe()
     if max_ratio is None:
-        return GateResult(True, "LatencyNotGated", f"latency {ratio:.2f}x the original (not gated)", numbers)
+        return GateResult(True, "LatencyNotGated", f"latency {speed.ratio:.2f}x the original, not gated ({how})",
+                          numbers)
     numbers["maxLatencyRatio"] = max_ratio
-    if not ratio <= max_ratio:
-        return GateResult(False, "LatencyGateFailed", f"latency {ratio:.2f}x the original > {max_ratio}x", numbers)
-    return GateResult(True, "LatencyGatePassed", f"latency {ratio:.2f}x the original <= {max_ratio}x", numbers)
+    if speed.limit != max_ratio:
+        raise ValueError(f"the speed was measured against {speed.limit}x, the gate is {max_ratio}x")
+    if speed.verdict == "slower":
+        return GateResult(False, "LatencyGateFailed",
+                          f"latency {speed.ratio:.2f}x the original > {max_ratio}x ({how})", numbers)
+    if speed.verdict == "inconclusive":
+        return GateResult(True, "LatencyInconclusive",
+                          f"latency {speed.ratio:.2f}x the original, kept: not measurably slower than "
+                          f"{max_ratio}x ({how})", numbers)
+    return GateResult(True, "LatencyGatePassed", f"latency {speed.ratio:.2f}x the original <= {max_ratio}x ({how})",
+                      numbers)

@@ -227,8 +227,8 @@ def optimize(src: str | Path, output: str | Path, target: Target, *, calibration
                                                options.gate)
                 notes.append("graph-optimized fp32 drifted from the original; serving the original")
             if verdict.passed and speed_limit is not None and cand.technique != "fp32":
-                gate_latency = evaluate.compare_latency(model_path, out, valid, 1, options.threads)
-                speed = gates.check_latency(gate_latency.ratio, speed_limit)
+                gate_latency = evaluate.compare_latency(model_path, out, valid, 1, limit=speed_limit)
+                speed = gates.check_latency(gate_latency.speed, speed_limit)
                 # Either way the attempt says what the speed gate measured.
                 verdict = (gates.GateResult(True, verdict.reason, f"{verdict.message}; {speed.message}",
                                             verdict.numbers | speed.numbers) if speed.passed else
@@ -259,13 +259,16 @@ def optimize(src: str | Path, output: str | Path, target: Target, *, calibration
         cand, out, agreement, verdict, kept = accepted
         latency = mem = None
         if options.measure_latency:
-            lat = gate_latency or evaluate.compare_latency(model_path, out, valid, 1, options.threads)
-            latency = LatencyInfo(before_ms=lat.before_ms, after_ms=lat.after_ms, ratio=lat.ratio,
-                                  batch=lat.batch, threads=lat.threads)
-            if cand.technique != "fp32" and lat.ratio > 1.0:
-                notes.append(f"{cand.describe()} measured {lat.ratio:.2f}x the original's latency on the machine "
-                             "that built it; whether it pays off depends on the class's CPU (canary latency "
-                             "analysis checks it; a speed gate needs the build to run on that hardware)")
+            lat = gate_latency or evaluate.compare_latency(model_path, out, valid, 1)
+            s = lat.speed
+            latency = LatencyInfo(before_ms=s.before_ms, after_ms=s.after_ms, ratio=s.ratio, batch=lat.batch,
+                                  threads=lat.threads, rounds=s.rounds, ratio_low=s.low, ratio_high=s.high,
+                                  limit=s.limit, verdict=s.verdict, runs_per_round=lat.runs)
+            if cand.technique != "fp32" and s.verdict == "slower":
+                notes.append(f"{cand.describe()} measured {s.ratio:.2f}x the original's latency on the machine "
+                             f"that built it ({s.describe()}); whether it pays off depends on the class's CPU "
+                             "(canary latency analysis checks it; a speed gate needs the build to run on that "
+                             "hardware)")
         memory_gate = None
         if options.measure_memory:
             m = memory.measure(out, next(data.batches(valid, 1)), options.threads)

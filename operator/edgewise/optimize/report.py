@@ -8,7 +8,7 @@ the artifact in the store. `outcome` is a condition reason: Optimized, Optimizat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -41,11 +41,20 @@ class AgreementInfo(_Model):
 
 
 class LatencyInfo(_Model):
-    before_ms: float
+    """The speed measurement (see optimize.speed): CPU time per inference, interleaved rounds."""
+
+    before_ms: float  # CPU ms per inference, median over rounds
     after_ms: float
-    ratio: float
+    ratio: float  # geometric mean of the rounds' artifact/original ratios
     batch: int
-    threads: int
+    threads: int  # intra-op threads while measuring (1: the CPU time is the model's own)
+    clock: Literal["cpu", "wall"] = "cpu"
+    rounds: int = 0
+    ratio_low: float | None = None  # 95% confidence interval of the ratio
+    ratio_high: float | None = None
+    limit: float | None = None  # what the verdict compares with: the speed gate, or 1.0
+    verdict: Literal["slower", "faster", "inconclusive"] | None = None
+    runs_per_round: int = 0
 
 
 class MemoryInfo(_Model):
@@ -67,6 +76,15 @@ class Attempt(_Model):
     status: Literal["accepted", "rejected", "failed"]
     message: str = ""
     agreement: AgreementInfo | None = None
+
+
+def latency_summary(latency: dict[str, Any]) -> str:
+    """`latency 0.62x (0.58-0.66x, 6 rounds: faster)` from a report's camelCase `latency`."""
+    text = f"latency {latency['ratio']:.2f}x"
+    if latency.get("verdict") and latency.get("ratioLow") is not None and latency.get("ratioHigh") is not None:
+        text += (f" ({latency['ratioLow']:.2f}-{latency['ratioHigh']:.2f}x, {latency.get('rounds', 0)} rounds: "
+                 f"{latency['verdict']})")
+    return text
 
 
 class OptimizationReport(_Model):
@@ -108,7 +126,7 @@ class OptimizationReport(_Model):
         if self.size_ratio is not None:
             parts.append(f"size {self.size_ratio:.2f}x")
         if self.latency:
-            parts.append(f"latency {self.latency.ratio:.2f}x")
+            parts.append(latency_summary(self.latency.model_dump(by_alias=True)))
         if self.agreement:
             parts.append(f"min cosine {self.agreement.min_cosine:.4f}")
         if self.memory:
