@@ -164,13 +164,13 @@ def test_file_golden_inputs_are_not_read_by_the_operator(tmp_path: Path) -> None
     there = tmp_path / "golden.npz"
     there.write_bytes(b"the operator's file")
     analysis = Analysis.model_validate({"goldenInputs": {"uri": there.as_uri(), "sha256": "0" * 64}})
-    rollouts = Rollouts(None, OperatorSettings())  # type: ignore[arg-type] - no API call is made
+    rollouts = Rollouts(None, settings=OperatorSettings())  # type: ignore[arg-type] - no API call is made
     with pytest.raises(local_files.LocalFileRefused) as err:
         rollouts._golden(analysis)
     assert _why_not(err.value) == local_files.REFUSED and str(tmp_path) not in _why_not(err.value)
     assert list(rollouts.golden_dir.iterdir()) == []  # nothing was copied
 
-    allowed = Rollouts(None, OperatorSettings(local_source_dirs=(str(tmp_path),)))  # type: ignore[arg-type]
+    allowed = Rollouts(None, settings=OperatorSettings(local_source_dirs=(str(tmp_path),)))  # type: ignore[arg-type]
     from edgewise.node.cache import DigestMismatch
 
     with pytest.raises(DigestMismatch) as mismatch:

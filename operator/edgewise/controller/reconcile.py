@@ -44,7 +44,7 @@ class Reconciler:
         self.clock = clock
         self.totals: Counter[str] = Counter()  # every request that wrote, since start, by verb
         self.agent_credentials = AgentCredentials(api, settings)
-        self.rollouts = Rollouts(api, self.agent_credentials, settings)
+        self.rollouts = Rollouts(api, credentials=self.agent_credentials, settings=settings)
         self.artifacts = ArtifactManager(settings, api) if settings.artifact_dir else None
         self._lock = threading.Lock()
 
