@@ -129,6 +129,21 @@ def _edgemodel(s: Shipped, version: str) -> dict:
     }
 
 
+def _wait_rolled_out(s: Shipped, version: str, timeout: float = 300) -> None:
+    """Wait for `version` to be rolled out; on timeout, fail with what the model and its pods say."""
+    deadline = time.monotonic() + timeout
+    while not _rolled_out(s, version):
+        if time.monotonic() > deadline:
+            status = s.model().get("status", {})
+            pods = s.cluster.kubectl("get", "pods", "-n", MODEL_NS, "-o", "wide").stdout
+            ds = s.cluster.kubectl("get", "daemonsets", "-n", MODEL_NS, "-o", "wide").stdout
+            log = s.cluster.kubectl("logs", "-n", OPERATOR_NS, "deploy/edgewise", "--tail=40", check=False).stdout
+            pytest.fail(f"version {version} not rolled out after {timeout:.0f}s\nrollout: "
+                        f"{json.dumps(status.get('rollout'), indent=1)}\nconditions: {status.get('conditions')}\n"
+                        f"{pods}\n{ds}\noperator log:\n{log}")
+        time.sleep(1)
+
+
 def _apply(s: Shipped, manifest: dict) -> None:
     s.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
 
@@ -180,7 +195,7 @@ def test_helm_installs_the_operator_in_a_restricted_namespace(shipped: Shipped) 
     assert len(pods) == 1
     pod = pods[0]
     assert pod["spec"]["nodeName"] == NODE_NAME  # the only node that runs containers
-    assert pod["spec"]["serviceAccountName"] == RELEASE
+    assert pod["spec"]["serviceAccountName"] == f"{RELEASE}-operator"  # the chart's, with its RBAC
     assert all(c["ready"] for c in pod["status"]["containerStatuses"])
     ns = shipped.kubectl_json("get", "namespace", OPERATOR_NS)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -215,22 +230,23 @@ def test_a_model_serves_on_the_real_node_from_the_real_images(shipped: Shipped) 
     x = np.random.default_rng(3).standard_normal((4, demo_models.FEATURES)).astype(np.float32)
     want = _expected(shipped.models["v1"], x)
     ip = shipped.service_ip()
-    got = wait_for(lambda: _try(lambda: _infer(f"{ip}:8000", x)), 60, "an answer through the model's Service")
+    (got,) = wait_for(lambda: _try(lambda: _infer(f"{ip}:8000", x)), 60, "an answer through the model's Service")
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     port = processes.free_port()
     forward = subprocess.Popen([str(shipped.cluster.tool("kubectl")), f"--kubeconfig={shipped.cluster.kubeconfig}",
                                 "port-forward", "-n", MODEL_NS, f"pod/{pod['metadata']['name']}", f"{port}:8000"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        got = wait_for(lambda: _try(lambda: _infer(f"127.0.0.1:{port}", x)), 60, "an answer through port-forward")
+        (got,) = wait_for(lambda: _try(lambda: _infer(f"127.0.0.1:{port}", x)), 60, "an answer through port-forward")
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     finally:
         processes.terminate(forward)  # type: ignore[arg-type]
 
 
 def _try(call):
+    """(call(),), or None while it fails: for wait_for, whatever the answer's truth value."""
     try:
-        return call()
+        return (call(),)
     except Exception:  # noqa: BLE001 - not yet
         return None
 
@@ -241,10 +257,12 @@ def _daemonset_generations(s: Shipped) -> dict[str, int]:
 
 
 def _rolled_out(s: Shipped, version: str) -> bool:
+    """The newest revision of the history is `version`, Succeeded, and the model is Ready for that spec."""
     model = s.model()
     status = model.get("status", {})
+    history = (status.get("rollout") or {}).get("history") or [{}]
     return status.get("observedGeneration") == model["metadata"]["generation"] and \
-        status.get("stableVersion") == version and not status.get("canaryVersion") and \
+        history[-1].get("version") == version and history[-1].get("outcome") == "Succeeded" and \
         any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
 
 
@@ -253,7 +271,7 @@ def test_a_canary_rollout_across_real_and_simulated_nodes_drops_no_request(shipp
     before = _daemonset_generations(shipped)
     with Load(f"{ip}:8000") as load:
         _apply(shipped, _edgemodel(shipped, "2.0.0"))
-        wait_for(lambda: _rolled_out(shipped, "2.0.0"), 300, "version 2.0.0 rolled out")
+        _wait_rolled_out(shipped, "2.0.0")
         time.sleep(2)  # a little load on the new version too
     assert load.ok > 50
     assert load.errors == 0, load.last_error
@@ -275,7 +293,7 @@ def test_a_deleted_operator_pod_comes_back_and_finishes_the_rollout_without_extr
     new = wait_for(lambda: _operator_pod(shipped, not_uid=old["metadata"]["uid"]), 180,
                    "the Deployment to start a new operator pod")
     assert isinstance(new, dict)
-    wait_for(lambda: _rolled_out(shipped, "3.0.0"), 300, "version 3.0.0 rolled out")
+    _wait_rolled_out(shipped, "3.0.0")
     after = _daemonset_generations(shipped)
     assert _increments(before, after) == undisturbed
 
