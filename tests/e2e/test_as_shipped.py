@@ -273,6 +273,7 @@ def test_a_canary_rollout_across_real_and_simulated_nodes_drops_no_request(shipp
         _apply(shipped, _edgemodel(shipped, "2.0.0"))
         _wait_rolled_out(shipped, "2.0.0")
         time.sleep(2)  # a little load on the new version too
+    print(f"[e2e] rollout 1.0.0 -> 2.0.0 under load: {load.ok} answered, {load.errors} refused")
     assert load.ok > 50
     assert load.errors == 0, load.last_error
     x = np.random.default_rng(4).standard_normal((2, demo_models.FEATURES)).astype(np.float32)
