@@ -170,12 +170,12 @@ MODEL_CASES: list[tuple[str, Mutate, list[str]]] = [
     (
         "analysis-interval-that-would-spin",
         _set("spec.rollout.analysis.interval", "0s"),
-        ["analysis.interval must be between 10s and 24h"],
+        ["analysis.interval must be between 1s and 24h"],
     ),
     (
         "analysis-interval-of-a-year",
         _set("spec.rollout.analysis.interval", "8760h"),
-        ["analysis.interval must be between 10s and 24h"],
+        ["analysis.interval must be between 1s and 24h"],
     ),
     ("progress-deadline-of-no-time", _set("spec.rollout.progressDeadline", "1ms"), ["progressDeadline must be"]),
     (
