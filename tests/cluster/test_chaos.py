@@ -283,7 +283,7 @@ class Chaos(Faults):
             self.operator.start()
 
 
-def _write_lines_seen(operator: Operator, ns: str, k: int, timeout: float = 20) -> int:
+def _write_lines_seen(operator: Operator, ns: str, k: int, timeout: float = 6) -> int:
     """Wait (at most `timeout`) until the operator's log shows `k` reconciles of `ns` that wrote something;
     how many it showed. Not reaching `k` only moves the kill point: the phase may have been done."""
     def count() -> int:
