@@ -106,6 +106,12 @@ def _paused(cluster: DevCluster, ns: str, version: str) -> Callable[[], bool]:
     return check
 
 
+def _steps(cluster: DevCluster, ns: str) -> dict[str, tuple[Any, ...]]:
+    """Where each class's rollout stands: step, percent, canary version and revision."""
+    return {n: (c.get("stepIndex"), c.get("percent"), c.get("canaryVersion"), c.get("canaryRevision"))
+            for n, c in rollout_classes(_obj(cluster, ns)).items()}
+
+
 def _promote(cluster: DevCluster, ns: str) -> None:
     out = subprocess.run([sys.executable, "-m", "edgewise.cli.kubectl_plugin", "--kubeconfig",
                           str(cluster.kubeconfig), "-n", ns, "promote", MODEL], capture_output=True, text=True,
@@ -256,6 +262,7 @@ class Chaos(Faults):
 
     def while_paused(self, phase: str) -> None:
         component = {"2.0": "kube-apiserver", "3.0": "etcd"}[phase]
+        where = _steps(self.cluster, self.ns)
         self.cluster.restart(component)
         self.survived.append(f"{component} restarted with {phase} paused at 50%")
         if phase == "3.0":
@@ -267,6 +274,7 @@ class Chaos(Faults):
                 self.survived.append(f"{self.flapper} flapped NotReady ({i + 1})")
         # The rollout is still paused where it was, whatever happened meanwhile.
         wait_for(_paused(self.cluster, self.ns, phase), 120, f"{phase} still paused after the faults")
+        assert _steps(self.cluster, self.ns) == where, (where, self.survived)
 
     def _kills(self, phase: str, n: int) -> None:
         for _ in range(n):
