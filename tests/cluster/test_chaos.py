@@ -140,10 +140,12 @@ def _wait(cluster: DevCluster, ns: str, check: Callable[[], bool], what: str, ti
                     f"daemonsets: {json.dumps(workloads, indent=1)}")
 
 
-def _run_story(cluster: DevCluster, ns: str, sources: dict[str, Path], faults: Faults) -> None:
+def _run_story(cluster: DevCluster, ns: str, sources: dict[str, Path], faults: Faults) -> dict[str, Any]:
+    """Run the three versions; where each class stood once each version was everywhere."""
     apply(cluster, [_profile(ns), _model(ns, "1.0", sources["1.0"])])
     faults.after_apply("1.0")
     _wait(cluster, ns, _stable_everywhere(cluster, ns, "1.0"), "1.0 optimized and everywhere")
+    milestones = {"1.0": _milestone(cluster, ns)}
     for version in ("2.0", "3.0"):
         apply(cluster, _model(ns, version, sources[version]))
         faults.after_apply(version)
@@ -152,6 +154,22 @@ def _run_story(cluster: DevCluster, ns: str, sources: dict[str, Path], faults: F
         _promote(cluster, ns)
         faults.after_promote(version)
         _wait(cluster, ns, _stable_everywhere(cluster, ns, version), f"{version} promoted")
+        milestones[version] = _milestone(cluster, ns)
+    return milestones
+
+
+def _milestone(cluster: DevCluster, ns: str) -> dict[str, Any]:
+    """What a finished version looks like: each class's stable slot and revision, and the workloads."""
+    return {"classes": {n: (c.get("stableSlot"), c.get("stableRevision"), c.get("stableVersion"))
+                        for n, c in rollout_classes(_obj(cluster, ns)).items()},
+            "daemonsets": sorted(d["metadata"]["name"] for d in get(cluster, "daemonsets", "-n", ns)["items"])}
+
+
+def _events(cluster: DevCluster, ns: str) -> str:
+    """The model's events in order: what the operator did, for a failure message."""
+    return cluster.kubectl("get", "events", "-n", ns, "--sort-by=.lastTimestamp", "-o",
+                           "custom-columns=T:.lastTimestamp,N:.count,REASON:.reason,MESSAGE:.message",
+                           "--no-headers").stdout
 
 
 # -- the invariants ----------------------------------------------------------------------------------
@@ -356,7 +374,7 @@ def test_faults_at_seeded_points_end_in_the_undisturbed_state_with_no_extra_writ
         shutil.copyfile(path, target)
         chaos_sources[version] = target
 
-    _run_story(cluster, ref_ns, ref_sources, Faults())
+    ref_milestones = _run_story(cluster, ref_ns, ref_sources, Faults())
     reference = _final_state(cluster, ref_ns, ref_root)
     _check_no_duplicates_and_verified(cluster, ref_ns)
     # The reference leaves the fleet to the chaos run: each Jetson has one GPU, and a pod holds it.
@@ -366,13 +384,16 @@ def test_faults_at_seeded_points_end_in_the_undisturbed_state_with_no_extra_writ
 
     flapper = sorted(n for n in nodes if ARM in n)[0]
     chaos = Chaos(cluster, store_operator, chaos_ns, flapper)
-    _run_story(cluster, chaos_ns, chaos_sources, chaos)
+    milestones = _run_story(cluster, chaos_ns, chaos_sources, chaos)
     kills = sum(1 for f in chaos.survived if "SIGKILL" in f)
     assert kills == KILLS, chaos.survived
     print(f"chaos seed {SEED}: survived {len(chaos.survived)} faults:\n  " + "\n  ".join(chaos.survived))
 
+    assert milestones == ref_milestones, (f"seed {SEED}: {_diff(milestones, ref_milestones)}; faults: "
+                                          f"{chaos.survived}\nevents:\n{_events(cluster, chaos_ns)}")
     final = _final_state(cluster, chaos_ns, chaos_root)
-    assert final == reference, f"seed {SEED}: {_diff(final, reference)}; faults: {chaos.survived}"
+    assert final == reference, (f"seed {SEED}: {_diff(final, reference)}; faults: {chaos.survived}\n"
+                                f"events:\n{_events(cluster, chaos_ns)}")
     _check_no_duplicates_and_verified(cluster, chaos_ns)
 
     # After recovery: a fresh operator finds nothing to do.
