@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -258,6 +259,8 @@ class Operator:
             stderr=subprocess.STDOUT,
             env=env,
             cwd=REPO,
+            # Its own process group, as a container is: kill() takes its optimization workers with it.
+            start_new_session=True,
         )
         wait_for(
             lambda: "queue drained" in self.log() or self.proc.poll() is not None,
@@ -274,6 +277,15 @@ class Operator:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL the operator and its worker processes at once, as a node loss or the OOM killer would:
+        no shutdown handler runs, nothing is flushed."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc:
+            self.proc.wait(30)
+        self.proc = None
 
     def settings_agent(self) -> str:
         """Name of the node agent DaemonSet (the operator's default setting)."""

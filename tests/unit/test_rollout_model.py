@@ -122,6 +122,26 @@ def test_promotion_flips_the_slot_and_deletes_the_old_stable() -> None:
     assert fourth.status.history[-1].outcome == "Succeeded"
 
 
+def test_a_promotion_whose_status_was_not_written_is_finished_not_redeployed() -> None:
+    """The operator died after deleting the old stable workloads and before writing the status that says so
+    (found by tests/cluster/test_chaos.py): the next pass finishes the promotion in slot b. Starting over
+    as if nothing served would put the new version in slot a and delete slot b: every pod replaced."""
+    first, existing = _first()
+    second = run("2", first.status, existing, switch="Replace")
+    existing = live([w.manifest for w in second.placement.workloads])
+    third = run("2", second.status, existing, at=10, verdicts={"arm": passed(10), "x86": passed(10)},
+                switch="Replace")
+    existing = live([w.manifest for w in third.placement.workloads])
+    verdicts = {"arm": passed(20), "x86": passed(20)}
+    fourth = run("2", third.status, existing, at=20, verdicts=verdicts, switch="Replace")
+    written = live([w.manifest for w in fourth.placement.workloads])  # slot a deleted, slot b everywhere
+    again = run("2", third.status, written, at=21, verdicts=verdicts, switch="Replace")  # third's status
+    assert sorted(by_name(again)) == ["defect-detector-arm-b", "defect-detector-x86-b"]
+    assert by_name(again) == by_name(fourth) and not again.placement.delete
+    assert [again.status.class_state(c).stable_slot for c in ("arm", "x86")] == ["b", "b"]  # type: ignore[union-attr]
+    assert [(h.revision, h.outcome) for h in again.status.history] == [(1, "Succeeded"), (2, "Succeeded")]
+
+
 def test_all_or_nothing_a_failure_in_the_same_pass_stops_the_other_class_from_promoting() -> None:
     first, existing = _first()
     second = run("2", first.status, existing, classPolicy="AllOrNothing",

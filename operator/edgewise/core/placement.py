@@ -77,7 +77,7 @@ def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRo
                 out.append(_placed(w, w.manifest, stable_slot, stable_req, rev))
             else:
                 # A stable workload that is gone has no template to keep: nothing is placed for it here
-                # (`advance` restarts such a class from the spec, see rollout_model._has_stable).
+                # (`advance` restarts such a class from the spec, or finishes its promotion: rollout_model._has_slot).
                 live = by_name.get(names.workload_name(model, plan.name, stable_slot, w.variant))
                 if live is not None and live.template is not None:
                     out.append(_placed(w, _keep_template(w.manifest, live), stable_slot, stable_req,

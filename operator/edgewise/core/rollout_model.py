@@ -100,7 +100,8 @@ def advance(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existi
                           desired_version=state.canary_version or state.stable_version or "")
         observations[cp.name] = obs
         if state and state.stable_revision and state.stable_revision != obs.desired_revision \
-                and not _has_stable(model, cp, existing, state):
+                and not _has_slot(model, cp, existing, state.stable_slot) \
+                and not _promoting(model, cp, existing, state, obs.desired_revision):
             state = None  # the stable workload is gone: nothing to protect, start from the spec
         decisions[cp.name] = step(spec, state, obs, now, verdicts.get(cp.name), verb(cp.name))
 
@@ -196,11 +197,18 @@ def _switch_observation(mode: Mode, cp: ClassPlan, existing: Sequence[Workload],
                          "there to be Ready before the old ones leave"}
 
 
-def _has_stable(model: EdgeModel, cp: ClassPlan, existing: Sequence[Workload], state: ClassRollout) -> bool:
-    wanted = {names.workload_name(model.metadata.name, cp.name, state.stable_slot, w.variant)
-              for w in cp.workloads}
+def _has_slot(model: EdgeModel, cp: ClassPlan, existing: Sequence[Workload], slot: str) -> bool:
+    wanted = {names.workload_name(model.metadata.name, cp.name, slot, w.variant) for w in cp.workloads}
     live = {w.name for w in existing if w.template is not None}
     return bool(wanted) and wanted <= live
+
+
+def _promoting(model: EdgeModel, cp: ClassPlan, existing: Sequence[Workload], state: ClassRollout,
+               desired_revision: str) -> bool:
+    """The old stable workloads are gone because a promotion deleted them, and the operator stopped before
+    its status said so: the canary slot holds the desired revision, and the promotion is to be finished."""
+    return state.canary_revision == desired_revision and \
+        _has_slot(model, cp, existing, names.other_slot(state.stable_slot))
 
 
 def _stage(cp: ClassPlan, d: Decision, members: list[NodeInfo]) -> StageRequest:

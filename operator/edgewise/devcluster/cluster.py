@@ -158,6 +158,25 @@ class DevCluster:
         self.state_file.unlink(missing_ok=True)
         return stopped
 
+    def restart(self, name: str, timeout: float = 120.0) -> Running:
+        """Stop one component and start it again with the same command line and environment: same ports,
+        data directory (etcd's, so the cluster's state survives) and certificates. Waits for /readyz."""
+        state = self.state()
+        old = next((p for p in state.processes if p.name == name), None) if state else None
+        if state is None or old is None or not processes.alive(old):
+            raise ClusterError(f"no running {name} in the cluster at {self.root}; start it with "
+                               "`edgewise dev cluster up`")
+        # Read from /proc before it goes: the state file keeps pids, not command lines.
+        argv = Path(f"/proc/{old.pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
+        raw_env = Path(f"/proc/{old.pid}/environ").read_bytes().rstrip(b"\0").decode().split("\0")
+        env = dict(item.split("=", 1) for item in raw_env if "=" in item)
+        processes.stop(old)
+        new = processes.start(name, argv, self.logs, env)
+        state.processes[state.processes.index(old)] = new
+        state.save(self.state_file)
+        self._wait_ready(state, timeout)
+        return new
+
     def status(self) -> dict[str, object]:
         state = self.state()
         if not state:
