@@ -137,7 +137,8 @@ def _wait_rolled_out(s: Shipped, version: str, timeout: float = 300) -> None:
             status = s.model().get("status", {})
             pods = s.cluster.kubectl("get", "pods", "-n", MODEL_NS, "-o", "wide").stdout
             ds = s.cluster.kubectl("get", "daemonsets", "-n", MODEL_NS, "-o", "wide").stdout
-            log = s.cluster.kubectl("logs", "-n", OPERATOR_NS, "deploy/edgewise-operator", "--tail=40", check=False).stdout
+            log = s.cluster.kubectl("logs", "-n", OPERATOR_NS, "deploy/edgewise-operator", "--tail=40",
+                                    check=False).stdout
             pytest.fail(f"version {version} not rolled out after {timeout:.0f}s\nrollout: "
                         f"{json.dumps(status.get('rollout'), indent=1)}\nconditions: {status.get('conditions')}\n"
                         f"{pods}\n{ds}\noperator log:\n{log}")

@@ -171,7 +171,7 @@ class Analysis(ApiModel):
             reason="FieldValueRequired"),
     )}
 
-    interval: Duration = Field(default="1m", description="How often the canary is measured (1s to 24h; 0s would make the operator spin).",
+    interval: Duration = Field(default="1m", description="How often the canary is measured (1s to 24h).",
                                json_schema_extra=duration_bounds("1s", "24h", "analysis.interval"))
     failure_limit: int = Field(default=2, ge=0, le=100,
                                description="Failed measurements tolerated before the canary is rolled back.")
