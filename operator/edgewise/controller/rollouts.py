@@ -113,12 +113,14 @@ class Rollouts:
         for cls in classes:
             state = states[cls]
             canary_slot = names.other_slot(state.stable_slot)
-            # Only each side's own revision, and no pod on its way out: a rolled-back canary's pods can
-            # outlive their DaemonSet for a moment, in the slot the next canary takes.
+            # No pod on its way out: a rolled-back canary's pods can outlive their DaemonSet for a moment,
+            # in the slot the next canary takes. Stable pods only of the stable revision; a canary pod of
+            # the canary slot counts whatever its label says (under OnDelete, a pod created just before
+            # the canary's template changed keeps the older label and is still the canary node's pod).
             mine = [p for p in items if p["metadata"].get("labels", {}).get(names.CLASS_LABEL) == cls
                     and _ip(p) and not p["metadata"].get("deletionTimestamp")]
             canary = tuple(_endpoint(p, node_ready) for p in mine
-                           if _slot(p) == canary_slot and _revision(p) in ("", state.canary_revision))
+                           if _slot(p) == canary_slot)
             stable = tuple(_endpoint(p, node_ready) for p in mine
                            if _slot(p) == state.stable_slot and _revision(p) in ("", state.stable_revision))
             hc = slo.get(cls)
