@@ -318,7 +318,7 @@ def _increments(before: dict[str, int], after: dict[str, int]) -> int:
 
 def test_helm_upgrade_with_changed_values_keeps_serving(shipped: Shipped) -> None:
     ip = shipped.service_ip()
-    pods_before = {p["metadata"]["uid"] for p in shipped.kubectl_json("get", "pods", "-n", MODEL_NS)["items"]}
+    pods_before = _serving_pods(shipped)
     old = _operator_pod(shipped)
     assert old is not None
     with Load(f"{ip}:8000") as load:
@@ -330,8 +330,14 @@ def test_helm_upgrade_with_changed_values_keeps_serving(shipped: Shipped) -> Non
     env = {e["name"]: e.get("value") for e in new["spec"]["containers"][0]["env"]}
     assert env["EDGEWISE_RESYNC_SECONDS"] == "120"
     assert load.ok > 20 and load.errors == 0, load.last_error
-    pods_after = {p["metadata"]["uid"] for p in shipped.kubectl_json("get", "pods", "-n", MODEL_NS)["items"]}
+    pods_after = _serving_pods(shipped)
     assert pods_after == pods_before  # the model's pods were not touched
+
+
+def _serving_pods(s: Shipped) -> set[str]:
+    """The model's pods that are not on their way out (the last rollout's old pods may still be)."""
+    return {p["metadata"]["uid"] for p in s.kubectl_json("get", "pods", "-n", MODEL_NS)["items"]
+            if not p["metadata"].get("deletionTimestamp")}
 
 
 def test_helm_uninstall_removes_the_operator_and_keeps_crds_and_models(shipped: Shipped) -> None:
