@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -168,6 +169,18 @@ def http(method: str, url: str, body: bytes | None = None,
     except urllib.error.HTTPError as err:
         with err:
             return err.code, dict(err.headers), err.read()
+
+
+def pod_http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+             token: str | None = POD, timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
+    """A request to a test agent, by default as a runtime pod of its node."""
+    return http(method, url, body, headers, timeout=timeout, token=token)
+
+
+def artifact_url(agent: AgentProcess, key: str, uri: str = "", model: str = "") -> str:
+    """The agent's URL of an artifact or plan `key`, with the source `uri` and `model` when given."""
+    query = urllib.parse.urlencode({k: v for k, v in (("uri", uri), ("model", model)) if v})
+    return f"{agent.url}/v1/artifacts/{key}" + (f"?{query}" if query else "")
 
 
 def get_json(url: str, token: str | None = POD) -> Any:

@@ -6,45 +6,15 @@ import contextlib
 import json
 import os
 import threading
-import urllib.parse
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-from cache_support import POD, AgentProcess, get_json, sha256
-from cache_support import http as plain_http
+from cache_support import AgentProcess, artifact_url, get_json, sha256
+from cache_support import pod_http as http
 
 from edgewise.contract import AGENT_SHA256_HEADER, plan_cache_key
 from helpers import wait_for
 
 V1, V2, V3 = (f"model version {i} ".encode() * 50_000 for i in (1, 2, 3))  # ~800 KB each
-
-
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-         token: str | None = POD, timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
-    """A request to a test agent, by default as a runtime pod of its node."""
-    return plain_http(method, url, body, headers, timeout=timeout, token=token)
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    """Factory: agents(*flags, cache=dir) starts an agent; all are stopped after the test."""
-    started: list[AgentProcess] = []
-
-    def start(*flags: str, cache: Path | None = None) -> AgentProcess:
-        agent = AgentProcess(cache or tmp_path / "cache", *flags).start()
-        started.append(agent)
-        return agent
-
-    yield start
-    for agent in started:
-        agent.stop()
-
-
-def artifact_url(agent: AgentProcess, digest: str, uri: str = "", model: str = "") -> str:
-    query = urllib.parse.urlencode({k: v for k, v in (("uri", uri), ("model", model)) if v})
-    return f"{agent.url}/v1/artifacts/{digest}" + (f"?{query}" if query else "")
 
 
 def fetch(agent: AgentProcess, data: bytes, uri: str, model: str = "m") -> bytes:

@@ -6,43 +6,17 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from cache_support import OPERATOR, OTHER_NODE_POD, POD, TENANT, UNBOUND, AgentProcess, get_json, sha256
-from cache_support import http as plain_http
+from cache_support import artifact_url as url
+from cache_support import pod_http as http
 
 from edgewise.contract import AGENT_SHA256_HEADER, plan_cache_key
 from helpers import wait_for
 
 MODEL = b"the model " * 80_000  # 800 KB
 SECRET = b"root:x:0:0:something only the node should read\n"
-
-
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-         token: str | None = POD, timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
-    return plain_http(method, url, body, headers, timeout=timeout, token=token)
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    started: list[AgentProcess] = []
-
-    def start(*flags: str, cache: Path | None = None, allow_loopback: bool = True) -> AgentProcess:
-        agent = AgentProcess(cache or tmp_path / "cache", *flags, allow_loopback=allow_loopback).start()
-        started.append(agent)
-        return agent
-
-    yield start
-    for agent in started:
-        agent.stop()
-
-
-def url(agent: AgentProcess, key: str, uri: str = "", model: str = "") -> str:
-    query = "&".join(f"{k}={v}" for k, v in (("uri", uri), ("model", model)) if v)
-    return f"{agent.url}/v1/artifacts/{key}" + (f"?{query}" if query else "")
 
 
 def prefetch(agent: AgentProcess, uri: str, digest: str, token: str = POD, **extra: str) -> tuple[int, Any]:
