@@ -173,7 +173,6 @@ class Agent:
         self.cache = cache
         self.verifier = verifier
         self.policy = policy
-        self.destinations = destinations = destinations or Destinations()
         self.file_root = file_root
         self.attempts = attempts
         self.base_delay = base_delay
@@ -187,6 +186,7 @@ class Agent:
         # Downloads get threads of their own: reads of cached files (which hash and stat in the
         # default executor) never queue behind a slow uplink.
         self._pool = ThreadPoolExecutor(max_workers=limits.download_workers, thread_name_prefix="download")
+        destinations = destinations or Destinations()
         guarded_http = dl.http_opener(destinations)
         self.openers: dict[str, dl.Opener] = {
             "http": guarded_http, "https": guarded_http, "oci": dl.guarded_oci(destinations),
@@ -328,8 +328,7 @@ def _model_key(agent: Agent, caller: Caller, model: str | None, namespace: str |
         return ""
     if not MODEL_NAME_RE.match(model):
         raise ValueError(f"model {model!r} is not a model name (letters, digits, '.', '_', '-'; at most 253)")
-    if Role.NODE_POD in agent.policy.roles(caller):
-        namespace = caller.namespace
+    namespace = _caller_namespace(agent, caller) or namespace
     if not namespace or not NAMESPACE_RE.match(namespace):
         return ""  # the operator staged without a namespace: nothing to pin it under
     return f"{namespace}/{model}"
@@ -358,7 +357,7 @@ def _sees(agent: Agent, caller: Caller, job: Job) -> bool:
     return not namespace or namespace == job.namespace
 
 
-def _plan_key(agent: Agent, caller: Caller, key: str) -> str:
+def _plan_key(caller: Caller, key: str) -> str:
     """Plans are kept per namespace: a plan built by one tenant's pod is never loaded by
     another's (their pods build and upload their own). The suffix keeps the key a plan key."""
     return f"{key}-ns.{caller.namespace}"
@@ -380,7 +379,7 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
     except ValueError as err:
         return _error(400, str(err))
     if PLAN_KEY_RE.match(key):
-        internal = _plan_key(agent, request["caller"], key)
+        internal = _plan_key(request["caller"], key)
         digest = agent.cache.resolve(internal) if PLAN_KEY_RE.match(internal) else None
         if digest is None or not await asyncio.to_thread(agent.cache.verify, digest):
             agent.metrics.misses.inc()
@@ -419,7 +418,7 @@ async def put_artifact(request: web.Request) -> web.Response:
         expected = normalize_digest(request.headers.get(SHA256_HEADER, ""))
     except ValueError as err:
         return _error(400, f"header {SHA256_HEADER}: {err}")
-    key = _plan_key(agent, caller, asked)
+    key = _plan_key(caller, asked)
     if not PLAN_KEY_RE.match(key):
         return _error(400, f"plan key {asked!r} is too long")
     if agent.cache.resolve(key) is not None:
