@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,8 +197,9 @@ class Agent:
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def busy(self) -> bool:
-        return len(self._inflight) >= self.limits.max_queued
+    def busy(self, sha256: str) -> bool:
+        """True when `sha256` would be a new download beyond the queue's bound (joining one is free)."""
+        return sha256 not in self._inflight and len(self._inflight) >= self.limits.max_queued
 
     def stuck(self) -> list[Job]:
         """Downloads running past their deadline while every download worker is taken."""
@@ -288,6 +289,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status, headers=headers)
+
+
+def _too_many(what: str) -> web.Response:
+    return _error(429, f"the agent has too many {what}; retry later", headers={"Retry-After": "10"})
+
+
+def _background(app: web.Application, coro: Coroutine[Any, Any, Any]) -> None:
+    """Run `coro` as a task of the app: referenced until done, cancelled at shutdown."""
+    task = asyncio.get_running_loop().create_task(coro)
+    app["background"].add(task)
+    task.add_done_callback(app["background"].discard)
 
 
 def requires(*roles: Role) -> Callable[[Handler], Handler]:
@@ -396,8 +408,8 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
     agent.metrics.misses.inc()
     if not uri:
         return _error(404, f"sha256 {digest} is not cached; pass ?uri= to fetch it from its source")
-    if digest not in agent._inflight and agent.busy():
-        return _error(429, "the agent has too many downloads queued; retry later", headers={"Retry-After": "10"})
+    if agent.busy(digest):
+        return _too_many("downloads queued")
     caller = request["caller"]
     job = await agent.ensure(digest, uri, model or None, _caller_namespace(agent, caller))
     if job is not None and job.state == "failed":
@@ -429,8 +441,7 @@ async def put_artifact(request: web.Request) -> web.Response:
                            "accepted only for a model this node's agent delivered")
     uploader = f"{caller.namespace}/{caller.pod}"
     if agent._uploads >= agent.limits.download_workers:
-        return _error(429, "the agent has too many plan uploads in progress; retry later",
-                      headers={"Retry-After": "10"})
+        return _too_many("plan uploads in progress")
     agent._uploads += 1
     try:
         return await _store_plan(agent, request, key, asked, expected, uploader)
@@ -489,13 +500,10 @@ async def post_prefetch(request: web.Request) -> web.Response:
     refusal = source_allowed(uri, agent.file_root)
     if refusal:
         return _error(403, refusal, kind="refused")
-    if digest not in agent._inflight and agent.busy():
-        return _error(429, "the agent has too many downloads queued; retry later", headers={"Retry-After": "10"})
+    if agent.busy(digest):
+        return _too_many("downloads queued")
     caller = request["caller"]
-    task = asyncio.get_running_loop().create_task(
-        agent.ensure(digest, uri, model or None, _caller_namespace(agent, caller)))
-    request.app["background"].add(task)
-    task.add_done_callback(request.app["background"].discard)
+    _background(request.app, agent.ensure(digest, uri, model or None, _caller_namespace(agent, caller)))
     await asyncio.sleep(0)  # let the job register, so the status below is not 404
     job = agent.jobs.get(digest)
     view = job.view(_sees(agent, caller, job)) if job else {"sha256": digest, "state": "queued"}
@@ -546,11 +554,6 @@ def build_app(agent: Agent, *, scrub_on_start: bool = True) -> web.Application:
     app.router.add_get(contract.AGENT_HEALTH_PATH, healthz)
     app.router.add_get("/metrics", metrics)
 
-    def background(app: web.Application, coro: Awaitable[Any]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
-        app["background"].add(task)
-        task.add_done_callback(app["background"].discard)
-
     async def flush_uses() -> None:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
@@ -559,8 +562,8 @@ def build_app(agent: Agent, *, scrub_on_start: bool = True) -> web.Application:
     async def start(app: web.Application) -> None:
         # Serve at once; blobs not yet re-hashed are verified on their first request instead.
         if scrub_on_start:
-            background(app, asyncio.to_thread(_scrub, agent))
-        background(app, flush_uses())
+            _background(app, asyncio.to_thread(_scrub, agent))
+        _background(app, flush_uses())
 
     async def shutdown(app: web.Application) -> None:
         agent.stop()  # download threads see it on their next chunk and give up
