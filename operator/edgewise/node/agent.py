@@ -186,12 +186,7 @@ class Agent:
         # Downloads get threads of their own: reads of cached files (which hash and stat in the
         # default executor) never queue behind a slow uplink.
         self._pool = ThreadPoolExecutor(max_workers=limits.download_workers, thread_name_prefix="download")
-        destinations = destinations or Destinations()
-        guarded_http = dl.http_opener(destinations)
-        self.openers: dict[str, dl.Opener] = {
-            "http": guarded_http, "https": guarded_http, "oci": dl.guarded_oci(destinations),
-            "file": dl._OPENERS["file"],
-        }
+        self.openers = dl.guarded_openers(destinations or Destinations())
 
     def stop(self) -> None:
         self._stop.set()

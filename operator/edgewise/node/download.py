@@ -129,6 +129,16 @@ class _HttpRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+def _vet(guard: Destinations, url: str, uri: str) -> None:
+    """The host of `url` (a download of `uri`) checked by `guard`, its refusal as a RefusedError."""
+    try:
+        guard.check_url(url)
+    except RefusedDestination as err:
+        raise RefusedError(f"{uri}: {err}") from err
+    except OSError as err:
+        raise TransientError(f"{uri}: {err}") from err
+
+
 def http_opener(guard: Destinations | None = None, headers: Mapping[str, str] | None = None,
                 follow_redirects: bool = True) -> Opener:
     """An http(s) opener: connections vetted by `guard`, `headers` sent to the first host only."""
@@ -141,22 +151,13 @@ def http_opener(guard: Destinations | None = None, headers: Mapping[str, str] | 
         if guard is not None:
             # The connection is vetted below; the named host is vetted here too, because with a
             # proxy (http_proxy in the environment) the connection goes to the proxy instead.
-            try:
-                guard.check_url(uri)
-            except RefusedDestination as err:
-                raise RefusedError(f"{uri}: {err}") from err
-            except OSError as err:
-                raise TransientError(f"{uri}: {err}") from err
+            _vet(guard, uri, uri)
         request = urllib.request.Request(uri, headers={"User-Agent": USER_AGENT})
         for name, value in (headers or {}).items():
             request.add_unredirected_header(name, value)  # never forwarded to a redirect's host
         return _open_http_request(director, request, uri, offset, timeout)
 
     return open_http
-
-
-def _open_http(uri: str, offset: int, timeout: float) -> Opened:
-    return _DEFAULT_HTTP(uri, offset, timeout)
 
 
 def _open_http_request(director: urllib.request.OpenerDirector, request: urllib.request.Request, uri: str,
@@ -222,19 +223,21 @@ def _open_oci(uri: str, offset: int, timeout: float) -> Opened:
 def guarded_oci(guard: Destinations) -> Opener:
     """oci:// with the registry host vetted first (the OCI client's own connections are not pinned)."""
     def open_oci(uri: str, offset: int, timeout: float) -> Opened:
-        try:
-            guard.check_url("https://" + uri.split("://", 1)[-1])
-        except RefusedDestination as err:
-            raise RefusedError(f"{uri}: {err}") from err
-        except OSError as err:
-            raise TransientError(f"{uri}: {err}") from err
+        _vet(guard, "https://" + uri.split("://", 1)[-1], uri)
         return _open_oci(uri, offset, timeout)
     return open_oci
 
 
-_DEFAULT_HTTP = http_opener()
-register_opener("http", _open_http)
-register_opener("https", _open_http)
+def guarded_openers(guard: Destinations) -> dict[str, Opener]:
+    """Openers for every built-in scheme whose network connections only go where `guard` allows
+    (the node agent's; `file://` is the caller's to restrict)."""
+    guarded_http = http_opener(guard)
+    return {"http": guarded_http, "https": guarded_http, "oci": guarded_oci(guard), "file": _open_file}
+
+
+_http = http_opener()
+register_opener("http", _http)
+register_opener("https", _http)
 register_opener("file", _open_file)
 register_opener("oci", _open_oci)
 
@@ -283,7 +286,7 @@ def download(
     attempts: int = 5,
     base_delay: float = 0.5,
     timeout: float = 30.0,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
     on_retry: Callable[[int, Exception], None] | None = None,
     openers: Mapping[str, Opener] | None = None,
 ) -> None:
