@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import ipaddress
 import json
 
 import pytest
 
+from edgewise.cli import agent as cli
 from edgewise.node.auth import (
+    IN_CLUSTER_DIR,
     NODE_NAME_EXTRA,
     POD_NAME_EXTRA,
     Caller,
@@ -87,3 +90,28 @@ def test_names_are_judged_by_every_address_they_resolve_to_unless_allowed_by_nam
     with pytest.raises(RefusedDestination, match="--allow-host 127.0.0.1"):
         Destinations.of(["mirror.local"]).vet("127.0.0.1", 80)  # the address is not the allowed name
     assert Destinations.of(["127.0.0.1", "[::1]"]).vet("::1", 80) == [ipaddress.ip_address("::1")]
+
+
+def test_the_agent_asks_the_in_cluster_apiserver_unless_told_another(monkeypatch, tmp_path) -> None:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+
+    def api(*flags: str):  # noqa: ANN202
+        return cli.verifier(parser.parse_args(["agent", "--node-name", "node-a", *flags])).api
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ValueError, match="--apiserver-token-file"):
+        api()
+    with pytest.raises(ValueError, match="--apiserver-token-file"):
+        api("--apiserver", "https://10.0.0.1:6443")  # outside a pod the agent's own token must be named
+    token = tmp_path / "token"
+    outside = api("--apiserver", "https://10.0.0.1:6443", "--apiserver-token-file", str(token))
+    assert (outside.url, outside.token_file, outside.ca_file) == ("https://10.0.0.1:6443", token, None)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    inside = api()
+    assert (inside.url, inside.token_file, inside.ca_file) == (
+        "https://[fd00::1]:443", IN_CLUSTER_DIR / "token", IN_CLUSTER_DIR / "ca.crt")
+    other = api("--apiserver", "https://10.0.0.1:6443", "--apiserver-ca", str(tmp_path / "ca.crt"))
+    assert (other.url, other.token_file, other.ca_file) == (
+        "https://10.0.0.1:6443", IN_CLUSTER_DIR / "token", tmp_path / "ca.crt")

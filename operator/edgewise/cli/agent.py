@@ -106,16 +106,14 @@ def verifier(args: argparse.Namespace) -> Any:
     """The TokenReview client; ValueError when no apiserver is known."""
     from edgewise.node.auth import ApiServer, TokenReviewVerifier
 
-    api = ApiServer.in_cluster()
-    if args.apiserver:
-        api = ApiServer(args.apiserver, args.apiserver_token_file or (api.token_file if api else Path()),
-                        args.apiserver_ca or (api.ca_file if api else None))
-    elif api is not None:
-        api = ApiServer(api.url, args.apiserver_token_file or api.token_file, args.apiserver_ca or api.ca_file)
-    if api is None or not str(api.token_file) or str(api.token_file) == ".":
+    pod = ApiServer.in_cluster()  # each flag overrides its in-cluster default
+    url = args.apiserver or (pod.url if pod else "")
+    token_file = args.apiserver_token_file or (pod.token_file if pod else None)
+    if not url or token_file is None:
         raise ValueError("the agent checks callers' tokens with the apiserver: run it in a pod with its "
                          "ServiceAccount token, or pass --apiserver and --apiserver-token-file")
-    return TokenReviewVerifier(api, args.audience)
+    ca_file = args.apiserver_ca or (pod.ca_file if pod else None)
+    return TokenReviewVerifier(ApiServer(url, token_file, ca_file), args.audience)
 
 
 def run(args: argparse.Namespace) -> int:
