@@ -20,10 +20,9 @@ from kubernetes import client
 
 from edgewise import contract
 from edgewise.api.settings import OperatorSettings
+from edgewise.node.auth import service_account
 
 log = logging.getLogger("edgewise.agent-credentials")
-
-SA_PREFIX = "system:serviceaccount:"
 
 
 class AgentCredentials:
@@ -59,9 +58,10 @@ class AgentCredentials:
             if self._token is not None and time.monotonic() < self._token[1]:
                 return self._token[0]
         user = self.user()
-        if not user or not user.startswith(SA_PREFIX):
+        account = service_account(user) if user else None
+        if account is None:
             return None  # not a ServiceAccount (e.g. an admin kubeconfig): nothing to request a token for
-        namespace, _, name = user[len(SA_PREFIX):].partition(":")
+        namespace, name = account
         body = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
             audiences=[contract.AGENT_AUDIENCE], expiration_seconds=contract.AGENT_TOKEN_SECONDS))
         try:

@@ -44,6 +44,14 @@ NEGATIVE_SECONDS = 10.0  # a refused token is asked about again after this long 
 MAX_POSITIVE_SECONDS = 600.0
 
 
+def service_account(user: str) -> tuple[str, str] | None:
+    """(namespace, name) of a ServiceAccount's user name; None for any other user."""
+    if not user.startswith(SA_PREFIX):
+        return None
+    namespace, _, name = user[len(SA_PREFIX):].partition(":")
+    return namespace, name
+
+
 @dataclass(frozen=True)
 class Caller:
     """An authenticated caller, as the apiserver described it."""
@@ -55,9 +63,8 @@ class Caller:
     @property
     def namespace(self) -> str:
         """The ServiceAccount's namespace, "" for other users."""
-        if not self.user.startswith(SA_PREFIX):
-            return ""
-        return self.user[len(SA_PREFIX):].partition(":")[0]
+        account = service_account(self.user)
+        return account[0] if account else ""
 
     def describe(self) -> str:
         return f"pod {self.namespace}/{self.pod} on node {self.node}" if self.pod else self.user
