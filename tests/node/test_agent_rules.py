@@ -115,3 +115,22 @@ def test_the_agent_asks_the_in_cluster_apiserver_unless_told_another(monkeypatch
     other = api("--apiserver", "https://10.0.0.1:6443", "--apiserver-ca", str(tmp_path / "ca.crt"))
     assert (other.url, other.token_file, other.ca_file) == (
         "https://10.0.0.1:6443", IN_CLUSTER_DIR / "token", tmp_path / "ca.crt")
+
+
+def test_a_download_started_again_is_the_newest_job_kept_not_the_oldest(tmp_path) -> None:
+    from edgewise.node.agent import MAX_JOBS_KEPT, Agent, Job
+    from edgewise.node.cache import NodeCache
+
+    agent = Agent(NodeCache(tmp_path), verifier=None, policy=POLICY)  # type: ignore[arg-type]
+    try:
+        first = "0" * 64
+        agent._remember(Job(sha256=first, uri="http://a/m", model=None, state="failed"))
+        for i in range(1, MAX_JOBS_KEPT):
+            agent._remember(Job(sha256=f"{i:064x}", uri="http://a/m", model=None))
+        retry = Job(sha256=first, uri="http://a/m", model=None)  # the failed one asked for again
+        agent._remember(retry)
+        agent._remember(Job(sha256=f"{MAX_JOBS_KEPT:064x}", uri="http://a/m", model=None))
+        assert agent.jobs.get(first) is retry  # in flight: its waiters and its prefetch state need it
+        assert len(agent.jobs) == MAX_JOBS_KEPT
+    finally:
+        agent.stop()

@@ -219,6 +219,7 @@ class Agent:
         return self.jobs.get(sha256)
 
     def _remember(self, job: Job) -> None:
+        self.jobs.pop(job.sha256, None)  # a digest asked for again is the newest job, not the oldest
         self.jobs[job.sha256] = job
         while len(self.jobs) > MAX_JOBS_KEPT:
             self.jobs.pop(next(iter(self.jobs)))
