@@ -123,6 +123,18 @@ class DeadlineExceeded(dl.PermanentError):
     """The download took longer than the agent's --download-deadline."""
 
 
+# A failed fill's errorKind, by the first class its exception is an instance of; any other: "internal".
+FAILURE_KINDS: tuple[tuple[type[Exception], str], ...] = (
+    (DigestMismatch, "digest_mismatch"),
+    (CacheFull, "too_large"),
+    (DeadlineExceeded, "deadline"),
+    (dl.RefusedError, "refused"),
+    (dl.TransientError, "transient"),
+    (dl.DownloadError, "permanent"),
+    (RuntimeError, "transient"),  # the pool was shut down: the agent is stopping
+)
+
+
 class _GuardedSink:
     """Passes writes to the cache writer until the agent shuts down or the deadline passes,
     so a download thread ends whatever the source does (1 byte every 10 s included)."""
@@ -231,23 +243,13 @@ class Agent:
             return
         try:
             await asyncio.get_running_loop().run_in_executor(self._pool, self._fill_blocking, job)
-        except DigestMismatch as err:
-            job.state, job.error, job.error_kind = "failed", str(err), "digest_mismatch"
-        except CacheFull as err:
-            job.state, job.error, job.error_kind = "failed", str(err), "too_large"
-        except DeadlineExceeded as err:
-            job.state, job.error, job.error_kind = "failed", str(err), "deadline"
-        except dl.RefusedError as err:
-            job.state, job.error, job.error_kind = "failed", str(err), "refused"
-        except dl.TransientError as err:
-            job.state, job.error, job.error_kind = "failed", str(err), "transient"
-        except dl.DownloadError as err:
-            job.state, job.error, job.error_kind = "failed", str(err), "permanent"
-        except RuntimeError as err:  # the pool was shut down: the agent is stopping
-            job.state, job.error, job.error_kind = "failed", str(err), "transient"
         except Exception as err:  # noqa: BLE001 - a job reports every failure, the agent goes on
-            log.exception("fill of %s failed", job.sha256)
-            job.state, job.error, job.error_kind = "failed", type(err).__name__, "internal"
+            kind = next((k for cls, k in FAILURE_KINDS if isinstance(err, cls)), "internal")
+            error = str(err)
+            if kind == "internal":  # a bug: its words go to the log, callers get its type
+                log.exception("fill of %s failed", job.sha256)
+                error = type(err).__name__
+            job.state, job.error, job.error_kind = "failed", error, kind
         else:
             job.state = "ready"
         finally:
