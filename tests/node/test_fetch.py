@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,10 +49,8 @@ print("&&&& PASSED TensorRT.trtexec")
 
 
 @pytest.fixture
-def agent(tmp_path: Path) -> Iterator[AgentProcess]:
-    process = AgentProcess(tmp_path / "cache").start()
-    yield process
-    process.stop()
+def agent(agents) -> AgentProcess:
+    return agents()
 
 
 @pytest.fixture
