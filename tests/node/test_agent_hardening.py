@@ -203,7 +203,7 @@ def test_made_up_model_names_are_bounded_and_checked(source, agents) -> None:
 
 
 def test_reads_do_not_rewrite_the_index(source, agents) -> None:
-    agent = agents()
+    agent = agents("--index-flush", "3600")  # no periodic flush during the test, however slow the machine
     assert http("GET", url(agent, sha256(MODEL), source.add("/m.onnx", MODEL), model="m"))[0] == 200
     index = agent.cache_dir / "index.json"
     before, seq = index.stat(), json.loads(index.read_text())["seq"]

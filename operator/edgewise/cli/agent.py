@@ -78,6 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     limits.add_argument("--download-deadline", type=_seconds, default=7200.0,
                         help="seconds one download may take, retries included; /healthz answers 503 while "
                              "every download worker is past it")
+    limits.add_argument("--index-flush", type=_seconds, default=30.0,
+                        help="seconds between writes of the index's use times that reads record")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
 
@@ -96,7 +98,7 @@ def config(args: argparse.Namespace) -> Any:
         keep_per_model=args.keep_per_model, max_models=args.max_models, file_root=args.file_root,
         attempts=args.attempts, timeout=args.timeout, scrub_on_start=args.scrub_on_start,
         limits=agent.Limits(download_workers=args.download_workers, max_queued=args.max_downloads,
-                            download_deadline=args.download_deadline),
+                            download_deadline=args.download_deadline, index_flush=args.index_flush),
         destinations=Destinations.of(args.allow_host, deny_private=args.deny_private),
         policy=Policy(node_name=args.node_name, operator_users=frozenset(args.operator_user)),
     )

@@ -60,7 +60,6 @@ SHA256_HEADER = contract.AGENT_SHA256_HEADER
 CHUNK = 1 << 16
 MAX_PLAN_BYTES = 8 << 30  # a plan larger than this is a bug, not a model
 MAX_JOBS_KEPT = 256
-FLUSH_SECONDS = 30.0  # how often uses recorded by reads are persisted
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")  # as `edgewise fetch` accepts them
 NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -93,6 +92,7 @@ class Limits:
     download_workers: int = 4  # downloads at once; more wait in a queue
     max_queued: int = 64  # downloads queued or running; beyond, a fill is refused with 429
     download_deadline: float = 7200.0  # seconds one download may take, retries included
+    index_flush: float = 30.0  # seconds between writes of the uses reads recorded (reads never write)
 
 
 @dataclass
@@ -554,7 +554,7 @@ def build_app(agent: Agent, *, scrub_on_start: bool = True) -> web.Application:
 
     async def flush_uses() -> None:
         while True:
-            await asyncio.sleep(FLUSH_SECONDS)
+            await asyncio.sleep(agent.limits.index_flush)
             await asyncio.to_thread(agent.cache.flush)
 
     async def start(app: web.Application) -> None:
