@@ -79,7 +79,7 @@ def label_buckets(api: client.ApiClient, nodes: Sequence[NodeInfo]) -> int:
 class Rollouts:
     """Per-operator state for rollouts: analysis providers (they remember the last reading of each pod)."""
 
-    def __init__(self, api: client.ApiClient, credentials: AgentCredentials | None = None,
+    def __init__(self, api: client.ApiClient, *, credentials: AgentCredentials | None = None,
                  settings: OperatorSettings | None = None) -> None:
         self.core = client.CoreV1Api(api)
         self.credentials = credentials
