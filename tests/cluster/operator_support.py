@@ -110,6 +110,17 @@ def pods_by_node(cluster: DevCluster, ns: str, selector: str) -> dict[str, str]:
     }
 
 
+def set_node_ready(cluster: DevCluster, node: str, ready: bool, why: str = "uplink lost (test)") -> None:
+    """Take a kwok node's status over and report it NotReady, or hand it back to kwok (Ready again)."""
+    if ready:
+        cluster.kubectl("annotate", "node", node, "kwok.x-k8s.io/status-")
+        return
+    cluster.kubectl("annotate", "node", node, "kwok.x-k8s.io/status=custom", "--overwrite")
+    patch = {"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
+                                        "message": why}]}}
+    cluster.kubectl("patch", "node", node, "--subresource=status", "--type=strategic", "-p", json.dumps(patch))
+
+
 def install_crds(cluster: DevCluster) -> None:
     """Apply the project's CRDs and wait until the apiserver serves both."""
     cluster.kubectl("apply", "-f", str(REPO / "crds"))

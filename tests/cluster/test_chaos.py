@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import Operator, apply, classes, get, rollout_classes
+from operator_support import Operator, apply, classes, get, rollout_classes, set_node_ready
 from test_agent_auth import _answers, chart_rbac, token  # noqa: F401 (chart_rbac is a fixture)
 
 from edgewise import contract
@@ -285,9 +285,9 @@ class Chaos(Faults):
         self.survived.append(f"{component} restarted with {phase} paused at 50%")
         if phase == "3.0":
             for i in range(self.rng.randint(2, 3)):
-                _set_ready(self.cluster, self.flapper, False)
+                set_node_ready(self.cluster, self.flapper, False, "uplink lost (chaos)")
                 wait_for(lambda: _node_ready(self.cluster, self.flapper) is False, 60, f"{self.flapper} NotReady")
-                _set_ready(self.cluster, self.flapper, True)
+                set_node_ready(self.cluster, self.flapper, True)
                 wait_for(lambda: _node_ready(self.cluster, self.flapper) is True, 60, f"{self.flapper} Ready")
                 self.survived.append(f"{self.flapper} flapped NotReady ({i + 1})")
         # The rollout is still paused where it was, whatever happened meanwhile.
@@ -319,16 +319,6 @@ def _write_lines_seen(operator: Operator, ns: str, k: int, timeout: float = 6) -
     while count() < k and time.monotonic() < deadline:
         time.sleep(0.1)
     return count()
-
-
-def _set_ready(cluster: DevCluster, node: str, ready: bool) -> None:
-    if ready:  # hand the status back to kwok, which reports Ready again
-        cluster.kubectl("annotate", "node", node, "kwok.x-k8s.io/status-")
-        return
-    cluster.kubectl("annotate", "node", node, "kwok.x-k8s.io/status=custom", "--overwrite")
-    patch = {"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
-                                        "message": "uplink lost (chaos)"}]}}
-    cluster.kubectl("patch", "node", node, "--subresource=status", "--type=strategic", "-p", json.dumps(patch))
 
 
 def _node_ready(cluster: DevCluster, node: str) -> bool | None:

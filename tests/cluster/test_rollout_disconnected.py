@@ -3,11 +3,10 @@ and the node catches up when it returns."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from operator_support import Operator, apply, get, rollout_classes
+from operator_support import Operator, apply, get, rollout_classes, set_node_ready
 
 from edgewise.core.buckets import bucket_of
 from edgewise.devcluster import demo_models
@@ -35,16 +34,6 @@ def _versions(cluster: DevCluster, ns: str) -> dict[str, str]:
             and p["spec"].get("nodeName")}
 
 
-def _set_ready(cluster: DevCluster, node: str, ready: bool) -> None:
-    if ready:  # hand the status back to kwok, which reports Ready again
-        cluster.kubectl("annotate", "node", node, "kwok.x-k8s.io/status-")
-        return
-    cluster.kubectl("annotate", "node", node, "kwok.x-k8s.io/status=custom", "--overwrite")
-    patch = {"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
-                                        "message": "uplink lost (test)"}]}}
-    cluster.kubectl("patch", "node", node, "--subresource=status", "--type=strategic", "-p", json.dumps(patch))
-
-
 def test_a_notready_canary_node_is_deferred_and_catches_up(cluster: DevCluster, namespace: str, fleet,
                                                            operator: Operator, tmp_path: Path) -> None:
     nodes = fleet({"arm64-cpu": 2})
@@ -58,7 +47,7 @@ def test_a_notready_canary_node_is_deferred_and_catches_up(cluster: DevCluster, 
 
     lost = min(nodes, key=bucket_of)  # the first step's canary node (50% of two nodes)
     kept = next(n for n in nodes if n != lost)
-    _set_ready(cluster, lost, False)
+    set_node_ready(cluster, lost, False)
     wait_for(lambda: any(c["type"] == "Ready" and c["status"] == "False"
                          for c in get(cluster, "node", lost)["status"]["conditions"]), 30, f"{lost} NotReady")
 
@@ -71,5 +60,5 @@ def test_a_notready_canary_node_is_deferred_and_catches_up(cluster: DevCluster, 
     assert _versions(cluster, namespace).get(lost) != "2.0"  # it could not have started it yet
 
     # The node returns and catches up on its own.
-    _set_ready(cluster, lost, True)
+    set_node_ready(cluster, lost, True)
     wait_for(lambda: _versions(cluster, namespace) == dict.fromkeys(nodes, "2.0"), 120, f"{lost} catching up")

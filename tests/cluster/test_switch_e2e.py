@@ -57,17 +57,26 @@ def stable_on(cluster: DevCluster, ns: str, version: str, classes: set[str]) -> 
 
 
 class Recorder:
-    """Every event of a watch, in the order the apiserver sent them."""
+    """Every event of a watch, in the order the apiserver sent them.
+
+    The objects that exist come first (as ADDED), listed before the constructor returns; the watch
+    goes on from that list's resourceVersion, so a change the test makes next is never missed, however
+    late the watching thread gets going on a busy machine.
+    """
 
     def __init__(self, api: client.ApiClient, list_call: Any, ns: str, selector: str) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
+        listed = list_call(ns, label_selector=selector)
+        self.events: list[tuple[str, dict[str, Any]]] = [
+            ("ADDED", api.sanitize_for_serialization(item)) for item in listed.items]
         self._watch = watch.Watch()
-        self._thread = threading.Thread(target=self._run, args=(api, list_call, ns, selector), daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        args=(api, list_call, ns, selector, listed.metadata.resource_version))
         self._thread.start()
 
-    def _run(self, api: client.ApiClient, list_call: Any, ns: str, selector: str) -> None:
+    def _run(self, api: client.ApiClient, list_call: Any, ns: str, selector: str, since: str) -> None:
         try:
-            for ev in self._watch.stream(list_call, ns, label_selector=selector, timeout_seconds=900):
+            for ev in self._watch.stream(list_call, ns, label_selector=selector, resource_version=since,
+                                         timeout_seconds=900):
                 self.events.append((ev["type"], api.sanitize_for_serialization(ev["object"])))
         except Exception:  # noqa: BLE001 - stopped
             return

@@ -60,6 +60,8 @@ def test_auto_replaces_when_each_pod_needs_the_one_gpu_of_its_node() -> None:
     ({"resources": {"requests": {"memory": "300Mi"}}}, 512, REPLACE),        # 600 > 512
     ({"resources": {"requests": {"memory": "256Mi"}}}, 512, MAKE_BEFORE_BREAK),  # 512 fits exactly
     ({"resources": {"limits": {"memory": "1Gi"}}}, 1536, REPLACE),            # limits count too
+    ({"resources": {"requests": {"memory": "4e8"}}}, 700, REPLACE),           # any quantity: 2 x 381 MiB
+    ({"resources": {"requests": {"memory": "1T"}}}, 8000, REPLACE),
     ({"slo": {"maxMemoryMiB": 700}}, 1024, REPLACE),
     ({"slo": {"maxMemoryMiB": 300}}, 1024, MAKE_BEFORE_BREAK),
 ])

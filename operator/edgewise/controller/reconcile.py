@@ -82,7 +82,7 @@ class Reconciler:
         workloads, delete = list(plan.workloads), list(plan.delete)
         if plan.profile is not None:
             due = due_analyses(model, plan, now)
-            verdicts = self.rollouts.measure(model, plan, nodes, due, now) if due else {}
+            verdicts = self.rollouts.measure(model, plan, nodes, existing, due, now) if due else {}
             peaks = {c: a.peak_memory_mib for c, a in artifacts.items() if a.peak_memory_mib}
             rollout = advance(model, plan, nodes, existing, now, verdicts, parse_command(model.metadata.annotations),
                               hold=hold, gpu_resource=self.settings.gpu_resource, peak_memory_mib=peaks)

@@ -44,7 +44,7 @@ from edgewise.core import names
 from edgewise.core.analysis import Outcome, Verdict, judge
 from edgewise.core.buckets import BUCKET_LABEL, bucket_of
 from edgewise.core.durations import seconds
-from edgewise.core.observed import NodeInfo
+from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.plan import ModelPlan
 from edgewise.core.rollout import record
 from edgewise.core.rollout_model import StageRequest
@@ -79,7 +79,7 @@ def label_buckets(api: client.ApiClient, nodes: Sequence[NodeInfo]) -> int:
 class Rollouts:
     """Per-operator state for rollouts: analysis providers (they remember the last reading of each pod)."""
 
-    def __init__(self, api: client.ApiClient, credentials: AgentCredentials | None = None,
+    def __init__(self, api: client.ApiClient, *, credentials: AgentCredentials | None = None,
                  settings: OperatorSettings | None = None) -> None:
         self.core = client.CoreV1Api(api)
         self.credentials = credentials
@@ -89,8 +89,8 @@ class Rollouts:
 
     # -- analysis ----------------------------------------------------------------------------------
 
-    def measure(self, model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], classes: Sequence[str],
-                now: dt.datetime) -> dict[str, AnalysisRecord]:
+    def measure(self, model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], existing: Sequence[Workload],
+                classes: Sequence[str], now: dt.datetime) -> dict[str, AnalysisRecord]:
         analysis = model.spec.rollout.analysis
         ns, name = model.metadata.namespace, model.metadata.name
         pods = self.core.list_namespaced_pod(
@@ -98,6 +98,12 @@ class Rollouts:
             _preload_content=False)
         items = json.loads(pods.data)["items"]
         node_ready = {n.name: n.ready for n in nodes}
+        # A pod is on the side of the live DaemonSet that controls it: one of a DaemonSet already deleted
+        # (a rolled-back canary, a promoted-away stable) can outlive it, unmarked until the garbage
+        # collector gets to it, in the slot the next canary takes. Under OnDelete a live DaemonSet's pod
+        # may carry an older revision label; it still serves that DaemonSet's nodes and counts.
+        side = {w.uid: (w.labels.get(names.CLASS_LABEL), w.labels.get(names.SLOT_LABEL)) for w in existing}
+        live = [p for p in items if _ip(p) and not p["metadata"].get("deletionTimestamp")]
         states = {c.name: c for c in (model.status.rollout.classes if model.status.rollout else None) or []}
         slo = {c.name: c for c in plan.profile.spec.classes} if plan.profile else {}
         out: dict[str, AnalysisRecord] = {}
@@ -113,16 +119,8 @@ class Rollouts:
         for cls in classes:
             state = states[cls]
             canary_slot = names.other_slot(state.stable_slot)
-            # No pod on its way out: a rolled-back canary's pods can outlive their DaemonSet for a moment,
-            # in the slot the next canary takes. Stable pods only of the stable revision; a canary pod of
-            # the canary slot counts whatever its label says (under OnDelete, a pod created just before
-            # the canary's template changed keeps the older label and is still the canary node's pod).
-            mine = [p for p in items if p["metadata"].get("labels", {}).get(names.CLASS_LABEL) == cls
-                    and _ip(p) and not p["metadata"].get("deletionTimestamp")]
-            canary = tuple(_endpoint(p, node_ready) for p in mine
-                           if _slot(p) == canary_slot)
-            stable = tuple(_endpoint(p, node_ready) for p in mine
-                           if _slot(p) == state.stable_slot and _revision(p) in ("", state.stable_revision))
+            canary = tuple(_endpoint(p, node_ready) for p in live if side.get(_owner(p)) == (cls, canary_slot))
+            stable = tuple(_endpoint(p, node_ready) for p in live if side.get(_owner(p)) == (cls, state.stable_slot))
             hc = slo.get(cls)
             target = AnalysisTarget(
                 model=name, class_name=cls, canary_revision=state.canary_revision or "",
@@ -207,12 +205,10 @@ def _prefetch(node: NodeInfo, body: bytes, token: str | None) -> bool:
         return False
 
 
-def _slot(pod: dict[str, Any]) -> str:
-    return str(pod["metadata"].get("labels", {}).get(names.SLOT_LABEL, ""))
-
-
-def _revision(pod: dict[str, Any]) -> str:
-    return str(pod["metadata"].get("labels", {}).get(names.REVISION_LABEL, ""))
+def _owner(pod: dict[str, Any]) -> str:
+    """The uid of the object controlling the pod (its DaemonSet), or ""."""
+    refs = pod["metadata"].get("ownerReferences") or []
+    return next((str(r.get("uid", "")) for r in refs if r.get("controller")), "")
 
 
 def _ip(pod: dict[str, Any]) -> str:

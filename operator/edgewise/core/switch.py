@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edgewise.api.base import memory_mib
 from edgewise.api.profile import HardwareClass
 from edgewise.core.buckets import BUCKET_LABEL, BUCKETS, bucket_of
 from edgewise.core.observed import NodeInfo, Workload
+from edgewise.core.quantities import BadQuantity, parse_quantity
 
 MAKE_BEFORE_BREAK = "MakeBeforeBreak"
 REPLACE = "Replace"
@@ -95,8 +95,12 @@ def _copy_mib(hc: HardwareClass, peak_memory_mib: float | None) -> float | None:
     res = hc.resources
     for quantities in ((res.requests if res else None), (res.limits if res else None)):
         value = (quantities or {}).get("memory")
-        if value is not None and memory_mib(str(value)):
-            figures.append(memory_mib(str(value)))
+        try:
+            mib = float(parse_quantity(value)) / 2**20 if value is not None else 0.0
+        except BadQuantity:  # refused by the guards (core/guards.py) before a switch is chosen
+            mib = 0.0
+        if mib > 0:
+            figures.append(mib)
     if hc.slo and hc.slo.max_memory_mib:
         figures.append(hc.slo.max_memory_mib)
     if peak_memory_mib:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 from kubernetes import client
@@ -57,33 +58,19 @@ class Reader:
         return [workload(d) for d in _json(resp)["items"] if model.metadata.uid in owner_uids(d)]
 
     def service(self, namespace: str, name: str) -> Service | None:
-        try:
-            resp = self.core.read_namespaced_service(name, namespace, _preload_content=False)
-        except client.ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        obj = _json(resp)
+        obj = _or_none(lambda: _json(self.core.read_namespaced_service(name, namespace, _preload_content=False)))
+        if obj is None:
+            return None
         return Service(name=name, annotations=dict(obj["metadata"].get("annotations") or {}),
                        owner_uids=frozenset(owner_uids(obj)))
 
     def daemonset(self, namespace: str, name: str) -> Workload | None:
-        try:
-            resp = self.apps.read_namespaced_daemon_set(name, namespace, _preload_content=False)
-        except client.ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        return workload(_json(resp))
+        obj = _or_none(lambda: _json(self.apps.read_namespaced_daemon_set(name, namespace, _preload_content=False)))
+        return workload(obj) if obj is not None else None
 
     def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
-        except client.ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        return dict(cast(dict[str, Any], obj))
+        obj = _or_none(lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
+        return dict(cast(dict[str, Any], obj)) if obj is not None else None
 
     def _list(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
         if namespace:
@@ -95,3 +82,13 @@ class Reader:
 
 def _json(resp: Any) -> dict[str, Any]:
     return dict(json.loads(resp.data))
+
+
+def _or_none(read: Callable[[], Any]) -> Any:
+    """What `read` returns, or None when the object is not there (404)."""
+    try:
+        return read()
+    except client.ApiException as err:
+        if err.status == 404:
+            return None
+        raise
