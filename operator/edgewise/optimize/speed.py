@@ -7,10 +7,13 @@ machine that measures. Three things make it load-independent:
   the measuring thread), not wall time: time spent waiting for a busy core is not counted;
 - both models are measured in interleaved rounds (the order alternates), and each round
   yields one ratio, so what load remains (shared caches, frequency) hits both alike;
-- rounds go on until the 95% confidence interval of the ratio lies wholly on one side of
-  the limit, or a cap is reached: then the verdict is `inconclusive`, and an inconclusive
+- rounds go on until the confidence interval of the ratio lies wholly on one side of the
+  limit, or a cap is reached: then the verdict is `inconclusive`, and an inconclusive
   measurement never rejects an artifact (the canary's latency analysis judges it on the
-  class's own devices).
+  class's own devices). The interval is looked at after every round from `min_rounds` on,
+  so each look uses 95% confidence split over all possible looks (Bonferroni): looking
+  fifteen times at 95% intervals would call a ratio equal to the limit "slower" far more
+  often than 2.5% of the time, and an artifact near the limit would ship or not by chance.
 
 The ratio is the geometric mean of the per-round ratios, its interval a Student t interval
 on their logarithms. Measuring is injected (`Round`), so all of this is tested with numbers.
@@ -18,6 +21,7 @@ on their logarithms. Measuring is injected (`Round`), so all of this is tested w
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -41,6 +45,28 @@ def t95(df: int) -> float:
     return _T95[df - 1] if df <= len(_T95) else 1.96
 
 
+@functools.lru_cache(maxsize=256)
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile for probability `p` (0.5 < p < 1), by bisection on its CDF, which is
+    integrated numerically (Simpson's rule on the density): only the standard library."""
+    if df < 1 or not 0.5 < p < 1:
+        raise ValueError(f"need df >= 1 and 0.5 < p < 1, got df={df}, p={p}")
+    norm = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+    def cdf(t: float, steps: int = 2000) -> float:
+        h = t / steps
+        f = [norm * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
+        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+    low, high = 0.0, 1.0
+    while cdf(high) < p:
+        high *= 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < p else (low, mid)
+    return (low + high) / 2
+
+
 @dataclass(frozen=True)
 class Round:
     """One interleaved round: CPU milliseconds per inference of the original and of the artifact."""
@@ -59,6 +85,7 @@ class SpeedMeasurement:
 
     rounds: int
     ratio: float
+    # low..high is a `confidence` interval (0.95 split over the looks `measure` may take)
     low: float
     high: float
     limit: float
@@ -71,18 +98,23 @@ class SpeedMeasurement:
         verdict = (f"inconclusive against {self.limit:g}x" if self.verdict == "inconclusive"
                    else f"{self.verdict} than {self.limit:g}x")
         return (f"CPU time per inference, {self.rounds} interleaved rounds, 95% interval "
-                f"{self.low:.2f}-{self.high:.2f}x: {verdict}")
+                f"{self.low:.2f}-{self.high:.2f}x: {verdict}")  # 95% over every look `measure` took
 
 
-def summarize(rounds: Sequence[Round], limit: float = 1.0) -> SpeedMeasurement:
-    """The ratio, its 95% interval and the verdict against `limit`, from at least two rounds."""
+def summarize(rounds: Sequence[Round], limit: float = 1.0, looks: int = 1) -> SpeedMeasurement:
+    """The ratio, its interval and the verdict against `limit`, from at least two rounds.
+
+    The interval has 95% confidence over `looks` intervals a caller may look at (one: a plain
+    95% interval)."""
     if len(rounds) < 2:
         raise ValueError(f"a confidence interval needs at least 2 rounds, got {len(rounds)}")
     if limit <= 0 or any(not (r.before_ms > 0 and r.after_ms > 0) for r in rounds):
         raise ValueError(f"times and the limit must be positive: limit {limit}, rounds {list(rounds)}")
     logs = [math.log(r.ratio) for r in rounds]
     mean = statistics.fmean(logs)
-    half = t95(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    df = len(logs) - 1
+    t = t95(df) if looks == 1 else t_quantile(1 - 0.025 / looks, df)
+    half = t * statistics.stdev(logs) / math.sqrt(len(logs))
     low, high = math.exp(mean - half), math.exp(mean + half)
     verdict: Verdict = "slower" if low > limit else "faster" if high < limit else "inconclusive"
     return SpeedMeasurement(rounds=len(rounds), ratio=math.exp(mean), low=low, high=high, limit=limit,
@@ -99,9 +131,10 @@ def measure(measure_round: Callable[[bool], Round], limit: float = 1.0, min_roun
     if not 2 <= min_rounds <= max_rounds:
         raise ValueError(f"need 2 <= min_rounds <= max_rounds, got {min_rounds}, {max_rounds}")
     rounds: list[Round] = []
+    looks = max_rounds - min_rounds + 1
     while True:
         rounds.append(measure_round(len(rounds) % 2 == 0))
         if len(rounds) >= min_rounds:
-            result = summarize(rounds, limit)
+            result = summarize(rounds, limit, looks)
             if result.verdict != "inconclusive" or len(rounds) >= max_rounds:
                 return result
