@@ -97,6 +97,14 @@ def serving(model_dir: Path, model_name: str, log_path: Path, *args: str) -> Ite
         server.stop()
 
 
+def peak_memory(pid: int) -> int:
+    """A process's peak resident memory (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
 def http_status(port: int, path: str) -> int | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:

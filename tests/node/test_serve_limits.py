@@ -26,7 +26,7 @@ import grpc
 import numpy as np
 import pytest
 import serve_models
-from serve_helpers import ServeProcess, http_status, post, serving
+from serve_helpers import ServeProcess, http_status, peak_memory, post, serving
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from edgewise.node.serve import codec, dtypes, grpc_api, grpc_wire, http_codec, limits
@@ -311,13 +311,6 @@ def test_grpc_messages_too_costly_to_parse_are_refused_unparsed(text_server: Ser
     assert http_status(text_server.http_port, "/v2/health/live") == 200
 
 
-def _peak_memory(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/<pid>/status")
-
-
 def test_a_request_at_the_memory_limit_stays_within_it(tmp_path: Path) -> None:
     """The estimate is an upper bound: the largest BYTES request the limit lets in, answered
     end to end, raises the server's peak memory by less than the limit."""
@@ -325,10 +318,10 @@ def test_a_request_at_the_memory_limit_stays_within_it(tmp_path: Path) -> None:
     count = (limit - 6 * 170_000) // limits.BYTES_ELEMENT_COST  # minus the body: 5 bytes per element, and JSON
     serve_models.text(tmp_path / "text" / "model.onnx")
     with serving(tmp_path / "text", "text", tmp_path / "log", "--max-request-memory", str(limit)) as server:
-        before = _peak_memory(server.proc.pid)
+        before = peak_memory(server.proc.pid)
         words = [b"%d" % (k % 10) for k in range(count)]
         assert _text_answer(server, words)[-3:] == [str(k % 10) for k in range(count - 3, count)]
-        grown = _peak_memory(server.proc.pid) - before
+        grown = peak_memory(server.proc.pid) - before
         assert grown < limit, f"a request within --max-request-memory {limit} took {grown} bytes"
         body, headers = _binary_text([1, limit // limits.BYTES_ELEMENT_COST + 1], b"")
         status, doc = post(server.http_port, "/v2/models/text/infer", body, headers)
