@@ -17,7 +17,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import grpc
 import numpy as np
 import pytest
 import serve_models
-from serve_helpers import ServeProcess, http_status, peak_memory, post, serving
+from serve_helpers import ServeProcess, http_status, peak_memory, post, server_has_read, serving
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from edgewise.node.serve import codec, dtypes, grpc_api, grpc_wire, http_codec, limits
@@ -205,8 +204,13 @@ def _readable(sock: socket.socket) -> bool:
 
 
 def test_health_answers_while_a_large_json_request_is_decoded(mlp_server: ServeProcess) -> None:
-    """Parsing ~10 MiB of nested JSON takes seconds of CPU: it happens on the decode thread, so a
-    liveness probe sent after the request has arrived is answered before the request is."""
+    """Decoding ~10 MiB of nested JSON takes seconds of CPU: it happens on the decode thread, so a
+    liveness probe sent once the server has read the whole request is answered before the request is.
+
+    Sent at that moment (not after a sleep), the probe races nothing but the decode: were the decode
+    on the event loop, it would already be running, and the large request would be answered first.
+    (json.loads holds the interpreter lock until it returns: a probe arriving during the parse is
+    answered after it, while the decoded rows are checked, which takes about as long again.)"""
     rows = (limits.DEFAULT.max_json_bytes - 200) // 6  # `[[0]],`: the slowest JSON to parse per byte
     body = ('{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":['
             + ",".join(["[[0]]"] * rows) + "]}]}").encode()
@@ -215,7 +219,7 @@ def test_health_answers_while_a_large_json_request_is_decoded(mlp_server: ServeP
             "Content-Type: application/json\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", mlp_server.http_port), timeout=120) as big:
         big.sendall(head + body)
-        time.sleep(0.5)  # let the server take the whole body in (no answer depends on this)
+        wait_for(lambda: server_has_read(big), 60, "the server to read the whole request", interval=0.01)
         with socket.create_connection(("127.0.0.1", mlp_server.http_port), timeout=60) as probe:
             probe.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")
             answer = probe.recv(1024)
