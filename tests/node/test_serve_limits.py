@@ -240,6 +240,9 @@ def test_a_request_still_arriving_at_sigterm_is_answered(tmp_path: Path) -> None
     try:
         with socket.create_connection(("127.0.0.1", server.http_port), timeout=60) as sock:
             sock.sendall(head + body[:20])
+            # Else only the order of the server's event-loop passes (accept and read before the drain's
+            # idle sweep) keeps this connection from being closed as idle.
+            wait_for(lambda: server_has_read(sock), 60, "the server to read the request's beginning", interval=0.01)
             server.proc.send_signal(signal.SIGTERM)
             wait_for(lambda: "draining" in server.log(), 60, "the server to start draining")
             sock.sendall(body[20:])
