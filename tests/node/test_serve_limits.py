@@ -363,12 +363,10 @@ def _offloaded(decode: Any, cancel_first: bool = False) -> tuple[list[Any], list
                                 size=OFFLOAD_BYTES + 1)
         assert not replies  # nothing is answered before the decode thread is done
         if cancel_first:
-            cancel()
-            for _ in range(600):  # the decode still runs; its result must then be dropped
-                if threads:
-                    break
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(0.1)  # the loop passes that deliver a finished decode
+            cancel()  # the decode still runs; its result must then be dropped
+            # The decode thread runs one job at a time, in order: once this one is done, the decode
+            # above has finished, and its result reached the loop first.
+            await asyncio.wait_for(service.on_decoder(lambda: None), 60)
         else:
             await asyncio.wait_for(done.wait(), 60)
         await batcher.close()
