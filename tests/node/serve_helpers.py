@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -95,6 +96,31 @@ def serving(model_dir: Path, model_name: str, log_path: Path, *args: str) -> Ite
         yield server.wait_ready()
     finally:
         server.stop()
+
+
+def peak_memory(pid: int) -> int:
+    """A process's peak resident memory (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+def server_has_read(client: socket.socket) -> bool:
+    """Whether the server process has read every byte `client` sent (an IPv4 loopback TCP
+    connection): the client's send queue and the server side's receive queue are both empty
+    (/proc/net/tcp). What a test waits for instead of sleeping before it depends on that."""
+    ours, theirs = client.getsockname()[1], client.getpeername()[1]
+    queues = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(address.split(":")[1], 16) for address in fields[1:3])
+        tx, rx = (int(q, 16) for q in fields[4].split(":"))
+        if (local, remote) == (ours, theirs):
+            queues["client unsent"] = tx
+        elif (local, remote) == (theirs, ours):
+            queues["server unread"] = rx
+    return queues == {"client unsent": 0, "server unread": 0}
 
 
 def http_status(port: int, path: str) -> int | None:

@@ -23,7 +23,6 @@ import http.client
 import json
 import struct
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -34,7 +33,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serve_helpers import ServeProcess, http_status, serving
+from serve_helpers import ServeProcess, http_status, peak_memory, serving
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from edgewise.node.serve import grpc_wire
@@ -65,19 +64,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     with serving(root / "types", "types", root / "types.log", "--max-batch-size", str(MAX_BATCH),
                  "--max-request-bytes", str(MAX_BODY), "--max-request-elements", str(MAX_ELEMENTS),
                  "--max-request-memory", str(MAX_MEMORY), "--threads", "1") as s:
-        s.peak_before = peak_memory(s)  # type: ignore[attr-defined]
+        s.peak_before = peak_memory(s.proc.pid)  # type: ignore[attr-defined]
         yield s
         # Memory bounded: every request of the module, fuzzed or not, together raised the
         # server's peak resident memory by less than a few times the per-request limit.
-        grown = peak_memory(s) - s.peak_before  # type: ignore[attr-defined]
+        grown = peak_memory(s.proc.pid) - s.peak_before  # type: ignore[attr-defined]
         assert grown < 16 * MAX_MEMORY, f"peak memory grew by {grown} bytes"
-
-
-def peak_memory(server: ServeProcess) -> int:
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/<pid>/status")
 
 
 def still_serving(server: ServeProcess) -> None:

@@ -17,7 +17,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import grpc
 import numpy as np
 import pytest
 import serve_models
-from serve_helpers import ServeProcess, http_status, post, serving
+from serve_helpers import ServeProcess, http_status, peak_memory, post, server_has_read, serving
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from edgewise.node.serve import codec, dtypes, grpc_api, grpc_wire, http_codec, limits
@@ -205,8 +204,13 @@ def _readable(sock: socket.socket) -> bool:
 
 
 def test_health_answers_while_a_large_json_request_is_decoded(mlp_server: ServeProcess) -> None:
-    """Parsing ~10 MiB of nested JSON takes seconds of CPU: it happens on the decode thread, so a
-    liveness probe sent after the request has arrived is answered before the request is."""
+    """Decoding ~10 MiB of nested JSON takes seconds of CPU: it happens on the decode thread, so a
+    liveness probe sent once the server has read the whole request is answered before the request is.
+
+    Sent at that moment (not after a sleep), the probe races nothing but the decode: were the decode
+    on the event loop, it would already be running, and the large request would be answered first.
+    (json.loads holds the interpreter lock until it returns: a probe arriving during the parse is
+    answered after it, while the decoded rows are checked, which takes about as long again.)"""
     rows = (limits.DEFAULT.max_json_bytes - 200) // 6  # `[[0]],`: the slowest JSON to parse per byte
     body = ('{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":['
             + ",".join(["[[0]]"] * rows) + "]}]}").encode()
@@ -215,7 +219,7 @@ def test_health_answers_while_a_large_json_request_is_decoded(mlp_server: ServeP
             "Content-Type: application/json\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", mlp_server.http_port), timeout=120) as big:
         big.sendall(head + body)
-        time.sleep(0.5)  # let the server take the whole body in (no answer depends on this)
+        wait_for(lambda: server_has_read(big), 60, "the server to read the whole request", interval=0.01)
         with socket.create_connection(("127.0.0.1", mlp_server.http_port), timeout=60) as probe:
             probe.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")
             answer = probe.recv(1024)
@@ -236,6 +240,9 @@ def test_a_request_still_arriving_at_sigterm_is_answered(tmp_path: Path) -> None
     try:
         with socket.create_connection(("127.0.0.1", server.http_port), timeout=60) as sock:
             sock.sendall(head + body[:20])
+            # Else only the order of the server's event-loop passes (accept and read before the drain's
+            # idle sweep) keeps this connection from being closed as idle.
+            wait_for(lambda: server_has_read(sock), 60, "the server to read the request's beginning", interval=0.01)
             server.proc.send_signal(signal.SIGTERM)
             wait_for(lambda: "draining" in server.log(), 60, "the server to start draining")
             sock.sendall(body[20:])
@@ -311,13 +318,6 @@ def test_grpc_messages_too_costly_to_parse_are_refused_unparsed(text_server: Ser
     assert http_status(text_server.http_port, "/v2/health/live") == 200
 
 
-def _peak_memory(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/<pid>/status")
-
-
 def test_a_request_at_the_memory_limit_stays_within_it(tmp_path: Path) -> None:
     """The estimate is an upper bound: the largest BYTES request the limit lets in, answered
     end to end, raises the server's peak memory by less than the limit."""
@@ -325,10 +325,10 @@ def test_a_request_at_the_memory_limit_stays_within_it(tmp_path: Path) -> None:
     count = (limit - 6 * 170_000) // limits.BYTES_ELEMENT_COST  # minus the body: 5 bytes per element, and JSON
     serve_models.text(tmp_path / "text" / "model.onnx")
     with serving(tmp_path / "text", "text", tmp_path / "log", "--max-request-memory", str(limit)) as server:
-        before = _peak_memory(server.proc.pid)
+        before = peak_memory(server.proc.pid)
         words = [b"%d" % (k % 10) for k in range(count)]
         assert _text_answer(server, words)[-3:] == [str(k % 10) for k in range(count - 3, count)]
-        grown = _peak_memory(server.proc.pid) - before
+        grown = peak_memory(server.proc.pid) - before
         assert grown < limit, f"a request within --max-request-memory {limit} took {grown} bytes"
         body, headers = _binary_text([1, limit // limits.BYTES_ELEMENT_COST + 1], b"")
         status, doc = post(server.http_port, "/v2/models/text/infer", body, headers)
@@ -363,12 +363,10 @@ def _offloaded(decode: Any, cancel_first: bool = False) -> tuple[list[Any], list
                                 size=OFFLOAD_BYTES + 1)
         assert not replies  # nothing is answered before the decode thread is done
         if cancel_first:
-            cancel()
-            for _ in range(600):  # the decode still runs; its result must then be dropped
-                if threads:
-                    break
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(0.1)  # the loop passes that deliver a finished decode
+            cancel()  # the decode still runs; its result must then be dropped
+            # The decode thread runs one job at a time, in order: once this one is done, the decode
+            # above has finished, and its result reached the loop first.
+            await asyncio.wait_for(service.on_decoder(lambda: None), 60)
         else:
             await asyncio.wait_for(done.wait(), 60)
         await batcher.close()

@@ -194,11 +194,9 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         finally:
             reader.cancel()
 
-    def _parse(self, raw: bytes | service_pb2.ModelInferRequest) -> tuple[service_pb2.ModelInferRequest, int]:
+    def _parse(self, raw: bytes) -> tuple[service_pb2.ModelInferRequest, int]:
         """The wire bytes (registered raw, see the module's docstring) sized up, then parsed;
         with the request's footprint in memory: the wire bytes and the parsed message."""
-        if not isinstance(raw, bytes):
-            return raw, message_size(raw)
         grpc_wire.check(raw, self.service.settings.limits)
         try:
             return service_pb2.ModelInferRequest.FromString(raw), 2 * len(raw)

@@ -15,10 +15,10 @@ get 413 / RESOURCE_EXHAUSTED with a message naming the limit and the flag that r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from edgewise.node.serve.codec import element_count
 from edgewise.node.serve.errors import InferError, Status
 from edgewise.node.serve.model import ModelSpec
 
@@ -63,10 +63,6 @@ def check_json(size: int, limits: Limits) -> None:
             f"{limits.max_memory} bytes per request (--max-request-memory). Send large tensors as "
             "binary data (the binary_data_size parameter; tritonclient's binary_data=True), "
             "or raise --max-request-memory")
-
-
-def element_count(shape: Sequence[int]) -> int:
-    return math.prod(shape)  # 1 for a scalar's empty shape
 
 
 def check_declared(spec: ModelSpec, declared: Sequence[tuple[str, str, Sequence[int]]], limits: Limits,

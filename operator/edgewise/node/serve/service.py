@@ -47,8 +47,9 @@ class Settings:
 
 
 # Requests whose decoding walks more bytes than this (JSON, BYTES tensors, typed gRPC contents)
-# are decoded on the decode thread, not the event loop: parsing megabytes of JSON takes a
-# second, and health probes must not wait for it. Below it decoding takes a few milliseconds
+# are decoded on the decode thread, not the event loop: decoding megabytes of JSON takes
+# seconds, and health probes must not wait for all of it (they still wait for json.loads itself,
+# which holds the interpreter lock until it returns). Below it decoding takes a few milliseconds
 # at worst, and usually far less than the thread handoff would cost.
 OFFLOAD_BYTES = 64 * 1024
 
@@ -61,7 +62,8 @@ class InferenceService:
         self.ready = False
         self._batcher: Batcher | None = None
         # One thread: large decodes queue behind each other instead of taking every core
-        # from the model; the GIL is released often enough for the loop to keep answering.
+        # from the model; the loop answers between the decode's Python steps (not during one
+        # long C call such as json.loads).
         self._decoder = ThreadPoolExecutor(1, thread_name_prefix="edgewise-decode")
 
     def on_decoder(self, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
