@@ -20,16 +20,13 @@ short), and `teardown()` removes every process, mount, interface, iptables rule 
 from __future__ import annotations
 
 import hashlib
-import io
 import ipaddress
 import json
 import os
-import platform
 import shlex
 import shutil
 import signal
 import subprocess
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from edgewise.devcluster import processes
+from edgewise.devcluster import images, oci, processes
 from edgewise.devcluster.processes import Running
 
 NODE_NAME = "edgewise-real-1"
@@ -319,8 +316,7 @@ class RealNode:
         subprocess.run(["gcc", "-Os", "-static", "-o", str(binary), str(source)], check=True,
                        capture_output=True)
         subprocess.run(["strip", str(binary)], check=False, capture_output=True)
-        write_oci_archive(out, PAUSE_IMAGE, {"pause": binary.read_bytes()}, entrypoint=["/pause"],
-                          user="65535:65535")
+        write_image(out, PAUSE_IMAGE, {"pause": binary.read_bytes()}, entrypoint=["/pause"], user="65535:65535")
         return out
 
     # -- teardown ---------------------------------------------------------------------------------
@@ -377,45 +373,10 @@ def _pause_source() -> Path:
     return source
 
 
-def write_oci_archive(out: Path, name: str, files: dict[str, bytes], entrypoint: list[str], user: str) -> None:
-    """A one-layer OCI image archive (index.json + blobs) that `ctr images import` reads, named `name`."""
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tar:
-        for path, data in files.items():
-            info = tarfile.TarInfo(path)
-            info.size, info.mode, info.mtime = len(data), 0o755, 0
-            tar.addfile(info, io.BytesIO(data))
-    layer_bytes = layer.getvalue()
-    layer_digest = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    config = json.dumps({
-        "architecture": arch, "os": "linux",
-        "config": {"Entrypoint": entrypoint, "User": user},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-    }, sort_keys=True).encode()
-    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
-                   "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest,
-                    "size": len(layer_bytes)}],
-    }, sort_keys=True).encode()
-    manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    full_name = name if "/" in name.split(":")[0] and "." in name.split("/")[0] else f"docker.io/{name}"
-    index = json.dumps({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
-        "size": len(manifest), "platform": {"architecture": arch, "os": "linux"},
-        "annotations": {"io.containerd.image.name": full_name,
-                        "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]}}]}).encode()
-    with tarfile.open(out, "w") as tar:
-        entries = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(), "index.json": index}
-        for digest, blob in ((layer_digest, layer_bytes), (config_digest, config), (manifest_digest, manifest)):
-            entries[f"blobs/sha256/{digest.split(':', 1)[1]}"] = blob
-        for path, data in entries.items():
-            info = tarfile.TarInfo(path)
-            info.size, info.mtime = len(data), 0
-            tar.addfile(info, io.BytesIO(data))
+def write_image(out: Path, name: str, files: dict[str, bytes], entrypoint: list[str], user: str) -> None:
+    """A one-layer image of `files` for this machine, which `ctr images import` names `name` as the kubelet does."""
+    config = {"architecture": images.host_arch(), "os": "linux", "config": {"Entrypoint": entrypoint, "User": user}}
+    oci.write_files_image(out, f"{images.REGISTRY}/{name}", files, config)
 
 
 def _toml_table(table: dict[str, object], prefix: str) -> list[str]:
