@@ -19,6 +19,7 @@ short), and `teardown()` removes every process, mount, interface, iptables rule 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -147,7 +148,7 @@ class RealNode:
         containerd_config = self._containerd_config(tools)
         start("containerd", [tools.containerd, "--config", str(containerd_config)], None)
         self._wait_containerd(tools)
-        self.import_images(tools, [self._pause_archive(bin_dir), *images])
+        self.import_images(tools, [self._pause_archive(), *images])
         for client in ("kubelet", "kube-proxy", "coredns"):
             kubeconfig(self.root / f"{client}.kubeconfig", client)
         start("coredns", [str(bin_dir / "coredns"), "-conf", str(self._corefile())], None)
@@ -306,7 +307,7 @@ class RealNode:
         path.write_text(corefile + "\n")
         return path
 
-    def _pause_archive(self, bin_dir: Path) -> Path:
+    def _pause_archive(self) -> Path:
         """The sandbox image: Kubernetes' own pause.c, compiled statically, as an OCI archive."""
         out = self.root / "pause.oci.tar"
         if out.exists():
@@ -410,10 +411,8 @@ def _read_sysctl(key: str) -> str | None:
 
 
 def _write_sysctl(key: str, value: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/sys", key).write_text(value)
-    except OSError:
-        pass
 
 
 def _kill_pod_processes() -> None:
@@ -429,10 +428,8 @@ def _kill_pod_processes() -> None:
         if not pids:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.2)
 
 
@@ -445,10 +442,8 @@ def _kill_shims(socket: str) -> None:
         except OSError:
             continue
         if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and socket.encode() in cmdline:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(proc.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _unmount_below(roots: list[Path]) -> None:
@@ -469,9 +464,9 @@ def _remove_cgroups() -> None:
         if not top.is_dir():
             continue
         for cg in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            with _quiet():
+            with contextlib.suppress(OSError):
                 cg.rmdir()
-        with _quiet():
+        with contextlib.suppress(OSError):
             top.rmdir()
 
 
@@ -501,10 +496,3 @@ def _drop_kube_chains() -> None:
         for chain in chains:
             subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
 
-
-class _quiet:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is not None and issubclass(exc[0], OSError)  # type: ignore[arg-type]
