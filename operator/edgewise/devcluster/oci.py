@@ -14,6 +14,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgewise.node.cache import file_sha256
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -35,7 +37,7 @@ def write_oci_archive(out: Path, layer: Path, config: dict, ref_name: str, image
     Deterministic: the same layer and config give the same bytes, so the digest can be locked.
     `image_name` (a full name) is the name `ctr images import` gives the image.
     """
-    layer_digest = "sha256:" + _file_sha256(layer)
+    layer_digest = "sha256:" + file_sha256(layer)
     config = {**config, "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}
     config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     manifest = {
@@ -78,14 +80,6 @@ def write_files_image(out: Path, image_name: str, files: dict[str, bytes], confi
         return write_oci_archive(out, layer, config, ref_name=image_name.rsplit(":", 1)[-1], image_name=image_name)
     finally:
         layer.unlink(missing_ok=True)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
