@@ -37,6 +37,7 @@ import yaml
 
 from edgewise.devcluster import images, oci, processes
 from edgewise.devcluster.processes import Running
+from edgewise.devcluster.tools import repo_root
 
 NODE_NAME = "edgewise-real-1"
 BRIDGE = "ewbr0"
@@ -363,14 +364,14 @@ class RealNode:
 # -- helpers ---------------------------------------------------------------------------------------
 
 def _pause_source() -> Path:
-    gomodcache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-    go_mod = Path(__file__).resolve().parents[3] / "hack" / "controlplane" / "go.mod"
-    version = next(line.split()[-1] for line in go_mod.read_text().splitlines()
-                   if line.strip().startswith("k8s.io/kubernetes v") or line.startswith("require k8s.io/kubernetes"))
-    source = Path(gomodcache) / f"k8s.io/kubernetes@{version}" / "build/pause/linux/pause.c"
-    if not source.exists():
-        raise RealNodeError(f"{source} is missing: run hack/build-tools.sh (it downloads the module)")
+    """pause.c of the `k8s.io/kubernetes` module the control plane is built from (hack/controlplane/go.mod)."""
+    module_dir = subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes"],
+                                cwd=repo_root() / "hack" / "controlplane", env={**os.environ, "GOTOOLCHAIN": "local"},
+                                capture_output=True, text=True, check=True).stdout.strip()
+    source = Path(module_dir, "build/pause/linux/pause.c")
+    if not module_dir or not source.exists():
+        raise RealNodeError("k8s.io/kubernetes's build/pause/linux/pause.c is missing: run hack/build-tools.sh "
+                            "(it downloads the module)")
     return source
 
 
