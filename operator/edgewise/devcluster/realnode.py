@@ -435,16 +435,10 @@ def _kill_pod_processes() -> None:
 
 
 def _kill_shims(socket: str) -> None:
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and socket.encode() in cmdline:
+    for pid, argv in processes.command_lines():
+        if argv[0].endswith(b"containerd-shim-runc-v2") and socket.encode() in argv:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(proc.name), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
 
 
 def _unmount_below(roots: list[Path]) -> None:
