@@ -19,14 +19,11 @@ short), and `teardown()` removes every process, mount, interface, iptables rule 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import json
 import os
-import shlex
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -36,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from edgewise.devcluster import images, oci, processes
+from edgewise.devcluster import realnode_host as host
 from edgewise.devcluster.processes import Running
 from edgewise.devcluster.tools import repo_root
 
@@ -56,7 +54,6 @@ PAUSE_IMAGE = "edgewise/pause:3.10"
 DEVICE_CLASS = "amd64-cpu"
 NFD = "feature.node.kubernetes.io"
 SYSCTLS = ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables", "net/ipv4/conf/all/route_localnet")
-KUBE_CHAIN_PREFIXES = ("KUBE-", "CNI-")
 
 StartFn = Callable[[str, list[str], "dict[str, str] | None"], Running]  # starts and records a component
 KubeconfigFn = Callable[[Path, str], None]  # writes a kubeconfig for a client identity of the cluster's PKI
@@ -123,21 +120,21 @@ class RealNode:
     def prepare_network(self) -> None:
         if os.geteuid() != 0:
             raise RealNodeError("the real node needs root (bridge, containerd, kubelet)")
-        if _link_exists(BRIDGE) and not (self.root / "bridge-owner").exists():
+        if host.link_exists(BRIDGE) and not (self.root / "bridge-owner").exists():
             raise RealNodeError(f"interface {BRIDGE} exists but this cluster did not create it: another real "
                                 "node is running (stop it with `edgewise dev cluster down --dir ...`)")
         self.root.mkdir(parents=True, exist_ok=True)
         self._save_sysctls()
-        if not _link_exists(BRIDGE):
-            _ip("link", "add", BRIDGE, "type", "bridge")
+        if not host.link_exists(BRIDGE):
+            host.ip("link", "add", BRIDGE, "type", "bridge")
         (self.root / "bridge-owner").write_text(str(self.root))
         prefix = ipaddress.ip_network(POD_SUBNET).prefixlen
         subprocess.run(["ip", "addr", "replace", f"{NODE_IP}/{prefix}", "dev", BRIDGE], check=True)
-        _ip("link", "set", BRIDGE, "up")
+        host.ip("link", "set", BRIDGE, "up")
         for cidr in (KWOK_POD_CIDR, KWOK_NODE_CIDR):
             subprocess.run(["ip", "route", "replace", "local", cidr, "dev", "lo"], check=True)
         # kube-proxy's Service rules must see traffic between pods on one bridge.
-        _write_sysctl("net/bridge/bridge-nf-call-iptables", "1")
+        host.write_sysctl("net/bridge/bridge-nf-call-iptables", "1")
 
     # -- components -------------------------------------------------------------------------------
 
@@ -329,15 +326,15 @@ class RealNode:
         Runs after kubelet, kube-proxy and containerd were stopped, and also when they crashed: it
         does not need them.
         """
-        _kill_pod_processes()
-        _kill_shims(str(self.socket))
-        _unmount_below([self.root, self.run_dir, Path("/run/containerd/io.containerd.runtime.v2.task/k8s.io")])
-        _remove_cgroups()
-        proxy_cleanup(self.root)
-        _drop_kube_chains()
+        host.kill_pod_processes()
+        host.kill_shims(str(self.socket))
+        host.unmount_below([self.root, self.run_dir, Path("/run/containerd/io.containerd.runtime.v2.task/k8s.io")])
+        host.remove_cgroups()
+        host.proxy_cleanup(self.root)
+        host.drop_kube_chains()
         if (self.root / "bridge-owner").exists():
-            if _link_exists(BRIDGE):
-                _ip("link", "del", BRIDGE)
+            if host.link_exists(BRIDGE):
+                host.ip("link", "del", BRIDGE)
             for cidr in (KWOK_POD_CIDR, KWOK_NODE_CIDR):
                 subprocess.run(["ip", "route", "del", "local", cidr, "dev", "lo"], capture_output=True)
         self._restore_sysctls()
@@ -347,7 +344,7 @@ class RealNode:
     def _save_sysctls(self) -> None:
         saved = self.root / "sysctls.json"
         if not saved.exists():
-            saved.write_text(json.dumps({k: _read_sysctl(k) for k in SYSCTLS}))
+            saved.write_text(json.dumps({k: host.read_sysctl(k) for k in SYSCTLS}))
 
     def _restore_sysctls(self) -> None:
         saved = self.root / "sysctls.json"
@@ -357,7 +354,7 @@ class RealNode:
             return
         for key, value in values.items():
             if value is not None:
-                _write_sysctl(key, value)
+                host.write_sysctl(key, value)
         saved.unlink(missing_ok=True)
 
 
@@ -394,100 +391,3 @@ def _toml_table(table: dict[str, object], prefix: str) -> list[str]:
         lines.append(f"[{name}]")
         lines.extend(_toml_table(value, name))  # type: ignore[arg-type]
     return lines
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
-def _link_exists(name: str) -> bool:
-    return Path("/sys/class/net", name).exists()
-
-
-def _read_sysctl(key: str) -> str | None:
-    try:
-        return Path("/proc/sys", key).read_text().strip()
-    except OSError:
-        return None
-
-
-def _write_sysctl(key: str, value: str) -> None:
-    with contextlib.suppress(OSError):
-        Path("/proc/sys", key).write_text(value)
-
-
-def _kill_pod_processes() -> None:
-    """SIGKILL every process in the kubelet's pod cgroups (pause and containers)."""
-    for _ in range(20):
-        pids = set()
-        for procs in Path("/sys/fs/cgroup/pids/kubepods").rglob("cgroup.procs") \
-                if Path("/sys/fs/cgroup/pids/kubepods").exists() else []:
-            try:
-                pids.update(int(p) for p in procs.read_text().split())
-            except (OSError, ValueError):
-                continue
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-
-
-def _kill_shims(socket: str) -> None:
-    for pid, argv in processes.command_lines():
-        if argv[0].endswith(b"containerd-shim-runc-v2") and socket.encode() in argv:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _unmount_below(roots: list[Path]) -> None:
-    prefixes = [str(r.resolve()) if r.exists() else str(r) for r in roots]
-    for _ in range(5):
-        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-        mine = sorted({m for m in mounts if any(m == p or m.startswith(p + "/") for p in prefixes)},
-                      key=len, reverse=True)
-        if not mine:
-            return
-        for mount in mine:
-            subprocess.run(["umount", "-l", mount], capture_output=True)
-
-
-def _remove_cgroups() -> None:
-    for controller in Path("/sys/fs/cgroup").iterdir():
-        top = controller / "kubepods"
-        if not top.is_dir():
-            continue
-        for cg in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                cg.rmdir()
-        with contextlib.suppress(OSError):
-            top.rmdir()
-
-
-def proxy_cleanup(root: Path) -> None:
-    """kube-proxy's own cleanup of its rules (iptables, nftables, ipvs), if the binary is at hand."""
-    state = root.parent / "state.json"
-    try:
-        bin_dir = Path(json.loads(state.read_text())["bin_dir"])
-    except (OSError, ValueError, KeyError):
-        bin_dir = Path.home() / ".cache" / "edgewise" / "bin"
-    if (bin_dir / "kube-proxy").exists():
-        subprocess.run([str(bin_dir / "kube-proxy"), "--cleanup"], capture_output=True, timeout=60)
-
-
-def _drop_kube_chains() -> None:
-    """Remove what kube-proxy's cleanup leaves (the kubelet's and CNI's chains) from every table."""
-    for table in ("filter", "nat", "mangle"):
-        dump = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True).stdout
-        chains = [line[1:].split()[0] for line in dump.splitlines()
-                  if line.startswith(":") and line[1:].startswith(KUBE_CHAIN_PREFIXES)]
-        for line in dump.splitlines():  # rules in built-in chains that jump to ours
-            if line.startswith("-A ") and any(f"-j {c}" in line for c in chains) \
-                    and not line.split()[1].startswith(KUBE_CHAIN_PREFIXES):
-                subprocess.run(["iptables", "-t", table, "-D", *shlex.split(line)[1:]], capture_output=True)
-        for chain in chains:
-            subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
-        for chain in chains:
-            subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
-
