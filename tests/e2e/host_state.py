@@ -9,6 +9,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgewise.devcluster import processes
+
 OUR_PROGRAMS = ("containerd", "containerd-shim-runc-v2", "kubelet", "kube-proxy", "coredns", "pause")
 
 
@@ -25,17 +27,11 @@ class HostState:
 def _processes(root: Path) -> frozenset[str]:
     """Our programs, and anything whose command line names the cluster directory."""
     out = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        name = Path(argv[0].decode(errors="replace")).name if argv and argv[0] else ""
+    for pid, argv in processes.command_lines():
+        name = Path(argv[0].decode(errors="replace")).name if argv[0] else ""
         cmdline = b" ".join(argv).decode(errors="replace")
         if name in OUR_PROGRAMS or str(root) in cmdline:
-            out.add(f"{proc.name} {cmdline[:120]}")
+            out.add(f"{pid} {cmdline[:120]}")
     return frozenset(out)
 
 

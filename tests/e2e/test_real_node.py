@@ -18,7 +18,7 @@ import pytest
 
 from edgewise.devcluster import processes
 from edgewise.devcluster.cluster import DevCluster
-from edgewise.devcluster.realnode import NODE_IP, NODE_NAME, write_oci_archive
+from edgewise.devcluster.realnode import NODE_IP, NODE_NAME, write_image
 from helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Dev
     if not BUSYBOX.exists():
         subprocess.run(["apt-get", "install", "-y", "-qq", "busybox-static"], check=True, capture_output=True)
     archive = Path(tmp_path_factory.mktemp("image")) / "busybox.tar"
-    write_oci_archive(archive, IMAGE, {"bin/busybox": BUSYBOX.read_bytes(), "www/index.html": PAGE},
+    write_image(archive, IMAGE, {"bin/busybox": BUSYBOX.read_bytes(), "www/index.html": PAGE},
                       entrypoint=["/bin/busybox"], user="65532:65532")
     root = REPO / ".cache" / "e2e-node"
     cluster = DevCluster(root, real_node=True, images=(archive,))

@@ -18,7 +18,6 @@ the same bytes for the same inputs, the chart archive is not (`helm package` dat
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from edgewise.devcluster import images
 from edgewise.devcluster.tools import ensure_tools, repo_root
+from edgewise.node.cache import file_sha256
 
 README = """# Edgewise {version} for K3s ({arch}), offline
 
@@ -57,14 +57,6 @@ def _package_chart(repo: Path, dest: Path) -> Path:
     return charts[0]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_bundle(arch: str, out_dir: Path, built: list[images.Built], repo: Path | None = None) -> Path:
     repo = repo or repo_root()
     version = images.version(repo)
@@ -83,7 +75,7 @@ def write_bundle(arch: str, out_dir: Path, built: list[images.Built], repo: Path
         readme = Path(tmp) / "README.md"
         readme.write_text(README.format(version=version, arch=arch))
         files["README.md"] = readme
-        sums = "".join(f"{_sha256(src)}  {name}\n" for name, src in sorted(files.items()))
+        sums = "".join(f"{file_sha256(src)}  {name}\n" for name, src in sorted(files.items()))
         epoch = int(images.provenance("operator", repo)["epoch"])
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / f"{top}.tar.zst"

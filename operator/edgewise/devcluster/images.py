@@ -324,6 +324,7 @@ def ensure_images(names: list[str] | None = None, arches: list[str] | None = Non
     lock = load_lock(repo) if build else {}
     results = []
     for name in names:
+        ref = image_ref(name, repo)
         for arch in arches:
             key = image_key(name, arch, repo, tools)
             out_dir = cache_root() / key
@@ -333,16 +334,16 @@ def ensure_images(names: list[str] | None = None, arches: list[str] | None = Non
                     raise ImageBuildError(f"{name} ({arch}) is not built: run `make images`")
                 with _locked(out_dir):
                     if not archive.exists():
-                        print(f"[images] building {image_ref(name, repo)} for linux/{arch}", file=log, flush=True)
+                        print(f"[images] building {ref} for linux/{arch}", file=log, flush=True)
                         build_image(name, arch, repo, lock, out_dir)
             size, budget = image_size(archive), IMAGES[name][1]
             if size > budget * 2**20:  # checked on every call, so a cached image over budget fails too
-                raise ImageBuildError(f"{image_ref(name, repo)} ({arch}) is {size / 2**20:.1f} MiB uncompressed, "
+                raise ImageBuildError(f"{ref} ({arch}) is {size / 2**20:.1f} MiB uncompressed, "
                                       f"over its {budget} MiB budget (IMAGES in {__name__}): slim it, or raise "
                                       "the budget and say why in runtime-images/README.md")
-            results.append(Built(name, image_ref(name, repo), arch, archive, size, budget))
+            results.append(Built(name, ref, arch, archive, size, budget))
             # Written on every use: its mtime orders the entries for pruning.
-            (out_dir / "image.json").write_text(json.dumps({"ref": image_ref(name, repo), "arch": arch,
+            (out_dir / "image.json").write_text(json.dumps({"ref": ref, "arch": arch,
                                                             "size": size, "archive": str(archive)}))
             if build:
                 _prune(name, arch)

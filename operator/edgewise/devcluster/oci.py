@@ -14,6 +14,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgewise.node.cache import file_sha256
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -29,12 +31,13 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_oci_archive(out: Path, layer: Path, config: dict, ref_name: str) -> str:
+def write_oci_archive(out: Path, layer: Path, config: dict, ref_name: str, image_name: str = "") -> str:
     """One-layer image as an OCI layout tar; returns the manifest digest (the image's pinnable digest).
 
     Deterministic: the same layer and config give the same bytes, so the digest can be locked.
+    `image_name` (a full name) is the name `ctr images import` gives the image.
     """
-    layer_digest = "sha256:" + _file_sha256(layer)
+    layer_digest = "sha256:" + file_sha256(layer)
     config = {**config, "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}
     config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     manifest = {
@@ -44,10 +47,13 @@ def write_oci_archive(out: Path, layer: Path, config: dict, ref_name: str) -> st
     }
     manifest_bytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     manifest_digest = _digest(manifest_bytes)
+    annotations = {"org.opencontainers.image.ref.name": ref_name}
+    if image_name:
+        annotations["io.containerd.image.name"] = image_name
     index = {"schemaVersion": 2, "manifests": [{
         "mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": len(manifest_bytes),
         "platform": {k: config[k] for k in ("architecture", "os", "variant") if k in config},
-        "annotations": {"org.opencontainers.image.ref.name": ref_name}}]}
+        "annotations": annotations}]}
     tmp = out.with_suffix(out.suffix + ".tmp")
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         _add(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
@@ -62,12 +68,18 @@ def write_oci_archive(out: Path, layer: Path, config: dict, ref_name: str) -> st
     return manifest_digest
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def write_files_image(out: Path, image_name: str, files: dict[str, bytes], config: dict) -> str:
+    """`files` (executable, owned by root) as a one-layer image that `ctr images import` names `image_name`."""
+    layer = out.with_name(out.name + ".layer")
+    try:
+        with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
+            for path, data in files.items():
+                info = tarfile.TarInfo(path)
+                info.size, info.mode, info.mtime = len(data), 0o755, 0
+                tar.addfile(info, io.BytesIO(data))
+        return write_oci_archive(out, layer, config, ref_name=image_name.rsplit(":", 1)[-1], image_name=image_name)
+    finally:
+        layer.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,11 @@ short), and `teardown()` removes every process, mount, interface, iptables rule 
 from __future__ import annotations
 
 import hashlib
-import io
 import ipaddress
 import json
 import os
-import platform
-import shlex
 import shutil
-import signal
 import subprocess
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,8 +32,10 @@ from pathlib import Path
 
 import yaml
 
-from edgewise.devcluster import processes
+from edgewise.devcluster import images, oci, processes
+from edgewise.devcluster import realnode_host as host
 from edgewise.devcluster.processes import Running
+from edgewise.devcluster.tools import repo_root
 
 NODE_NAME = "edgewise-real-1"
 BRIDGE = "ewbr0"
@@ -57,7 +54,6 @@ PAUSE_IMAGE = "edgewise/pause:3.10"
 DEVICE_CLASS = "amd64-cpu"
 NFD = "feature.node.kubernetes.io"
 SYSCTLS = ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables", "net/ipv4/conf/all/route_localnet")
-KUBE_CHAIN_PREFIXES = ("KUBE-", "CNI-")
 
 StartFn = Callable[[str, list[str], "dict[str, str] | None"], Running]  # starts and records a component
 KubeconfigFn = Callable[[Path, str], None]  # writes a kubeconfig for a client identity of the cluster's PKI
@@ -124,21 +120,21 @@ class RealNode:
     def prepare_network(self) -> None:
         if os.geteuid() != 0:
             raise RealNodeError("the real node needs root (bridge, containerd, kubelet)")
-        if _link_exists(BRIDGE) and not (self.root / "bridge-owner").exists():
+        if host.link_exists(BRIDGE) and not (self.root / "bridge-owner").exists():
             raise RealNodeError(f"interface {BRIDGE} exists but this cluster did not create it: another real "
                                 "node is running (stop it with `edgewise dev cluster down --dir ...`)")
         self.root.mkdir(parents=True, exist_ok=True)
         self._save_sysctls()
-        if not _link_exists(BRIDGE):
-            _ip("link", "add", BRIDGE, "type", "bridge")
+        if not host.link_exists(BRIDGE):
+            host.ip("link", "add", BRIDGE, "type", "bridge")
         (self.root / "bridge-owner").write_text(str(self.root))
         prefix = ipaddress.ip_network(POD_SUBNET).prefixlen
         subprocess.run(["ip", "addr", "replace", f"{NODE_IP}/{prefix}", "dev", BRIDGE], check=True)
-        _ip("link", "set", BRIDGE, "up")
+        host.ip("link", "set", BRIDGE, "up")
         for cidr in (KWOK_POD_CIDR, KWOK_NODE_CIDR):
             subprocess.run(["ip", "route", "replace", "local", cidr, "dev", "lo"], check=True)
         # kube-proxy's Service rules must see traffic between pods on one bridge.
-        _write_sysctl("net/bridge/bridge-nf-call-iptables", "1")
+        host.write_sysctl("net/bridge/bridge-nf-call-iptables", "1")
 
     # -- components -------------------------------------------------------------------------------
 
@@ -150,7 +146,7 @@ class RealNode:
         containerd_config = self._containerd_config(tools)
         start("containerd", [tools.containerd, "--config", str(containerd_config)], None)
         self._wait_containerd(tools)
-        self.import_images(tools, [self._pause_archive(bin_dir), *images])
+        self.import_images(tools, [self._pause_archive(), *images])
         for client in ("kubelet", "kube-proxy", "coredns"):
             kubeconfig(self.root / f"{client}.kubeconfig", client)
         start("coredns", [str(bin_dir / "coredns"), "-conf", str(self._corefile())], None)
@@ -309,7 +305,7 @@ class RealNode:
         path.write_text(corefile + "\n")
         return path
 
-    def _pause_archive(self, bin_dir: Path) -> Path:
+    def _pause_archive(self) -> Path:
         """The sandbox image: Kubernetes' own pause.c, compiled statically, as an OCI archive."""
         out = self.root / "pause.oci.tar"
         if out.exists():
@@ -319,8 +315,7 @@ class RealNode:
         subprocess.run(["gcc", "-Os", "-static", "-o", str(binary), str(source)], check=True,
                        capture_output=True)
         subprocess.run(["strip", str(binary)], check=False, capture_output=True)
-        write_oci_archive(out, PAUSE_IMAGE, {"pause": binary.read_bytes()}, entrypoint=["/pause"],
-                          user="65535:65535")
+        write_image(out, PAUSE_IMAGE, {"pause": binary.read_bytes()}, entrypoint=["/pause"], user="65535:65535")
         return out
 
     # -- teardown ---------------------------------------------------------------------------------
@@ -331,15 +326,15 @@ class RealNode:
         Runs after kubelet, kube-proxy and containerd were stopped, and also when they crashed: it
         does not need them.
         """
-        _kill_pod_processes()
-        _kill_shims(str(self.socket))
-        _unmount_below([self.root, self.run_dir, Path("/run/containerd/io.containerd.runtime.v2.task/k8s.io")])
-        _remove_cgroups()
-        proxy_cleanup(self.root)
-        _drop_kube_chains()
+        host.kill_pod_processes()
+        host.kill_shims(str(self.socket))
+        host.unmount_below([self.root, self.run_dir, Path("/run/containerd/io.containerd.runtime.v2.task/k8s.io")])
+        host.remove_cgroups()
+        host.proxy_cleanup(self.root)
+        host.drop_kube_chains()
         if (self.root / "bridge-owner").exists():
-            if _link_exists(BRIDGE):
-                _ip("link", "del", BRIDGE)
+            if host.link_exists(BRIDGE):
+                host.ip("link", "del", BRIDGE)
             for cidr in (KWOK_POD_CIDR, KWOK_NODE_CIDR):
                 subprocess.run(["ip", "route", "del", "local", cidr, "dev", "lo"], capture_output=True)
         self._restore_sysctls()
@@ -349,7 +344,7 @@ class RealNode:
     def _save_sysctls(self) -> None:
         saved = self.root / "sysctls.json"
         if not saved.exists():
-            saved.write_text(json.dumps({k: _read_sysctl(k) for k in SYSCTLS}))
+            saved.write_text(json.dumps({k: host.read_sysctl(k) for k in SYSCTLS}))
 
     def _restore_sysctls(self) -> None:
         saved = self.root / "sysctls.json"
@@ -359,63 +354,28 @@ class RealNode:
             return
         for key, value in values.items():
             if value is not None:
-                _write_sysctl(key, value)
+                host.write_sysctl(key, value)
         saved.unlink(missing_ok=True)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
 
 def _pause_source() -> Path:
-    gomodcache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-    go_mod = Path(__file__).resolve().parents[3] / "hack" / "controlplane" / "go.mod"
-    version = next(line.split()[-1] for line in go_mod.read_text().splitlines()
-                   if line.strip().startswith("k8s.io/kubernetes v") or line.startswith("require k8s.io/kubernetes"))
-    source = Path(gomodcache) / f"k8s.io/kubernetes@{version}" / "build/pause/linux/pause.c"
-    if not source.exists():
-        raise RealNodeError(f"{source} is missing: run hack/build-tools.sh (it downloads the module)")
+    """pause.c of the `k8s.io/kubernetes` module the control plane is built from (hack/controlplane/go.mod)."""
+    module_dir = subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes"],
+                                cwd=repo_root() / "hack" / "controlplane", env={**os.environ, "GOTOOLCHAIN": "local"},
+                                capture_output=True, text=True, check=True).stdout.strip()
+    source = Path(module_dir, "build/pause/linux/pause.c")
+    if not module_dir or not source.exists():
+        raise RealNodeError("k8s.io/kubernetes's build/pause/linux/pause.c is missing: run hack/build-tools.sh "
+                            "(it downloads the module)")
     return source
 
 
-def write_oci_archive(out: Path, name: str, files: dict[str, bytes], entrypoint: list[str], user: str) -> None:
-    """A one-layer OCI image archive (index.json + blobs) that `ctr images import` reads, named `name`."""
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tar:
-        for path, data in files.items():
-            info = tarfile.TarInfo(path)
-            info.size, info.mode, info.mtime = len(data), 0o755, 0
-            tar.addfile(info, io.BytesIO(data))
-    layer_bytes = layer.getvalue()
-    layer_digest = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    config = json.dumps({
-        "architecture": arch, "os": "linux",
-        "config": {"Entrypoint": entrypoint, "User": user},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-    }, sort_keys=True).encode()
-    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
-                   "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest,
-                    "size": len(layer_bytes)}],
-    }, sort_keys=True).encode()
-    manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    full_name = name if "/" in name.split(":")[0] and "." in name.split("/")[0] else f"docker.io/{name}"
-    index = json.dumps({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
-        "size": len(manifest), "platform": {"architecture": arch, "os": "linux"},
-        "annotations": {"io.containerd.image.name": full_name,
-                        "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]}}]}).encode()
-    with tarfile.open(out, "w") as tar:
-        entries = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(), "index.json": index}
-        for digest, blob in ((layer_digest, layer_bytes), (config_digest, config), (manifest_digest, manifest)):
-            entries[f"blobs/sha256/{digest.split(':', 1)[1]}"] = blob
-        for path, data in entries.items():
-            info = tarfile.TarInfo(path)
-            info.size, info.mtime = len(data), 0
-            tar.addfile(info, io.BytesIO(data))
+def write_image(out: Path, name: str, files: dict[str, bytes], entrypoint: list[str], user: str) -> None:
+    """A one-layer image of `files` for this machine, which `ctr images import` names `name` as the kubelet does."""
+    config = {"architecture": images.host_arch(), "os": "linux", "config": {"Entrypoint": entrypoint, "User": user}}
+    oci.write_files_image(out, f"{images.REGISTRY}/{name}", files, config)
 
 
 def _toml_table(table: dict[str, object], prefix: str) -> list[str]:
@@ -431,119 +391,3 @@ def _toml_table(table: dict[str, object], prefix: str) -> list[str]:
         lines.append(f"[{name}]")
         lines.extend(_toml_table(value, name))  # type: ignore[arg-type]
     return lines
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
-def _link_exists(name: str) -> bool:
-    return Path("/sys/class/net", name).exists()
-
-
-def _read_sysctl(key: str) -> str | None:
-    try:
-        return Path("/proc/sys", key).read_text().strip()
-    except OSError:
-        return None
-
-
-def _write_sysctl(key: str, value: str) -> None:
-    try:
-        Path("/proc/sys", key).write_text(value)
-    except OSError:
-        pass
-
-
-def _kill_pod_processes() -> None:
-    """SIGKILL every process in the kubelet's pod cgroups (pause and containers)."""
-    for _ in range(20):
-        pids = set()
-        for procs in Path("/sys/fs/cgroup/pids/kubepods").rglob("cgroup.procs") \
-                if Path("/sys/fs/cgroup/pids/kubepods").exists() else []:
-            try:
-                pids.update(int(p) for p in procs.read_text().split())
-            except (OSError, ValueError):
-                continue
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.2)
-
-
-def _kill_shims(socket: str) -> None:
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and socket.encode() in cmdline:
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def _unmount_below(roots: list[Path]) -> None:
-    prefixes = [str(r.resolve()) if r.exists() else str(r) for r in roots]
-    for _ in range(5):
-        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-        mine = sorted({m for m in mounts if any(m == p or m.startswith(p + "/") for p in prefixes)},
-                      key=len, reverse=True)
-        if not mine:
-            return
-        for mount in mine:
-            subprocess.run(["umount", "-l", mount], capture_output=True)
-
-
-def _remove_cgroups() -> None:
-    for controller in Path("/sys/fs/cgroup").iterdir():
-        top = controller / "kubepods"
-        if not top.is_dir():
-            continue
-        for cg in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            with _quiet():
-                cg.rmdir()
-        with _quiet():
-            top.rmdir()
-
-
-def proxy_cleanup(root: Path) -> None:
-    """kube-proxy's own cleanup of its rules (iptables, nftables, ipvs), if the binary is at hand."""
-    state = root.parent / "state.json"
-    try:
-        bin_dir = Path(json.loads(state.read_text())["bin_dir"])
-    except (OSError, ValueError, KeyError):
-        bin_dir = Path.home() / ".cache" / "edgewise" / "bin"
-    if (bin_dir / "kube-proxy").exists():
-        subprocess.run([str(bin_dir / "kube-proxy"), "--cleanup"], capture_output=True, timeout=60)
-
-
-def _drop_kube_chains() -> None:
-    """Remove what kube-proxy's cleanup leaves (the kubelet's and CNI's chains) from every table."""
-    for table in ("filter", "nat", "mangle"):
-        dump = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True).stdout
-        chains = [line[1:].split()[0] for line in dump.splitlines()
-                  if line.startswith(":") and line[1:].startswith(KUBE_CHAIN_PREFIXES)]
-        for line in dump.splitlines():  # rules in built-in chains that jump to ours
-            if line.startswith("-A ") and any(f"-j {c}" in line for c in chains) \
-                    and not line.split()[1].startswith(KUBE_CHAIN_PREFIXES):
-                subprocess.run(["iptables", "-t", table, "-D", *shlex.split(line)[1:]], capture_output=True)
-        for chain in chains:
-            subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
-        for chain in chains:
-            subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
-
-
-class _quiet:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is not None and issubclass(exc[0], OSError)  # type: ignore[arg-type]
