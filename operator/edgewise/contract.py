@@ -71,6 +71,19 @@ class Layout(StrEnum):
     TRITON_ONNX = "triton-onnx"  # Triton repo with onnxruntime_onnx + TensorRT accelerator
 
 
+# Callers of the agent are told apart by their Kubernetes user name; a ServiceAccount's is
+# system:serviceaccount:<namespace>:<name> (the agent checks it, the operator names itself by it).
+SA_PREFIX = "system:serviceaccount:"
+
+
+def service_account(user: str) -> tuple[str, str] | None:
+    """(namespace, name) of a ServiceAccount's user name; None for any other user."""
+    if not user.startswith(SA_PREFIX):
+        return None
+    namespace, _, name = user[len(SA_PREFIX):].partition(":")
+    return namespace, name
+
+
 def model_dir(model_name: str, root: str = MODEL_ROOT) -> str:
     """The directory `edgewise serve --model-dir` points at (Triton layout)."""
     return f"{root}/{model_name}"

@@ -12,8 +12,9 @@ import pytest
 
 from edgewise import contract
 from edgewise.artifacts.builtin import BackgroundServer, BuiltinStore
-from edgewise.artifacts.store import ArtifactNotFound, DigestMismatch
-from edgewise.node import download
+from edgewise.artifacts.store import ArtifactNotFound
+from edgewise.shared import download
+from edgewise.shared.digest import DigestMismatch
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from registry_support import Registry
 from edgewise import contract
 from edgewise.artifacts.oci import OciStore, tag_for
 from edgewise.artifacts.store import ArtifactNotFound
-from edgewise.node import oci
+from edgewise.shared import oci
+from edgewise.shared.digest import DigestMismatch
 
 
 def make_file(tmp_path: Path, content: bytes) -> tuple[Path, str]:
@@ -71,8 +72,9 @@ def test_pull_refuses_a_blob_that_does_not_hash_to_its_digest(registry: Registry
     ref = store.put(path, {})
     registry.blob_path(digest).write_bytes(b"tampered bytes" * 100)  # same length, other content
     dest = tmp_path / "tampered.onnx"
-    with pytest.raises(oci.OciError, match="hash to sha256:"):
+    with pytest.raises(DigestMismatch) as mismatch:
         oci.pull(ref.uri, dest)
+    assert mismatch.value.expected == digest and mismatch.value.actual != digest
     assert not dest.exists() and not list(tmp_path.glob(".tampered.onnx.*"))
 
 
@@ -80,8 +82,9 @@ def test_pull_checks_the_expected_digest_and_missing_artifacts(registry: Registr
     store = OciStore(registry.address, "edgewise/missing")
     path, digest = make_file(tmp_path, b"abc" * 10)
     ref = store.put(path, {})
-    with pytest.raises(oci.OciError, match="expected sha256:" + "c" * 64):
+    with pytest.raises(DigestMismatch) as mismatch:
         oci.pull(ref.uri, tmp_path / "x.onnx", expected_sha256="c" * 64)
+    assert (mismatch.value.expected, mismatch.value.actual) == ("c" * 64, digest)
     with pytest.raises(oci.OciError, match="no such artifact"):
         oci.pull(f"oci://{registry.address}/edgewise/missing@sha256:{'d' * 64}", tmp_path / "y.onnx")
     with pytest.raises(ArtifactNotFound):

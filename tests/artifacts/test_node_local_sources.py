@@ -171,7 +171,7 @@ def test_file_golden_inputs_are_not_read_by_the_operator(tmp_path: Path) -> None
     assert list(rollouts.golden_dir.iterdir()) == []  # nothing was copied
 
     allowed = Rollouts(None, settings=OperatorSettings(local_source_dirs=(str(tmp_path),)))  # type: ignore[arg-type]
-    from edgewise.node.cache import DigestMismatch
+    from edgewise.shared.digest import DigestMismatch
 
     with pytest.raises(DigestMismatch) as mismatch:
         allowed._golden(analysis)

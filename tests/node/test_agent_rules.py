@@ -21,7 +21,7 @@ from edgewise.node.auth import (
     caller_from_review,
     token_expiry,
 )
-from edgewise.node.destinations import Destinations, RefusedDestination, why_refused
+from edgewise.shared.destinations import Destinations, RefusedDestination, why_refused
 
 OPERATOR = "system:serviceaccount:edgewise-system:edgewise-operator"
 POLICY = Policy(node_name="node-a", operator_users=frozenset({OPERATOR}))

@@ -13,13 +13,12 @@ from edgewise.contract import plan_cache_key
 from edgewise.node.cache import (
     BlobInfo,
     CacheFull,
-    DigestMismatch,
     NodeCache,
     PlanExists,
-    normalize_digest,
     plan_model_digest,
     select_evictions,
 )
+from edgewise.shared.digest import DigestMismatch, normalize_digest
 
 
 def put(cache: NodeCache, data: bytes, *, model: str | None = None, plan_key: str | None = None) -> str:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from cache_support import SourceServer, free_port, sha256
 
-from edgewise.node import download as dl
-from edgewise.node.cache import DigestMismatch, Writer
-from edgewise.node.destinations import Destinations
+from edgewise.shared import download as dl
+from edgewise.shared.destinations import Destinations
+from edgewise.shared.digest import DigestMismatch, Writer
 
 DATA = bytes(range(256)) * 4096  # 1 MiB, so a cut lands mid-body
 

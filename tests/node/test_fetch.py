@@ -21,8 +21,8 @@ from edgewise import contract
 from edgewise.node import fetch as fetch_mod
 from edgewise.node import triton_config as tc
 from edgewise.node import trtexec as trt
-from edgewise.node.cache import DigestMismatch
 from edgewise.node.triton_config import TensorSpec
+from edgewise.shared.digest import DigestMismatch
 
 MODEL = mlp()
 DIGEST = sha256(MODEL)

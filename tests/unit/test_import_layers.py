@@ -1,4 +1,4 @@
-"""The layering of .importlinter holds: api → core → kube → controller/cli, node apart."""
+"""The layering of .importlinter holds: shared → api → core → I/O → controller/cli, node apart."""
 
 from __future__ import annotations
 
@@ -19,4 +19,4 @@ def test_import_contracts_are_kept() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 kept, 0 broken" in result.stdout
+    assert "4 kept, 0 broken" in result.stdout

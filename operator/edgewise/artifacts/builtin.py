@@ -29,8 +29,8 @@ from typing import Protocol
 from aiohttp import web
 
 from edgewise import contract
-from edgewise.artifacts.store import ArtifactNotFound, ArtifactRef, DigestMismatch, sha256_file
-from edgewise.node.cache import normalize_digest
+from edgewise.artifacts.store import ArtifactNotFound, ArtifactRef, sha256_file
+from edgewise.shared.digest import DigestMismatch, normalize_digest
 
 ARTIFACT_PATH = "/artifacts/sha256/{hex}"
 
@@ -90,7 +90,7 @@ class BuiltinStore:
         got, _ = sha256_file(tmp)
         if got != want:  # bit rot on the volume: refuse rather than serve a wrong model
             tmp.unlink()
-            raise DigestMismatch(f"stored artifact {want} hashes to {got}")
+            raise DigestMismatch(want, got)
         os.replace(tmp, dest)
 
     def has(self, digest: str) -> bool:

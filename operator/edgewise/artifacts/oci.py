@@ -8,7 +8,7 @@ after the file's digest, so `has`/`annotations` find it by the file's digest alo
 URIs name the LAYER: `oci://host:port/repo@sha256:<hex>`, where <hex> is the sha256 of the
 model file. That is the digest EdgeModel sources and nodes verify, so one digest means the
 same bytes everywhere; `edgewise fetch` GETs the blob by that digest and hashes what it
-receives (see edgewise.node.oci). Manifest digests and tags are accepted as input too.
+receives (see edgewise.shared.oci). Manifest digests and tags are accepted as input too.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 from edgewise import contract
 from edgewise.artifacts.store import ArtifactNotFound, ArtifactRef, sha256_file
-from edgewise.node import oci as node_oci
-from edgewise.node.cache import normalize_digest
+from edgewise.shared import oci as node_oci
+from edgewise.shared.digest import normalize_digest
 
 ANNOTATION_PREFIX = "io.edgewise."
 TITLE = "model.onnx"

@@ -11,15 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from edgewise.node.cache import file_sha256
+from edgewise.shared.digest import file_sha256
 
 
 class ArtifactNotFound(KeyError):
     """No artifact with that digest in the store."""
-
-
-class DigestMismatch(ValueError):
-    """The bytes did not hash to the digest they were stored or fetched under."""
 
 
 @dataclass(frozen=True)

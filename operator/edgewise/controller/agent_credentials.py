@@ -20,7 +20,7 @@ from kubernetes import client
 
 from edgewise import contract
 from edgewise.api.settings import OperatorSettings
-from edgewise.node.auth import service_account
+from edgewise.contract import service_account
 
 log = logging.getLogger("edgewise.agent-credentials")
 

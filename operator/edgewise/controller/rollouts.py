@@ -49,8 +49,8 @@ from edgewise.core.plan import ModelPlan
 from edgewise.core.rollout import record
 from edgewise.core.rollout_model import StageRequest
 from edgewise.kube.convert import condition_true
-from edgewise.node.cache import DigestMismatch
-from edgewise.node.download import DownloadError, download_file
+from edgewise.shared.digest import DigestMismatch
+from edgewise.shared.download import DownloadError, download_file
 
 log = logging.getLogger("edgewise.rollouts")
 

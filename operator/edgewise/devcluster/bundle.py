@@ -28,7 +28,7 @@ from pathlib import Path
 
 from edgewise.devcluster import images
 from edgewise.devcluster.tools import ensure_tools, repo_root
-from edgewise.node.cache import file_sha256
+from edgewise.shared.digest import file_sha256
 
 README = """# Edgewise {version} for K3s ({arch}), offline
 

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgewise.node.cache import file_sha256
+from edgewise.shared.digest import file_sha256
 
 FEATURES, HIDDEN, CLASSES = 64, 32, 10
 SLOW_WIDTH, SLOW_DEPTH = 512, 16

@@ -6,7 +6,7 @@ every digest, and serves cached bytes read-only — also when the uplink is gone
 
 Every call but /healthz and /metrics needs a bearer token (edgewise.node.auth):
 pods of this node may fill, read and upload plans; the operator may stage.
-Downloads only reach allowed destinations (edgewise.node.destinations), run in
+Downloads only reach allowed destinations (edgewise.shared.destinations), run in
 a bounded pool of their own with an overall deadline, and never hold more
 bytes in flight than the cache's budget.
 
@@ -40,19 +40,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from edgewise import contract
-from edgewise.node import download as dl
 from edgewise.node.auth import Caller, Policy, Role, Verifier, VerifierUnavailable, bearer_token
 from edgewise.node.cache import (
     PLAN_KEY_RE,
     CacheFull,
-    DigestMismatch,
     NodeCache,
     PlanExists,
-    Writer,
-    normalize_digest,
     plan_model_digest,
 )
-from edgewise.node.destinations import Destinations
+from edgewise.shared import download as dl
+from edgewise.shared.destinations import Destinations
+from edgewise.shared.digest import DigestMismatch, Writer, normalize_digest
 
 log = logging.getLogger("edgewise.agent")
 
@@ -70,7 +68,7 @@ def source_allowed(uri: str, file_root: Path | None) -> str | None:
     The agent runs on the host network with a hostPath: a `file://` URI from any
     pod could otherwise read host files whose digest is known (e.g. /etc/os-release).
     So `file://` is only allowed below an explicitly configured directory.
-    (Network destinations are vetted at connect time: edgewise.node.destinations.)
+    (Network destinations are vetted at connect time: edgewise.shared.destinations.)
     """
     scheme = dl.scheme_of(uri)
     if scheme in ("http", "https", "oci"):

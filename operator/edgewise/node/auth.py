@@ -33,23 +33,16 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from edgewise.contract import service_account
+
 log = logging.getLogger("edgewise.agent.auth")
 
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
-SA_PREFIX = "system:serviceaccount:"
 IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MAX_CACHED = 4096
 NEGATIVE_SECONDS = 10.0  # a refused token is asked about again after this long (no review per request)
 MAX_POSITIVE_SECONDS = 600.0
-
-
-def service_account(user: str) -> tuple[str, str] | None:
-    """(namespace, name) of a ServiceAccount's user name; None for any other user."""
-    if not user.startswith(SA_PREFIX):
-        return None
-    namespace, _, name = user[len(SA_PREFIX):].partition(":")
-    return namespace, name
 
 
 @dataclass(frozen=True)

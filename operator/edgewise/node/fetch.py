@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgewise import contract
-from edgewise.node import download as dl
 from edgewise.node import triton_config as tc
 from edgewise.node import trtexec as trt
-from edgewise.node.cache import CHUNK, DigestMismatch, Writer, file_sha256, normalize_digest
+from edgewise.shared import download as dl
+from edgewise.shared.digest import CHUNK, DigestMismatch, Writer, file_sha256, normalize_digest
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from edgewise import contract
-from edgewise.node.cache import DigestMismatch
-from edgewise.node.download import DownloadError, TransientError, download_file, scheme_of
 from edgewise.optimize.errors import OptimizeError
 from edgewise.optimize.gates import AccuracyGate
 from edgewise.optimize.pipeline import Options, optimize
 from edgewise.optimize.target import Target
+from edgewise.shared.digest import DigestMismatch
+from edgewise.shared.download import DownloadError, TransientError, download_file, scheme_of
 
 DETAIL = contract.JOB_REPORT_DETAIL  # what the error said: for the operator's log, never the status
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import onnx
 
-from edgewise.node.cache import file_sha256
 from edgewise.optimize import choose, data, evaluate, fp16, gates, graph, memory, quantize
 from edgewise.optimize.choose import CalibrateMethod, Candidate
 from edgewise.optimize.errors import CalibrationMismatch, NotOnnxError, TechniqueFailed
@@ -41,6 +40,7 @@ from edgewise.optimize.report import (
     TargetInfo,
 )
 from edgewise.optimize.target import Quantization, Target, host_cpu_features
+from edgewise.shared.digest import file_sha256
 
 log = logging.getLogger(__name__)
 

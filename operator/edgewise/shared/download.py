@@ -1,9 +1,9 @@
 """Download an artifact by URI into a sink, with retries, backoff and resumption.
 
 Schemes are pluggable through `register_opener`: `http(s)://` and `file://` are
-built in; `oci://` delegates to `edgewise.node.oci.pull`.
+built in; `oci://` delegates to `edgewise.shared.oci.pull`.
 
-The sink hashes what it receives (see `cache.Writer`); whoever owns the sink
+The sink hashes what it receives (see `digest.Writer`); whoever owns the sink
 checks the digest. A transfer cut mid-body is retried from where it stopped
 when the server honours `Range`, from the start otherwise.
 """
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from edgewise.node import oci
-from edgewise.node.cache import Writer
-from edgewise.node.destinations import Destinations, RefusedDestination
+from edgewise.shared import oci
+from edgewise.shared.destinations import Destinations, RefusedDestination
+from edgewise.shared.digest import Writer
 
 CHUNK = 1 << 20
 USER_AGENT = "edgewise-node"
@@ -43,7 +43,7 @@ class PermanentError(DownloadError):
 
 
 class RefusedError(PermanentError):
-    """The destination is not one this process downloads from (see edgewise.node.destinations)."""
+    """The destination is not one this process downloads from (see edgewise.shared.destinations)."""
 
 
 class Sink(Protocol):

@@ -10,7 +10,8 @@ Either way the bytes written are hashed and must equal the layer digest the regi
 manifest (or the URI) names, and `expected_sha256` when given. The file appears at
 `dest_path` only once complete and verified.
 
-Imports only third-party libraries (oras, requests) and edgewise.contract.
+Imports only third-party libraries (oras, requests), edgewise.contract and the shared digest.
+Bytes that do not match their digest raise `DigestMismatch`, as everywhere else.
 """
 
 from __future__ import annotations
@@ -24,13 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgewise import contract
+from edgewise.shared.digest import DigestMismatch
 
 _REF = re.compile(r"^oci://(?P<registry>[^/]+)/(?P<repo>[a-z0-9][a-z0-9._/-]*?)"
                   r"(?:@sha256:(?P<digest>[a-f0-9]{64})|:(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?$")
 
 
 class OciError(Exception):
-    """The artifact could not be pulled (not found, unreachable, or failed verification)."""
+    """The artifact could not be pulled (not found, unreachable, not a model artifact).
+
+    Bytes that arrive but hash wrong are a `DigestMismatch`, as for every other download.
+    """
 
 
 class OciNotFound(OciError):
@@ -137,7 +142,7 @@ def pull(uri: str, dest_path: str | Path, *, expected_sha256: str | None = None,
     ref = parse(uri)
     layer = resolve(uri, insecure=insecure, timeout=timeout)
     if expected_sha256 and expected_sha256.removeprefix("sha256:") != layer:
-        raise OciError(f"{uri}: names layer sha256:{layer}, expected sha256:{expected_sha256}")
+        raise DigestMismatch(expected_sha256.removeprefix("sha256:"), layer)
     dest = Path(dest_path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
@@ -154,9 +159,9 @@ def pull(uri: str, dest_path: str | Path, *, expected_sha256: str | None = None,
                 out.flush()
                 os.fsync(out.fileno())
         if h.hexdigest() != layer:
-            raise OciError(f"{uri}: downloaded bytes hash to sha256:{h.hexdigest()}, expected sha256:{layer}")
+            raise DigestMismatch(layer, h.hexdigest())
         os.replace(tmp, dest)
-    except OciError:
+    except (OciError, DigestMismatch):
         raise
     except Exception as err:  # noqa: BLE001 - network errors mid-body
         raise OciError(f"{uri}: download failed: {err}") from err
