@@ -253,10 +253,10 @@ def bench_minilm(src: Path, tokens: Path, work: Path, runs: int) -> list[Row]:
 def bench_det(src: Path, calib: Path, valid_path: Path, work: Path, runs: int) -> list[Row]:
     from onnxruntime.quantization import quantize_dynamic
 
+    from edgewise.api.model import AccuracyGate
     from edgewise.optimize import fp16
     from edgewise.optimize.choose import Candidate
     from edgewise.optimize.data import batches
-    from edgewise.optimize.gates import AccuracyGate
     from edgewise.optimize.inspect import analyze
     from edgewise.optimize.inspect import load as load_model
     from edgewise.optimize.memory import measure as peak

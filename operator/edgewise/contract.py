@@ -175,6 +175,7 @@ JOB_SPEC_ENV = "EDGEWISE_JOB_SPEC"
 JOB_TOKEN_ENV = "EDGEWISE_UPLOAD_TOKEN"
 JOB_UPLOAD_PATH = "/uploads/{key}/{part}"  # part: artifact (octet-stream, X-Edgewise-Sha256) | report (JSON)
 JOB_WORK_DIR = "/work"
+JOB_FILE = "job.json"  # in the job's work directory: the job (api/optimization_job.py) as the operator hashed it
 # A job report's field with an error's own words: the operator logs it and drops it before the report
 # reaches a model's status, where a server's answer or a local path must never appear.
 JOB_REPORT_DETAIL = "detail"

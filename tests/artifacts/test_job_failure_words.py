@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from edgewise.api.optimization_job import JobInput, OptimizationJob
 from edgewise.api.settings import OperatorSettings
 from edgewise.controller.optimize_runners import Ended, ProcessRunner
 from edgewise.core.optimization import JobSpec
@@ -22,7 +23,8 @@ def test_a_crash_leaves_its_output_in_the_log_not_the_status(tmp_path: Path, cap
     runner = ProcessRunner(OperatorSettings())
     job_dir = tmp_path / "job"
     job_dir.mkdir()
-    runner.start(JobSpec(key="k", body={"not": "a job spec"}), job_dir, "ns/m")  # KeyError in the worker
+    half_a_job = OptimizationJob.model_construct(source=JobInput(uri="https://models.example/m.onnx"))
+    runner.start(JobSpec(key="k", job=half_a_job), job_dir, "ns/m")  # the worker cannot read it
     try:
         with caplog.at_level(logging.WARNING, logger="edgewise.artifacts"):
             ended = wait_for(lambda: runner.poll("k", job_dir), 120, "the worker to exit")
@@ -30,5 +32,5 @@ def test_a_crash_leaves_its_output_in_the_log_not_the_status(tmp_path: Path, cap
         runner.close()
     assert isinstance(ended, Ended)
     assert "exited 1 without a report" in ended.problem and "operator's log" in ended.problem
-    assert "Traceback" not in ended.problem and "KeyError" not in ended.problem and "/" not in ended.problem
-    assert "KeyError" in caplog.text  # the admin still sees why
+    assert "Traceback" not in ended.problem and "ValidationError" not in ended.problem and "/" not in ended.problem
+    assert "ValidationError" in caplog.text  # the admin still sees why

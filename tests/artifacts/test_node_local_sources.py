@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from edgewise import contract
+from edgewise.api.optimization_job import JobInput, JobOptions, JobTarget, OptimizationJob
 from edgewise.api.profile import DeploymentProfileSpec
 from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
@@ -110,10 +112,11 @@ def test_a_symlink_out_of_a_listed_directory_is_not_followed(tmp_path: Path) -> 
 def _job(tmp_path: Path, uri: str, sha: str) -> Path:
     job_dir = tmp_path / "job"
     job_dir.mkdir()
-    (job_dir / "job.json").write_text(json.dumps({
-        "source": {"uri": uri, "sha256": sha}, "calibration": None,
-        "target": {"runtime": "onnxruntime", "precision": "int8", "cpuFeatures": []},
-        "options": {"quantization": "auto", "fallback": True, "minCosine": 0.99, "maxTop1DropPercent": None}}))
+    job = OptimizationJob(source=JobInput(uri=uri, sha256=sha),
+                          target=JobTarget(runtime="onnxruntime", precision="int8"),
+                          options=JobOptions(quantization="auto", fallback=True, min_cosine=0.99,
+                                             max_top1_drop_percent=1.0))
+    (job_dir / contract.JOB_FILE).write_text(json.dumps(job.to_wire()))
     return job_dir
 
 

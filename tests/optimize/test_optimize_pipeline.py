@@ -12,9 +12,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from edgewise.api.model import AccuracyGate
 from edgewise.optimize import quantize as quantize_mod
 from edgewise.optimize.errors import CalibrationMismatch, NotOnnxError
-from edgewise.optimize.gates import AccuracyGate
 from edgewise.optimize.pipeline import Options, optimize
 from edgewise.optimize.report import OptimizationReport
 from edgewise.optimize.target import Target, host_cpu_features

@@ -25,7 +25,7 @@ def test_where_a_job_runs_does_not_change_what_it_makes() -> None:
     in_process = job_spec(_model(), CPU, [])
     in_job = job_spec(_model(runIn="Job", jobMemory="16Gi"), CPU, [])
     assert in_process and in_job
-    assert in_process.key == in_job.key and in_process.body == in_job.body  # the same artifact, made once
+    assert in_process.key == in_job.key and in_process.job == in_job.job  # the same artifact, made once
     assert (in_process.run_in, in_process.memory_mib) == ("Process", None)
     assert (in_job.run_in, in_job.memory_mib) == ("Job", 16 * 1024)
 
@@ -45,7 +45,7 @@ def test_the_job_runs_the_spec_restricted_and_uploads_to_the_store() -> None:
     assert c["args"] == ["optimize-job", "--work", contract.JOB_WORK_DIR, "--upload",
                          f"http://store.edgewise-system:8090/uploads/{spec.key}"]
     env = {e["name"]: e.get("value") or e["valueFrom"] for e in c["env"]}
-    assert json.loads(env[contract.JOB_SPEC_ENV]) == spec.body
+    assert json.loads(env[contract.JOB_SPEC_ENV]) == spec.job.to_wire()
     # The token is not in the Job: its pod reads it from the Secret of the same name.
     assert env[contract.JOB_TOKEN_ENV] == {"secretKeyRef": {"name": job["metadata"]["name"], "key": "token"}}
     secret = token_secret_manifest(spec, settings, "t0k")
@@ -61,3 +61,22 @@ def test_without_job_memory_the_job_gets_the_operators_limit() -> None:
     assert spec
     job = job_manifest(spec, OperatorSettings(optimize_memory_mib=3000), who="ns/m")
     assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "3000Mi"
+
+
+def test_the_job_crosses_to_the_optimizer_as_it_was_hashed() -> None:
+    from edgewise.api.optimization_job import OptimizationJob
+
+    spec = job_spec(_model(quantization="static", calibration={"uri": "https://models.example/c.npz",
+                                                               "maxSamples": 32},
+                           accuracyGate={"minCosine": 0.95}), CPU, [])
+    assert spec
+    read_back = OptimizationJob.model_validate_json(json.dumps(spec.job.to_wire()))
+    assert read_back == spec.job and read_back.key() == spec.key
+    assert (read_back.options.gate.min_cosine, read_back.options.max_samples) == (0.95, 32)
+    assert read_back.calibration and read_back.calibration.sha256 == ""
+
+
+def test_job_keys_do_not_change_with_the_model_that_carries_them() -> None:
+    # The key names the artifact already made in the store's index: a change re-optimizes every model.
+    spec = job_spec(_model(), CPU, [])
+    assert spec and spec.key == "9dc57f663a8a90b436d78b06"

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from edgewise.optimize import choose
-from edgewise.optimize.target import PRECISIONS, QUANTIZATIONS, Target, host_cpu_features
+from edgewise.optimize.target import PRECISIONS, QUANTIZATIONS, RUNTIMES, Target, host_cpu_features
 
 KINDS = ("transformer", "convolutional", "other")
 
@@ -40,7 +40,7 @@ def test_cpu_auto_cnn_without_calibration_is_fp32_with_a_note() -> None:
 
 
 @pytest.mark.parametrize(("runtime", "precision", "has_calibration"), list(itertools.product(
-    ["onnxruntime", "triton-tensorrt", "triton-onnx"], PRECISIONS, [False, True])))
+    RUNTIMES, PRECISIONS, [False, True])))
 def test_auto_never_quantizes_convolutions_dynamically(runtime: str, precision: str,
                                                        has_calibration: bool) -> None:
     plan = choose.plan(Target(runtime, precision), "convolutional", quantization="auto",  # type: ignore[arg-type]
@@ -59,7 +59,7 @@ def test_cpu_never_gets_fp16_and_always_ends_on_fp32(precision: str, quantizatio
 
 
 @pytest.mark.parametrize(("runtime", "precision", "kind", "has_calibration"), list(itertools.product(
-    ["triton-tensorrt", "triton-onnx"], PRECISIONS, KINDS, [False, True])))
+    [r for r in RUNTIMES if r != "onnxruntime"], PRECISIONS, KINDS, [False, True])))
 def test_gpu_targets_never_get_dynamic_int8(runtime: str, precision: str, kind: str,
                                             has_calibration: bool) -> None:
     plan = choose.plan(Target(runtime, precision), kind, has_calibration=has_calibration)  # type: ignore[arg-type]
@@ -75,7 +75,7 @@ def test_explicit_fp16_on_cpu_serves_fp32_and_says_why() -> None:
 
 def test_tensorrt_auto_is_fp16_then_fp32() -> None:
     assert techniques(choose.plan(Target("triton-tensorrt", "auto"), "transformer")) == ["fp16", "fp32"]
-    assert techniques(choose.plan(Target("triton-onnx", "fp16"), "convolutional")) == ["fp16", "fp32"]
+    assert techniques(choose.plan(Target("triton-tensorrt", "fp16"), "convolutional")) == ["fp16", "fp32"]
 
 
 def test_tensorrt_int8_needs_calibration_and_is_symmetric_qdq() -> None:
@@ -164,4 +164,12 @@ def test_a_measurement_speaks_for_a_class_only_with_its_features_and_architectur
     assert not Target("onnxruntime", "int8", frozenset({"avx2", "amxint8"})).measurable_on(host)  # lacks one
     assert not Target("onnxruntime", "int8", frozenset()).measurable_on(host)  # nothing known of the class
     assert not Target("onnxruntime", "int8", frozenset({"arm64", "asimd"})).measurable_on(host | {"asimd"})
-    assert not Target("triton-onnx", "int8", frozenset({"avx2"})).measurable_on(host)  # not ORT on the CPU
+    assert not Target("triton-tensorrt", "int8", frozenset({"avx2"})).measurable_on(host)  # not ORT on the CPU
+
+
+def test_the_optimizer_targets_the_runtimes_a_profile_can_name() -> None:
+    from edgewise.api.profile import HardwareClass
+
+    assert set(RUNTIMES) == set(HardwareClass.model_fields["runtime"].annotation.__args__)  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="unknown runtime"):
+        Target("triton-onnx", "fp16")  # type: ignore[arg-type] - a fetch layout, not a runtime a class runs

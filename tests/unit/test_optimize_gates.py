@@ -6,8 +6,9 @@ import math
 
 import pytest
 
+from edgewise.api.model import AccuracyGate
 from edgewise.optimize import gates, speed
-from edgewise.optimize.gates import AccuracyGate, Agreement
+from edgewise.optimize.gates import Agreement
 from edgewise.optimize.speed import SpeedMeasurement
 
 

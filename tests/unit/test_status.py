@@ -198,13 +198,16 @@ def test_recovery_from_degraded_is_an_event() -> None:
 
 
 def test_a_class_shows_the_precision_of_the_artifact_it_serves() -> None:
-    from edgewise.core.status import ArtifactStatus
+    from edgewise.core.class_artifact import ArtifactState, ClassArtifact
+    from edgewise.core.runtimes import Artifact
 
     m = model()
     plan = _plan(m)
     arm = next(c for c in plan.classes if c.name == "arm-cpu")
     assert arm.precision == "int8"  # what the class asks for
-    gated = ArtifactStatus(state="Ready", size_bytes=123, sha256="e" * 64, precision="fp32",
+    gated = ClassArtifact(ArtifactState.READY, size_bytes=123,
+                          artifact=Artifact(uri="http://store/artifacts/sha256/" + "e" * 64, sha256="e" * 64,
+                                            precision="fp32"),
                            summary="Optimized: fp32; int8 static QDQ rejected: latency 1.62x the original > 1.0x",
                            message="speed gate 1.0x: this machine has every CPU feature of the class")
     result = compute_status(m, plan, _rolled_out(plan), T0, total_nodes=6, artifacts={"arm-cpu": gated})

@@ -37,6 +37,11 @@ _DIGEST_RULES = validations(
 # property test: a file:// uri with U+10000 made every apply of its DaemonSet fail).
 URI_PATTERN = r"^(https?|file|oci)://[!-~]+$"
 
+# How int8 artifacts are made (spec.optimization.quantization); the optimizer takes the same words.
+Quantization = Literal["auto", "dynamic", "static", "none"]
+# Calibration samples used at most, unless spec.optimization.calibration.maxSamples says otherwise.
+DEFAULT_MAX_SAMPLES = 256
+
 
 class Source(ApiModel):
     """Where the original model comes from, pinned by digest."""
@@ -67,7 +72,7 @@ class Calibration(ApiModel):
     uri: str = Field(max_length=2048, pattern=URI_PATTERN,
                      description="Location of a .npz file whose arrays are named after the model's inputs.")
     sha256: Sha256 | None = Field(default=None, description="Hex sha256 of the file.")
-    max_samples: int = Field(default=256, ge=1, le=100_000,
+    max_samples: int = Field(default=DEFAULT_MAX_SAMPLES, ge=1, le=100_000,
                              description="At most this many samples are used.")
 
 
@@ -95,7 +100,7 @@ class Optimization(ApiModel):
             "gets the operator's limit)", field_path=".jobMemory"),
     )}
 
-    quantization: Literal["auto", "dynamic", "static", "none"] = Field(
+    quantization: Quantization = Field(
         default="auto",
         description="How int8 artifacts are made: auto (static QDQ for convolutional models when "
                     "calibration is given, dynamic per-channel for MatMul-heavy ones), dynamic, static "

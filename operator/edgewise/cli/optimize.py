@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 
+from edgewise.api.model import DEFAULT_MAX_SAMPLES, AccuracyGate
 from edgewise.optimize.target import PRECISIONS, QUANTIZATIONS, RUNTIMES
+
+_GATE = AccuracyGate()  # the defaults of the command's gate are the CRD's
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_DOES_NOT_FIT = 0, 1, 2, 3, 4
 
@@ -34,8 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="node names or operator types (e.g. Softmax) left in float")
     p.add_argument("--keep-first-last", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the first and last weight layers in float (default: yes for static int8)")
-    p.add_argument("--min-cosine", type=float, default=0.99, help="accuracy gate: minimum cosine similarity")
-    p.add_argument("--max-top1-drop-percent", type=float, default=1.0, help="accuracy gate for classifiers")
+    p.add_argument("--min-cosine", type=float, default=_GATE.min_cosine,
+                   help="accuracy gate: minimum cosine similarity")
+    p.add_argument("--max-top1-drop-percent", type=float, default=_GATE.max_top1_drop_percent,
+                   help="accuracy gate for classifiers")
     p.add_argument("--no-fallback", action="store_true",
                    help="reject instead of falling back to a higher precision when the gate fails")
     p.add_argument("--max-memory-mib", type=float, help="memory gate: the class's slo.maxMemoryMiB")
@@ -45,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-speed-gate", action="store_true",
                    help="without --max-latency-ratio, do not reject artifacts slower than the original even "
                         "when this machine has every CPU feature of the target")
-    p.add_argument("--max-samples", type=int, default=256, help="use at most this many calibration samples")
+    p.add_argument("--max-samples", type=int, default=DEFAULT_MAX_SAMPLES,
+                   help="use at most this many calibration samples")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for measurements")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
@@ -58,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from edgewise.optimize.errors import OptimizeError
-    from edgewise.optimize.gates import AccuracyGate
     from edgewise.optimize.pipeline import Options, optimize
     from edgewise.optimize.target import Target
 

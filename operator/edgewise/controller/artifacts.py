@@ -28,26 +28,13 @@ from edgewise.artifacts.builtin import BuiltinStore
 from edgewise.contract import JOB_REPORT_DETAIL as DETAIL
 from edgewise.controller import local_files
 from edgewise.controller.optimize_runners import KubeJobRunner, ProcessRunner
+from edgewise.core.class_artifact import ArtifactState, ClassArtifact
 from edgewise.core.classify import Classification
 from edgewise.core.optimization import JobSpec, job_spec
 from edgewise.core.runtimes import Artifact
 from edgewise.optimize.report import latency_summary
 
 log = logging.getLogger("edgewise.artifacts")
-
-
-@dataclass(frozen=True)
-class ClassArtifact:
-    """Where a class's artifact stands."""
-
-    state: str  # Ready | Optimizing | Rejected | Failed | Idle (no node in the class)
-    artifact: Artifact | None = None
-    reason: str = ""  # condition reason when not Ready (OptimizationRejected, DoesNotFit, InvalidModel, …)
-    message: str = ""
-    size_bytes: int = 0
-    summary: str = ""  # the report in one line: technique, size and latency ratios, cosine, peak memory
-    retry_in: float | None = None  # seconds until a passing failure is tried again
-    peak_memory_mib: float | None = None  # measured peak of the artifact under the runtime, for the switch mode
 
 
 # Failures that may pass by themselves: tried again after a backoff. The others (a file that is
@@ -91,7 +78,7 @@ class ArtifactManager:
             if spec is None:
                 continue
             if not members:  # nothing to make, and nothing to deploy, until a node joins the class
-                out[hc.name] = ClassArtifact(state="Idle", message="no node in the class yet")
+                out[hc.name] = ClassArtifact(ArtifactState.IDLE, message="no node in the class yet")
                 continue
             unread = self._node_local(spec)
             if unread:
@@ -106,8 +93,8 @@ class ArtifactManager:
         An optimization Job never reads file:// (its pod is not the node agent's host either).
         """
         dirs = () if spec.run_in == "Job" else self.settings.local_source_dirs
-        inputs = {"source": spec.body["source"]["uri"],
-                  "calibration": (spec.body.get("calibration") or {}).get("uri", "")}
+        inputs = {"source": spec.job.source.uri,
+                  "calibration": spec.job.calibration.uri if spec.job.calibration else ""}
         return [what for what, uri in inputs.items()
                 if uri and local_files.node_local(uri) and not local_files.operator_may_read(uri, dirs)]
 
@@ -124,8 +111,9 @@ class ArtifactManager:
         job = self.jobs.get(spec.key)
         if job is None:
             self._start(spec, who, failures)
-            return ClassArtifact(state="Optimizing", reason="Optimizing", message=f"optimizing for {_target(spec)}"
-                                 + (f" (attempt {failures + 1})" if failures else ""))
+            return ClassArtifact(ArtifactState.OPTIMIZING, reason="Optimizing",
+                                 message=f"optimizing for {_target(spec)}"
+                                         + (f" (attempt {failures + 1})" if failures else ""))
         report_path = job.dir / "report.json"
         if report_path.exists():
             return self._finish(spec, json.loads(report_path.read_text()))
@@ -137,7 +125,7 @@ class ArtifactManager:
             if report_path.exists():  # it reported between the two looks
                 return self._finish(spec, json.loads(report_path.read_text()))
             return self._finish(spec, {"outcome": "OptimizationFailed", "message": ended.problem})
-        return ClassArtifact(state="Optimizing", reason="Optimizing",
+        return ClassArtifact(ArtifactState.OPTIMIZING, reason="Optimizing",
                              message=f"optimizing for {_target(spec)} ({time.monotonic() - job.started:.0f}s"
                                      + (", in a Kubernetes Job" if job.runner is self.kube_jobs else "") + ")")
 
@@ -174,11 +162,11 @@ class ArtifactManager:
         if DETAIL in report:  # the fetch error's own words: for the operator's log, never the status
             log.warning("optimization job %s: %s", spec.key, report[DETAIL])
             report = {k: v for k, v in report.items() if k != DETAIL}
-        record: dict[str, Any] = {"key": spec.key, "spec": spec.body, "report": report}
+        record: dict[str, Any] = {"key": spec.key, "spec": spec.job.to_wire(), "report": report}
         artifact = job.dir / "artifact.onnx" if job else None
         if report.get("outcome") == "Optimized" and artifact and artifact.exists():
             ref = self.store.put(artifact, {
-                "edgewise.io/source-sha256": spec.body["source"]["sha256"],
+                "edgewise.io/source-sha256": spec.job.source.sha256,
                 "edgewise.io/target": _target(spec), "edgewise.io/precision": str(report.get("precision", "")),
                 "edgewise.io/report": _summary(report)})
             claimed = (report.get("artifact") or {}).get("sha256")
@@ -210,9 +198,9 @@ class ArtifactManager:
 
 
 def _target(spec: JobSpec) -> str:
-    t = spec.body["target"]
-    feats = ",".join(t["cpuFeatures"])
-    return f"{t['runtime']} {t['precision']}" + (f" [{feats}]" if feats else "")
+    t = spec.job.target
+    feats = ",".join(t.cpu_features)
+    return f"{t.runtime} {t.precision}" + (f" [{feats}]" if feats else "")
 
 
 def _summary(report: dict[str, Any]) -> str:
@@ -234,12 +222,12 @@ def _summary(report: dict[str, Any]) -> str:
 
 def _served_as_is(spec: JobSpec, unread: list[str]) -> ClassArtifact:
     """The class serves the source, unoptimized: its optimizer inputs are files on the nodes' hosts."""
-    source = spec.body["source"]
+    source = spec.job.source
     why = (f"not optimized: the {' and '.join(unread)} {'is a' if len(unread) == 1 else 'are'} file:// "
            "URI(s), files on the node agent's host that the operator does not read; the class serves the "
            "source model as it is (an http(s):// or oci:// URI lets the operator optimize it)")
-    return ClassArtifact(state="Ready", artifact=Artifact(uri=source["uri"], sha256=source["sha256"],
-                                                          precision="fp32"),
+    return ClassArtifact(ArtifactState.READY, artifact=Artifact(uri=source.uri, sha256=source.sha256,
+                                                                precision="fp32"),
                          reason="NodeLocalSource", summary=why)
 
 
@@ -248,13 +236,14 @@ def _from_record(record: dict[str, Any], store: BuiltinStore) -> ClassArtifact:
     outcome = str(report.get("outcome", "OptimizationFailed"))
     art = record.get("artifact")
     if outcome == "Optimized" and art:
-        return ClassArtifact(state="Ready", artifact=Artifact(uri=store.uri_for(art["sha256"]), sha256=art["sha256"],
-                                                              precision=str(report.get("precision", "fp32"))),
+        return ClassArtifact(ArtifactState.READY,
+                             artifact=Artifact(uri=store.uri_for(art["sha256"]), sha256=art["sha256"],
+                                               precision=str(report.get("precision", "fp32"))),
                              size_bytes=int(art["size"]), summary=_summary(report),
                              message="; ".join(report.get("notes") or []),
                              peak_memory_mib=(report.get("memory") or {}).get("peakMiB"))
-    state = "Rejected" if outcome in ("OptimizationRejected", "DoesNotFit") else "Failed"
+    state = ArtifactState.REJECTED if outcome in ("OptimizationRejected", "DoesNotFit") else ArtifactState.FAILED
     retry_in = max(0.0, record["retryAt"] - time.time()) if "retryAt" in record else None
-    return ClassArtifact(state=state, reason=outcome, message=str(report.get("message", ""))[:1000],
+    return ClassArtifact(state, reason=outcome, message=str(report.get("message", ""))[:1000],
                          summary=_summary(report), retry_in=retry_in)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from edgewise import contract
 from edgewise.api.settings import OperatorSettings
 from edgewise.core.optimization import JobSpec, job_manifest, job_name, token_secret_manifest
 
@@ -45,7 +46,7 @@ class ProcessRunner:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, spec: JobSpec, job_dir: Path, who: str) -> None:
-        (job_dir / "job.json").write_text(json.dumps(spec.body, indent=2))
+        (job_dir / contract.JOB_FILE).write_text(json.dumps(spec.job.to_wire(), indent=2))
         limit = self.settings.optimize_memory_mib * 2 ** 20
 
         def limits() -> None:  # in the child, before exec

@@ -16,15 +16,16 @@ from edgewise.api.profile import DeploymentProfileStatus, ProfileClassStatus
 from edgewise.api.resources import API_VERSION, DeploymentProfile, EdgeModel
 from edgewise.api.settings import OperatorSettings
 from edgewise.controller.agent_credentials import AgentCredentials
-from edgewise.controller.artifacts import ArtifactManager, ClassArtifact
+from edgewise.controller.artifacts import ArtifactManager
 from edgewise.controller.rollouts import Rollouts, label_buckets
 from edgewise.core import address, names
 from edgewise.core.agent import agent_daemonset
+from edgewise.core.class_artifact import ArtifactState, ClassArtifact
 from edgewise.core.classify import classify
 from edgewise.core.observed import Workload
 from edgewise.core.plan import ModelPlan, plan_model
 from edgewise.core.rollout_model import advance, due_analyses
-from edgewise.core.status import ArtifactStatus, compute_status
+from edgewise.core.status import compute_status
 from edgewise.kube.read import Reader
 from edgewise.kube.writes import Writes
 
@@ -76,7 +77,7 @@ class Reconciler:
         ready = {c: a.artifact for c, a in artifacts.items() if a.artifact is not None}
         plan = plan_model(model, profile, nodes, existing, self.settings, artifacts=ready,
                           classification=classification)
-        hold = frozenset(c for c, a in artifacts.items() if a.state != "Ready")
+        hold = frozenset(c for c, a in artifacts.items() if a.state is not ArtifactState.READY)
         ref = _involved(model)
         rollout = None
         workloads, delete = list(plan.workloads), list(plan.delete)
@@ -111,7 +112,7 @@ class Reconciler:
         where, taken = self._address(model, write, ref)
         result = compute_status(model, plan, observed, now, total_nodes=len(nodes),
                                 rollout=rollout.status if rollout else None,
-                                artifacts={c: _artifact_status(a) for c, a in artifacts.items()},
+                                artifacts=artifacts,
                                 address=where, address_problem=taken)
         write.patch_status(EdgeModel.PLURAL, namespace, name, model.status.to_api(), result.status.to_api())
         for event in (*(rollout.events if rollout else ()), *result.events):
@@ -119,7 +120,7 @@ class Reconciler:
         log.info("reconciled edgemodel %s/%s: phase=%s ready=%s writes=%d%s", namespace, name,
                  result.status.phase, result.status.ready, write.total, _summary(plan))
         requeues = [r for r in (result.requeue_after, rollout.requeue_after if rollout else None) if r is not None]
-        if any(a.state == "Optimizing" for a in artifacts.values()):
+        if any(a.state is ArtifactState.OPTIMIZING for a in artifacts.values()):
             requeues.append(2.0)  # poll the optimization job
         requeues += [a.retry_in + 0.5 for a in artifacts.values() if a.retry_in is not None]
         return min(requeues) if requeues else None
@@ -199,8 +200,3 @@ def _summary(plan: ModelPlan) -> str:
 def _class_of(existing: Sequence[Workload], name: str) -> str | None:
     return next((w.labels.get(names.CLASS_LABEL) for w in existing if w.name == name), None)
 
-
-def _artifact_status(a: ClassArtifact) -> ArtifactStatus:
-    return ArtifactStatus(state=a.state, reason=a.reason, message=a.message, size_bytes=a.size_bytes,
-                          summary=a.summary, sha256=a.artifact.sha256 if a.artifact else "",
-                          precision=a.artifact.precision if a.artifact else "")

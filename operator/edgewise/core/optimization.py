@@ -7,7 +7,6 @@ not for another class, not after an operator restart.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from typing import Any
 
 from edgewise import contract
 from edgewise.api.base import memory_mib
+from edgewise.api.model import DEFAULT_MAX_SAMPLES
+from edgewise.api.optimization_job import JobInput, JobOptions, JobTarget, OptimizationJob
 from edgewise.api.profile import HardwareClass
 from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
@@ -27,10 +28,10 @@ NFD_CPUID = "feature.node.kubernetes.io/cpu-cpuid."
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What to make (`body`, hashed into `key`) and where to run it (not part of the key: same artifact)."""
+    """What to make (`job`, hashed into `key`) and where to run it (not part of the key: same artifact)."""
 
     key: str
-    body: dict[str, Any]
+    job: OptimizationJob
     run_in: str = "Process"  # Process | Job
     memory_mib: int | None = None  # the Job's memory; None: the operator's default
 
@@ -52,23 +53,20 @@ def job_spec(model: EdgeModel, hc: HardwareClass, nodes: Sequence[NodeInfo]) -> 
     if opt.quantization == "none":
         return None
     allocatable = [n.memory_mib for n in nodes if n.memory_mib]
-    body: dict[str, Any] = {
-        "source": {"uri": model.spec.source.uri, "sha256": model.spec.source.digest()},
-        "calibration": ({"uri": opt.calibration.uri, "sha256": opt.calibration.sha256 or ""}
-                        if opt.calibration else None),
-        "target": {"runtime": hc.runtime, "precision": hc.effective_precision(),
-                   "cpuFeatures": cpu_features(nodes) if hc.runtime == "onnxruntime" else []},
-        "options": {"quantization": opt.quantization, "fallback": opt.fallback,
-                    "minCosine": opt.accuracy_gate.min_cosine,
-                    "maxTop1DropPercent": opt.accuracy_gate.max_top1_drop_percent,
-                    "keepFloat": list(opt.keep_float or []),
-                    "maxMemoryMiB": hc.slo.max_memory_mib if hc.slo else None,
-                    # The artifact must fit the smallest node of the class.
-                    "nodeAllocatableMiB": min(allocatable) if allocatable else None,
-                    "maxSamples": opt.calibration.max_samples if opt.calibration else 256},
-    }
-    key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
-    return JobSpec(key=key, body=body, run_in=opt.run_in,
+    calibration = opt.calibration
+    job = OptimizationJob(
+        source=JobInput(uri=model.spec.source.uri, sha256=model.spec.source.digest()),
+        calibration=JobInput(uri=calibration.uri, sha256=calibration.sha256 or "") if calibration else None,
+        target=JobTarget(runtime=hc.runtime, precision=hc.effective_precision(),
+                         cpu_features=cpu_features(nodes) if hc.runtime == "onnxruntime" else []),
+        options=JobOptions(quantization=opt.quantization, fallback=opt.fallback,
+                           min_cosine=opt.accuracy_gate.min_cosine,
+                           max_top1_drop_percent=opt.accuracy_gate.max_top1_drop_percent,
+                           keep_float=list(opt.keep_float or []),
+                           max_memory_mib=hc.slo.max_memory_mib if hc.slo else None,
+                           node_allocatable_mib=min(allocatable) if allocatable else None,
+                           max_samples=calibration.max_samples if calibration else DEFAULT_MAX_SAMPLES))
+    return JobSpec(key=job.key(), job=job, run_in=opt.run_in,
                    memory_mib=memory_mib(opt.job_memory) if opt.job_memory else None)
 
 
@@ -106,6 +104,7 @@ def job_manifest(spec: JobSpec, settings: OperatorSettings, who: str) -> dict[st
     memory = f"{spec.memory_mib or settings.optimize_memory_mib}Mi"
     upload = settings.artifact_url.rstrip("/") + contract.JOB_UPLOAD_PATH.format(key=spec.key, part="").rstrip("/")
     uid = settings.run_as_user
+    job_json = json.dumps(spec.job.to_wire(), sort_keys=True)
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": job_name(spec.key), "namespace": settings.namespace,
@@ -128,7 +127,7 @@ def job_manifest(spec: JobSpec, settings: OperatorSettings, who: str) -> dict[st
                         "imagePullPolicy": settings.image_pull_policy,
                         "command": ["edgewise"],
                         "args": ["optimize-job", "--work", contract.JOB_WORK_DIR, "--upload", upload],
-                        "env": [{"name": contract.JOB_SPEC_ENV, "value": json.dumps(spec.body, sort_keys=True)},
+                        "env": [{"name": contract.JOB_SPEC_ENV, "value": job_json},
                                 {"name": contract.JOB_TOKEN_ENV, "valueFrom": {"secretKeyRef": {
                                     "name": job_name(spec.key), "key": TOKEN_KEY}}}],
                         "resources": {"requests": {"cpu": "1", "memory": memory}, "limits": {"memory": memory}},

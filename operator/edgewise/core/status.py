@@ -28,24 +28,12 @@ from edgewise.api.status import (
     Phase,
 )
 from edgewise.core import names
+from edgewise.core.class_artifact import ArtifactState, ClassArtifact
 from edgewise.core.durations import iso, parse_time, seconds
 from edgewise.core.events import Event
 from edgewise.core.observed import Workload
 from edgewise.core.plan import ClassPlan, ModelPlan
 from edgewise.core.selector import class_term
-
-
-@dataclass(frozen=True)
-class ArtifactStatus:
-    """A class's optimized artifact, as the artifact manager reports it."""
-
-    state: str  # Ready | Optimizing | Rejected | Failed | Idle
-    reason: str = ""
-    message: str = ""
-    size_bytes: int = 0
-    summary: str = ""
-    sha256: str = ""
-    precision: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,7 +45,7 @@ class StatusResult:
 
 def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Workload], now: datetime,
                    total_nodes: int, rollout: RolloutStatus | None = None,
-                   artifacts: Mapping[str, ArtifactStatus] | None = None, address: str = "",
+                   artifacts: Mapping[str, ClassArtifact] | None = None, address: str = "",
                    address_problem: str = "") -> StatusResult:
     """The status to write, the Events to emit, and when to look again.
 
@@ -177,25 +165,26 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
                         requeue_after=requeue)
 
 
-def _with_artifact(c: ClassStatus, a: ArtifactStatus | None) -> ClassStatus:
+def _with_artifact(c: ClassStatus, a: ClassArtifact | None) -> ClassStatus:
     if a is None:
         return c
-    why = a.message if a.state == "Idle" else f"{a.reason}: {a.message}"
+    why = a.message if a.state is ArtifactState.IDLE else f"{a.reason}: {a.message}"
     ready = "; ".join(filter(None, [a.summary, a.message]))[:1000]  # the report's line, then its notes
-    update: dict[str, object] = {"artifact_state": a.state, "optimization": ready if a.state == "Ready" else why}
-    if a.state == "Ready":
+    ready_now = a.state is ArtifactState.READY
+    update: dict[str, object] = {"artifact_state": a.state.value, "optimization": ready if ready_now else why}
+    if ready_now:
         # What is served: a gate may have chosen a more precise artifact than the class asks for.
         update.update(artifact_size_bytes=a.size_bytes, precision=a.precision or c.precision)
     return c.model_copy(update=update)
 
 
-def _artifact_conditions(want: dict[str, tuple[str, str, str]], artifacts: Mapping[str, ArtifactStatus]) -> None:
+def _artifact_conditions(want: dict[str, tuple[str, str, str]], artifacts: Mapping[str, ClassArtifact]) -> None:
     """ArtifactsReady, and Degraded when a class's artifact was refused (it deploys nothing new)."""
-    artifacts = {c: a for c, a in artifacts.items() if a.state != "Idle"}
+    artifacts = {c: a for c, a in artifacts.items() if a.state is not ArtifactState.IDLE}
     if not artifacts:
         return
-    waiting = {c: a for c, a in artifacts.items() if a.state == "Optimizing"}
-    refused = {c: a for c, a in artifacts.items() if a.state in ("Rejected", "Failed")}
+    waiting = {c: a for c, a in artifacts.items() if a.state is ArtifactState.OPTIMIZING}
+    refused = {c: a for c, a in artifacts.items() if a.state in (ArtifactState.REJECTED, ArtifactState.FAILED)}
     if refused:
         detail = "; ".join(f"{c}: {a.reason}: {a.message}" for c, a in sorted(refused.items()))
         reasons = {a.reason for a in refused.values()}

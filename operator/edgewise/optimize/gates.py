@@ -8,15 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edgewise.api.model import AccuracyGate
 from edgewise.optimize.speed import SpeedMeasurement
-
-
-@dataclass(frozen=True)
-class AccuracyGate:
-    """Mirrors EdgeModel spec.optimization.accuracyGate."""
-
-    min_cosine: float = 0.99
-    max_top1_drop_percent: float = 1.0
 
 
 @dataclass(frozen=True)

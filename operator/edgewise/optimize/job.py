@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from edgewise import contract
+from edgewise.api.optimization_job import OptimizationJob
 from edgewise.optimize.errors import OptimizeError
-from edgewise.optimize.gates import AccuracyGate
 from edgewise.optimize.pipeline import Options, optimize
 from edgewise.optimize.target import Target
 from edgewise.shared.digest import DigestMismatch
@@ -50,33 +50,30 @@ def _fetch_failure(what: str, uri: str, err: Exception) -> str:
 
 def run(job_dir: Path, read_files: bool = True) -> dict[str, Any]:
     """One job. `read_files=False` (a Job's pod): file:// inputs are refused, never opened."""
-    spec = json.loads((job_dir / "job.json").read_text())
-    what, uri = "source", spec["source"]["uri"]
+    job = OptimizationJob.model_validate_json((job_dir / contract.JOB_FILE).read_text())
+    src = job_dir / "source.onnx"
+    calibration = job_dir / "calibration.npz" if job.calibration else None
+    inputs = [("source", job.source, src)] + ([("calibration data", job.calibration, calibration)]
+                                             if job.calibration and calibration else [])
+    what, uri = "source", job.source.uri
     try:
-        inputs = [("source", spec["source"], job_dir / "source.onnx")]
-        if spec.get("calibration"):
-            inputs.append(("calibration data", spec["calibration"], job_dir / "calibration.npz"))
         for what, ref, dest in inputs:
-            uri = ref["uri"]
-            if not read_files and scheme_of(ref["uri"]) == "file":
+            uri = ref.uri
+            if not read_files and scheme_of(uri) == "file":
                 return {"outcome": "SourceUnavailable",
                         "message": f"the {what} is a file:// URI, a file on the node agent's host, which an "
                                    "optimization Job does not read"}
-            download_file(ref["uri"], dest, ref.get("sha256", ""))
+            download_file(uri, dest, ref.sha256)
     except DigestMismatch as err:
         return {"outcome": "DigestMismatch", "message": f"the {what}'s bytes do not match its sha256; nothing "
                                                         "was optimized or deployed", DETAIL: str(err)}
     except (DownloadError, OSError) as err:
         return {"outcome": "SourceUnavailable", "message": _fetch_failure(what, uri, err), DETAIL: str(err)}
-    src = job_dir / "source.onnx"
-    calibration = job_dir / "calibration.npz" if spec.get("calibration") else None
-    t, o = spec["target"], spec["options"]
-    target = Target(runtime=t["runtime"], precision=t["precision"], cpu_features=frozenset(t["cpuFeatures"]))
-    options = Options(quantization=o["quantization"], keep_float=tuple(o.get("keepFloat") or ()),
-                      fallback=o["fallback"], gate=AccuracyGate(min_cosine=o["minCosine"],
-                                                                max_top1_drop_percent=o["maxTop1DropPercent"]),
-                      max_memory_mib=o.get("maxMemoryMiB"), node_allocatable_mib=o.get("nodeAllocatableMiB"),
-                      max_samples=o.get("maxSamples", 256), threads=o.get("threads", 2))
+    t, o = job.target, job.options
+    target = Target(runtime=t.runtime, precision=t.precision, cpu_features=frozenset(t.cpu_features))
+    options = Options(quantization=o.quantization, keep_float=tuple(o.keep_float), fallback=o.fallback,
+                      gate=o.gate, max_memory_mib=o.max_memory_mib, node_allocatable_mib=o.node_allocatable_mib,
+                      max_samples=o.max_samples)
     try:
         report = optimize(src, job_dir / "artifact.onnx", target, calibration=calibration, options=options,
                           work_dir=job_dir)
@@ -127,7 +124,7 @@ def upload(job_dir: Path, report: dict[str, Any], base_url: str, token: str) -> 
 def run_in_pod(work: Path, upload_url: str, env: dict[str, str]) -> int:
     """The Job pod's entry point: spec from the environment, results uploaded."""
     work.mkdir(parents=True, exist_ok=True)
-    (work / "job.json").write_text(env[contract.JOB_SPEC_ENV])
+    (work / contract.JOB_FILE).write_text(env[contract.JOB_SPEC_ENV])
     report = run_and_report(work, read_files=False)
     upload(work, report, upload_url.rstrip("/"), env[contract.JOB_TOKEN_ENV])
     print(json.dumps({"outcome": report.get("outcome"), "message": str(report.get("message", ""))[:500]}))

@@ -23,10 +23,11 @@ from typing import Any
 
 import onnx
 
+from edgewise.api.model import DEFAULT_MAX_SAMPLES, AccuracyGate
 from edgewise.optimize import choose, data, evaluate, fp16, gates, graph, memory, quantize
 from edgewise.optimize.choose import CalibrateMethod, Candidate
 from edgewise.optimize.errors import CalibrationMismatch, NotOnnxError, TechniqueFailed
-from edgewise.optimize.gates import AccuracyGate, Agreement
+from edgewise.optimize.gates import Agreement
 from edgewise.optimize.inspect import ModelInfo, analyze, load
 from edgewise.optimize.report import (
     AgreementInfo,
@@ -56,7 +57,7 @@ class Options:
     keep_float: tuple[str, ...] = ()  # node names or operator types kept in float
     keep_first_last: bool | None = None  # None: the technique's default (static: keep, dynamic: quantize)
     calibrate_method: CalibrateMethod = "minmax"
-    max_samples: int = 256
+    max_samples: int = DEFAULT_MAX_SAMPLES
     fallback: bool = True
     gate: AccuracyGate = field(default_factory=AccuracyGate)
     max_memory_mib: float | None = None  # the class's slo.maxMemoryMiB

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-Runtime = Literal["onnxruntime", "triton-tensorrt", "triton-onnx"]
-Precision = Literal["int8", "fp16", "fp32", "auto"]
-# How int8 artifacts are made (EdgeModel spec.optimization.quantization).
-Quantization = Literal["auto", "dynamic", "static", "none"]
+from edgewise.api.model import Quantization
+from edgewise.api.profile import Precision as ServedPrecision
+from edgewise.api.profile import Runtime
+
+# What a hardware class serves, or `auto`: the runtime's natural precision, as the optimizer picks it.
+Precision = Literal[ServedPrecision, "auto"]
 
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
