@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from edgewise import contract
-from edgewise.artifacts.builtin import BackgroundServer, BuiltinStore
+from edgewise.artifacts.builtin import BuiltinStore
+from edgewise.artifacts.builtin_http import BackgroundServer
 from edgewise.artifacts.store import ArtifactNotFound
 from edgewise.shared import download
 from edgewise.shared.digest import DigestMismatch

@@ -10,11 +10,13 @@ import logging
 from pathlib import Path
 
 import pytest
+from kubernetes.client import ApiClient
 
 from edgewise.api.optimization_job import JobInput, OptimizationJob
 from edgewise.api.settings import OperatorSettings
 from edgewise.controller.optimize_runners import Ended, ProcessRunner
 from edgewise.core.optimization import JobSpec
+from edgewise.kube.writes import Writes
 from helpers import wait_for
 
 
@@ -24,7 +26,7 @@ def test_a_crash_leaves_its_output_in_the_log_not_the_status(tmp_path: Path, cap
     job_dir = tmp_path / "job"
     job_dir.mkdir()
     half_a_job = OptimizationJob.model_construct(source=JobInput(uri="https://models.example/m.onnx"))
-    runner.start(JobSpec(key="k", job=half_a_job), job_dir, "ns/m")  # the worker cannot read it
+    runner.start(JobSpec(key="k", job=half_a_job), job_dir, "ns/m", Writes(ApiClient()))  # it cannot read it
     try:
         with caplog.at_level(logging.WARNING, logger="edgewise.artifacts"):
             ended = wait_for(lambda: runner.poll("k", job_dir), 120, "the worker to exit")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from edgewise import contract
-from edgewise.artifacts.builtin import BackgroundServer, BuiltinStore
+from edgewise.artifacts.builtin import BuiltinStore
+from edgewise.artifacts.builtin_http import BackgroundServer
 from edgewise.optimize.job import upload
 
 KEY, TOKEN = "0123456789abcdef01234567", "the-jobs-token"

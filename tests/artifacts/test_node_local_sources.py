@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from kubernetes.client import ApiClient
 
 from edgewise import contract
 from edgewise.api.optimization_job import JobInput, JobOptions, JobTarget, OptimizationJob
@@ -27,6 +28,7 @@ from edgewise.controller import local_files
 from edgewise.controller.artifacts import ArtifactManager
 from edgewise.core.classify import classify
 from edgewise.core.observed import NodeInfo
+from edgewise.kube.writes import Writes
 from edgewise.optimize.job import run
 
 SECRET = "s3cr3t-reason-phrase"
@@ -48,7 +50,8 @@ def _model(source: str, sha: str = "a" * 64, calibration: str | None = None, run
 
 def _resolve(manager: ArtifactManager, model: EdgeModel):  # noqa: ANN202 - a ClassArtifact
     profile = DeploymentProfileSpec.model_validate({"classes": [CPU]})
-    return manager.resolve(model, profile, classify(profile, NODES))["cpu"]
+    # Worker processes write nothing to Kubernetes: a client that never connects is enough.
+    return manager.resolve(model, profile, classify(profile, NODES), Writes(ApiClient()))["cpu"]
 
 
 @pytest.fixture

@@ -37,6 +37,9 @@ _DIGEST_RULES = validations(
 # property test: a file:// uri with U+10000 made every apply of its DaemonSet fail).
 URI_PATTERN = r"^(https?|file|oci)://[!-~]+$"
 
+# An OCI registry repository as an artifact store reference (artifacts/factory.py reads it).
+ARTIFACT_STORE_PATTERN = r"^oci://[-a-zA-Z0-9.:]+/[a-z0-9]+([._/-][a-z0-9]+)*$"
+
 # How int8 artifacts are made (spec.optimization.quantization); the optimizer takes the same words.
 Quantization = Literal["auto", "dynamic", "static", "none"]
 # Calibration samples used at most, unless spec.optimization.calibration.maxSamples says otherwise.
@@ -114,6 +117,11 @@ class Optimization(ApiModel):
     keep_float: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] | None = Field(
         default=None, max_length=64,
         description="ONNX node names or operator types (e.g. Softmax) left in float when quantizing.")
+    artifact_store: str | None = Field(
+        default=None, max_length=512, pattern=ARTIFACT_STORE_PATTERN,
+        description="Where this model's optimized artifacts are kept and fetched from: unset for the operator's "
+                    "built-in store, or oci://host[:port]/repository to push them to an OCI registry as "
+                    "artifacts, from which nodes pull them (verified by digest either way).")
     run_in: Literal["Process", "Job"] = Field(
         default="Process",
         description="Where optimization runs: Process (a worker process of the operator, under the operator's "

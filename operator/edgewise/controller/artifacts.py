@@ -25,6 +25,7 @@ from edgewise.api.profile import DeploymentProfileSpec
 from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
 from edgewise.artifacts.builtin import BuiltinStore
+from edgewise.artifacts.factory import ArtifactStores
 from edgewise.contract import JOB_REPORT_DETAIL as DETAIL
 from edgewise.controller import local_files
 from edgewise.controller.optimize_runners import KubeJobRunner, ProcessRunner
@@ -32,6 +33,7 @@ from edgewise.core.class_artifact import ArtifactState, ClassArtifact
 from edgewise.core.classify import Classification
 from edgewise.core.optimization import JobSpec, job_spec
 from edgewise.core.runtimes import Artifact
+from edgewise.kube.writes import Writes
 from edgewise.optimize.report import latency_summary
 
 log = logging.getLogger("edgewise.artifacts")
@@ -59,7 +61,8 @@ class ArtifactManager:
 
     def __post_init__(self) -> None:
         root = Path(self.settings.artifact_dir)
-        self.store = BuiltinStore(root / "store", self.settings.artifact_url.rstrip("/"))
+        self.store = BuiltinStore(root / "store", self.settings.artifact_url.rstrip("/"))  # served by builtin_http
+        self.stores = ArtifactStores(self.store)
         self.index = root / "index"
         self.work = root / "jobs"
         self.index.mkdir(parents=True, exist_ok=True)
@@ -67,9 +70,11 @@ class ArtifactManager:
         self.processes = ProcessRunner(self.settings)
         self.kube_jobs = KubeJobRunner(self.settings, self.api) if self.api is not None else None
 
-    def resolve(self, model: EdgeModel, profile: DeploymentProfileSpec, classification: Classification
-                ) -> dict[str, ClassArtifact]:
-        """Each class's artifact: ready, being made (a job started if needed), or refused."""
+    def resolve(self, model: EdgeModel, profile: DeploymentProfileSpec, classification: Classification,
+                write: Writes) -> dict[str, ClassArtifact]:
+        """Each class's artifact: ready, being made (a job started if needed), or refused.
+
+        `write` creates and deletes the Kubernetes Jobs of `runIn: Job` (and their token Secrets)."""
         out: dict[str, ClassArtifact] = {}
         who = f"{model.metadata.namespace}/{model.metadata.name}"
         for hc in profile.classes:
@@ -84,7 +89,7 @@ class ArtifactManager:
             if unread:
                 out[hc.name] = _served_as_is(spec, unread)
                 continue
-            out[hc.name] = self._resolve(spec, who)
+            out[hc.name] = self._resolve(spec, who, write)
         return out
 
     def _node_local(self, spec: JobSpec) -> list[str]:
@@ -98,38 +103,39 @@ class ArtifactManager:
         return [what for what, uri in inputs.items()
                 if uri and local_files.node_local(uri) and not local_files.operator_may_read(uri, dirs)]
 
-    def _resolve(self, spec: JobSpec, who: str) -> ClassArtifact:
+    def _resolve(self, spec: JobSpec, who: str, write: Writes) -> ClassArtifact:
         done = self.index / f"{spec.key}.json"
         failures = 0
         if done.exists():
             record = json.loads(done.read_text())
             retry_at = record.get("retryAt")
             if retry_at is None or time.time() < retry_at:
-                return _from_record(record, self.store)
+                return _from_record(record, self.stores)
             failures = int(record.get("failures", 1))
             done.unlink()  # its time has come: try again
         job = self.jobs.get(spec.key)
         if job is None:
-            self._start(spec, who, failures)
+            self._start(spec, who, failures, write)
             return ClassArtifact(ArtifactState.OPTIMIZING, reason="Optimizing",
                                  message=f"optimizing for {_target(spec)}"
                                          + (f" (attempt {failures + 1})" if failures else ""))
         report_path = job.dir / "report.json"
         if report_path.exists():
-            return self._finish(spec, json.loads(report_path.read_text()))
+            return self._finish(spec, json.loads(report_path.read_text()), write)
         if time.monotonic() - job.started > self.settings.optimize_timeout_seconds:
             return self._finish(spec, {"outcome": "OptimizationFailed",
-                                       "message": f"gave up after {self.settings.optimize_timeout_seconds}s"})
+                                       "message": f"gave up after {self.settings.optimize_timeout_seconds}s"},
+                                write)
         ended = job.runner.poll(spec.key, job.dir)
         if ended is not None:
             if report_path.exists():  # it reported between the two looks
-                return self._finish(spec, json.loads(report_path.read_text()))
-            return self._finish(spec, {"outcome": "OptimizationFailed", "message": ended.problem})
+                return self._finish(spec, json.loads(report_path.read_text()), write)
+            return self._finish(spec, {"outcome": "OptimizationFailed", "message": ended.problem}, write)
         return ClassArtifact(ArtifactState.OPTIMIZING, reason="Optimizing",
                              message=f"optimizing for {_target(spec)} ({time.monotonic() - job.started:.0f}s"
                                      + (", in a Kubernetes Job" if job.runner is self.kube_jobs else "") + ")")
 
-    def _start(self, spec: JobSpec, who: str, failures: int) -> None:
+    def _start(self, spec: JobSpec, who: str, failures: int, write: Writes) -> None:
         job_dir = self.work / spec.key
         shutil.rmtree(job_dir, ignore_errors=True)
         job_dir.mkdir(parents=True)
@@ -138,7 +144,7 @@ class ArtifactManager:
             if self.kube_jobs is None:
                 raise RuntimeError("runIn: Job needs the operator's Kubernetes client")
             runner = self.kube_jobs
-        runner.start(spec, job_dir, who)
+        runner.start(spec, job_dir, who, write)
         self.jobs[spec.key] = _Job(started=time.monotonic(), dir=job_dir, runner=runner, failures=failures)
         log.info("optimization job %s started for %s (%s)%s%s", spec.key, _target(spec), who,
                  " as a Kubernetes Job" if runner is self.kube_jobs else "",
@@ -157,7 +163,7 @@ class ArtifactManager:
             return None
         return job.dir
 
-    def _finish(self, spec: JobSpec, report: dict[str, Any]) -> ClassArtifact:
+    def _finish(self, spec: JobSpec, report: dict[str, Any], write: Writes) -> ClassArtifact:
         job = self.jobs.pop(spec.key, None)
         if DETAIL in report:  # the fetch error's own words: for the operator's log, never the status
             log.warning("optimization job %s: %s", spec.key, report[DETAIL])
@@ -165,16 +171,24 @@ class ArtifactManager:
         record: dict[str, Any] = {"key": spec.key, "spec": spec.job.to_wire(), "report": report}
         artifact = job.dir / "artifact.onnx" if job else None
         if report.get("outcome") == "Optimized" and artifact and artifact.exists():
-            ref = self.store.put(artifact, {
-                "edgewise.io/source-sha256": spec.job.source.sha256,
-                "edgewise.io/target": _target(spec), "edgewise.io/precision": str(report.get("precision", "")),
-                "edgewise.io/report": _summary(report)})
-            claimed = (report.get("artifact") or {}).get("sha256")
-            if claimed and claimed != ref.digest.removeprefix("sha256:"):
-                report = {"outcome": "OptimizationFailed",
-                          "message": f"the artifact that arrived hashes to {ref.digest}, its report says {claimed}"}
+            where = spec.store or "the built-in store"
+            try:
+                ref = self.stores.get(spec.store).put(artifact, {
+                    "edgewise.io/source-sha256": spec.job.source.sha256,
+                    "edgewise.io/target": _target(spec), "edgewise.io/precision": str(report.get("precision", "")),
+                    "edgewise.io/report": _summary(report)})
+            except Exception as err:  # noqa: BLE001 - a registry fails in many ways; all of them may pass
+                log.warning("optimization job %s: storing the artifact in %s failed: %s", spec.key, where, err)
+                report = {"outcome": "OptimizationFailed", "message": f"the artifact could not be stored in {where}"}
             else:
-                record["artifact"] = {"sha256": ref.digest.removeprefix("sha256:"), "size": ref.size}
+                claimed = (report.get("artifact") or {}).get("sha256")
+                if claimed and claimed != ref.digest.removeprefix("sha256:"):
+                    report = {"outcome": "OptimizationFailed",
+                              "message": f"the artifact that arrived hashes to {ref.digest}, its report says {claimed}"}
+                else:
+                    record["artifact"] = {"sha256": ref.digest.removeprefix("sha256:"), "size": ref.size}
+                    if spec.store:
+                        record["store"] = spec.store
         if report.get("outcome") in RETRYABLE:
             failures = (job.failures if job else 0) + 1
             delay = min(MAX_RETRY_SECONDS, self.settings.optimize_retry_seconds * 2 ** (failures - 1))
@@ -186,10 +200,10 @@ class ArtifactManager:
         tmp.write_text(json.dumps(record, indent=2))
         tmp.rename(self.index / f"{spec.key}.json")
         if job:
-            job.runner.stop(spec.key)
+            job.runner.stop(spec.key, write)
             shutil.rmtree(job.dir, ignore_errors=True)
         log.info("optimization job %s: %s", spec.key, _summary(report))
-        return _from_record(record, self.store)
+        return _from_record(record, self.stores)
 
     def close(self) -> None:
         self.processes.close()
@@ -231,13 +245,14 @@ def _served_as_is(spec: JobSpec, unread: list[str]) -> ClassArtifact:
                          reason="NodeLocalSource", summary=why)
 
 
-def _from_record(record: dict[str, Any], store: BuiltinStore) -> ClassArtifact:
+def _from_record(record: dict[str, Any], stores: ArtifactStores) -> ClassArtifact:
     report = record["report"]
     outcome = str(report.get("outcome", "OptimizationFailed"))
     art = record.get("artifact")
     if outcome == "Optimized" and art:
         return ClassArtifact(ArtifactState.READY,
-                             artifact=Artifact(uri=store.uri_for(art["sha256"]), sha256=art["sha256"],
+                             artifact=Artifact(uri=stores.get(record.get("store", "")).uri_for(art["sha256"]),
+                                               sha256=art["sha256"],
                                                precision=str(report.get("precision", "fp32"))),
                              size_bytes=int(art["size"]), summary=_summary(report),
                              message="; ".join(report.get("notes") or []),

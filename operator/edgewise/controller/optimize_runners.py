@@ -2,7 +2,7 @@
 
 Both runners leave the same two files in the job's work directory — report.json and, when
 accepted, artifact.onnx — and the artifact manager takes it from there. A worker process
-writes them itself; a Job's pod uploads them to the operator's store (artifacts/builtin.py).
+writes them itself; a Job's pod uploads them to the operator's store (artifacts/builtin_http.py).
 `poll` says whether the job is still running and, when it ended without a report, why.
 """
 
@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from edgewise import contract
 from edgewise.api.settings import OperatorSettings
 from edgewise.core.optimization import JobSpec, job_manifest, job_name, token_secret_manifest
+from edgewise.kube.writes import Writes
 
 log = logging.getLogger("edgewise.artifacts")
 
@@ -45,7 +46,7 @@ class ProcessRunner:
         self.settings = settings
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, spec: JobSpec, job_dir: Path, who: str) -> None:
+    def start(self, spec: JobSpec, job_dir: Path, who: str, write: Writes) -> None:
         (job_dir / contract.JOB_FILE).write_text(json.dumps(spec.job.to_wire(), indent=2))
         limit = self.settings.optimize_memory_mib * 2 ** 20
 
@@ -72,7 +73,7 @@ class ProcessRunner:
         return Ended(f"the optimization process exited {proc.returncode} without a report (memory limit "
                      f"{self.settings.optimize_memory_mib} MiB?); its output is in the operator's log")
 
-    def stop(self, key: str) -> None:
+    def stop(self, key: str, write: Writes | None = None) -> None:
         proc = self.procs.pop(key, None)
         if proc is not None:
             proc.kill()
@@ -106,35 +107,19 @@ class KubeJobRunner:
     def __init__(self, settings: OperatorSettings, api: client.ApiClient) -> None:
         self.settings = settings
         self.batch = client.BatchV1Api(api)
-        self.core = client.CoreV1Api(api)
         self.tokens: dict[str, str] = {}
 
-    def start(self, spec: JobSpec, job_dir: Path, who: str) -> None:
+    def start(self, spec: JobSpec, job_dir: Path, who: str, write: Writes) -> None:
         ns, name = self.settings.namespace, job_name(spec.key)
-        token = self._token_secret(spec)
-        try:
-            job = self.batch.create_namespaced_job(ns, job_manifest(spec, self.settings, who))
-        except ApiException as err:
-            if err.status != 409:
-                raise
-            # A Job from before an operator restart: adopt it (its token is in the Secret read
-            # above), don't start another.
-            job = self.batch.read_namespaced_job(name, ns)
-            log.info("adopted optimization Job %s", name)
-        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job.metadata.uid}
-        self.core.patch_namespaced_secret(name, ns, {"metadata": {"ownerReferences": [owner]}})
-        self.tokens[spec.key] = token
-
-    def _token_secret(self, spec: JobSpec) -> str:
-        """Create the Job's token Secret; one a previous operator created holds the same token."""
+        # A Secret a previous operator created holds the same token: the token is derived, not drawn.
         token = upload_token(self._signing_key(), spec.key)
-        try:
-            self.core.create_namespaced_secret(self.settings.namespace,
-                                               token_secret_manifest(spec, self.settings, token))
-        except ApiException as err:
-            if err.status != 409:
-                raise
-        return token
+        write.create_secret(token_secret_manifest(spec, self.settings, token))
+        if not write.create_job(job_manifest(spec, self.settings, who)):
+            # A Job from before an operator restart: adopt it (its token is in the Secret), don't start another.
+            log.info("adopted optimization Job %s", name)
+        job = self.batch.read_namespaced_job(name, ns)
+        write.own_secret(ns, name, {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job.metadata.uid})
+        self.tokens[spec.key] = token
 
     def _signing_key(self) -> bytes:
         """The key of upload tokens, made once and kept on the artifact volume (readable by the operator only)."""
@@ -168,17 +153,13 @@ class KubeJobRunner:
                 return Ended(f"the optimization Job {job_name(key)} completed without uploading a report")
         return None
 
-    def stop(self, key: str) -> None:
+    def stop(self, key: str, write: Writes | None = None) -> None:
         self.tokens.pop(key, None)
+        if write is None:
+            return  # nothing to delete without a writer (the operator is closing: a restart adopts the Job)
         # The Secret would go with the Job (its owner); deleting it too does not wait for that.
-        for delete in (lambda: self.batch.delete_namespaced_job(job_name(key), self.settings.namespace,
-                                                                propagation_policy="Background"),
-                       lambda: self.core.delete_namespaced_secret(job_name(key), self.settings.namespace)):
-            try:
-                delete()
-            except ApiException as err:
-                if err.status != 404:
-                    raise
+        write.delete_job(self.settings.namespace, job_name(key))
+        write.delete_secret(self.settings.namespace, job_name(key))
 
     def upload_token(self, key: str) -> str:
         return self.tokens.get(key, "")

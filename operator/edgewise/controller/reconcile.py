@@ -73,7 +73,7 @@ class Reconciler:
         classification = classify(profile.spec, nodes) if profile is not None else None
         artifacts: dict[str, ClassArtifact] = {}
         if self.artifacts is not None and profile is not None and classification is not None:
-            artifacts = self.artifacts.resolve(model, profile.spec, classification)
+            artifacts = self.artifacts.resolve(model, profile.spec, classification, write)
         ready = {c: a.artifact for c, a in artifacts.items() if a.artifact is not None}
         plan = plan_model(model, profile, nodes, existing, self.settings, artifacts=ready,
                           classification=classification)

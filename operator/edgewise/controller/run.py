@@ -36,7 +36,7 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
     handlers.register(registry, controller, options.settings)
     store_server = None
     if options.settings.artifact_dir and reconciler.artifacts is not None:
-        from edgewise.artifacts.builtin import start
+        from edgewise.artifacts.builtin_http import start
 
         host, _, port = options.settings.artifact_listen.rpartition(":")
         store_server = await start(reconciler.artifacts.store, host or "0.0.0.0", int(port),

@@ -7,6 +7,7 @@ not for another class, not after an operator restart.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class JobSpec:
     job: OptimizationJob
     run_in: str = "Process"  # Process | Job
     memory_mib: int | None = None  # the Job's memory; None: the operator's default
+    store: str = ""  # where the artifact goes (spec.optimization.artifactStore); "": the built-in store
 
 
 def cpu_features(nodes: Sequence[NodeInfo]) -> list[str]:
@@ -66,8 +68,17 @@ def job_spec(model: EdgeModel, hc: HardwareClass, nodes: Sequence[NodeInfo]) -> 
                            max_memory_mib=hc.slo.max_memory_mib if hc.slo else None,
                            node_allocatable_mib=min(allocatable) if allocatable else None,
                            max_samples=calibration.max_samples if calibration else DEFAULT_MAX_SAMPLES))
-    return JobSpec(key=job.key(), job=job, run_in=opt.run_in,
+    store = opt.artifact_store or ""
+    return JobSpec(key=job_key(job, store), job=job, run_in=opt.run_in, store=store,
                    memory_mib=memory_mib(opt.job_memory) if opt.job_memory else None)
+
+
+def job_key(job: OptimizationJob, store: str = "") -> str:
+    """The job's cache key. The store is not part of the job (the artifact is the same) but of the
+    key: a model whose artifacts go to a registry must not be handed one kept elsewhere."""
+    if not store:
+        return job.key()
+    return hashlib.sha256(f"{job.key()}\n{store}".encode()).hexdigest()[:24]
 
 
 JOB_LABEL = "edgewise.io/optimization-job"

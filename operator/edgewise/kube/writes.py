@@ -11,6 +11,7 @@ import json
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -33,6 +34,7 @@ class Writes:
 
     def __init__(self, api: client.ApiClient, component: str = "edgewise-operator") -> None:
         self.apps = client.AppsV1Api(api)
+        self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.component = component
@@ -82,6 +84,50 @@ class Writes:
                 return False
             raise
         self.counts["deleted"] += 1
+        return True
+
+    def create_job(self, manifest: dict[str, Any]) -> bool:
+        """Create an optimization Job; False when one of that name exists (the caller adopts it)."""
+        meta = manifest["metadata"]
+        return self._create("job-created", lambda: self.batch.create_namespaced_job(meta["namespace"], manifest))
+
+    def create_secret(self, manifest: dict[str, Any]) -> bool:
+        """Create a Secret (an optimization Job's upload token); False when one of that name exists."""
+        meta = manifest["metadata"]
+        return self._create("secret-created",
+                            lambda: self.core.create_namespaced_secret(meta["namespace"], manifest))
+
+    def own_secret(self, namespace: str, name: str, owner: dict[str, str]) -> None:
+        """Make `owner` (a Job) the Secret's owner, so the Secret goes when the Job goes."""
+        self.core.patch_namespaced_secret(name, namespace, {"metadata": {"ownerReferences": [owner]}})
+        self.counts["secret-owned"] += 1
+
+    def delete_job(self, namespace: str, name: str) -> bool:
+        """Delete a Job and, in the background, its pods; False if it was already gone."""
+        return self._delete("job-deleted", lambda: self.batch.delete_namespaced_job(
+            name, namespace, propagation_policy="Background"))
+
+    def delete_secret(self, namespace: str, name: str) -> bool:
+        return self._delete("secret-deleted", lambda: self.core.delete_namespaced_secret(name, namespace))
+
+    def _create(self, verb: str, create: Callable[[], object]) -> bool:
+        try:
+            create()
+        except client.ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+        self.counts[verb] += 1
+        return True
+
+    def _delete(self, verb: str, delete: Callable[[], object]) -> bool:
+        try:
+            delete()
+        except client.ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        self.counts[verb] += 1
         return True
 
     def patch_status(self, plural: str, namespace: str, name: str, old: dict[str, Any],
