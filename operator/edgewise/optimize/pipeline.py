@@ -19,8 +19,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import onnx
 
 from edgewise.api.model import DEFAULT_MAX_SAMPLES, AccuracyGate
@@ -146,6 +147,32 @@ def _make(candidate: Candidate, src: Path, out: Path, work: Path, info: ModelInf
     return result.excluded_nodes
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """The model as loaded and the data it is measured on."""
+
+    model_path: Path  # the source, or a copy with every node named
+    info: ModelInfo
+    calibration: data.Samples | None
+    validation: data.Samples  # what agreement is measured on: validation, calibration or random inputs
+    validation_kind: Literal["calibration", "validation", "synthetic"]
+    batch: int
+    outputs: list[str]  # the float outputs, which agreement compares
+    reference: dict[str, np.ndarray]  # the original's outputs on `validation`
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    """The candidate that passed every gate, and what it was judged on."""
+
+    candidate: Candidate
+    path: Path
+    agreement: Agreement
+    verdict: gates.GateResult
+    kept_float: list[str]
+    gate_latency: evaluate.Latency | None  # what the speed gate measured: the report says the same
+
+
 def optimize(src: str | Path, output: str | Path, target: Target, *, calibration: str | Path | None = None,
              validation: str | Path | None = None, options: Options | None = None,
              work_dir: str | Path | None = None) -> OptimizationReport:
@@ -160,136 +187,165 @@ def optimize(src: str | Path, output: str | Path, target: Target, *, calibration
     src, output = Path(src), Path(output)
     with tempfile.TemporaryDirectory(prefix="edgewise-opt-", dir=work_dir) as tmp:
         work = Path(tmp)
-        model = load(src)
-        model_path = src
-        if _name_nodes(model):
-            model_path = work / "named.onnx"
-            onnx.save(model, str(model_path))
-        info = analyze(model)
-        del model
-
-        calib = None
-        if calibration is not None:
-            calib = data.check(info, data.load_npz(calibration), options.max_samples)
-        if validation is not None:
-            valid, valid_kind = data.check(info, data.load_npz(validation), options.max_samples), "validation"
-        elif calib is not None:
-            valid, valid_kind = calib, "calibration"
-        else:
-            valid, valid_kind = data.synthesize(info, SYNTHETIC_SAMPLES), "synthetic"
-        batch = _batch_size(info)
-
+        inputs = _load_inputs(src, work, calibration, validation, options)
         notes: list[str] = []
-        if valid_kind == "synthetic":
+        if inputs.validation_kind == "synthetic":
             notes.append("no calibration or validation data: agreement measured on random inputs; "
                          "give calibration data for a meaningful accuracy gate")
-        p = choose.plan(target, info.kind, quantization=options.quantization,
-                        has_calibration=calib is not None, calibrate_method=options.calibrate_method,
-                        fallback=options.fallback,
-                        keep_first_last=options.keep_first_last)
+        p = choose.plan(target, inputs.info.kind, quantization=options.quantization,
+                        has_calibration=inputs.calibration is not None, calibrate_method=options.calibrate_method,
+                        fallback=options.fallback, keep_first_last=options.keep_first_last)
         notes.extend(p.notes)
-
-        outputs = evaluate.float_outputs(info)
-        try:
-            reference = evaluate.run_all(evaluate.session(model_path, options.threads), valid, batch, outputs)
-        except TechniqueFailed as err:
-            raise NotOnnxError(f"{src.name}: {err}") from err
-        except Exception as err:  # noqa: BLE001 - onnxruntime's run errors (types, shapes)
-            raise CalibrationMismatch(f"the original model fails on the given inputs: {err}") from err
-
-        speed_limit = options.max_latency_ratio
-        if speed_limit is None and options.auto_speed_gate and target.measurable_on(host_cpu_features()):
-            speed_limit = 1.0
-            notes.append("speed gate 1.0x: this machine has every CPU feature of the class, so an artifact "
-                         "that is slower here is not shipped")
-
+        speed_limit = _speed_limit(target, options, notes)
         attempts: list[Attempt] = []
-        accepted: tuple[Candidate, Path, Agreement, gates.GateResult, list[str]] | None = None
-        gate_latency: evaluate.Latency | None = None  # what the speed gate measured: the report says the same
-        for i, cand in enumerate(p.candidates):
-            out = work / f"candidate-{i}-{cand.technique}.onnx"
-            gate_latency = None
-            try:
-                kept = _make(cand, model_path, out, work, info, options, calib, valid, batch, notes)
-                got = evaluate.run_all(evaluate.session(out, options.threads), valid, batch, outputs)
-                agreement = evaluate.agreement(reference, got, info.classifier_outputs)
-            except Exception as err:  # noqa: BLE001 - any failure of one technique moves on to the next
-                message = str(err) if isinstance(err, TechniqueFailed) else f"{type(err).__name__}: {err}"
-                attempts.append(Attempt(technique=cand.describe(), precision=cand.precision, status="failed",
-                                        message=message[:1000]))
-                log.info("%s failed: %s", cand.describe(), message)
-                continue
-            verdict = gates.check_accuracy(agreement, options.gate)
-            if not verdict.passed and cand.technique == "fp32" and out.exists():
-                # Graph optimization moved the numbers: ship the original bytes instead.
-                shutil.copyfile(model_path, out)
-                verdict = gates.check_accuracy(Agreement(agreement.samples, 1.0, 1.0, 0.0,
-                                                         100.0 if agreement.top1_agreement_percent else None),
-                                               options.gate)
-                notes.append("graph-optimized fp32 drifted from the original; serving the original")
-            if verdict.passed and speed_limit is not None and cand.technique != "fp32":
-                gate_latency = evaluate.compare_latency(model_path, out, valid, 1, limit=speed_limit)
-                speed = gates.check_latency(gate_latency.speed, speed_limit)
-                # Either way the attempt says what the speed gate measured.
-                verdict = (gates.GateResult(True, verdict.reason, f"{verdict.message}; {speed.message}",
-                                            verdict.numbers | speed.numbers) if speed.passed else
-                           gates.GateResult(False, speed.reason, f"{speed.message} ({verdict.message})",
-                                            verdict.numbers | speed.numbers))
-            attempts.append(Attempt(technique=cand.describe(), precision=cand.precision,
-                                    status="accepted" if verdict.passed else "rejected",
-                                    message=verdict.message, agreement=_agreement_info(agreement)))
-            if verdict.passed:
-                accepted = (cand, out, agreement, verdict, kept)
+        accepted = None
+        for i, candidate in enumerate(p.candidates):
+            accepted = _attempt(candidate, work / f"candidate-{i}-{candidate.technique}.onnx", work, inputs,
+                                options, speed_limit, attempts, notes)
+            if accepted is not None:
                 break
-
-        source = _file_info(src)
-        common: dict[str, Any] = dict(source=source, source_kind=info.kind, source_opset=info.opset,
-                      target=TargetInfo(runtime=target.runtime, precision=target.precision,
-                                        cpu_features=sorted(target.cpu_features)),
-                      validation=valid_kind, attempts=attempts, notes=notes, versions=_versions())
+        common: dict[str, Any] = dict(
+            source=_file_info(src), source_kind=inputs.info.kind, source_opset=inputs.info.opset,
+            target=TargetInfo(runtime=target.runtime, precision=target.precision,
+                              cpu_features=sorted(target.cpu_features)),
+            validation=inputs.validation_kind, attempts=attempts, notes=notes, versions=_versions())
         if accepted is None:
-            last = attempts[-1] if attempts else None
-            return OptimizationReport(
-                outcome="OptimizationRejected", precision="", technique=last.technique if last else "",
-                message="no artifact passed the accuracy gate"
-                        + ("" if options.fallback else " and fallback is off")
-                        + (f": {last.message}" if last else ""),
-                agreement=last.agreement if last else None,
-                duration_seconds=time.monotonic() - started, **common)
+            return _rejected(attempts, options, started, common)
+        return _measured_and_installed(accepted, inputs, output, options, notes, started, common)
 
-        cand, out, agreement, verdict, kept = accepted
-        latency = mem = None
-        if options.measure_latency:
-            lat = gate_latency or evaluate.compare_latency(model_path, out, valid, 1)
-            s = lat.speed
-            latency = LatencyInfo(before_ms=s.before_ms, after_ms=s.after_ms, ratio=s.ratio, batch=lat.batch,
-                                  threads=lat.threads, rounds=s.rounds, ratio_low=s.low, ratio_high=s.high,
-                                  limit=s.limit, verdict=s.verdict, runs_per_round=lat.runs)
-            if cand.technique != "fp32" and s.verdict == "slower":
-                notes.append(f"{cand.describe()} measured {s.ratio:.2f}x the original's latency on the machine "
-                             f"that built it ({s.describe()}); whether it pays off depends on the class's CPU "
-                             "(canary latency analysis checks it; a speed gate needs the build to run on that "
-                             "hardware)")
-        memory_gate = None
-        if options.measure_memory:
-            m = memory.measure(out, next(data.batches(valid, 1)), options.threads)
-            mem = MemoryInfo.model_validate({"peakMiB": m.peak_mib, "baselineMiB": m.baseline_mib,
-                                             "modelMiB": m.model_mib})
-            memory_gate = gates.check_memory(m.peak_mib, options.max_memory_mib, options.node_allocatable_mib)
-        elif options.max_memory_mib is not None or options.node_allocatable_mib is not None:
-            notes.append("memory limits given but memory was not measured: memory gate not checked")
 
-        _install(out, output)
-        artifact = _file_info(output)
-        fits = memory_gate is None or memory_gate.passed
-        outcome: Outcome = "Optimized" if fits else "DoesNotFit"
-        message = f"{cand.describe()}: {verdict.message}" if fits else memory_gate.message  # type: ignore[union-attr]
-        return OptimizationReport(
-            outcome=outcome, message=message, precision=cand.precision, technique=cand.describe(),
-            artifact=artifact, size_ratio=artifact.size_bytes / max(1, source.size_bytes), latency=latency,
-            agreement=_agreement_info(agreement), memory=mem, accuracy_gate=_gate_info(verdict),
-            memory_gate=_gate_info(memory_gate) if memory_gate else None, kept_float=kept,
-            duration_seconds=time.monotonic() - started, **common)
+def _load_inputs(src: Path, work: Path, calibration: str | Path | None, validation: str | Path | None,
+                 options: Options) -> _Inputs:
+    """Load and inspect the model, check the data against its inputs, run the original on it."""
+    model = load(src)
+    model_path = src
+    if _name_nodes(model):
+        model_path = work / "named.onnx"
+        onnx.save(model, str(model_path))
+    info = analyze(model)
+    del model
+    calib = data.check(info, data.load_npz(calibration), options.max_samples) if calibration is not None else None
+    valid_kind: Literal["calibration", "validation", "synthetic"]
+    if validation is not None:
+        valid, valid_kind = data.check(info, data.load_npz(validation), options.max_samples), "validation"
+    elif calib is not None:
+        valid, valid_kind = calib, "calibration"
+    else:
+        valid, valid_kind = data.synthesize(info, SYNTHETIC_SAMPLES), "synthetic"
+    batch = _batch_size(info)
+    outputs = evaluate.float_outputs(info)
+    try:
+        reference = evaluate.run_all(evaluate.session(model_path, options.threads), valid, batch, outputs)
+    except TechniqueFailed as err:
+        raise NotOnnxError(f"{src.name}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - onnxruntime's run errors (types, shapes)
+        raise CalibrationMismatch(f"the original model fails on the given inputs: {err}") from err
+    return _Inputs(model_path, info, calib, valid, valid_kind, batch, outputs, reference)
+
+
+def _speed_limit(target: Target, options: Options, notes: list[str]) -> float | None:
+    """The speed gate: the one asked for, else 1.0x when this machine speaks for the class's CPUs."""
+    if options.max_latency_ratio is not None:
+        return options.max_latency_ratio
+    if options.auto_speed_gate and target.measurable_on(host_cpu_features()):
+        notes.append("speed gate 1.0x: this machine has every CPU feature of the class, so an artifact "
+                     "that is slower here is not shipped")
+        return 1.0
+    return None
+
+
+def _attempt(candidate: Candidate, out: Path, work: Path, inputs: _Inputs, options: Options,
+             speed_limit: float | None, attempts: list[Attempt], notes: list[str]) -> _Accepted | None:
+    """Make one candidate and judge it; its Attempt is appended either way. The accepted one, or None."""
+    try:
+        kept = _make(candidate, inputs.model_path, out, work, inputs.info, options, inputs.calibration,
+                     inputs.validation, inputs.batch, notes)
+        got = evaluate.run_all(evaluate.session(out, options.threads), inputs.validation, inputs.batch,
+                               inputs.outputs)
+        agreement = evaluate.agreement(inputs.reference, got, inputs.info.classifier_outputs)
+    except Exception as err:  # noqa: BLE001 - any failure of one technique moves on to the next
+        message = str(err) if isinstance(err, TechniqueFailed) else f"{type(err).__name__}: {err}"
+        attempts.append(Attempt(technique=candidate.describe(), precision=candidate.precision, status="failed",
+                                message=message[:1000]))
+        log.info("%s failed: %s", candidate.describe(), message)
+        return None
+    verdict = gates.check_accuracy(agreement, options.gate)
+    if not verdict.passed and candidate.technique == "fp32" and out.exists():
+        # Graph optimization moved the numbers: ship the original bytes instead.
+        shutil.copyfile(inputs.model_path, out)
+        verdict = gates.check_accuracy(Agreement(agreement.samples, 1.0, 1.0, 0.0,
+                                                 100.0 if agreement.top1_agreement_percent else None), options.gate)
+        notes.append("graph-optimized fp32 drifted from the original; serving the original")
+    gate_latency = None
+    if verdict.passed and speed_limit is not None and candidate.technique != "fp32":
+        gate_latency = evaluate.compare_latency(inputs.model_path, out, inputs.validation, 1, limit=speed_limit)
+        verdict = _with_speed(verdict, gates.check_latency(gate_latency.speed, speed_limit))
+    attempts.append(Attempt(technique=candidate.describe(), precision=candidate.precision,
+                            status="accepted" if verdict.passed else "rejected",
+                            message=verdict.message, agreement=_agreement_info(agreement)))
+    if not verdict.passed:
+        return None
+    return _Accepted(candidate, out, agreement, verdict, kept, gate_latency)
+
+
+def _with_speed(accuracy: gates.GateResult, speed: gates.GateResult) -> gates.GateResult:
+    """One verdict for both gates; either way it says what the speed gate measured."""
+    numbers = accuracy.numbers | speed.numbers
+    if speed.passed:
+        return gates.GateResult(True, accuracy.reason, f"{accuracy.message}; {speed.message}", numbers)
+    return gates.GateResult(False, speed.reason, f"{speed.message} ({accuracy.message})", numbers)
+
+
+def _rejected(attempts: list[Attempt], options: Options, started: float, common: dict[str, Any]
+              ) -> OptimizationReport:
+    last = attempts[-1] if attempts else None
+    return OptimizationReport(
+        outcome="OptimizationRejected", precision="", technique=last.technique if last else "",
+        message="no artifact passed the accuracy gate" + ("" if options.fallback else " and fallback is off")
+                + (f": {last.message}" if last else ""),
+        agreement=last.agreement if last else None, duration_seconds=time.monotonic() - started, **common)
+
+
+def _measured_and_installed(accepted: _Accepted, inputs: _Inputs, output: Path, options: Options,
+                            notes: list[str], started: float, common: dict[str, Any]) -> OptimizationReport:
+    """Measure the accepted artifact's latency and peak memory, gate the memory, and install it."""
+    cand, out = accepted.candidate, accepted.path
+    latency = _latency(accepted, inputs, options, notes) if options.measure_latency else None
+    mem = memory_gate = None
+    if options.measure_memory:
+        m = memory.measure(out, next(data.batches(inputs.validation, 1)), options.threads)
+        mem = MemoryInfo.model_validate({"peakMiB": m.peak_mib, "baselineMiB": m.baseline_mib,
+                                         "modelMiB": m.model_mib})
+        memory_gate = gates.check_memory(m.peak_mib, options.max_memory_mib, options.node_allocatable_mib)
+    elif options.max_memory_mib is not None or options.node_allocatable_mib is not None:
+        notes.append("memory limits given but memory was not measured: memory gate not checked")
+
+    _install(out, output)
+    artifact = _file_info(output)
+    fits = memory_gate is None or memory_gate.passed
+    outcome: Outcome = "Optimized" if fits else "DoesNotFit"
+    message = f"{cand.describe()}: {accepted.verdict.message}" if fits else memory_gate.message  # type: ignore[union-attr]
+    return OptimizationReport(
+        outcome=outcome, message=message, precision=cand.precision, technique=cand.describe(),
+        artifact=artifact, size_ratio=artifact.size_bytes / max(1, common["source"].size_bytes), latency=latency,
+        agreement=_agreement_info(accepted.agreement), memory=mem, accuracy_gate=_gate_info(accepted.verdict),
+        memory_gate=_gate_info(memory_gate) if memory_gate else None, kept_float=accepted.kept_float,
+        duration_seconds=time.monotonic() - started, **common)
+
+
+def _latency(accepted: _Accepted, inputs: _Inputs, options: Options, notes: list[str]) -> LatencyInfo:
+    """The artifact's latency against the original's (the speed gate's measurement when it ran)."""
+    cand = accepted.candidate
+    lat = accepted.gate_latency or evaluate.compare_latency(inputs.model_path, accepted.path, inputs.validation, 1)
+    s = lat.speed
+    if cand.technique != "fp32" and s.verdict == "slower":
+        notes.append(f"{cand.describe()} measured {s.ratio:.2f}x the original's latency on the machine "
+                     f"that built it ({s.describe()}); whether it pays off depends on the class's CPU "
+                     "(canary latency analysis checks it; a speed gate needs the build to run on that "
+                     "hardware)")
+    return LatencyInfo(before_ms=s.before_ms, after_ms=s.after_ms, ratio=s.ratio, batch=lat.batch,
+                       threads=lat.threads, rounds=s.rounds, ratio_low=s.low, ratio_high=s.high,
+                       limit=s.limit, verdict=s.verdict, runs_per_round=lat.runs)
 
 
 def _install(src: Path, dst: Path) -> None:
