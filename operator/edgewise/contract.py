@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
 
 # Ports of every runtime container: Triton's defaults, so one probe, one client
 # and one scrape config cover Triton on Jetson and `edgewise serve` on CPUs.
@@ -61,6 +62,16 @@ AGENT_TOKEN_FILE = f"{AGENT_TOKEN_DIR}/token"
 # The agent's own node (downward API spec.nodeName): a pod may use the agent only if its
 # token is bound to this node.
 AGENT_NODE_NAME_ENV = "NODE_NAME"
+
+
+# What a hardware class names (DeploymentProfile spec.classes[].runtime, .precision), what the
+# optimizer targets, and how int8 artifacts are made (EdgeModel spec.optimization.quantization):
+# here, not in the API types, because the optimizer's command runs in images without pydantic.
+Runtime = Literal["triton-tensorrt", "onnxruntime"]
+Precision = Literal["fp32", "fp16", "int8"]
+Quantization = Literal["auto", "dynamic", "static", "none"]
+# Calibration samples an optimization uses at most, unless spec.optimization.calibration.maxSamples says.
+DEFAULT_MAX_SAMPLES = 256
 
 
 class Layout(StrEnum):

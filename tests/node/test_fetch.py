@@ -21,9 +21,10 @@ from edgewise import contract
 from edgewise.node import fetch as fetch_mod
 from edgewise.node import triton_config as tc
 from edgewise.node import trtexec as trt
-from edgewise.node.triton_config import TensorSpec
 from edgewise.shared.digest import DigestMismatch
+from edgewise.shared.tensors import TensorSpec
 
+FP32 = 1  # onnx.TensorProto.FLOAT
 MODEL = mlp()
 DIGEST = sha256(MODEL)
 
@@ -233,15 +234,15 @@ def test_wrong_digest_from_source_raises_digest_mismatch(source, tmp_path) -> No
 # ---- the trtexec command and version (pure) -----------------------------------------------------
 
 def test_trtexec_command_per_precision_and_batching() -> None:
-    x = TensorSpec("x", "TYPE_FP32", (-1, 3, 224, 224))
+    x = TensorSpec("x", FP32, ("N", 3, 224, 224))
     cmd = trt.trtexec_command("trtexec", "/m/model.onnx", "/m/model.plan", precision="int8",
                               inputs=[x], max_batch_size=8)
     assert cmd == ["trtexec", "--onnx=/m/model.onnx", "--saveEngine=/m/model.plan", "--int8",
                    "--minShapes=x:1x3x224x224", "--optShapes=x:8x3x224x224", "--maxShapes=x:8x3x224x224"]
-    static = TensorSpec("input:0", "TYPE_FP32", (1, 4))
+    static = TensorSpec("input:0", FP32, (1, 4))
     assert trt.trtexec_command("t", "a", "b", precision="fp32", inputs=[static]) == [
         "t", "--onnx=a", "--saveEngine=b"]
-    colon = TensorSpec("input:0", "TYPE_FP32", (-1, 4))
+    colon = TensorSpec("input:0", FP32, ("N", 4))
     cmd = trt.trtexec_command("t", "a", "b", precision="fp16", inputs=[colon])
     assert cmd[-1] == "--maxShapes='input:0':1x4"
 

@@ -31,15 +31,15 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from edgewise.node.serve import codec, dtypes, grpc_api, grpc_wire, http_codec, limits
 from edgewise.node.serve.batcher import Batcher
 from edgewise.node.serve.errors import InferError, Status
-from edgewise.node.serve.model import ModelSpec, TensorSpec
+from edgewise.node.serve.model import ModelSpec, ServedTensor
 from edgewise.node.serve.service import OFFLOAD_BYTES, Decoded, InferenceService, Settings
 from edgewise.node.serve.stats import ModelStats
 from helpers import wait_for
 
 BYTES = dtypes.BY_TRITON["BYTES"]
 FP32 = dtypes.BY_TRITON["FP32"]
-TEXT = ModelSpec("text", "1", (TensorSpec("text", BYTES, (-1, -1)),), (TensorSpec("text_out", BYTES, (-1, -1)),))
-MLP = ModelSpec("mlp", "1", (TensorSpec("x", FP32, (-1, 4)),), (TensorSpec("y", FP32, (-1, 3)),), 8)
+TEXT = ModelSpec("text", "1", (ServedTensor("text", BYTES, (-1, -1)),), (ServedTensor("text_out", BYTES, (-1, -1)),))
+MLP = ModelSpec("mlp", "1", (ServedTensor("x", FP32, (-1, 4)),), (ServedTensor("y", FP32, (-1, 3)),), 8)
 EMPTY_ELEMENTS = 16_500_000  # 66 MB of zero lengths: under the default 64 MiB body limit
 
 
@@ -90,7 +90,7 @@ def test_json_numbers_are_not_silently_cast() -> None:
 
 
 def test_grpc_typed_contents_out_of_the_inputs_range_are_refused() -> None:
-    spec = ModelSpec("m", "1", (TensorSpec("s", dtypes.BY_TRITON["INT8"], (-1, 2)),), (), 4)
+    spec = ModelSpec("m", "1", (ServedTensor("s", dtypes.BY_TRITON["INT8"], (-1, 2)),), (), 4)
     request = service_pb2.ModelInferRequest(model_name="m")
     request.inputs.add(name="s", datatype="INT8", shape=[1, 2]).contents.int_contents.extend([5, 300])
     with pytest.raises(InferError, match="INT8: its contents must be integers from -128 to 127, got 300"):

@@ -29,17 +29,17 @@ from edgewise.node.serve.http_server import HttpError, decompress
 from edgewise.node.serve.model import (
     ModelSpec,
     OnnxModel,
-    TensorSpec,
+    ServedTensor,
     find_model_file,
     golden_inputs,
     make_spec,
-    tensor_spec,
+    served_tensor,
 )
 from edgewise.node.serve.service import InferenceService, Settings
 from edgewise.node.serve.stats import ExecutionTimes, ModelStats
 
 FP32 = dtypes.BY_TRITON["FP32"]
-MLP = ModelSpec("mlp", "1", (TensorSpec("x", FP32, (-1, 4)),), (TensorSpec("y", FP32, (-1, 3)),), 8)
+MLP = ModelSpec("mlp", "1", (ServedTensor("x", FP32, (-1, 4)),), (ServedTensor("y", FP32, (-1, 3)),), 8)
 
 
 # --- model directory and spec ---------------------------------------------------------------------
@@ -63,14 +63,14 @@ def test_missing_model_names_both_layouts(tmp_path: Path) -> None:
 
 
 def test_symbolic_dims_become_dynamic() -> None:
-    t = tensor_spec("ids", "tensor(int64)", ["batch", None, 384])
+    t = served_tensor("ids", "tensor(int64)", ["batch", None, 384])
     assert (t.datatype, t.shape) == ("INT64", (-1, -1, 384))
     with pytest.raises(ValueError, match="unsupported ONNX tensor type 'tensor\\(bfloat16\\)'"):
-        tensor_spec("b", "tensor(bfloat16)", [1])
+        served_tensor("b", "tensor(bfloat16)", [1])
 
 
 def test_batching_needs_dynamic_dim0_everywhere() -> None:
-    fixed = (TensorSpec("x", FP32, (1, 3)),)
+    fixed = (ServedTensor("x", FP32, (1, 3)),)
     assert make_spec("m", "1", fixed, fixed, 8).max_batch_size == 0
     assert make_spec("m", "1", MLP.inputs, MLP.outputs, 8).max_batch_size == 8
 

@@ -13,6 +13,7 @@ from edgewise.node import triton_config as tc
 
 MODELS = {"mlp": mlp(), "mixed": mixed_types()}
 BATCHINGS = [tc.Batching(), tc.Batching(8, 500), tc.Batching(16, 100, (4, 8, 32))]
+FP32 = 1  # onnx.TensorProto.FLOAT
 
 
 def io_of(name: str) -> tuple[list[tc.TensorSpec], list[tc.TensorSpec]]:
@@ -70,11 +71,12 @@ def test_the_parse_check_bites_on_what_triton_would_reject(mutation) -> None:
 
 def test_onnx_io_reads_names_types_and_dims_without_initializers() -> None:
     inputs, outputs = io_of("mixed")
-    assert inputs == [tc.TensorSpec("ids", "TYPE_INT64", (-1, 8)),
-                      tc.TensorSpec("mask", "TYPE_BOOL", (-1, 8)),
-                      tc.TensorSpec("scale", "TYPE_FP16", (-1, 1))]
-    assert outputs == [tc.TensorSpec("scores", "TYPE_FP16", (-1, 8)),
-                       tc.TensorSpec("inverted", "TYPE_BOOL", (-1, 8))]
+    def triton(specs: list[tc.TensorSpec]) -> list[tuple[str, str, tuple[int, ...]]]:
+        return [(s.name, s.triton_type, s.dims) for s in specs]
+
+    assert triton(inputs) == [("ids", "TYPE_INT64", (-1, 8)), ("mask", "TYPE_BOOL", (-1, 8)),
+                              ("scale", "TYPE_FP16", (-1, 1))]
+    assert triton(outputs) == [("scores", "TYPE_FP16", (-1, 8)), ("inverted", "TYPE_BOOL", (-1, 8))]
     old_style = helper.make_graph(  # exporters before IR 4 listed weights as graph inputs too
         [helper.make_node("Add", ["x", "w"], ["y"])], "g",
         [helper.make_tensor_value_info("x", 1, ["N", 2]), helper.make_tensor_value_info("w", 1, [2])],
@@ -99,10 +101,10 @@ def test_batching_strips_the_batch_dimension_and_sets_the_dynamic_batcher() -> N
 
 
 def test_batching_needs_a_dynamic_batch_dimension() -> None:
-    static = tc.TensorSpec("x", "TYPE_FP32", (1, 4))
+    static = tc.TensorSpec("x", FP32, (1, 4))
     with pytest.raises(ValueError, match="dynamic first"):
         tc.model_config("m", "tensorrt_plan", [static], [], batching=tc.Batching(8))
-    assert tc.triton_dims(tc.TensorSpec("x", "TYPE_FP32", (-1,)), 8) == (1,)
+    assert tc.triton_dims(tc.TensorSpec("x", FP32, ("N",)), 8) == (1,)
 
 
 def test_rendered_text_reads_like_a_triton_config() -> None:

@@ -367,3 +367,12 @@ def test_node_agent_is_the_only_host_level_component() -> None:
     for w in _plan().workloads:  # and no runtime pod touches the host
         pod = _pod(w)
         assert not pod.get("hostNetwork") and all("hostPath" not in v for v in pod["volumes"])
+
+
+def test_every_runtime_a_profile_can_name_has_an_implementation() -> None:
+    from typing import get_args
+
+    from edgewise.contract import Runtime
+    from edgewise.core.runtimes import get_runtime
+
+    assert [get_runtime(name).name for name in get_args(Runtime)] == list(get_args(Runtime))

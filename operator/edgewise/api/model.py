@@ -17,6 +17,7 @@ from edgewise.api.base import (
     nested,
     validations,
 )
+from edgewise.contract import DEFAULT_MAX_SAMPLES, Quantization
 
 # Rules shared by every reference to a downloadable file.
 _DIGEST_RULES = validations(
@@ -39,11 +40,6 @@ URI_PATTERN = r"^(https?|file|oci)://[!-~]+$"
 
 # An OCI registry repository as an artifact store reference (artifacts/factory.py reads it).
 ARTIFACT_STORE_PATTERN = r"^oci://[-a-zA-Z0-9.:]+/[a-z0-9]+([._/-][a-z0-9]+)*$"
-
-# How int8 artifacts are made (spec.optimization.quantization); the optimizer takes the same words.
-Quantization = Literal["auto", "dynamic", "static", "none"]
-# Calibration samples used at most, unless spec.optimization.calibration.maxSamples says otherwise.
-DEFAULT_MAX_SAMPLES = 256
 
 
 class Source(ApiModel):

@@ -18,8 +18,8 @@ from typing import Any
 from pydantic import Field
 
 from edgewise.api.base import ApiModel
-from edgewise.api.model import DEFAULT_MAX_SAMPLES, AccuracyGate, Quantization
-from edgewise.api.profile import Precision, Runtime
+from edgewise.api.model import AccuracyGate
+from edgewise.contract import DEFAULT_MAX_SAMPLES, Precision, Quantization, Runtime
 
 
 class JobInput(ApiModel):

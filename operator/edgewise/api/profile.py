@@ -21,9 +21,8 @@ from edgewise.api.base import (
     label_key_rule,
     validations,
 )
+from edgewise.contract import Precision, Runtime
 
-Runtime = Literal["triton-tensorrt", "onnxruntime"]
-Precision = Literal["fp32", "fp16", "int8"]
 SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
 
 # Container image references as container runtimes parse them (distribution's reference grammar):

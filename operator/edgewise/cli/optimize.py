@@ -9,11 +9,13 @@ memory limits (DoesNotFit; artifact and report written), 1 anything else.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from edgewise.api.model import DEFAULT_MAX_SAMPLES, AccuracyGate
+from edgewise.contract import DEFAULT_MAX_SAMPLES
 from edgewise.optimize.target import PRECISIONS, QUANTIZATIONS, RUNTIMES
 
-_GATE = AccuracyGate()  # the defaults of the command's gate are the CRD's
+if TYPE_CHECKING:
+    from edgewise.api.model import AccuracyGate
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_DOES_NOT_FIT = 0, 1, 2, 3, 4
 
@@ -37,10 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="node names or operator types (e.g. Softmax) left in float")
     p.add_argument("--keep-first-last", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the first and last weight layers in float (default: yes for static int8)")
-    p.add_argument("--min-cosine", type=float, default=_GATE.min_cosine,
-                   help="accuracy gate: minimum cosine similarity")
-    p.add_argument("--max-top1-drop-percent", type=float, default=_GATE.max_top1_drop_percent,
-                   help="accuracy gate for classifiers")
+    # The gate's defaults are the CRD's (accuracyGate), read when the command runs: registering the
+    # command must not import the API types, which the node images do not install.
+    p.add_argument("--min-cosine", type=float, help="accuracy gate: minimum cosine similarity (default: 0.99)")
+    p.add_argument("--max-top1-drop-percent", type=float,
+                   help="accuracy gate for classifiers (default: 1.0 percentage point)")
     p.add_argument("--no-fallback", action="store_true",
                    help="reject instead of falling back to a higher precision when the gate fails")
     p.add_argument("--max-memory-mib", type=float, help="memory gate: the class's slo.maxMemoryMiB")
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             quantization=args.quantization, keep_float=tuple(args.keep_float),
             keep_first_last=args.keep_first_last, calibrate_method=args.calibrate_method,
             max_samples=args.max_samples, fallback=not args.no_fallback,
-            gate=AccuracyGate(min_cosine=args.min_cosine, max_top1_drop_percent=args.max_top1_drop_percent),
+            gate=_gate(args.min_cosine, args.max_top1_drop_percent),
             max_memory_mib=args.max_memory_mib, node_allocatable_mib=args.node_allocatable_mib,
             max_latency_ratio=args.max_latency_ratio, auto_speed_gate=not args.no_speed_gate,
             threads=args.threads, measure_latency=not args.no_latency, measure_memory=not args.no_memory)
@@ -96,3 +99,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     return {"Optimized": EXIT_OK, "OptimizationRejected": EXIT_REJECTED,
             "DoesNotFit": EXIT_DOES_NOT_FIT}[report.outcome]
+
+
+def _gate(min_cosine: float | None, max_top1_drop_percent: float | None) -> AccuracyGate:
+    """The gate asked for on the command line, the CRD's defaults for what was not given."""
+    from edgewise.api.model import AccuracyGate
+
+    given = {"min_cosine": min_cosine, "max_top1_drop_percent": max_top1_drop_percent}
+    return AccuracyGate(**{k: v for k, v in given.items() if v is not None})

@@ -15,11 +15,11 @@ from typing import Any
 
 from edgewise import contract
 from edgewise.api.base import memory_mib
-from edgewise.api.model import DEFAULT_MAX_SAMPLES
 from edgewise.api.optimization_job import JobInput, JobOptions, JobTarget, OptimizationJob
 from edgewise.api.profile import HardwareClass
 from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
+from edgewise.contract import DEFAULT_MAX_SAMPLES
 from edgewise.core import names
 from edgewise.core.observed import NodeInfo
 from edgewise.core.pods import container_security, pod_security, pull_secrets

@@ -35,6 +35,7 @@ from edgewise.node import triton_config as tc
 from edgewise.node import trtexec as trt
 from edgewise.shared import download as dl
 from edgewise.shared.digest import CHUNK, DigestMismatch, Writer, file_sha256, normalize_digest
+from edgewise.shared.tensors import TensorSpec
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -221,7 +222,7 @@ def _plan_target(req: contract.FetchRequest, options: TensorRTOptions, env: Mapp
 
 
 def _get_or_build_plan(
-    req: contract.FetchRequest, target: _PlanTarget, onnx_path: Path, inputs: list[tc.TensorSpec],
+    req: contract.FetchRequest, target: _PlanTarget, onnx_path: Path, inputs: list[TensorSpec],
     plan_path: Path,
 ) -> str:
     """Put the plan at `plan_path`: from the agent, or built here and handed to the agent."""

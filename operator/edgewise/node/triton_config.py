@@ -16,26 +16,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgewise.shared.tensors import INT32, INT64, TensorSpec
+
 if TYPE_CHECKING:
     import onnx
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-# onnx.TensorProto.DataType value -> Triton DataType name.
-_ONNX_TO_TRITON = {
-    1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 4: "TYPE_UINT16", 5: "TYPE_INT16",
-    6: "TYPE_INT32", 7: "TYPE_INT64", 8: "TYPE_STRING", 9: "TYPE_BOOL", 10: "TYPE_FP16",
-    11: "TYPE_FP64", 12: "TYPE_UINT32", 13: "TYPE_UINT64", 16: "TYPE_BF16",
-}
 PRECISION_MODE = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}  # onnxruntime backend's TensorRT modes
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One graph input or output: name, Triton data type, full ONNX shape (-1 = dynamic)."""
-
-    name: str
-    data_type: str
-    dims: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -46,14 +33,11 @@ class Batching:
 
 
 def _spec(value_info: onnx.ValueInfoProto) -> TensorSpec:
-    tensor_type = value_info.type.tensor_type
     if not value_info.type.HasField("tensor_type"):
         raise ValueError(f"{value_info.name}: only tensor inputs/outputs are supported")
-    data_type = _ONNX_TO_TRITON.get(tensor_type.elem_type)
-    if data_type is None:
-        raise ValueError(f"{value_info.name}: ONNX element type {tensor_type.elem_type} has no Triton type")
-    dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim)
-    return TensorSpec(value_info.name, data_type, dims)
+    spec = TensorSpec.of(value_info)
+    spec.triton_type  # noqa: B018 - refuse a type Triton cannot name now, not when the config is written
+    return spec
 
 
 def onnx_io(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -87,7 +71,7 @@ def tensorrt_io_types(specs: Sequence[TensorSpec], tensorrt_major: int | None) -
     """TensorRT before 10 has no INT64 bindings: it casts them to INT32, and so must the config."""
     if tensorrt_major is None or tensorrt_major >= 10:
         return list(specs)
-    return [replace(s, data_type="TYPE_INT32") if s.data_type == "TYPE_INT64" else s for s in specs]
+    return [replace(s, elem_type=INT32) if s.elem_type == INT64 else s for s in specs]
 
 
 def model_config(
@@ -111,10 +95,10 @@ def model_config(
 
     cfg = mc.ModelConfig(name=name, platform=platform, max_batch_size=max(0, batching.max_batch_size))
     for spec in inputs:
-        cfg.input.add(name=spec.name, data_type=mc.DataType.Value(spec.data_type),
+        cfg.input.add(name=spec.name, data_type=mc.DataType.Value(spec.triton_type),
                       dims=triton_dims(spec, batching.max_batch_size))
     for spec in outputs:
-        cfg.output.add(name=spec.name, data_type=mc.DataType.Value(spec.data_type),
+        cfg.output.add(name=spec.name, data_type=mc.DataType.Value(spec.triton_type),
                        dims=triton_dims(spec, batching.max_batch_size))
     if batching.max_batch_size > 0:
         cfg.dynamic_batching.max_queue_delay_microseconds = max(0, batching.max_queue_delay_us)

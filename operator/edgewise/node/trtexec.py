@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from edgewise import contract
-from edgewise.node.triton_config import TensorSpec
+from edgewise.shared.tensors import TensorSpec
 
 TRTEXEC_ENV = "EDGEWISE_TRTEXEC"
 # Where NVIDIA's TensorRT and Triton images keep trtexec; not on their PATH.

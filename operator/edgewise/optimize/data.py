@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from edgewise.optimize.errors import CalibrationMismatch
-from edgewise.optimize.inspect import ModelInfo, TensorSpec
+from edgewise.optimize.inspect import ModelInfo
+from edgewise.shared.tensors import TensorSpec
 
 Samples = dict[str, np.ndarray]
 

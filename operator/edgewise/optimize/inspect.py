@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 import onnx
-from onnx import TensorProto, helper
 
 from edgewise.optimize.errors import NotOnnxError
+from edgewise.shared.tensors import TensorSpec
 
 Kind = Literal["transformer", "convolutional", "other"]
 
@@ -24,28 +24,6 @@ CONV_OPS = frozenset({"Conv", "ConvTranspose"})
 WEIGHT_OPS = MATMUL_OPS | CONV_OPS
 # A last node of one of these kinds, with a [batch, classes] float output, makes a classifier.
 CLASSIFIER_HEADS = frozenset({"Softmax", "LogSoftmax", "Gemm", "MatMul", "Add"})
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One graph input or output; dims are ints, or strings for symbolic (dynamic) dims."""
-
-    name: str
-    elem_type: int
-    shape: tuple[int | str, ...] | None  # None: rank unknown
-
-    @property
-    def dtype(self) -> str:
-        return helper.tensor_dtype_to_np_dtype(self.elem_type).name
-
-    @property
-    def is_float(self) -> bool:
-        return self.elem_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE,
-                                  TensorProto.BFLOAT16)
-
-    def describe(self) -> str:
-        dims = "?" if self.shape is None else "[" + ", ".join(str(d) for d in self.shape) + "]"
-        return f"{self.name}: {self.dtype}{dims}"
 
 
 @dataclass(frozen=True)
@@ -97,11 +75,7 @@ def load(path: str | Path) -> onnx.ModelProto:
 
 
 def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
-    tt = value.type.tensor_type
-    shape: tuple[int | str, ...] | None = None
-    if tt.HasField("shape"):
-        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim)
-    return TensorSpec(value.name, tt.elem_type, shape)
+    return TensorSpec.of(value)
 
 
 def opset_of(model: onnx.ModelProto) -> int:

@@ -24,7 +24,8 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 
-from edgewise.api.model import DEFAULT_MAX_SAMPLES, AccuracyGate
+from edgewise.api.model import AccuracyGate
+from edgewise.contract import DEFAULT_MAX_SAMPLES
 from edgewise.optimize import choose, data, evaluate, fp16, gates, graph, memory, quantize
 from edgewise.optimize.choose import CalibrateMethod, Candidate
 from edgewise.optimize.errors import CalibrationMismatch, NotOnnxError, TechniqueFailed

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-from edgewise.api.model import Quantization
-from edgewise.api.profile import Precision as ServedPrecision
-from edgewise.api.profile import Runtime
+from edgewise.contract import Precision as ServedPrecision
+from edgewise.contract import Quantization, Runtime
 
 # What a hardware class serves, or `auto`: the runtime's natural precision, as the optimizer picks it.
 Precision = Literal[ServedPrecision, "auto"]

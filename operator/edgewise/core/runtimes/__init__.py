@@ -1,4 +1,5 @@
-"""Inference runtimes: one small interface, one module per implementation.
+"""Inference runtimes: one small interface (interface.py), one module per
+implementation, and a factory (factory.py).
 
 A runtime decides two things for a hardware class: how the class's nodes split
 into workloads (TensorRT plans are specific to a GPU compute capability, so a
@@ -8,68 +9,7 @@ pod spec that serves the model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from edgewise.core.runtimes.factory import get_runtime
+from edgewise.core.runtimes.interface import Artifact, PodContext, Runtime, Split, Variant
 
-from edgewise.api.profile import HardwareClass
-from edgewise.api.settings import OperatorSettings
-from edgewise.core.observed import NodeInfo
-from edgewise.core.selector import Requirement
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """What a class's pods fetch: a file by digest, and its numeric precision."""
-
-    uri: str
-    sha256: str
-    precision: str = "fp32"
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A slice of a class's nodes that can share one pod template."""
-
-    key: str  # "" when the class needs no split; part of the workload name otherwise
-    requirements: tuple[Requirement, ...] = ()
-    value: str = ""  # e.g. the compute capability "8.7"
-    nodes: tuple[NodeInfo, ...] = ()
-
-
-@dataclass(frozen=True)
-class Split:
-    variants: tuple[Variant, ...]
-    rejected: tuple[tuple[NodeInfo, str], ...] = field(default=())  # node, why it can't run the class
-
-
-@dataclass(frozen=True)
-class PodContext:
-    model: str
-    version: str
-    hardware: HardwareClass
-    precision: str  # target precision of the class
-    artifact: Artifact
-    settings: OperatorSettings
-    variant: Variant
-
-
-class Runtime(Protocol):
-    name: str
-
-    def split(self, nodes: Sequence[NodeInfo]) -> Split:
-        """Group the class's nodes into workloads, each with one pod template."""
-
-    def pod_spec(self, ctx: PodContext) -> dict[str, Any]:
-        """The pod spec (without affinity and tolerations, which the planner adds)."""
-
-    def image(self, ctx: PodContext) -> str:
-        """The serving image."""
-
-
-def get_runtime(name: str) -> Runtime:
-    from edgewise.core.runtimes.onnxruntime import OnnxRuntime
-    from edgewise.core.runtimes.triton_tensorrt import TritonTensorRT
-
-    runtimes: dict[str, Runtime] = {"onnxruntime": OnnxRuntime(), "triton-tensorrt": TritonTensorRT()}
-    return runtimes[name]
+__all__ = ["Artifact", "PodContext", "Runtime", "Split", "Variant", "get_runtime"]

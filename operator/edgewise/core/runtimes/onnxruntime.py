@@ -8,7 +8,7 @@ from typing import Any
 from edgewise import contract
 from edgewise.core import pods
 from edgewise.core.observed import NodeInfo
-from edgewise.core.runtimes import PodContext, Split, Variant
+from edgewise.core.runtimes.interface import PodContext, Split, Variant
 
 # Seconds `edgewise serve` needs at most to load and warm up before the startup probe gives up.
 STARTUP_SECONDS = 300

@@ -15,7 +15,7 @@ from typing import Any
 from edgewise import contract
 from edgewise.core import pods
 from edgewise.core.observed import NodeInfo
-from edgewise.core.runtimes import PodContext, Split, Variant
+from edgewise.core.runtimes.interface import PodContext, Split, Variant
 from edgewise.core.runtimes.onnxruntime import fetch_container, fetch_request
 from edgewise.core.selector import Requirement
 

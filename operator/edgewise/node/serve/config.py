@@ -11,7 +11,7 @@ import functools
 from importlib import metadata
 from typing import Any
 
-from edgewise.node.serve.model import BACKEND, PLATFORM, ModelSpec, TensorSpec
+from edgewise.node.serve.model import BACKEND, PLATFORM, ModelSpec, ServedTensor
 
 SERVER_NAME = "edgewise"
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics")
@@ -31,7 +31,7 @@ def server_metadata() -> dict[str, Any]:
     return {"name": SERVER_NAME, "version": _installed_version(), "extensions": list(EXTENSIONS)}
 
 
-def _meta_tensor(t: TensorSpec) -> dict[str, Any]:
+def _meta_tensor(t: ServedTensor) -> dict[str, Any]:
     return {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
 
 
@@ -46,7 +46,7 @@ def model_metadata(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-def _config_dims(spec: ModelSpec, t: TensorSpec) -> list[int]:
+def _config_dims(spec: ModelSpec, t: ServedTensor) -> list[int]:
     """Triton's config leaves the batch dim out when max_batch_size > 0."""
     return list(t.shape[1:] if spec.max_batch_size > 0 else t.shape)
 

@@ -33,7 +33,12 @@ WARMUP_DIM_LADDER = (1, 32, 224)
 
 
 @dataclass(frozen=True)
-class TensorSpec:
+class ServedTensor:
+    """A tensor as the server takes and gives it on the wire, from ONNX Runtime's session.
+
+    Not the graph's declaration (edgewise.shared.tensors.TensorSpec): the wire type decides how
+    each request is decoded, and unsupported types are refused when the model loads."""
+
     name: str
     dtype: dtypes.DType
     shape: tuple[int, ...]  # -1 marks a dynamic dimension
@@ -50,22 +55,22 @@ class TensorSpec:
 class ModelSpec:
     name: str
     version: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
+    inputs: tuple[ServedTensor, ...]
+    outputs: tuple[ServedTensor, ...]
     max_batch_size: int = 0  # > 0: dim 0 is the batch dim and requests may be merged
 
-    def input(self, name: str) -> TensorSpec | None:
+    def input(self, name: str) -> ServedTensor | None:
         return self._inputs_by_name.get(name)
 
-    def output(self, name: str) -> TensorSpec | None:
+    def output(self, name: str) -> ServedTensor | None:
         return self._outputs_by_name.get(name)
 
     @cached_property
-    def _inputs_by_name(self) -> dict[str, TensorSpec]:
+    def _inputs_by_name(self) -> dict[str, ServedTensor]:
         return {t.name: t for t in self.inputs}
 
     @cached_property
-    def _outputs_by_name(self) -> dict[str, TensorSpec]:
+    def _outputs_by_name(self) -> dict[str, ServedTensor]:
         return {t.name: t for t in self.outputs}
 
 
@@ -95,19 +100,19 @@ def find_model_file(model_dir: Path) -> tuple[Path, str]:
     return model_dir / str(versions[-1]) / contract.ONNX_FILENAME, str(versions[-1])
 
 
-def tensor_spec(name: str, ort_type: str, shape: Iterable[Any]) -> TensorSpec:
+def served_tensor(name: str, ort_type: str, shape: Iterable[Any]) -> ServedTensor:
     """ONNX Runtime reports symbolic dims as strings or None; both are dynamic (-1)."""
     dims = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
-    return TensorSpec(name, dtypes.from_ort(ort_type), dims)
+    return ServedTensor(name, dtypes.from_ort(ort_type), dims)
 
 
-def batchable(inputs: Iterable[TensorSpec], outputs: Iterable[TensorSpec]) -> bool:
+def batchable(inputs: Iterable[ServedTensor], outputs: Iterable[ServedTensor]) -> bool:
     """Requests can be merged along dim 0 only if every tensor's dim 0 is dynamic."""
     return all(len(t.shape) >= 1 and t.shape[0] == -1 for t in (*inputs, *outputs))
 
 
 def make_spec(
-    name: str, version: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
+    name: str, version: str, inputs: tuple[ServedTensor, ...], outputs: tuple[ServedTensor, ...],
     max_batch_size: int,
 ) -> ModelSpec:
     """Build the spec, turning batching off (with a warning) for models that can't batch.
@@ -161,8 +166,8 @@ class OnnxModel:
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._quiet = ort.RunOptions()
         self._quiet.log_severity_level = 4
-        self.inputs = tuple(tensor_spec(i.name, i.type, i.shape) for i in self._session.get_inputs())
-        self.outputs = tuple(tensor_spec(o.name, o.type, o.shape) for o in self._session.get_outputs())
+        self.inputs = tuple(served_tensor(i.name, i.type, i.shape) for i in self._session.get_inputs())
+        self.outputs = tuple(served_tensor(o.name, o.type, o.shape) for o in self._session.get_outputs())
         self._output_names = [t.name for t in self.outputs]
         self._string_inputs = {t.name for t in self.inputs if t.datatype == "BYTES"}
         self._string_outputs = {t.name for t in self.outputs if t.datatype == "BYTES"}

@@ -1,0 +1,14 @@
+"""The runtime a hardware class names (spec.classes[].runtime), by name: the one list of implementations."""
+
+from __future__ import annotations
+
+from edgewise.api.profile import Runtime as RuntimeName
+from edgewise.core.runtimes.interface import Runtime
+from edgewise.core.runtimes.onnxruntime import OnnxRuntime
+from edgewise.core.runtimes.triton_tensorrt import TritonTensorRT
+
+_RUNTIMES: dict[RuntimeName, Runtime] = {"onnxruntime": OnnxRuntime(), "triton-tensorrt": TritonTensorRT()}
+
+
+def get_runtime(name: str) -> Runtime:
+    return _RUNTIMES[name]  # type: ignore[index] - the API allows only the names above
