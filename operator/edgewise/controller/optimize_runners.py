@@ -73,7 +73,10 @@ class ProcessRunner:
         return Ended(f"the optimization process exited {proc.returncode} without a report (memory limit "
                      f"{self.settings.optimize_memory_mib} MiB?); its output is in the operator's log")
 
-    def stop(self, key: str, write: Writes | None = None) -> None:
+    def stop(self, key: str, write: Writes) -> None:
+        self._kill(key)
+
+    def _kill(self, key: str) -> None:
         proc = self.procs.pop(key, None)
         if proc is not None:
             proc.kill()
@@ -84,7 +87,7 @@ class ProcessRunner:
 
     def close(self) -> None:
         for key in list(self.procs):
-            self.stop(key)
+            self._kill(key)
 
 
 SIGNING_KEY_FILE = "upload-token.key"
@@ -114,11 +117,12 @@ class KubeJobRunner:
         # A Secret a previous operator created holds the same token: the token is derived, not drawn.
         token = upload_token(self._signing_key(), spec.key)
         write.create_secret(token_secret_manifest(spec, self.settings, token))
-        if not write.create_job(job_manifest(spec, self.settings, who)):
+        uid = write.create_job(job_manifest(spec, self.settings, who))
+        if uid is None:
             # A Job from before an operator restart: adopt it (its token is in the Secret), don't start another.
+            uid = self.batch.read_namespaced_job(name, ns).metadata.uid
             log.info("adopted optimization Job %s", name)
-        job = self.batch.read_namespaced_job(name, ns)
-        write.own_secret(ns, name, {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job.metadata.uid})
+        write.own_secret(ns, name, {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid})
         self.tokens[spec.key] = token
 
     def _signing_key(self) -> bytes:
@@ -153,10 +157,8 @@ class KubeJobRunner:
                 return Ended(f"the optimization Job {job_name(key)} completed without uploading a report")
         return None
 
-    def stop(self, key: str, write: Writes | None = None) -> None:
+    def stop(self, key: str, write: Writes) -> None:
         self.tokens.pop(key, None)
-        if write is None:
-            return  # nothing to delete without a writer (the operator is closing: a restart adopts the Job)
         # The Secret would go with the Job (its owner); deleting it too does not wait for that.
         write.delete_job(self.settings.namespace, job_name(key))
         write.delete_secret(self.settings.namespace, job_name(key))

@@ -86,10 +86,13 @@ class Writes:
         self.counts["deleted"] += 1
         return True
 
-    def create_job(self, manifest: dict[str, Any]) -> bool:
-        """Create an optimization Job; False when one of that name exists (the caller adopts it)."""
+    def create_job(self, manifest: dict[str, Any]) -> str | None:
+        """Create an optimization Job; its uid, or None when one of that name exists (the caller adopts it)."""
         meta = manifest["metadata"]
-        return self._create("job-created", lambda: self.batch.create_namespaced_job(meta["namespace"], manifest))
+        created: list[str] = []
+        self._create("job-created", lambda: created.append(
+            self.batch.create_namespaced_job(meta["namespace"], manifest).metadata.uid))
+        return created[0] if created else None
 
     def create_secret(self, manifest: dict[str, Any]) -> bool:
         """Create a Secret (an optimization Job's upload token); False when one of that name exists."""
