@@ -8,7 +8,7 @@ from typing import Any
 
 from operator_support import Operator, apply, get, rollout_classes, set_node_ready
 
-from edgewise.core.buckets import bucket_of
+from edgewise.core.rollout.buckets import bucket_of
 from edgewise.devcluster import demo_models
 from edgewise.devcluster.cluster import DevCluster
 from helpers import wait_for

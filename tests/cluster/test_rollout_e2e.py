@@ -21,7 +21,7 @@ import pytest
 from operator_support import Operator, apply, get, rollout_classes
 
 from analysis.analysis_models import good, slow, write_golden, wrong
-from edgewise.core.buckets import bucket_of
+from edgewise.core.rollout.buckets import bucket_of
 from edgewise.devcluster import demo_models
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
