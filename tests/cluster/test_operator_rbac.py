@@ -25,8 +25,8 @@ from edgewise.core.agent import agent_daemonset
 from edgewise.core.observed import NodeInfo
 from edgewise.core.plan import plan_model
 from edgewise.devcluster.cluster import DevCluster
-from helpers import wait_for
 from unit.planning_support import factory_floor, model
+from wait_support import wait_for
 
 HELM_SECRET = "sh.helm.release.v1.edgewise.v1"
 

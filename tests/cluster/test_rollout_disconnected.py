@@ -11,7 +11,7 @@ from operator_support import Operator, apply, get, rollout_classes, set_node_rea
 from edgewise.core.rollout.buckets import bucket_of
 from edgewise.devcluster import demo_models
 from edgewise.devcluster.cluster import DevCluster
-from helpers import wait_for
+from wait_support import wait_for
 
 
 def _model(ns: str, version: str, src: Path) -> dict[str, Any]:
