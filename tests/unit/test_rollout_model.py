@@ -331,3 +331,14 @@ def test_auto_replaces_a_class_whose_two_copies_do_not_fit_its_nodes() -> None:
     arm, x86 = out.status.class_state("arm"), out.status.class_state("x86")
     assert arm is not None and arm.switch == "Replace" and "1536 MiB" in arm.switch_reason
     assert x86 is not None and x86.switch == "MakeBeforeBreak"
+
+
+def test_what_advance_returns_is_final_the_planner_already_renders_ondelete_and_status_sees_the_placed_workloads(
+) -> None:
+    m = model(version="1", profile_ref="p", rollout=ROLLOUT)
+    plan = plan_model(m, PROFILE, NODES, [], SETTINGS)
+    assert {w.manifest["spec"]["updateStrategy"]["type"] for w in plan.workloads} == {"OnDelete"}
+    first, existing = _first()
+    second = run("2", first.status, existing, switch="Replace")
+    assert second.plan.workloads == second.apply  # status compares the live objects with what is applied
+    assert len(second.apply) == 4 and second.delete == ()

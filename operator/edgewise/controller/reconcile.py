@@ -1,4 +1,4 @@
-"""Reconcile one key: read → plan → apply → status. Blocking; runs in worker threads."""
+"""Reconcile one key: read → plan → rollout → apply → status. Blocking; runs in worker threads."""
 
 from __future__ import annotations
 
