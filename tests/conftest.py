@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from kubernetes import client as k8s
 
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.fleet import apply_fleet, delete_nodes
-from helpers import wait_for
+from wait_support import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 _node_prefixes = itertools.count(1)
@@ -34,9 +35,9 @@ def cluster() -> Iterator[DevCluster]:
         dev.down()
 
 
-@pytest.fixture
-def namespace(cluster: DevCluster) -> Iterator[str]:
-    """A fresh namespace that enforces the `restricted` Pod Security Standard."""
+@contextmanager
+def fresh_namespace(cluster: DevCluster) -> Iterator[str]:
+    """A fresh namespace that enforces the `restricted` Pod Security Standard, deleted afterwards."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     with cluster.api_client() as api:
         core = k8s.CoreV1Api(api)
@@ -51,6 +52,19 @@ def namespace(cluster: DevCluster) -> Iterator[str]:
             core.delete_namespace(name)
 
 
+@pytest.fixture
+def namespace(cluster: DevCluster) -> Iterator[str]:
+    with fresh_namespace(cluster) as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def module_namespace(cluster: DevCluster) -> Iterator[str]:
+    """`namespace`, shared by the tests of a module whose setup is expensive."""
+    with fresh_namespace(cluster) as name:
+        yield name
+
+
 def _has_default_sa(core: k8s.CoreV1Api, ns: str) -> bool:
     try:
         core.read_namespaced_service_account("default", ns)
@@ -61,12 +75,12 @@ def _has_default_sa(core: k8s.CoreV1Api, ns: str) -> bool:
         raise
 
 
-@pytest.fixture
-def fleet(cluster: DevCluster) -> Iterator[Callable[[dict[str, int]], list[str]]]:
-    """Factory: fleet({"jetson-orin": 2, "arm64-cpu": 3}) → names of new simulated nodes.
+@contextmanager
+def simulated_fleet(cluster: DevCluster) -> Iterator[Callable[[dict[str, int]], list[str]]]:
+    """Factory: make({"jetson-orin": 2, "arm64-cpu": 3}) → names of new simulated nodes.
 
-    Names carry a per-test prefix so tests don't see each other's nodes by name;
-    every node a test made is deleted after it.
+    Names carry a prefix of their own so tests don't see each other's nodes by name;
+    every node made is deleted afterwards.
     """
     made: list[str] = []
     prefix = f"n{next(_node_prefixes)}-"
@@ -81,3 +95,15 @@ def fleet(cluster: DevCluster) -> Iterator[Callable[[dict[str, int]], list[str]]
         finally:
             delete_nodes(api, made)
 
+
+@pytest.fixture
+def fleet(cluster: DevCluster) -> Iterator[Callable[[dict[str, int]], list[str]]]:
+    with simulated_fleet(cluster) as make:
+        yield make
+
+
+@pytest.fixture(scope="module")
+def module_fleet(cluster: DevCluster) -> Iterator[Callable[[dict[str, int]], list[str]]]:
+    """`fleet`, shared by the tests of a module whose setup is expensive."""
+    with simulated_fleet(cluster) as make:
+        yield make

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import analysis_models as models
+import analysis_models_support as models
 import pytest
 import yaml
 from analysis_support import MODEL_NAME, Fleet, Pod, PrometheusServer, start_all

@@ -9,14 +9,14 @@ import numpy as np
 from analysis_support import LIMITS, MODEL_NAME, Fleet, target
 
 from edgewise.analysis.golden import GoldenChecker
-from edgewise.analysis.provider import GoldenInputs, PodEndpoint
+from edgewise.analysis.provider import GoldenFile, PodEndpoint
 from edgewise.analysis.runtime import RuntimeProvider
 from edgewise.core.analysis import CohortMetrics, GoldenResult, Measurement, Outcome, judge
 from edgewise.devcluster.processes import free_port
 
 
 def check(golden: Path, canary: list[PodEndpoint], stable: list[PodEndpoint]) -> GoldenResult:
-    return asyncio.run(GoldenChecker(timeout_s=3).check(GoldenInputs(str(golden)), MODEL_NAME, canary, stable))
+    return asyncio.run(GoldenChecker(timeout_s=3).check(GoldenFile(str(golden)), MODEL_NAME, canary, stable))
 
 
 def test_stored_expected_outputs_need_no_stable_pod(fleet: Fleet, golden_npz: dict[str, Path]):

@@ -7,16 +7,16 @@ deletion, until the garbage collector gets to them; they must not stand in for t
 from __future__ import annotations
 
 import datetime as dt
-import json
 from types import SimpleNamespace
 from typing import Any
 
+from edgewise.analysis.measure import CanaryAnalysis
 from edgewise.analysis.provider import AnalysisTarget
 from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
-from edgewise.controller.rollouts import Rollouts
 from edgewise.core import names
 from edgewise.core.observed import Workload
+from edgewise.kube.convert import runtime_pod
 
 CLS = "cpu"
 
@@ -54,13 +54,11 @@ def _measure(pods: list[dict[str, Any]], existing: list[Workload]) -> AnalysisTa
         "spec": {"version": "3", "source": {"uri": "https://models.example.com/m.onnx", "sha256": "0" * 64}},
         "status": {"rollout": {"classes": [{"name": CLS, "stableSlot": "a", "stableRevision": "r1",
                                             "canaryRevision": "r3", "percent": 10}]}}})
-    rollouts = Rollouts(None, settings=OperatorSettings())  # type: ignore[arg-type]
-    rollouts.core = SimpleNamespace(  # type: ignore[assignment]
-        list_namespaced_pod=lambda *a, **k: SimpleNamespace(data=json.dumps({"items": pods})))
+    analysis = CanaryAnalysis(OperatorSettings())
     seen = _Seen()
-    rollouts._provider = lambda analysis: seen  # type: ignore[method-assign]
-    rollouts.measure(m, SimpleNamespace(profile=None), [], existing, [CLS],  # type: ignore[arg-type]
-                     dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    analysis._provider = lambda analysis: seen  # type: ignore[method-assign]
+    analysis.measure(m, SimpleNamespace(profile=None), [], existing, [runtime_pod(p) for p in pods],  # type: ignore[arg-type]
+                     [CLS], dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     (target,) = seen.targets
     return target
 

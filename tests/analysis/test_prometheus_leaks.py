@@ -15,10 +15,10 @@ from collections.abc import Iterator
 import pytest
 from analysis_support import target
 
+from edgewise.analysis.factory import ProviderNotAllowed, make_provider
 from edgewise.analysis.prometheus import PrometheusError, PrometheusProvider, address_allowed
-from edgewise.analysis.provider import ProviderNotAllowed, make_provider
 from edgewise.api.model import Analysis
-from leak_server import SECRET, InternalService
+from leak_server_support import SECRET, InternalService
 
 
 @pytest.fixture(scope="module")

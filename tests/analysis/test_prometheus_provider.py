@@ -32,7 +32,6 @@ def wait_scraped_after(prom: PrometheusServer, wall: float, timeout: float = 30)
 
 def test_good_canary_passes_and_slow_canary_fails_through_promql(fleet: Fleet, prometheus: PrometheusServer):
     provider = PrometheusProvider(prometheus.url)
-    assert asyncio.run(provider.is_online())
 
     start = time.time()
     wait_scraped_after(prometheus, start)  # the window opens on a sample taken before the traffic
@@ -85,6 +84,5 @@ def test_empty_cohort_is_inconclusive_and_broken_queries_raise(prometheus: Prome
         asyncio.run(broken.measure(target("good", interval_s=30)))
 
     nobody = PrometheusProvider(f"http://127.0.0.1:{free_port()}")
-    assert not asyncio.run(nobody.is_online())
     with pytest.raises(PrometheusError, match="querying"):
         asyncio.run(nobody.measure(target("good", interval_s=30)))

@@ -27,7 +27,6 @@ def measure_all(provider: RuntimeProvider, targets: dict[str, AnalysisTarget]) -
 
 def test_good_passes_slow_fails_on_latency_wrong_fails_golden(fleet: Fleet, golden_npz: dict[str, Path]):
     provider = RuntimeProvider(timeout_s=5)
-    assert asyncio.run(provider.is_online())
     golden = golden_npz["inputs"]
     targets = {
         "good": target("good", [fleet.good], fleet.stable, golden),

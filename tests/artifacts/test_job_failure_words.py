@@ -17,7 +17,7 @@ from edgewise.api.settings import OperatorSettings
 from edgewise.controller.optimize_runners import Ended, ProcessRunner
 from edgewise.core.optimization import JobSpec
 from edgewise.kube.writes import Writes
-from helpers import wait_for
+from wait_support import wait_for
 
 
 def test_a_crash_leaves_its_output_in_the_log_not_the_status(tmp_path: Path, caplog: pytest.LogCaptureFixture

@@ -20,11 +20,11 @@ import pytest
 from kubernetes.client import ApiClient
 
 from edgewise import contract
+from edgewise.analysis import local_files
 from edgewise.api.optimization_job import JobInput, JobOptions, JobTarget, OptimizationJob
 from edgewise.api.profile import DeploymentProfileSpec
 from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
-from edgewise.controller import local_files
 from edgewise.controller.artifacts import ArtifactManager
 from edgewise.core.classify import classify
 from edgewise.core.observed import NodeInfo
@@ -164,19 +164,20 @@ def test_an_unreachable_source_is_reported_by_status_code_only(tmp_path: Path) -
 
 
 def test_file_golden_inputs_are_not_read_by_the_operator(tmp_path: Path) -> None:
+    from edgewise.analysis.golden_file import why_not as _why_not
+    from edgewise.analysis.measure import CanaryAnalysis
     from edgewise.api.model import Analysis
-    from edgewise.controller.rollouts import Rollouts, _why_not
 
     there = tmp_path / "golden.npz"
     there.write_bytes(b"the operator's file")
     analysis = Analysis.model_validate({"goldenInputs": {"uri": there.as_uri(), "sha256": "0" * 64}})
-    rollouts = Rollouts(None, settings=OperatorSettings())  # type: ignore[arg-type] - no API call is made
+    rollouts = CanaryAnalysis(OperatorSettings())
     with pytest.raises(local_files.LocalFileRefused) as err:
         rollouts._golden(analysis)
     assert _why_not(err.value) == local_files.REFUSED and str(tmp_path) not in _why_not(err.value)
     assert list(rollouts.golden_dir.iterdir()) == []  # nothing was copied
 
-    allowed = Rollouts(None, settings=OperatorSettings(local_source_dirs=(str(tmp_path),)))  # type: ignore[arg-type]
+    allowed = CanaryAnalysis(OperatorSettings(local_source_dirs=(str(tmp_path),)))
     from edgewise.shared.digest import DigestMismatch
 
     with pytest.raises(DigestMismatch) as mismatch:

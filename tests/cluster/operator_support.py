@@ -25,7 +25,7 @@ import yaml
 from edgewise.api.settings import OperatorSettings
 from edgewise.devcluster import processes, real_models
 from edgewise.devcluster.cluster import DevCluster
-from helpers import wait_for
+from wait_support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"

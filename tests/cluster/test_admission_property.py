@@ -37,7 +37,7 @@ from edgewise.core import names
 from edgewise.core.observed import NodeInfo
 from edgewise.core.optimization import job_manifest, job_spec, token_secret_manifest
 from edgewise.core.plan import ResolvedProfile, plan_model
-from edgewise.core.rollout_model import advance
+from edgewise.core.rollout import Observed, advance
 from edgewise.core.runtimes.triton_tensorrt import CC_MAJOR, CC_MINOR
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.kube.writes import APPLY_PATCH
@@ -241,7 +241,7 @@ def check(api: Api, profile_name: str, profile_spec: dict[str, Any], model_name:
     stats["profiles planned"] += stored_profile is not None
     settings = OperatorSettings(namespace=api.ns, artifact_url="http://edgewise-artifacts:8090")
     plan = plan_model(model, resolved, nodes, [], settings)
-    advance(model, plan, nodes, [], NOW)
+    advance(model, plan, Observed(nodes, []), None, NOW)
     for workload in plan.workloads:
         api.render(workload.manifest)
         stats["daemonsets accepted"] += 1

@@ -27,8 +27,8 @@ from edgewise.core import pods
 from edgewise.devcluster import processes
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
-from helpers import wait_for
 from node.cache_support import REPO, SourceServer, free_port, http
+from wait_support import wait_for
 
 MODEL = b"an onnx model, as far as the agent cares " * 2000
 

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from operator_support import Operator, apply, get, rollout_classes, running_operator
 
-from analysis.analysis_models import good
+from analysis.analysis_models_support import good
 from edgewise.devcluster import demo_models
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
-from helpers import wait_for
-from leak_server import SECRET, InternalService
+from leak_server_support import SECRET, InternalService
+from wait_support import wait_for
 
 MODEL = "detector"
 

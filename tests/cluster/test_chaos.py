@@ -40,8 +40,8 @@ from edgewise.devcluster import demo_models, processes
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import serving
-from helpers import wait_for
 from node.cache_support import SourceServer, free_port, http
+from wait_support import wait_for
 
 SEED = int(os.environ.get("EDGEWISE_CHAOS_SEED", "20261203"))
 MODEL = "detector"

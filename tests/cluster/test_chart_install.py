@@ -19,7 +19,7 @@ from operator_support import REPO, exists, get
 from edgewise.api.settings import OperatorSettings
 from edgewise.controller.reconcile import Reconciler
 from edgewise.devcluster.cluster import DevCluster
-from helpers import wait_for
+from wait_support import wait_for
 
 CHART = REPO / "charts" / "edgewise"
 

@@ -14,7 +14,7 @@ from kubernetes import client as k8s
 from edgewise.devcluster import processes
 from edgewise.devcluster.cluster import NODE_CIDR, DevCluster
 from edgewise.devcluster.fleet import CATALOGUE
-from helpers import wait_for
+from wait_support import wait_for
 
 RESTRICTED_CONTAINER = {
     "name": "app",

@@ -17,7 +17,7 @@ from operator_support import (
 )
 
 from edgewise.devcluster.cluster import DevCluster
-from helpers import wait_for
+from wait_support import wait_for
 
 FLEET = {"jetson-orin": 2, "jetson-xavier": 1, "arm64-cpu": 3, "amd64-cpu": 1}
 ORIN, XAVIER, ARM, AMD = ("jetson-orin", "jetson-xavier", "arm64-cpu", "amd64-cpu")

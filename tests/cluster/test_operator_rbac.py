@@ -25,8 +25,8 @@ from edgewise.core.agent import agent_daemonset
 from edgewise.core.observed import NodeInfo
 from edgewise.core.plan import plan_model
 from edgewise.devcluster.cluster import DevCluster
-from helpers import wait_for
 from unit.planning_support import factory_floor, model
+from wait_support import wait_for
 
 HELM_SECRET = "sh.helm.release.v1.edgewise.v1"
 
@@ -120,7 +120,7 @@ def test_the_operator_patches_only_edgewise_labels_of_nodes(cluster: DevCluster,
                                                            fleet: Any) -> None:
     [node] = fleet({"arm64-cpu": 1})
     policy = "edgewise operator may change only edgewise.io/* labels of a node"
-    # The one write it needs (the rollout bucket), the patch controller/rollouts.py sends.
+    # The one write it needs (the rollout bucket), the patch kube/writes.py (Writes.label_buckets) sends.
     assert me.call(me.core.patch_node, node, {"metadata": {"labels": {"edgewise.io/bucket": "7"}}}) == ""
     assert get(cluster, "node", node)["metadata"]["labels"]["edgewise.io/bucket"] == "7"
     for patch in ({"metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}},

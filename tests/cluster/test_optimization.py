@@ -36,7 +36,7 @@ from edgewise.devcluster import demo_models, processes
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import serving
-from helpers import wait_for
+from wait_support import wait_for
 
 ORIN, ARM, AMD = "jetson-orin", "arm64-cpu", "amd64-cpu"
 

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from edgewise import contract
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner, local_argv, map_paths
-from helpers import wait_for
+from wait_support import wait_for
 
 SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
             "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}, "readOnlyRootFilesystem": True}

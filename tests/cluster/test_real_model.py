@@ -29,7 +29,7 @@ from edgewise.devcluster import demo_models, real_models
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import serving
-from helpers import wait_for
+from wait_support import wait_for
 
 SEQ = 32
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "optimize"

@@ -8,10 +8,10 @@ from typing import Any
 
 from operator_support import Operator, apply, get, rollout_classes, set_node_ready
 
-from edgewise.core.buckets import bucket_of
+from edgewise.core.rollout.buckets import bucket_of
 from edgewise.devcluster import demo_models
 from edgewise.devcluster.cluster import DevCluster
-from helpers import wait_for
+from wait_support import wait_for
 
 
 def _model(ns: str, version: str, src: Path) -> dict[str, Any]:

@@ -14,19 +14,21 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from operator_support import Operator, apply, get, rollout_classes
 
-from analysis.analysis_models import good, slow, write_golden, wrong
-from edgewise.core.buckets import bucket_of
+from analysis.analysis_models_support import good, slow, write_golden, wrong
+from edgewise.core.rollout.buckets import bucket_of
 from edgewise.devcluster import demo_models
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import Traffic, serving
-from helpers import wait_for
+from wait_support import wait_for
 
 MODEL = "detector"
 ORIN, ARM = "jetson-orin", "arm64-cpu"
@@ -97,104 +99,158 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def test_canary_rollouts_per_class_with_real_inference(cluster: DevCluster, namespace: str, fleet,
-                                                       operator: Operator, models: dict[str, Path],
-                                                       tmp_path: Path) -> None:
-    nodes = fleet({ORIN: 2, ARM: 2})
-    golden = models["golden"]
-    apply(cluster, [profile(namespace), edgemodel(namespace, "1.0", models["good"], golden)])
-    with cluster.api_client() as api, PodRunner(api, tmp_path / "pods", namespace,
+@dataclass(frozen=True)
+class Fleet:
+    """The module's model, deployed once (revision 1.0 on every node), served and under traffic."""
+
+    cluster: DevCluster
+    namespace: str
+    nodes: list[str]
+    runner: PodRunner
+    traffic: Traffic
+    operator: Operator
+    models: dict[str, Path]
+
+    def apply(self, version: str, model: str = "good", jetson_queue_delay_us: int = 0, **rollout: Any) -> None:
+        apply(self.cluster, [profile(self.namespace, jetson_queue_delay_us),
+                             edgemodel(self.namespace, version, self.models[model], self.models["golden"], **rollout)])
+
+    def classes(self) -> dict[str, dict[str, Any]]:
+        return rollout_classes(em(self.cluster, self.namespace))
+
+    def history(self) -> list[tuple[int, str, str]]:
+        return [(h["revision"], h["version"], h["outcome"])
+                for h in em(self.cluster, self.namespace)["status"]["rollout"]["history"]]
+
+    def versions_served(self) -> set[str]:
+        return {p["metadata"]["labels"]["edgewise.io/version"] for p in pods(self.cluster, self.namespace).values()}
+
+
+@pytest.fixture(scope="module")
+def deployed(cluster: DevCluster, module_namespace: str, module_fleet, operator: Operator, models: dict[str, Path],
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    namespace = module_namespace
+    nodes = module_fleet({ORIN: 2, ARM: 2})
+    apply(cluster, [profile(namespace), edgemodel(namespace, "1.0", models["good"], models["golden"])])
+    with cluster.api_client() as api, PodRunner(api, tmp_path_factory.mktemp("pods"), namespace,
                                                 f"edgewise.io/model={MODEL}").start() as runner, \
             Traffic(runner, MODEL) as traffic:
         # Revision 1 has nothing to protect: straight to every node.
         wait_classes(cluster, namespace, lambda c: set(c) == {"jetson", "arm"} and all(
             x["state"] == "Stable" and x.get("stableVersion") == "1.0" for x in c.values()), "1.0 everywhere")
         wait_for(lambda: serving(runner, 4), 120, "four pods serving 1.0")
-        labels = {n["metadata"]["name"]: n["metadata"].get("labels", {}) for n in get(cluster, "nodes")["items"]}
-        assert all(labels[n]["edgewise.io/bucket"] == str(bucket_of(n)) for n in nodes)  # labelled once
+        yield Fleet(cluster, namespace, nodes, runner, traffic, operator, models)
 
-        # (a) A good version walks every step of every class and ends on every node.
-        apply(cluster, edgemodel(namespace, "2.0", models["good"], golden))
-        obj = wait_classes(cluster, namespace, lambda c: all(
-            x["state"] == "Stable" and x.get("stableVersion") == "2.0" for x in c.values()), "2.0 promoted")
-        assert all(x["stableSlot"] == "b" for x in rollout_classes(obj).values())  # the slot flipped
-        wait_for(lambda: serving(runner, 4), 120, "four pods serving 2.0")
-        running = pods(cluster, namespace)
-        assert sorted(running) == sorted(nodes)
-        assert {p["metadata"]["labels"]["edgewise.io/version"] for p in running.values()} == {"2.0"}
-        history = obj["status"]["rollout"]["history"]
-        assert [(h["revision"], h["version"], h["outcome"]) for h in history] == [
-            (1, "1.0", "Succeeded"), (2, "2.0", "Succeeded")]
-        seen = events(cluster, namespace)
-        for reason in ("RolloutStarted", "StepChanged", "Promoted"):
-            assert reason in seen, seen
-        assert obj["status"]["phase"] == "Ready" and obj["status"]["stableVersion"] == "2.0"
 
-        # (b) A much slower version is caught on the canary nodes and rolled back by itself;
-        # nodes outside the canary never restart.
-        before = {n: p["metadata"]["uid"] for n, p in pods(cluster, namespace).items()}
-        apply(cluster, edgemodel(namespace, "3.0-slow", models["slow"], golden))
-        obj = wait_classes(cluster, namespace, lambda c: all(x["state"] == "RolledBack" for x in c.values()),
-                           "3.0-slow rolled back")
-        for c in rollout_classes(obj).values():
-            assert "rolled back to 2.0" in c["message"] and "latency" in c["message"], c["message"]
-            assert " ms" in c["message"]  # with the numbers
-        canary_nodes = first_step_cohort(nodes)
-        wait_for(lambda: serving(runner, 4), 120, "four pods serving 2.0 again")
-        after = {n: p["metadata"]["uid"] for n, p in pods(cluster, namespace).items()}
-        untouched = [n for n in nodes if n not in canary_nodes]
-        assert untouched and all(after[n] == before[n] for n in untouched), (before, after, canary_nodes)
-        assert {p["metadata"]["labels"]["edgewise.io/version"] for p in pods(cluster, namespace).values()} == {"2.0"}
-        assert obj["status"]["phase"] == "Degraded"
-        assert obj["status"]["rollout"]["history"][-1]["outcome"] == "RolledBack"
-        assert "RolledBack" in events(cluster, namespace)
-        status_text = plugin(cluster, namespace, "status", MODEL)
-        assert "RolledBack" in status_text and "latency" in status_text, status_text
+def test_first_revision_goes_to_every_node_and_each_node_is_labelled_with_its_bucket(deployed: Fleet) -> None:
+    labels = {n["metadata"]["name"]: n["metadata"].get("labels", {}) for n in get(deployed.cluster, "nodes")["items"]}
+    assert all(labels[n]["edgewise.io/bucket"] == str(bucket_of(n)) for n in deployed.nodes)  # labelled once
+    assert deployed.history()[-1][1:] == ("1.0", "Succeeded")
 
-        # A model that is fast and healthy but wrong fails the golden-input check.
-        apply(cluster, edgemodel(namespace, "3.1-wrong", models["wrong"], golden))
-        obj = wait_classes(cluster, namespace, lambda c: all(
-            x["state"] == "RolledBack" and "3.1-wrong" in x["message"] for x in c.values()), "3.1-wrong rolled back")
-        assert all("golden" in c["message"] for c in rollout_classes(obj).values()), rollout_classes(obj)
 
-        # (c) The Jetson class regresses while the ARM class succeeds: per-class outcomes.
-        apply(cluster, [profile(namespace, jetson_queue_delay_us=80_000),
-                        edgemodel(namespace, "4.0", models["good"], golden)])
-        obj = wait_classes(cluster, namespace, lambda c: c["jetson"]["state"] == "RolledBack"
-                           and "4.0" in c["jetson"]["message"] and c["arm"]["state"] == "Stable"
-                           and c["arm"].get("stableVersion") == "4.0", "jetson rolled back, arm on 4.0")
-        assert rollout_classes(obj)["jetson"]["stableVersion"] == "2.0"
+def test_a_good_version_walks_every_step_of_every_class_and_ends_on_every_node(deployed: Fleet) -> None:
+    """(a)"""
+    cluster, namespace = deployed.cluster, deployed.namespace
+    slots_before = {name: c["stableSlot"] for name, c in deployed.classes().items()}
+    history_before = deployed.history()
+    deployed.apply("2.0")
+    obj = wait_classes(cluster, namespace, lambda c: all(
+        x["state"] == "Stable" and x.get("stableVersion") == "2.0" for x in c.values()), "2.0 promoted")
+    assert {n: c["stableSlot"] for n, c in rollout_classes(obj).items()} == {
+        n: "b" if s == "a" else "a" for n, s in slots_before.items()}  # the slot flipped
+    wait_for(lambda: serving(deployed.runner, 4), 120, "four pods serving 2.0")
+    assert sorted(pods(cluster, namespace)) == sorted(deployed.nodes)
+    assert deployed.versions_served() == {"2.0"}
+    history = obj["status"]["rollout"]["history"]
+    assert [(h["revision"], h["version"], h["outcome"]) for h in history] == [
+        *history_before, (history_before[-1][0] + 1, "2.0", "Succeeded")]
+    seen = events(cluster, namespace)
+    for reason in ("RolloutStarted", "StepChanged", "Promoted"):
+        assert reason in seen, seen
+    assert obj["status"]["phase"] == "Ready" and obj["status"]["stableVersion"] == "2.0"
 
-        # ... and with classPolicy AllOrNothing, the Jetson regression rolls the ARM class back too.
-        apply(cluster, edgemodel(namespace, "5.0", models["good"], golden, classPolicy="AllOrNothing"))
-        obj = wait_classes(cluster, namespace, lambda c: all(
-            x["state"] == "RolledBack" and "5.0" in x["message"] for x in c.values()), "5.0 rolled back everywhere")
-        assert "AllOrNothing" in rollout_classes(obj)["arm"]["message"]
-        assert rollout_classes(obj)["arm"]["stableVersion"] == "4.0"
 
-        # (d) The operator is killed mid-rollout and restarted: it resumes where it was, no duplicates.
-        apply(cluster, [profile(namespace), edgemodel(namespace, "6.0", models["good"], golden,
-                                                      steps=[{"percent": 50}, {"pause": {}}, {"percent": 100}])])
-        paused = wait_classes(cluster, namespace, lambda c: all(
-            x["state"] == "Paused" and x.get("canaryVersion") == "6.0" for x in c.values()), "6.0 paused at step 2")
-        assert operator.proc is not None
-        os.kill(operator.proc.pid, signal.SIGKILL)
-        operator.proc.wait(10)
-        operator.start()
-        again = wait_classes(cluster, namespace, lambda c: all(x["state"] == "Paused" for x in c.values()),
-                             "still paused after the restart")
-        for name, c in rollout_classes(again).items():
-            was = rollout_classes(paused)[name]
-            assert (c["stepIndex"], c["percent"], c["canaryVersion"]) == (was["stepIndex"], was["percent"], "6.0")
-        daemonsets = sorted(d["metadata"]["name"] for d in get(cluster, "daemonsets", "-n", namespace)["items"])
-        assert daemonsets == sorted(f"{MODEL}-{cls}-{slot}" for cls in ("jetson", "arm") for slot in "ab")
-        assert "promote requested" in plugin(cluster, namespace, "promote", MODEL)
-        obj = wait_classes(cluster, namespace, lambda c: all(
-            x["state"] == "Stable" and x.get("stableVersion") == "6.0" for x in c.values()), "6.0 promoted")
-        history = plugin(cluster, namespace, "history", MODEL)
-        assert "6.0" in history and "Succeeded" in history and "RolledBack" in history
-        assert traffic.sent > 500
+def test_a_slower_version_is_rolled_back_by_itself_and_only_canary_nodes_restart(deployed: Fleet) -> None:
+    """(b)"""
+    cluster, namespace = deployed.cluster, deployed.namespace
+    stable = _one_stable_version(deployed)
+    before = {n: p["metadata"]["uid"] for n, p in pods(cluster, namespace).items()}
+    deployed.apply("3.0-slow", model="slow")
+    obj = wait_classes(cluster, namespace, lambda c: all(
+        x["state"] == "RolledBack" and "3.0-slow" in x["message"] for x in c.values()), "3.0-slow rolled back")
+    for c in rollout_classes(obj).values():
+        assert f"rolled back to {stable}" in c["message"] and "latency" in c["message"], c["message"]
+        assert " ms" in c["message"]  # with the numbers
+    canary_nodes = first_step_cohort(deployed.nodes)
+    wait_for(lambda: serving(deployed.runner, 4), 120, f"four pods serving {stable} again")
+    after = {n: p["metadata"]["uid"] for n, p in pods(cluster, namespace).items()}
+    untouched = [n for n in deployed.nodes if n not in canary_nodes]
+    assert untouched and all(after[n] == before[n] for n in untouched), (before, after, canary_nodes)
+    assert deployed.versions_served() == {stable}
+    assert obj["status"]["phase"] == "Degraded"
+    assert obj["status"]["rollout"]["history"][-1]["outcome"] == "RolledBack"
+    assert "RolledBack" in events(cluster, namespace)
+    status_text = plugin(cluster, namespace, "status", MODEL)
+    assert "RolledBack" in status_text and "latency" in status_text, status_text
 
+
+def test_a_fast_healthy_but_wrong_version_fails_the_golden_input_check(deployed: Fleet) -> None:
+    deployed.apply("3.1-wrong", model="wrong")
+    obj = wait_classes(deployed.cluster, deployed.namespace, lambda c: all(
+        x["state"] == "RolledBack" and "3.1-wrong" in x["message"] for x in c.values()), "3.1-wrong rolled back")
+    assert all("golden" in c["message"] for c in rollout_classes(obj).values()), rollout_classes(obj)
+
+
+def test_one_class_regressing_rolls_back_alone_while_the_other_is_promoted(deployed: Fleet) -> None:
+    """(c) The Jetson class regresses while the ARM class succeeds: per-class outcomes."""
+    jetson_stable = deployed.classes()["jetson"]["stableVersion"]
+    deployed.apply("4.0", jetson_queue_delay_us=80_000)
+    obj = wait_classes(deployed.cluster, deployed.namespace, lambda c: c["jetson"]["state"] == "RolledBack"
+                       and "4.0" in c["jetson"]["message"] and c["arm"]["state"] == "Stable"
+                       and c["arm"].get("stableVersion") == "4.0", "jetson rolled back, arm on 4.0")
+    assert rollout_classes(obj)["jetson"]["stableVersion"] == jetson_stable
+
+
+def test_with_all_or_nothing_one_class_regressing_rolls_every_class_back(deployed: Fleet) -> None:
+    """(c) ... and with classPolicy AllOrNothing, the Jetson regression rolls the ARM class back too."""
+    arm_stable = deployed.classes()["arm"]["stableVersion"]
+    deployed.apply("5.0", jetson_queue_delay_us=80_000, classPolicy="AllOrNothing")
+    obj = wait_classes(deployed.cluster, deployed.namespace, lambda c: all(
+        x["state"] == "RolledBack" and "5.0" in x["message"] for x in c.values()), "5.0 rolled back everywhere")
+    assert "AllOrNothing" in rollout_classes(obj)["arm"]["message"]
+    assert rollout_classes(obj)["arm"]["stableVersion"] == arm_stable
+
+
+def test_an_operator_killed_mid_rollout_resumes_where_it_was_without_duplicates(deployed: Fleet) -> None:
+    """(d)"""
+    cluster, namespace, operator = deployed.cluster, deployed.namespace, deployed.operator
+    outcomes_before = {outcome for _, _, outcome in deployed.history()}
+    deployed.apply("6.0", steps=[{"percent": 50}, {"pause": {}}, {"percent": 100}])
+    paused = wait_classes(cluster, namespace, lambda c: all(
+        x["state"] == "Paused" and x.get("canaryVersion") == "6.0" for x in c.values()), "6.0 paused at step 2")
+    assert operator.proc is not None
+    os.kill(operator.proc.pid, signal.SIGKILL)
+    operator.proc.wait(10)
+    operator.start()
+    again = wait_classes(cluster, namespace, lambda c: all(x["state"] == "Paused" for x in c.values()),
+                         "still paused after the restart")
+    for name, c in rollout_classes(again).items():
+        was = rollout_classes(paused)[name]
+        assert (c["stepIndex"], c["percent"], c["canaryVersion"]) == (was["stepIndex"], was["percent"], "6.0")
+    daemonsets = sorted(d["metadata"]["name"] for d in get(cluster, "daemonsets", "-n", namespace)["items"])
+    assert daemonsets == sorted(f"{MODEL}-{cls}-{slot}" for cls in ("jetson", "arm") for slot in "ab")
+    assert "promote requested" in plugin(cluster, namespace, "promote", MODEL)
+    wait_classes(cluster, namespace, lambda c: all(
+        x["state"] == "Stable" and x.get("stableVersion") == "6.0" for x in c.values()), "6.0 promoted")
+    history = plugin(cluster, namespace, "history", MODEL)
+    assert "6.0" in history and "Succeeded" in history
+    assert all(outcome in history for outcome in outcomes_before - {"Progressing"}), history
+    assert deployed.traffic.sent > 500
+
+
+def _one_stable_version(deployed: Fleet) -> str:
+    (stable,) = {c["stableVersion"] for c in deployed.classes().values()}
+    return stable
 
 
 def first_step_cohort(nodes: list[str]) -> set[str]:

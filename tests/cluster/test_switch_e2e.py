@@ -22,7 +22,7 @@ from edgewise.devcluster import demo_models
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import Traffic, serving
-from helpers import wait_for
+from wait_support import wait_for
 
 MODEL = "switcher"
 SERVICE = f"edgewise-{MODEL}"

@@ -30,7 +30,7 @@ from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.fleet import apply_fleet, wait_ready
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.realnode import NODE_IP, NODE_NAME
-from helpers import wait_for
+from wait_support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE, OPERATOR_NS, AGENT_NS, MODEL_NS = "edgewise", "edgewise-system", "edgewise-node", "vision"

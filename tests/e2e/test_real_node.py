@@ -13,13 +13,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import host_state
+import host_state_support
 import pytest
 
 from edgewise.devcluster import processes
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.realnode import NODE_IP, NODE_NAME, write_image
-from helpers import wait_for
+from wait_support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BUSYBOX = Path("/bin/busybox")
@@ -28,7 +28,7 @@ PAGE = b"served by a real kubelet\n"
 
 
 @pytest.fixture(scope="module")
-def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevCluster, host_state.HostState]]:
+def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DevCluster, host_state_support.HostState]]:
     if not BUSYBOX.exists():
         subprocess.run(["apt-get", "install", "-y", "-qq", "busybox-static"], check=True, capture_output=True)
     archive = Path(tmp_path_factory.mktemp("image")) / "busybox.tar"
@@ -37,7 +37,7 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Dev
     root = REPO / ".cache" / "e2e-node"
     cluster = DevCluster(root, real_node=True, images=(archive,))
     cluster.down()
-    before = host_state.read(root)
+    before = host_state_support.read(root)
     cluster.up()
     try:
         yield cluster, before
@@ -75,7 +75,7 @@ WEB_POD = {
 
 
 @pytest.fixture(scope="module")
-def web(node_cluster: tuple[DevCluster, host_state.HostState]) -> tuple[DevCluster, str]:
+def web(node_cluster: tuple[DevCluster, host_state_support.HostState]) -> tuple[DevCluster, str]:
     cluster, _ = node_cluster
     ns = "real-node"
     cluster.kubectl("create", "namespace", ns)
@@ -155,4 +155,4 @@ def test_cluster_down_leaves_no_process_mount_interface_route_or_rule(node_clust
     # Last in this file on purpose: it stops the module's cluster (with its pod still running).
     cluster, before = node_cluster
     cluster.down()
-    assert host_state.left_behind(before, host_state.read(cluster.root)) == {}
+    assert host_state_support.left_behind(before, host_state_support.read(cluster.root)) == {}

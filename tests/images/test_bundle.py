@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from edgewise.devcluster import bundle, images, oci
-from helpers import wait_for
+from wait_support import wait_for
 
 # The first test to need the images builds what the cache lacks: a cold build takes minutes.
 pytestmark = pytest.mark.timeout(2400)

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgewise.devcluster import images, oci
 from edgewise.devcluster.processes import free_ports
-from helpers import wait_for
+from wait_support import wait_for
 
 # The first test to need the images builds what the cache lacks: a cold build takes minutes.
 pytestmark = pytest.mark.timeout(2400)

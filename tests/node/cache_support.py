@@ -23,7 +23,7 @@ from typing import Any
 
 from edgewise.devcluster import processes
 from edgewise.devcluster.processes import free_port
-from helpers import wait_for
+from wait_support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 

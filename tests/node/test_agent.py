@@ -12,7 +12,7 @@ from cache_support import AgentProcess, artifact_url, get_json, sha256
 from cache_support import pod_http as http
 
 from edgewise.contract import AGENT_SHA256_HEADER, plan_cache_key
-from helpers import wait_for
+from wait_support import wait_for
 
 V1, V2, V3 = (f"model version {i} ".encode() * 50_000 for i in (1, 2, 3))  # ~800 KB each
 

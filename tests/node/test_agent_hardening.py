@@ -13,7 +13,7 @@ from cache_support import artifact_url as url
 from cache_support import pod_http as http
 
 from edgewise.contract import AGENT_SHA256_HEADER, plan_cache_key
-from helpers import wait_for
+from wait_support import wait_for
 
 MODEL = b"the model " * 80_000  # 800 KB
 SECRET = b"root:x:0:0:something only the node should read\n"

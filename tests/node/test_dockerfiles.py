@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 from cache_support import REPO, free_port, http, sha256
-from onnx_models_fetch import mlp
+from fetch_models_support import mlp
 
 from edgewise.devcluster.processes import free_ports
-from helpers import wait_for
+from wait_support import wait_for
 
 IMAGES = REPO / "runtime-images"
 DOCKERFILES = sorted(p for p in IMAGES.glob("Dockerfile.*") if not p.name.endswith(".dockerignore"))

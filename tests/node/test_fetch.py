@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from cache_support import POD, REPO, AgentProcess, SourceServer, free_port, sha256
-from onnx_models_fetch import dynamic_sequence, mixed_types, mlp
+from fetch_models_support import dynamic_sequence, mixed_types, mlp
 
 from edgewise import contract
 from edgewise.node import fetch as fetch_mod

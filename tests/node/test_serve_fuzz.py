@@ -28,12 +28,12 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-import serve_models
+import serve_models_support
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serve_helpers import ServeProcess, http_status, peak_memory, serving
+from serve_support import ServeProcess, http_status, peak_memory, serving
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from edgewise.node.serve import grpc_wire
@@ -47,7 +47,7 @@ FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=60,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 FUZZ_EACH = settings(FUZZ, max_examples=12)  # per kind of defect
 
-# The model: one input per wire type, all [N, 2]; see serve_models.wire_types.
+# The model: one input per wire type, all [N, 2]; see serve_models_support.wire_types.
 INPUTS = {"half": "FP16", "small": "INT8", "big": "INT64", "flag": "BOOL", "text": "BYTES"}
 OUTPUTS = [f"{n}_out" for n in INPUTS]
 NUMPY = {"FP16": np.float16, "INT8": np.int8, "INT64": np.int64, "BOOL": np.bool_, "BYTES": np.object_}
@@ -60,7 +60,7 @@ DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "IN
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     root = tmp_path_factory.mktemp("fuzz")
-    serve_models.wire_types(root / "types" / "model.onnx")
+    serve_models_support.wire_types(root / "types" / "model.onnx")
     with serving(root / "types", "types", root / "types.log", "--max-batch-size", str(MAX_BATCH),
                  "--max-request-bytes", str(MAX_BODY), "--max-request-elements", str(MAX_ELEMENTS),
                  "--max-request-memory", str(MAX_MEMORY), "--threads", "1") as s:

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import numpy as np
 import onnxruntime as ort
 import pytest
-import serve_models
-from serve_helpers import ServeProcess, serving
+import serve_models_support
+from serve_support import ServeProcess, serving
 
 MAX_REQUEST_BYTES = 64 * 1024
 
@@ -25,7 +25,7 @@ MAX_REQUEST_BYTES = 64 * 1024
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     root = tmp_path_factory.mktemp("http")
-    serve_models.mlp(root / "mlp" / "model.onnx")
+    serve_models_support.mlp(root / "mlp" / "model.onnx")
     with serving(root / "mlp", "mlp", root / "mlp.log", "--max-batch-size", "8",
                  "--max-request-bytes", str(MAX_REQUEST_BYTES), "--threads", "1") as s:
         yield s
@@ -223,7 +223,7 @@ def test_percent_encoded_model_name_is_decoded(server: ServeProcess) -> None:
 
 def test_silent_connections_are_closed_after_the_idle_timeout(tmp_path_factory: pytest.TempPathFactory) -> None:
     root = tmp_path_factory.mktemp("idle")
-    serve_models.mlp(root / "mlp" / "model.onnx")
+    serve_models_support.mlp(root / "mlp" / "model.onnx")
     with serving(root / "mlp", "mlp", root / "mlp.log", "--http-idle-timeout", "1") as s:
         idle, idle_reader = connect(s)
         stalled, stalled_reader = connect(s)

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-import serve_models
+import serve_models_support
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from serve_helpers import ServeProcess, http_status, in_threads, serving
+from serve_support import ServeProcess, http_status, in_threads, serving
 
 from edgewise import contract
-from helpers import wait_for
+from wait_support import wait_for
 
 TRITON_COUNTERS = [
     "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
@@ -29,7 +29,7 @@ TRITON_COUNTERS = [
 
 
 def _mlp(tmp_path: Path) -> Path:
-    serve_models.mlp(tmp_path / "mlp" / "model.onnx")
+    serve_models_support.mlp(tmp_path / "mlp" / "model.onnx")
     return tmp_path / "mlp"
 
 
@@ -135,7 +135,7 @@ def _in_threads_async(call: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def test_model_that_fails_warm_up_never_reports_ready(tmp_path: Path) -> None:
-    serve_models.unwarmable(tmp_path / "bad" / "model.onnx")
+    serve_models_support.unwarmable(tmp_path / "bad" / "model.onnx")
     server = ServeProcess(tmp_path / "bad", "bad", tmp_path / "log")
     seen: set[int | None] = set()
     while server.proc.poll() is None:
@@ -147,7 +147,7 @@ def test_model_that_fails_warm_up_never_reports_ready(tmp_path: Path) -> None:
 
 
 def test_fixed_batch_model_serves_with_batching_turned_off(tmp_path: Path) -> None:
-    serve_models.fixed_batch(tmp_path / "fixed" / "1" / "model.onnx")
+    serve_models_support.fixed_batch(tmp_path / "fixed" / "1" / "model.onnx")
     with serving(tmp_path / "fixed", "fixed", tmp_path / "log", "--max-batch-size", "8") as server:
         c = server.http()
         config = c.get_model_config("fixed")

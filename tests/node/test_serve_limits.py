@@ -24,8 +24,8 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-import serve_models
-from serve_helpers import ServeProcess, http_status, peak_memory, post, server_has_read, serving
+import serve_models_support
+from serve_support import ServeProcess, http_status, peak_memory, post, server_has_read, serving
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from edgewise.node.serve import codec, dtypes, grpc_api, grpc_wire, http_codec, limits
@@ -34,7 +34,7 @@ from edgewise.node.serve.errors import InferError, Status
 from edgewise.node.serve.model import ModelSpec, ServedTensor
 from edgewise.node.serve.service import OFFLOAD_BYTES, Decoded, InferenceService, Settings
 from edgewise.node.serve.stats import ModelStats
-from helpers import wait_for
+from wait_support import wait_for
 
 BYTES = dtypes.BY_TRITON["BYTES"]
 FP32 = dtypes.BY_TRITON["FP32"]
@@ -104,7 +104,7 @@ def test_grpc_typed_contents_out_of_the_inputs_range_are_refused() -> None:
 @pytest.fixture(scope="module")
 def text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     root = tmp_path_factory.mktemp("text")
-    serve_models.text(root / "text" / "model.onnx")
+    serve_models_support.text(root / "text" / "model.onnx")
     with serving(root / "text", "text", root / "text.log") as server:
         yield server
 
@@ -112,7 +112,7 @@ def text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProce
 @pytest.fixture(scope="module")
 def mlp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     root = tmp_path_factory.mktemp("mlp")
-    serve_models.mlp(root / "mlp" / "model.onnx")
+    serve_models_support.mlp(root / "mlp" / "model.onnx")
     with serving(root / "mlp", "mlp", root / "mlp.log", "--max-batch-size", "8") as server:
         yield server
 
@@ -232,7 +232,7 @@ def test_health_answers_while_a_large_json_request_is_decoded(mlp_server: ServeP
 
 
 def test_a_request_still_arriving_at_sigterm_is_answered(tmp_path: Path) -> None:
-    serve_models.mlp(tmp_path / "mlp" / "model.onnx")
+    serve_models_support.mlp(tmp_path / "mlp" / "model.onnx")
     server = ServeProcess(tmp_path / "mlp", "mlp", tmp_path / "log", "--drain-timeout", "120").wait_ready()
     x = [0.25, -1.0, 2.0, 0.5]
     body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": x}]}).encode()
@@ -323,7 +323,7 @@ def test_a_request_at_the_memory_limit_stays_within_it(tmp_path: Path) -> None:
     end to end, raises the server's peak memory by less than the limit."""
     limit = 64 * 1024 * 1024
     count = (limit - 6 * 170_000) // limits.BYTES_ELEMENT_COST  # minus the body: 5 bytes per element, and JSON
-    serve_models.text(tmp_path / "text" / "model.onnx")
+    serve_models_support.text(tmp_path / "text" / "model.onnx")
     with serving(tmp_path / "text", "text", tmp_path / "log", "--max-request-memory", str(limit)) as server:
         before = peak_memory(server.proc.pid)
         words = [b"%d" % (k % 10) for k in range(count)]
@@ -401,7 +401,7 @@ def test_a_request_cancelled_while_it_decodes_is_never_answered() -> None:
 def test_a_grpc_stream_open_at_sigterm_has_its_later_requests_answered(tmp_path: Path) -> None:
     import queue
 
-    serve_models.mlp(tmp_path / "mlp" / "model.onnx")
+    serve_models_support.mlp(tmp_path / "mlp" / "model.onnx")
     server = ServeProcess(tmp_path / "mlp", "mlp", tmp_path / "log", "--drain-timeout", "120").wait_ready()
     requests: queue.Queue[service_pb2.ModelInferRequest | None] = queue.Queue()
 

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-import serve_models
+import serve_models_support
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from serve_helpers import ServeProcess, in_threads, serving
+from serve_support import ServeProcess, in_threads, serving
 
 EMBEDDING = "461"  # the pooled sentence embedding [batch, 384]
 TOKENS = "onnx::Shape_422"  # per-token embeddings [batch, seq, 384]
@@ -26,7 +26,7 @@ TOKENS = "onnx::Shape_422"  # per-token embeddings [batch, seq, 384]
 def minilm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     model_dir = tmp_path_factory.mktemp("minilm")
     (model_dir / "1").mkdir()
-    (model_dir / "1" / "model.onnx").symlink_to(serve_models.minilm_path())
+    (model_dir / "1" / "model.onnx").symlink_to(serve_models_support.minilm_path())
     with serving(model_dir, "minilm", model_dir / "log", "--max-batch-size", "8",
                  "--max-queue-delay-us", "20000") as server:
         yield server
@@ -34,7 +34,7 @@ def minilm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
 
 @pytest.fixture(scope="module")
 def session() -> ort.InferenceSession:
-    return ort.InferenceSession(str(serve_models.minilm_path()), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(serve_models_support.minilm_path()), providers=["CPUExecutionProvider"])
 
 
 def _infer(server: ServeProcess, proto: str, feed: dict[str, np.ndarray]) -> Any:
@@ -57,7 +57,7 @@ def test_minilm_metadata_and_embeddings_match_onnxruntime(
     meta = c.get_model_metadata("minilm") if proto == "http" else c.get_model_metadata("minilm", as_json=True)
     assert [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in meta["inputs"]] == [
         ("input_ids", "INT64", [-1, -1]), ("attention_mask", "INT64", [-1, -1])]
-    feed = serve_models.minilm_inputs(batch=2, seq=16, seed=5)
+    feed = serve_models_support.minilm_inputs(batch=2, seq=16, seed=5)
     result = _infer(minilm, proto, feed)
     expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
     assert result.as_numpy(EMBEDDING).shape == (2, 384)
@@ -69,7 +69,7 @@ def test_concurrent_minilm_requests_get_their_own_answers(
     minilm: ServeProcess, session: ort.InferenceSession,
 ) -> None:
     """Six clients, two sequence lengths: merged batches must split back row for row."""
-    feeds = [serve_models.minilm_inputs(batch=1, seq=16 if k % 2 else 8, seed=100 + k) for k in range(6)]
+    feeds = [serve_models_support.minilm_inputs(batch=1, seq=16 if k % 2 else 8, seed=100 + k) for k in range(6)]
     results = in_threads([lambda k=k: _infer(minilm, "http" if k < 3 else "grpc", feeds[k]).as_numpy(EMBEDDING)
                           for k in range(len(feeds))])
     for k, feed in enumerate(feeds):
@@ -82,15 +82,15 @@ def test_concurrent_minilm_requests_get_their_own_answers(
 
 def test_minilm_rejects_token_ids_outside_the_vocabulary(minilm: ServeProcess) -> None:
     """Passes the signature check, fails in the Gather kernel: a 400 naming the cause, server fine."""
-    feed = serve_models.minilm_inputs(batch=1, seq=8)
+    feed = serve_models_support.minilm_inputs(batch=1, seq=8)
     feed["input_ids"][0, 3] = 10_000_000
     with pytest.raises(Exception, match="the model failed on this input") as err:
         _infer(minilm, "http", feed)
     assert err.value.status() == "400"  # type: ignore[attr-defined]
-    good = _infer(minilm, "http", serve_models.minilm_inputs(batch=1, seq=8))
+    good = _infer(minilm, "http", serve_models_support.minilm_inputs(batch=1, seq=8))
     assert good.as_numpy(EMBEDDING).shape == (1, 384)
 
 
 def test_model_file_comes_from_the_pypi_package() -> None:
-    path = serve_models.minilm_path()
+    path = serve_models_support.minilm_path()
     assert path.name == "paraphrase-MiniLM-L3-v2.onnx" and path.stat().st_size > 10_000_000

@@ -15,10 +15,10 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
-import serve_models
+import serve_models_support
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from serve_helpers import ServeProcess, post, serving
+from serve_support import ServeProcess, post, serving
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
@@ -32,10 +32,10 @@ MAX_REQUEST_BYTES = 256 * 1024
 @pytest.fixture(scope="module")
 def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
-    serve_models.mlp(root / "mlp" / "model.onnx")
-    serve_models.cnn(root / "cnn" / "1" / "model.onnx")
-    serve_models.cnn(root / "cnn" / "3" / "model.onnx")  # Triton layout: the highest version is served
-    serve_models.wire_types(root / "types" / "model.onnx")
+    serve_models_support.mlp(root / "mlp" / "model.onnx")
+    serve_models_support.cnn(root / "cnn" / "1" / "model.onnx")
+    serve_models_support.cnn(root / "cnn" / "3" / "model.onnx")  # Triton layout: the highest version is served
+    serve_models_support.wire_types(root / "types" / "model.onnx")
     return root
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import serve_models
+import serve_models_support
 import tritonclient.http as httpclient
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2
@@ -45,13 +45,13 @@ MLP = ModelSpec("mlp", "1", (ServedTensor("x", FP32, (-1, 4)),), (ServedTensor("
 # --- model directory and spec ---------------------------------------------------------------------
 
 def test_plain_directory_is_version_1(tmp_path: Path) -> None:
-    serve_models.mlp(tmp_path / "model.onnx")
+    serve_models_support.mlp(tmp_path / "model.onnx")
     assert find_model_file(tmp_path) == (tmp_path / "model.onnx", "1")
 
 
 def test_triton_layout_serves_the_highest_numeric_version(tmp_path: Path) -> None:
     for v in ("2", "10", "9"):
-        serve_models.mlp(tmp_path / v / "model.onnx")
+        serve_models_support.mlp(tmp_path / v / "model.onnx")
     (tmp_path / "11").mkdir()  # no model.onnx inside: not a version
     (tmp_path / "latest").mkdir()
     assert find_model_file(tmp_path) == (tmp_path / "10" / "model.onnx", "10")
@@ -76,7 +76,7 @@ def test_batching_needs_dynamic_dim0_everywhere() -> None:
 
 
 def test_golden_inputs_follow_the_signature(tmp_path: Path) -> None:
-    model = OnnxModel(serve_models.wire_types(tmp_path / "model.onnx"))
+    model = OnnxModel(serve_models_support.wire_types(tmp_path / "model.onnx"))
     spec = make_spec("types", "1", model.inputs, model.outputs, 0)
     feed = golden_inputs(spec, dynamic_dim=3)
     assert {k: (v.shape, v.dtype.str) for k, v in feed.items()} == {
@@ -90,7 +90,7 @@ def test_golden_inputs_follow_the_signature(tmp_path: Path) -> None:
 
 def test_warm_up_falls_back_to_larger_dims_for_strided_models(tmp_path: Path) -> None:
     """A Reshape to 32 elements rejects dims of 1 but takes the ladder's 32."""
-    model = OnnxModel(serve_models.strided(tmp_path / "model.onnx"))
+    model = OnnxModel(serve_models_support.strided(tmp_path / "model.onnx"))
     assert model.warm_up(make_spec("s", "1", model.inputs, model.outputs, 0))["x"].shape == (1, 32)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fetch_models_support import mixed_types, mlp
 from google.protobuf import text_format
 from onnx import helper, numpy_helper
-from onnx_models_fetch import mixed_types, mlp
 from tritonclient.grpc import model_config_pb2 as mc
 
 from edgewise.node import triton_config as tc

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import optimize_models as om
+import optimize_models_support as om
 import pytest
 
 

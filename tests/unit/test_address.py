@@ -10,8 +10,8 @@ from planning_support import factory_floor, fleet, model
 from edgewise.api.settings import OperatorSettings
 from edgewise.core import names
 from edgewise.core.address import address, conflict, model_service, service_name
-from edgewise.core.placement import place
 from edgewise.core.plan import plan_model, spec_hash
+from edgewise.core.rollout.placement import place
 from edgewise.core.status import compute_status
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -41,7 +41,7 @@ def test_the_service_is_node_local_selects_every_slot_and_class_and_is_owned_by_
     # Every pod template the planner and placement render, of every class and both slots, matches the selector.
     plan = plan_model(m, factory_floor(), fleet(jetson_orin=1, arm64_cpu=1, amd64_cpu=1), [], OperatorSettings())
     workloads = list(plan.workloads)
-    placed = place(m.metadata.name, plan.classes, {}, []).workloads
+    placed = place(m.metadata.name, plan.classes, {}, [])
     templates = [w.manifest["spec"]["template"] for w in workloads + list(placed)]
     assert len({w.class_name for w in workloads}) == 3
     for slot in names.SLOTS:

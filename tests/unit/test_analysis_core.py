@@ -392,12 +392,10 @@ def test_disabled_checks_are_not_applied():
 
 
 def test_thresholds_from_spec_default_the_absolute_p95_to_the_class_slo():
-    from edgewise.analysis.provider import thresholds_from_spec
-
-    t = thresholds_from_spec(Analysis(), slo_p95_ms=10)
+    t = Thresholds.from_spec(Analysis(), slo_p95_ms=10)
     assert (t.max_error_rate, t.max_p95_latency_ms, t.max_latency_increase_percent) == (0.01, 10, 20)
     assert (t.min_ready_ratio, t.max_restarts, t.max_memory_increase_percent) == (1.0, 0, None)
     explicit = Analysis(max_p95_latency_ms=25, golden_inputs=GoldenInputs(uri="oci://r/g@sha256:" + "a" * 64,
                                                                           min_cosine=0.95))
-    t = thresholds_from_spec(explicit, slo_p95_ms=10, min_requests=5)
+    t = Thresholds.from_spec(explicit, slo_p95_ms=10, min_requests=5)
     assert (t.max_p95_latency_ms, t.min_golden_cosine, t.min_requests) == (25, 0.95, 5)

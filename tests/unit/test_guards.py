@@ -19,6 +19,7 @@ from edgewise.core import guards
 from edgewise.core.observed import NodeInfo, Taint
 from edgewise.core.plan import plan_model
 from edgewise.core.quantities import BadQuantity, parse_quantity
+from edgewise.core.rollout.placement import deletions
 from edgewise.core.status import compute_status
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -103,7 +104,7 @@ def test_a_refused_class_keeps_what_already_serves() -> None:
     serving = _plan(_class())
     existing = tuple(observed_from(w.manifest, desired=1, ready=1) for w in serving.workloads)
     plan = _plan(_class(image="attacker.example/miner:latest"), existing=existing)
-    assert plan.delete == () and plan.keep == tuple(w.name for w in existing)
+    assert deletions(plan.classes, existing, plan.workloads) == () and plan.keep == tuple(w.name for w in existing)
 
 
 # -- tolerations -------------------------------------------------------------------------------------------

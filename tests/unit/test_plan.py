@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -24,6 +25,8 @@ from edgewise.core.agent import agent_daemonset
 from edgewise.core.classify import classify
 from edgewise.core.observed import NodeInfo
 from edgewise.core.plan import ModelPlan, WorkloadPlan, plan_model, spec_hash
+from edgewise.core.rollout import Observed, advance
+from edgewise.core.rollout.placement import deletions
 from edgewise.core.runtimes import Artifact
 from edgewise.core.selector import Requirement, terms_match
 
@@ -76,7 +79,7 @@ def test_one_daemonset_per_class_named_for_a_second_slot() -> None:
     labels = ds["spec"]["template"]["metadata"]["labels"]
     assert labels[names.VERSION_LABEL] == "2.1.0" and labels[names.MANAGED_BY] == "edgewise"
     assert set(ds["spec"]["selector"]["matchLabels"].items()) <= set(labels.items())
-    assert plan.unmatched == ("jetson-xavier-0",) and plan.delete == ()
+    assert plan.unmatched == ("jetson-xavier-0",)
 
 
 def test_owner_reference_lets_the_garbage_collector_clean_up() -> None:
@@ -250,7 +253,7 @@ def test_replanning_keeps_the_slot_a_workload_already_uses() -> None:
     }
     plan = _plan(existing=[observed_from(moved)])
     assert "defect-detector-arm-cpu-b" in _by_name(plan) and "defect-detector-arm-cpu-a" not in _by_name(plan)
-    assert plan.delete == ()
+    assert deletions(plan.classes, [observed_from(moved)], plan.workloads) == ()
 
 
 def test_removed_class_workloads_are_deleted_others_untouched() -> None:
@@ -261,14 +264,16 @@ def test_removed_class_workloads_are_deleted_others_untouched() -> None:
         name="factory-floor",
     )
     after = _plan(profile=fewer, existing=existing)
-    assert after.delete == ("defect-detector-jetson-orin-sm87-a", "defect-detector-x86-vnni-a")
+    assert deletions(after.classes, existing, after.workloads) == ("defect-detector-jetson-orin-sm87-a",
+                                                                   "defect-detector-x86-vnni-a")
     assert [w.name for w in after.workloads] == ["defect-detector-arm-cpu-a"]
 
 
 def test_missing_profile_plans_nothing_and_deletes_nothing() -> None:
     existing = [observed_from(w.manifest) for w in _plan().workloads]
     plan = plan_model(model(), None, FLEET, existing, SETTINGS)
-    assert plan.workloads == () and plan.delete == ()
+    rollout = advance(model(), plan, Observed(FLEET, existing), None, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    assert plan.workloads == () and rollout.apply == () and rollout.delete == ()
     assert sorted(plan.keep) == sorted(w.name for w in existing)
 
 
@@ -286,7 +291,7 @@ def test_a_class_that_cannot_be_expressed_keeps_its_workloads() -> None:
     plan = _plan(profile=profile_of(*many, last), existing=existing)
     arm = next(c for c in plan.classes if c.name == "arm-cpu")
     assert arm.error and "node-affinity terms" in arm.error
-    assert plan.keep == ("defect-detector-arm-cpu-a",) and plan.delete == ()
+    assert plan.keep == ("defect-detector-arm-cpu-a",) and deletions(plan.classes, existing, plan.workloads) == ()
 
 
 def test_a_shadowed_class_runs_nothing_and_says_why() -> None:

@@ -8,8 +8,9 @@ import pytest
 
 from edgewise.api.model import Rollout
 from edgewise.api.rollout_status import AnalysisRecord, ClassRollout
-from edgewise.core.buckets import BUCKETS, bucket_of, cohort, threshold
-from edgewise.core.rollout import ClassObservation, analysis_due, iso, roll_back_all, step
+from edgewise.core.durations import iso
+from edgewise.core.rollout.buckets import BUCKETS, bucket_of, cohort, threshold
+from edgewise.core.rollout.class_machine import ClassObservation, analysis_due, next_class_state, roll_back_all
 
 T0 = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 BUCKETS_10 = (3, 12, 25, 31, 47, 52, 68, 71, 85, 99)  # a class of ten nodes
@@ -67,33 +68,33 @@ def test_threshold_edges() -> None:
 
 
 def test_first_revision_goes_straight_to_every_node() -> None:
-    d = step(spec(), None, obs(rev="r1", version="1.0"), T0)
+    d = next_class_state(spec(), None, obs(rev="r1", version="1.0"), T0)
     assert d.state.stable_revision == "r1" and d.state.state == "Stable" and d.state.canary_revision is None
     assert [e.reason for e in d.events] == ["Deployed"]
 
 
 def test_a_good_revision_walks_every_step_and_flips_the_slot() -> None:
     s = spec()
-    d = step(s, stable(), obs(), T0)
+    d = next_class_state(s, stable(), obs(), T0)
     assert d.state.canary_revision == "r2" and d.state.percent == 10 and d.state.canary_nodes == 1
     assert d.stage == (0, 4)  # bucket 3 is the one canary node; stage it before switching
     assert [e.reason for e in d.events] == ["RolloutStarted", "StepChanged"]
     # Canary not ready yet: wait.
-    d = step(s, d.state, obs(ready=0), at(5))
+    d = next_class_state(s, d.state, obs(ready=0), at(5))
     assert d.state.step_index == 0 and "0/1 canary pods ready" in d.state.message and d.requeue_after
     # Ready but not analysed: wait for a passing analysis.
-    d = step(s, d.state, obs(ready=1), at(6))
+    d = next_class_state(s, d.state, obs(ready=1), at(6))
     assert d.state.step_index == 0 and "a passing analysis" in d.state.message
-    d = step(s, d.state, obs(ready=1), at(16), verdict=verdict("pass", at(16)))
+    d = next_class_state(s, d.state, obs(ready=1), at(16), verdict=verdict("pass", at(16)))
     assert d.state.step_index == 1 and d.state.state == "Paused" and d.requeue_after == pytest.approx(60)
-    d = step(s, d.state, obs(ready=1), at(50))
+    d = next_class_state(s, d.state, obs(ready=1), at(50))
     assert d.state.state == "Paused" and d.state.step_index == 1
-    d = step(s, d.state, obs(ready=1), at(80))
+    d = next_class_state(s, d.state, obs(ready=1), at(80))
     assert d.state.step_index == 2 and d.state.percent == 50 and d.state.canary_nodes == 5
     assert d.stage == (4, threshold(50, BUCKETS_10))
-    d = step(s, d.state, obs(ready=5), at(90), verdict=verdict("pass", at(90)))
+    d = next_class_state(s, d.state, obs(ready=5), at(90), verdict=verdict("pass", at(90)))
     assert d.state.percent == 100 and d.state.bucket_threshold == BUCKETS and d.state.stable_nodes == 0
-    d = step(s, d.state, obs(ready=10), at(100), verdict=verdict("pass", at(100)))
+    d = next_class_state(s, d.state, obs(ready=10), at(100), verdict=verdict("pass", at(100)))
     assert d.state.state == "Stable" and d.state.stable_revision == "r2" and d.state.stable_slot == "b"
     assert d.state.canary_revision is None and d.finished == "Succeeded"
     assert d.events[-1].reason == "Promoted"
@@ -101,10 +102,10 @@ def test_a_good_revision_walks_every_step_and_flips_the_slot() -> None:
 
 def test_without_analysis_a_step_needs_only_ready_pods() -> None:
     s = spec(steps=[{"percent": 50}, {"percent": 100}])
-    d = step(s, stable(), obs(analysis_enabled=False), T0)
-    d = step(s, d.state, obs(ready=5, analysis_enabled=False), at(1))
+    d = next_class_state(s, stable(), obs(analysis_enabled=False), T0)
+    d = next_class_state(s, d.state, obs(ready=5, analysis_enabled=False), at(1))
     assert d.state.percent == 100
-    d = step(s, d.state, obs(ready=10, analysis_enabled=False), at(2))
+    d = next_class_state(s, d.state, obs(ready=10, analysis_enabled=False), at(2))
     assert d.state.stable_revision == "r2"
 
 
@@ -112,41 +113,41 @@ def test_without_analysis_a_step_needs_only_ready_pods() -> None:
 
 
 def _at_first_step(s: Rollout) -> ClassRollout:
-    return step(s, stable(), obs(), T0).state
+    return next_class_state(s, stable(), obs(), T0).state
 
 
 def test_failures_beyond_the_limit_roll_back_and_the_revision_is_not_retried() -> None:
     s = spec()
     state = _at_first_step(s)
-    d = step(s, state, obs(ready=1), at(10), verdict=verdict("fail", at(10), "p95 48 ms vs 9 ms"))
+    d = next_class_state(s, state, obs(ready=1), at(10), verdict=verdict("fail", at(10), "p95 48 ms vs 9 ms"))
     assert d.state.failures == 1 and d.state.canary_revision == "r2"  # limit 1: one failure tolerated
     assert d.events[0].type == "Warning" and "p95 48 ms" in d.events[0].message
-    d = step(s, d.state, obs(ready=1), at(20), verdict=verdict("fail", at(20), "p95 50 ms vs 9 ms"))
+    d = next_class_state(s, d.state, obs(ready=1), at(20), verdict=verdict("fail", at(20), "p95 50 ms vs 9 ms"))
     assert d.state.state == "RolledBack" and d.state.canary_revision is None and d.state.percent == 0
     assert d.state.failed_revision == "r2" and d.failed and d.finished == "RolledBack"
     assert "p95 50 ms" in d.state.message and d.state.stable_nodes == 10
     # The same spec again: stays rolled back, no new canary.
-    again = step(s, d.state, obs(), at(30))
+    again = next_class_state(s, d.state, obs(), at(30))
     assert again.state.canary_revision is None and again.state.state == "RolledBack" and not again.events
     # A user says retry: a new canary of the same revision starts.
-    retried = step(s, again.state, obs(), at(40), command="retry")
+    retried = next_class_state(s, again.state, obs(), at(40), command="retry")
     assert retried.state.canary_revision == "r2" and retried.state.percent == 10
     assert [e.reason for e in retried.events][:2] == ["Retry", "RolloutStarted"]
     # A new spec (r3) is tried without a retry.
-    fresh = step(s, d.state, obs(rev="r3", version="3.0"), at(50))
+    fresh = next_class_state(s, d.state, obs(rev="r3", version="3.0"), at(50))
     assert fresh.state.canary_revision == "r3"
 
 
 def test_inconclusive_measurements_neither_pass_nor_fail() -> None:
     s = spec()
-    d = step(s, _at_first_step(s), obs(ready=1), at(10), verdict=verdict("inconclusive", at(10)))
+    d = next_class_state(s, _at_first_step(s), obs(ready=1), at(10), verdict=verdict("inconclusive", at(10)))
     assert d.state.failures == 0 and d.state.passes == 0 and d.state.step_index == 0
     assert d.state.last_analysis and d.state.last_analysis.outcome == "inconclusive"
 
 
 def test_without_auto_rollback_a_failing_canary_is_degraded_and_stays() -> None:
     s = spec(autoRollback=False, analysis={"interval": "10s", "failureLimit": 0})
-    d = step(s, _at_first_step(s), obs(ready=1), at(10), verdict=verdict("fail", at(10)))
+    d = next_class_state(s, _at_first_step(s), obs(ready=1), at(10), verdict=verdict("fail", at(10)))
     assert d.state.state == "Degraded" and d.state.canary_revision == "r2" and not d.failed
     assert "kubectl edgewise abort" in d.state.message
 
@@ -154,34 +155,34 @@ def test_without_auto_rollback_a_failing_canary_is_degraded_and_stays() -> None:
 def test_past_the_progress_deadline_the_class_is_degraded_not_hung() -> None:
     s = spec(progressDeadline="2m")
     state = _at_first_step(s)
-    d = step(s, state, obs(ready=0, not_ready=0), at(150))
+    d = next_class_state(s, state, obs(ready=0, not_ready=0), at(150))
     assert d.state.state == "Degraded" and "progressDeadline 2m" in d.state.message
     assert [e.reason for e in d.events] == ["ProgressDeadlineExceeded"]
-    assert not step(s, d.state, obs(ready=0), at(160)).events  # said once
+    assert not next_class_state(s, d.state, obs(ready=0), at(160)).events  # said once
     # It recovers by itself when the pods come.
-    d = step(s, d.state, obs(ready=1), at(170), verdict=verdict("pass", at(170)))
+    d = next_class_state(s, d.state, obs(ready=1), at(170), verdict=verdict("pass", at(170)))
     assert d.state.step_index == 1
 
 
 def test_not_ready_canary_nodes_are_deferred() -> None:
     s = spec(steps=[{"percent": 50}, {"percent": 100}])
-    state = step(s, stable(), obs(), T0).state
-    d = step(s, state, obs(ready=3, not_ready=2), at(10), verdict=verdict("pass", at(10)))
+    state = next_class_state(s, stable(), obs(), T0).state
+    d = next_class_state(s, state, obs(ready=3, not_ready=2), at(10), verdict=verdict("pass", at(10)))
     assert d.state.percent == 100  # 3 of 5 ready, the 2 NotReady ones don't hold the step
-    d2 = step(s, state, obs(ready=3, not_ready=1), at(10), verdict=verdict("pass", at(10)))
+    d2 = next_class_state(s, state, obs(ready=3, not_ready=1), at(10), verdict=verdict("pass", at(10)))
     assert d2.state.percent == 50 and "1 NotReady node(s) deferred" in d2.state.message
 
 
 def test_spec_back_on_stable_removes_the_canary() -> None:
     s = spec()
-    d = step(s, _at_first_step(s), obs(rev="r1", version="1.0"), at(10))
+    d = next_class_state(s, _at_first_step(s), obs(rev="r1", version="1.0"), at(10))
     assert d.state.canary_revision is None and d.state.state == "Stable" and d.state.percent == 0
     assert d.events[0].reason == "CanaryRemoved"
 
 
 def test_a_newer_revision_replaces_a_canary_in_flight() -> None:
     s = spec()
-    d = step(s, _at_first_step(s), obs(rev="r3", version="3.0"), at(10))
+    d = next_class_state(s, _at_first_step(s), obs(rev="r3", version="3.0"), at(10))
     assert d.state.canary_revision == "r3" and d.state.step_index == 0 and d.state.percent == 10
     assert "replacing canary 2.0" in d.events[0].message
 
@@ -191,23 +192,23 @@ def test_a_newer_revision_replaces_a_canary_in_flight() -> None:
 
 def test_pause_without_duration_waits_for_promote() -> None:
     s = spec(steps=[{"percent": 10}, {"pause": {}}, {"percent": 100}])
-    d = step(s, _at_first_step(s), obs(ready=1), at(10), verdict=verdict("pass", at(10)))
+    d = next_class_state(s, _at_first_step(s), obs(ready=1), at(10), verdict=verdict("pass", at(10)))
     assert d.state.state == "Paused" and "kubectl edgewise promote" in d.state.message and not d.requeue_after
-    assert step(s, d.state, obs(ready=1), at(3600)).state.state == "Paused"
-    d = step(s, d.state, obs(ready=1), at(3601), command="promote")
+    assert next_class_state(s, d.state, obs(ready=1), at(3600)).state.state == "Paused"
+    d = next_class_state(s, d.state, obs(ready=1), at(3601), command="promote")
     assert d.state.percent == 100
 
 
 def test_user_pause_resume_abort_and_promote_full() -> None:
     s = spec()
     state = _at_first_step(s)
-    paused = step(s, state, obs(ready=1), at(10), verdict=verdict("pass", at(10)), command="pause")
+    paused = next_class_state(s, state, obs(ready=1), at(10), verdict=verdict("pass", at(10)), command="pause")
     assert paused.state.state == "Paused" and paused.state.step_index == 0
-    resumed = step(s, paused.state, obs(ready=1), at(20), command="resume")
+    resumed = next_class_state(s, paused.state, obs(ready=1), at(20), command="resume")
     assert resumed.state.step_index == 1  # the pass recorded while paused still counts
-    aborted = step(s, resumed.state, obs(ready=1), at(30), command="abort")
+    aborted = next_class_state(s, resumed.state, obs(ready=1), at(30), command="abort")
     assert aborted.state.state == "RolledBack" and aborted.finished == "Aborted" and not aborted.failed
-    full = step(s, state, obs(ready=1), at(40), command="promote-full")
+    full = next_class_state(s, state, obs(ready=1), at(40), command="promote-full")
     assert full.state.stable_revision == "r2" and full.state.state == "Stable"
 
 
@@ -233,10 +234,10 @@ def test_all_or_nothing_rolls_every_other_canary_back() -> None:
 
 def test_all_or_nothing_holds_a_finished_class_until_the_others_pass() -> None:
     s = spec(steps=[{"percent": 100}])
-    state = step(s, stable(), obs(), T0).state
-    held = step(s, state, obs(ready=10, hold_promotion=True), at(5), verdict=verdict("pass", at(5)))
+    state = next_class_state(s, stable(), obs(), T0).state
+    held = next_class_state(s, state, obs(ready=10, hold_promotion=True), at(5), verdict=verdict("pass", at(5)))
     assert held.state.canary_revision == "r2" and "AllOrNothing" in held.state.message
-    done = step(s, held.state, obs(ready=10), at(10))
+    done = next_class_state(s, held.state, obs(ready=10), at(10))
     assert done.state.stable_revision == "r2"
 
 
@@ -246,35 +247,35 @@ def test_all_or_nothing_holds_a_finished_class_until_the_others_pass() -> None:
 
 def test_a_step_is_not_done_while_its_nodes_are_still_switching() -> None:
     s = spec(steps=[{"percent": 50}, {"percent": 100}])
-    state = step(s, stable(), obs(make_before_break=True), T0).state
+    state = next_class_state(s, stable(), obs(make_before_break=True), T0).state
     switching = obs(ready=5, make_before_break=True, switch_pending=True,
                     switching="3 node(s) switching make-before-break: waiting for slot b's pods")
-    d = step(s, state, switching, at(10), verdict=verdict("pass", at(10)))
+    d = next_class_state(s, state, switching, at(10), verdict=verdict("pass", at(10)))
     assert d.state.percent == 50 and "3 node(s) switching" in d.state.message and d.requeue_after
-    d = step(s, d.state, obs(ready=5, make_before_break=True), at(11))
+    d = next_class_state(s, d.state, obs(ready=5, make_before_break=True), at(11))
     assert d.state.percent == 100  # the pass recorded while switching still counts
 
 
 def test_a_new_canary_waits_until_a_rolled_back_canary_has_left_its_nodes() -> None:
     s = spec()
-    rolled_back = step(s, _at_first_step(s), obs(ready=1), at(10), command="abort").state
+    rolled_back = next_class_state(s, _at_first_step(s), obs(ready=1), at(10), command="abort").state
     assert rolled_back.canary_revision is None
     draining = obs(rev="r3", version="3.0", make_before_break=True, switch_pending=True,
                    switching="1 node(s) switching make-before-break: waiting for slot a's pods")
-    d = step(s, rolled_back, draining, at(11))
+    d = next_class_state(s, rolled_back, draining, at(11))
     assert d.state.canary_revision is None and not d.events
     assert "3.0 starts once the previous canary's nodes are back" in d.state.message and d.requeue_after
-    d = step(s, d.state, obs(rev="r3", version="3.0", make_before_break=True), at(12))
+    d = next_class_state(s, d.state, obs(rev="r3", version="3.0", make_before_break=True), at(12))
     assert d.state.canary_revision == "r3" and d.state.percent == 10
 
 
 def test_promote_full_switches_every_node_make_before_break_before_flipping_the_slot() -> None:
     s = spec()
     state = _at_first_step(s)
-    d = step(s, state, obs(ready=1, make_before_break=True), at(10), command="promote-full")
+    d = next_class_state(s, state, obs(ready=1, make_before_break=True), at(10), command="promote-full")
     assert d.state.percent == 100 and d.state.canary_revision == "r2" and d.state.stable_slot == "a"
     pending = obs(ready=10, make_before_break=True, switch_pending=True, switching="9 node(s) switching")
-    d = step(s, d.state, pending, at(11))
+    d = next_class_state(s, d.state, pending, at(11))
     assert d.state.canary_revision == "r2" and "9 node(s) switching" in d.state.message
-    d = step(s, d.state, obs(ready=10, make_before_break=True), at(12))
+    d = next_class_state(s, d.state, obs(ready=10, make_before_break=True), at(12))
     assert d.state.stable_revision == "r2" and d.state.stable_slot == "b" and d.finished == "Succeeded"

@@ -8,15 +8,15 @@ from typing import Any
 
 from planning_support import fleet, model, profile_of
 
-from edgewise.api.commands import Command
+from edgewise.api.commands import COMMAND_ANNOTATION, Command
 from edgewise.api.rollout_status import AnalysisRecord
 from edgewise.api.settings import OperatorSettings
-from edgewise.core.buckets import BUCKET_LABEL, bucket_of
+from edgewise.core.durations import iso
 from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.plan import plan_model
-from edgewise.core.rollout import iso
-from edgewise.core.rollout_model import advance
-from edgewise.core.switch import bucket_range
+from edgewise.core.rollout import Observed, advance
+from edgewise.core.rollout.buckets import BUCKET_LABEL, bucket_of
+from edgewise.core.rollout.switch import bucket_range
 
 T0 = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 SETTINGS = OperatorSettings()
@@ -41,14 +41,17 @@ def run(version: str, status: Any = None, existing: list[Workload] | None = None
     m = model(version=version, profile_ref="p", rollout={**ROLLOUT, **rollout})
     if status is not None:
         m = m.model_copy(update={"status": m.status.model_copy(update={"rollout": status})})
+    if command is not None:
+        annotations = {COMMAND_ANNOTATION: command.to_annotation()}
+        m = m.model_copy(update={"metadata": m.metadata.model_copy(update={"annotations": annotations})})
     existing = existing or []
     plan = plan_model(m, PROFILE, NODES, existing, SETTINGS)
     now = T0 + dt.timedelta(seconds=at)
-    return advance(m, plan, NODES, existing, now, verdicts, command)
+    return advance(m, plan, Observed(NODES, existing), verdicts, now)
 
 
 def by_name(result) -> dict[str, dict[str, Any]]:
-    return {w.name: w.manifest for w in result.placement.workloads}
+    return {w.name: w.manifest for w in result.apply}
 
 
 def buckets_of(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -67,7 +70,7 @@ def failed(at: float) -> AnalysisRecord:
 
 def _first() -> tuple[Any, list[Workload]]:
     first = run("1")
-    return first, live([w.manifest for w in first.placement.workloads])
+    return first, live([w.manifest for w in first.apply])
 
 
 def test_first_revision_places_one_ondelete_workload_per_class_without_buckets() -> None:
@@ -109,15 +112,15 @@ def test_a_replace_step_is_one_write_per_workload_and_keeps_the_stable_template(
 def test_promotion_flips_the_slot_and_deletes_the_old_stable() -> None:
     first, existing = _first()
     second = run("2", first.status, existing, switch="Replace")
-    existing = live([w.manifest for w in second.placement.workloads])
+    existing = live([w.manifest for w in second.apply])
     verdicts = {"arm": passed(10), "x86": passed(10)}
     third = run("2", second.status, existing, at=10, verdicts=verdicts, switch="Replace")
     assert third.status.class_state("arm").percent == 100  # type: ignore[union-attr]
-    existing = live([w.manifest for w in third.placement.workloads])
+    existing = live([w.manifest for w in third.apply])
     fourth = run("2", third.status, existing, at=20, verdicts={"arm": passed(20), "x86": passed(20)},
                  switch="Replace")
     assert sorted(by_name(fourth)) == ["defect-detector-arm-b", "defect-detector-x86-b"]
-    assert sorted(fourth.placement.delete) == ["defect-detector-arm-a", "defect-detector-x86-a"]
+    assert sorted(fourth.delete) == ["defect-detector-arm-a", "defect-detector-x86-a"]
     assert all(buckets_of(m) == [] for m in by_name(fourth).values())
     assert fourth.status.history[-1].outcome == "Succeeded"
 
@@ -128,16 +131,16 @@ def test_a_promotion_whose_status_was_not_written_is_finished_not_redeployed() -
     as if nothing served would put the new version in slot a and delete slot b: every pod replaced."""
     first, existing = _first()
     second = run("2", first.status, existing, switch="Replace")
-    existing = live([w.manifest for w in second.placement.workloads])
+    existing = live([w.manifest for w in second.apply])
     third = run("2", second.status, existing, at=10, verdicts={"arm": passed(10), "x86": passed(10)},
                 switch="Replace")
-    existing = live([w.manifest for w in third.placement.workloads])
+    existing = live([w.manifest for w in third.apply])
     verdicts = {"arm": passed(20), "x86": passed(20)}
     fourth = run("2", third.status, existing, at=20, verdicts=verdicts, switch="Replace")
-    written = live([w.manifest for w in fourth.placement.workloads])  # slot a deleted, slot b everywhere
+    written = live([w.manifest for w in fourth.apply])  # slot a deleted, slot b everywhere
     again = run("2", third.status, written, at=21, verdicts=verdicts, switch="Replace")  # third's status
     assert sorted(by_name(again)) == ["defect-detector-arm-b", "defect-detector-x86-b"]
-    assert by_name(again) == by_name(fourth) and not again.placement.delete
+    assert by_name(again) == by_name(fourth) and not again.delete
     assert [again.status.class_state(c).stable_slot for c in ("arm", "x86")] == ["b", "b"]  # type: ignore[union-attr]
     assert [(h.revision, h.outcome) for h in again.status.history] == [(1, "Succeeded"), (2, "Succeeded")]
 
@@ -146,7 +149,7 @@ def test_all_or_nothing_a_failure_in_the_same_pass_stops_the_other_class_from_pr
     first, existing = _first()
     second = run("2", first.status, existing, classPolicy="AllOrNothing",
                  steps=[{"percent": 100}])
-    existing = live([w.manifest for w in second.placement.workloads])
+    existing = live([w.manifest for w in second.apply])
     third = run("2", second.status, existing, at=10, verdicts={"arm": passed(10), "x86": failed(10)},
                 classPolicy="AllOrNothing", steps=[{"percent": 100}])
     arm, x86 = third.status.class_state("arm"), third.status.class_state("x86")
@@ -159,14 +162,14 @@ def test_all_or_nothing_a_failure_in_the_same_pass_stops_the_other_class_from_pr
 def test_a_command_is_handled_once() -> None:
     first, existing = _first()
     second = run("2", first.status, existing)
-    existing = live([w.manifest for w in second.placement.workloads])
+    existing = live([w.manifest for w in second.apply])
     cmd = Command(verb="abort", id="c1")
     aborted = run("2", second.status, existing, at=5, command=cmd)
     assert aborted.status.last_command == "c1"
     assert all(c.state == "RolledBack" for c in aborted.status.classes or [])
     assert aborted.status.history[-1].outcome == "Aborted"
     # The same annotation seen again (e.g. after a restart) changes nothing.
-    again = run("2", aborted.status, live([w.manifest for w in aborted.placement.workloads]), at=6, command=cmd)
+    again = run("2", aborted.status, live([w.manifest for w in aborted.apply]), at=6, command=cmd)
     assert again.status == aborted.status
 
 
@@ -180,7 +183,7 @@ def controller(result, before: list[Workload], not_ready: frozenset[str] = froze
     workload schedules the class's nodes in its bucket range, and its pods are ready unless named."""
     old = {w.name: w for w in before}
     out = []
-    for wp in result.placement.workloads:
+    for wp in result.apply:
         m, prev = wp.manifest, old.get(wp.name)
         generation = (prev.generation if prev else 0) + (prev is None or prev.annotations.get(
             "edgewise.io/spec-hash") != wp.spec_hash)
@@ -209,7 +212,7 @@ def pods(existing: list[Workload]) -> dict[str, dict[str, bool]]:
 
 def writes(result, before: list[Workload]) -> int:
     old = {w.name: w.annotations.get("edgewise.io/spec-hash") for w in before}
-    return sum(old.get(w.name) != w.spec_hash for w in result.placement.workloads) + len(result.placement.delete)
+    return sum(old.get(w.name) != w.spec_hash for w in result.apply) + len(result.delete)
 
 
 def assert_make_before_break(before: list[Workload], after: list[Workload]) -> None:
@@ -263,17 +266,17 @@ def test_make_before_break_rollback_brings_the_stable_back_before_the_canary_lea
     assert arm is not None and arm.state == "RolledBack" and arm.canary_revision is None
     ds = by_name(aborted)
     assert buckets_of(ds["defect-detector-arm-a"]) == [] and buckets_of(ds["defect-detector-arm-b"])
-    assert not aborted.placement.delete  # the canary stays until the stable pods are back
+    assert not aborted.delete  # the canary stays until the stable pods are back
     assert ds["defect-detector-arm-b"]["spec"]["template"]["metadata"]["labels"]["edgewise.io/version"] == "2"
     slow = frozenset({"defect-detector-arm-a", "defect-detector-x86-a"})
     after = controller(aborted, existing, not_ready=slow)
     assert_make_before_break(existing, after)
     existing = after
     waiting = run("2", aborted.status, existing, at=3)
-    assert not waiting.placement.delete and writes(waiting, existing) == 0
+    assert not waiting.delete and writes(waiting, existing) == 0
     existing = controller(waiting, existing)
     done = run("2", waiting.status, existing, at=4)
-    assert sorted(done.placement.delete) == ["defect-detector-arm-b", "defect-detector-x86-b"]
+    assert sorted(done.delete) == ["defect-detector-arm-b", "defect-detector-x86-b"]
     assert_make_before_break(existing, controller(done, existing))
 
 
@@ -288,7 +291,7 @@ def test_replace_mode_moves_both_slots_in_one_pass_as_before() -> None:
     assert [e["operator"] for e in buckets_of(ds["defect-detector-arm-b"])] == ["Lt"]
     aborted = run("2", second.status, controller(second, existing), at=1, switch="Replace",
                   command=Command(verb="abort", id="c1"))
-    assert sorted(aborted.placement.delete) == ["defect-detector-arm-b", "defect-detector-x86-b"]
+    assert sorted(aborted.delete) == ["defect-detector-arm-b", "defect-detector-x86-b"]
 
 
 def test_a_new_version_waits_while_a_rolled_back_canary_drains_then_starts_fresh() -> None:
@@ -308,7 +311,7 @@ def test_a_new_version_waits_while_a_rolled_back_canary_drains_then_starts_fresh
     assert canary["spec"]["template"]["metadata"]["labels"]["edgewise.io/version"] == "2"
     existing = controller(newer, existing)  # now they are
     drained = run("3", newer.status, existing, at=4)
-    assert "defect-detector-arm-b" in drained.placement.delete
+    assert "defect-detector-arm-b" in drained.delete
     existing = controller(drained, existing)
     started = run("3", drained.status, existing, at=5)
     arm = started.status.class_state("arm")
@@ -324,7 +327,18 @@ def test_auto_replaces_a_class_whose_two_copies_do_not_fit_its_nodes() -> None:
                          {"name": "x86", "nodeSelector": {"kubernetes.io/arch": "amd64"}, "runtime": "onnxruntime",
                           "precision": "fp32", "resources": {"requests": {"memory": "256Mi"}}})
     m = model(version="1", profile_ref="p", rollout=ROLLOUT)
-    out = advance(m, plan_model(m, profile, small, [], SETTINGS), small, [], T0)
+    out = advance(m, plan_model(m, profile, small, [], SETTINGS), Observed(small, []), None, T0)
     arm, x86 = out.status.class_state("arm"), out.status.class_state("x86")
     assert arm is not None and arm.switch == "Replace" and "1536 MiB" in arm.switch_reason
     assert x86 is not None and x86.switch == "MakeBeforeBreak"
+
+
+def test_what_advance_returns_is_final_the_planner_already_renders_ondelete_and_status_sees_the_placed_workloads(
+) -> None:
+    m = model(version="1", profile_ref="p", rollout=ROLLOUT)
+    plan = plan_model(m, PROFILE, NODES, [], SETTINGS)
+    assert {w.manifest["spec"]["updateStrategy"]["type"] for w in plan.workloads} == {"OnDelete"}
+    first, existing = _first()
+    second = run("2", first.status, existing, switch="Replace")
+    assert second.plan.workloads == second.apply  # status compares the live objects with what is applied
+    assert len(second.apply) == 4 and second.delete == ()

@@ -9,9 +9,9 @@ import pytest
 from planning_support import fleet
 
 from edgewise.api.profile import HardwareClass
-from edgewise.core.buckets import BUCKET_LABEL, BUCKETS, bucket_of
 from edgewise.core.observed import NodeInfo, Workload
-from edgewise.core.switch import (
+from edgewise.core.rollout.buckets import BUCKET_LABEL, BUCKETS, bucket_of
+from edgewise.core.rollout.switch import (
     MAKE_BEFORE_BREAK,
     REPLACE,
     Bounds,

@@ -20,7 +20,7 @@ import numpy as np
 import tritonclient.http.aio as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from edgewise.analysis.provider import GoldenInputs, PodEndpoint
+from edgewise.analysis.provider import GoldenFile, PodEndpoint
 from edgewise.core.analysis import GoldenResult, OutputSimilarity
 
 EXPECTED_PREFIX = "expected__"
@@ -87,7 +87,7 @@ class GoldenChecker:
             self._cache[path] = cached
         return cached[1]
 
-    async def check(self, golden: GoldenInputs, model_name: str, canary: Sequence[PodEndpoint],
+    async def check(self, golden: GoldenFile, model_name: str, canary: Sequence[PodEndpoint],
                     stable: Sequence[PodEndpoint]) -> GoldenResult:
         try:
             gs = self._load(golden.path)

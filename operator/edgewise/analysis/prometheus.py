@@ -158,13 +158,6 @@ class PrometheusProvider:
         self.timeout_s = timeout_s
         self.golden = golden or GoldenChecker(timeout_s=timeout_s)
 
-    async def is_online(self) -> bool:
-        try:
-            async with self._session() as session:
-                return await self._query(session, "vector(1)") == 1.0
-        except (PrometheusError, aiohttp.ClientError, TimeoutError):
-            return False
-
     async def measure(self, target: AnalysisTarget) -> Measurement:
         async with self._session() as session:
             canary, stable = await asyncio.gather(

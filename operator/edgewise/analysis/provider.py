@@ -1,21 +1,20 @@
 """The analysis provider interface: what the rollout asks, and what it gets back.
 
-Flagger-sized on purpose: `measure` and `is_online`. The rollout state machine builds an
-`AnalysisTarget` from what it observed (the class's canary and stable pods, with what
-Kubernetes says about them), calls `measure` once per interval, and judges the returned
-`Measurement` with `edgewise.core.analysis.judge`. Providers only measure; they never decide.
+Shaped like Flagger's metrics providers: this small interface module, one module per
+provider (`runtime`, `prometheus`), and a factory (`factory.make_provider`) that alone
+knows them all. `measure.CanaryAnalysis` builds an `AnalysisTarget` from what was observed
+(the class's canary and stable pods, with what Kubernetes says about them), calls `measure`
+once per interval, and judges the returned `Measurement` with `edgewise.core.analysis.judge`.
+Providers only measure; they never decide.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from edgewise import contract
 from edgewise.core.analysis import Measurement, PodHealth, Thresholds
-
-if TYPE_CHECKING:
-    from edgewise.api.model import Analysis
 
 
 @dataclass(frozen=True)
@@ -52,8 +51,8 @@ def _host(ip: str) -> str:
 
 
 @dataclass(frozen=True)
-class GoldenInputs:
-    """A local .npz of golden inputs (already fetched and digest-verified by the caller).
+class GoldenFile:
+    """spec.rollout.analysis.goldenInputs, fetched: a local .npz, digest-verified (golden_file.py).
 
     Arrays named after the model's inputs are sent as one request; arrays named
     `expected__<output>` (optional) are the outputs the canary must reproduce, in which
@@ -78,7 +77,7 @@ class AnalysisTarget:
     thresholds: Thresholds = Thresholds()
     namespace: str = ""
     served_model: str = ""  # name in /v2/models/<name>; defaults to `model`
-    golden: GoldenInputs | None = None
+    golden: GoldenFile | None = None
     sample_size: int = 10  # at most this many canary and this many stable pods are read
 
     @property
@@ -102,55 +101,6 @@ class AnalysisProvider(Protocol):
 
         Never raises for a pod that does not answer: such pods are deferred in the
         Measurement. Raises only when the provider itself is unusable (e.g. Prometheus
-        is down), which the caller treats like `is_online() == False`.
+        is down), which the caller turns into an inconclusive interval.
         """
         ...
-
-    async def is_online(self) -> bool:
-        """Whether the provider can measure at all right now."""
-        ...
-
-
-def thresholds_from_spec(analysis: Analysis, slo_p95_ms: float | None = None,
-                         min_requests: int = Thresholds.min_requests) -> Thresholds:
-    """The limits of an EdgeModel's `rollout.analysis`; absolute p95 defaults to the class SLO."""
-    return Thresholds(
-        max_error_rate=analysis.max_error_rate,
-        max_p95_latency_ms=analysis.max_p95_latency_ms if analysis.max_p95_latency_ms is not None
-        else slo_p95_ms,
-        max_latency_increase_percent=analysis.max_latency_increase_percent,
-        max_memory_increase_percent=analysis.max_memory_increase_percent,
-        min_ready_ratio=analysis.min_ready_ratio,
-        max_restarts=analysis.max_restarts,
-        min_requests=min_requests,
-        min_golden_cosine=analysis.golden_inputs.min_cosine if analysis.golden_inputs else 0.99,
-    )
-
-
-class ProviderNotAllowed(ValueError):
-    """The spec names a provider the operator's settings do not allow; nothing was contacted."""
-
-
-def make_provider(analysis: Analysis, prometheus_addresses: tuple[str, ...] = ()) -> AnalysisProvider:
-    """The provider an EdgeModel's `rollout.analysis.provider` names.
-
-    Providers keep state between intervals (the runtime one remembers each pod's last
-    counters), so callers create one per provider kind and address and reuse it. A
-    Prometheus address must be one of `prometheus_addresses` (the operator's settings):
-    the operator never fetches a URL a namespace user wrote unless an admin listed it.
-    """
-    if analysis.provider == "prometheus":
-        from edgewise.analysis.prometheus import PrometheusProvider, address_allowed
-
-        if analysis.prometheus is None:
-            raise ValueError("the prometheus provider needs analysis.prometheus.address")
-        if not address_allowed(analysis.prometheus.address, prometheus_addresses):
-            raise ProviderNotAllowed(
-                "analysis.prometheus.address is not one of the Prometheus addresses the operator's settings "
-                "allow (EDGEWISE_PROMETHEUS_ADDRESSES, chart value security.prometheusAddresses"
-                + ("" if prometheus_addresses else ", empty: the prometheus provider is off")
-                + "); nothing was asked")
-        return PrometheusProvider(analysis.prometheus.address)
-    from edgewise.analysis.runtime import RuntimeProvider
-
-    return RuntimeProvider()

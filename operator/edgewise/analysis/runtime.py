@@ -101,17 +101,6 @@ class RuntimeProvider:
         self.golden = golden or GoldenChecker(timeout_s=timeout_s * 2)
         self._clock = clock
         self._last: dict[tuple[str, str], PodSample] = {}  # (target.key, pod uid) -> last reading
-        self._sem: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
-
-    def _semaphore(self) -> asyncio.Semaphore:
-        """One bound for every class measured at once, on the running loop (tests run several loops)."""
-        loop = asyncio.get_running_loop()
-        if self._sem is None or self._sem[0] is not loop:
-            self._sem = (loop, asyncio.Semaphore(self.concurrency))
-        return self._sem[1]
-
-    async def is_online(self) -> bool:
-        return True  # needs nothing but the pods, which are measured one by one
 
     async def measure(self, target: AnalysisTarget) -> Measurement:
         deferred = [DeferredPod(p.name, f"node {p.node or '?'} NotReady", canary=True)
@@ -123,7 +112,7 @@ class RuntimeProvider:
         stable = sample([p for p in target.stable if p.node_ready], target.sample_size,
                         f"{target.key}/stable", key=_uid)
 
-        sem = self._semaphore()
+        sem = asyncio.Semaphore(self.concurrency)  # per class: the operator measures classes one at a time
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as session:
             readings = await asyncio.gather(*(self._read(sem, session, p, target.model_name)
                                               for p in (*canary, *stable)))

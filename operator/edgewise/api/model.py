@@ -153,7 +153,7 @@ class Step(ApiModel):
     pause: Pause | None = Field(default=None, description="Pause the rollout.")
 
 
-class PrometheusProvider(ApiModel):
+class PrometheusSettings(ApiModel):
     """Where the prometheus analysis provider reads metrics."""
 
     address: str = Field(max_length=2048, pattern=r"^https?://.+",
@@ -209,7 +209,7 @@ class Analysis(ApiModel):
         default="runtime",
         description="Where measurements come from: runtime (Triton-protocol statistics read from the pods; "
                     "needs nothing else), prometheus, or none (steps wait only for ready pods and pauses).")
-    prometheus: PrometheusProvider | None = Field(default=None, description="Settings of the prometheus "
+    prometheus: PrometheusSettings | None = Field(default=None, description="Settings of the prometheus "
                                                                             "provider.")
     golden_inputs: GoldenInputs | None = Field(
         default=None, description="Inputs whose outputs canary and stable must agree on, which catches a "

@@ -6,6 +6,7 @@ lives here, in the EdgeModel's status — nothing is kept only in memory.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field
@@ -13,6 +14,15 @@ from pydantic import Field
 from edgewise.api.base import ApiModel
 
 ClassRolloutState = Literal["Stable", "Progressing", "Paused", "Degraded", "RolledBack"]
+
+class Outcome(StrEnum):
+    """The verdict of one analysis interval (core/analysis.py decides it)."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
 RevisionOutcome = Literal["Progressing", "Succeeded", "RolledBack", "Aborted", "Superseded"]
 HISTORY_LIMIT = 10
 
@@ -21,7 +31,7 @@ class AnalysisRecord(ApiModel):
     """The last measurement of a class's canary against its stable nodes."""
 
     time: str = Field(description="When it was measured (RFC 3339).")
-    outcome: Literal["pass", "fail", "inconclusive"] = Field(description="Verdict of this measurement.")
+    outcome: Outcome = Field(description="Verdict of this measurement.")
     message: str = Field(default="", max_length=4096, description="The verdict with its numbers.")
     canary_pods: int = Field(default=0, description="Canary pods measured.")
     stable_pods: int = Field(default=0, description="Stable pods measured.")

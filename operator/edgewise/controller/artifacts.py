@@ -21,13 +21,13 @@ from typing import Any
 
 from kubernetes import client
 
+from edgewise.analysis import local_files
 from edgewise.api.profile import DeploymentProfileSpec
 from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
 from edgewise.artifacts.builtin import BuiltinStore
 from edgewise.artifacts.factory import ArtifactStores
 from edgewise.contract import JOB_REPORT_DETAIL as DETAIL
-from edgewise.controller import local_files
 from edgewise.controller.optimize_runners import KubeJobRunner, ProcessRunner
 from edgewise.core.class_artifact import ArtifactState, ClassArtifact
 from edgewise.core.classify import Classification

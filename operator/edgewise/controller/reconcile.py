@@ -1,31 +1,31 @@
-"""Reconcile one key: read → plan → apply → status. Blocking; runs in worker threads."""
+"""Reconcile one key: read → plan → rollout → apply → status. Blocking; runs in worker threads."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kubernetes import client
 
-from edgewise.api.commands import parse as parse_command
+from edgewise.analysis.measure import CanaryAnalysis
 from edgewise.api.profile import DeploymentProfileStatus, ProfileClassStatus
 from edgewise.api.resources import API_VERSION, DeploymentProfile, EdgeModel
 from edgewise.api.settings import OperatorSettings
 from edgewise.controller.agent_credentials import AgentCredentials
 from edgewise.controller.artifacts import ArtifactManager
-from edgewise.controller.rollouts import Rollouts, label_buckets
-from edgewise.core import address, names
+from edgewise.core import address
 from edgewise.core.agent import agent_daemonset
 from edgewise.core.class_artifact import ArtifactState, ClassArtifact
-from edgewise.core.classify import classify
-from edgewise.core.observed import Workload
-from edgewise.core.plan import ModelPlan, plan_model
-from edgewise.core.rollout_model import advance, due_analyses
+from edgewise.core.classify import Classification, classify
+from edgewise.core.observed import NodeInfo, Workload
+from edgewise.core.plan import ModelPlan, ResolvedProfile, plan_model
+from edgewise.core.rollout import Observed, RolloutResult, advance, due_analyses
 from edgewise.core.status import compute_status
+from edgewise.kube import node_agents
 from edgewise.kube.read import Reader
 from edgewise.kube.writes import Writes
 
@@ -34,6 +34,17 @@ log = logging.getLogger("edgewise.controller")
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What one reconcile of a model read before planning."""
+
+    profile: ResolvedProfile | None
+    nodes: list[NodeInfo]
+    workloads: list[Workload]
+    classification: Classification | None
+    artifacts: dict[str, ClassArtifact]
 
 
 class Reconciler:
@@ -45,7 +56,7 @@ class Reconciler:
         self.clock = clock
         self.totals: Counter[str] = Counter()  # every request that wrote, since start, by verb
         self.agent_credentials = AgentCredentials(api, settings)
-        self.rollouts = Rollouts(api, credentials=self.agent_credentials, settings=settings)
+        self.analysis = CanaryAnalysis(settings)
         self.artifacts = ArtifactManager(settings, api) if settings.artifact_dir else None
         self._lock = threading.Lock()
 
@@ -65,65 +76,77 @@ class Reconciler:
             self._account(write)
 
     def _model(self, model: EdgeModel, write: Writes) -> float | None:
-        namespace, name = model.metadata.namespace, model.metadata.name
+        """read → plan → rollout → apply → status."""
+        now = self.clock()
+        seen = self._read_model(model, write)
+        ready = {c: a.artifact for c, a in seen.artifacts.items() if a.artifact is not None}
+        plan = plan_model(model, seen.profile, seen.nodes, seen.workloads, self.settings, artifacts=ready,
+                          classification=seen.classification)
+        rollout = self._advance(model, plan, seen, now)
+        ref = _involved(model)
+        self._stage(model, rollout, write, ref)
+        observed = self._apply(model, rollout, seen.workloads, write, ref)
+        where, taken = self._address(model, write, ref)
+        result = compute_status(model, rollout.plan, observed, now, total_nodes=len(seen.nodes),
+                                rollout=rollout.status,
+                                artifacts=seen.artifacts,
+                                address=where, address_problem=taken)
+        write.patch_status(EdgeModel.PLURAL, model.metadata.namespace, model.metadata.name, model.status.to_api(),
+                           result.status.to_api())
+        for event in (*rollout.events, *result.events):
+            write.event(ref, event.type, event.reason, event.message)
+        log.info("reconciled edgemodel %s/%s: phase=%s ready=%s writes=%d%s", model.metadata.namespace,
+                 model.metadata.name, result.status.phase, result.status.ready, write.total, _summary(plan))
+        return _requeue_after(result.requeue_after, rollout.requeue_after, seen.artifacts)
+
+    def _read_model(self, model: EdgeModel, write: Writes) -> _Read:
+        """Everything planning needs; resolving the artifacts may start an optimization Job (through `write`)."""
         profile = self.read.resolve_profile(model)
         nodes = self.read.nodes()
-        existing = self.read.workloads(model)
-        now = self.clock()
         classification = classify(profile.spec, nodes) if profile is not None else None
         artifacts: dict[str, ClassArtifact] = {}
         if self.artifacts is not None and profile is not None and classification is not None:
             artifacts = self.artifacts.resolve(model, profile.spec, classification, write)
-        ready = {c: a.artifact for c, a in artifacts.items() if a.artifact is not None}
-        plan = plan_model(model, profile, nodes, existing, self.settings, artifacts=ready,
-                          classification=classification)
-        hold = frozenset(c for c, a in artifacts.items() if a.state is not ArtifactState.READY)
-        ref = _involved(model)
-        rollout = None
-        workloads, delete = list(plan.workloads), list(plan.delete)
-        if plan.profile is not None:
-            due = due_analyses(model, plan, now)
-            verdicts = self.rollouts.measure(model, plan, nodes, existing, due, now) if due else {}
-            peaks = {c: a.peak_memory_mib for c, a in artifacts.items() if a.peak_memory_mib}
-            rollout = advance(model, plan, nodes, existing, now, verdicts, parse_command(model.metadata.annotations),
-                              hold=hold, gpu_resource=self.settings.gpu_resource, peak_memory_mib=peaks)
-            staged = self.rollouts.stage(model, rollout.stage)
-            for cls, (ok, asked) in staged.items():
-                write.event(ref, "Normal", "Staged", f"class {cls}: {ok}/{asked} node agent(s) prefetching the "
-                                                     "canary artifact before the step")
-            workloads = list(rollout.placement.workloads)
-            planned = {c.name for c in plan.classes}
-            delete = sorted(set(rollout.placement.delete) | {
-                n for n in plan.delete if _class_of(existing, n) not in planned})
-            plan = replace(plan, classes=tuple(
-                replace(c, workloads=tuple(w for w in workloads if w.class_name == c.name)) for c in plan.classes))
+        return _Read(profile=profile, nodes=nodes, workloads=self.read.workloads(model),
+                     classification=classification, artifacts=artifacts)
+
+    def _advance(self, model: EdgeModel, plan: ModelPlan, seen: _Read, now: datetime) -> RolloutResult:
+        """Measure the canaries whose analysis is due, then let the rollout decide everything else."""
+        due = due_analyses(model, plan, now)
+        measurements = self.analysis.measure(model, plan, seen.nodes, seen.workloads, self.read.runtime_pods(model),
+                                             due, now) if due else {}
+        observed = Observed(
+            nodes=seen.nodes, workloads=seen.workloads, gpu_resource=self.settings.gpu_resource,
+            waiting_for_artifact=frozenset(c for c, a in seen.artifacts.items() if a.state is not ArtifactState.READY),
+            peak_memory_mib={c: a.peak_memory_mib for c, a in seen.artifacts.items() if a.peak_memory_mib})
+        return advance(model, plan, observed, measurements, now)
+
+    def _stage(self, model: EdgeModel, rollout: RolloutResult, write: Writes, ref: dict[str, str]) -> None:
+        """Ask the agents of the nodes a step moves to prefetch the canary artifact first."""
+        if not rollout.stage:
+            return
+        staged = node_agents.prefetch(model.metadata.namespace, model.metadata.name, rollout.stage,
+                                      self.agent_credentials.token())
+        for cls, (ok, asked) in staged.items():
+            write.event(ref, "Normal", "Staged", f"class {cls}: {ok}/{asked} node agent(s) prefetching the "
+                                                 "canary artifact before the step")
+
+    def _apply(self, model: EdgeModel, rollout: RolloutResult, existing: list[Workload], write: Writes,
+               ref: dict[str, str]) -> dict[str, Workload]:
+        """Apply and delete what the rollout decided; the model's workloads as they now are."""
         observed = {w.name: w for w in existing}
-        for wp in workloads:
+        for wp in rollout.apply:
             verb, obj = write.apply_daemonset(wp.manifest, observed.get(wp.name))
             observed[wp.name] = obj
             if verb != "unchanged":
                 write.event(ref, "Normal", f"Workload{verb.capitalize()}",
                             f"{verb} DaemonSet {wp.name} for class {wp.class_name} ({len(wp.nodes)} node(s))")
-        for stale in delete:
+        for stale in rollout.delete:
             gone = observed.pop(stale)
-            if write.delete_daemonset(namespace, stale, gone.uid):
+            if write.delete_daemonset(model.metadata.namespace, stale, gone.uid):
                 write.event(ref, "Normal", "WorkloadDeleted", f"deleted DaemonSet {stale}: its class is no "
                             "longer in the profile, or its revision no longer serves any node")
-        where, taken = self._address(model, write, ref)
-        result = compute_status(model, plan, observed, now, total_nodes=len(nodes),
-                                rollout=rollout.status if rollout else None,
-                                artifacts=artifacts,
-                                address=where, address_problem=taken)
-        write.patch_status(EdgeModel.PLURAL, namespace, name, model.status.to_api(), result.status.to_api())
-        for event in (*(rollout.events if rollout else ()), *result.events):
-            write.event(ref, event.type, event.reason, event.message)
-        log.info("reconciled edgemodel %s/%s: phase=%s ready=%s writes=%d%s", namespace, name,
-                 result.status.phase, result.status.ready, write.total, _summary(plan))
-        requeues = [r for r in (result.requeue_after, rollout.requeue_after if rollout else None) if r is not None]
-        if any(a.state is ArtifactState.OPTIMIZING for a in artifacts.values()):
-            requeues.append(2.0)  # poll the optimization job
-        requeues += [a.retry_in + 0.5 for a in artifacts.values() if a.retry_in is not None]
-        return min(requeues) if requeues else None
+        return observed
 
     def _address(self, model: EdgeModel, write: Writes, ref: dict[str, str]) -> tuple[str, str]:
         """The model's node-local Service, created once; (its address, or why there is none)."""
@@ -137,11 +160,12 @@ class Reconciler:
         return address.address(model), ""
 
     def buckets(self) -> None:
-        """Label every node with its rollout bucket, once (see core/buckets.py)."""
-        n = label_buckets(self.api, self.read.nodes())
-        if n:
-            with self._lock:
-                self.totals["bucket-label"] += n
+        """Label every node with its rollout bucket, once (see core/rollout/buckets.py)."""
+        write = Writes(self.api)
+        try:
+            write.label_buckets(self.read.nodes())
+        finally:
+            self._account(write)
 
     def profile(self, namespace: str, name: str) -> list[str]:
         """Refresh a profile's node counts; return the models in its namespace that use it."""
@@ -197,6 +221,10 @@ def _summary(plan: ModelPlan) -> str:
     return "".join(f" {c.name}={len(c.nodes)}" for c in plan.classes)
 
 
-def _class_of(existing: Sequence[Workload], name: str) -> str | None:
-    return next((w.labels.get(names.CLASS_LABEL) for w in existing if w.name == name), None)
+def _requeue_after(status: float | None, rollout: float | None, artifacts: dict[str, ClassArtifact]) -> float | None:
+    requeues = [r for r in (status, rollout) if r is not None]
+    if any(a.state is ArtifactState.OPTIMIZING for a in artifacts.values()):
+        requeues.append(2.0)  # poll the optimization job
+    requeues += [a.retry_in + 0.5 for a in artifacts.values() if a.retry_in is not None]
+    return min(requeues) if requeues else None
 

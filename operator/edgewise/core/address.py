@@ -3,7 +3,7 @@
 An application on a node calls `edgewise-<model>.<namespace>.svc:8000` (HTTP) or `:8001` (gRPC) and
 reaches the model's pod on its own node: kube-proxy only routes to endpoints on the client's node,
 never across the (often thin) links between edge nodes. The Service selects the model's runtime
-pods of every class and both slots, so during a make-before-break switch (core/switch.py) the node
+pods of every class and both slots, so during a make-before-break switch (core/rollout/switch.py) the node
 has a Ready endpoint throughout: Service endpoints follow readiness, and a terminating pod's
 endpoint stops receiving new connections while its server drains.
 

@@ -22,8 +22,12 @@ import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
+from datetime import datetime
 from typing import TypeVar
+
+from edgewise.api.model import Analysis, GoldenInputs
+from edgewise.api.rollout_status import AnalysisRecord, Outcome
+from edgewise.core.durations import iso
 
 T = TypeVar("T")
 
@@ -159,9 +163,12 @@ class Measurement:
     seconds: float | None = None  # length of the measured window
 
 
+_SPEC = Analysis()  # the API's defaults, so the limits below have one definition: the CRD's
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    """The limits a canary must stay within (from EdgeModel.spec.rollout.analysis).
+    """The limits a canary must stay within: EdgeModel.spec.rollout.analysis, resolved (`from_spec`).
 
     None disables a check. `min_requests` is the smallest canary traffic in an interval
     that makes rates and latencies meaningful; below it traffic checks are inconclusive.
@@ -169,21 +176,32 @@ class Thresholds:
     small to matter (and below the histogram's resolution): +80% of 0.5 ms is noise.
     """
 
-    max_error_rate: float | None = 0.01
-    max_p95_latency_ms: float | None = None
-    max_latency_increase_percent: float | None = 20.0
-    max_memory_increase_percent: float | None = None
-    min_ready_ratio: float | None = 1.0
-    max_restarts: int | None = 0
+    max_error_rate: float | None = _SPEC.max_error_rate
+    max_p95_latency_ms: float | None = _SPEC.max_p95_latency_ms
+    max_latency_increase_percent: float | None = _SPEC.max_latency_increase_percent
+    max_memory_increase_percent: float | None = _SPEC.max_memory_increase_percent
+    min_ready_ratio: float | None = _SPEC.min_ready_ratio
+    max_restarts: int | None = _SPEC.max_restarts
     min_requests: int = 20
-    min_golden_cosine: float = 0.99
+    min_golden_cosine: float = GoldenInputs.model_fields["min_cosine"].default
     latency_noise_ms: float = 1.0
 
-
-class Outcome(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    INCONCLUSIVE = "inconclusive"
+    @classmethod
+    def from_spec(cls, analysis: Analysis, slo_p95_ms: float | None = None,
+                  min_requests: int = min_requests) -> Thresholds:
+        """The limits of an EdgeModel's `rollout.analysis`; absolute p95 defaults to the class SLO."""
+        return cls(
+            max_error_rate=analysis.max_error_rate,
+            max_p95_latency_ms=analysis.max_p95_latency_ms if analysis.max_p95_latency_ms is not None
+            else slo_p95_ms,
+            max_latency_increase_percent=analysis.max_latency_increase_percent,
+            max_memory_increase_percent=analysis.max_memory_increase_percent,
+            min_ready_ratio=analysis.min_ready_ratio,
+            max_restarts=analysis.max_restarts,
+            min_requests=min_requests,
+            min_golden_cosine=analysis.golden_inputs.min_cosine if analysis.golden_inputs
+            else cls.min_golden_cosine,
+        )
 
 
 @dataclass(frozen=True)
@@ -220,6 +238,12 @@ class Verdict:
         if self.reasons:
             return f"{self.outcome.value}: " + "; ".join(self.reasons)
         return f"{self.outcome.value}: " + "; ".join(c.message for c in self.checks)
+
+
+def record(verdict: Verdict, now: datetime, canary_pods: int, stable_pods: int, deferred: int) -> AnalysisRecord:
+    """The verdict as the class's status keeps it (`lastAnalysis`)."""
+    return AnalysisRecord(time=iso(now), outcome=verdict.outcome, message=verdict.summary()[:4096],
+                          canary_pods=canary_pods, stable_pods=stable_pods, deferred_pods=deferred)
 
 
 # --- deltas -----------------------------------------------------------------------------------

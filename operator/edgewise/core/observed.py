@@ -54,7 +54,7 @@ class Workload:
     @property
     def rolled_out(self) -> bool:
         """The controller has seen the latest spec and every pod it wants is ready."""
-        # Workloads use the OnDelete strategy (see core/placement.py): a pod is replaced only when its
+        # Workloads use the OnDelete strategy (see core/rollout/placement.py): a pod is replaced only when its
         # node moves between revisions, so "updated" counts lag by design and readiness is what counts.
         return self.observed_generation >= self.generation and self.ready == self.desired
 
@@ -66,3 +66,18 @@ class Service:
     name: str
     annotations: dict[str, str] = field(default_factory=dict)
     owner_uids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class RuntimePod:
+    """A model's runtime pod, as canary analysis needs it: where it answers, and what Kubernetes says."""
+
+    name: str
+    uid: str
+    ip: str = ""
+    node: str = ""
+    owner_uid: str = ""  # the DaemonSet controlling it ("" if none)
+    ready: bool = False
+    restarts: int = 0  # container restarts, summed
+    reason: str = ""  # last waiting (CrashLoopBackOff) or termination (OOMKilled) reason
+    terminating: bool = False  # deletionTimestamp set

@@ -7,7 +7,8 @@ nodes with the right labels get pods from the DaemonSet controller without
 the operator writing anything.
 
 Safety rules, because deleting a serving workload is the one mistake that
-takes a fleet offline:
+takes a fleet offline (the planner states them as `keep` and the class errors;
+`core/rollout/placement.deletions` is where they decide what goes):
 - an unresolved profile (missing, deleted) plans nothing and deletes nothing;
 - a class whose affinity cannot be expressed keeps its existing workloads;
 - only workloads of classes that were removed from (or can no longer match in)
@@ -78,16 +79,11 @@ class ModelPlan:
     profile: ResolvedProfile | None
     classes: tuple[ClassPlan, ...] = ()
     unmatched: tuple[str, ...] = ()
-    delete: tuple[str, ...] = ()  # names of owned workloads that must go
     keep: tuple[str, ...] = field(default=())  # owned workloads left untouched (unresolved profile, errors)
 
     @property
     def workloads(self) -> tuple[WorkloadPlan, ...]:
         return tuple(w for c in self.classes for w in c.workloads)
-
-    @property
-    def matched_nodes(self) -> int:
-        return sum(len(c.nodes) for c in self.classes)
 
 
 def plan_model(
@@ -114,13 +110,10 @@ def plan_model(
         artifact = (artifacts or {}).get(hc.name) or default_artifact(model)
         classes.append(_plan_class(model, hc, own, list(earlier), classification, slots, settings, artifact))
         earlier.append(own)
-    wanted = {w.name for c in classes for w in c.workloads}
     errored = {c.name for c in classes if c.error}
     keep = sorted(w.name for w in existing if w.labels.get(names.CLASS_LABEL) in errored)
-    delete = sorted(w.name for w in existing if w.name not in wanted and w.name not in keep)
     return ModelPlan(profile=profile, classes=tuple(classes),
-                     unmatched=tuple(n.name for n in classification.unmatched),
-                     delete=tuple(delete), keep=tuple(keep))
+                     unmatched=tuple(n.name for n in classification.unmatched), keep=tuple(keep))
 
 
 def default_artifact(model: EdgeModel) -> Artifact:
@@ -224,9 +217,9 @@ def daemonset(model: EdgeModel, ctx: PodContext, pod_spec: dict[str, Any], terms
         "spec": {
             "selector": {"matchLabels": selector},
             "revisionHistoryLimit": 3,
-            # One instance per node at a time: an edge device has room for one copy of the model.
-            "updateStrategy": {"type": "RollingUpdate",
-                               "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+            # The rollout moves pods by changing node affinity (core/rollout/placement.py); OnDelete keeps
+            # every pod the new affinity still selects, so a step restarts exactly the nodes it moves.
+            "updateStrategy": {"type": "OnDelete"},
             "template": {
                 "metadata": {
                     "labels": labels,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from edgewise.api.resources import EdgeModel
 from edgewise.api.rollout_status import RolloutStatus
@@ -29,10 +30,11 @@ from edgewise.api.status import (
 )
 from edgewise.core import names
 from edgewise.core.class_artifact import ArtifactState, ClassArtifact
-from edgewise.core.durations import iso, parse_time, seconds
+from edgewise.core.durations import iso, parse_time
 from edgewise.core.events import Event
 from edgewise.core.observed import Workload
 from edgewise.core.plan import ClassPlan, ModelPlan
+from edgewise.core.rollout.deadline import progress_deadline
 from edgewise.core.selector import class_term
 
 
@@ -43,6 +45,17 @@ class StatusResult:
     requeue_after: float | None = None  # seconds until the status may change by time alone
 
 
+class Wanted(NamedTuple):
+    """A condition as this reconcile wants it (`_conditions` adds the times)."""
+
+    status: str  # True | False | Unknown
+    reason: str
+    message: str
+
+
+Want = dict[str, Wanted]  # condition type → what it should say
+
+
 def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Workload], now: datetime,
                    total_nodes: int, rollout: RolloutStatus | None = None,
                    artifacts: Mapping[str, ClassArtifact] | None = None, address: str = "",
@@ -51,105 +64,23 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
 
     `address` is the model's node-local Service (core/address.py); `address_problem` why it has none."""
     old = model.status
-    generation = model.metadata.generation
-    spec_changed = old.observed_generation != generation
-    if plan.profile is None:
-        classes = _kept_classes(plan, observed)
-    else:
-        classes = [_class_status(model, c, observed) for c in plan.classes]
     artifacts = artifacts or {}
-    classes = [_with_artifact(c, artifacts.get(c.name)) for c in classes]
+    classes = _classes(model, plan, observed, artifacts)
     matched = sum(c.matched_nodes for c in classes)
     ready = sum(min(c.ready_pods, c.matched_nodes) for c in classes)
-    rolling = [c for c in classes if not _class_done(c, model.spec.version)]
-    errors = [c for c in plan.classes if c.error]
-
-    want: dict[str, tuple[str, str, str]] = {}  # type → (status, reason, message)
-    ref = model.spec.profile_ref or ""
-    ns = model.metadata.namespace
-    if plan.profile is None:
-        kept = len(plan.keep)
-        msg = (f"DeploymentProfile {ref} not found in namespace {ns}; "
-               f"{kept} existing workload(s) keep serving and nothing is deleted")
-        want[PROFILE_RESOLVED] = ("False", "ProfileNotFound", msg)
-        want[NODES_MATCHED] = ("Unknown", "ProfileNotFound", "nodes cannot be classified without a profile")
-        want[PROGRESSING] = ("False", "ProfileNotFound", msg)
-        want[READY] = ("False", "ProfileNotFound", msg)
-        want[DEGRADED] = ("True", "ProfileNotFound", msg)
-    else:
-        profile = plan.profile
-        class_names = ", ".join(c.name for c in profile.spec.classes)
-        if profile.builtin:
-            want[PROFILE_RESOLVED] = ("True", "BuiltIn", f"using the built-in profile ({class_names})")
-        else:
-            want[PROFILE_RESOLVED] = ("True", "Found",
-                                      f"using DeploymentProfile {profile.name} ({class_names})")
-        unmatched = len(plan.unmatched)
-        if matched == 0:
-            selectors = "; ".join(f"{hc.name} needs {_describe(hc)}" for hc in profile.spec.classes)
-            msg = (f"no node matches a class of profile {profile.name} ({total_nodes} nodes checked, "
-                   f"{unmatched} unmatched): {selectors}")
-            want[NODES_MATCHED] = ("False", "NoMatchingNodes", msg)
-            want[PROGRESSING] = ("False", "NoMatchingNodes", msg)
-            want[READY] = ("False", "NoMatchingNodes", msg)
-        else:
-            per_class = ", ".join(f"{c.name}={c.matched_nodes}" for c in classes if c.matched_nodes)
-            want[NODES_MATCHED] = ("True", "NodesMatched",
-                                   f"{matched} node(s) matched ({per_class}); {unmatched} unmatched")
-            if rolling:
-                detail = ", ".join(f"{c.name} {c.ready_pods}/{c.matched_nodes} ready" for c in rolling)
-                want[PROGRESSING] = ("True", "RollingOut", f"rolling out {model.spec.version}: {detail}")
-                want[READY] = ("False", "ClassesNotReady", detail)
-            else:
-                want[PROGRESSING] = ("False", "RolloutComplete", f"every class runs {model.spec.version}")
-                want[READY] = ("True", "AllClassesReady",
-                               f"{ready}/{matched} nodes ready with version {model.spec.version}")
-        want[DEGRADED] = ("False", "AsExpected", "")
-        if errors:
-            reasons = {c.error_reason or "ClassError" for c in errors}
-            want[DEGRADED] = ("True", reasons.pop() if len(reasons) == 1 else "ClassError",
-                              "; ".join(c.error for c in errors))
+    want = _profile_conditions(model, plan, classes, total_nodes)
+    if plan.profile is not None:
         if rollout and rollout.classes and matched:
             _rollout_conditions(want, rollout, model.spec.version, ready, matched)
         if artifacts:
             _artifact_conditions(want, artifacts)
-
-    if address_problem:
-        want[ADDRESS_READY] = ("False", "ServiceNameTaken", address_problem)
-    elif address:
-        want[ADDRESS_READY] = ("True", "ServiceReady", f"applications reach the model on their own node at "
-                                                       f"{address}:8000 (HTTP) and :8001 (gRPC)")
-    requeue = None
-    conditions = _conditions(old.conditions or [], want, now, generation, spec_changed)
-    progressing = next(c for c in conditions if c.type == PROGRESSING)
-    canary_active = bool(rollout and any(c.canary_revision for c in rollout.classes or []))
-    if progressing.status == "True" and want[DEGRADED][0] == "False" and not canary_active:
-        deadline = seconds(model.spec.rollout.progress_deadline)
-        since = parse_time(progressing.last_transition_time)
-        assert since is not None  # `_conditions` sets every condition's time
-        elapsed = (now - since).total_seconds()
-        if elapsed >= deadline:
-            want[DEGRADED] = ("True", "ProgressDeadlineExceeded",
-                              f"no complete rollout within {model.spec.rollout.progress_deadline}: "
-                              f"{progressing.message}")
-            conditions = _conditions(old.conditions or [], want, now, generation, spec_changed)
-        else:
-            requeue = deadline - elapsed + 1
-
-    phase = _phase(plan, conditions, matched)
-    stable, canary = old.stable_version, None
-    ready_cond = next(c for c in conditions if c.type == READY)
-    if rollout and rollout.classes:
-        stable = ",".join(sorted({c.stable_version for c in rollout.classes if c.stable_version})) or None
-        canary = ",".join(sorted({c.canary_version for c in rollout.classes if c.canary_version})) or None
-    elif ready_cond.status == "True":
-        stable = model.spec.version
-    elif progressing.status == "True" and model.spec.version != stable:
-        canary = model.spec.version
+    want.update(_address_condition(address, address_problem))
+    conditions, requeue = _conditions_with_deadline(model, want, rollout, now)
+    stable, canary = _versions(model, rollout, conditions)
     status = EdgeModelStatus(
-        observed_generation=generation,
-        phase=phase,
-        profile=plan.profile.name if plan.profile else ref,
+        observed_generation=model.metadata.generation,
+        phase=_phase(plan, conditions, matched),
+        profile=plan.profile.name if plan.profile else model.spec.profile_ref or "",
         stable_version=stable,
         canary_version=canary,
         ready=f"{ready}/{matched}",
@@ -165,6 +96,117 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
                         requeue_after=requeue)
 
 
+def _classes(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Workload],
+             artifacts: Mapping[str, ClassArtifact]) -> list[ClassStatus]:
+    """Per class: what the plan wants and what runs (without a profile: what the kept workloads serve)."""
+    if plan.profile is None:
+        classes = _kept_classes(plan, observed)
+    else:
+        classes = [_class_status(model, c, observed) for c in plan.classes]
+    return [_with_artifact(c, artifacts.get(c.name)) for c in classes]
+
+
+def _profile_conditions(model: EdgeModel, plan: ModelPlan, classes: list[ClassStatus], total_nodes: int) -> Want:
+    """ProfileResolved, NodesMatched, Progressing, Ready and Degraded from the plan and the pods alone."""
+    if plan.profile is None:
+        msg = (f"DeploymentProfile {model.spec.profile_ref or ''} not found in namespace {model.metadata.namespace}; "
+               f"{len(plan.keep)} existing workload(s) keep serving and nothing is deleted")
+        return {PROFILE_RESOLVED: Wanted("False", "ProfileNotFound", msg),
+                NODES_MATCHED: Wanted("Unknown", "ProfileNotFound", "nodes cannot be classified without a profile"),
+                PROGRESSING: Wanted("False", "ProfileNotFound", msg),
+                READY: Wanted("False", "ProfileNotFound", msg),
+                DEGRADED: Wanted("True", "ProfileNotFound", msg)}
+    profile = plan.profile
+    class_names = ", ".join(c.name for c in profile.spec.classes)
+    want: Want = {PROFILE_RESOLVED: Wanted("True", "BuiltIn", f"using the built-in profile ({class_names})")
+                  if profile.builtin else
+                  Wanted("True", "Found", f"using DeploymentProfile {profile.name} ({class_names})")}
+    want.update(_serving_conditions(model, plan, classes, total_nodes))
+    want[DEGRADED] = Wanted("False", "AsExpected", "")
+    errors = [c for c in plan.classes if c.error]
+    if errors:
+        reasons = {c.error_reason or "ClassError" for c in errors}
+        want[DEGRADED] = Wanted("True", reasons.pop() if len(reasons) == 1 else "ClassError",
+                                "; ".join(c.error for c in errors))
+    return want
+
+
+def _serving_conditions(model: EdgeModel, plan: ModelPlan, classes: list[ClassStatus], total_nodes: int) -> Want:
+    """NodesMatched, Progressing and Ready: how many nodes the classes match, and whether they all run the spec."""
+    assert plan.profile is not None
+    version = model.spec.version
+    matched = sum(c.matched_nodes for c in classes)
+    unmatched = len(plan.unmatched)
+    if matched == 0:
+        selectors = "; ".join(f"{hc.name} needs {_describe(hc)}" for hc in plan.profile.spec.classes)
+        msg = (f"no node matches a class of profile {plan.profile.name} ({total_nodes} nodes checked, "
+               f"{unmatched} unmatched): {selectors}")
+        return {NODES_MATCHED: Wanted("False", "NoMatchingNodes", msg),
+                PROGRESSING: Wanted("False", "NoMatchingNodes", msg), READY: Wanted("False", "NoMatchingNodes", msg)}
+    per_class = ", ".join(f"{c.name}={c.matched_nodes}" for c in classes if c.matched_nodes)
+    want = {NODES_MATCHED: Wanted("True", "NodesMatched", f"{matched} node(s) matched ({per_class}); "
+                                                          f"{unmatched} unmatched")}
+    rolling = [c for c in classes if not _class_done(c, version)]
+    if rolling:
+        detail = ", ".join(f"{c.name} {c.ready_pods}/{c.matched_nodes} ready" for c in rolling)
+        want[PROGRESSING] = Wanted("True", "RollingOut", f"rolling out {version}: {detail}")
+        want[READY] = Wanted("False", "ClassesNotReady", detail)
+    else:
+        ready = sum(min(c.ready_pods, c.matched_nodes) for c in classes)
+        want[PROGRESSING] = Wanted("False", "RolloutComplete", f"every class runs {version}")
+        want[READY] = Wanted("True", "AllClassesReady", f"{ready}/{matched} nodes ready with version {version}")
+    return want
+
+
+def _address_condition(address: str, problem: str) -> Want:
+    if problem:
+        return {ADDRESS_READY: Wanted("False", "ServiceNameTaken", problem)}
+    if address:
+        return {ADDRESS_READY: Wanted("True", "ServiceReady", f"applications reach the model on their own node at "
+                                                              f"{address}:8000 (HTTP) and :8001 (gRPC)")}
+    return {}
+
+
+def _conditions_with_deadline(model: EdgeModel, want: Want, rollout: RolloutStatus | None, now: datetime
+                              ) -> tuple[list[Condition], float | None]:
+    """The conditions, Degraded when the model has been Progressing past spec.rollout.progressDeadline;
+    and when that deadline falls, if it is still ahead.
+
+    While a class has a canary, its current step is what is timed (core/rollout/class_machine.py), not
+    the model: one clock at a time (core/rollout/deadline.py)."""
+    old, generation = model.status, model.metadata.generation
+    spec_changed = old.observed_generation != generation
+    conditions = _conditions(old.conditions or [], want, now, generation, spec_changed)
+    progressing = next(c for c in conditions if c.type == PROGRESSING)
+    canary_active = bool(rollout and any(c.canary_revision for c in rollout.classes or []))
+    if progressing.status != "True" or want[DEGRADED].status != "False" or canary_active:
+        return conditions, None
+    since = parse_time(progressing.last_transition_time)
+    assert since is not None  # `_conditions` sets every condition's time
+    deadline = progress_deadline(model.spec.rollout, since, now)
+    if not deadline.exceeded:
+        return conditions, deadline.remaining + 1
+    want[DEGRADED] = Wanted("True", "ProgressDeadlineExceeded",
+                            f"no complete rollout within {model.spec.rollout.progress_deadline}: {progressing.message}")
+    return _conditions(old.conditions or [], want, now, generation, spec_changed), None
+
+
+def _versions(model: EdgeModel, rollout: RolloutStatus | None, conditions: list[Condition]
+              ) -> tuple[str | None, str | None]:
+    """(stable version, canary version): from the rollout's classes, else from what the pods run."""
+    if rollout and rollout.classes:
+        stable = ",".join(sorted({c.stable_version for c in rollout.classes if c.stable_version})) or None
+        canary = ",".join(sorted({c.canary_version for c in rollout.classes if c.canary_version})) or None
+        return stable, canary
+    state = {c.type: c.status for c in conditions}
+    stable = model.status.stable_version
+    if state.get(READY) == "True":
+        return model.spec.version, None
+    if state.get(PROGRESSING) == "True" and model.spec.version != stable:
+        return stable, model.spec.version
+    return stable, None
+
+
 def _with_artifact(c: ClassStatus, a: ClassArtifact | None) -> ClassStatus:
     if a is None:
         return c
@@ -178,7 +220,7 @@ def _with_artifact(c: ClassStatus, a: ClassArtifact | None) -> ClassStatus:
     return c.model_copy(update=update)
 
 
-def _artifact_conditions(want: dict[str, tuple[str, str, str]], artifacts: Mapping[str, ClassArtifact]) -> None:
+def _artifact_conditions(want: Want, artifacts: Mapping[str, ClassArtifact]) -> None:
     """ArtifactsReady, and Degraded when a class's artifact was refused (it deploys nothing new)."""
     artifacts = {c: a for c, a in artifacts.items() if a.state is not ArtifactState.IDLE}
     if not artifacts:
@@ -189,18 +231,19 @@ def _artifact_conditions(want: dict[str, tuple[str, str, str]], artifacts: Mappi
         detail = "; ".join(f"{c}: {a.reason}: {a.message}" for c, a in sorted(refused.items()))
         reasons = {a.reason for a in refused.values()}
         reason = reasons.pop() if len(reasons) == 1 else "ArtifactsRefused"
-        want[ARTIFACTS_READY] = ("False", reason, detail + "; what is serving keeps serving")
-        want[DEGRADED] = ("True", reason, detail)
+        want[ARTIFACTS_READY] = Wanted("False", reason, detail + "; what is serving keeps serving")
+        want[DEGRADED] = Wanted("True", reason, detail)
     elif waiting:
         detail = "; ".join(f"{c}: {a.message}" for c, a in sorted(waiting.items()))
-        want[ARTIFACTS_READY] = ("False", "Optimizing", detail)
-        if want.get(PROGRESSING, ("False",))[0] != "True":
-            want[PROGRESSING] = ("True", "Optimizing", detail)
+        want[ARTIFACTS_READY] = Wanted("False", "Optimizing", detail)
+        if PROGRESSING not in want or want[PROGRESSING].status != "True":
+            want[PROGRESSING] = Wanted("True", "Optimizing", detail)
     else:
-        want[ARTIFACTS_READY] = ("True", "Ready", "; ".join(f"{c}: {a.summary}" for c, a in sorted(artifacts.items())))
+        summaries = "; ".join(f"{c}: {a.summary}" for c, a in sorted(artifacts.items()))
+        want[ARTIFACTS_READY] = Wanted("True", "Ready", summaries)
 
 
-def _rollout_conditions(want: dict[str, tuple[str, str, str]], rollout: RolloutStatus, version: str,
+def _rollout_conditions(want: Want, rollout: RolloutStatus, version: str,
                         ready: int, matched: int) -> None:
     """Conditions while canaries run, and after one was rolled back (the spec is then not what serves)."""
     canaries = [c for c in rollout.classes or [] if c.canary_revision]
@@ -208,18 +251,18 @@ def _rollout_conditions(want: dict[str, tuple[str, str, str]], rollout: RolloutS
     degraded = [c for c in rollout.classes or [] if c.state == "Degraded"]
     serving = f"{ready}/{matched} nodes ready"
     if canaries:
-        want[PROGRESSING] = ("True", "CanaryRollout", "; ".join(f"{c.name}: {c.message}" for c in canaries))
-        want[READY] = ("True", "Serving", f"{serving}; canary of {version} in progress") if ready >= matched \
-            else ("False", "PodsNotReady", serving)
+        want[PROGRESSING] = Wanted("True", "CanaryRollout", "; ".join(f"{c.name}: {c.message}" for c in canaries))
+        want[READY] = Wanted("True", "Serving", f"{serving}; canary of {version} in progress") if ready >= matched \
+            else Wanted("False", "PodsNotReady", serving)
     elif rolled_back:
         detail = "; ".join(f"{c.name}: {c.message}" for c in rolled_back)
-        want[PROGRESSING] = ("False", "RolledBack", detail)
-        want[DEGRADED] = ("True", "RolledBack", detail)
+        want[PROGRESSING] = Wanted("False", "RolledBack", detail)
+        want[DEGRADED] = Wanted("True", "RolledBack", detail)
         stable = ",".join(sorted({c.stable_version for c in rolled_back if c.stable_version}))
-        want[READY] = ("True", "ServingStable", f"{serving} with stable {stable}; {version} was rolled back") \
-            if ready >= matched else ("False", "PodsNotReady", serving)
+        want[READY] = Wanted("True", "ServingStable", f"{serving} with stable {stable}; {version} was rolled back") \
+            if ready >= matched else Wanted("False", "PodsNotReady", serving)
     if degraded:
-        want[DEGRADED] = ("True", "RolloutDegraded", "; ".join(f"{c.name}: {c.message}" for c in degraded))
+        want[DEGRADED] = Wanted("True", "RolloutDegraded", "; ".join(f"{c.name}: {c.message}" for c in degraded))
 
 
 def _describe(hc: object) -> str:
@@ -296,7 +339,7 @@ def _class_done(c: ClassStatus, version: str) -> bool:
     return c.version == version and c.desired_pods >= c.matched_nodes and c.ready_pods >= c.matched_nodes
 
 
-def _conditions(old: list[Condition], want: Mapping[str, tuple[str, str, str]], now: datetime,
+def _conditions(old: list[Condition], want: Mapping[str, Wanted], now: datetime,
                 generation: int, spec_changed: bool) -> list[Condition]:
     """New conditions, keeping lastTransitionTime where the status did not change.
 

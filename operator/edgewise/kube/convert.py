@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgewise.api.base import memory_mib
-from edgewise.core.observed import NodeInfo, Taint, Workload
+from edgewise.core.observed import NodeInfo, RuntimePod, Taint, Workload
 
 
 def node_info(obj: dict[str, Any]) -> NodeInfo:
@@ -46,3 +46,19 @@ def workload(obj: dict[str, Any]) -> Workload:
 
 def owner_uids(obj: dict[str, Any]) -> set[str]:
     return {ref.get("uid", "") for ref in (obj.get("metadata") or {}).get("ownerReferences") or []}
+
+
+def runtime_pod(obj: dict[str, Any]) -> RuntimePod:
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    containers = status.get("containerStatuses") or []
+    reason = ""
+    for c in containers:
+        waiting = (c.get("state") or {}).get("waiting") or {}
+        last = (c.get("lastState") or {}).get("terminated") or {}
+        reason = waiting.get("reason") or last.get("reason") or reason
+    owner = next((str(r.get("uid", "")) for r in meta.get("ownerReferences") or [] if r.get("controller")), "")
+    return RuntimePod(name=meta.get("name", ""), uid=meta.get("uid", ""), ip=str(status.get("podIP") or ""),
+                      node=(obj.get("spec") or {}).get("nodeName", ""), owner_uid=owner,
+                      ready=condition_true(status, "Ready"),
+                      restarts=sum(int(c.get("restartCount") or 0) for c in containers), reason=reason,
+                      terminating=bool(meta.get("deletionTimestamp")))

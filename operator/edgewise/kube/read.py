@@ -1,4 +1,4 @@
-"""Reads: nodes, EdgeModels, profiles and the workloads a model owns."""
+"""Reads: nodes, EdgeModels, profiles, and the workloads and runtime pods of a model."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from kubernetes import client
 from edgewise.api.builtin import BUILTIN_PROFILE, BUILTIN_PROFILE_NAME
 from edgewise.api.resources import GROUP, VERSION, DeploymentProfile, EdgeModel
 from edgewise.core import names
-from edgewise.core.observed import NodeInfo, Service, Workload
+from edgewise.core.observed import NodeInfo, RuntimePod, Service, Workload
 from edgewise.core.plan import ResolvedProfile
-from edgewise.kube.convert import node_info, owner_uids, workload
+from edgewise.kube.convert import node_info, owner_uids, runtime_pod, workload
 
 
 class Reader:
@@ -56,6 +56,14 @@ class Reader:
             model.metadata.namespace, label_selector=names.owned_selector(model.metadata.name),
             _preload_content=False)
         return [workload(d) for d in _json(resp)["items"] if model.metadata.uid in owner_uids(d)]
+
+    def runtime_pods(self, model: EdgeModel) -> list[RuntimePod]:
+        """The model's runtime pods, of every class and slot (canary analysis sorts them by DaemonSet)."""
+        resp = self.core.list_namespaced_pod(
+            model.metadata.namespace,
+            label_selector=f"{names.MODEL_LABEL}={model.metadata.name},{names.COMPONENT}={names.RUNTIME_COMPONENT}",
+            _preload_content=False)
+        return [runtime_pod(p) for p in _json(resp)["items"]]
 
     def service(self, namespace: str, name: str) -> Service | None:
         obj = _or_none(lambda: _json(self.core.read_namespaced_service(name, namespace, _preload_content=False)))

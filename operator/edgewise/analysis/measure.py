@@ -1,0 +1,125 @@
+"""Measure the canaries whose analysis is due: one event loop per reconcile, classes one after another.
+
+The controller hands over what it read (nodes, the model's DaemonSets and runtime pods); this
+module picks each class's canary and stable pods, fetches the golden inputs, runs the provider and
+judges the measurement (`edgewise.core.analysis.judge`). The cost is bounded by the provider's
+sample size, not by the fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgewise.analysis.factory import ProviderNotAllowed, make_provider
+from edgewise.analysis.golden_file import fetch_golden, why_not
+from edgewise.analysis.local_files import LocalFileRefused
+from edgewise.analysis.provider import AnalysisProvider, AnalysisTarget, GoldenFile, PodEndpoint
+from edgewise.api.model import Analysis
+from edgewise.api.resources import EdgeModel
+from edgewise.api.rollout_status import AnalysisRecord, Outcome
+from edgewise.api.settings import OperatorSettings
+from edgewise.core import names
+from edgewise.core.analysis import Measurement, Thresholds, Verdict, judge, record
+from edgewise.core.durations import seconds
+from edgewise.core.observed import NodeInfo, RuntimePod, Workload
+from edgewise.core.plan import ModelPlan
+from edgewise.shared.digest import DigestMismatch
+from edgewise.shared.download import DownloadError
+
+log = logging.getLogger("edgewise.analysis")
+
+
+class CanaryAnalysis:
+    """Per-operator analysis state: providers (they remember the last reading of each pod), golden files."""
+
+    def __init__(self, settings: OperatorSettings | None = None) -> None:
+        self.settings = settings or OperatorSettings()
+        self.providers: dict[str, AnalysisProvider] = {}
+        self.golden_dir = Path(tempfile.mkdtemp(prefix="edgewise-golden-"))
+
+    def measure(self, model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], workloads: Sequence[Workload],
+                pods: Sequence[RuntimePod], classes: Sequence[str], now: dt.datetime) -> dict[str, AnalysisRecord]:
+        """An analysis record per class in `classes` (those whose analysis is due)."""
+        analysis = model.spec.rollout.analysis
+        where = f"{model.metadata.namespace}/{model.metadata.name}"
+        try:
+            provider = self._provider(analysis)
+            golden = self._golden(analysis)
+        except (ProviderNotAllowed, LocalFileRefused, DownloadError, DigestMismatch, OSError) as err:
+            # Nothing to measure with: every class waits, and says why in words that repeat nothing
+            # a server or the disk said (the error itself goes to the operator's log).
+            log.warning("analysis of %s cannot start: %s", where, err)
+            refused = Verdict(outcome=Outcome.INCONCLUSIVE,
+                              reasons=(str(err) if isinstance(err, ProviderNotAllowed) else why_not(err),))
+            return {cls: record(refused, now, 0, 0, 0) for cls in classes}
+        targets = [_target(model, plan, nodes, workloads, pods, cls, golden) for cls in classes]
+        results = asyncio.run(_measure_each(provider, targets))
+        out: dict[str, AnalysisRecord] = {}
+        for target, result in zip(targets, results, strict=True):
+            if isinstance(result, Exception):  # a provider that is down makes no verdict
+                log.warning("analysis of %s class %s failed: %s", where, target.class_name, result)
+                verdict = Verdict(outcome=Outcome.INCONCLUSIVE, reasons=(f"provider {provider.name}: {result}",))
+                deferred = 0
+            else:
+                verdict, deferred = judge(result, target.thresholds), len(result.deferred)
+            out[target.class_name] = record(verdict, now, len(target.canary), len(target.stable), deferred)
+            log.info("analysis %s class %s: %s", where, target.class_name, out[target.class_name].message)
+        return out
+
+    def _provider(self, analysis: Analysis) -> AnalysisProvider:
+        key = f"{analysis.provider}:{analysis.prometheus.address if analysis.prometheus else ''}"
+        if key not in self.providers:
+            self.providers[key] = make_provider(analysis, self.settings.prometheus_addresses)
+        return self.providers[key]
+
+    def _golden(self, analysis: Analysis) -> GoldenFile | None:
+        if analysis.golden_inputs is None:
+            return None
+        return fetch_golden(analysis.golden_inputs, self.golden_dir, self.settings.local_source_dirs)
+
+
+async def _measure_each(provider: AnalysisProvider, targets: Sequence[AnalysisTarget]
+                        ) -> list[Measurement | Exception]:
+    out: list[Measurement | Exception] = []
+    for target in targets:
+        try:
+            out.append(await provider.measure(target))
+        except Exception as err:  # noqa: BLE001 - reported per class as an inconclusive interval
+            out.append(err)
+    return out
+
+
+def _target(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], workloads: Sequence[Workload],
+            pods: Sequence[RuntimePod], cls: str, golden: GoldenFile | None) -> AnalysisTarget:
+    analysis = model.spec.rollout.analysis
+    state = model.status.rollout.class_state(cls) if model.status.rollout else None
+    assert state is not None  # only classes with a rollout state are due
+    node_ready = {n.name: n.ready for n in nodes}
+    # A pod is on the side of the live DaemonSet that controls it: one of a DaemonSet already deleted
+    # (a rolled-back canary, a promoted-away stable) can outlive it, unmarked until the garbage
+    # collector gets to it, in the slot the next canary takes. Under OnDelete a live DaemonSet's pod
+    # may carry an older revision label; it still serves that DaemonSet's nodes and counts.
+    side = {w.uid: (w.labels.get(names.CLASS_LABEL), w.labels.get(names.SLOT_LABEL)) for w in workloads}
+    live = [p for p in pods if p.ip and not p.terminating]
+
+    def cohort(slot: str) -> tuple[PodEndpoint, ...]:
+        return tuple(_endpoint(p, node_ready) for p in live if side.get(p.owner_uid) == (cls, slot))
+
+    hardware = next((hc for hc in plan.profile.spec.classes if hc.name == cls), None) if plan.profile else None
+    slo_p95 = hardware.slo.p95_latency_ms if hardware and hardware.slo else None
+    return AnalysisTarget(
+        model=model.metadata.name, class_name=cls, canary_revision=state.canary_revision or "",
+        stable_revision=state.stable_revision or "", interval_s=seconds(analysis.interval),
+        canary=cohort(names.other_slot(state.stable_slot)), stable=cohort(state.stable_slot),
+        namespace=model.metadata.namespace, served_model=model.metadata.name, golden=golden,
+        thresholds=Thresholds.from_spec(analysis, slo_p95), sample_size=analysis.sample_pods)
+
+
+def _endpoint(pod: RuntimePod, node_ready: dict[str, bool]) -> PodEndpoint:
+    return PodEndpoint(name=pod.name, uid=pod.uid, ip=pod.ip, ready=pod.ready, restarts=pod.restarts, node=pod.node,
+                       node_ready=node_ready.get(pod.node, True), reason=pod.reason)

@@ -1,0 +1,212 @@
+"""The rollout of one EdgeModel: every class's state machine, the class policy, commands, placement.
+
+`advance` is the rollout's one entry point. The shell measures the classes whose analysis is due
+(`due_analyses`) and passes the records in; `advance` decides the rest and returns the final
+workloads to apply, the owned workloads to delete, the rollout status, Events, what to stage and
+when to look again. Nothing downstream rewrites its output.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from edgewise.api.commands import Command, parse
+from edgewise.api.resources import EdgeModel
+from edgewise.api.rollout_status import AnalysisRecord, ClassRollout, RolloutStatus
+from edgewise.core.durations import seconds
+from edgewise.core.events import Event
+from edgewise.core.observed import NodeInfo, Workload
+from edgewise.core.plan import ClassPlan, ModelPlan, WorkloadPlan
+from edgewise.core.rollout.buckets import bucket_of
+from edgewise.core.rollout.class_machine import (
+    ClassObservation,
+    Decision,
+    analysis_due,
+    next_class_state,
+    roll_back_all,
+)
+from edgewise.core.rollout.history import revision_history
+from edgewise.core.rollout.observe import class_nodes, observe, slots, stable_missing, switch_observation
+from edgewise.core.rollout.placement import deletions, place, target_bounds
+from edgewise.core.rollout.switch import Bounds, Mode, choose_mode, decide
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the shell read for this reconcile, besides the model and its plan."""
+
+    nodes: Sequence[NodeInfo]
+    workloads: Sequence[Workload]  # the model's live DaemonSets
+    # Classes with no artifact for the spec yet (being optimized, or refused): they keep what they run,
+    # and a new revision starts only once its artifact exists.
+    waiting_for_artifact: frozenset[str] = frozenset()
+    peak_memory_mib: Mapping[str, float] = field(default_factory=dict)  # per class, from the optimization report
+    gpu_resource: str = "nvidia.com/gpu"  # the operator's GPU resource name, to choose a switch mode
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """Nodes whose agents should prefetch a class's canary artifact before the step moves them."""
+
+    class_name: str
+    uri: str
+    sha256: str
+    nodes: tuple[NodeInfo, ...]
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    apply: tuple[WorkloadPlan, ...]  # every workload as it must be, final
+    delete: tuple[str, ...]  # owned workloads to delete
+    plan: ModelPlan  # the plan with each class's workloads as placed (what status compares with)
+    status: RolloutStatus | None  # None: no profile, the rollout status stays as it is
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+    stage: tuple[StageRequest, ...] = ()
+
+
+def due_analyses(model: EdgeModel, plan: ModelPlan, now: dt.datetime) -> list[str]:
+    """Classes whose canary should be measured now."""
+    if model.spec.rollout.analysis.provider == "none" or plan.profile is None:
+        return []
+    old = model.status.rollout
+    states = {c.name: c for c in (old.classes if old and old.classes else [])}
+    return [c.name for c in plan.classes
+            if c.name in states and analysis_due(model.spec.rollout, states[c.name], now)]
+
+
+def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
+            measurements: Mapping[str, AnalysisRecord] | None, now: dt.datetime) -> RolloutResult:
+    """One reconcile of the model's rollout. Without a profile nothing is applied or deleted."""
+    if plan.profile is None:
+        return RolloutResult(apply=(), delete=(), plan=plan, status=None)
+    old = model.status.rollout or RolloutStatus()
+    command = parse(model.metadata.annotations)
+    fresh = command if command is not None and command.id != old.last_command else None
+    by_name = {n.name: n for n in observed.nodes}
+    members = {cp.name: class_nodes(cp, by_name) for cp in plan.classes}
+    modes = _switch_modes(model, plan, observed, members)
+    decisions, observations = _decide_classes(model, plan, observed, members, modes, measurements or {}, fresh, now)
+    if model.spec.rollout.class_policy == "AllOrNothing":
+        _all_or_nothing(model, old, decisions, observations, measurements or {}, fresh, now)
+
+    states = {**{c.name: c for c in old.classes or []}, **{n: d.state for n, d in decisions.items()}}
+    bounds: dict[str, Bounds] = {}
+    for name, mode in modes.items():
+        if name not in decisions:
+            continue
+        state = states[name] = states[name].model_copy(update={"switch": mode.name,
+                                                                 "switch_reason": mode.reason[:1024]})
+        if state.stable_revision:
+            cp = next(c for c in plan.classes if c.name == name)
+            live, canary_ok, stable_ok = slots(cp, observed.workloads, members[name], state.stable_slot)
+            bounds[name] = decide(mode.name, target_bounds(state), live, canary_ok, stable_ok)
+    classes = [states[c.name] for c in plan.classes if c.name in states]
+    not_deployed = frozenset(c.name for c in plan.classes
+                             if c.name in observed.waiting_for_artifact and c.name not in decisions)
+    placed = place(model.metadata.name, plan.classes, states, observed.workloads, skip=not_deployed, bounds=bounds)
+    history = revision_history(model, old, decisions, classes, now)
+    status = RolloutStatus(revision=history[-1].revision if history else 0, classes=classes or None,
+                           history=history or None, last_command=fresh.id if fresh else old.last_command)
+    stage = (_stage(cp, decisions[cp.name], members[cp.name]) for cp in plan.classes
+             if cp.name in decisions and decisions[cp.name].stage)
+    return RolloutResult(
+        apply=placed,
+        delete=deletions(plan.classes, observed.workloads, placed, skip=not_deployed),
+        plan=replace(plan, classes=tuple(replace(c, workloads=tuple(w for w in placed if w.class_name == c.name))
+                                         for c in plan.classes)),
+        status=status,
+        events=tuple(e for d in decisions.values() for e in d.events),
+        requeue_after=_requeue_after(model, decisions, classes),
+        stage=tuple(s for s in stage if s.nodes),
+    )
+
+
+def _switch_modes(model: EdgeModel, plan: ModelPlan, observed: Observed, members: Mapping[str, list[NodeInfo]]
+                  ) -> dict[str, Mode]:
+    """How each class's nodes change version (spec.rollout.switch, resolved per class)."""
+    assert plan.profile is not None
+    hardware = {hc.name: hc for hc in plan.profile.spec.classes}
+    return {cp.name: choose_mode(model.spec.rollout.switch, hardware[cp.name], observed.gpu_resource,
+                                 members[cp.name], observed.peak_memory_mib.get(cp.name))
+            for cp in plan.classes if cp.name in hardware}
+
+
+def _decide_classes(model: EdgeModel, plan: ModelPlan, observed: Observed, members: Mapping[str, list[NodeInfo]],
+                    modes: Mapping[str, Mode], measurements: Mapping[str, AnalysisRecord],
+                    command: Command | None, now: dt.datetime
+                    ) -> tuple[dict[str, Decision], dict[str, ClassObservation]]:
+    """Each class's next state, on its own (the class policy comes after)."""
+    old = model.status.rollout or RolloutStatus()
+    states = {c.name: c for c in old.classes or []}
+    decisions: dict[str, Decision] = {}
+    observations: dict[str, ClassObservation] = {}
+    for cp in plan.classes:
+        if cp.error:
+            continue  # its workloads are kept as they are; nothing moves
+        state = states.get(cp.name)
+        obs = _observation(model, cp, observed, members[cp.name], modes.get(cp.name), state)
+        if obs is None:
+            continue  # nothing deployed yet: wait for the artifact
+        observations[cp.name] = obs
+        if state is not None and stable_missing(model, cp, observed.workloads, state, obs.desired_revision):
+            state = None  # the stable workload is gone: nothing to protect, start from the spec
+        decisions[cp.name] = next_class_state(model.spec.rollout, state, obs, now, measurements.get(cp.name),
+                                              _verb(command, cp.name))
+    return decisions, observations
+
+
+def _observation(model: EdgeModel, cp: ClassPlan, observed: Observed, members: list[NodeInfo],
+                 mode: Mode | None, state: ClassRollout | None) -> ClassObservation | None:
+    obs = observe(model, cp, members, observed.workloads, state)
+    if mode is not None and state is not None and state.stable_revision:
+        obs = replace(obs, **switch_observation(mode, cp, observed.workloads, members, state))  # type: ignore[arg-type]
+    if cp.name in observed.waiting_for_artifact:
+        if state is None or state.stable_revision is None:
+            return None
+        # No artifact for the spec yet: the class wants what it already runs.
+        obs = replace(obs, desired_revision=state.canary_revision or state.stable_revision,
+                      desired_version=state.canary_version or state.stable_version or "")
+    return obs
+
+
+def _all_or_nothing(model: EdgeModel, old: RolloutStatus, decisions: dict[str, Decision],
+                    observations: Mapping[str, ClassObservation], measurements: Mapping[str, AnalysisRecord],
+                    command: Command | None, now: dt.datetime) -> None:
+    """classPolicy AllOrNothing: a class promotes only when every class with a canary has passed every
+    step, and one class failing rolls every other class's canary back."""
+    spec = model.spec.rollout
+    states = {c.name: c for c in old.classes or []}
+    if any(d.state.canary_revision or d.failed for d in decisions.values()):
+        for name, d in list(decisions.items()):
+            if d.finished == "Succeeded" and name in observations:
+                held = replace(observations[name], hold_promotion=True)
+                decisions[name] = next_class_state(spec, states.get(name), held, now, measurements.get(name),
+                                                   _verb(command, name))
+    failed = next((n for n, d in decisions.items() if d.failed), None)
+    if failed:
+        current = {n: d.state for n, d in decisions.items()}
+        for name, d in roll_back_all(spec, current, failed, observations).items():
+            decisions[name] = Decision(state=d.state, events=decisions[name].events + d.events, finished=d.finished)
+
+
+def _verb(command: Command | None, class_name: str) -> str | None:
+    """The verb of a command not handled yet, for the classes it names."""
+    return command.verb if command is not None and command.applies_to(class_name) else None
+
+
+def _requeue_after(model: EdgeModel, decisions: Mapping[str, Decision], classes: Sequence[ClassRollout]
+                   ) -> float | None:
+    spec = model.spec.rollout
+    requeues = [d.requeue_after for d in decisions.values() if d.requeue_after is not None]
+    if any(c.canary_revision and c.percent > 0 for c in classes) and spec.analysis.provider != "none":
+        requeues.append(seconds(spec.analysis.interval))
+    return min(requeues) if requeues else None
+
+
+def _stage(cp: ClassPlan, d: Decision, members: list[NodeInfo]) -> StageRequest:
+    lo, hi = d.stage or (0, 0)
+    moving = tuple(n for n in members if lo <= bucket_of(n.name) < hi)
+    return StageRequest(class_name=cp.name, uri=cp.artifact.uri, sha256=cp.artifact.sha256, nodes=moving)

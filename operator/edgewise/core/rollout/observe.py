@@ -1,0 +1,94 @@
+"""What one class looks like right now, read from its nodes and live workloads (pure).
+
+The state machine (`class_machine`) sees a class through a `ClassObservation`; this module builds
+it: the class's buckets, its ready canary pods, where its two slots are and whether a
+make-before-break switch is still under way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from edgewise.api.resources import EdgeModel
+from edgewise.api.rollout_status import ClassRollout
+from edgewise.core import names
+from edgewise.core.observed import NodeInfo, Workload
+from edgewise.core.plan import ClassPlan
+from edgewise.core.rollout.buckets import BUCKETS, bucket_of
+from edgewise.core.rollout.class_machine import ClassObservation
+from edgewise.core.rollout.placement import revision, target_bounds
+from edgewise.core.rollout.switch import MAKE_BEFORE_BREAK, Bounds, Mode, live_bounds, settled
+
+
+def class_nodes(plan: ClassPlan, nodes: Mapping[str, NodeInfo]) -> list[NodeInfo]:
+    """The nodes a class's pods may run on (matched, tolerated and not rejected by the runtime)."""
+    rejected = set(plan.rejected)
+    return [nodes[n] for n in plan.nodes if n in nodes and n not in rejected]
+
+
+def observe(model: EdgeModel, cp: ClassPlan, members: list[NodeInfo], existing: Sequence[Workload],
+            state: ClassRollout | None) -> ClassObservation:
+    buckets = tuple(sorted(bucket_of(n.name) for n in members))
+    canary_slot = None
+    if state and state.canary_revision:
+        canary_slot = names.other_slot(state.stable_slot)
+    canary = [w for w in existing if w.labels.get(names.CLASS_LABEL) == cp.name
+              and w.labels.get(names.SLOT_LABEL) == canary_slot]
+    threshold = state.bucket_threshold if state else 0
+    not_ready = sum(1 for n in members if bucket_of(n.name) < threshold and not n.ready) if canary_slot else 0
+    return ClassObservation(
+        name=cp.name, desired_revision=revision(cp), desired_version=model.spec.version, buckets=buckets,
+        canary_ready=sum(w.ready for w in canary), not_ready_canary_nodes=not_ready,
+        analysis_enabled=model.spec.rollout.analysis.provider != "none")
+
+
+def slots(cp: ClassPlan, existing: Sequence[Workload], members: Sequence[NodeInfo], stable_slot: str
+          ) -> tuple[Bounds, bool, bool]:
+    """Where the class's two slots are now, and whether each has Ready pods on every node it covers."""
+    mine = [w for w in existing if w.labels.get(names.CLASS_LABEL) == cp.name]
+    stable = [w for w in mine if w.labels.get(names.SLOT_LABEL) == stable_slot]
+    canary = [w for w in mine if w.labels.get(names.SLOT_LABEL) == names.other_slot(stable_slot)]
+    live = live_bounds(canary, stable)
+    return (live, settled(canary, 0, live.canary, members), settled(stable, live.stable, BUCKETS, members))
+
+
+def switch_observation(mode: Mode, cp: ClassPlan, existing: Sequence[Workload], members: Sequence[NodeInfo],
+                       state: ClassRollout) -> dict[str, object]:
+    """Is a make-before-break switch of this class still under way, and what does it wait for?"""
+    if mode.name != MAKE_BEFORE_BREAK:
+        return {}
+    live, _, _ = slots(cp, existing, members, state.stable_slot)
+    target = target_bounds(state)
+    if live == target:
+        return {"make_before_break": True}
+    canary_slot = names.other_slot(state.stable_slot)
+    # Nodes in both ranges run two pods, nodes in neither none yet: those are the ones switching.
+    lo, hi = sorted((live.stable, live.canary))
+    moving = sum(1 for n in members if lo <= bucket_of(n.name) < hi)
+    gaining = canary_slot if live.stable < target.stable else state.stable_slot
+    return {"make_before_break": True, "switch_pending": True,
+            "switching": f"{moving} node(s) switching make-before-break: waiting for slot {gaining}'s pods "
+                         "there to be Ready before the old ones leave"}
+
+
+def stable_missing(model: EdgeModel, cp: ClassPlan, existing: Sequence[Workload], state: ClassRollout,
+                   desired_revision: str) -> bool:
+    """The class's stable workloads are gone (deleted by hand, lost), and not because a promotion the
+    status has not recorded yet deleted them: nothing is left to protect, start from the spec."""
+    return bool(state.stable_revision) and state.stable_revision != desired_revision \
+        and not _has_slot(model, cp, existing, state.stable_slot) \
+        and not _promoting(model, cp, existing, state, desired_revision)
+
+
+def _has_slot(model: EdgeModel, cp: ClassPlan, existing: Sequence[Workload], slot: str) -> bool:
+    wanted = {names.workload_name(model.metadata.name, cp.name, slot, w.variant) for w in cp.workloads}
+    live = {w.name for w in existing if w.template is not None}
+    return bool(wanted) and wanted <= live
+
+
+def _promoting(model: EdgeModel, cp: ClassPlan, existing: Sequence[Workload], state: ClassRollout,
+               desired_revision: str) -> bool:
+    """The old stable workloads are gone because a promotion deleted them, and the operator stopped before
+    its status said so: the canary slot holds the desired revision, and the promotion is to be finished."""
+    return state.canary_revision == desired_revision and \
+        _has_slot(model, cp, existing, names.other_slot(state.stable_slot))

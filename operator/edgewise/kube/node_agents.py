@@ -1,0 +1,47 @@
+"""Calls to the node agents (`edgewise agent`, one per node): ask them to prefetch a canary's artifact.
+
+Best effort and bounded in time: only the agents of the nodes a step is about to move are
+called, each with a short timeout, so an agent that does not answer (a disconnected node) never
+holds the step; the node's fetch init container gets the artifact itself when its pod starts.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from edgewise import contract
+from edgewise.core.observed import NodeInfo
+from edgewise.core.rollout import StageRequest
+
+STAGE_TIMEOUT = 3.0  # seconds per agent call; staging is best effort, a step never waits on a dead agent
+STAGE_WORKERS = 16
+
+
+def prefetch(namespace: str, model: str, requests: Sequence[StageRequest], token: str | None
+             ) -> dict[str, tuple[int, int]]:
+    """Per class, (agents that accepted, agents asked). `token` authenticates the operator to the agents."""
+    out: dict[str, tuple[int, int]] = {}
+    for req in requests:
+        body = json.dumps({"uri": req.uri, "sha256": req.sha256, "model": model, "namespace": namespace}).encode()
+        with ThreadPoolExecutor(max_workers=min(STAGE_WORKERS, len(req.nodes) or 1)) as pool:
+            results = list(pool.map(_prefetch, req.nodes, [body] * len(req.nodes), [token] * len(req.nodes)))
+        out[req.class_name] = (sum(results), len(req.nodes))
+    return out
+
+
+def _prefetch(node: NodeInfo, body: bytes, token: str | None) -> bool:
+    if not node.address:
+        return False
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"  # the agents stage only for the operator's user
+    request = urllib.request.Request(contract.agent_url(node.address) + contract.AGENT_PREFETCH_PATH, data=body,
+                                     headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=STAGE_TIMEOUT) as resp:  # noqa: S310 - node agent URL
+            return 200 <= resp.status < 300
+    except OSError:
+        return False
