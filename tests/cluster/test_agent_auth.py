@@ -164,7 +164,7 @@ def test_the_operator_asks_for_its_agent_token_with_its_own_service_account(
         cluster: DevCluster, namespace: str, agent) -> None:
     """The operator's side: SelfSubjectReview for its user name, TokenRequest (chart RBAC) for the token."""
     from edgewise.api.settings import OperatorSettings
-    from edgewise.controller.agent_credentials import AgentCredentials
+    from edgewise.kube.agent_credentials import AgentCredentials
 
     sa_token = token(cluster, namespace, agent["operator"])
     state = cluster.state()

@@ -15,7 +15,7 @@ from edgewise.analysis.measure import CanaryAnalysis
 from edgewise.api.profile import DeploymentProfileStatus, ProfileClassStatus
 from edgewise.api.resources import API_VERSION, DeploymentProfile, EdgeModel
 from edgewise.api.settings import OperatorSettings
-from edgewise.controller.agent_credentials import AgentCredentials
+from edgewise.kube.agent_credentials import AgentCredentials
 from edgewise.controller.artifacts import ArtifactManager
 from edgewise.core import address
 from edgewise.core.agent import agent_daemonset
