@@ -184,5 +184,5 @@ def target(class_name: str, canary: Iterable[Pod] = (), stable: Iterable[Pod] = 
         model=MODEL_NAME, namespace="vision", class_name=class_name, canary_revision="2", stable_revision="1",
         interval_s=interval_s, canary=tuple(p.endpoint(**canary_kw) for p in canary),
         stable=tuple(p.endpoint() for p in stable), thresholds=LIMITS,
-        golden=GoldenFile(str(golden)) if golden else None, sample_size=sample_size,
+        golden=GoldenFile(str(golden), min_cosine=0.99) if golden else None, sample_size=sample_size,
     )

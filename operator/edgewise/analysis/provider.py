@@ -60,7 +60,7 @@ class GoldenFile:
     """
 
     path: str
-    min_cosine: float = 0.99
+    min_cosine: float  # spec.rollout.analysis.goldenInputs.minCosine (its default lives there)
 
 
 @dataclass(frozen=True)
