@@ -15,7 +15,6 @@ from edgewise.analysis.measure import CanaryAnalysis
 from edgewise.api.profile import DeploymentProfileStatus, ProfileClassStatus
 from edgewise.api.resources import API_VERSION, DeploymentProfile, EdgeModel
 from edgewise.api.settings import OperatorSettings
-from edgewise.kube.agent_credentials import AgentCredentials
 from edgewise.controller.artifacts import ArtifactManager
 from edgewise.core import address
 from edgewise.core.agent import agent_daemonset
@@ -26,6 +25,7 @@ from edgewise.core.plan import ModelPlan, ResolvedProfile, plan_model
 from edgewise.core.rollout import Observed, RolloutResult, advance, due_analyses
 from edgewise.core.status import compute_status
 from edgewise.kube import node_agents
+from edgewise.kube.agent_credentials import AgentCredentials
 from edgewise.kube.read import Reader
 from edgewise.kube.writes import Writes
 
@@ -82,7 +82,7 @@ class Reconciler:
         ready = {c: a.artifact for c, a in seen.artifacts.items() if a.artifact is not None}
         plan = plan_model(model, seen.profile, seen.nodes, seen.workloads, self.settings, artifacts=ready,
                           classification=seen.classification)
-        rollout = self._advance(model, plan, seen, now)
+        rollout = self._measure_then_advance(model, plan, seen, now)
         ref = _involved(model)
         self._stage(model, rollout, write, ref)
         observed = self._apply(model, rollout, seen.workloads, write, ref)
@@ -110,7 +110,7 @@ class Reconciler:
         return _Read(profile=profile, nodes=nodes, workloads=self.read.workloads(model),
                      classification=classification, artifacts=artifacts)
 
-    def _advance(self, model: EdgeModel, plan: ModelPlan, seen: _Read, now: datetime) -> RolloutResult:
+    def _measure_then_advance(self, model: EdgeModel, plan: ModelPlan, seen: _Read, now: datetime) -> RolloutResult:
         """Measure the canaries whose analysis is due, then let the rollout decide everything else."""
         due = due_analyses(model, plan, now)
         measurements = self.analysis.measure(model, plan, seen.nodes, seen.workloads, self.read.runtime_pods(model),
