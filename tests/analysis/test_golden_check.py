@@ -16,7 +16,8 @@ from edgewise.devcluster.processes import free_port
 
 
 def check(golden: Path, canary: list[PodEndpoint], stable: list[PodEndpoint]) -> GoldenResult:
-    return asyncio.run(GoldenChecker(timeout_s=3).check(GoldenFile(str(golden), min_cosine=0.99), MODEL_NAME, canary, stable))
+    golden_file = GoldenFile(str(golden), min_cosine=0.99)
+    return asyncio.run(GoldenChecker(timeout_s=3).check(golden_file, MODEL_NAME, canary, stable))
 
 
 def test_stored_expected_outputs_need_no_stable_pod(fleet: Fleet, golden_npz: dict[str, Path]):
