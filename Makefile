@@ -33,6 +33,7 @@ venv: $(VENV)/.installed
 
 tools:
 	@bash hack/build-tools.sh >/dev/null
+	@bash hack/build-argocd.sh >/dev/null
 
 apt:
 	@if [ -n "$(APT_PACKAGES)" ]; then \
