@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-from argocd.argocd_support import CUSTOMIZATIONS, SNIPPET, health, list_actions, run_action, write_cm
 
+from argocd.argocd_support import CUSTOMIZATIONS, SNIPPET, health, list_actions, run_action, write_cm
 from edgewise.api.commands import COMMAND_ANNOTATION, VERBS, Command, parse
 
 KINDS = sorted(p for p in CUSTOMIZATIONS.glob("*/*") if p.is_dir())

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from argocd.argocd_support import CUSTOMIZATIONS, health, list_actions, run_action
 from operator_support import Operator, apply, condition, example, get, rollout_classes, wait_status
 
+from argocd.argocd_support import CUSTOMIZATIONS, health, list_actions, run_action
 from edgewise.api.commands import COMMAND_ANNOTATION
 from edgewise.devcluster.cluster import DevCluster
 
@@ -103,8 +103,8 @@ def test_argocd_follows_a_rollout_and_its_actions_reach_the_operator(
     operator.start()
 
     # The canary waits for a passing analysis (the simulated pods answer none): Progressing.
-    obj = wait_status(cluster, namespace, MODEL, lambda o: _observed(o) and _arm(o).get("canaryVersion") == "2.2.0"
-                      and _arm(o).get("state") == "Progressing", "canary of 2.2.0")
+    wait_status(cluster, namespace, MODEL, lambda o: _observed(o) and _arm(o).get("canaryVersion") == "2.2.0"
+                and _arm(o).get("state") == "Progressing", "canary of 2.2.0")
     live = _live(cluster, namespace, "edgemodel", MODEL, tmp_path, "canary-progressing.yaml")
     assert health(live).status == "Progressing"
     assert _enabled(list_actions(live)) == {"promote", "promote-full", "abort", "pause"}
@@ -118,8 +118,8 @@ def test_argocd_follows_a_rollout_and_its_actions_reach_the_operator(
     assert paused.status == "Suspended" and "paused by a user" in paused.message, paused
     assert _enabled(list_actions(live)) == {"promote", "promote-full", "abort", "resume"}
     handled = _handled(_act(cluster, namespace, live, "resume"))
-    obj = wait_status(cluster, namespace, MODEL, lambda o: handled(o) and not _arm(o).get("pausedByUser")
-                      and _arm(o).get("state") == "Progressing", "resumed")
+    wait_status(cluster, namespace, MODEL, lambda o: handled(o) and not _arm(o).get("pausedByUser")
+                and _arm(o).get("state") == "Progressing", "resumed")
     assert "Resumed" in _events(cluster, namespace)
 
     # promote skips the analysis wait; the next step is the example's 10-minute pause: Suspended.

@@ -1,0 +1,143 @@
+"""Argo CD in core mode against the test cluster: its application controller, repo server and (for
+actions) API server, all the one hack/argocd binary, with Debian's redis and a git repository
+served over HTTP on loopback.
+
+Nothing runs in the cluster: the components are processes on this machine with the admin
+kubeconfig, as `argocd admin` runs them in core mode. Their namespace holds Argo CD's CRDs'
+objects (Applications, the default AppProject) and its settings (argocd-cm with Edgewise's
+snippet merged in, argocd-secret).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from argocd.argocd_support import SNIPPET, argocd_binary
+from argocd.git_http import GitHttp
+from edgewise.devcluster import processes
+from edgewise.devcluster.cluster import DevCluster
+from helpers import wait_for
+
+
+def _crds() -> list[Path]:
+    """Argo CD's Application and AppProject CRDs, copied from its module next to the binary."""
+    crds = argocd_binary().resolve().parent / "crds"
+    return [crds / "application-crd.yaml", crds / "appproject-crd.yaml"]
+
+
+@dataclass
+class ArgoCD:
+    cluster: DevCluster
+    namespace: str
+    workdir: Path
+    git: GitHttp
+    api_port: int = 0
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        return self.cluster.kubectl(*args, "-n", self.namespace, input=input).stdout
+
+    def application(self, name: str, repo_url: str, path: str, dest_namespace: str) -> None:
+        app = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+               "metadata": {"name": name, "namespace": self.namespace},
+               "spec": {"project": "default",
+                        "source": {"repoURL": repo_url, "targetRevision": "main", "path": path},
+                        "destination": {"server": "https://kubernetes.default.svc", "namespace": dest_namespace},
+                        "syncPolicy": {"automated": {"prune": True, "selfHeal": True}}}}
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(app))
+
+    def app(self, name: str) -> dict[str, Any]:
+        return dict(json.loads(self.kubectl("get", "applications.argoproj.io", name, "-o", "json")))
+
+    def cli(self, *args: str) -> str:
+        """The argocd CLI against the API server (plaintext on loopback, no auth)."""
+        proc = subprocess.run([str(argocd_binary()), *args, "--server", f"127.0.0.1:{self.api_port}", "--plaintext",
+                               "--auth-token", "unused", "--config", str(self.workdir / "cli-config")],
+                              capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"argocd {' '.join(args)}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc.stdout
+
+    def logs(self) -> str:
+        return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                         for p in sorted((self.workdir / "logs").glob("*.log")))
+
+
+def _settings(namespace: str, reconcile_seconds: int) -> list[dict[str, Any]]:
+    cm = yaml.safe_load(SNIPPET.read_text())
+    cm["metadata"]["namespace"] = namespace
+    cm["data"]["timeout.reconciliation"] = f"{reconcile_seconds}s"
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {
+        "name": "argocd-secret", "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "argocd"}},
+        "stringData": {"server.secretkey": uuid.uuid4().hex}}
+    project = {"apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
+               "metadata": {"name": "default", "namespace": namespace},
+               "spec": {"sourceRepos": ["*"], "destinations": [{"server": "*", "namespace": "*"}],
+                        "clusterResourceWhitelist": [{"group": "*", "kind": "*"}]}}
+    return [cm, secret, project]
+
+
+@contextmanager
+def running_argocd(cluster: DevCluster, workdir: Path, with_api_server: bool = False,
+                   reconcile_seconds: int = 5) -> Iterator[ArgoCD]:
+    """Argo CD's controller and repo server (and API server) for the block, with their namespace."""
+    if shutil.which("redis-server") is None:
+        raise RuntimeError("redis-server is missing: `make apt` installs Debian's redis-server")
+    binary = str(argocd_binary())
+    namespace = f"argocd-{uuid.uuid4().hex[:6]}"
+    logs = workdir / "logs"
+    for crd in _crds():
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/applications.argoproj.io",
+                    "crd/appprojects.argoproj.io", "--timeout=60s")
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(_settings(namespace, reconcile_seconds)))
+    redis_port, repo_port, repo_metrics, ctl_metrics, api_port, api_metrics = processes.free_ports(6)
+    kube = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", namespace]
+    redis = ["--redis", f"127.0.0.1:{redis_port}"]
+    started: list[processes.Running] = []
+    with ExitStack() as stack:
+        git = stack.enter_context(GitHttp(workdir / "git"))
+        (workdir / "git").mkdir(parents=True, exist_ok=True)
+        (workdir / "tmp").mkdir(parents=True, exist_ok=True)
+        env = {"HOME": str(workdir), "TMPDIR": str(workdir / "tmp"), "ARGOCD_GPG_ENABLED": "false"}
+        try:
+            started.append(processes.start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
+                                                     "--save", "", "--appendonly", "no"], logs))
+            started.append(processes.start("repo-server", [
+                binary, "--address", "127.0.0.1", "--port", str(repo_port), "--metrics-port", str(repo_metrics),
+                "--disable-tls", *redis], logs, {**env, "ARGOCD_BINARY_NAME": "argocd-repo-server"}))
+            started.append(processes.start("application-controller", [
+                binary, *kube, *redis, "--repo-server", f"127.0.0.1:{repo_port}", "--repo-server-plaintext",
+                "--metrics-port", str(ctl_metrics), "--self-heal-timeout-seconds", "2"],
+                logs, {**env, "ARGOCD_BINARY_NAME": "argocd-application-controller"}))
+            if with_api_server:
+                started.append(processes.start("server", [
+                    binary, *kube, *redis, "--repo-server", f"127.0.0.1:{repo_port}", "--repo-server-plaintext",
+                    "--insecure", "--disable-auth", "--address", "127.0.0.1", "--port", str(api_port),
+                    "--metrics-port", str(api_metrics)],
+                    logs, {**env, "ARGOCD_BINARY_NAME": "argocd-server"}))
+            argocd = ArgoCD(cluster, namespace, workdir, git, api_port if with_api_server else 0)
+            wait_for(lambda: all(processes.alive(p) for p in started) and _listening(repo_port), 60,
+                     "Argo CD's repo server")
+            yield argocd
+        finally:
+            for p in reversed(started):
+                processes.stop(p)
+            cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
