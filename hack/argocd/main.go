@@ -3,8 +3,9 @@
 //
 // Like upstream's cmd/main.go it is one binary that acts by the name it runs under (argv[0] or
 // ARGOCD_BINARY_NAME), but it links only the parts a test needs: the CLI (`argocd admin settings
-// resource-overrides ...`) and, for a GitOps run in core mode, the application controller and the
-// repo server. No API server, UI, Dex or notifications.
+// resource-overrides ...`) and, for a GitOps run against the dev cluster, the application
+// controller, the repo server and the API server (for `argocd app actions run`; the CLI links its
+// code already). No Dex, notifications, ApplicationSets or commit server.
 package main
 
 import (
@@ -15,6 +16,7 @@ import (
 
 	appcontroller "github.com/argoproj/argo-cd/v3/cmd/argocd-application-controller/commands"
 	reposerver "github.com/argoproj/argo-cd/v3/cmd/argocd-repo-server/commands"
+	apiserver "github.com/argoproj/argo-cd/v3/cmd/argocd-server/commands"
 	cli "github.com/argoproj/argo-cd/v3/cmd/argocd/commands"
 )
 
@@ -29,6 +31,8 @@ func main() {
 		command = appcontroller.NewCommand()
 	case "argocd-repo-server":
 		command = reposerver.NewCommand()
+	case "argocd-server":
+		command = apiserver.NewCommand()
 	default:
 		command = cli.NewCommand()
 	}

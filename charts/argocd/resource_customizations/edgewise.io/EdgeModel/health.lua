@@ -85,6 +85,12 @@ if progressing ~= nil and progressing.status == "True" then
   hs.message = describe(progressing)
   return hs
 end
+local rolling = classes_in("Progressing")
+if rolling ~= "" then
+  hs.status = "Progressing"
+  hs.message = rolling
+  return hs
+end
 local ready = conditions["Ready"]
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
