@@ -81,11 +81,11 @@ def test_the_snippet_runs_in_argocds_default_sandbox(tmp_path: Path) -> None:
     """No useOpenLibs key: the scripts must (and do) work without the `string` library — and that mode bites."""
     data = yaml.safe_load(SNIPPET.read_text())["data"]
     assert not [k for k in data if "useOpenLibs" in k]
-    obj = next(iter(_health_cases())).values[0]
+    obj = EDGEMODEL / "testdata" / "ready.yaml"
     uses_string = 'return {status = "Healthy", message = string.upper("ready")}\n'
     key = "resource.customizations.health.edgewise.io_EdgeModel"
     sandboxed = write_cm(tmp_path / "sandboxed.yaml", {key: uses_string})
-    with pytest.raises(RuntimeError, match="string"):
+    with pytest.raises(RuntimeError, match=r"attempt to index a non-table object\(nil\) with key 'upper'"):
         health(obj, sandboxed)
     opened = write_cm(tmp_path / "opened.yaml", {key: uses_string,
                                                  "resource.customizations.useOpenLibs.edgewise.io_EdgeModel": "true"})

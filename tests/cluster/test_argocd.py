@@ -14,7 +14,6 @@ how charts/argocd/resource_customizations/edgewise.io/*/testdata were made.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -30,21 +29,27 @@ from edgewise.devcluster.cluster import DevCluster
 MODEL, PROFILE, CLASS = "defect-detector", "factory-floor", "arm-cpu"
 CAPTURE = os.environ.get("EDGEWISE_ARGOCD_CAPTURE") == "1"
 TESTDATA_NAMESPACE = "vision"  # the examples' own namespace, so testdata read like the examples
+# States the action cases start from (actions/testdata); their expected outputs are Argo CD's results.
+ACTION_INPUTS = {"canary-progressing.yaml", "paused-by-user.yaml", "canary-paused.yaml", "promoted.yaml",
+                 "rolled-back.yaml", "reverted.yaml"}
 
 
-def _live(cluster: DevCluster, ns: str, kind: str, name: str, where: Path, file: str) -> Path:
-    """The live object, as Argo CD's cache holds it (no managedFields), written to `where`/`file`."""
+def _live(cluster: DevCluster, ns: str, kind: str, name: str, where: Path, file: str, testdata: bool = True) -> Path:
+    """The live object, as Argo CD's cache holds it (no managedFields), written to `where`/`file`
+    (and, when capturing, to the testdata)."""
     obj = get(cluster, kind, name, "-n", ns)
     obj["metadata"].pop("managedFields", None)
     obj["metadata"].get("annotations", {}).pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    text = yaml.safe_dump(obj, sort_keys=False)
     path = where / file
-    path.write_text(yaml.safe_dump(obj, sort_keys=False))
-    if CAPTURE:
-        kept = copy.deepcopy(obj)
-        kept["metadata"]["namespace"] = TESTDATA_NAMESPACE
-        kind_dir = "EdgeModel" if kind == "edgemodel" else "DeploymentProfile"
-        (CUSTOMIZATIONS / "edgewise.io" / kind_dir / "testdata" / file).write_text(
-            yaml.safe_dump(kept, sort_keys=False))
+    path.write_text(text)
+    if CAPTURE and testdata:
+        # The test's namespace (in metadata and in messages) becomes the examples' own.
+        kept = text.replace(ns, TESTDATA_NAMESPACE)
+        kind_dir = CUSTOMIZATIONS / "edgewise.io" / ("EdgeModel" if kind == "edgemodel" else "DeploymentProfile")
+        (kind_dir / "testdata" / file).write_text(kept)
+        if kind == "edgemodel" and file in ACTION_INPUTS:
+            (kind_dir / "actions" / "testdata" / file).write_text(kept)
     return path
 
 
@@ -123,7 +128,7 @@ def test_argocd_follows_a_rollout_and_its_actions_reach_the_operator(
     assert "Resumed" in _events(cluster, namespace)
 
     # promote skips the analysis wait; the next step is the example's 10-minute pause: Suspended.
-    live = _live(cluster, namespace, "edgemodel", MODEL, tmp_path, "resumed.yaml")
+    live = _live(cluster, namespace, "edgemodel", MODEL, tmp_path, "resumed.yaml", testdata=False)
     handled = _handled(_act(cluster, namespace, live, "promote"))
     wait_status(cluster, namespace, MODEL, lambda o: handled(o) and _arm(o).get("state") == "Paused"
                 and _arm(o).get("stepIndex") == 1, "at the pause step")
@@ -145,7 +150,7 @@ def test_argocd_follows_a_rollout_and_its_actions_reach_the_operator(
     apply(cluster, model)
     wait_status(cluster, namespace, MODEL, lambda o: _observed(o) and _arm(o).get("canaryVersion") == "2.3.0",
                 "canary of 2.3.0")
-    live = _live(cluster, namespace, "edgemodel", MODEL, tmp_path, "canary-2.3.0.yaml")
+    live = _live(cluster, namespace, "edgemodel", MODEL, tmp_path, "canary-2.3.0.yaml", testdata=False)
     handled = _handled(_act(cluster, namespace, live, "abort"))
     wait_status(cluster, namespace, MODEL, lambda o: handled(o) and _arm(o).get("state") == "RolledBack"
                 and o["status"].get("phase") == "Degraded", "2.3.0 rolled back")
@@ -157,7 +162,22 @@ def test_argocd_follows_a_rollout_and_its_actions_reach_the_operator(
     handled = _handled(_act(cluster, namespace, live, "retry"))
     wait_status(cluster, namespace, MODEL, lambda o: handled(o) and _arm(o).get("canaryVersion") == "2.3.0"
                 and _arm(o).get("state") == "Progressing", "2.3.0 retried")
-    assert health(_live(cluster, namespace, "edgemodel", MODEL, tmp_path, "retried.yaml")).status == "Progressing"
+    live = _live(cluster, namespace, "edgemodel", MODEL, tmp_path, "retried.yaml")
+    assert health(live).status == "Progressing"
+
+    # Rolled back again, then Git reverts to the stable version (the GitOps way back): Argo CD says
+    # what the operator's Degraded condition says.
+    handled = _handled(_act(cluster, namespace, live, "abort"))
+    wait_status(cluster, namespace, MODEL, lambda o: handled(o) and _arm(o).get("state") == "RolledBack",
+                "2.3.0 rolled back again")
+    model["spec"]["version"] = "2.2.0"
+    apply(cluster, model)
+    obj = wait_status(cluster, namespace, MODEL, lambda o: _observed(o) and not _arm(o).get("canaryRevision"),
+                      "back on 2.2.0 in Git")
+    reverted = health(_live(cluster, namespace, "edgemodel", MODEL, tmp_path, "reverted.yaml"))
+    degraded = condition(obj, "Degraded").get("status") == "True"
+    assert reverted.status == ("Degraded" if degraded else "Healthy"), (reverted, condition(obj, "Degraded"))
+    assert _enabled(list_actions(tmp_path / "reverted.yaml")) == set()  # nothing to retry: Git moved on
 
     # The profile is deleted: Degraded, with the operator's reason; what runs keeps running.
     cluster.kubectl("delete", "edp", PROFILE, "-n", namespace)

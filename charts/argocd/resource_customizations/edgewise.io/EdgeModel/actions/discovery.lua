@@ -2,7 +2,7 @@
 -- Each writes the `edgewise.io/command` annotation exactly as `kubectl edgewise <verb>` does; none
 -- changes the spec, which Git owns (self-heal would revert it: roll back by reverting in Git).
 local actions = {}
-local canary, pausable, resumable, rolled_back = false, false, false, false
+local canary, pausable, resumable, retryable = false, false, false, false
 local rollout = {}
 if obj.status ~= nil and obj.status.rollout ~= nil then
   rollout = obj.status.rollout
@@ -18,17 +18,12 @@ if rollout.classes ~= nil then
     if class.pausedByUser then
       resumable = true
     end
-    if class.state == "RolledBack" and class.failedRevision ~= nil then
-      rolled_back = true
+    -- Retry rolls the failed revision out again: only while the spec still asks for another version
+    -- than the stable one (after a revert in Git it asks for the stable one: nothing to retry).
+    if class.state == "RolledBack" and class.failedRevision ~= nil and class.stableVersion ~= obj.spec.version then
+      retryable = true
     end
   end
-end
--- Retry rolls the failed revision out again: only while the spec still asks for it (after a revert in
--- Git the spec is back on stable and there is nothing to retry).
-local retryable = false
-if rolled_back and rollout.history ~= nil and #rollout.history > 0 then
-  local last = rollout.history[#rollout.history]
-  retryable = (last.outcome == "RolledBack" or last.outcome == "Aborted") and last.version == obj.spec.version
 end
 
 actions["promote"] = {["disabled"] = not canary}
