@@ -20,10 +20,10 @@ if [ ! -x "$dir/argocd" ]; then
   start=$(date +%s)
   mkdir -p "$dir.tmp"
   (cd "$HERE/argocd" && go build -trimpath -ldflags "-s -w" -o "$dir.tmp/argocd" .)
-  # Argo CD's CRDs ship in the same module: the GitOps test installs Application and AppProject.
+  # Argo CD's CRDs ship in the same module: the GitOps test installs them.
   mod="$(cd "$HERE/argocd" && go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)"
-  mkdir -p "$dir.tmp/crds" && cp "$mod/manifests/crds/application-crd.yaml" \
-    "$mod/manifests/crds/appproject-crd.yaml" "$dir.tmp/crds/" && chmod -R u+w "$dir.tmp/crds"
+  mkdir -p "$dir.tmp/crds" && cp "$mod/manifests/crds/application-crd.yaml" "$mod/manifests/crds/appproject-crd.yaml" \
+    "$mod/manifests/crds/applicationset-crd.yaml" "$dir.tmp/crds/" && chmod -R u+w "$dir.tmp/crds"
   echo "[build-argocd] built in $(( $(date +%s) - start ))s" >&2
   rm -rf "$dir" && mv "$dir.tmp" "$dir"
 fi

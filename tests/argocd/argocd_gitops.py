@@ -30,9 +30,9 @@ from helpers import wait_for
 
 
 def _crds() -> list[Path]:
-    """Argo CD's Application and AppProject CRDs, copied from its module next to the binary."""
+    """Argo CD's CRDs, copied from its module next to the binary (the API server watches ApplicationSets too)."""
     crds = argocd_binary().resolve().parent / "crds"
-    return [crds / "application-crd.yaml", crds / "appproject-crd.yaml"]
+    return [crds / "application-crd.yaml", crds / "appproject-crd.yaml", crds / "applicationset-crd.yaml"]
 
 
 @dataclass
@@ -41,6 +41,7 @@ class ArgoCD:
     namespace: str
     workdir: Path
     git: GitHttp
+    server: str  # the dev cluster's API server, as Argo CD's destination
     api_port: int = 0
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
@@ -51,9 +52,13 @@ class ArgoCD:
                "metadata": {"name": name, "namespace": self.namespace},
                "spec": {"project": "default",
                         "source": {"repoURL": repo_url, "targetRevision": "main", "path": path},
-                        "destination": {"server": "https://kubernetes.default.svc", "namespace": dest_namespace},
+                        "destination": {"server": self.server, "namespace": dest_namespace},
                         "syncPolicy": {"automated": {"prune": True, "selfHeal": True}}}}
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump(app))
+
+    def refresh(self, name: str) -> None:
+        """Ask the controller to look at git now, as a git server's webhook does."""
+        self.kubectl("annotate", "--overwrite", "applications.argoproj.io", name, "argocd.argoproj.io/refresh=hard")
 
     def app(self, name: str) -> dict[str, Any]:
         return dict(json.loads(self.kubectl("get", "applications.argoproj.io", name, "-o", "json")))
@@ -72,10 +77,26 @@ class ArgoCD:
                          for p in sorted((self.workdir / "logs").glob("*.log")))
 
 
-def _settings(namespace: str, reconcile_seconds: int) -> list[dict[str, Any]]:
+def _cluster_secret(cluster: DevCluster, namespace: str) -> tuple[dict[str, Any], str]:
+    """The dev cluster as an Argo CD cluster, with the admin kubeconfig's credentials; and its URL.
+
+    Argo CD's built-in in-cluster destination reads a pod's service account, which a process here
+    has not."""
+    kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
+    server = kubeconfig["clusters"][0]["cluster"]
+    user = kubeconfig["users"][0]["user"]
+    config = {"tlsClientConfig": {"caData": server["certificate-authority-data"],
+                                  "certData": user["client-certificate-data"], "keyData": user["client-key-data"]}}
+    secret = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "dev-cluster", "namespace": namespace,
+                           "labels": {"argocd.argoproj.io/secret-type": "cluster"}},
+              "stringData": {"name": "dev", "server": server["server"], "config": json.dumps(config)}}
+    return secret, str(server["server"])
+
+
+def _settings(namespace: str) -> list[dict[str, Any]]:
     cm = yaml.safe_load(SNIPPET.read_text())
     cm["metadata"]["namespace"] = namespace
-    cm["data"]["timeout.reconciliation"] = f"{reconcile_seconds}s"
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {
         "name": "argocd-secret", "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "argocd"}},
         "stringData": {"server.secretkey": uuid.uuid4().hex}}
@@ -100,7 +121,8 @@ def running_argocd(cluster: DevCluster, workdir: Path, with_api_server: bool = F
     cluster.kubectl("wait", "--for=condition=Established", "crd/applications.argoproj.io",
                     "crd/appprojects.argoproj.io", "--timeout=60s")
     cluster.kubectl("create", "namespace", namespace)
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(_settings(namespace, reconcile_seconds)))
+    dev, server = _cluster_secret(cluster, namespace)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*_settings(namespace), dev]))
     redis_port, repo_port, repo_metrics, ctl_metrics, api_port, api_metrics = processes.free_ports(6)
     kube = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", namespace]
     redis = ["--redis", f"127.0.0.1:{redis_port}"]
@@ -109,7 +131,10 @@ def running_argocd(cluster: DevCluster, workdir: Path, with_api_server: bool = F
         git = stack.enter_context(GitHttp(workdir / "git"))
         (workdir / "git").mkdir(parents=True, exist_ok=True)
         (workdir / "tmp").mkdir(parents=True, exist_ok=True)
-        env = {"HOME": str(workdir), "TMPDIR": str(workdir / "tmp"), "ARGOCD_GPG_ENABLED": "false"}
+        # Git is polled every few seconds (the controller's resync, the repo server's revision cache),
+        # not every 3 minutes; `refresh()` is the webhook a git server would call.
+        env = {"HOME": str(workdir), "TMPDIR": str(workdir / "tmp"), "ARGOCD_GPG_ENABLED": "false",
+               "ARGOCD_RECONCILIATION_TIMEOUT": f"{reconcile_seconds}s", "ARGOCD_RECONCILIATION_JITTER": "0s"}
         try:
             started.append(processes.start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
                                                      "--save", "", "--appendonly", "no"], logs))
@@ -118,7 +143,9 @@ def running_argocd(cluster: DevCluster, workdir: Path, with_api_server: bool = F
                 "--disable-tls", *redis], logs, {**env, "ARGOCD_BINARY_NAME": "argocd-repo-server"}))
             started.append(processes.start("application-controller", [
                 binary, *kube, *redis, "--repo-server", f"127.0.0.1:{repo_port}", "--repo-server-plaintext",
-                "--metrics-port", str(ctl_metrics), "--self-heal-timeout-seconds", "2"],
+                "--metrics-port", str(ctl_metrics), "--self-heal-timeout-seconds", "2",
+                # The EdgeModel's health (with its message) in the Application's status.resources.
+                "--persist-resource-health=true"],
                 logs, {**env, "ARGOCD_BINARY_NAME": "argocd-application-controller"}))
             if with_api_server:
                 started.append(processes.start("server", [
@@ -126,7 +153,7 @@ def running_argocd(cluster: DevCluster, workdir: Path, with_api_server: bool = F
                     "--insecure", "--disable-auth", "--address", "127.0.0.1", "--port", str(api_port),
                     "--metrics-port", str(api_metrics)],
                     logs, {**env, "ARGOCD_BINARY_NAME": "argocd-server"}))
-            argocd = ArgoCD(cluster, namespace, workdir, git, api_port if with_api_server else 0)
+            argocd = ArgoCD(cluster, namespace, workdir, git, server, api_port if with_api_server else 0)
             wait_for(lambda: all(processes.alive(p) for p in started) and _listening(repo_port), 60,
                      "Argo CD's repo server")
             yield argocd
