@@ -10,7 +10,8 @@ traffic, so the operator's analysis measures real latencies:
 - a new version with a pause step: Progressing until the operator has seen it, then Suspended;
   `promote-full` run through Argo CD's API server reaches the operator, and the Application is Healthy;
 - a commit that regresses (a much slower model) is rolled back by the operator by itself, and the
-  Application shows Degraded with the rollback's message, while Git still says the new version.
+  Application shows Degraded with the rollback's message, while Git still says the new version;
+- `abort` through Argo CD rolls a held canary back: Degraded, "aborted by a user".
 """
 
 from __future__ import annotations
@@ -118,6 +119,19 @@ def test_argocd_syncs_from_git_and_its_health_follows_the_rollout(
             message = _model_health(argo)["message"]
             assert message.startswith("RolledBack: ") and "latency" in message, message
             assert app["status"]["sync"]["status"] == "Synced"  # Git's spec is what the cluster holds
+
+            # 4. A good version held at a pause, aborted through Argo CD: rolled back, Degraded, and why.
+            v4 = edgemodel(namespace, "4.0", good, golden, steps=[{"percent": 50}, {"pause": {}}, {"percent": 100}])
+            sha = commit_tree(repo, clone, _files(namespace, v4), "4.0, held at a pause")
+            argo.refresh(APP)
+            wait_for(lambda: _app_is(argo, "Suspended", sha, "paused until"), 180, "4.0 Suspended at the pause")
+            argo.cli("app", "actions", "run", APP, "abort", "--kind", "EdgeModel", "--group", "edgewise.io",
+                     "--resource-name", MODEL, "--namespace", namespace)
+            wait_for(lambda: _app_is(argo, "Degraded", sha, "4.0 rolled back to 2.0: aborted by a user"), 180,
+                     "Degraded after abort")
+            obj = get(cluster, "edgemodel", MODEL, "-n", namespace)
+            assert str(obj["status"]["rollout"]["lastCommand"]).startswith("argocd-abort-")
+            assert obj["status"]["rollout"]["history"][-1]["outcome"] == "Aborted"
         except BaseException:
             status = argo.app(APP).get("status", {})
             print("application:", json.dumps({k: status.get(k) for k in ("sync", "health", "resources",
