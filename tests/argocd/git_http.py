@@ -58,9 +58,9 @@ def _handler(root: Path) -> type[BaseHTTPRequestHandler]:
             if self.headers.get("Content-Encoding"):
                 env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
             out = subprocess.run(BACKEND, input=body, capture_output=True, env=env, check=False).stdout
-            head, _, payload = out.partition(b"\r\n\r\n")
-            if not _:
-                head, _, payload = out.partition(b"\n\n")
+            head, sep, payload = out.partition(b"\r\n\r\n")  # CGI headers, a blank line, the body
+            if not sep:
+                head, sep, payload = out.partition(b"\n\n")
             headers = [line.split(":", 1) for line in head.decode().splitlines() if ":" in line]
             status = next((v.strip() for k, v in headers if k.lower() == "status"), "200 OK")
             self.send_response(int(status.split()[0]), status.partition(" ")[2])
