@@ -95,8 +95,9 @@ def _cluster_secret(cluster: DevCluster, namespace: str) -> tuple[dict[str, Any]
 
 
 def _settings(namespace: str) -> list[dict[str, Any]]:
-    cm = yaml.safe_load(SNIPPET.read_text())
-    cm["metadata"]["namespace"] = namespace
+    # An argocd-cm of its own; running_argocd merges the snippet in as docs/gitops.md says.
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+        "name": "argocd-cm", "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "argocd"}}}
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {
         "name": "argocd-secret", "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "argocd"}},
         "stringData": {"server.secretkey": uuid.uuid4().hex}}
@@ -123,6 +124,8 @@ def running_argocd(cluster: DevCluster, workdir: Path, with_api_server: bool = F
     cluster.kubectl("create", "namespace", namespace)
     dev, server = _cluster_secret(cluster, namespace)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*_settings(namespace), dev]))
+    cluster.kubectl("-n", namespace, "patch", "configmap", "argocd-cm", "--type", "merge", "--patch-file",
+                    str(SNIPPET))
     redis_port, repo_port, repo_metrics, ctl_metrics, api_port, api_metrics = processes.free_ports(6)
     kube = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", namespace]
     redis = ["--redis", f"127.0.0.1:{redis_port}"]
