@@ -3,9 +3,9 @@ actions) API server, all the one hack/argocd binary, with Debian's redis and a g
 served over HTTP on loopback.
 
 Nothing runs in the cluster: the components are processes on this machine with the admin
-kubeconfig, as `argocd admin` runs them in core mode. Their namespace holds Argo CD's CRDs'
-objects (Applications, the default AppProject) and its settings (argocd-cm with Edgewise's
-snippet merged in, argocd-secret).
+kubeconfig (core mode's components, no UI or Dex; the API server only so that `argocd app actions
+run` works). Their namespace holds Argo CD's objects (Applications, the default AppProject, the
+dev cluster's secret) and settings (argocd-cm with Edgewise's snippet merged in, argocd-secret).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def _crds() -> list[Path]:
 
 @dataclass
 class ArgoCD:
+    """A running Argo CD: its namespace, its git server, and the argocd CLI against its API server."""
+
     cluster: DevCluster
     namespace: str
     workdir: Path
