@@ -63,6 +63,7 @@ bench: venv tools apt
 lint: venv
 	$(VENV)/bin/ruff check operator tests bench hack
 	$(VENV)/bin/lint-imports
+	$(PY) hack/argocd_cm.py --check
 
 cluster-up: venv tools
 	$(VENV)/bin/edgewise dev cluster up
