@@ -32,6 +32,7 @@ from edgewise.devcluster.traffic import Traffic, serving
 from helpers import wait_for
 
 APP = "models"
+EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "argocd" / "application.yaml"
 
 
 def _files(ns: str, model: dict[str, Any]) -> dict[str, str]:
@@ -81,6 +82,12 @@ def test_argocd_syncs_from_git_and_its_health_follows_the_rollout(
         try:
             # 1. The first commit: synced, and Healthy once every node serves 1.0.
             sha = commit_tree(repo, clone, _files(namespace, edgemodel(namespace, "1.0", good, golden)), "1.0")
+            # examples/argocd/application.yaml is a valid Application (the API server checks it against
+            # Argo CD's CRD), with the automated sync and self-heal this one has.
+            example = yaml.safe_load((EXAMPLE_APP).read_text())
+            example["metadata"]["namespace"] = argo.namespace
+            argo.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(example))
+            assert example["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
             argo.application(APP, argo.git.url(APP), ".", namespace)
             wait_for(lambda: _app_is(argo, "Healthy", sha), 240, "the Application synced and Healthy on 1.0")
             wait_for(lambda: serving(runner, 2), 120, "two pods serving 1.0")
