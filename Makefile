@@ -8,10 +8,10 @@ PY := $(VENV)/bin/python
 export GOTOOLCHAIN := local
 # Debian packages the test suite starts for real: Prometheus (analysis), an OCI registry (artifacts);
 # what builds, runs and imports the images without Docker: buildah, mmdebstrap (the Debian bases),
-# runc, containerd (its `ctr`), zstd (the bundle); and the real node's CNI plugins and iptables
-# (busybox for its smoke-test image).
+# runc, containerd (its `ctr`), zstd (the bundle); the real node's CNI plugins and iptables
+# (busybox for its smoke-test image); redis and git for Argo CD's GitOps test (tests/cluster/test_gitops.py).
 APT_PACKAGES ?= prometheus docker-registry buildah mmdebstrap runc containerd zstd containernetworking-plugins \
-  iptables busybox-static
+  iptables busybox-static redis-server git
 
 .PHONY: help demo test test-unit bench lint tools venv apt images bundle cluster-up cluster-down clean
 
@@ -33,6 +33,7 @@ venv: $(VENV)/.installed
 
 tools:
 	@bash hack/build-tools.sh >/dev/null
+	@bash hack/build-argocd.sh >/dev/null
 
 apt:
 	@if [ -n "$(APT_PACKAGES)" ]; then \
@@ -62,6 +63,7 @@ bench: venv tools apt
 lint: venv
 	$(VENV)/bin/ruff check operator tests bench hack
 	$(VENV)/bin/lint-imports
+	$(PY) hack/argocd_cm.py --check
 
 cluster-up: venv tools
 	$(VENV)/bin/edgewise dev cluster up
