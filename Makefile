@@ -13,7 +13,7 @@ export GOTOOLCHAIN := local
 APT_PACKAGES ?= prometheus docker-registry buildah mmdebstrap runc containerd zstd containernetworking-plugins \
   iptables busybox-static redis-server git
 
-.PHONY: help demo test test-unit bench lint tools venv apt images bundle cluster-up cluster-down clean
+.PHONY: help demo test test-unit bench lint tools argocd venv apt images bundle cluster-up cluster-down clean
 
 help:
 	@echo "make demo         bring up the local cluster with a simulated fleet and show it"
@@ -33,6 +33,9 @@ venv: $(VENV)/.installed
 
 tools:
 	@bash hack/build-tools.sh >/dev/null
+
+# Argo CD's CLI and controllers, only for the GitOps tests (a long cold build: the demo does not wait for it).
+argocd:
 	@bash hack/build-argocd.sh >/dev/null
 
 apt:
@@ -51,7 +54,7 @@ bundle: images tools
 demo: venv tools apt
 	$(VENV)/bin/edgewise dev demo
 
-test: venv tools apt images
+test: venv tools argocd apt images
 	$(VENV)/bin/pytest -q
 
 test-unit: venv

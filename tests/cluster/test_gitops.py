@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from helpers import wait_for
 from operator_support import Operator, get, rollout_classes
 from test_rollout_e2e import MODEL, edgemodel, models, profile  # noqa: F401 (models is a fixture)
 
-from argocd.argocd_gitops import ArgoCD, running_argocd
 from argocd.git_http import commit_tree
+from argocd.gitops_support import ArgoCD, running_argocd
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import Traffic, serving
-from helpers import wait_for
 
 APP = "models"
 EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "argocd" / "application.yaml"
