@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from helpers import wait_for
 
 from argocd.argocd_support import SNIPPET, argocd_binary
 from argocd.git_http import GitHttp
 from edgewise.devcluster import processes
 from edgewise.devcluster.cluster import DevCluster
+from wait_support import wait_for
 
 
 def _crds() -> list[Path]:

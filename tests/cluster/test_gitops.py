@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from helpers import wait_for
 from operator_support import Operator, get, rollout_classes
 from test_rollout_e2e import MODEL, edgemodel, models, profile  # noqa: F401 (models is a fixture)
 
@@ -30,6 +29,7 @@ from argocd.gitops_support import ArgoCD, running_argocd
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import Traffic, serving
+from wait_support import wait_for
 
 APP = "models"
 EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "argocd" / "application.yaml"
