@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgewise import contract
+from edgewise.api.optimization_report import FileInfo, MadeOutcome, OptimizationReport, TargetInfo
 from edgewise.artifacts.builtin import BuiltinStore
 from edgewise.artifacts.builtin_http import BackgroundServer
 from edgewise.optimize.job import upload
@@ -40,12 +41,20 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         yield srv.url + contract.JOB_UPLOAD_PATH.format(key=KEY, part="").rstrip("/"), job_dir
 
 
-def _pod_side(tmp_path: Path, payload: bytes) -> tuple[Path, dict]:
+def _report(outcome: MadeOutcome, payload: bytes, message: str = "int8 dynamic: min cosine 0.999") \
+        -> OptimizationReport:
+    made = FileInfo(path="artifact.onnx", sha256=hashlib.sha256(payload).hexdigest(), size_bytes=len(payload))
+    return OptimizationReport(outcome=outcome, message=message,
+                              source=FileInfo(path="source.onnx", sha256="1" * 64, size_bytes=4 * len(payload)),
+                              target=TargetInfo(runtime="onnxruntime", precision="int8"), precision="int8",
+                              technique="int8 dynamic", artifact=made if outcome != "OptimizationRejected" else None)
+
+
+def _pod_side(tmp_path: Path, payload: bytes) -> tuple[Path, OptimizationReport]:
     work = tmp_path / "pod"
     work.mkdir()
     (work / "artifact.onnx").write_bytes(payload)
-    report = {"outcome": "Optimized", "artifact": {"sha256": hashlib.sha256(payload).hexdigest()}}
-    return work, report
+    return work, _report("Optimized", payload)
 
 
 def test_a_job_uploads_its_artifact_then_its_report(server: tuple[str, Path], tmp_path: Path) -> None:
@@ -54,13 +63,13 @@ def test_a_job_uploads_its_artifact_then_its_report(server: tuple[str, Path], tm
     work, report = _pod_side(tmp_path, payload)
     upload(work, report, url, TOKEN)
     assert (job_dir / "artifact.onnx").read_bytes() == payload
-    assert json.loads((job_dir / "report.json").read_text()) == report
+    assert OptimizationReport.read(job_dir / "report.json") == report
 
 
 def test_a_rejected_job_uploads_only_its_report(server: tuple[str, Path], tmp_path: Path) -> None:
     url, job_dir = server
     work, _ = _pod_side(tmp_path, b"not accepted")
-    upload(work, {"outcome": "OptimizationRejected", "message": "min cosine 0.91 < 0.99"}, url, TOKEN)
+    upload(work, _report("OptimizationRejected", b"not accepted", "min cosine 0.91 < 0.99"), url, TOKEN)
     assert not (job_dir / "artifact.onnx").exists()
     assert json.loads((job_dir / "report.json").read_text())["outcome"] == "OptimizationRejected"
 
@@ -76,7 +85,8 @@ def test_a_wrong_token_is_refused_and_lands_nothing(server: tuple[str, Path], tm
 def test_bytes_that_do_not_match_the_reported_digest_are_refused(server: tuple[str, Path], tmp_path: Path) -> None:
     url, job_dir = server
     work, report = _pod_side(tmp_path, b"the real bytes")
-    report["artifact"]["sha256"] = "0" * 64
+    assert report.artifact is not None
+    report.artifact.sha256 = "0" * 64
     with pytest.raises(RuntimeError, match="400.*sha256"):
         upload(work, report, url, TOKEN)
     assert list(job_dir.iterdir()) == []  # neither the artifact nor the report
@@ -124,9 +134,9 @@ def test_a_report_sent_in_several_writes_is_read_to_its_end(server: tuple[str, P
 def test_a_report_of_two_mebibytes_is_accepted(server: tuple[str, Path], tmp_path: Path) -> None:
     url, job_dir = server
     work, report = _pod_side(tmp_path, b"model")
-    report["notes"] = ["x" * 1024] * 2048  # 2 MiB of notes: far more than one read of the socket
+    report.notes = ["x" * 1024] * 2048  # 2 MiB of notes: far more than one read of the socket
     upload(work, report, url, TOKEN)
-    assert json.loads((job_dir / "report.json").read_text()) == report
+    assert OptimizationReport.read(job_dir / "report.json") == report
 
 
 def test_a_report_over_the_limit_is_refused(server: tuple[str, Path]) -> None:

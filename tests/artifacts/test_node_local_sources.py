@@ -127,7 +127,7 @@ def test_a_job_pod_refuses_file_uris_without_opening_them(tmp_path: Path) -> Non
     there = tmp_path / "model.onnx"
     there.write_bytes(b"bytes")
     report = run(_job(tmp_path, there.as_uri(), hashlib.sha256(b"bytes").hexdigest()), read_files=False)
-    assert report["outcome"] == "SourceUnavailable" and "file://" in report["message"]
+    assert report.outcome == "SourceUnavailable" and "file://" in report.message
     assert not (tmp_path / "job" / "source.onnx").exists()
 
 
@@ -135,8 +135,8 @@ def test_a_digest_mismatch_does_not_say_what_the_bytes_hash_to(tmp_path: Path) -
     there = tmp_path / "model.onnx"
     there.write_bytes(b"bytes")
     report = run(_job(tmp_path, there.as_uri(), "0" * 64))
-    assert report["outcome"] == "DigestMismatch"
-    assert hashlib.sha256(b"bytes").hexdigest() not in report["message"]
+    assert report.outcome == "DigestMismatch"
+    assert hashlib.sha256(b"bytes").hexdigest() not in report.message
 
 
 class _Internal(BaseHTTPRequestHandler):
@@ -158,9 +158,9 @@ def test_an_unreachable_source_is_reported_by_status_code_only(tmp_path: Path) -
     finally:
         server.shutdown()
         server.server_close()
-    assert report["outcome"] == "SourceUnavailable"
-    assert report["message"] == f"the source {uri} could not be fetched: HTTP 404"  # the user's URI, no more
-    assert SECRET in report["detail"]  # for the operator's log; dropped before the status
+    assert report.outcome == "SourceUnavailable"
+    assert report.message == f"the source {uri} could not be fetched: HTTP 404"  # the user's URI, no more
+    assert report.detail is not None and SECRET in report.detail  # for the operator's log; dropped before the status
 
 
 def test_file_golden_inputs_are_not_read_by_the_operator(tmp_path: Path) -> None:

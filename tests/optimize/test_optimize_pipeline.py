@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pytest
 
 from edgewise.api.model import AccuracyGate
+from edgewise.api.optimization_report import OptimizationReport
 from edgewise.optimize import quantize as quantize_mod
 from edgewise.optimize.errors import CalibrationMismatch, NotOnnxError
 from edgewise.optimize.pipeline import Options, optimize
-from edgewise.optimize.report import OptimizationReport
 from edgewise.optimize.target import Target, host_cpu_features
 
 CPU = Target("onnxruntime", "auto")

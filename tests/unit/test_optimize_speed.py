@@ -92,14 +92,18 @@ def test_the_description_carries_the_numbers_for_the_status() -> None:
 
 
 def test_the_status_line_carries_the_interval_and_verdict_and_reads_older_reports() -> None:
+    from edgewise.api.optimization_report import LatencyInfo, OptimizationReport
     from edgewise.controller.artifacts import _summary
-    from edgewise.optimize.report import latency_summary
 
-    measured = {"ratio": 0.634, "ratioLow": 0.61, "ratioHigh": 0.66, "rounds": 6, "verdict": "faster"}
-    assert latency_summary(measured) == "latency 0.63x (0.61-0.66x, 6 rounds: faster)"
-    assert latency_summary({"ratio": 0.634}) == "latency 0.63x"  # a report written before the measurement was
-    line = _summary({"outcome": "Optimized", "technique": "int8 dynamic", "latency": measured})
-    assert line == "Optimized: int8 dynamic, latency 0.63x (0.61-0.66x, 6 rounds: faster)"
+    older = {"beforeMs": 10.0, "afterMs": 6.34, "ratio": 0.634, "batch": 1, "threads": 1}  # before the rounds
+    measured = older | {"ratioLow": 0.61, "ratioHigh": 0.66, "rounds": 6, "verdict": "faster"}
+    assert LatencyInfo.model_validate(measured).summary() == "latency 0.63x (0.61-0.66x, 6 rounds: faster)"
+    assert LatencyInfo.model_validate(older).summary() == "latency 0.63x"
+    made = {"path": "m.onnx", "sha256": "0" * 64, "sizeBytes": 1}
+    report = OptimizationReport.model_validate({
+        "outcome": "Optimized", "message": "", "technique": "int8 dynamic", "latency": measured, "source": made,
+        "artifact": made, "target": {"runtime": "onnxruntime", "precision": "int8"}})
+    assert _summary(report) == "Optimized: int8 dynamic, latency 0.63x (0.61-0.66x, 6 rounds: faster)"
 
 
 def test_an_artifact_exactly_at_the_limit_is_rarely_called_slower_though_every_round_is_looked_at() -> None:

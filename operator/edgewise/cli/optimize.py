@@ -62,10 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import logging
     import sys
 
+    from edgewise.api.optimization_report import OptimizationReport
     from edgewise.optimize.errors import OptimizeError
     from edgewise.optimize.pipeline import Options, optimize
     from edgewise.optimize.target import Target
@@ -87,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
     except OptimizeError as err:
         print(f"edgewise optimize: {err.reason}: {err}", file=sys.stderr)
         if args.report:
-            with open(args.report, "w") as f:
-                json.dump({"outcome": err.reason, "message": str(err)}, f, indent=2)
+            OptimizationReport.failed(err.reason, str(err)).write(args.report)
         return EXIT_BAD_INPUT if err.reason in ("InvalidModel", "CalibrationMismatch") else EXIT_FAILED
     if args.report:
         report.write(args.report)
@@ -98,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     return {"Optimized": EXIT_OK, "OptimizationRejected": EXIT_REJECTED,
-            "DoesNotFit": EXIT_DOES_NOT_FIT}[report.outcome]
+            "DoesNotFit": EXIT_DOES_NOT_FIT}.get(report.outcome, EXIT_FAILED)
 
 
 def _gate(min_cosine: float | None, max_top1_drop_percent: float | None) -> AccuracyGate:

@@ -20,21 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from pydantic import ValidationError
 
 from edgewise.analysis import local_files
+from edgewise.api.optimization_report import OptimizationReport
 from edgewise.api.profile import DeploymentProfileSpec
 from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
 from edgewise.artifacts.builtin import BuiltinStore
 from edgewise.artifacts.factory import ArtifactStores
-from edgewise.contract import JOB_REPORT_DETAIL as DETAIL
 from edgewise.controller.optimize_runners import KubeJobRunner, ProcessRunner
 from edgewise.core.class_artifact import ArtifactState, ClassArtifact
 from edgewise.core.classify import Classification
 from edgewise.core.optimization import JobSpec, job_spec
 from edgewise.core.runtimes import Artifact
 from edgewise.kube.writes import Writes
-from edgewise.optimize.report import latency_summary
 
 log = logging.getLogger("edgewise.artifacts")
 
@@ -121,16 +121,15 @@ class ArtifactManager:
                                          + (f" (attempt {failures + 1})" if failures else ""))
         report_path = job.dir / "report.json"
         if report_path.exists():
-            return self._finish(spec, json.loads(report_path.read_text()), write)
+            return self._finish(spec, _job_report(report_path.read_bytes(), spec.key), write)
         if time.monotonic() - job.started > self.settings.optimize_timeout_seconds:
-            return self._finish(spec, {"outcome": "OptimizationFailed",
-                                       "message": f"gave up after {self.settings.optimize_timeout_seconds}s"},
-                                write)
+            return self._finish(spec, OptimizationReport.failed(
+                "OptimizationFailed", f"gave up after {self.settings.optimize_timeout_seconds}s"), write)
         ended = job.runner.poll(spec.key, job.dir)
         if ended is not None:
             if report_path.exists():  # it reported between the two looks
-                return self._finish(spec, json.loads(report_path.read_text()), write)
-            return self._finish(spec, {"outcome": "OptimizationFailed", "message": ended.problem}, write)
+                return self._finish(spec, _job_report(report_path.read_bytes(), spec.key), write)
+            return self._finish(spec, OptimizationReport.failed("OptimizationFailed", ended.problem), write)
         return ClassArtifact(ArtifactState.OPTIMIZING, reason="Optimizing",
                              message=f"optimizing for {_target(spec)} ({time.monotonic() - job.started:.0f}s"
                                      + (", in a Kubernetes Job" if job.runner is self.kube_jobs else "") + ")")
@@ -163,39 +162,40 @@ class ArtifactManager:
             return None
         return job.dir
 
-    def _finish(self, spec: JobSpec, report: dict[str, Any], write: Writes) -> ClassArtifact:
+    def _finish(self, spec: JobSpec, report: OptimizationReport, write: Writes) -> ClassArtifact:
         job = self.jobs.pop(spec.key, None)
-        if DETAIL in report:  # the fetch error's own words: for the operator's log, never the status
-            log.warning("optimization job %s: %s", spec.key, report[DETAIL])
-            report = {k: v for k, v in report.items() if k != DETAIL}
-        record: dict[str, Any] = {"key": spec.key, "spec": spec.job.to_wire(), "report": report}
+        if report.detail is not None:  # the fetch error's own words: for the operator's log, never the status
+            log.warning("optimization job %s: %s", spec.key, report.detail)
+            report = report.without_detail()
+        record: dict[str, Any] = {"key": spec.key, "spec": spec.job.to_wire()}
         artifact = job.dir / "artifact.onnx" if job else None
-        if report.get("outcome") == "Optimized" and artifact and artifact.exists():
-            where = spec.store or "the built-in store"
+        if report.outcome == "Optimized" and report.artifact and artifact and artifact.exists():
+            where, claimed = spec.store or "the built-in store", report.artifact.sha256
             try:
                 ref = self.stores.get(spec.store).put(artifact, {
                     "edgewise.io/source-sha256": spec.job.source.sha256,
-                    "edgewise.io/target": _target(spec), "edgewise.io/precision": str(report.get("precision", "")),
+                    "edgewise.io/target": _target(spec), "edgewise.io/precision": report.precision,
                     "edgewise.io/report": _summary(report)})
             except Exception as err:  # noqa: BLE001 - a registry fails in many ways; all of them may pass
                 log.warning("optimization job %s: storing the artifact in %s failed: %s", spec.key, where, err)
-                report = {"outcome": "OptimizationFailed", "message": f"the artifact could not be stored in {where}"}
+                report = OptimizationReport.failed("OptimizationFailed",
+                                                   f"the artifact could not be stored in {where}")
             else:
-                claimed = (report.get("artifact") or {}).get("sha256")
-                if claimed and claimed != ref.digest.removeprefix("sha256:"):
-                    report = {"outcome": "OptimizationFailed",
-                              "message": f"the artifact that arrived hashes to {ref.digest}, its report says {claimed}"}
+                if claimed != ref.digest.removeprefix("sha256:"):
+                    report = OptimizationReport.failed(
+                        "OptimizationFailed", f"the artifact that arrived hashes to {ref.digest}, its report says "
+                                              f"{claimed}")
                 else:
                     record["artifact"] = {"sha256": ref.digest.removeprefix("sha256:"), "size": ref.size}
                     if spec.store:
                         record["store"] = spec.store
-        if report.get("outcome") in RETRYABLE:
+        if report.outcome in RETRYABLE:
             failures = (job.failures if job else 0) + 1
             delay = min(MAX_RETRY_SECONDS, self.settings.optimize_retry_seconds * 2 ** (failures - 1))
             record |= {"failures": failures, "retryAt": time.time() + delay}
-            report = report | {"message": f"{report.get('message', '')}; retrying in {delay:.0f}s "
-                                          f"(failure {failures})"}
-        record["report"] = report
+            report = report.model_copy(update={"message": f"{report.message}; retrying in {delay:.0f}s "
+                                                          f"(failure {failures})"})
+        record["report"] = report.to_wire()
         tmp = self.index / f"{spec.key}.json.tmp"
         tmp.write_text(json.dumps(record, indent=2))
         tmp.rename(self.index / f"{spec.key}.json")
@@ -217,21 +217,28 @@ def _target(spec: JobSpec) -> str:
     return f"{t.runtime} {t.precision}" + (f" [{feats}]" if feats else "")
 
 
-def _summary(report: dict[str, Any]) -> str:
-    parts = [f"{report.get('outcome')}: {report.get('technique', '')}".rstrip(": ")]
-    if report.get("sizeRatio") is not None:
-        parts.append(f"size {report['sizeRatio']:.2f}x")
-    if (report.get("latency") or {}).get("ratio") is not None:
-        parts.append(latency_summary(report["latency"]))
-    if (report.get("agreement") or {}).get("minCosine") is not None:
-        parts.append(f"min cosine {report['agreement']['minCosine']:.4f}")
-    if (report.get("memory") or {}).get("peakMiB") is not None:
-        parts.append(f"peak {report['memory']['peakMiB']:.0f} MiB")
-    line = ", ".join(parts)
-    # What was tried first and why it was not taken (an accuracy or speed gate, a failure).
-    passed_over = [f"{a.get('technique')} {a.get('status')}: {str(a.get('message', ''))[:200]}"
-                   for a in report.get("attempts") or [] if a.get("status") != "accepted"]
-    return line + "".join(f"; {p}" for p in passed_over) if report.get("outcome") == "Optimized" else line
+def _summary(report: OptimizationReport) -> str:
+    """The report's line; an accepted artifact's also says what was tried first and why it was not taken."""
+    line = report.summary()
+    return line + "".join(f"; {p}" for p in report.passed_over()) if report.outcome == "Optimized" else line
+
+
+def _job_report(raw: bytes | dict[str, Any], key: str, what: str = "the optimization job's report"
+                ) -> OptimizationReport:
+    """A report validated once, here; a malformed one is an OptimizationFailed that says so.
+
+    Its problem is named by field and rule only (pydantic's messages, never the input's values);
+    the full error goes to the operator's log.
+    """
+    try:
+        if isinstance(raw, dict):
+            return OptimizationReport.model_validate(raw)
+        return OptimizationReport.model_validate_json(raw)
+    except ValidationError as err:
+        log.warning("optimization job %s: %s is malformed: %s", key, what, err)
+        first = err.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the document"
+        return OptimizationReport.failed("OptimizationFailed", f"{what} is malformed ({where}: {first['msg']})"[:500])
 
 
 def _served_as_is(spec: JobSpec, unread: list[str]) -> ClassArtifact:
@@ -246,19 +253,17 @@ def _served_as_is(spec: JobSpec, unread: list[str]) -> ClassArtifact:
 
 
 def _from_record(record: dict[str, Any], stores: ArtifactStores) -> ClassArtifact:
-    report = record["report"]
-    outcome = str(report.get("outcome", "OptimizationFailed"))
+    report = _job_report(record.get("report", {}), str(record.get("key", "")), "the recorded report")
     art = record.get("artifact")
-    if outcome == "Optimized" and art:
+    if report.outcome == "Optimized" and art:
         return ClassArtifact(ArtifactState.READY,
                              artifact=Artifact(uri=stores.get(record.get("store", "")).uri_for(art["sha256"]),
-                                               sha256=art["sha256"],
-                                               precision=str(report.get("precision", "fp32"))),
-                             size_bytes=int(art["size"]), summary=_summary(report),
-                             message="; ".join(report.get("notes") or []),
-                             peak_memory_mib=(report.get("memory") or {}).get("peakMiB"))
-    state = ArtifactState.REJECTED if outcome in ("OptimizationRejected", "DoesNotFit") else ArtifactState.FAILED
+                                               sha256=art["sha256"], precision=report.precision or "fp32"),
+                             size_bytes=int(art["size"]), summary=_summary(report), message="; ".join(report.notes),
+                             peak_memory_mib=report.memory.peak_mib if report.memory else None)
+    state = ArtifactState.REJECTED if report.outcome in ("OptimizationRejected", "DoesNotFit") \
+        else ArtifactState.FAILED
     retry_in = max(0.0, record["retryAt"] - time.time()) if "retryAt" in record else None
-    return ClassArtifact(state, reason=outcome, message=str(report.get("message", ""))[:1000],
-                         summary=_summary(report), retry_in=retry_in)
+    return ClassArtifact(state, reason=report.outcome, message=report.message[:1000], summary=_summary(report),
+                         retry_in=retry_in)
 

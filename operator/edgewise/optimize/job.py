@@ -19,17 +19,15 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 from edgewise import contract
 from edgewise.api.optimization_job import OptimizationJob
+from edgewise.api.optimization_report import OptimizationReport
 from edgewise.optimize.errors import OptimizeError
 from edgewise.optimize.pipeline import Options, optimize
 from edgewise.optimize.target import Target
 from edgewise.shared.digest import DigestMismatch
 from edgewise.shared.download import DownloadError, TransientError, download_file, scheme_of
-
-DETAIL = contract.JOB_REPORT_DETAIL  # what the error said: for the operator's log, never the status
 
 
 def _fetch_failure(what: str, uri: str, err: Exception) -> str:
@@ -48,7 +46,7 @@ def _fetch_failure(what: str, uri: str, err: Exception) -> str:
     return f"the {what} {uri} could not be fetched: {kind}"
 
 
-def run(job_dir: Path, read_files: bool = True) -> dict[str, Any]:
+def run(job_dir: Path, read_files: bool = True) -> OptimizationReport:
     """One job. `read_files=False` (a Job's pod): file:// inputs are refused, never opened."""
     job = OptimizationJob.model_validate_json((job_dir / contract.JOB_FILE).read_text())
     src = job_dir / "source.onnx"
@@ -60,32 +58,31 @@ def run(job_dir: Path, read_files: bool = True) -> dict[str, Any]:
         for what, ref, dest in inputs:
             uri = ref.uri
             if not read_files and scheme_of(uri) == "file":
-                return {"outcome": "SourceUnavailable",
-                        "message": f"the {what} is a file:// URI, a file on the node agent's host, which an "
-                                   "optimization Job does not read"}
+                return OptimizationReport.failed(
+                    "SourceUnavailable", f"the {what} is a file:// URI, a file on the node agent's host, which "
+                                         "an optimization Job does not read")
             download_file(uri, dest, ref.sha256)
     except DigestMismatch as err:
-        return {"outcome": "DigestMismatch", "message": f"the {what}'s bytes do not match its sha256; nothing "
-                                                        "was optimized or deployed", DETAIL: str(err)}
+        return OptimizationReport.failed("DigestMismatch", f"the {what}'s bytes do not match its sha256; "
+                                                           "nothing was optimized or deployed", detail=str(err))
     except (DownloadError, OSError) as err:
-        return {"outcome": "SourceUnavailable", "message": _fetch_failure(what, uri, err), DETAIL: str(err)}
+        return OptimizationReport.failed("SourceUnavailable", _fetch_failure(what, uri, err), detail=str(err))
     t, o = job.target, job.options
     target = Target(runtime=t.runtime, precision=t.precision, cpu_features=frozenset(t.cpu_features))
     options = Options(quantization=o.quantization, keep_float=tuple(o.keep_float), fallback=o.fallback,
                       gate=o.gate, max_memory_mib=o.max_memory_mib, node_allocatable_mib=o.node_allocatable_mib,
                       max_samples=o.max_samples)
     try:
-        report = optimize(src, job_dir / "artifact.onnx", target, calibration=calibration, options=options,
-                          work_dir=job_dir)
+        return optimize(src, job_dir / "artifact.onnx", target, calibration=calibration, options=options,
+                        work_dir=job_dir)
     except OptimizeError as err:
-        return {"outcome": err.reason, "message": str(err)}
-    return json.loads(report.to_json())
+        return OptimizationReport.failed(err.reason, str(err))
 
 
-def run_and_report(job_dir: Path, read_files: bool = True) -> dict[str, Any]:
+def run_and_report(job_dir: Path, read_files: bool = True) -> OptimizationReport:
     report = run(job_dir, read_files)
     tmp = job_dir / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
+    report.write(tmp)
     tmp.rename(job_dir / "report.json")  # the operator reads a whole report or none
     return report
 
@@ -107,18 +104,17 @@ def _put(url: str, body: Path | bytes, headers: dict[str, str], attempts: int = 
         time.sleep(2 ** attempt)
 
 
-def upload(job_dir: Path, report: dict[str, Any], base_url: str, token: str) -> None:
+def upload(job_dir: Path, report: OptimizationReport, base_url: str, token: str) -> None:
     """Send the artifact (when accepted) and then the report to the operator's store.
 
     The report goes last: its arrival tells the operator the job is done.
     """
     auth = {"Authorization": f"Bearer {token}"}
     artifact = job_dir / "artifact.onnx"
-    if report.get("outcome") == "Optimized" and artifact.exists():
-        digest = (report.get("artifact") or {}).get("sha256", "")
+    if report.outcome == "Optimized" and report.artifact and artifact.exists():
         _put(f"{base_url}/artifact", artifact, auth | {"Content-Type": "application/octet-stream",
-                                                        contract.AGENT_SHA256_HEADER: digest})
-    _put(f"{base_url}/report", json.dumps(report).encode(), auth | {"Content-Type": "application/json"})
+                                                        contract.AGENT_SHA256_HEADER: report.artifact.sha256})
+    _put(f"{base_url}/report", report.to_json().encode(), auth | {"Content-Type": "application/json"})
 
 
 def run_in_pod(work: Path, upload_url: str, env: dict[str, str]) -> int:
@@ -127,7 +123,7 @@ def run_in_pod(work: Path, upload_url: str, env: dict[str, str]) -> int:
     (work / contract.JOB_FILE).write_text(env[contract.JOB_SPEC_ENV])
     report = run_and_report(work, read_files=False)
     upload(work, report, upload_url.rstrip("/"), env[contract.JOB_TOKEN_ENV])
-    print(json.dumps({"outcome": report.get("outcome"), "message": str(report.get("message", ""))[:500]}))
+    print(json.dumps({"outcome": report.outcome, "message": report.message[:500]}))
     return 0
 
 

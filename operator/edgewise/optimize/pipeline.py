@@ -25,23 +25,23 @@ import numpy as np
 import onnx
 
 from edgewise.api.model import AccuracyGate
+from edgewise.api.optimization_report import (
+    AgreementInfo,
+    Attempt,
+    FileInfo,
+    GateInfo,
+    LatencyInfo,
+    MadeOutcome,
+    MemoryInfo,
+    OptimizationReport,
+    TargetInfo,
+)
 from edgewise.contract import DEFAULT_MAX_SAMPLES
 from edgewise.optimize import choose, data, evaluate, fp16, gates, graph, memory, quantize
 from edgewise.optimize.choose import CalibrateMethod, Candidate
 from edgewise.optimize.errors import CalibrationMismatch, NotOnnxError, TechniqueFailed
 from edgewise.optimize.gates import Agreement
 from edgewise.optimize.inspect import ModelInfo, analyze, load
-from edgewise.optimize.report import (
-    AgreementInfo,
-    Attempt,
-    FileInfo,
-    GateInfo,
-    LatencyInfo,
-    MemoryInfo,
-    OptimizationReport,
-    Outcome,
-    TargetInfo,
-)
 from edgewise.optimize.target import Quantization, Target, host_cpu_features
 from edgewise.shared.digest import file_sha256
 
@@ -324,7 +324,7 @@ def _measured_and_installed(accepted: _Accepted, inputs: _Inputs, output: Path, 
     _install(out, output)
     artifact = _file_info(output)
     fits = memory_gate is None or memory_gate.passed
-    outcome: Outcome = "Optimized" if fits else "DoesNotFit"
+    outcome: MadeOutcome = "Optimized" if fits else "DoesNotFit"
     message = f"{cand.describe()}: {accepted.verdict.message}" if fits else memory_gate.message  # type: ignore[union-attr]
     return OptimizationReport(
         outcome=outcome, message=message, precision=cand.precision, technique=cand.describe(),
