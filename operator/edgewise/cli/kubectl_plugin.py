@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from edgewise.api.commands import COMMAND_ANNOTATION, Command
 from edgewise.api.resources import GROUP, VERSION, EdgeModel
@@ -86,12 +86,13 @@ def main(argv: list[str] | None = None) -> None:
 
         items = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL) if args.all_namespaces \
             else custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-        print(render_list(items.get("items") or [], args.all_namespaces))
+        print(render_list(cast(dict[str, Any], items).get("items") or [], args.all_namespaces))
         return
     try:
         if args.action == "status" and args.watch:
             _watch(custom, namespace, args.model, args.timeout)
-        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, args.model)
+        obj = cast(dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                                        args.model))
     except client.ApiException as err:
         sys.exit(f"kubectl edgewise: EdgeModel {namespace}/{args.model}: {err.reason} ({err.status})")
     if args.action == "status":
@@ -155,10 +156,10 @@ def _lookup(kind: str, flags: Mapping[str, str]) -> list[str]:
         api = _api_client(kubeconfig)
         if kind == "namespaces":
             found = client.CoreV1Api(api).list_namespace(_request_timeout=3).items
-            return sorted(n.metadata.name for n in found)
-        items = client.CustomObjectsApi(api).list_namespaced_custom_object(
-            GROUP, VERSION, namespace or _default_namespace(kubeconfig), PLURAL, _request_timeout=3)["items"]
-        return sorted(o["metadata"]["name"] for o in items)
+            return sorted(str(n.metadata.name) for n in found if n.metadata)
+        listed = cast(dict[str, Any], client.CustomObjectsApi(api).list_namespaced_custom_object(
+            GROUP, VERSION, namespace or _default_namespace(kubeconfig), PLURAL, _request_timeout=3))
+        return sorted(o["metadata"]["name"] for o in listed["items"])
     except Exception:  # noqa: BLE001
         return []
 
