@@ -1,8 +1,9 @@
 #!/bin/sh
 # Installs Edgewise into /opt/edgewise in an image's build stage. The build stage runs on the
 # build platform, so nothing here runs code of the target platform:
-#   install-wheels.sh amd64|arm64 REQUIREMENTS   the target platform's wheels (binary only) for REQUIREMENTS
-#                                                (pyproject.toml: the project's own dependencies)
+#   install-wheels.sh amd64|arm64 REQUIREMENTS [EXTRA...]   the target platform's wheels (binary only) for
+#                                                REQUIREMENTS (pyproject.toml: the project's own dependencies
+#                                                and those of each EXTRA, e.g. operator optimize)
 #   install-wheels.sh edgewise IMAGE              Edgewise itself (pure Python, no deps), the SBOM, bytecode
 set -eu
 LIB=/opt/edgewise/lib
@@ -36,8 +37,10 @@ case "$1" in
   *) echo "install-wheels.sh: unsupported target architecture '$1' (amd64 or arm64)" >&2; exit 2 ;;
 esac
 requirements="$2"
+shift 2
 if [ "$(basename "$requirements")" = pyproject.toml ]; then
-  python3 -c 'import sys, tomllib; print("\n".join(tomllib.load(sys.stdin.buffer)["project"]["dependencies"]))' \
+  python3 -c 'import sys, tomllib; p = tomllib.load(sys.stdin.buffer)["project"]
+print("\n".join(p["dependencies"] + [d for e in sys.argv[1:] for d in p["optional-dependencies"][e]]))' "$@" \
     < "$requirements" > /tmp/requirements-project.txt
   requirements=/tmp/requirements-project.txt
 fi

@@ -25,6 +25,7 @@ ALL_OPTIONS: dict[str, Any] = {
         "logLevel": "DEBUG",
         "workers": 4,
         "resyncSeconds": 120,
+        "probe": {"maxReconcileSeconds": 900, "maxQueueAgeSeconds": 1200},
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "4Gi"}},
         "nodeSelector": {"node-role.kubernetes.io/control-plane": ""},
         "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists",

@@ -68,6 +68,12 @@ def test_defaults_render_the_operator_and_the_agent_namespace(helm: Helm) -> Non
     for absent in ("imagePullSecrets", "nodeSelector", "tolerations", "affinity", "priorityClassName"):
         assert absent not in spec, absent
     assert "annotations" not in pod["metadata"]
+    # Liveness and readiness both ask the work probe kopf serves on --liveness.
+    liveness = next(a for a in container["args"] if a.startswith("--liveness=")).removeprefix("--liveness=")
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "health")
+    assert liveness == f"http://0.0.0.0:{port}/healthz"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
 
 
 def test_every_option_reaches_the_operator_deployment(helm: Helm) -> None:
@@ -176,6 +182,7 @@ def test_every_option_round_trips_through_the_operator_settings(helm: Helm) -> N
     assert s.agent_node_selector == {"edgewise.io/edge": "true", "kubernetes.io/os": "linux"}  # helm merges maps
     assert (s.nvidia_runtime_class, s.gpu_resource) == ("nvidia-legacy", "nvidia.com/gpu.shared")
     assert (s.workers, s.resync_seconds) == (4, 120)
+    assert (s.probe_max_reconcile_seconds, s.probe_max_queue_age_seconds) == (900, 1200)
     assert (s.optimize_memory_mib, s.optimize_timeout_seconds, s.optimize_retry_seconds) == (8192, 600, 30)
 
 

@@ -183,6 +183,8 @@ class Operator:
         self.workdir = workdir
         self.extra_args = extra_args or []
         self.extra_env = extra_env or {}  # EDGEWISE_* settings
+        # kopf's liveness endpoint with the work probe, as the chart's probes ask it.
+        self.liveness_url = f"http://127.0.0.1:{processes.free_port()}/healthz"
         self.namespace = f"ew-system-{uuid.uuid4().hex[:6]}"
         # The agent's own namespace (privileged: host network, hostPath), one per operator under test.
         self.agent_namespace = f"{self.namespace}-node"
@@ -275,6 +277,8 @@ class Operator:
                 self.agent_namespace,
                 "--resync-seconds",
                 "600",
+                "--liveness",
+                self.liveness_url,
                 *self.extra_args,
             ],
             stdout=self.log_path.open("wb"),

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 
 from operator_support import (
     Operator,
@@ -16,6 +21,7 @@ from operator_support import (
     wait_status,
 )
 
+from edgewise.devcluster import processes
 from edgewise.devcluster.cluster import DevCluster
 from wait_support import wait_for
 
@@ -315,3 +321,44 @@ def test_the_node_agent_runs_on_every_node_and_comes_back(cluster: DevCluster, f
     assert pod["hostNetwork"] is True and [v["name"] for v in pod["volumes"] if "hostPath" in v] == ["cache"]
     cluster.kubectl("delete", "daemonset", name, "-n", operator.agent_namespace)
     wait_for(lambda: exists(cluster, "daemonset", name, "-n", operator.agent_namespace), 60, "the agent re-created")
+
+
+def _probe(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+    except OSError:
+        return 0, ""  # not listening (yet)
+
+
+def test_the_liveness_probe_reports_the_work_loop(operator: Operator) -> None:
+    status, body = _probe(operator.liveness_url)
+    assert status == 200, body
+    work = json.loads(body)["work"]
+    assert work["healthy"] is True and work["problems"] == []
+    assert [w["index"] for w in work["workers"]] == [0, 1] and all(w["alive"] for w in work["workers"])
+    assert work["oldestQueuedSeconds"] < 600  # the default limit; the first pass has drained the queue
+
+
+def test_the_liveness_probe_fails_when_no_worker_takes_the_keys(operator: Operator, tmp_path) -> None:
+    """The same operator, but with no worker: kopf still serves HTTP, the work probe answers 500."""
+    url = f"http://127.0.0.1:{processes.free_port()}/healthz"
+    with open(tmp_path / "operator.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "edgewise", "operator", "run", "--kubeconfig",
+                                 str(operator.kubeconfig), "--operator-namespace", operator.namespace,
+                                 "--agent-namespace", operator.agent_namespace, "--workers", "0",
+                                 "--liveness", url], stdout=log, stderr=subprocess.STDOUT)
+    def answered() -> tuple[int, str] | None:
+        assert proc.poll() is None, (tmp_path / "operator.log").read_text()
+        got = _probe(url)
+        return got if got[0] else None
+
+    try:
+        status, body = wait_for(answered, 60, "the probe to answer", interval=0.5)  # type: ignore[misc]
+        assert status == 500, body
+        assert proc.poll() is None  # the probe failing is the only sign: the process itself runs on
+        assert "no worker is running" in (tmp_path / "operator.log").read_text()
+    finally:
+        processes.terminate(proc)

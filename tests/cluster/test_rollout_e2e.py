@@ -91,6 +91,18 @@ def plugin(cluster: DevCluster, ns: str, *args: str) -> str:
     return out.stdout
 
 
+def watch_status(cluster: DevCluster, ns: str) -> subprocess.Popen[str]:
+    """`kubectl edgewise status --watch`, as a CI job runs it right after applying a new version."""
+    return subprocess.Popen([sys.executable, "-m", "edgewise.cli.kubectl_plugin", "--kubeconfig",
+                             str(cluster.kubeconfig), "-n", ns, "status", MODEL, "--watch", "--timeout", "4m"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def verdict_of(watcher: subprocess.Popen[str]) -> tuple[int, str]:
+    out, err = watcher.communicate(timeout=300)  # the watch's own --timeout ends it before this
+    return watcher.returncode, out + err
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
@@ -154,8 +166,11 @@ def test_a_good_version_walks_every_step_of_every_class_and_ends_on_every_node(d
     slots_before = {name: c["stableSlot"] for name, c in deployed.classes().items()}
     history_before = deployed.history()
     deployed.apply("2.0")
+    watcher = watch_status(cluster, namespace)
     obj = wait_classes(cluster, namespace, lambda c: all(
         x["state"] == "Stable" and x.get("stableVersion") == "2.0" for x in c.values()), "2.0 promoted")
+    code, out = verdict_of(watcher)
+    assert code == 0 and "PROMOTED: 2.0 promoted" in out and "2.0: phase" in out, out
     assert {n: c["stableSlot"] for n, c in rollout_classes(obj).items()} == {
         n: "b" if s == "a" else "a" for n, s in slots_before.items()}  # the slot flipped
     wait_for(lambda: serving(deployed.runner, 4), 120, "four pods serving 2.0")
@@ -168,6 +183,10 @@ def test_a_good_version_walks_every_step_of_every_class_and_ends_on_every_node(d
     for reason in ("RolloutStarted", "StepChanged", "Promoted"):
         assert reason in seen, seen
     assert obj["status"]["phase"] == "Ready" and obj["status"]["stableVersion"] == "2.0"
+    listed = plugin(cluster, namespace, "list").splitlines()
+    revision = str(history[-1]["revision"])
+    assert listed[0].split()[0] == "NAME" and listed[1].split()[:4] == [MODEL, "2.0", "Ready", revision], listed
+    assert "jetson=Stable (2.0)" in listed[1] and "arm=Stable (2.0)" in listed[1], listed
 
 
 def test_a_slower_version_is_rolled_back_by_itself_and_only_canary_nodes_restart(deployed: Fleet) -> None:
@@ -176,8 +195,11 @@ def test_a_slower_version_is_rolled_back_by_itself_and_only_canary_nodes_restart
     stable = _one_stable_version(deployed)
     before = {n: p["metadata"]["uid"] for n, p in pods(cluster, namespace).items()}
     deployed.apply("3.0-slow", model="slow")
+    watcher = watch_status(cluster, namespace)
     obj = wait_classes(cluster, namespace, lambda c: all(
         x["state"] == "RolledBack" and "3.0-slow" in x["message"] for x in c.values()), "3.0-slow rolled back")
+    code, out = verdict_of(watcher)
+    assert code == 3 and "ROLLED_BACK: revision" in out and "latency" in out, out  # 3: rolled back
     for c in rollout_classes(obj).values():
         assert f"rolled back to {stable}" in c["message"] and "latency" in c["message"], c["message"]
         assert " ms" in c["message"]  # with the numbers

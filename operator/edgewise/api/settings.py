@@ -99,6 +99,12 @@ class OperatorSettings(BaseModel):
     operator_image: str = Field(default=f"edgewise/operator:{__version__}",
                                 description="Image of optimization Jobs (`edgewise optimize-job`).")
     workers: int = Field(default=2, description="Models reconciled concurrently.")
+    probe_max_reconcile_seconds: float = Field(
+        default=600.0, gt=0, description="The liveness probe fails when a worker has been on one reconcile longer "
+                                         "than this (a call that never returns).")
+    probe_max_queue_age_seconds: float = Field(
+        default=600.0, gt=0, description="The liveness probe fails when a queued key has waited for a worker longer "
+                                         "than this.")
     # -- what a namespace user's spec may reach (see docs/architecture.md, "Roles") ----------------
     prometheus_addresses: tuple[str, ...] = Field(
         default=(), description="Base URLs of the Prometheus servers a model's rollout.analysis.prometheus."

@@ -1,8 +1,11 @@
-"""`kubectl edgewise status|promote|abort|pause|resume|retry|history|rollback` — the rollout controls.
+"""`kubectl edgewise status|list|promote|abort|pause|resume|retry|history|rollback|completion`.
 
 Installed as the `kubectl-edgewise` console script, so kubectl finds it as a
 plugin. Every control is a write through the Kubernetes API (an annotation the
 operator acts on, or a spec patch for rollback); nothing goes around it.
+`status --watch` is the CI gate: its exit code says how the rollout ended
+(cli/plugin/verdict.py). The plugin needs only the base install (`pip install
+edgewise`): nothing here may import the operator's or the nodes' dependencies.
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from edgewise.api.commands import COMMAND_ANNOTATION, Command
 from edgewise.api.resources import GROUP, VERSION, EdgeModel
+from edgewise.cli.plugin import completion
+from edgewise.cli.plugin.verdict import Exit
 
 PLURAL = EdgeModel.PLURAL
 
@@ -23,8 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
     p.add_argument("-n", "--namespace", default=None, help="namespace of the EdgeModel (default: kubeconfig's)")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    status = sub.add_parser("status", help="per-class rollout state with the last analysis")
+    status = sub.add_parser("status", help="per-class rollout state with the last analysis",
+                            description="With --watch, follow the rollout and exit with how it ended: "
+                                        "0 promoted, 3 rolled back or aborted, 4 Degraded, 5 timed out, "
+                                        "1 error (e.g. not found), 2 bad arguments.")
     status.add_argument("model")
+    status.add_argument("-w", "--watch", action="store_true",
+                        help="follow the rollout of the current spec until it is promoted, rolled back or "
+                             "Degraded, printing a line per change")
+    status.add_argument("--timeout", default="10m", type=_duration,
+                        help="with --watch: give up after this long (exit 5), e.g. 90s, 10m, 1h (default 10m)")
+    listing = sub.add_parser("list", help="every EdgeModel with its per-class rollout state")
+    listing.add_argument("-A", "--all-namespaces", action="store_true", help="in every namespace")
     history = sub.add_parser("history", help="revisions and how their rollouts ended")
     history.add_argument("model")
     for verb, text in (("promote", "skip the current step (a pause, or waiting for analysis)"),
@@ -40,19 +56,43 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", help="roll out an earlier revision again (a new canary)")
     rollback.add_argument("model")
     rollback.add_argument("--to-revision", type=int, required=True)
+    shell = sub.add_parser("completion", help="shell completion script (bash or zsh)",
+                           description="source <(kubectl edgewise completion bash); kubectl's own completion "
+                                       "completes `kubectl edgewise` through kubectl_complete-edgewise.")
+    shell.add_argument("shell", choices=completion.SHELLS)
     return p
+
+
+def _duration(text: str) -> float:
+    from edgewise.core.durations import seconds
+
+    try:
+        return seconds(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from kubernetes import client, config
+    if args.action == "completion":
+        print(completion.script(args.shell), end="")
+        return
+    from kubernetes import client
 
-    api = config.new_client_from_config(config_file=args.kubeconfig) if args.kubeconfig \
-        else config.new_client_from_config()
+    custom = client.CustomObjectsApi(_api_client(args.kubeconfig))
     namespace = args.namespace or _default_namespace(args.kubeconfig)
-    custom = client.CustomObjectsApi(api)
+    if args.action == "list":
+        from edgewise.cli.plugin.listing import render_list
+
+        items = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL) if args.all_namespaces \
+            else custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+        print(render_list(cast(dict[str, Any], items).get("items") or [], args.all_namespaces))
+        return
     try:
-        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, args.model)
+        if args.action == "status" and args.watch:
+            _watch(custom, namespace, args.model, args.timeout)
+        obj = cast(dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                                        args.model))
     except client.ApiException as err:
         sys.exit(f"kubectl edgewise: EdgeModel {namespace}/{args.model}: {err.reason} ({err.status})")
     if args.action == "status":
@@ -72,6 +112,56 @@ def main(argv: list[str] | None = None) -> None:
                                                                             command.to_annotation()}}})
         where = ", ".join(args.classes) or "every class"
         print(f"edgemodel/{args.model}: {verb} requested for {where} (command {command.id})")
+
+
+def _watch(custom: Any, namespace: str, name: str, timeout: float) -> None:
+    """Follow the rollout, print the final status and the verdict, and exit with the verdict's code."""
+    from edgewise.cli.plugin.watch import watch_until_verdict
+
+    verdict = watch_until_verdict(custom, namespace, name, timeout, lambda line: print(line, flush=True))
+    try:
+        print("\n" + render_status(custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)))
+    except Exception:  # noqa: BLE001 - the verdict is what counts; the table is a courtesy
+        pass
+    print(f"\n{verdict.exit.name if verdict.exit is not None else 'UNKNOWN'}: {verdict.reason}", flush=True)
+    sys.exit(int(verdict.exit if verdict.exit is not None else Exit.ERROR))
+
+
+def _api_client(kubeconfig: str | None) -> Any:
+    from kubernetes import config
+
+    if kubeconfig:
+        return config.new_client_from_config(config_file=kubeconfig)
+    try:
+        return config.new_client_from_config()
+    except config.ConfigException:  # a CI job running in a pod, with its ServiceAccount
+        from kubernetes import client
+
+        config.load_incluster_config()
+        return client.ApiClient()
+
+
+def complete_main() -> None:
+    """`kubectl_complete-edgewise WORD... CURRENT`: kubectl's plugin completion convention."""
+    print(completion.candidates(build_parser(), sys.argv[1:], _lookup).render(), end="")
+
+
+def _lookup(kind: str, flags: Mapping[str, str]) -> list[str]:
+    """Names for completion; nothing when the cluster does not answer quickly (never an error on a TAB)."""
+    try:
+        from kubernetes import client
+
+        kubeconfig = flags.get("kubeconfig") or os.environ.get("KUBECONFIG")
+        namespace = flags.get("namespace")
+        api = _api_client(kubeconfig)
+        if kind == "namespaces":
+            found = client.CoreV1Api(api).list_namespace(_request_timeout=3).items
+            return sorted(str(n.metadata.name) for n in found if n.metadata)
+        listed = cast(dict[str, Any], client.CustomObjectsApi(api).list_namespaced_custom_object(
+            GROUP, VERSION, namespace or _default_namespace(kubeconfig), PLURAL, _request_timeout=3))
+        return sorted(o["metadata"]["name"] for o in listed["items"])
+    except Exception:  # noqa: BLE001
+        return []
 
 
 def _default_namespace(kubeconfig: str | None) -> str:

@@ -15,8 +15,11 @@ import kopf
 
 from edgewise.api.resources import GROUP, VERSION, DeploymentProfile, EdgeModel
 from edgewise.api.settings import OperatorSettings
+from edgewise.controller import health
 from edgewise.controller.workers import Controller
 from edgewise.core import names
+
+log = logging.getLogger("edgewise.controller")
 
 
 def connection_info(cfg: Any) -> kopf.ConnectionInfo:
@@ -41,6 +44,18 @@ def register(registry: kopf.OperatorRegistry, controller: Controller, settings: 
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.connect_timeout = 30
+
+    limits = health.Limits(max_reconcile_seconds=settings.probe_max_reconcile_seconds,
+                           max_queue_age_seconds=settings.probe_max_queue_age_seconds)
+
+    # Served on --liveness (the chart's liveness and readiness probes): a failure answers HTTP 500.
+    @kopf.on.probe(id="work", registry=registry)
+    def work(**_: Any) -> dict[str, Any]:
+        verdict = health.judge(controller.work(), limits)
+        if not verdict.healthy:
+            log.warning("liveness probe failing: %s", "; ".join(verdict.problems))
+            raise kopf.PermanentError("; ".join(verdict.problems))  # permanent: a probe must not retry
+        return verdict.report
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:

@@ -9,13 +9,16 @@ earliest due time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+import time
+from collections.abc import Callable, Hashable
 
 
 class WorkQueue:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._ready: asyncio.Queue[Hashable] = asyncio.Queue()
         self._dirty: set[Hashable] = set()
+        self._clock = clock
+        self._queued_at: dict[Hashable, float] = {}  # dirty key → when it was queued (the liveness probe)
         self._processing: set[Hashable] = set()
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
 
@@ -23,6 +26,7 @@ class WorkQueue:
         if key in self._dirty:
             return
         self._dirty.add(key)
+        self._queued_at[key] = self._clock()
         if key not in self._processing:
             self._ready.put_nowait(key)
 
@@ -43,6 +47,7 @@ class WorkQueue:
     async def get(self) -> Hashable:
         key = await self._ready.get()
         self._dirty.discard(key)
+        self._queued_at.pop(key, None)
         self._processing.add(key)
         return key
 
@@ -53,6 +58,14 @@ class WorkQueue:
 
     def pending(self) -> int:
         return len(self._dirty) + len(self._processing)
+
+    def queued(self) -> int:
+        """Keys waiting for a worker (not those being processed)."""
+        return len(self._dirty)
+
+    def oldest_queued_seconds(self) -> float:
+        """How long the longest-waiting queued key has waited for a worker (0 when none waits)."""
+        return self._clock() - min(self._queued_at.values()) if self._queued_at else 0.0
 
     def close(self) -> None:
         for timer in self._timers.values():

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgewise.controller.health import Work, WorkerState
 from edgewise.controller.queue import WorkQueue
 from edgewise.controller.reconcile import Reconciler
 
@@ -40,6 +42,8 @@ class Controller:
         self.queue = WorkQueue()
         self.failures: Counter[Hashable] = Counter()
         self._nodes: dict[str, object] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._busy: dict[int, tuple[Hashable, float]] = {}  # worker → (key, monotonic start)
 
     # -- what handlers call (in the event loop) ------------------------------------------------------
 
@@ -71,7 +75,8 @@ class Controller:
     # -- the loops ---------------------------------------------------------------------------------
 
     async def run(self, workers: int, resync_seconds: float) -> None:
-        tasks = [asyncio.create_task(self._worker(i)) for i in range(workers)]
+        self._workers = [asyncio.create_task(self._worker(i)) for i in range(workers)]
+        tasks = [*self._workers]
         tasks.append(asyncio.create_task(self._resync(resync_seconds)))
         try:
             await asyncio.gather(*tasks)
@@ -89,6 +94,7 @@ class Controller:
     async def _worker(self, index: int) -> None:
         while True:
             key = await self.queue.get()
+            self._busy[index] = (key, time.monotonic())
             requeue: float | None = None
             follow: list[Hashable] = []
             try:
@@ -100,6 +106,7 @@ class Controller:
                 log.warning("reconciling %s failed (attempt %d, retry in %.0fs): %s", key,
                             self.failures[key], requeue, err, exc_info=log.isEnabledFor(logging.DEBUG))
             finally:
+                self._busy.pop(index, None)
                 self.queue.done(key)
             for k in follow:
                 self.queue.add(k)
@@ -109,6 +116,19 @@ class Controller:
                 totals = self.reconciler.totals
                 log.info("queue drained: writes since start=%d %s",
                          sum(n for v, n in totals.items() if v != "event"), dict(totals))
+
+    def work(self) -> Work:
+        """What the liveness probe judges (controller/health.py): each worker, and the queue's oldest key."""
+        now = time.monotonic()
+        workers = []
+        for index, task in enumerate(self._workers):
+            key, since = self._busy.get(index, (None, now))
+            stopped = task.done() and not task.cancelled() and task.exception() is not None
+            workers.append(WorkerState(index=index, alive=not task.done(), key=None if key is None else str(key),
+                                       busy_seconds=now - since,
+                                       error=repr(task.exception()) if stopped else ""))
+        return Work(workers=tuple(workers), queued=self.queue.queued(),
+                    oldest_queued_seconds=self.queue.oldest_queued_seconds())
 
     def _handle(self, key: Hashable) -> tuple[float | None, list[Hashable]]:
         """Blocking work for one key (in a thread): (retry after, keys to queue next)."""

@@ -1,0 +1,1 @@
+"""`kubectl edgewise`'s parts: each a pure function of what the API returned, except watch.py."""
