@@ -9,9 +9,9 @@ export GOTOOLCHAIN := local
 # Debian packages the test suite starts for real: Prometheus (analysis), an OCI registry (artifacts);
 # what builds, runs and imports the images without Docker: buildah, mmdebstrap (the Debian bases),
 # runc, containerd (its `ctr`), zstd (the bundle); the real node's CNI plugins and iptables
-# (busybox for its smoke-test image); redis and git for Argo CD's GitOps test (tests/cluster/test_gitops.py).
+# (busybox for its smoke-test image); redis and git for Argo CD's GitOps test (tests/cluster/test_gitops.py); zsh (the plugin's completion script).
 APT_PACKAGES ?= prometheus docker-registry buildah mmdebstrap runc containerd zstd containernetworking-plugins \
-  iptables busybox-static redis-server git
+  iptables busybox-static redis-server git zsh
 
 .PHONY: help demo test test-unit bench lint tools argocd venv apt images bundle cluster-up cluster-down clean
 
