@@ -8,7 +8,7 @@ Nothing here reads a clock or the API: `now` comes in as an argument.
 
 A class moves Stable → Progressing (step by step, analysed against its own
 stable nodes) → Stable on the new revision; or → RolledBack, with the failed
-revision remembered so it is not retried until the spec changes or a user says
+revision remembered so it is not retried (a newer spec is) until a user says
 `retry`. A spec that then asks for the stable revision again (a revert in Git)
 asks for exactly what runs: the class is Stable again, and the failed revision
 stays remembered. The first revision of a class has no stable to protect and
