@@ -165,19 +165,26 @@ def test_argocd_follows_a_rollout_and_its_actions_reach_the_operator(
     live = _live(cluster, namespace, "edgemodel", MODEL, tmp_path, "retried.yaml")
     assert health(live).status == "Progressing"
 
-    # Rolled back again, then Git reverts to the stable version (the GitOps way back): Argo CD says
-    # what the operator's Degraded condition says.
+    # Rolled back again, then Git reverts to the stable version (the GitOps way back): the spec asks for
+    # what runs, so the model is Ready and the Application Healthy; the failed revision stays remembered.
     handled = _handled(_act(cluster, namespace, live, "abort"))
     wait_status(cluster, namespace, MODEL, lambda o: handled(o) and _arm(o).get("state") == "RolledBack",
                 "2.3.0 rolled back again")
+    failed_revision = _arm(get(cluster, "edgemodel", MODEL, "-n", namespace)).get("failedRevision")
     model["spec"]["version"] = "2.2.0"
     apply(cluster, model)
-    obj = wait_status(cluster, namespace, MODEL, lambda o: _observed(o) and not _arm(o).get("canaryRevision"),
-                      "back on 2.2.0 in Git")
+    obj = wait_status(cluster, namespace, MODEL, lambda o: _observed(o) and _arm(o).get("state") == "Stable"
+                      and o["status"].get("phase") == "Ready", "back on 2.2.0 in Git")
+    assert condition(obj, "Degraded").get("status") == "False", condition(obj, "Degraded")
+    assert failed_revision and _arm(obj).get("failedRevision") == failed_revision
+    assert _arm(obj).get("message") == "the spec is back on stable version 2.2.0 after the rollback of 2.3.0"
+    history = [(h["version"], h["outcome"]) for h in obj["status"]["rollout"]["history"]]
+    assert history[-2:] == [("2.3.0", "Aborted"), ("2.2.0", "Succeeded")], history
     reverted = health(_live(cluster, namespace, "edgemodel", MODEL, tmp_path, "reverted.yaml"))
-    degraded = condition(obj, "Degraded").get("status") == "True"
-    assert reverted.status == ("Degraded" if degraded else "Healthy"), (reverted, condition(obj, "Degraded"))
+    assert reverted.status == "Healthy" and "2.2.0" in reverted.message, reverted
     assert _enabled(list_actions(tmp_path / "reverted.yaml")) == set()  # nothing to retry: Git moved on
+    events = _events(cluster, namespace)
+    assert "BackOnStable" in events, events
 
     # The profile is deleted: Degraded, with the operator's reason; what runs keeps running.
     cluster.kubectl("delete", "edp", PROFILE, "-n", namespace)

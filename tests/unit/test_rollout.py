@@ -138,6 +138,67 @@ def test_failures_beyond_the_limit_roll_back_and_the_revision_is_not_retried() -
     assert fresh.state.canary_revision == "r3"
 
 
+def _rolled_back(s: Rollout) -> ClassRollout:
+    state = next_class_state(s, _at_first_step(s), obs(ready=1), at(10), verdict=verdict("fail", at(10))).state
+    state = next_class_state(s, state, obs(ready=1), at(20), verdict=verdict("fail", at(20))).state
+    assert state.state == "RolledBack" and state.failed_revision == "r2"
+    return state
+
+
+def test_a_revert_to_the_stable_revision_after_a_rollback_makes_the_class_stable() -> None:
+    # docs/gitops.md: after a rollback, revert the commit in Git. The spec then asks for exactly what runs.
+    s = spec()
+    back = next_class_state(s, _rolled_back(s), obs(rev="r1", version="1.0", rolled_back_version="2.0"), at(30))
+    assert back.state.state == "Stable" and back.state.canary_revision is None
+    assert back.state.stable_revision == "r1" and back.state.stable_nodes == 10
+    assert back.state.message == "the spec is back on stable version 1.0 after the rollback of 2.0"
+    assert [(e.type, e.reason) for e in back.events] == [("Normal", "BackOnStable")]
+    assert "class arm: the spec is back on stable version 1.0" in back.events[0].message
+    assert back.finished is None and not back.failed  # no revision ends: the rolled-back one already did
+    # Looked at again: nothing changes, no Event.
+    again = next_class_state(s, back.state, obs(rev="r1", version="1.0", rolled_back_version="2.0"), at(40))
+    assert again.state == back.state and not again.events
+
+
+def test_after_a_revert_the_failed_revision_is_still_not_retried_without_retry() -> None:
+    s = spec()
+    back = next_class_state(s, _rolled_back(s), obs(rev="r1", version="1.0"), at(30)).state
+    assert back.failed_revision == "r2" and "after a rollback" in back.message
+    # The bad version re-applied in Git: refused, and the class says why.
+    refused = next_class_state(s, back, obs(), at(40))
+    assert refused.state.state == "RolledBack" and refused.state.canary_revision is None and not refused.stage
+    assert "2.0 was rolled back on this class and is not retried until `kubectl edgewise retry`" in \
+        refused.state.message and "stable 1.0 keeps serving" in refused.state.message
+    assert [(e.type, e.reason) for e in refused.events] == [("Warning", "NotRetried")]
+    assert not next_class_state(s, refused.state, obs(), at(50)).events  # said once
+    retried = next_class_state(s, refused.state, obs(), at(60), command="retry")
+    assert retried.state.canary_revision == "r2" and retried.state.failed_revision is None
+
+
+def test_a_rolled_back_class_waiting_for_the_specs_artifact_is_not_back_on_stable() -> None:
+    # The spec moved on to a version whose artifact is still being made: the class keeps what it runs,
+    # which is not the spec going back to it.
+    s = spec()
+    rolled = _rolled_back(s)
+    d = next_class_state(s, rolled, obs(rev="r1", version="1.0", artifact_pending=True), at(30))
+    assert d.state == rolled and not d.events
+
+
+def test_all_or_nothing_classes_rolled_back_together_are_stable_after_a_revert() -> None:
+    s = spec()
+    waiting = next_class_state(s, _at_first_step(s), obs(rev="r3", version="3.0", canary_slot_leftover=LEFTOVER),
+                               at(10)).state
+    canary = next_class_state(s, stable(), obs(rev="r3", version="3.0"), at(10)).state
+    observed = {n: obs(rev="r3", version="3.0") for n in ("arm", "x86")}
+    out = roll_back_all(s, {"jetson": stable(), "arm": waiting, "x86": canary}, "jetson", observed,
+                        frozenset({"arm"}))
+    assert {n: d.state.state for n, d in out.items()} == {"arm": "RolledBack", "x86": "RolledBack"}
+    for d in out.values():
+        back = next_class_state(s, d.state, obs(rev="r1", version="1.0", rolled_back_version="3.0"), at(20))
+        assert back.state.state == "Stable" and back.state.failed_revision == "r3"
+        assert [e.reason for e in back.events] == ["BackOnStable"]
+
+
 def test_inconclusive_measurements_neither_pass_nor_fail() -> None:
     s = spec()
     d = next_class_state(s, _at_first_step(s), obs(ready=1), at(10), verdict=verdict("inconclusive", at(10)))

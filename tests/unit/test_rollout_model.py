@@ -173,6 +173,49 @@ def test_a_command_is_handled_once() -> None:
     assert again.status == aborted.status
 
 
+def test_a_revert_in_git_after_a_rollback_is_a_stable_model_and_not_a_new_rollback() -> None:
+    # AllOrNothing: x86 fails, arm is rolled back with it; then the spec goes back to version 1.
+    first, existing = _first()
+    policy: dict[str, Any] = {"classPolicy": "AllOrNothing", "steps": [{"percent": 100}]}
+    second = run("2", first.status, existing, **policy)
+    rolled = run("2", second.status, live([w.manifest for w in second.apply]), at=10,
+                 verdicts={"arm": passed(10), "x86": failed(10)}, **policy)
+    existing = live([w.manifest for w in rolled.apply])
+    reverted = run("1", rolled.status, existing, at=20, **policy)
+    for name in ("arm", "x86"):
+        c = reverted.status.class_state(name)
+        assert c and c.state == "Stable" and c.canary_revision is None and c.stable_version == "1"
+        assert c.failed_revision == rolled.status.class_state(name).failed_revision  # type: ignore[union-attr]
+        assert c.message == "the spec is back on stable version 1 after the rollback of 2"
+    assert [e.reason for e in reverted.events] == ["BackOnStable", "BackOnStable"]
+    # The rolled-back revision keeps its outcome; the revert is a revision that every class runs.
+    assert [(h.revision, h.version, h.outcome) for h in reverted.status.history] == [
+        (1, "1", "Succeeded"), (2, "2", "RolledBack"), (3, "1", "Succeeded")]
+    assert by_name(reverted) == by_name(rolled) and not reverted.delete  # what runs keeps running, untouched
+    # Settled: the next pass writes the same status and says nothing.
+    settled = run("1", reverted.status, live([w.manifest for w in reverted.apply]), at=30, **policy)
+    assert settled.status == reverted.status and not settled.events
+    # The bad version applied again is still refused until `retry`.
+    again = run("2", reverted.status, existing, at=40, **policy)
+    assert all(c.state == "RolledBack" and c.canary_revision is None for c in again.status.classes or [])
+    assert sorted(by_name(again)) == ["defect-detector-arm-a", "defect-detector-x86-a"]
+    assert [e.reason for e in again.events] == ["NotRetried", "NotRetried"]
+    assert again.status.history[-1].outcome == "RolledBack" and again.status.history[-1].version == "2"
+    retried = run("2", again.status, existing, at=50, command=Command(verb="retry", id="r1"), **policy)
+    assert all(c.canary_version == "2" for c in retried.status.classes or [])
+
+
+def test_a_revert_after_an_abort_names_the_aborted_version() -> None:
+    first, existing = _first()
+    second = run("2", first.status, existing)
+    aborted = run("2", second.status, live([w.manifest for w in second.apply]), at=5,
+                  command=Command(verb="abort", id="c1"))
+    reverted = run("1", aborted.status, live([w.manifest for w in aborted.apply]), at=10)
+    assert {c.state for c in reverted.status.classes or []} == {"Stable"}
+    assert all("after the rollback of 2" in e.message for e in reverted.events) and reverted.events
+    assert [h.outcome for h in reverted.status.history] == ["Succeeded", "Aborted", "Succeeded"]
+
+
 # --- make-before-break through the whole model, against a small DaemonSet controller --------------
 
 ARCH = {"arm": "arm64", "x86": "amd64"}

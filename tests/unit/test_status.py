@@ -6,10 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 from planning_support import factory_floor, fleet, model, observed_from
 
+from edgewise.api.model import Rollout
 from edgewise.api.resources import EdgeModel
+from edgewise.api.rollout_status import ClassRollout, RolloutStatus
 from edgewise.api.settings import OperatorSettings
 from edgewise.api.status import Condition, EdgeModelStatus
 from edgewise.core.plan import ModelPlan, plan_model
+from edgewise.core.rollout.class_machine import ClassObservation, next_class_state
 from edgewise.core.status import StatusResult, compute_status
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -214,3 +217,33 @@ def test_a_class_shows_the_precision_of_the_artifact_it_serves() -> None:
     cls = next(c for c in result.status.classes or [] if c.name == "arm-cpu")
     assert cls.precision == "fp32" and cls.artifact_size_bytes == 123
     assert cls.optimization and "rejected: latency 1.62x" in cls.optimization and "speed gate" in cls.optimization
+
+
+def test_a_revert_in_git_after_a_rollback_clears_degraded_and_the_model_is_ready() -> None:
+    """docs/gitops.md: after a rollback, revert the commit in Git. Once the spec asks for what runs, the
+    model is Ready and no longer Degraded (an Argo CD Application turns Healthy)."""
+    served = model()  # 2.1.0 runs on every node
+    plan = _plan(served)
+    observed = _rolled_out(plan)
+    names = [c.name for c in plan.classes]
+    rolled_back = [ClassRollout(name=n, state="RolledBack", stable_revision=f"{n}-r1", stable_version="2.1.0",
+                                failed_revision=f"{n}-r2", message="version 2.2.0 rolled back to 2.1.0: p95 up")
+                   for n in names]
+    bad = model(version="2.2.0", generation=2)
+    after_rollback = compute_status(bad, plan, observed, T0, 6, rollout=RolloutStatus(classes=rolled_back))
+    c = _conds(after_rollback)
+    assert (c["Degraded"].status, c["Degraded"].reason, after_rollback.status.phase) == ("True", "RolledBack",
+                                                                                         "Degraded")
+    reverted = model(generation=3)
+    spec = Rollout()
+    back = [next_class_state(spec, cr, ClassObservation(name=cr.name, desired_revision=f"{cr.name}-r1",
+                                                        desired_version="2.1.0", rolled_back_version="2.2.0"), T0)
+            .state for cr in rolled_back]
+    result = compute_status(_with_status(reverted, after_rollback.status), plan, observed,
+                            T0 + timedelta(minutes=1), 6, rollout=RolloutStatus(classes=back))
+    c = _conds(result)
+    assert (c["Degraded"].status, c["Degraded"].reason) == ("False", "AsExpected")
+    assert (c["Ready"].status, c["Ready"].reason, c["Progressing"].reason) == ("True", "AllClassesReady",
+                                                                               "RolloutComplete")
+    assert result.status.phase == "Ready" and result.status.stable_version == "2.1.0"
+    assert "Recovered" in [e.reason for e in result.events]

@@ -160,7 +160,8 @@ def _decide_classes(model: EdgeModel, plan: ModelPlan, observed: Observed, membe
 
 def _observation(model: EdgeModel, cp: ClassPlan, observed: Observed, members: list[NodeInfo],
                  mode: Mode | None, state: ClassRollout | None) -> ClassObservation | None:
-    obs = observe(model, cp, members, observed.workloads, state)
+    obs = replace(observe(model, cp, members, observed.workloads, state),
+                  rolled_back_version=_rolled_back_version(model.status.rollout))
     if mode is not None and state is not None and state.stable_revision:
         obs = replace(obs, **switch_observation(mode, cp, observed.workloads, members, state))  # type: ignore[arg-type]
     if cp.name in observed.waiting_for_artifact:
@@ -168,8 +169,14 @@ def _observation(model: EdgeModel, cp: ClassPlan, observed: Observed, members: l
             return None
         # No artifact for the spec yet: the class wants what it already runs.
         obs = replace(obs, desired_revision=state.canary_revision or state.stable_revision,
-                      desired_version=state.canary_version or state.stable_version or "")
+                      desired_version=state.canary_version or state.stable_version or "", artifact_pending=True)
     return obs
+
+
+def _rolled_back_version(old: RolloutStatus | None) -> str:
+    """The version of the newest revision that was rolled back or aborted, "" if none is in the history."""
+    ended = [h for h in (old.history if old and old.history else []) if h.outcome in ("RolledBack", "Aborted")]
+    return ended[-1].version if ended else ""
 
 
 def _all_or_nothing(model: EdgeModel, old: RolloutStatus, decisions: dict[str, Decision],

@@ -8,9 +8,11 @@ Nothing here reads a clock or the API: `now` comes in as an argument.
 
 A class moves Stable → Progressing (step by step, analysed against its own
 stable nodes) → Stable on the new revision; or → RolledBack, with the failed
-revision remembered so it is not retried until the spec changes or a user says
-`retry`. The first revision of a class has no stable to protect and goes
-straight to every node.
+revision remembered so it is not retried (a newer spec is) until a user says
+`retry`. A spec that then asks for the stable revision again (a revert in Git)
+asks for exactly what runs: the class is Stable again, and the failed revision
+stays remembered. The first revision of a class has no stable to protect and
+goes straight to every node.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class ClassObservation:
     # deleted), described for messages; "" when that slot is empty. Under OnDelete a DaemonSet
     # re-templated over running pods leaves them on the old version, so a canary starts only in an empty slot.
     canary_slot_leftover: str = ""
+    # The spec's own revision is not known yet (its artifact is being made): desired_* is what the class
+    # already runs, which says nothing about whether the spec went back to it.
+    artifact_pending: bool = False
+    rolled_back_version: str = ""  # the newest rolled-back or aborted version in the history, for messages
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,8 @@ def next_class_state(spec: Rollout, current: ClassRollout | None, obs: ClassObse
                                        f"canary {s.canary_version} removed")
             run.event("Normal", "CanaryRemoved", f"class {obs.name}: {run.state.message}")
             run.finished = "Superseded"
+        elif s.state == "RolledBack" and not obs.artifact_pending:
+            _back_on_stable(run, obs)
         elif s.state != "Stable" and s.state != "RolledBack":
             run.update(state="Stable")
         return _decide(run)
@@ -113,7 +121,7 @@ def next_class_state(spec: Rollout, current: ClassRollout | None, obs: ClassObse
         run.event("Normal", "Retry", f"class {obs.name}: retrying version {obs.desired_version}")
     if run.state.failed_revision == obs.desired_revision:
         if s.state != "RolledBack":
-            run.update(state="RolledBack")
+            _refuse_failed(run, obs)
         return _decide(run)
     if run.state.canary_revision and run.state.canary_revision != obs.desired_revision:
         _supersede(run, obs)
@@ -148,6 +156,27 @@ def _decide(run: _Run) -> Decision:
     requeue = min(run.requeue) if run.requeue else None
     return Decision(state=run.state, events=tuple(run.events), stage=run.stage, requeue_after=requeue,
                     failed=run.failed, finished=run.finished, waiting_to_start=run.waiting_to_start)
+
+
+def _back_on_stable(run: _Run, obs: ClassObservation) -> None:
+    """After a rollback the spec asks again for exactly what runs (a revert in Git, as docs/gitops.md
+    advises): nothing is rolled back any more, so the class is Stable. No revision ends here (the rolled-
+    back one already ended), and failed_revision stays: asking for it again still needs `retry`."""
+    # An operator before this rule recorded the revert itself as a rolled-back revision of the stable version.
+    known = obs.rolled_back_version not in ("", run.state.stable_version)
+    after = f"the rollback of {obs.rolled_back_version}" if known else "a rollback"
+    run.update(state="Stable", message=f"the spec is back on stable version {run.state.stable_version} "
+                                       f"after {after}")
+    run.event("Normal", "BackOnStable", f"class {obs.name}: {run.state.message}")
+
+
+def _refuse_failed(run: _Run, obs: ClassObservation) -> None:
+    """The spec asks again for the revision that failed here: it is not rolled out again until a user
+    says `retry`, and the class says so (its message would otherwise describe the previous state)."""
+    run.update(state="RolledBack", message=f"version {obs.desired_version} was rolled back on this class and "
+                                           f"is not retried until `kubectl edgewise retry`; stable "
+                                           f"{run.state.stable_version} keeps serving")
+    run.event("Warning", "NotRetried", f"class {obs.name}: {run.state.message}")
 
 
 def _supersede(run: _Run, obs: ClassObservation) -> None:
