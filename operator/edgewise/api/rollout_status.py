@@ -61,8 +61,8 @@ class ClassRollout(ApiModel):
     failures: int = Field(default=0, ge=0, description="Failed measurements of this revision.")
     last_analysis: AnalysisRecord | None = Field(default=None, description="The last measurement.")
     failed_revision: str | None = Field(
-        default=None, description="A revision that failed here; not retried until the spec changes or a user "
-                                  "runs `kubectl edgewise retry`.")
+        default=None, description="A revision that failed here: while the spec asks for it again, nothing is "
+                                  "deployed until a user runs `kubectl edgewise retry`.")
     paused_by_user: bool = Field(default=False, description="`kubectl edgewise pause` holds this class.")
     switch: Literal["MakeBeforeBreak", "Replace"] | None = Field(
         default=None, description="How this class's nodes change version (spec.rollout.switch, resolved).")
