@@ -9,6 +9,7 @@ earliest due time.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Hashable
 
 
@@ -18,6 +19,7 @@ class WorkQueue:
         self._dirty: set[Hashable] = set()
         self._processing: set[Hashable] = set()
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self._waiting_since: dict[Hashable, float] = {}  # ready keys: when each was queued (monotonic)
 
     def add(self, key: Hashable) -> None:
         if key in self._dirty:
@@ -25,6 +27,7 @@ class WorkQueue:
         self._dirty.add(key)
         if key not in self._processing:
             self._ready.put_nowait(key)
+            self._waiting_since.setdefault(key, time.monotonic())
 
     def add_after(self, key: Hashable, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -44,12 +47,22 @@ class WorkQueue:
         key = await self._ready.get()
         self._dirty.discard(key)
         self._processing.add(key)
+        self._waiting_since.pop(key, None)
         return key
 
     def done(self, key: Hashable) -> None:
         self._processing.discard(key)
         if key in self._dirty:
             self._ready.put_nowait(key)
+            self._waiting_since.setdefault(key, time.monotonic())
+
+    def waiting(self) -> int:
+        """Keys queued and not yet handed to a worker."""
+        return len(self._waiting_since)
+
+    def oldest_age(self) -> float:
+        """Seconds the longest-waiting queued key has waited (0 when none waits)."""
+        return time.monotonic() - min(self._waiting_since.values()) if self._waiting_since else 0.0
 
     def pending(self) -> int:
         return len(self._dirty) + len(self._processing)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class Controller:
         self.queue = WorkQueue()
         self.failures: Counter[Hashable] = Counter()
         self._nodes: dict[str, object] = {}
+        reconciler.metrics.watch_queue(lambda: self.queue.waiting(), lambda: self.queue.oldest_age())
 
     # -- what handlers call (in the event loop) ------------------------------------------------------
 
@@ -91,16 +93,19 @@ class Controller:
             key = await self.queue.get()
             requeue: float | None = None
             follow: list[Hashable] = []
+            kind, started = _kind(key), time.monotonic()
             try:
                 requeue, follow = await asyncio.to_thread(self._handle, key)
                 self.failures.pop(key, None)
             except Exception as err:  # noqa: BLE001 - one bad object must not stop the operator
+                self.reconciler.metrics.reconcile_errors.labels(kind).inc()
                 self.failures[key] += 1
                 requeue = min(2.0 ** self.failures[key], MAX_BACKOFF)
                 log.warning("reconciling %s failed (attempt %d, retry in %.0fs): %s", key,
                             self.failures[key], requeue, err, exc_info=log.isEnabledFor(logging.DEBUG))
             finally:
                 self.queue.done(key)
+                self.reconciler.metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - started)
             for k in follow:
                 self.queue.add(k)
             if requeue is not None:
@@ -129,3 +134,12 @@ class Controller:
                 follow += [ProfileKey(p.metadata.namespace, p.metadata.name) for p in r.read.profiles(ns)]
             return None, follow
         raise ValueError(f"unknown key {key!r}")
+
+
+def _kind(key: Hashable) -> str:
+    """The metrics' label for a key: model, profile, or the key itself (node-agent, all-models-and-profiles)."""
+    if isinstance(key, ModelKey):
+        return "model"
+    if isinstance(key, ProfileKey):
+        return "profile"
+    return str(key)
