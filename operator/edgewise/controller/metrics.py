@@ -90,8 +90,8 @@ class OperatorMetrics:
                 if c.artifact_state:
                     put(self.artifact_info, (*where, c.artifact_state), 1)
                 self.rollbacks.labels(*where)  # exists at 0, so increase() sees the first rollback
-                for known in Outcome:
-                    self.analyses.labels(*where, known.value)
+                for verdict in Outcome:
+                    self.analyses.labels(*where, verdict.value)
         for cls, outcome in analyses:
             self.analyses.labels(ns, name, cls, outcome).inc()
         for cls in rollbacks:
