@@ -72,3 +72,22 @@ def test_only_node_changes_that_can_change_a_classification_trigger_a_replan() -
         assert c.queue.pending() == 1
 
     asyncio.run(go())
+
+
+def test_waiting_keys_and_the_age_of_the_oldest_count_only_keys_not_yet_handed_out() -> None:
+    async def go() -> None:
+        q = WorkQueue()
+        assert (q.waiting(), q.oldest_age()) == (0, 0.0)
+        q.add("a")
+        q.add("b")
+        assert q.waiting() == 2 and q.oldest_age() >= 0.0
+        key = await q.get()
+        q.add(key)  # re-added while processed: waits again only once it is done
+        assert q.waiting() == 1
+        q.done(key)
+        assert q.waiting() == 2
+        await q.get()
+        await q.get()
+        assert (q.waiting(), q.oldest_age()) == (0, 0.0)
+
+    asyncio.run(go())

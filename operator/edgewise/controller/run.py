@@ -34,7 +34,7 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
     api = api_client(options.kubeconfig)
     metrics = OperatorMetrics()
     reconciler = Reconciler(api, options.settings, metrics=metrics)
-    controller = Controller(reconciler, options.namespaces)
+    controller = Controller(reconciler, options.namespaces, metrics)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, controller, options.settings)
     store_server = None

@@ -10,6 +10,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgewise.controller.metrics import OperatorMetrics
 from edgewise.controller.queue import WorkQueue
 from edgewise.controller.reconcile import Reconciler
 
@@ -35,13 +36,15 @@ AGENT = "node-agent"
 
 
 class Controller:
-    def __init__(self, reconciler: Reconciler, namespaces: Iterable[str] | None = None) -> None:
+    def __init__(self, reconciler: Reconciler, namespaces: Iterable[str] | None = None,
+                 metrics: OperatorMetrics | None = None) -> None:
         self.reconciler = reconciler
         self.namespaces = list(namespaces or [])
         self.queue = WorkQueue()
         self.failures: Counter[Hashable] = Counter()
         self._nodes: dict[str, object] = {}
-        reconciler.metrics.watch_queue(lambda: self.queue.waiting(), lambda: self.queue.oldest_age())
+        self.metrics = metrics or OperatorMetrics()
+        self.metrics.watch_queue(lambda: self.queue.waiting(), lambda: self.queue.oldest_age())
 
     # -- what handlers call (in the event loop) ------------------------------------------------------
 
@@ -98,14 +101,14 @@ class Controller:
                 requeue, follow = await asyncio.to_thread(self._handle, key)
                 self.failures.pop(key, None)
             except Exception as err:  # noqa: BLE001 - one bad object must not stop the operator
-                self.reconciler.metrics.reconcile_errors.labels(kind).inc()
+                self.metrics.reconcile_errors.labels(kind).inc()
                 self.failures[key] += 1
                 requeue = min(2.0 ** self.failures[key], MAX_BACKOFF)
                 log.warning("reconciling %s failed (attempt %d, retry in %.0fs): %s", key,
                             self.failures[key], requeue, err, exc_info=log.isEnabledFor(logging.DEBUG))
             finally:
                 self.queue.done(key)
-                self.reconciler.metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - started)
+                self.metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - started)
             for k in follow:
                 self.queue.add(k)
             if requeue is not None:
