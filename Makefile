@@ -8,12 +8,12 @@ PY := $(VENV)/bin/python
 export GOTOOLCHAIN := local
 # Debian packages the test suite starts for real: Prometheus (analysis), an OCI registry (artifacts);
 # what builds, runs and imports the images without Docker: buildah, mmdebstrap (the Debian bases),
-# runc, containerd (its `ctr`), zstd (the bundle); and the real node's CNI plugins and iptables
-# (busybox for its smoke-test image).
+# runc, containerd (its `ctr`), zstd (the bundle); the real node's CNI plugins and iptables
+# (busybox for its smoke-test image); redis and git for Argo CD's GitOps test (tests/cluster/test_gitops.py).
 APT_PACKAGES ?= prometheus docker-registry buildah mmdebstrap runc containerd zstd containernetworking-plugins \
-  iptables busybox-static
+  iptables busybox-static redis-server git
 
-.PHONY: help demo test test-unit bench lint tools venv apt images bundle cluster-up cluster-down clean
+.PHONY: help demo test test-unit bench lint tools argocd venv apt images bundle cluster-up cluster-down clean
 
 help:
 	@echo "make demo         bring up the local cluster with a simulated fleet and show it"
@@ -34,6 +34,10 @@ venv: $(VENV)/.installed
 tools:
 	@bash hack/build-tools.sh >/dev/null
 
+# Argo CD's CLI and controllers, only for the GitOps tests (a long cold build: the demo does not wait for it).
+argocd:
+	@bash hack/build-argocd.sh >/dev/null
+
 apt:
 	@if [ -n "$(APT_PACKAGES)" ]; then \
 	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -50,7 +54,7 @@ bundle: images tools
 demo: venv tools apt
 	$(VENV)/bin/edgewise dev demo
 
-test: venv tools apt images
+test: venv tools argocd apt images
 	$(VENV)/bin/pytest -q
 
 test-unit: venv
@@ -62,6 +66,7 @@ bench: venv tools apt
 lint: venv
 	$(VENV)/bin/ruff check operator tests bench hack
 	$(VENV)/bin/lint-imports
+	$(PY) hack/argocd_cm.py --check
 
 cluster-up: venv tools
 	$(VENV)/bin/edgewise dev cluster up

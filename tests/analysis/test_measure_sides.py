@@ -1,4 +1,5 @@
-"""Which pods analysis measures as a class's canary and stable: those of the live DaemonSet of each slot.
+"""Which pods analysis measures as a class's canary and stable: those of the live DaemonSet of each slot,
+and on the canary side only those of the canary's revision.
 
 A DaemonSet the operator deleted (Background propagation) leaves its pods behind, not yet marked for
 deletion, until the garbage collector gets to them; they must not stand in for the next canary.
@@ -72,9 +73,18 @@ def test_pods_of_a_deleted_daemonset_are_not_the_canary() -> None:
     assert [p.name for p in target.stable] == ["stable"]
 
 
-def test_a_live_daemonsets_pod_counts_whatever_its_revision_label() -> None:
-    # OnDelete: a pod created just before the canary's template changed keeps the older label.
+def test_a_canary_slot_pod_of_another_revision_is_not_the_canary() -> None:
+    # OnDelete: a pod the canary slot's DaemonSet made from an older template (r2) keeps running it when
+    # the template becomes r3's; judging r3 by its answers would blame r3 for r2 (or pass r2 as r3).
     pods = [_pod("stable", "ds-a", "a", "r1"), _pod("early", "ds-b", "b", "r2"), _pod("canary", "ds-b", "b", "r3")]
     target = _measure(pods, [_ds("ds-a", "a"), _ds("ds-b", "b")])
-    assert sorted(p.name for p in target.canary) == ["canary", "early"]
+    assert [p.name for p in target.canary] == ["canary"]
     assert [p.name for p in target.stable] == ["stable"]
+
+
+def test_a_stable_slot_pod_counts_whatever_its_revision_label() -> None:
+    # The stable side serves its DaemonSet's nodes with whatever template its pods were made from.
+    pods = [_pod("stable", "ds-a", "a", "r1"), _pod("older", "ds-a", "a", "r0"), _pod("canary", "ds-b", "b", "r3")]
+    target = _measure(pods, [_ds("ds-a", "a"), _ds("ds-b", "b")])
+    assert sorted(p.name for p in target.stable) == ["older", "stable"]
+    assert [p.name for p in target.canary] == ["canary"]

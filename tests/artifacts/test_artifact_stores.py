@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import wait_for
 from kubernetes.client import ApiClient
 from onnx import TensorProto, helper, numpy_helper
 from registry_support import Registry
@@ -30,6 +29,7 @@ from edgewise.core.observed import NodeInfo
 from edgewise.core.optimization import job_spec
 from edgewise.kube.writes import Writes
 from edgewise.shared import oci
+from wait_support import wait_for
 
 CPU = {"name": "cpu", "nodeSelector": {"kubernetes.io/arch": "amd64"}, "runtime": "onnxruntime",
        "precision": "int8"}

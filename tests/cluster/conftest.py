@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from operator_support import Operator, running_operator
+from operator_support import Operator, running_operator, running_operators
 
 from edgewise.devcluster import processes
 from edgewise.devcluster.cluster import DevCluster
@@ -27,3 +28,30 @@ def store_operator(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory
             "--artifact-url", f"http://127.0.0.1:{port}", "--optimize-retry-seconds", "3"]
     with running_operator(cluster, work, args) as op:
         yield op
+
+
+OPERATOR_LOG_LINES = 200
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """A failing cluster test's report ends with the tail of each operator's log: the operator runs as a
+    subprocess whose log is otherwise lost with the temporary directory, and a flake under load can only
+    be diagnosed from what CI printed."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if not report.failed or report.when == "teardown":
+        return
+    for op in operators_of(item):
+        earlier = f"; earlier runs' logs beside it ({op.starts} in all)" if op.starts > 1 else ""
+        report.sections.append((f"operator log {op.log_path}, last {OPERATOR_LOG_LINES} lines{earlier}",
+                                op.log_tail(OPERATOR_LOG_LINES) or "(empty)"))
+
+
+def operators_of(item: pytest.Item) -> list[Operator]:
+    """The operators the test used: its fixtures' (directly or through another fixture) and any running."""
+    funcargs = getattr(item, "funcargs", {}) or {}
+    found = [v for v in funcargs.values() if isinstance(v, Operator)]
+    found += [op for op in running_operators() if op not in found]
+    return found
+

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -164,6 +165,15 @@ def running_operator(cluster: DevCluster, workdir: Path, extra_args: list[str] |
         op.uninstall()
 
 
+# Every Operator a test made, while something still holds it: a failing test's report shows their logs.
+_OPERATORS: weakref.WeakSet[Operator] = weakref.WeakSet()
+
+
+def running_operators() -> list[Operator]:
+    """The operators whose process runs now (a test may have made its own, outside the fixtures)."""
+    return [op for op in _OPERATORS if op.proc is not None and op.proc.poll() is None]
+
+
 class Operator:
     """One operator subprocess; `restart()` kills it and starts a fresh one."""
 
@@ -180,6 +190,7 @@ class Operator:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "operator-0.log"
         self.starts = 0
+        _OPERATORS.add(self)
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -304,6 +315,10 @@ class Operator:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 200) -> str:
+        """The last `lines` lines of the current process's log (earlier processes' logs sit beside it)."""
+        return "\n".join(self.log().splitlines()[-lines:])
 
     def settle(self, quiet: float = 2.0, timeout: float = 60) -> str:
         """Wait until the operator's queue drained and its log stayed quiet for `quiet` seconds."""

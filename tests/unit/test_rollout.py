@@ -180,11 +180,64 @@ def test_spec_back_on_stable_removes_the_canary() -> None:
     assert d.events[0].reason == "CanaryRemoved"
 
 
-def test_a_newer_revision_replaces_a_canary_in_flight() -> None:
+LEFTOVER = "slot b still has DaemonSet(s) m-arm-b of revision r2"
+
+
+def test_a_newer_revision_drains_the_canary_in_flight_before_it_starts() -> None:
+    # Re-templating the canary's DaemonSet would leave its running (OnDelete) pods on 2.0, measured as 3.0.
     s = spec()
-    d = next_class_state(s, _at_first_step(s), obs(rev="r3", version="3.0"), at(10))
+    d = next_class_state(s, _at_first_step(s), obs(rev="r3", version="3.0", canary_slot_leftover=LEFTOVER), at(10))
+    assert d.state.canary_revision is None and d.state.percent == 0 and d.state.stable_nodes == 10
+    assert d.state.state == "Progressing" and d.waiting_to_start and d.finished == "Superseded"
+    assert [e.reason for e in d.events] == ["CanarySuperseded"]
+    assert "canary 2.0 superseded by version 3.0" in d.events[0].message
+    assert "3.0 starts once the previous canary's nodes are back on stable 1.0" in d.state.message
+    assert LEFTOVER in d.state.message and d.requeue_after
+    # Its nodes switching back (make-before-break), then its DaemonSet not deleted yet: still waiting.
+    d = next_class_state(s, d.state, obs(rev="r3", version="3.0", switch_pending=True, switching="1 node(s) "
+                                         "switching"), at(12))
+    assert d.state.canary_revision is None and d.waiting_to_start and "1 node(s) switching" in d.state.message
+    d = next_class_state(s, d.state, obs(rev="r3", version="3.0", canary_slot_leftover=LEFTOVER), at(14))
+    assert d.state.canary_revision is None and d.waiting_to_start and not d.events
+    # The slot is empty: 3.0 starts there from its first step.
+    d = next_class_state(s, d.state, obs(rev="r3", version="3.0"), at(16))
     assert d.state.canary_revision == "r3" and d.state.step_index == 0 and d.state.percent == 10
-    assert "replacing canary 2.0" in d.events[0].message
+    assert [e.reason for e in d.events] == ["RolloutStarted", "StepChanged"] and not d.waiting_to_start
+
+
+def test_a_superseded_canary_that_never_reached_a_node_is_replaced_at_once() -> None:
+    s = spec(steps=[{"pause": {}}, {"percent": 100}])
+    state = next_class_state(s, stable(), obs(), T0).state
+    assert state.canary_revision == "r2" and state.percent == 0  # no canary DaemonSet yet
+    d = next_class_state(s, state, obs(rev="r3", version="3.0"), at(10))
+    assert d.state.canary_revision == "r3" and not d.waiting_to_start
+    assert [e.reason for e in d.events] == ["CanarySuperseded", "RolloutStarted"]
+
+
+def test_a_new_revision_waits_for_a_rolled_back_canarys_daemonset_even_without_a_pending_switch() -> None:
+    # Replace mode has no make-before-break switch to wait for; a DaemonSet whose deletion failed (or
+    # any leftover in the slot) must still not be re-templated over its pods.
+    s = spec(analysis={"interval": "10s", "failureLimit": 0})
+    rolled = next_class_state(s, _at_first_step(s), obs(ready=1), at(10), verdict=verdict("fail", at(10))).state
+    assert rolled.state == "RolledBack"
+    d = next_class_state(s, rolled, obs(rev="r3", version="3.0", canary_slot_leftover=LEFTOVER), at(20))
+    assert d.state.canary_revision is None and d.state.state == "RolledBack" and d.waiting_to_start
+    assert LEFTOVER in d.state.message
+    d = next_class_state(s, d.state, obs(rev="r3", version="3.0"), at(22))
+    assert d.state.canary_revision == "r3"
+
+
+def test_all_or_nothing_a_class_waiting_to_start_does_not_start_the_failed_revision() -> None:
+    s = spec()
+    waiting = next_class_state(s, _at_first_step(s), obs(rev="r3", version="3.0", canary_slot_leftover=LEFTOVER),
+                               at(10)).state
+    other = obs(rev="r3", version="3.0", canary_slot_leftover=LEFTOVER)
+    out = roll_back_all(s, {"jetson": stable(), "arm": waiting}, "jetson", {"arm": other}, frozenset({"arm"}))
+    d = out["arm"]
+    assert d.state.failed_revision == "r3" and d.state.state == "RolledBack" and not d.waiting_to_start
+    assert "3.0 not started: class jetson failed" in d.state.message and d.finished == "RolledBack"
+    # Once its slot is empty it stays on stable: the revision is not retried without a new spec or `retry`.
+    assert next_class_state(s, d.state, obs(rev="r3", version="3.0"), at(20)).state.canary_revision is None
 
 
 # --- commands ----------------------------------------------------------------------------------

@@ -342,3 +342,73 @@ def test_what_advance_returns_is_final_the_planner_already_renders_ondelete_and_
     second = run("2", first.status, existing, switch="Replace")
     assert second.plan.workloads == second.apply  # status compares the live objects with what is applied
     assert len(second.apply) == 4 and second.delete == ()
+
+
+def _version(manifest: dict[str, Any]) -> str:
+    return manifest["spec"]["template"]["metadata"]["labels"]["edgewise.io/version"]
+
+
+def _canary_of_2_in_place(**rollout: Any) -> tuple[Any, list[Workload]]:
+    first = run("1", **rollout)
+    existing = controller(first, [])
+    second = run("2", first.status, existing, **rollout)
+    existing = controller(second, existing)
+    third = run("2", second.status, existing, at=1, **rollout)
+    return third, controller(third, existing)
+
+
+def test_a_canary_superseded_in_flight_drains_to_stable_before_the_newer_one_takes_its_slot() -> None:
+    # OnDelete: re-templating arm-b while version 2's pods run would leave them serving 2, measured as 3.
+    third, existing = _canary_of_2_in_place()
+    assert _version(by_name(third)["defect-detector-arm-b"]) == "2"
+    newer = run("3", third.status, existing, at=2)
+    arm = newer.status.class_state("arm")
+    assert arm is not None and arm.canary_revision is None and arm.state == "Progressing"
+    assert "3 starts once the previous canary's nodes are back on stable 1" in arm.message
+    assert "CanarySuperseded" in [e.reason for e in newer.events]
+    ds = by_name(newer)
+    assert _version(ds["defect-detector-arm-b"]) == "2"  # untouched: its nodes first go back to stable
+    assert buckets_of(ds["defect-detector-arm-a"]) == []  # the stable widens to every node
+    assert [(h.version, h.outcome) for h in newer.status.history][-2:] == [("2", "Superseded"), ("3", "Progressing")]
+    slow = frozenset({"defect-detector-arm-a", "defect-detector-x86-a"})
+    after = controller(newer, existing, not_ready=slow)
+    assert_make_before_break(existing, after)
+    existing = after
+    held = run("3", newer.status, existing, at=3)  # the stable pods are not Ready yet: the canary stays
+    assert not held.delete and _version(by_name(held)["defect-detector-arm-b"]) == "2"
+    assert held.status.class_state("arm").canary_revision is None  # type: ignore[union-attr]
+    existing = controller(held, existing)
+    drained = run("3", held.status, existing, at=4)
+    assert sorted(drained.delete) == ["defect-detector-arm-b", "defect-detector-x86-b"]
+    assert "defect-detector-arm-b" not in by_name(drained)
+    assert drained.status.history[-1].outcome == "Progressing"  # 3 has not even started: not finished
+    after = controller(drained, existing)
+    assert_make_before_break(existing, after)
+    started = run("3", drained.status, after, at=5)
+    arm = started.status.class_state("arm")
+    assert arm is not None and arm.canary_version == "3" and arm.percent == 50
+    assert _version(by_name(started)["defect-detector-arm-b"]) == "3"  # a new DaemonSet in an empty slot
+
+
+def test_in_replace_mode_a_superseded_canary_is_deleted_before_the_newer_one_is_created() -> None:
+    third, existing = _canary_of_2_in_place(switch="Replace")
+    newer = run("3", third.status, existing, at=2, switch="Replace")
+    assert sorted(newer.delete) == ["defect-detector-arm-b", "defect-detector-x86-b"]
+    assert "defect-detector-arm-b" not in by_name(newer)
+    started = run("3", newer.status, controller(newer, existing), at=3, switch="Replace")
+    assert _version(by_name(started)["defect-detector-arm-b"]) == "3"
+
+
+def test_a_canary_daemonset_still_there_after_a_rollback_is_never_re_templated_for_the_next_version() -> None:
+    # Replace mode: the rollback deletes the canary at once, so no switch is pending; if that deletion did
+    # not happen (failed, not seen yet), the next version must still not be written over its pods.
+    third, existing = _canary_of_2_in_place(switch="Replace")
+    aborted = run("2", third.status, existing, at=2, switch="Replace", command=Command(verb="abort", id="c1"))
+    assert "defect-detector-arm-b" in aborted.delete
+    not_deleted = [w for w in existing if w.name.endswith("-b")] + [
+        w for w in controller(aborted, existing) if w.name.endswith("-a")]
+    newer = run("3", aborted.status, not_deleted, at=3, switch="Replace")
+    arm = newer.status.class_state("arm")
+    assert arm is not None and arm.canary_revision is None
+    assert "slot b still has DaemonSet(s) defect-detector-arm-b" in arm.message
+    assert "defect-detector-arm-b" not in by_name(newer) and "defect-detector-arm-b" in newer.delete

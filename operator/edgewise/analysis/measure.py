@@ -103,19 +103,23 @@ def _target(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], worklo
     # A pod is on the side of the live DaemonSet that controls it: one of a DaemonSet already deleted
     # (a rolled-back canary, a promoted-away stable) can outlive it, unmarked until the garbage
     # collector gets to it, in the slot the next canary takes. Under OnDelete a live DaemonSet's pod
-    # may carry an older revision label; it still serves that DaemonSet's nodes and counts.
+    # may carry an older revision label: on the stable side it still serves that DaemonSet's nodes and
+    # counts; on the canary side it is not the canary (a slot re-templated while its old pods ran), so
+    # judging the canary by it would blame the new version for the old one's answers.
     side = {w.uid: (w.labels.get(names.CLASS_LABEL), w.labels.get(names.SLOT_LABEL)) for w in workloads}
     live = [p for p in pods if p.ip and not p.terminating]
 
-    def cohort(slot: str) -> tuple[PodEndpoint, ...]:
-        return tuple(_endpoint(p, node_ready) for p in live if side.get(p.owner_uid) == (cls, slot))
+    def cohort(slot: str, revision: str = "") -> tuple[PodEndpoint, ...]:
+        return tuple(_endpoint(p, node_ready) for p in live if side.get(p.owner_uid) == (cls, slot)
+                     and (not revision or p.revision == revision))
 
     hardware = next((hc for hc in plan.profile.spec.classes if hc.name == cls), None) if plan.profile else None
     slo_p95 = hardware.slo.p95_latency_ms if hardware and hardware.slo else None
     return AnalysisTarget(
         model=model.metadata.name, class_name=cls, canary_revision=state.canary_revision or "",
         stable_revision=state.stable_revision or "", interval_s=seconds(analysis.interval),
-        canary=cohort(names.other_slot(state.stable_slot)), stable=cohort(state.stable_slot),
+        canary=cohort(names.other_slot(state.stable_slot), state.canary_revision or ""),
+        stable=cohort(state.stable_slot),
         namespace=model.metadata.namespace, served_model=model.metadata.name, golden=golden,
         thresholds=Thresholds.from_spec(analysis, slo_p95), sample_size=analysis.sample_pods)
 

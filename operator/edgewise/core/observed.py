@@ -77,6 +77,7 @@ class RuntimePod:
     ip: str = ""
     node: str = ""
     owner_uid: str = ""  # the DaemonSet controlling it ("" if none)
+    revision: str = ""  # the revision label of the template it was created from
     ready: bool = False
     restarts: int = 0  # container restarts, summed
     reason: str = ""  # last waiting (CrashLoopBackOff) or termination (OOMKilled) reason

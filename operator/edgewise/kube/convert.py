@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgewise.api.base import memory_mib
+from edgewise.core import names
 from edgewise.core.observed import NodeInfo, RuntimePod, Taint, Workload
 
 
@@ -59,6 +60,7 @@ def runtime_pod(obj: dict[str, Any]) -> RuntimePod:
     owner = next((str(r.get("uid", "")) for r in meta.get("ownerReferences") or [] if r.get("controller")), "")
     return RuntimePod(name=meta.get("name", ""), uid=meta.get("uid", ""), ip=str(status.get("podIP") or ""),
                       node=(obj.get("spec") or {}).get("nodeName", ""), owner_uid=owner,
+                      revision=(meta.get("labels") or {}).get(names.REVISION_LABEL, ""),
                       ready=condition_true(status, "Ready"),
                       restarts=sum(int(c.get("restartCount") or 0) for c in containers), reason=reason,
                       terminating=bool(meta.get("deletionTimestamp")))

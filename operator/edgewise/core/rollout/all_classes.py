@@ -176,10 +176,11 @@ def _all_or_nothing(model: EdgeModel, old: RolloutStatus, decisions: dict[str, D
                     observations: Mapping[str, ClassObservation], measurements: Mapping[str, AnalysisRecord],
                     command: Command | None, now: dt.datetime) -> None:
     """classPolicy AllOrNothing: a class promotes only when every class with a canary has passed every
-    step, and one class failing rolls every other class's canary back."""
+    step (a class whose canary waits for the previous one to drain has not started yet), and one class
+    failing rolls every other class's canary back."""
     spec = model.spec.rollout
     states = {c.name: c for c in old.classes or []}
-    if any(d.state.canary_revision or d.failed for d in decisions.values()):
+    if any(d.state.canary_revision or d.failed or d.waiting_to_start for d in decisions.values()):
         for name, d in list(decisions.items()):
             if d.finished == "Succeeded" and name in observations:
                 held = replace(observations[name], hold_promotion=True)
@@ -188,7 +189,8 @@ def _all_or_nothing(model: EdgeModel, old: RolloutStatus, decisions: dict[str, D
     failed = next((n for n, d in decisions.items() if d.failed), None)
     if failed:
         current = {n: d.state for n, d in decisions.items()}
-        for name, d in roll_back_all(spec, current, failed, observations).items():
+        waiting = frozenset(n for n, d in decisions.items() if d.waiting_to_start)
+        for name, d in roll_back_all(spec, current, failed, observations, waiting).items():
             decisions[name] = Decision(state=d.state, events=decisions[name].events + d.events, finished=d.finished)
 
 

@@ -45,6 +45,10 @@ class ClassObservation:
     make_before_break: bool = False
     switch_pending: bool = False  # the slots are not yet where the current state wants them
     switching: str = ""  # what the pending switch waits for, for messages
+    # DaemonSets still in the slot a new canary would take (the previous canary's, being drained or
+    # deleted), described for messages; "" when that slot is empty. Under OnDelete a DaemonSet
+    # re-templated over running pods leaves them on the old version, so a canary starts only in an empty slot.
+    canary_slot_leftover: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Decision:
     requeue_after: float | None = None  # seconds until something is due (pause end, next analysis)
     failed: bool = False  # the canary was rolled back because it regressed (for AllOrNothing)
     finished: RevisionOutcome | None = None  # how the revision's rollout ended, when it ended now
+    waiting_to_start: bool = False  # the spec's revision has no canary yet: the previous one still drains
 
 
 def analysis_due(spec: Rollout, state: ClassRollout, now: dt.datetime) -> bool:
@@ -75,6 +80,7 @@ class _Run:
     requeue: list[float] = field(default_factory=list)
     failed: bool = False
     finished: RevisionOutcome | None = None
+    waiting_to_start: bool = False
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
@@ -109,12 +115,17 @@ def next_class_state(spec: Rollout, current: ClassRollout | None, obs: ClassObse
         if s.state != "RolledBack":
             run.update(state="RolledBack")
         return _decide(run)
-    if obs.switch_pending and not run.state.canary_revision:
-        # A canary that was rolled back still drains (its nodes wait for their stable pods to be Ready):
-        # a new one starts on those nodes only once they are back, never over the old one's pods.
-        run.update(message=f"version {obs.desired_version} starts once the previous canary's nodes are back: "
-                           f"{obs.switching}")
+    if run.state.canary_revision and run.state.canary_revision != obs.desired_revision:
+        _supersede(run, obs)
+    if not run.state.canary_revision and (obs.switch_pending or obs.canary_slot_leftover):
+        # The previous canary (rolled back, superseded, removed) still drains: its nodes wait for their
+        # stable pods to be Ready, then its DaemonSet goes. A new canary starts in that slot only once
+        # it is empty, never over the old one's pods (OnDelete would leave them on the old version).
+        waits_for = obs.switching if obs.switch_pending else obs.canary_slot_leftover
+        run.update(message=f"version {obs.desired_version} starts once the previous canary's nodes are back "
+                           f"on stable {run.state.stable_version}: {waits_for}")
         run.requeue.append(2.0)
+        run.waiting_to_start = True
         return _decide(run)
     if run.state.canary_revision != obs.desired_revision:
         _start(run, obs, now)
@@ -136,18 +147,27 @@ def next_class_state(spec: Rollout, current: ClassRollout | None, obs: ClassObse
 def _decide(run: _Run) -> Decision:
     requeue = min(run.requeue) if run.requeue else None
     return Decision(state=run.state, events=tuple(run.events), stage=run.stage, requeue_after=requeue,
-                    failed=run.failed, finished=run.finished)
+                    failed=run.failed, finished=run.finished, waiting_to_start=run.waiting_to_start)
+
+
+def _supersede(run: _Run, obs: ClassObservation) -> None:
+    """A newer spec replaces the canary in flight: the canary's nodes go back to stable first (make-before-
+    break, as in a rollback), and the newer version starts in the emptied slot."""
+    old = run.state.canary_version
+    _end_canary(run, "Progressing", f"canary {old} superseded by version {obs.desired_version}: its nodes go "
+                                    f"back to stable {run.state.stable_version} first")
+    run.update(stable_nodes=len(obs.buckets))
+    run.finished = "Superseded"
+    run.event("Normal", "CanarySuperseded", f"class {obs.name}: {run.state.message}")
 
 
 def _start(run: _Run, obs: ClassObservation, now: dt.datetime) -> None:
-    replaced = run.state.canary_version
     run.update(canary_revision=obs.desired_revision, canary_version=obs.desired_version, step_index=0,
                percent=0, bucket_threshold=0, canary_nodes=0, stable_nodes=len(obs.buckets), passes=0,
                failures=0, last_analysis=None, last_analysis_at=None, step_started_at=iso(now),
                state="Progressing", paused_by_user=False,
                message=f"rolling out version {obs.desired_version} over stable {run.state.stable_version}")
-    what = f" (replacing canary {replaced})" if replaced else ""
-    run.event("Normal", "RolloutStarted", f"class {obs.name}: canary of version {obs.desired_version}{what} "
+    run.event("Normal", "RolloutStarted", f"class {obs.name}: canary of version {obs.desired_version} "
                                           f"against stable {run.state.stable_version}")
 
 
@@ -309,14 +329,25 @@ def _promote(run: _Run, obs: ClassObservation) -> None:
 
 
 def roll_back_all(spec: Rollout, states: Mapping[str, ClassRollout], failed_class: str,
-                  obs: Mapping[str, ClassObservation]
+                  obs: Mapping[str, ClassObservation], waiting: frozenset[str] = frozenset()
                   ) -> dict[str, Decision]:
-    """AllOrNothing: one class failed, so every other class's canary goes too."""
+    """AllOrNothing: one class failed, so every other class's canary goes too, and a class still
+    `waiting` for its previous canary to drain does not start the failed revision at all."""
     out = {}
+    reason = f"class {failed_class} failed and classPolicy is AllOrNothing"
     for name, st in states.items():
-        if name == failed_class or not st.canary_revision:
+        if name == failed_class:
             continue
         run = _Run(st)
-        _rollback(run, obs[name], f"class {failed_class} failed and classPolicy is AllOrNothing")
+        if st.canary_revision:
+            _rollback(run, obs[name], reason)
+        elif name in waiting:
+            o = obs[name]
+            run.update(failed_revision=o.desired_revision, state="RolledBack",
+                       message=f"version {o.desired_version} not started: {reason}")
+            run.finished = "RolledBack"
+            run.event("Warning", "RolledBack", f"class {o.name}: {run.state.message}")
+        else:
+            continue
         out[name] = _decide(run)
     return out

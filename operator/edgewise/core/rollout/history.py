@@ -27,7 +27,9 @@ def revision_history(model: EdgeModel, old: RolloutStatus, decisions: Mapping[st
                                       source_uri=spec.source.uri, source_sha256=digest, outcome="Progressing",
                                       started_at=iso(now)))
     current = history[-1]
-    if current.outcome == "Progressing" and not any(c.canary_revision for c in classes):
+    # A class waiting for its previous canary to drain has not started this revision: not finished yet.
+    if current.outcome == "Progressing" and not any(c.canary_revision for c in classes) \
+            and not any(d.waiting_to_start for d in decisions.values()):
         finished = {d.finished for d in decisions.values() if d.finished}
         rolled_back = [c for c in classes if c.state == "RolledBack"]
         if "Aborted" in finished:

@@ -39,7 +39,27 @@ def observe(model: EdgeModel, cp: ClassPlan, members: list[NodeInfo], existing: 
     return ClassObservation(
         name=cp.name, desired_revision=revision(cp), desired_version=model.spec.version, buckets=buckets,
         canary_ready=sum(w.ready for w in canary), not_ready_canary_nodes=not_ready,
-        analysis_enabled=model.spec.rollout.analysis.provider != "none")
+        analysis_enabled=model.spec.rollout.analysis.provider != "none",
+        canary_slot_leftover=canary_slot_leftover(cp, existing, state))
+
+
+def canary_slot_leftover(cp: ClassPlan, existing: Sequence[Workload], state: ClassRollout | None) -> str:
+    """What still occupies the slot a new canary of the class would take ("" if nothing).
+
+    Read from the live DaemonSets themselves, not their status: a slot is empty once its DaemonSets are
+    deleted, however far behind the DaemonSet controller is. (Their pods may outlive them until the
+    garbage collector gets to them; they belong to no live DaemonSet, so no new one adopts or counts them.)
+    """
+    if state is None or not state.stable_revision:
+        return ""
+    slot = names.other_slot(state.stable_slot)
+    left = sorted((w for w in existing if w.labels.get(names.CLASS_LABEL) == cp.name
+                   and w.labels.get(names.SLOT_LABEL) == slot), key=lambda w: w.name)
+    if not left:
+        return ""
+    revisions = sorted({w.labels.get(names.REVISION_LABEL) or "unknown" for w in left})
+    return (f"slot {slot} still has DaemonSet(s) {', '.join(w.name for w in left)} of revision "
+            f"{', '.join(revisions)}; it is deleted once the stable pods on its nodes are Ready")
 
 
 def slots(cp: ClassPlan, existing: Sequence[Workload], members: Sequence[NodeInfo], stable_slot: str

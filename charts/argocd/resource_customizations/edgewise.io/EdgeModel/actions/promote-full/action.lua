@@ -1,0 +1,9 @@
+-- `kubectl edgewise promote --full` for every class: the same annotation, the same JSON.
+-- The id is new with every write to the object (its resourceVersion), so the operator, which
+-- handles an id once (status.rollout.lastCommand), handles this command once.
+if obj.metadata.annotations == nil then
+  obj.metadata.annotations = {}
+end
+local id = "argocd-promote-full-" .. (obj.metadata.resourceVersion or "0")
+obj.metadata.annotations["edgewise.io/command"] = '{"classes": [], "id": "' .. id .. '", "verb": "promote-full"}'
+return obj
