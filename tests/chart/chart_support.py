@@ -59,6 +59,10 @@ ALL_OPTIONS: dict[str, Any] = {
     "serviceAccount": {"create": True, "name": "edgewise-op", "annotations": {"example.com/owner": "ml"}},
     "security": {"prometheusAddresses": ["http://prometheus.monitoring:9090"], "allowedImages": ["acme/*"],
                  "allowKeylessTolerations": True, "admissionPolicies": False},
+    "monitoring": {"port": 9091,
+                   "serviceMonitor": {"enabled": True, "interval": "30s", "labels": {"release": "kps"}},
+                   "prometheusRule": {"enabled": True, "labels": {"release": "kps"}},
+                   "dashboard": {"enabled": True, "labels": {"grafana_dashboard": "yes"}}},
 }
 
 

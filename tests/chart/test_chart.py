@@ -188,7 +188,8 @@ def test_every_option_round_trips_through_the_operator_settings(helm: Helm) -> N
 
 def test_without_the_artifact_store_or_a_created_service_account(helm: Helm) -> None:
     docs = helm.template({"artifacts": {"enabled": False}, "serviceAccount": {"create": False, "name": "ops"}})
-    assert "Service" not in {d["kind"] for d in docs}
+    # Only the metrics Service is left: the artifact store's is gone with the store.
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Service"] == [f"{RELEASE}-operator-metrics"]
     assert [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"] == ["edgewise-node-agent"]
     env = env_of(docs)
     assert "EDGEWISE_ARTIFACT_DIR" not in env and OperatorSettings.from_env(env).artifact_dir == ""

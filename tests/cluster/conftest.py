@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from operator_support import Operator, running_operator, running_operators
 
+from analysis.analysis_models_support import good, slow, write_golden, wrong
 from edgewise.devcluster import processes
 from edgewise.devcluster.cluster import DevCluster
 
@@ -55,3 +56,11 @@ def operators_of(item: pytest.Item) -> list[Operator]:
     found += [op for op in running_operators() if op not in found]
     return found
 
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The rollout scenario's model versions (good, slow, wrong) and golden inputs, once per module."""
+    root = tmp_path_factory.mktemp("models")
+    out = {"good": good(root / "good"), "slow": slow(root / "slow"), "wrong": wrong(root / "wrong")}
+    out["golden"] = write_golden(root / "golden.npz", model_dir=out["good"])
+    return out

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 from operator_support import Operator, get, rollout_classes
-from test_rollout_e2e import MODEL, edgemodel, models, profile  # noqa: F401 (models is a fixture)
+from rollout_support import MODEL, edgemodel, profile
 
 from argocd.git_http import commit_tree
 from argocd.gitops_support import ArgoCD, running_argocd

@@ -21,45 +21,13 @@ from typing import Any
 
 import pytest
 from operator_support import Operator, apply, get, rollout_classes
+from rollout_support import ARM, MODEL, ORIN, edgemodel, profile
 
-from analysis.analysis_models_support import good, slow, write_golden, wrong
 from edgewise.core.rollout.buckets import bucket_of
-from edgewise.devcluster import demo_models
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import Traffic, serving
 from wait_support import wait_for
-
-MODEL = "detector"
-ORIN, ARM = "jetson-orin", "arm64-cpu"
-
-
-def profile(ns: str, jetson_queue_delay_us: int = 0) -> dict[str, Any]:
-    jetson: dict[str, Any] = {"name": "jetson", "nodeSelector": {"nvidia.com/gpu.family": "ampere"},
-                              "runtime": "onnxruntime", "precision": "fp32", "threads": 1}
-    if jetson_queue_delay_us:
-        # A misconfigured batching delay: every request waits for a batch that never fills.
-        jetson["batching"] = {"maxBatchSize": 8, "maxQueueDelayMicroseconds": jetson_queue_delay_us}
-    return {"apiVersion": "edgewise.io/v1alpha1", "kind": "DeploymentProfile",
-            "metadata": {"name": "fleet", "namespace": ns},
-            "spec": {"classes": [jetson, {"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"},
-                                          "runtime": "onnxruntime", "precision": "fp32", "threads": 1}]}}
-
-
-def edgemodel(ns: str, version: str, model_dir: Path, golden: Path, **rollout: Any) -> dict[str, Any]:
-    spec_rollout = {
-        "steps": [{"percent": 50}, {"percent": 100}],
-        "analysis": {"interval": "2s", "failureLimit": 1, "maxP95LatencyMs": 30, "maxLatencyIncreasePercent": 400,
-                     "maxErrorRate": 0.05,
-                     "goldenInputs": {"uri": golden.as_uri(), "sha256": demo_models.sha256(golden)}},
-        "progressDeadline": "3m",
-        **rollout,
-    }
-    src = model_dir / "model.onnx"
-    return {"apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel", "metadata": {"name": MODEL, "namespace": ns},
-            "spec": {"profileRef": "fleet", "version": version,
-                     "source": {"uri": src.as_uri(), "sha256": demo_models.sha256(src)},
-                     "optimization": {"quantization": "none"}, "rollout": spec_rollout}}
 
 
 def em(cluster: DevCluster, ns: str) -> dict[str, Any]:
@@ -101,14 +69,6 @@ def watch_status(cluster: DevCluster, ns: str) -> subprocess.Popen[str]:
 def verdict_of(watcher: subprocess.Popen[str]) -> tuple[int, str]:
     out, err = watcher.communicate(timeout=300)  # the watch's own --timeout ends it before this
     return watcher.returncode, out + err
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    out = {"good": good(root / "good"), "slow": slow(root / "slow"), "wrong": wrong(root / "wrong")}
-    out["golden"] = write_golden(root / "golden.npz", model_dir=out["good"])
-    return out
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resync-seconds", type=float, default=None, help="full re-reconcile period")
     p.add_argument("--liveness", default=None, metavar="URL",
                    help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--metrics", default=os.environ.get("EDGEWISE_METRICS_LISTEN") or None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics on /metrics there, e.g. 0.0.0.0:8081 (docs/observability.md)")
     p.add_argument("--artifact-dir", default=None,
                    help="volume of the built-in artifact store (enables per-class optimization)")
     p.add_argument("--artifact-listen", default=None, help="host:port the artifact store serves on")
@@ -67,6 +69,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:  # pydantic's ValidationError too: say what is wrong, without a traceback
         sys.exit(f"edgewise operator run: bad settings (EDGEWISE_* environment or flags): {err}")
     options = RunOptions(settings=settings, kubeconfig=args.kubeconfig, namespaces=args.namespace,
-                         liveness=args.liveness)
+                         liveness=args.liveness, metrics=args.metrics)
     asyncio.run(operate(options))
     return 0

@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ class ArtifactManager:
     settings: OperatorSettings
     api: client.ApiClient | None = None  # needed for runIn: Job
     jobs: dict[str, _Job] = field(default_factory=dict)
+    on_finish: Callable[[str, float], None] | None = None  # (outcome, seconds) of each run: the metrics
 
     def __post_init__(self) -> None:
         root = Path(self.settings.artifact_dir)
@@ -196,6 +198,8 @@ class ArtifactManager:
             report = report.model_copy(update={"message": f"{report.message}; retrying in {delay:.0f}s "
                                                           f"(failure {failures})"})
         record["report"] = report.to_wire()
+        if self.on_finish is not None and job is not None:
+            self.on_finish(str(report.outcome), time.monotonic() - job.started)
         tmp = self.index / f"{spec.key}.json.tmp"
         tmp.write_text(json.dumps(record, indent=2))
         tmp.rename(self.index / f"{spec.key}.json")

@@ -15,7 +15,10 @@ from edgewise.analysis.measure import CanaryAnalysis
 from edgewise.api.profile import DeploymentProfileStatus, ProfileClassStatus
 from edgewise.api.resources import API_VERSION, DeploymentProfile, EdgeModel
 from edgewise.api.settings import OperatorSettings
+from edgewise.api.status import EdgeModelStatus
 from edgewise.controller.artifacts import ArtifactManager
+from edgewise.controller.metrics import OperatorMetrics
+from edgewise.controller.series import model_series, new_analyses, new_rollbacks
 from edgewise.core import address
 from edgewise.core.agent import agent_daemonset
 from edgewise.core.class_artifact import ArtifactState, ClassArtifact
@@ -49,25 +52,29 @@ class _Read:
 
 class Reconciler:
     def __init__(self, api: client.ApiClient, settings: OperatorSettings,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = _utcnow, metrics: OperatorMetrics | None = None) -> None:
         self.api = api
         self.read = Reader(api)
         self.settings = settings
         self.clock = clock
         self.totals: Counter[str] = Counter()  # every request that wrote, since start, by verb
+        self.metrics = metrics or OperatorMetrics()
         self.agent_credentials = AgentCredentials(api, settings)
         self.analysis = CanaryAnalysis(settings)
-        self.artifacts = ArtifactManager(settings, api) if settings.artifact_dir else None
+        self.artifacts = (ArtifactManager(settings, api, on_finish=self.metrics.optimization)
+                          if settings.artifact_dir else None)
         self._lock = threading.Lock()
 
     def _account(self, writes: Writes) -> None:
         with self._lock:
             self.totals.update(writes.counts)
+        self.metrics.wrote(writes.counts)
 
     def model(self, namespace: str, name: str) -> float | None:
         """Converge one EdgeModel; returns seconds until it should be looked at again, if ever."""
         model = self.read.model(namespace, name)
         if model is None:
+            self.metrics.model_deleted(namespace, name)
             return None  # deleted: owner references let the garbage collector remove its workloads
         write = Writes(self.api)  # one per reconcile, so concurrent workers count their own writes
         try:
@@ -93,11 +100,19 @@ class Reconciler:
                                 address=where, address_problem=taken)
         write.patch_status(EdgeModel.PLURAL, model.metadata.namespace, model.metadata.name, model.status.to_api(),
                            result.status.to_api())
+        self._record(model, result.status)
         for event in (*rollout.events, *result.events):
             write.event(ref, event.type, event.reason, event.message)
         log.info("reconciled edgemodel %s/%s: phase=%s ready=%s writes=%d%s", model.metadata.namespace,
                  model.metadata.name, result.status.phase, result.status.ready, write.total, _summary(plan))
         return _requeue_after(result.requeue_after, rollout.requeue_after, seen.artifacts)
+
+    def _record(self, model: EdgeModel, status: EdgeModelStatus) -> None:
+        """The model's metrics, from the status just written (and the one it replaced)."""
+        old, new = model.status.rollout, status.rollout
+        self.metrics.model(model_series(model.metadata.namespace, model.metadata.name, model.spec.version,
+                                        model.spec.rollout.progress_deadline, status),
+                           new_analyses(old, new), new_rollbacks(old, new))
 
     def _read_model(self, model: EdgeModel, write: Writes) -> _Read:
         """Everything planning needs; resolving the artifacts may start an optimization Job (through `write`)."""

@@ -11,6 +11,7 @@ import kopf
 
 from edgewise.api.settings import OperatorSettings
 from edgewise.controller import handlers
+from edgewise.controller.metrics import OperatorMetrics, serve
 from edgewise.controller.reconcile import Reconciler
 from edgewise.controller.workers import Controller
 from edgewise.kube.client import api_client
@@ -24,14 +25,16 @@ class RunOptions:
     kubeconfig: str | None = None
     namespaces: list[str] = field(default_factory=list)  # empty: cluster-wide
     liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
+    metrics: str | None = None  # host:port of /metrics, e.g. 0.0.0.0:8081
 
 
 async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Event | None = None,
                   ready_flag: threading.Event | asyncio.Event | None = None) -> None:
     """Run until `stop_flag` is set (or a signal arrives, when in the main thread)."""
     api = api_client(options.kubeconfig)
-    reconciler = Reconciler(api, options.settings)
-    controller = Controller(reconciler, options.namespaces)
+    metrics = OperatorMetrics()
+    reconciler = Reconciler(api, options.settings, metrics=metrics)
+    controller = Controller(reconciler, options.namespaces, metrics)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, controller, options.settings)
     store_server = None
@@ -42,6 +45,9 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
         store_server = await start(reconciler.artifacts.store, host or "0.0.0.0", int(port),
                                    uploads=reconciler.artifacts)
         log.info("artifact store at %s serving %s", options.settings.artifact_listen, options.settings.artifact_dir)
+    metrics_server = serve(metrics, options.metrics) if options.metrics else None
+    if options.metrics:
+        log.info("metrics at http://%s/metrics", options.metrics)
     loops = asyncio.create_task(controller.run(options.settings.workers, options.settings.resync_seconds))
     log.info("edgewise operator starting (%s)", ", ".join(options.namespaces) or "cluster-wide")
     try:
@@ -58,6 +64,8 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
             pass
         if store_server is not None:
             await store_server.cleanup()
+        if metrics_server is not None:
+            metrics_server.shutdown()
         if reconciler.artifacts is not None:
             reconciler.artifacts.close()
         api.close()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgewise.controller.health import Work, WorkerState
+from edgewise.controller.metrics import OperatorMetrics
 from edgewise.controller.queue import WorkQueue
 from edgewise.controller.reconcile import Reconciler
 
@@ -36,7 +37,8 @@ AGENT = "node-agent"
 
 
 class Controller:
-    def __init__(self, reconciler: Reconciler, namespaces: Iterable[str] | None = None) -> None:
+    def __init__(self, reconciler: Reconciler, namespaces: Iterable[str] | None = None,
+                 metrics: OperatorMetrics | None = None) -> None:
         self.reconciler = reconciler
         self.namespaces = list(namespaces or [])
         self.queue = WorkQueue()
@@ -44,6 +46,8 @@ class Controller:
         self._nodes: dict[str, object] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._busy: dict[int, tuple[Hashable, float]] = {}  # worker → (key, monotonic start)
+        self.metrics = metrics or OperatorMetrics()
+        self.metrics.watch_queue(self.queue.queued, self.queue.oldest_queued_seconds)
 
     # -- what handlers call (in the event loop) ------------------------------------------------------
 
@@ -97,10 +101,12 @@ class Controller:
             self._busy[index] = (key, time.monotonic())
             requeue: float | None = None
             follow: list[Hashable] = []
+            kind, started = _kind(key), time.monotonic()
             try:
                 requeue, follow = await asyncio.to_thread(self._handle, key)
                 self.failures.pop(key, None)
             except Exception as err:  # noqa: BLE001 - one bad object must not stop the operator
+                self.metrics.reconcile_errors.labels(kind).inc()
                 self.failures[key] += 1
                 requeue = min(2.0 ** self.failures[key], MAX_BACKOFF)
                 log.warning("reconciling %s failed (attempt %d, retry in %.0fs): %s", key,
@@ -108,6 +114,7 @@ class Controller:
             finally:
                 self._busy.pop(index, None)
                 self.queue.done(key)
+                self.metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - started)
             for k in follow:
                 self.queue.add(k)
             if requeue is not None:
@@ -149,3 +156,12 @@ class Controller:
                 follow += [ProfileKey(p.metadata.namespace, p.metadata.name) for p in r.read.profiles(ns)]
             return None, follow
         raise ValueError(f"unknown key {key!r}")
+
+
+def _kind(key: Hashable) -> str:
+    """The metrics' label for a key: model, profile, or the key itself (node-agent, all-models-and-profiles)."""
+    if isinstance(key, ModelKey):
+        return "model"
+    if isinstance(key, ProfileKey):
+        return "profile"
+    return str(key)
