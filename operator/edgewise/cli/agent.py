@@ -87,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def config(args: argparse.Namespace) -> Any:
     """The agent's configuration from its flags; ValueError on a missing node name."""
     from edgewise.node import agent
+    from edgewise.shared import tracing
     from edgewise.node.auth import Policy
     from edgewise.shared.destinations import Destinations
 
@@ -124,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from edgewise.node import agent
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    tracing.configure("edgewise-agent")  # only when OTEL_* asks for traces and OpenTelemetry is installed
     try:
         cfg, check = config(args), verifier(args)
     except ValueError as err:
