@@ -28,8 +28,8 @@ from edgewise.core.analysis import Measurement, Thresholds, Verdict, judge, reco
 from edgewise.core.durations import seconds
 from edgewise.core.observed import NodeInfo, RuntimePod, Workload
 from edgewise.core.plan import ModelPlan
-from edgewise.shared.digest import DigestMismatch
 from edgewise.shared import tracing
+from edgewise.shared.digest import DigestMismatch
 from edgewise.shared.download import DownloadError
 
 log = logging.getLogger("edgewise.analysis")

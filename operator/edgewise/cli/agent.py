@@ -87,7 +87,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def config(args: argparse.Namespace) -> Any:
     """The agent's configuration from its flags; ValueError on a missing node name."""
     from edgewise.node import agent
-    from edgewise.shared import tracing
     from edgewise.node.auth import Policy
     from edgewise.shared.destinations import Destinations
 
@@ -123,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from edgewise.node import agent
+    from edgewise.shared import tracing
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     tracing.configure("edgewise-agent")  # only when OTEL_* asks for traces and OpenTelemetry is installed

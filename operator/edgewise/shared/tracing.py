@@ -88,7 +88,8 @@ def configure(service_name: str, env: Mapping[str, str] | None = None) -> bool:
             log.warning("OTEL_TRACES_EXPORTER=%s is not supported (otlp, console, none): ignored", name)
     if not made:
         return False
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    # Attributes passed to Resource.create override the environment's, so OTEL_SERVICE_NAME is read here.
+    provider = TracerProvider(resource=Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or service_name}))
     for exporter in made:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     _trace.set_tracer_provider(provider)
