@@ -4,7 +4,10 @@ Jaeger's all-in-one binary (hack/build-jaeger.sh) receives OTLP/HTTP; the operat
 but the standard OTEL_* variables pointing at it. One small rollout (1.0 everywhere, then 2.0 through
 its canary steps, analysed against the pods the pod runner serves under traffic) must leave, in
 Jaeger's query API: reconcile traces whose children are read → plan → rollout → apply → status, and
-the canary analysis' measurement spans inside a reconcile.
+the canary analysis' measurement spans inside a reconcile. A second model, optimized to int8 by the
+operator's worker process (which gets the operator's OTEL_* variables, as a Job would), must leave
+its optimization attempts as spans with the gates' numbers. (The agent's download spans:
+tests/node/test_agent_traces.py.)
 """
 
 from __future__ import annotations
@@ -15,17 +18,34 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jaeger_support import Jaeger, Span, running_jaeger
 from operator_support import Operator, apply, get, rollout_classes, running_operator
 from rollout_support import ARM, MODEL, ORIN, edgemodel, profile
 
+from edgewise.devcluster import demo_models, processes
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import Traffic, serving
+from jaeger_support import Jaeger, Span, running_jaeger
 from wait_support import wait_for
 
 SERVICE = "edgewise-operator-under-test"
+OPTIMIZER = "edgewise-optimize"  # the worker's own service name: the operator's OTEL_SERVICE_NAME is not passed on
 RECONCILE_CHILDREN = ["read", "plan", "rollout", "apply", "status"]
+OPTIMIZED = "optimized"
+
+
+def optimized_model(ns: str, src: Path) -> list[dict[str, Any]]:
+    """A model the operator optimizes to int8 for one arm class (its pods are never served)."""
+    profile = {"apiVersion": "edgewise.io/v1alpha1", "kind": "DeploymentProfile",
+               "metadata": {"name": OPTIMIZED, "namespace": ns},
+               "spec": {"classes": [{"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"},
+                                     "runtime": "onnxruntime", "precision": "int8", "threads": 1}]}}
+    model = {"apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel",
+             "metadata": {"name": OPTIMIZED, "namespace": ns},
+             "spec": {"profileRef": OPTIMIZED, "version": "1.0",
+                      "source": {"uri": src.as_uri(), "sha256": demo_models.sha256(src)},
+                      "optimization": {"quantization": "auto", "accuracyGate": {"minCosine": 0.9}}}}
+    return [profile, model]
 
 
 @dataclass(frozen=True)
@@ -47,10 +67,14 @@ def rolled_out(cluster: DevCluster, module_namespace: str, module_fleet, models:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_endpoint, "OTEL_SERVICE_NAME": SERVICE,
                "OTEL_BSP_SCHEDULE_DELAY": "200"}  # export every 200 ms rather than every 5 s
         (root / "operator").mkdir()
-        with running_operator(cluster, root / "operator", extra_env=env) as op, cluster.api_client() as api, \
+        store = processes.free_port()
+        args = ["--artifact-dir", str(root / "artifacts"), "--artifact-listen", f"127.0.0.1:{store}",
+                "--artifact-url", f"http://127.0.0.1:{store}"]
+        with running_operator(cluster, root / "operator", args, extra_env=env) as op, cluster.api_client() as api, \
                 PodRunner(api, root / "pods", ns, f"edgewise.io/model={MODEL}").start() as runner, \
                 Traffic(runner, MODEL):
-            apply(cluster, [profile(ns), edgemodel(ns, "1.0", models["good"], models["golden"])])
+            apply(cluster, [profile(ns), edgemodel(ns, "1.0", models["good"], models["golden"]),
+                            *optimized_model(ns, demo_models.good(root / "optimized.onnx"))])
             wait_for(lambda: serving(runner, 2), 150, "two pods serving 1.0")
             apply(cluster, [edgemodel(ns, "2.0", models["good"], models["golden"])])
             wait_for(lambda: all(c.get("state") == "Stable" and c.get("stableVersion") == "2.0"
@@ -96,3 +120,17 @@ def test_the_canary_analysis_measurements_are_spans_inside_a_reconcile(rolled_ou
             assert measure.tags["edgewise.model"] == MODEL and measure.tags["edgewise.canary_pods"] >= 1, measure
             classes.add(measure.tags["edgewise.class"])
     assert classes == {"jetson", "arm"}, classes
+
+
+def test_each_optimization_attempt_is_a_span_with_the_gates_numbers(rolled_out: Traced) -> None:
+    def attempts() -> list[Span]:
+        return [s for t in rolled_out.jaeger.traces(OPTIMIZER, "optimize.attempt") for s in t
+                if s.name == "optimize.attempt"]
+    spans: Any = wait_for(lambda: [s for s in attempts() if s.tags.get("edgewise.status") == "accepted"] and attempts(),
+                          120, "an accepted optimize.attempt span in Jaeger", interval=1)
+    assert {s.tags["edgewise.status"] for s in spans} <= {"accepted", "rejected", "failed"}, spans
+    accepted = next(s for s in spans if s.tags["edgewise.status"] == "accepted")
+    assert accepted.tags["edgewise.precision"] and accepted.tags["edgewise.technique"], accepted
+    # The accuracy gate's numbers, and the gate itself, as attributes: a trace shows why a technique won.
+    assert accepted.tags["edgewise.gate.gateMinCosine"] == 0.9, accepted
+    assert 0.9 <= accepted.tags["edgewise.gate.minCosine"] <= 1.0, accepted

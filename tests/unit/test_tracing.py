@@ -89,3 +89,42 @@ def test_configured_spans_nest_and_carry_attributes_and_errors() -> None:
     assert reconcile["attributes"] == {"edgewise.model": "m", "edgewise.writes": 2}
     assert status["status"]["status_code"] == "ERROR"
     assert reconcile["resource"]["attributes"]["service.name"] == "from-env"  # OTEL_SERVICE_NAME wins
+
+
+# ---- where the OTEL_* variables go: the node agents and the optimization Jobs ----------------------
+
+def test_the_operators_otel_variables_are_passed_on_but_not_its_service_name() -> None:
+    from edgewise.api.settings import OperatorSettings
+
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318", "OTEL_SERVICE_NAME": "edgewise-operator",
+           "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "PATH": "/usr/bin"}
+    assert OperatorSettings.from_env(env).trace_env == {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318",
+                                                        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}
+    # EDGEWISE_TRACE_ENV, when set, is what they get instead.
+    assert OperatorSettings.from_env({**env, "EDGEWISE_TRACE_ENV": "OTEL_TRACES_EXPORTER=none"}).trace_env == {
+        "OTEL_TRACES_EXPORTER": "none"}
+    assert OperatorSettings().trace_env == {}
+
+
+def test_agents_and_optimization_jobs_get_the_trace_variables() -> None:
+    from edgewise.api.profile import HardwareClass
+    from edgewise.api.resources import EdgeModel
+    from edgewise.api.settings import OperatorSettings
+    from edgewise.core.agent import agent_daemonset
+    from edgewise.core.optimization import job_manifest, job_spec
+
+    settings = OperatorSettings(trace_env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"})
+    agent = agent_daemonset(settings)["spec"]["template"]["spec"]["containers"][0]
+    cpu = HardwareClass.model_validate({"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"},
+                                       "runtime": "onnxruntime", "precision": "int8"})
+    model = EdgeModel.model_validate({
+        "apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel", "metadata": {"name": "m", "namespace": "ns"},
+        "spec": {"version": "1", "source": {"uri": "https://models.example/m.onnx", "sha256": "a" * 64},
+                 "optimization": {"runIn": "Job"}}})
+    spec = job_spec(model, cpu, [])
+    assert spec
+    job = job_manifest(spec, settings, who="ns/m")["spec"]["template"]["spec"]["containers"][0]
+    for container in (agent, job):
+        assert {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel:4318"} in container["env"], container
+    untraced = agent_daemonset(OperatorSettings())["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert not any(e["name"].startswith("OTEL_") for e in untraced)

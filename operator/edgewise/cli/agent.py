@@ -122,10 +122,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from edgewise.node import agent
-    from edgewise.shared import tracing
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    tracing.configure("edgewise-agent")  # only when OTEL_* asks for traces and OpenTelemetry is installed
     try:
         cfg, check = config(args), verifier(args)
     except ValueError as err:

@@ -607,6 +607,7 @@ class Config:
 def run(config: Config, verifier: Verifier) -> None:
     """Open the cache (dropping half-written files), then serve until SIGTERM/SIGINT."""
     c = config
+    tracing.configure("edgewise-agent")  # only when OTEL_* asks for traces and OpenTelemetry is installed
     cache = NodeCache(c.cache_dir, max_bytes=c.max_bytes, keep_per_model=c.keep_per_model,
                       max_models=c.max_models)
     cache.evict()  # a smaller budget than last time applies at once

@@ -19,10 +19,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import yaml
-from operator_support import REPO
 
 from edgewise.devcluster import processes
 from wait_support import wait_for
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @cache
