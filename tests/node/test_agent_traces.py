@@ -43,7 +43,8 @@ def test_each_download_is_a_span_with_its_digest_model_and_bytes(traced: tuple[J
                                                                  source: SourceServer) -> None:
     jaeger, agent = traced
     staged_uri, filled_uri = source.add("/staged.onnx", STAGED), source.add("/filled.onnx", FILLED)
-    body = json.dumps({"uri": staged_uri, "sha256": sha256(STAGED), "model": "detector"}).encode()
+    body = json.dumps({"uri": staged_uri, "sha256": sha256(STAGED), "model": "detector",
+                       "namespace": "vision"}).encode()
     headers = {"Content-Type": "application/json"}
     assert http("POST", agent.url + "/v1/prefetch", body, headers, token=OPERATOR)[0] == 202
     wait_for(lambda: get_json(f"{agent.url}/v1/prefetch/{sha256(STAGED)}", token=OPERATOR)["state"] == "ready",
@@ -61,6 +62,7 @@ def test_each_download_is_a_span_with_its_digest_model_and_bytes(traced: tuple[J
     by_digest = {s.tags["edgewise.sha256"]: s for s in spans}
     assert by_digest[sha256(STAGED)].tags["edgewise.bytes"] == len(STAGED), by_digest
     assert by_digest[sha256(FILLED)].tags["edgewise.bytes"] == len(FILLED), by_digest
-    assert all(s.tags["edgewise.model"] == "detector" and s.tags["edgewise.scheme"] == "http" for s in spans), spans
+    where = {(s.tags["edgewise.model"], s.tags["edgewise.scheme"]) for s in spans}
+    assert where == {("vision/detector", "http")}, spans
     failed = by_digest[wrong]
     assert failed.tags.get("otel.status_code") == "ERROR", failed  # the digest mismatch marks it failed
