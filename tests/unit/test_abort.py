@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from planning_support import fleet, model, profile_of
 
+from edgewise.api.commands import COMMAND_ANNOTATION, Command
 from edgewise.api.model import AbortRule, Rollout
 from edgewise.api.rollout_status import AnalysisRecord, ClassRollout, CohortStart, NodeTally, RolloutStatus
 from edgewise.api.settings import OperatorSettings
@@ -199,8 +200,11 @@ def _live(result: RolloutResult) -> list[Workload]:
 
 def _run(version: str, status: RolloutStatus | None, existing: list[Workload], seconds: float = 0,
          pods: list[RuntimePod] | None = None, verdicts: dict[str, AnalysisRecord] | None = None,
-         **rollout: Any) -> RolloutResult:
+         command: Command | None = None, **rollout: Any) -> RolloutResult:
     m = model(version=version, profile_ref="p", rollout={**ROLLOUT, **rollout})
+    if command is not None:
+        m = m.model_copy(update={"metadata": m.metadata.model_copy(
+            update={"annotations": {COMMAND_ANNOTATION: command.to_annotation()}})})
     if status is not None:  # through the wire format, as an operator restart would read it
         status = RolloutStatus.model_validate(status.to_api())
         m = m.model_copy(update={"status": m.status.model_copy(update={"rollout": status})})
@@ -256,8 +260,15 @@ def test_crash_loops_on_enough_nodes_roll_every_class_back_with_the_numbers() ->
     assert (degraded.status, degraded.reason, degraded.message) == ("True", "AbortRuleFired", message)
     assert ("Warning", "AbortRuleFired", message) in [(e.type, e.reason, e.message) for e in st.events]
     # The next reconcile (a restarted operator: everything comes from status) changes nothing and says nothing.
-    fourth = _run("2", status, _live(third), 20, pods=arm_pods + x86_pods)
+    after = [w for w in _live(third) if w.name not in third.delete]
+    fourth = _run("2", status, after, 20, pods=arm_pods + x86_pods)
     assert fourth.status == status and not fourth.events
+    # `kubectl edgewise retry` lifts it: the version starts again, with fresh counts.
+    retried = _run("2", fourth.status, after, 30, command=Command(verb="retry", id="r1"))
+    assert retried.status is not None and retried.status.aborted is None
+    for cls in ("arm", "x86"):
+        state = retried.status.class_state(cls)
+        assert state and state.canary_version == "2" and state.tally is not None and state.tally.tried == 0
 
 
 def test_below_min_nodes_the_rule_waits_and_the_tally_is_in_status() -> None:

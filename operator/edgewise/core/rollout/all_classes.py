@@ -266,7 +266,9 @@ def _fleet_abort(model: EdgeModel, old: RolloutStatus, decisions: dict[str, Deci
     if command is not None and command.verb == "retry":
         record = None
     if record is None:
-        tallies = {**{c.name: c.tally for c in old.classes or [] if c.tally},
+        # A class decided now has its tally in its new state (a retried class starts a fresh one); a class not
+        # decided (its artifact pending) keeps the one it had.
+        tallies = {**{c.name: c.tally for c in old.classes or [] if c.tally and c.name not in decisions},
                    **{n: d.state.tally for n, d in decisions.items() if d.state.tally}}
         verdict = abort.judge(rule, version, tallies)
         if not verdict.fired:
