@@ -327,3 +327,17 @@ def test_pods_are_needed_only_with_a_rule_and_a_canary() -> None:
     assert needs_pods(with_canary) and not needs_pods(m)
     plain = model(version="2", profile_ref="p", rollout={"steps": [{"percent": 100}]})
     assert not needs_pods(plain.model_copy(update={"status": with_canary.status}))
+
+
+def test_kubectl_edgewise_status_shows_the_counts_and_the_rule() -> None:
+    from edgewise.cli.kubectl_plugin import render_status
+
+    second, existing = _canaries()
+    third = _run("2", second.status, existing, 10, pods=_canary_pods(second, "arm", restarts=3)
+                 + _canary_pods(second, "x86", ready=True))
+    m = model(version="2", profile_ref="p", rollout=ROLLOUT)
+    st = compute_status(m, third.plan, {w.name: w for w in existing}, at(10), total_nodes=len(NODES),
+                        rollout=third.status)
+    text = render_status({**m.to_api(), "status": st.status.to_api()})
+    assert "nodes that tried 2: 3 (3 crash-looped)" in text and "nodes that tried 2: 2, none failed" in text
+    assert "Degraded=True AbortRuleFired: abort: 3 of 5 nodes that tried 2 failed" in text
