@@ -341,3 +341,12 @@ def test_kubectl_edgewise_status_shows_the_counts_and_the_rule() -> None:
     text = render_status({**m.to_api(), "status": st.status.to_api()})
     assert "nodes that tried 2: 3 (3 crash-looped)" in text and "nodes that tried 2: 2, none failed" in text
     assert "Degraded=True AbortRuleFired: abort: 3 of 5 nodes that tried 2 failed" in text
+
+
+def test_promote_skips_the_soak() -> None:
+    s = _spec(minSuccessTime="1h")
+    d = next_class_state(s, STABLE, _obs(), T0)
+    d = next_class_state(s, d.state, _obs(ready=1), at(16), verdict=_verdict("pass", at(16)))
+    assert d.state.soak_until == iso(at(3616))
+    d = next_class_state(s, d.state, _obs(ready=1), at(20), command="promote")
+    assert d.state.step_index == 1 and d.state.percent == 50

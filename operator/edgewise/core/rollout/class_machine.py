@@ -140,7 +140,7 @@ def next_class_state(spec: Rollout, current: ClassRollout | None, obs: ClassObse
         return _decide(run)
     if run.state.canary_revision != obs.desired_revision:
         _start(run, obs, now)
-    _apply_command(run, spec, obs, command)
+    _apply_command(run, spec, obs, command, now)
     if verdict is not None and run.state.canary_revision:
         _count(run, spec, obs, verdict, now)
     if run.state.state == "RolledBack":
@@ -203,7 +203,8 @@ def _start(run: _Run, obs: ClassObservation, now: dt.datetime) -> None:
                                           f"against stable {run.state.stable_version}")
 
 
-def _apply_command(run: _Run, spec: Rollout, obs: ClassObservation, command: str | None) -> None:
+def _apply_command(run: _Run, spec: Rollout, obs: ClassObservation, command: str | None, now: dt.datetime
+                   ) -> None:
     s = run.state
     if command == "pause" and not s.paused_by_user:
         run.update(paused_by_user=True)
@@ -221,8 +222,8 @@ def _apply_command(run: _Run, spec: Rollout, obs: ClassObservation, command: str
         at_pause = s.step_index < len(spec.steps) and spec.steps[s.step_index].pause is not None
         if at_pause:
             run.update(paused_by_user=False, step_index=s.step_index + 1, passes=0)
-        else:
-            run.update(paused_by_user=False, passes=max(s.passes, 1))
+        else:  # and skip a minSuccessTime soak: it counts as over from now
+            run.update(paused_by_user=False, passes=max(s.passes, 1), soak_until=iso(now))
         run.event("Normal", "StepPromoted", f"class {obs.name}: step {s.step_index + 1} promoted by a user")
 
 
