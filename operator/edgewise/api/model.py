@@ -216,6 +216,22 @@ class Analysis(ApiModel):
                                   "model that is fast and healthy but wrong.")
 
 
+class AbortRule(ApiModel):
+    """A fleet-wide abort: too many nodes failing the new version rolls every class back."""
+
+    max_failed_percent: float = Field(
+        ge=0, le=100,
+        description="Largest share of the nodes that tried the new version (every class together) that may "
+                    "fail, in percent; above it every class rolls back (0: the first failure aborts). A node "
+                    "failed when its canary pod is Failed, restarted more than analysis.maxRestarts times, its "
+                    "class failed analysis beyond failureLimit, or it timed out (nodeTimeout).")
+    min_nodes: int = Field(
+        default=1, ge=1, le=100_000,
+        description="The rule is judged only once at least this many nodes have tried the new version (a canary "
+                    "pod was scheduled there, or the node timed out), so one early failure of a few does not "
+                    "abort the fleet.")
+
+
 def _default_steps() -> list[Step]:
     return [Step(percent=10), Step(pause=Pause(duration="5m")), Step(percent=50),
             Step(pause=Pause(duration="5m")), Step(percent=100)]
@@ -249,6 +265,22 @@ class Rollout(ApiModel):
         default="Independent",
         description="Independent: each class progresses and rolls back on its own; AllOrNothing: one "
                     "class failing rolls every class back.")
+    abort: AbortRule | None = Field(
+        default=None,
+        description="Fleet-wide abort rule, across every class: e.g. {maxFailedPercent: 25, minNodes: 5}. When it "
+                    "fires every class with a canary rolls back (as classPolicy AllOrNothing does) and the "
+                    "Degraded condition says which rule fired, with its numbers. Unset: no fleet rule.")
+    node_timeout: Duration | None = Field(
+        default=None, json_schema_extra=duration_bounds("10s", "720h", "nodeTimeout"),
+        description="How long a node may stay offline (NotReady, or its canary pod never Ready) after a step "
+                    "asked it to take the new version. Past it the node counts as timed out: a failure for the "
+                    "abort rule, and its step goes on without it. Unset: such a node is deferred (a NotReady "
+                    "node) or holds its step until progressDeadline (a Ready node whose pod never gets Ready).")
+    min_success_time: Duration = Field(
+        default="0s", json_schema_extra=duration_bounds("0s", "720h", "minSuccessTime"),
+        description="Soak time after a step passed (its canary pods Ready and an analysis passed) before the next "
+                    "step starts, or before promotion after the last one; analysis goes on meanwhile, so a "
+                    "failure during the soak still rolls back. The class's status says until when it soaks.")
     switch: Literal["Auto", "MakeBeforeBreak", "Replace"] = Field(
         default="Auto",
         description="How a node changes version. MakeBeforeBreak: the new version's pod starts beside the "

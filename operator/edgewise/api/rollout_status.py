@@ -38,6 +38,43 @@ class AnalysisRecord(ApiModel):
     deferred_pods: int = Field(default=0, description="Pods neither passed nor failed (node NotReady, no answer).")
 
 
+class CohortStart(ApiModel):
+    """When a step asked a range of the class's buckets to take the canary (nodeTimeout counts from it)."""
+
+    below_bucket: int = Field(ge=0, le=100, description="Nodes whose bucket is below this (and at or above the "
+                                                         "previous entry's) were asked at `since`.")
+    since: str = Field(description="When the step asked them (RFC 3339).")
+
+
+class NodeTally(ApiModel):
+    """Nodes of a class that tried a canary revision, and how many of them failed (spec.rollout.abort).
+
+    Counts never go down while the revision rolls out (a node that failed once stays failed), and they stay
+    after the class's canary ends, so a class rolled back by its own analysis still counts for the fleet."""
+
+    version: str = Field(description="Model version the nodes tried.")
+    revision: str = Field(default="", description="Pod-template hash the nodes tried.")
+    tried: int = Field(default=0, ge=0, description="Nodes where a canary pod was scheduled, or that timed out.")
+    failed_pods: int = Field(default=0, ge=0, description="Nodes whose canary pod is Failed.")
+    crash_looped: int = Field(default=0, ge=0, description="Nodes whose canary pod restarted more than "
+                                                            "analysis.maxRestarts times.")
+    failed_analysis: int = Field(default=0, ge=0, description="Nodes of a class whose canary failed analysis "
+                                                               "beyond failureLimit.")
+    timed_out: int = Field(default=0, ge=0, description="Nodes offline past spec.rollout.nodeTimeout.")
+
+    @property
+    def failed(self) -> int:
+        return min(self.tried, self.failed_pods + self.crash_looped + self.failed_analysis + self.timed_out)
+
+
+class AbortRecord(ApiModel):
+    """The fleet-wide abort rule fired for a version."""
+
+    version: str = Field(description="The version that was aborted.")
+    at: str = Field(description="When the rule fired (RFC 3339).")
+    message: str = Field(default="", max_length=4096, description="Which rule fired, with its numbers.")
+
+
 class ClassRollout(ApiModel):
     """Where the rollout of one hardware class stands."""
 
@@ -68,6 +105,14 @@ class ClassRollout(ApiModel):
         default=None, description="How this class's nodes change version (spec.rollout.switch, resolved).")
     switch_reason: str = Field(default="", max_length=1024, description="Why the class uses that switch mode.")
     message: str = Field(default="", max_length=4096, description="What is happening and why.")
+    soak_until: str | None = Field(
+        default=None, description="The step passed and soaks (spec.rollout.minSuccessTime) until this time "
+                                  "(RFC 3339) before the next step.")
+    cohorts: list[CohortStart] | None = Field(
+        default=None, max_length=64, description="When each step asked its nodes to take the canary, by bucket "
+                                                 "range (for spec.rollout.nodeTimeout).")
+    tally: NodeTally | None = Field(default=None, description="Nodes that tried the canary and failed it (for "
+                                                              "spec.rollout.abort).")
 
 
 class RevisionRecord(ApiModel):
@@ -91,6 +136,9 @@ class RolloutStatus(ApiModel):
     history: list[RevisionRecord] | None = Field(
         default=None, description=f"The last {HISTORY_LIMIT} revisions, newest last.")
     last_command: str | None = Field(default=None, description="The last `kubectl edgewise` command handled.")
+    aborted: AbortRecord | None = Field(
+        default=None, description="The fleet-wide abort rule (spec.rollout.abort) fired: which rule, with its "
+                                  "numbers.")
 
     def class_state(self, name: str) -> ClassRollout | None:
         return next((c for c in self.classes or [] if c.name == name), None)

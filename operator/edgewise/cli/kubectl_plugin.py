@@ -210,6 +210,13 @@ def render_status(obj: dict[str, Any]) -> str:
             lines.append(f"    {c['message']}")
         if c.get("switch"):
             lines.append(f"    switch {c['switch']}: {c.get('switchReason', '')}")
+        tally = c.get("tally")
+        if tally and tally.get("version") in (c.get("canaryVersion"), spec.get("version")):
+            kinds = [f"{tally.get(k, 0)} {what}" for k, what in (
+                ("failedPods", "failed"), ("crashLooped", "crash-looped"), ("failedAnalysis", "failed analysis"),
+                ("timedOut", "timed out")) if tally.get(k)]
+            lines.append(f"    nodes that tried {tally['version']}: {tally.get('tried', 0)}"
+                         + (f" ({', '.join(kinds)})" if kinds else ", none failed"))
         last = c.get("lastAnalysis")
         if last:
             lines.append(f"    analysis {last['time']}: {last['message']} "

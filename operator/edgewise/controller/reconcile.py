@@ -25,7 +25,7 @@ from edgewise.core.class_artifact import ArtifactState, ClassArtifact
 from edgewise.core.classify import Classification, classify
 from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.plan import ModelPlan, ResolvedProfile, plan_model
-from edgewise.core.rollout import Observed, RolloutResult, advance, due_analyses
+from edgewise.core.rollout import Observed, RolloutResult, advance, due_analyses, needs_pods
 from edgewise.core.status import compute_status
 from edgewise.kube import node_agents
 from edgewise.kube.agent_credentials import AgentCredentials
@@ -146,9 +146,11 @@ class Reconciler:
     def _measure_then_advance(self, model: EdgeModel, plan: ModelPlan, seen: _Read, now: datetime) -> RolloutResult:
         """Measure the canaries whose analysis is due, then let the rollout decide everything else."""
         due = due_analyses(model, plan, now)
-        measurements = self.analysis.measure(model, plan, seen.nodes, seen.workloads, self.read.runtime_pods(model),
-                                             due, now) if due else {}
-        observed = Observed(
+        # Pods are read only when analysis or the per-node rules (abort, nodeTimeout) need them, and once.
+        pods = self.read.runtime_pods(model) if due or needs_pods(model) else None
+        measurements = self.analysis.measure(model, plan, seen.nodes, seen.workloads, pods or [], due, now) \
+            if due else {}
+        observed = Observed(pods=pods,
             nodes=seen.nodes, workloads=seen.workloads, gpu_resource=self.settings.gpu_resource,
             waiting_for_artifact=frozenset(c for c, a in seen.artifacts.items() if a.state is not ArtifactState.READY),
             peak_memory_mib={c: a.peak_memory_mib for c, a in seen.artifacts.items() if a.peak_memory_mib})

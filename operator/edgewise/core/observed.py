@@ -82,3 +82,4 @@ class RuntimePod:
     restarts: int = 0  # container restarts, summed
     reason: str = ""  # last waiting (CrashLoopBackOff) or termination (OOMKilled) reason
     terminating: bool = False  # deletionTimestamp set
+    phase: str = ""  # Pending, Running, Succeeded, Failed (a Failed canary pod counts for spec.rollout.abort)

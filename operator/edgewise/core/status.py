@@ -256,8 +256,12 @@ def _rollout_conditions(want: Want, rollout: RolloutStatus, version: str,
             else Wanted("False", "PodsNotReady", serving)
     elif rolled_back:
         detail = "; ".join(f"{c.name}: {c.message}" for c in rolled_back)
-        want[PROGRESSING] = Wanted("False", "RolledBack", detail)
-        want[DEGRADED] = Wanted("True", "RolledBack", detail)
+        reason = "RolledBack"
+        if rollout.aborted is not None and rollout.aborted.version == version:
+            # spec.rollout.abort fired: which rule, with its numbers, said once for every class.
+            reason, detail = "AbortRuleFired", rollout.aborted.message
+        want[PROGRESSING] = Wanted("False", reason, detail)
+        want[DEGRADED] = Wanted("True", reason, detail)
         stable = ",".join(sorted({c.stable_version for c in rolled_back if c.stable_version}))
         want[READY] = Wanted("True", "ServingStable", f"{serving} with stable {stable}; {version} was rolled back") \
             if ready >= matched else Wanted("False", "PodsNotReady", serving)

@@ -63,4 +63,4 @@ def runtime_pod(obj: dict[str, Any]) -> RuntimePod:
                       revision=(meta.get("labels") or {}).get(names.REVISION_LABEL, ""),
                       ready=condition_true(status, "Ready"),
                       restarts=sum(int(c.get("restartCount") or 0) for c in containers), reason=reason,
-                      terminating=bool(meta.get("deletionTimestamp")))
+                      terminating=bool(meta.get("deletionTimestamp")), phase=str(status.get("phase") or ""))

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field, replace
 
 from edgewise.api.commands import Command, parse
 from edgewise.api.resources import EdgeModel
-from edgewise.api.rollout_status import AnalysisRecord, ClassRollout, RolloutStatus
-from edgewise.core.durations import seconds
+from edgewise.api.rollout_status import AbortRecord, AnalysisRecord, ClassRollout, RolloutStatus
+from edgewise.core import names
+from edgewise.core.durations import iso, seconds
 from edgewise.core.events import Event
-from edgewise.core.observed import NodeInfo, Workload
+from edgewise.core.observed import NodeInfo, RuntimePod, Workload
 from edgewise.core.plan import ClassPlan, ModelPlan, WorkloadPlan
+from edgewise.core.rollout import abort
 from edgewise.core.rollout.buckets import bucket_of
 from edgewise.core.rollout.class_machine import (
     ClassObservation,
@@ -44,6 +46,9 @@ class Observed:
     waiting_for_artifact: frozenset[str] = frozenset()
     peak_memory_mib: Mapping[str, float] = field(default_factory=dict)  # per class, from the optimization report
     gpu_resource: str = "nvidia.com/gpu"  # the operator's GPU resource name, to choose a switch mode
+    # The model's runtime pods, for spec.rollout.abort and nodeTimeout (None: not read; the shell reads them
+    # only when one of those is set and a class has a canary, see `needs_pods`).
+    pods: Sequence[RuntimePod] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,14 @@ def due_analyses(model: EdgeModel, plan: ModelPlan, now: dt.datetime) -> list[st
             if c.name in states and analysis_due(model.spec.rollout, states[c.name], now)]
 
 
+def needs_pods(model: EdgeModel) -> bool:
+    """Does `advance` need the runtime pods (Observed.pods) to judge per-node facts this time?"""
+    spec = model.spec.rollout
+    old = model.status.rollout
+    return (spec.abort is not None or spec.node_timeout is not None) and \
+        any(c.canary_revision for c in (old.classes if old and old.classes else []))
+
+
 def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
             measurements: Mapping[str, AnalysisRecord] | None, now: dt.datetime) -> RolloutResult:
     """One reconcile of the model's rollout. Without a profile nothing is applied or deleted."""
@@ -88,9 +101,17 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
     by_name = {n.name: n for n in observed.nodes}
     members = {cp.name: class_nodes(cp, by_name) for cp in plan.classes}
     modes = _switch_modes(model, plan, observed, members)
-    decisions, observations = _decide_classes(model, plan, observed, members, modes, measurements or {}, fresh, now)
+    old_states = {c.name: c for c in old.classes or []}
+    facts = {name: _node_facts(model, observed, members[name], state, now)
+             for name, state in old_states.items() if name in members}
+    decisions, observations = _decide_classes(model, plan, observed, members, modes, measurements or {}, fresh, now,
+                                              {n: f.timed_out_ready for n, f in facts.items()})
     if model.spec.rollout.class_policy == "AllOrNothing":
         _all_or_nothing(model, old, decisions, observations, measurements or {}, fresh, now)
+    aborted = None
+    if model.spec.rollout.abort is not None:
+        _tally(model, old_states, decisions, observed, members, now)
+        aborted = _fleet_abort(model, old, decisions, observations, fresh, now)
 
     states = {**{c.name: c for c in old.classes or []}, **{n: d.state for n, d in decisions.items()}}
     bounds: dict[str, Bounds] = {}
@@ -107,9 +128,11 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
     not_deployed = frozenset(c.name for c in plan.classes
                              if c.name in observed.waiting_for_artifact and c.name not in decisions)
     placed = place(model.metadata.name, plan.classes, states, observed.workloads, skip=not_deployed, bounds=bounds)
-    history = revision_history(model, old, decisions, classes, now)
+    history = revision_history(model, old, decisions, classes, now, aborted)
     status = RolloutStatus(revision=history[-1].revision if history else 0, classes=classes or None,
-                           history=history or None, last_command=fresh.id if fresh else old.last_command)
+                           history=history or None, last_command=fresh.id if fresh else old.last_command,
+                           aborted=aborted)
+    timeouts = [f.next_timeout_in for f in facts.values() if f.next_timeout_in is not None]
     stage = (_stage(cp, decisions[cp.name], members[cp.name]) for cp in plan.classes
              if cp.name in decisions and decisions[cp.name].stage)
     return RolloutResult(
@@ -119,7 +142,8 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
                                          for c in plan.classes)),
         status=status,
         events=tuple(e for d in decisions.values() for e in d.events),
-        requeue_after=_requeue_after(model, decisions, classes),
+        requeue_after=min((r for r in (_requeue_after(model, decisions, classes), *timeouts) if r is not None),
+                          default=None),
         stage=tuple(s for s in stage if s.nodes),
     )
 
@@ -136,7 +160,7 @@ def _switch_modes(model: EdgeModel, plan: ModelPlan, observed: Observed, members
 
 def _decide_classes(model: EdgeModel, plan: ModelPlan, observed: Observed, members: Mapping[str, list[NodeInfo]],
                     modes: Mapping[str, Mode], measurements: Mapping[str, AnalysisRecord],
-                    command: Command | None, now: dt.datetime
+                    command: Command | None, now: dt.datetime, timed_out: Mapping[str, int]
                     ) -> tuple[dict[str, Decision], dict[str, ClassObservation]]:
     """Each class's next state, on its own (the class policy comes after)."""
     old = model.status.rollout or RolloutStatus()
@@ -150,6 +174,7 @@ def _decide_classes(model: EdgeModel, plan: ModelPlan, observed: Observed, membe
         obs = _observation(model, cp, observed, members[cp.name], modes.get(cp.name), state)
         if obs is None:
             continue  # nothing deployed yet: wait for the artifact
+        obs = replace(obs, timed_out_canary_nodes=timed_out.get(cp.name, 0))
         observations[cp.name] = obs
         if state is not None and stable_missing(model, cp, observed.workloads, state, obs.desired_revision):
             state = None  # the stable workload is gone: nothing to protect, start from the spec
@@ -199,6 +224,63 @@ def _all_or_nothing(model: EdgeModel, old: RolloutStatus, decisions: dict[str, D
         waiting = frozenset(n for n, d in decisions.items() if d.waiting_to_start)
         for name, d in roll_back_all(spec, current, failed, observations, waiting).items():
             decisions[name] = Decision(state=d.state, events=decisions[name].events + d.events, finished=d.finished)
+
+
+def _node_facts(model: EdgeModel, observed: Observed, members: Sequence[NodeInfo], state: ClassRollout | None,
+                now: dt.datetime) -> abort.NodeFacts:
+    """What the class's canary nodes did: its canary slot's pods of the canary revision, node by node."""
+    if state is None or not state.canary_revision or observed.pods is None:
+        return abort.NodeFacts()
+    slot = names.other_slot(state.stable_slot)
+    uids = {w.uid for w in observed.workloads
+            if w.labels.get(names.CLASS_LABEL) == state.name and w.labels.get(names.SLOT_LABEL) == slot}
+    pods = [p for p in observed.pods if p.owner_uid in uids and p.revision == state.canary_revision]
+    return abort.node_facts(model.spec.rollout, state, members, pods, now)
+
+
+def _tally(model: EdgeModel, old_states: Mapping[str, ClassRollout], decisions: dict[str, Decision],
+           observed: Observed, members: Mapping[str, list[NodeInfo]], now: dt.datetime) -> None:
+    """Each class's tally of nodes that tried and failed its canary, kept in its status. A class whose canary
+    ended in this reconcile is counted on the state it had (its pods are still there to be seen)."""
+    limit = model.spec.rollout.analysis.failure_limit
+    for name, d in list(decisions.items()):
+        before = old_states.get(name)
+        counting = d.state if d.state.canary_revision else before if before and before.canary_revision else None
+        if counting is None:
+            continue
+        facts = _node_facts(model, observed, members.get(name, []), counting, now)
+        tally = abort.merge(d.state.tally, counting, facts, d.failed or counting.failures > limit)
+        decisions[name] = replace(d, state=d.state.model_copy(update={"tally": tally}))
+
+
+def _fleet_abort(model: EdgeModel, old: RolloutStatus, decisions: dict[str, Decision],
+                 observations: Mapping[str, ClassObservation], command: Command | None, now: dt.datetime
+                 ) -> AbortRecord | None:
+    """spec.rollout.abort: too many nodes of the fleet failed the spec's version, so every class with a canary
+    of it (or about to start one) rolls back, as classPolicy AllOrNothing does. Once fired it stays fired for
+    the version (a class that starts it later is rolled back too) until `kubectl edgewise retry`."""
+    rule = model.spec.rollout.abort
+    assert rule is not None
+    version = model.spec.version
+    record = old.aborted if old.aborted and old.aborted.version == version else None
+    if command is not None and command.verb == "retry":
+        record = None
+    if record is None:
+        # A class decided now has its tally in its new state (a retried class starts a fresh one); a class not
+        # decided (its artifact pending) keeps the one it had.
+        tallies = {**{c.name: c.tally for c in old.classes or [] if c.tally and c.name not in decisions},
+                   **{n: d.state.tally for n, d in decisions.items() if d.state.tally}}
+        verdict = abort.judge(rule, version, tallies)
+        if not verdict.fired:
+            return None
+        record = AbortRecord(version=version, at=iso(now), message=verdict.message)
+    waiting = frozenset(n for n, d in decisions.items()
+                        if d.waiting_to_start and observations[n].desired_version == version)
+    targets = {n: d.state for n, d in decisions.items() if d.state.canary_version == version or n in waiting}
+    for name, d in roll_back_all(model.spec.rollout, targets, "", observations, waiting,
+                                 reason=record.message).items():
+        decisions[name] = Decision(state=d.state, events=decisions[name].events + d.events, finished=d.finished)
+    return record
 
 
 def _verb(command: Command | None, class_name: str) -> str | None:

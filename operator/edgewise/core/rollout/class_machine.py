@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from edgewise.api.model import Rollout, Step
-from edgewise.api.rollout_status import AnalysisRecord, ClassRollout, Outcome, RevisionOutcome
+from edgewise.api.rollout_status import AnalysisRecord, ClassRollout, CohortStart, Outcome, RevisionOutcome
 from edgewise.core import names
 from edgewise.core.durations import iso, parse_time, seconds
 from edgewise.core.events import Event
@@ -40,6 +40,9 @@ class ClassObservation:
     buckets: tuple[int, ...] = ()  # bucket of every node of the class
     canary_ready: int = 0  # ready canary pods
     not_ready_canary_nodes: int = 0  # canary nodes that are NotReady: deferred, neither pass nor fail
+    # Ready canary nodes whose canary pod was not Ready within spec.rollout.nodeTimeout (abort.py): the step
+    # goes on without them (they count as failures for spec.rollout.abort instead).
+    timed_out_canary_nodes: int = 0
     analysis_enabled: bool = True
     hold_promotion: bool = False  # AllOrNothing: another class's canary has not passed every step yet
     # Make-before-break (switch.py): nodes change slot only once the gaining slot's pods are Ready,
@@ -137,7 +140,7 @@ def next_class_state(spec: Rollout, current: ClassRollout | None, obs: ClassObse
         return _decide(run)
     if run.state.canary_revision != obs.desired_revision:
         _start(run, obs, now)
-    _apply_command(run, spec, obs, command)
+    _apply_command(run, spec, obs, command, now)
     if verdict is not None and run.state.canary_revision:
         _count(run, spec, obs, verdict, now)
     if run.state.state == "RolledBack":
@@ -194,13 +197,14 @@ def _start(run: _Run, obs: ClassObservation, now: dt.datetime) -> None:
     run.update(canary_revision=obs.desired_revision, canary_version=obs.desired_version, step_index=0,
                percent=0, bucket_threshold=0, canary_nodes=0, stable_nodes=len(obs.buckets), passes=0,
                failures=0, last_analysis=None, last_analysis_at=None, step_started_at=iso(now),
-               state="Progressing", paused_by_user=False,
+               state="Progressing", paused_by_user=False, soak_until=None, cohorts=None, tally=None,
                message=f"rolling out version {obs.desired_version} over stable {run.state.stable_version}")
     run.event("Normal", "RolloutStarted", f"class {obs.name}: canary of version {obs.desired_version} "
                                           f"against stable {run.state.stable_version}")
 
 
-def _apply_command(run: _Run, spec: Rollout, obs: ClassObservation, command: str | None) -> None:
+def _apply_command(run: _Run, spec: Rollout, obs: ClassObservation, command: str | None, now: dt.datetime
+                   ) -> None:
     s = run.state
     if command == "pause" and not s.paused_by_user:
         run.update(paused_by_user=True)
@@ -218,8 +222,8 @@ def _apply_command(run: _Run, spec: Rollout, obs: ClassObservation, command: str
         at_pause = s.step_index < len(spec.steps) and spec.steps[s.step_index].pause is not None
         if at_pause:
             run.update(paused_by_user=False, step_index=s.step_index + 1, passes=0)
-        else:
-            run.update(paused_by_user=False, passes=max(s.passes, 1))
+        else:  # and skip a minSuccessTime soak: it counts as over from now
+            run.update(paused_by_user=False, passes=max(s.passes, 1), soak_until=iso(now))
         run.event("Normal", "StepPromoted", f"class {obs.name}: step {s.step_index + 1} promoted by a user")
 
 
@@ -258,7 +262,7 @@ def _rollback(run: _Run, obs: ClassObservation, reason: str, outcome: RevisionOu
 def _end_canary(run: _Run, state: str, message: str) -> None:
     run.update(canary_revision=None, canary_version=None, step_index=0, percent=0, bucket_threshold=0,
                canary_nodes=0, passes=0, failures=0, paused_by_user=False, step_started_at=None,
-               state=state, message=message)
+               soak_until=None, cohorts=None, state=state, message=message)
 
 
 def _walk_steps(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) -> None:
@@ -300,7 +304,7 @@ def _walk_steps(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetim
         if s.percent < current.percent:
             _set_percent(run, obs, current.percent, now)
             return
-        if not _step_done(run, spec, obs, now):
+        if not _step_done(run, spec, obs, now) or not _soaked(run, spec, now):
             return
         _next_step(run, now)
 
@@ -310,8 +314,11 @@ def _set_percent(run: _Run, obs: ClassObservation, percent: int, now: dt.datetim
     t = threshold(percent, obs.buckets)
     run.stage = (s.bucket_threshold, t)
     n = cohort(obs.buckets, t)
+    # When these nodes were asked to take the canary, for nodeTimeout: one entry per step, so it stays small.
+    asked = [*(s.cohorts or []), CohortStart(below_bucket=t, since=iso(now))] if t > s.bucket_threshold \
+        else s.cohorts
     run.update(percent=percent, bucket_threshold=t, canary_nodes=n, stable_nodes=len(obs.buckets) - n,
-               step_started_at=iso(now), passes=0, state="Progressing",
+               step_started_at=iso(now), passes=0, state="Progressing", soak_until=None, cohorts=asked,
                message=f"step {s.step_index + 1}: {percent}% ({n}/{len(obs.buckets)} nodes) on "
                        f"{s.canary_version}")
     run.event("Normal", "StepChanged", f"class {obs.name}: {run.state.message}")
@@ -320,7 +327,7 @@ def _set_percent(run: _Run, obs: ClassObservation, percent: int, now: dt.datetim
 def _step_done(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) -> bool:
     s = run.state
     n = cohort(obs.buckets, s.bucket_threshold)
-    reachable = n - obs.not_ready_canary_nodes
+    reachable = n - obs.not_ready_canary_nodes - obs.timed_out_canary_nodes
     ready = obs.canary_ready >= reachable and not obs.switch_pending
     analysed = s.passes >= 1 or not obs.analysis_enabled
     if ready and analysed:
@@ -329,6 +336,9 @@ def _step_done(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime
     waiting_for = (f"{obs.canary_ready}/{reachable} canary pods ready" if obs.canary_ready < reachable
                    else obs.switching if obs.switch_pending else "a passing analysis")
     deferred = f", {obs.not_ready_canary_nodes} NotReady node(s) deferred" if obs.not_ready_canary_nodes else ""
+    if obs.timed_out_canary_nodes:
+        deferred += (f", {obs.timed_out_canary_nodes} node(s) timed out (nodeTimeout {spec.node_timeout}) "
+                     "and not waited for")
     if deadline.exceeded:
         message = (f"step {s.step_index + 1} made no progress for {deadline.waited:.0f}s (progressDeadline "
                    f"{spec.progress_deadline}): waiting for {waiting_for}{deferred}")
@@ -342,8 +352,31 @@ def _step_done(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime
     return False
 
 
+def _soaked(run: _Run, spec: Rollout, now: dt.datetime) -> bool:
+    """spec.rollout.minSuccessTime: a step that passed soaks this long before the next one (analysis goes on)."""
+    soak = seconds(spec.min_success_time)
+    if soak <= 0:
+        return True
+    s = run.state
+    until = parse_time(s.soak_until)
+    if until is None:
+        # Recorded in status (to the second, as every time there), so a restarted operator soaks no longer.
+        until = parse_time(iso(now + dt.timedelta(seconds=soak)))
+        assert until is not None
+        run.update(soak_until=iso(until))
+        run.event("Normal", "Soaking", f"class {s.name}: step {s.step_index + 1} passed; soaking until "
+                                       f"{iso(until)} (minSuccessTime {spec.min_success_time})")
+    remaining = (until - now).total_seconds()
+    if remaining <= 0:
+        return True
+    run.update(state="Progressing", message=f"step {s.step_index + 1}: {s.percent}% on {s.canary_version} passed; "
+                                            f"soaking until {iso(until)} (minSuccessTime {spec.min_success_time})")
+    run.requeue.append(remaining)
+    return False
+
+
 def _next_step(run: _Run, now: dt.datetime) -> None:
-    run.update(step_index=run.state.step_index + 1, step_started_at=iso(now), passes=0)
+    run.update(step_index=run.state.step_index + 1, step_started_at=iso(now), passes=0, soak_until=None)
 
 
 def _promote(run: _Run, obs: ClassObservation) -> None:
@@ -358,12 +391,13 @@ def _promote(run: _Run, obs: ClassObservation) -> None:
 
 
 def roll_back_all(spec: Rollout, states: Mapping[str, ClassRollout], failed_class: str,
-                  obs: Mapping[str, ClassObservation], waiting: frozenset[str] = frozenset()
-                  ) -> dict[str, Decision]:
+                  obs: Mapping[str, ClassObservation], waiting: frozenset[str] = frozenset(),
+                  reason: str = "") -> dict[str, Decision]:
     """AllOrNothing: one class failed, so every other class's canary goes too, and a class still
-    `waiting` for its previous canary to drain does not start the failed revision at all."""
+    `waiting` for its previous canary to drain does not start the failed revision at all. The fleet-wide
+    abort rule (abort.py) uses it too, with its own `reason` and no `failed_class`."""
     out = {}
-    reason = f"class {failed_class} failed and classPolicy is AllOrNothing"
+    reason = reason or f"class {failed_class} failed and classPolicy is AllOrNothing"
     for name, st in states.items():
         if name == failed_class:
             continue

@@ -6,13 +6,14 @@ import datetime as dt
 from collections.abc import Mapping
 
 from edgewise.api.resources import EdgeModel
-from edgewise.api.rollout_status import HISTORY_LIMIT, ClassRollout, RevisionRecord, RolloutStatus
+from edgewise.api.rollout_status import HISTORY_LIMIT, AbortRecord, ClassRollout, RevisionRecord, RolloutStatus
 from edgewise.core.durations import iso
 from edgewise.core.rollout.class_machine import Decision
 
 
 def revision_history(model: EdgeModel, old: RolloutStatus, decisions: Mapping[str, Decision],
-                     classes: list[ClassRollout], now: dt.datetime) -> list[RevisionRecord]:
+                     classes: list[ClassRollout], now: dt.datetime, aborted: AbortRecord | None = None
+                     ) -> list[RevisionRecord]:
     """The history with the spec's revision last: a new spec supersedes a revision still in progress,
     and a revision ends once no class has a canary of it left."""
     history = list(old.history or [])
@@ -34,6 +35,8 @@ def revision_history(model: EdgeModel, old: RolloutStatus, decisions: Mapping[st
         rolled_back = [c for c in classes if c.state == "RolledBack"]
         if "Aborted" in finished:
             outcome, reason = "Aborted", "aborted by a user"
+        elif rolled_back and aborted is not None and aborted.version == spec.version:
+            outcome, reason = "RolledBack", aborted.message  # the fleet-wide rule, said once
         elif rolled_back:
             outcome, reason = "RolledBack", "; ".join(f"{c.name}: {c.message}" for c in rolled_back)
         else:
