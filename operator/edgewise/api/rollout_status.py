@@ -68,6 +68,16 @@ class ClassRollout(ApiModel):
         default=None, description="How this class's nodes change version (spec.rollout.switch, resolved).")
     switch_reason: str = Field(default="", max_length=1024, description="Why the class uses that switch mode.")
     message: str = Field(default="", max_length=4096, description="What is happening and why.")
+    waiting_for_window: bool = Field(
+        default=False, description="A due step waits for spec.rollout.windows.activation to open (see "
+                                   "windowOpensAt and message); a rollback never waits.")
+    window_opens_at: str | None = Field(
+        default=None, description="While waitingForWindow: when the activation window opens for the nodes the "
+                                  "step moves (RFC 3339); unset when it does not open within 366 days.")
+    staged_threshold: int = Field(
+        default=0, ge=0, le=100,
+        description="Nodes whose edgewise.io/bucket is below this were asked to prefetch the canary's "
+                    "artifact (staging runs ahead of a step that waits for its activation window).")
 
 
 class RevisionRecord(ApiModel):
