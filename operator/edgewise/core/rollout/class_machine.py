@@ -27,7 +27,7 @@ from edgewise.core import names
 from edgewise.core.durations import iso, parse_time, seconds
 from edgewise.core.events import Event
 from edgewise.core.rollout import windows
-from edgewise.core.rollout.buckets import BUCKETS, cohort, threshold
+from edgewise.core.rollout.buckets import cohort, threshold
 from edgewise.core.rollout.deadline import progress_deadline
 
 
@@ -286,8 +286,9 @@ def _walk_steps(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetim
                 run.update(state="Progressing", message=f"promoting {s.canary_version}: {obs.switching}")
                 run.requeue.append(2.0)
                 return
-            if _activation_open(run, spec, obs, None, now):
-                _promote(run, obs)
+            # Every node already runs the canary (the last step moved them, inside its window): the slot
+            # flip moves no pod, so it waits for no window.
+            _promote(run, obs)
             return
         current: Step = steps[s.step_index]
         started = parse_time(s.step_started_at) or now
@@ -327,15 +328,15 @@ def _set_percent(run: _Run, spec: Rollout, obs: ClassObservation, percent: int, 
     run.event("Normal", "StepChanged", f"class {obs.name}: {run.state.message}")
 
 
-def _zones(obs: ClassObservation, moving: tuple[int, int] | None) -> set[str | None]:
-    """The time zones of the nodes whose buckets lie in `moving` (every node of the class for None)."""
-    lo, hi = moving or (0, BUCKETS)
+def _zones(obs: ClassObservation, moving: tuple[int, int]) -> set[str | None]:
+    """The time zones of the nodes whose buckets lie in `moving`."""
+    lo, hi = moving
     return {z for b, z in obs.zones if lo <= b < hi}
 
 
-def _activation_open(run: _Run, spec: Rollout, obs: ClassObservation, moving: tuple[int, int] | None,
+def _activation_open(run: _Run, spec: Rollout, obs: ClassObservation, moving: tuple[int, int],
                      now: dt.datetime) -> bool:
-    """May the due step (nodes in the bucket range `moving`; None: the promotion) go now?
+    """May the due step, which moves the nodes in the bucket range `moving`, go now?
 
     Closed, the class waits: its status says until when, the requeue is the window's opening, and the
     nodes the step will move are staged meanwhile if the staging window allows. No step has started, so
@@ -347,8 +348,7 @@ def _activation_open(run: _Run, spec: Rollout, obs: ClassObservation, moving: tu
         if s.waiting_for_window:
             run.update(waiting_for_window=False, window_opens_at=None)
         return True
-    what = (f"step {s.step_index + 1}/{len(spec.steps)}" if moving is not None and s.step_index < len(spec.steps)
-            else "promotion")
+    what = f"step {s.step_index + 1}/{len(spec.steps)}" if s.step_index < len(spec.steps) else "promotion"
     if gate.opens_at is not None:
         when = f"opens at {iso(gate.opens_at)} (in {_span(gate.opens_at - now)})"
         run.requeue.append((gate.opens_at - now).total_seconds() + 1)
@@ -361,8 +361,7 @@ def _activation_open(run: _Run, spec: Rollout, obs: ClassObservation, moving: tu
         run.event("Normal", "WaitingForWindow", f"class {obs.name}: {message}")
     run.update(state="Progressing", waiting_for_window=True,
                window_opens_at=iso(gate.opens_at) if gate.opens_at else None, message=message)
-    if moving is not None:
-        _stage(run, spec, obs, moving, now)
+    _stage(run, spec, obs, moving, now)
     return False
 
 
