@@ -184,6 +184,32 @@ MODEL_CASES: list[tuple[str, Mutate, list[str]]] = [
         ["spec.rollout.steps[1].pause.duration"],
     ),
     (
+        "window-schedule-with-an-hour-25",
+        _set("spec.rollout.windows", {"activation": [{"schedule": "0 25 * * *", "duration": "2h"}]}),
+        ["schedule must be a 5-field cron expression"],
+    ),
+    (
+        "window-schedule-of-six-fields",
+        _set("spec.rollout.windows", {"staging": [{"schedule": "0 0 2 * * *", "duration": "2h"}]}),
+        ["schedule must be a 5-field cron expression"],
+    ),
+    (
+        "window-of-two-months",
+        _set("spec.rollout.windows", {"activation": [{"schedule": "@daily", "duration": "1464h"}]}),
+        ["a window's duration must be between 1m and 744h"],
+    ),
+    (
+        "window-time-zone-with-a-space",
+        _set("spec.rollout.windows", {"activation": [{"schedule": "@daily", "duration": "1h",
+                                                      "timeZone": "Europe Berlin"}]}),
+        ["timeZone must be an IANA time zone name such as Europe/Berlin"],
+    ),
+    (
+        "window-of-another-kind",
+        _set("spec.rollout.windows", {"activation": [{"kind": "Maybe", "schedule": "@daily", "duration": "1h"}]}),
+        ["spec.rollout.windows.activation[0].kind", "Unsupported value"],
+    ),
+    (
         "job-memory-too-small-to-run",
         lambda d: d["spec"]["optimization"].update(runIn="Job", jobMemory="1Ki"),
         ["jobMemory must be between 256Mi and 1Ti"],
