@@ -389,9 +389,10 @@ def test_the_examples_themselves_are_accepted(cluster: DevCluster, crd_ns: str) 
         example("factory-floor-profile.yaml", crd_ns)
         + example("defect-detector.yaml", crd_ns)
         + example("text-embedder-builtin.yaml", crd_ns)
+        + example("defect-detector-windows.yaml", crd_ns)
     )
     out = apply(cluster, docs).stdout
-    assert out.count("created") + out.count("unchanged") + out.count("configured") == 3
+    assert out.count("created") + out.count("unchanged") + out.count("configured") == 4
 
 
 @pytest.mark.parametrize(("case", "mutate", "expected"), MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
@@ -422,5 +423,9 @@ def test_there_are_at_least_twenty_distinct_rejections() -> None:
 def test_kubectl_explain_teaches_the_api(cluster: DevCluster, crd_ns: str) -> None:
     out = " ".join(cluster.kubectl("explain", "edgemodel.spec.rollout.analysis").stdout.split())
     assert "maxLatencyIncreasePercent" in out and "p95 latency increase of canary over stable" in out
+    out = " ".join(cluster.kubectl("explain", "edgemodel.spec.rollout.windows.activation").stdout.split())
+    assert "the first canary step, each next step" in out and "a rollback never waits" in out
+    out = " ".join(cluster.kubectl("explain", "edgemodel.spec.rollout.windows.activation.timeZone").stdout.split())
+    assert "edgewise.io/time-zone" in out and "Europe/Berlin" in out
     out = " ".join(cluster.kubectl("explain", "deploymentprofile.spec.classes").stdout.split())
     assert "first class it matches" in out and "triton-tensorrt" in out

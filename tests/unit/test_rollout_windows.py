@@ -7,12 +7,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from planning_support import model
+from planning_support import example, model
 
 from edgewise.api.model import Rollout
+from edgewise.api.resources import EdgeModel
 from edgewise.api.rollout_status import AnalysisRecord, ClassRollout
 from edgewise.core.durations import iso
 from edgewise.core.plan import ModelPlan
+from edgewise.core.rollout import windows
 from edgewise.core.rollout.buckets import threshold
 from edgewise.core.rollout.class_machine import ClassObservation, next_class_state
 from edgewise.core.status import compute_status
@@ -180,3 +182,13 @@ def test_windows_valid_condition_reports_an_unknown_zone() -> None:
     plain = model()
     result = compute_status(plain, ModelPlan(profile=None), {}, T0, total_nodes=0)
     assert not [c for c in result.status.conditions or [] if c.type == "WindowsValid"]
+
+
+def test_the_example_parses_and_its_windows_evaluate() -> None:
+    m = EdgeModel.model_validate(example("defect-detector-windows.yaml"))
+    w = m.spec.rollout.windows
+    assert w.staging and w.activation and windows.problems([*w.staging, *w.activation]) == []
+    monday_0600_berlin = dt.datetime(2026, 11, 23, 5, 0, tzinfo=dt.UTC)
+    assert windows.next_open(w.activation, T0) == monday_0600_berlin
+    stock_take = dt.datetime(2026, 12, 15, 5, 0, tzinfo=dt.UTC)  # a Tuesday, 06:00 CET
+    assert windows.next_open(w.activation, stock_take) == dt.datetime(2026, 12, 18, 5, 0, tzinfo=dt.UTC)
