@@ -5,17 +5,20 @@ progress deadline does not run meanwhile. Plus the WindowsValid condition."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
-from planning_support import example, model
+from planning_support import example, fleet, model, profile_of
 
 from edgewise.api.model import Rollout
 from edgewise.api.resources import EdgeModel
 from edgewise.api.rollout_status import AnalysisRecord, ClassRollout
+from edgewise.api.settings import OperatorSettings
 from edgewise.core.durations import iso
-from edgewise.core.plan import ModelPlan
-from edgewise.core.rollout import windows
-from edgewise.core.rollout.buckets import threshold
+from edgewise.core.observed import Workload
+from edgewise.core.plan import ModelPlan, plan_model
+from edgewise.core.rollout import Observed, advance, windows
+from edgewise.core.rollout.buckets import bucket_of, threshold
 from edgewise.core.rollout.class_machine import ClassObservation, next_class_state
 from edgewise.core.status import compute_status
 
@@ -192,3 +195,32 @@ def test_the_example_parses_and_its_windows_evaluate() -> None:
     assert windows.next_open(w.activation, T0) == monday_0600_berlin
     stock_take = dt.datetime(2026, 12, 15, 5, 0, tzinfo=dt.UTC)  # a Tuesday, 06:00 CET
     assert windows.next_open(w.activation, stock_take) == dt.datetime(2026, 12, 18, 5, 0, tzinfo=dt.UTC)
+
+
+def test_advance_reads_each_nodes_zone_from_its_label_and_stages_the_waiting_steps_nodes() -> None:
+    zones = ["Europe.Berlin", "America.New_York"]
+    nodes = [replace(n, labels={**n.labels, "edgewise.io/time-zone": zones[i % 2]})
+             for i, n in enumerate(fleet(arm64_cpu=4))]
+    first_node = min(nodes, key=lambda n: bucket_of(n.name))  # 50% of 4 nodes starts with the lowest buckets
+    zone_of_first = first_node.labels["edgewise.io/time-zone"].replace(".", "/")
+    rollout = {"steps": [{"percent": 25}, {"percent": 100}], "analysis": {"provider": "none"},
+               "windows": {"activation": [nightly("0 2 * * *", "2h", "Site")]}}
+    profile = profile_of({"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"},
+                          "runtime": "onnxruntime", "precision": "fp32"})
+    m1 = model(version="1", profile_ref="p", rollout=rollout)
+    first = advance(m1, plan_model(m1, profile, nodes, [], OperatorSettings()), Observed(nodes, []), None, T0)
+    assert first.status is not None
+    m2 = model(version="2", profile_ref="p", rollout=rollout)
+    m2 = m2.model_copy(update={"status": m2.status.model_copy(update={"rollout": first.status})})
+    existing = [Workload(name=w.name, labels=dict(w.manifest["metadata"]["labels"]),
+                         annotations=dict(w.manifest["metadata"]["annotations"]), generation=1,
+                         observed_generation=1, desired=4, ready=4, template=w.manifest["spec"]["template"])
+                for w in first.apply]
+    out = advance(m2, plan_model(m2, profile, nodes, existing, OperatorSettings()), Observed(nodes, existing),
+                  None, T0)
+    assert out.status is not None and out.status.classes
+    arm = out.status.classes[0]
+    opens = {"Europe/Berlin": "2026-11-23T01:00:00Z", "America/New_York": "2026-11-23T07:00:00Z"}[zone_of_first]
+    assert arm.waiting_for_window and arm.window_opens_at == opens and arm.canary_nodes == 0
+    assert out.requeue_after == (dt.datetime.fromisoformat(opens) - T0).total_seconds() + 1
+    assert [n.name for s in out.stage for n in s.nodes] == [first_node.name]  # staged ahead, only the mover
