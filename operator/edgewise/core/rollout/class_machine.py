@@ -350,7 +350,8 @@ def _activation_open(run: _Run, spec: Rollout, obs: ClassObservation, moving: tu
         return True
     what = f"step {s.step_index + 1}/{len(spec.steps)}" if s.step_index < len(spec.steps) else "promotion"
     if gate.opens_at is not None:
-        when = f"opens at {iso(gate.opens_at)} (in {_span(gate.opens_at - now)})"
+        # Absolute time only: a countdown would change the status (and write it) on every reconcile.
+        when = f"opens at {iso(gate.opens_at)}"
         run.requeue.append((gate.opens_at - now).total_seconds() + 1)
     else:
         when = (f"cannot be evaluated: {gate.problem}" if gate.problem
@@ -377,19 +378,6 @@ def _stage(run: _Run, spec: Rollout, obs: ClassObservation, moving: tuple[int, i
         run.update(staged_threshold=hi)
     elif gate.opens_at is not None and run.state.waiting_for_window:
         run.requeue.append((gate.opens_at - now).total_seconds() + 1)  # stage while the step still waits
-
-
-def _span(delta: dt.timedelta) -> str:
-    """A wait for people: 2d3h, 5h12m, 40m, 30s."""
-    total = max(int(delta.total_seconds()), 0)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes}m"
-    return f"{minutes}m" if minutes else f"{secs}s"
 
 
 def _step_done(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) -> bool:
