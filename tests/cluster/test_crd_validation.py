@@ -184,6 +184,32 @@ MODEL_CASES: list[tuple[str, Mutate, list[str]]] = [
         ["spec.rollout.steps[1].pause.duration"],
     ),
     (
+        "window-schedule-with-an-hour-25",
+        _set("spec.rollout.windows", {"activation": [{"schedule": "0 25 * * *", "duration": "2h"}]}),
+        ["schedule must be a 5-field cron expression"],
+    ),
+    (
+        "window-schedule-of-six-fields",
+        _set("spec.rollout.windows", {"staging": [{"schedule": "0 0 2 * * *", "duration": "2h"}]}),
+        ["schedule must be a 5-field cron expression"],
+    ),
+    (
+        "window-of-two-months",
+        _set("spec.rollout.windows", {"activation": [{"schedule": "@daily", "duration": "1464h"}]}),
+        ["a window's duration must be between 1m and 744h"],
+    ),
+    (
+        "window-time-zone-with-a-space",
+        _set("spec.rollout.windows", {"activation": [{"schedule": "@daily", "duration": "1h",
+                                                      "timeZone": "Europe Berlin"}]}),
+        ["timeZone must be an IANA time zone name such as Europe/Berlin"],
+    ),
+    (
+        "window-of-another-kind",
+        _set("spec.rollout.windows", {"activation": [{"kind": "Maybe", "schedule": "@daily", "duration": "1h"}]}),
+        ["spec.rollout.windows.activation[0].kind", "Unsupported value"],
+    ),
+    (
         "job-memory-too-small-to-run",
         lambda d: d["spec"]["optimization"].update(runIn="Job", jobMemory="1Ki"),
         ["jobMemory must be between 256Mi and 1Ti"],
@@ -363,9 +389,10 @@ def test_the_examples_themselves_are_accepted(cluster: DevCluster, crd_ns: str) 
         example("factory-floor-profile.yaml", crd_ns)
         + example("defect-detector.yaml", crd_ns)
         + example("text-embedder-builtin.yaml", crd_ns)
+        + example("defect-detector-windows.yaml", crd_ns)
     )
     out = apply(cluster, docs).stdout
-    assert out.count("created") + out.count("unchanged") + out.count("configured") == 3
+    assert out.count("created") + out.count("unchanged") + out.count("configured") == 4
 
 
 @pytest.mark.parametrize(("case", "mutate", "expected"), MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
@@ -396,5 +423,9 @@ def test_there_are_at_least_twenty_distinct_rejections() -> None:
 def test_kubectl_explain_teaches_the_api(cluster: DevCluster, crd_ns: str) -> None:
     out = " ".join(cluster.kubectl("explain", "edgemodel.spec.rollout.analysis").stdout.split())
     assert "maxLatencyIncreasePercent" in out and "p95 latency increase of canary over stable" in out
+    out = " ".join(cluster.kubectl("explain", "edgemodel.spec.rollout.windows.activation").stdout.split())
+    assert "the first canary step, each next step" in out and "a rollback never waits" in out
+    out = " ".join(cluster.kubectl("explain", "edgemodel.spec.rollout.windows.activation.timeZone").stdout.split())
+    assert "edgewise.io/time-zone" in out and "Europe/Berlin" in out
     out = " ".join(cluster.kubectl("explain", "deploymentprofile.spec.classes").stdout.split())
     assert "first class it matches" in out and "triton-tensorrt" in out

@@ -17,6 +17,7 @@ from edgewise.api.base import (
     nested,
     validations,
 )
+from edgewise.api.windows import Windows
 from edgewise.contract import DEFAULT_MAX_SAMPLES, Quantization
 
 # Rules shared by every reference to a downloadable file.
@@ -289,6 +290,9 @@ class Rollout(ApiModel):
                     "copy at a time, for devices too small for two; requests are refused while the node "
                     "switches). Auto picks per class: Replace when two copies do not fit the nodes' memory or "
                     "a runtime needs a GPU and the nodes have one, MakeBeforeBreak otherwise.")
+    windows: Windows = nested(
+        Windows, "Maintenance windows: when artifacts may be staged to the nodes and when steps may switch "
+                 "them (cron + duration + time zone, as Argo CD sync windows). Unset: any time.")
 
 
 class EdgeModelSpec(ApiModel):

@@ -113,6 +113,16 @@ class ClassRollout(ApiModel):
                                                  "range (for spec.rollout.nodeTimeout).")
     tally: NodeTally | None = Field(default=None, description="Nodes that tried the canary and failed it (for "
                                                               "spec.rollout.abort).")
+    waiting_for_window: bool = Field(
+        default=False, description="A due step waits for spec.rollout.windows.activation to open (see "
+                                   "windowOpensAt and message); a rollback never waits.")
+    window_opens_at: str | None = Field(
+        default=None, description="While waitingForWindow: when the activation window opens for the nodes the "
+                                  "step moves (RFC 3339); unset when it does not open within 366 days.")
+    staged_threshold: int = Field(
+        default=0, ge=0, le=100,
+        description="Nodes whose edgewise.io/bucket is below this were asked to prefetch the canary's "
+                    "artifact (staging runs ahead of a step that waits for its activation window).")
 
 
 class RevisionRecord(ApiModel):

@@ -25,6 +25,7 @@ PROFILE_RESOLVED = "ProfileResolved"
 NODES_MATCHED = "NodesMatched"
 ARTIFACTS_READY = "ArtifactsReady"
 ADDRESS_READY = "AddressReady"
+WINDOWS_VALID = "WindowsValid"
 
 
 class Condition(ApiModel):

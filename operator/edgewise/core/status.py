@@ -23,6 +23,7 @@ from edgewise.api.status import (
     PROFILE_RESOLVED,
     PROGRESSING,
     READY,
+    WINDOWS_VALID,
     ClassStatus,
     Condition,
     EdgeModelStatus,
@@ -34,6 +35,7 @@ from edgewise.core.durations import iso, parse_time
 from edgewise.core.events import Event
 from edgewise.core.observed import Workload
 from edgewise.core.plan import ClassPlan, ModelPlan
+from edgewise.core.rollout import windows
 from edgewise.core.rollout.deadline import progress_deadline
 from edgewise.core.selector import class_term
 
@@ -75,6 +77,7 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
         if artifacts:
             _artifact_conditions(want, artifacts)
     want.update(_address_condition(address, address_problem))
+    want.update(_windows_condition(model))
     conditions, requeue = _conditions_with_deadline(model, want, rollout, now)
     stable, canary = _versions(model, rollout, conditions)
     status = EdgeModelStatus(
@@ -165,6 +168,21 @@ def _address_condition(address: str, problem: str) -> Want:
         return {ADDRESS_READY: Wanted("True", "ServiceReady", f"applications reach the model on their own node at "
                                                               f"{address}:8000 (HTTP) and :8001 (gRPC)")}
     return {}
+
+
+def _windows_condition(model: EdgeModel) -> Want:
+    """WindowsValid: the apiserver checks the shape of spec.rollout.windows; whether each time zone exists and
+    each schedule's ranges run low to high only the operator can tell (its tz database)."""
+    spec = model.spec.rollout.windows
+    configured = [*(spec.staging or []), *(spec.activation or [])]
+    if not configured:
+        had = any(c.type == WINDOWS_VALID for c in model.status.conditions or [])
+        return {WINDOWS_VALID: Wanted("True", "NoWindows", "no maintenance windows: any time")} if had else {}
+    found = windows.problems(configured)
+    if found:
+        return {WINDOWS_VALID: Wanted("False", "InvalidWindow", "spec.rollout.windows cannot be evaluated, so "
+                                      "steps wait (a rollback never does): " + "; ".join(found))}
+    return {WINDOWS_VALID: Wanted("True", "WindowsValid", f"{len(configured)} maintenance window(s) evaluated")}
 
 
 def _conditions_with_deadline(model: EdgeModel, want: Want, rollout: RolloutStatus | None, now: datetime

@@ -11,6 +11,7 @@ One entry point, `advance` (all_classes.py). Inside, one module per job:
 - `switch`: how a node changes version (make-before-break or replace) and where the slots go now;
 - `placement`: the final DaemonSets per slot, and the one decision of what is deleted;
 - `history`: the revision history in status;
+- `windows`: maintenance windows (spec.rollout.windows): open now, next opening, per-zone gates;
 - `all_classes`: every class together, the class policy, and `advance`.
 
 Nothing here reads a clock, the API or the network: the shell (controller) reads, measures

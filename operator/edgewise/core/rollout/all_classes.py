@@ -33,6 +33,7 @@ from edgewise.core.rollout.history import revision_history
 from edgewise.core.rollout.observe import class_nodes, observe, slots, stable_missing, switch_observation
 from edgewise.core.rollout.placement import deletions, place, target_bounds
 from edgewise.core.rollout.switch import Bounds, Mode, choose_mode, decide
+from edgewise.core.rollout.windows import node_zone
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,8 @@ def _decide_classes(model: EdgeModel, plan: ModelPlan, observed: Observed, membe
 def _observation(model: EdgeModel, cp: ClassPlan, observed: Observed, members: list[NodeInfo],
                  mode: Mode | None, state: ClassRollout | None) -> ClassObservation | None:
     obs = replace(observe(model, cp, members, observed.workloads, state),
-                  rolled_back_version=_rolled_back_version(model.status.rollout))
+                  rolled_back_version=_rolled_back_version(model.status.rollout),
+                  zones=tuple((bucket_of(n.name), node_zone(n)) for n in members))
     if mode is not None and state is not None and state.stable_revision:
         obs = replace(obs, **switch_observation(mode, cp, observed.workloads, members, state))  # type: ignore[arg-type]
     if cp.name in observed.waiting_for_artifact:

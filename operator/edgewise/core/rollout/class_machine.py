@@ -26,6 +26,7 @@ from edgewise.api.rollout_status import AnalysisRecord, ClassRollout, CohortStar
 from edgewise.core import names
 from edgewise.core.durations import iso, parse_time, seconds
 from edgewise.core.events import Event
+from edgewise.core.rollout import windows
 from edgewise.core.rollout.buckets import cohort, threshold
 from edgewise.core.rollout.deadline import progress_deadline
 
@@ -58,6 +59,9 @@ class ClassObservation:
     # already runs, which says nothing about whether the spec went back to it.
     artifact_pending: bool = False
     rolled_back_version: str = ""  # the newest rolled-back or aborted version in the history, for messages
+    # (bucket, time zone from the node's label or None) of every node of the class: maintenance windows
+    # with `timeZone: Site` are evaluated for the zones of the nodes a step moves (core/rollout/windows.py).
+    zones: tuple[tuple[int, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,7 @@ def _start(run: _Run, obs: ClassObservation, now: dt.datetime) -> None:
                percent=0, bucket_threshold=0, canary_nodes=0, stable_nodes=len(obs.buckets), passes=0,
                failures=0, last_analysis=None, last_analysis_at=None, step_started_at=iso(now),
                state="Progressing", paused_by_user=False, soak_until=None, cohorts=None, tally=None,
+               staged_threshold=0, waiting_for_window=False, window_opens_at=None,
                message=f"rolling out version {obs.desired_version} over stable {run.state.stable_version}")
     run.event("Normal", "RolloutStarted", f"class {obs.name}: canary of version {obs.desired_version} "
                                           f"against stable {run.state.stable_version}")
@@ -262,7 +267,8 @@ def _rollback(run: _Run, obs: ClassObservation, reason: str, outcome: RevisionOu
 def _end_canary(run: _Run, state: str, message: str) -> None:
     run.update(canary_revision=None, canary_version=None, step_index=0, percent=0, bucket_threshold=0,
                canary_nodes=0, passes=0, failures=0, paused_by_user=False, step_started_at=None,
-               soak_until=None, cohorts=None, state=state, message=message)
+               soak_until=None, cohorts=None, staged_threshold=0, waiting_for_window=False, window_opens_at=None,
+               state=state, message=message)
 
 
 def _walk_steps(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) -> None:
@@ -277,12 +283,16 @@ def _walk_steps(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetim
                 run.requeue.append(2.0)
                 return
             if obs.make_before_break and s.percent < 100:
-                _set_percent(run, obs, 100, now)  # promote-full: every node switches make-before-break first
+                # promote-full: every node switches make-before-break first
+                if _activation_open(run, spec, obs, (s.bucket_threshold, threshold(100, obs.buckets)), now):
+                    _set_percent(run, spec, obs, 100, now)
                 return
             if obs.switch_pending:
                 run.update(state="Progressing", message=f"promoting {s.canary_version}: {obs.switching}")
                 run.requeue.append(2.0)
                 return
+            # Every node already runs the canary (the last step moved them, inside its window): the slot
+            # flip moves no pod, so it waits for no window.
             _promote(run, obs)
             return
         current: Step = steps[s.step_index]
@@ -302,26 +312,80 @@ def _walk_steps(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetim
             continue
         assert current.percent is not None
         if s.percent < current.percent:
-            _set_percent(run, obs, current.percent, now)
+            if _activation_open(run, spec, obs, (s.bucket_threshold, threshold(current.percent, obs.buckets)), now):
+                _set_percent(run, spec, obs, current.percent, now)
             return
         if not _step_done(run, spec, obs, now) or not _soaked(run, spec, now):
             return
         _next_step(run, now)
 
 
-def _set_percent(run: _Run, obs: ClassObservation, percent: int, now: dt.datetime) -> None:
+def _set_percent(run: _Run, spec: Rollout, obs: ClassObservation, percent: int, now: dt.datetime) -> None:
     s = run.state
     t = threshold(percent, obs.buckets)
-    run.stage = (s.bucket_threshold, t)
+    _stage(run, spec, obs, (s.bucket_threshold, t), now)
     n = cohort(obs.buckets, t)
     # When these nodes were asked to take the canary, for nodeTimeout: one entry per step, so it stays small.
     asked = [*(s.cohorts or []), CohortStart(below_bucket=t, since=iso(now))] if t > s.bucket_threshold \
         else s.cohorts
     run.update(percent=percent, bucket_threshold=t, canary_nodes=n, stable_nodes=len(obs.buckets) - n,
                step_started_at=iso(now), passes=0, state="Progressing", soak_until=None, cohorts=asked,
+               waiting_for_window=False, window_opens_at=None,
                message=f"step {s.step_index + 1}: {percent}% ({n}/{len(obs.buckets)} nodes) on "
                        f"{s.canary_version}")
     run.event("Normal", "StepChanged", f"class {obs.name}: {run.state.message}")
+
+
+def _zones(obs: ClassObservation, moving: tuple[int, int]) -> set[str | None]:
+    """The time zones of the nodes whose buckets lie in `moving`."""
+    lo, hi = moving
+    return {z for b, z in obs.zones if lo <= b < hi}
+
+
+def _activation_open(run: _Run, spec: Rollout, obs: ClassObservation, moving: tuple[int, int],
+                     now: dt.datetime) -> bool:
+    """May the due step, which moves the nodes in the bucket range `moving`, go now?
+
+    Closed, the class waits: its status says until when, the requeue is the window's opening, and the
+    nodes the step will move are staged meanwhile if the staging window allows. No step has started, so
+    the progress deadline does not run (it times a step from when it moved nodes). Rollbacks never
+    come here."""
+    gate = windows.gate(spec.windows.activation, _zones(obs, moving), now)
+    s = run.state
+    if gate.open:
+        if s.waiting_for_window:
+            run.update(waiting_for_window=False, window_opens_at=None)
+        return True
+    what = f"step {s.step_index + 1}/{len(spec.steps)}" if s.step_index < len(spec.steps) else "promotion"
+    if gate.opens_at is not None:
+        # Absolute time only: a countdown would change the status (and write it) on every reconcile.
+        when = f"opens at {iso(gate.opens_at)}"
+        run.requeue.append((gate.opens_at - now).total_seconds() + 1)
+    else:
+        when = (f"cannot be evaluated: {gate.problem}" if gate.problem
+                else "does not open within 366 days for these nodes")
+        run.requeue.append(3600.0)  # nothing opens soon; look again in case the nodes' zones change
+    message = f"{what} of {s.canary_version} is waiting for the activation window, which {when}"
+    if not s.waiting_for_window:
+        run.event("Normal", "WaitingForWindow", f"class {obs.name}: {message}")
+    run.update(state="Progressing", waiting_for_window=True,
+               window_opens_at=iso(gate.opens_at) if gate.opens_at else None, message=message)
+    _stage(run, spec, obs, moving, now)
+    return False
+
+
+def _stage(run: _Run, spec: Rollout, obs: ClassObservation, moving: tuple[int, int], now: dt.datetime) -> None:
+    """Ask the nodes in `moving` not asked yet to prefetch the canary, if the staging window is open for them
+    (with it closed, a node whose step comes first fetches when its pod starts)."""
+    lo, hi = max(moving[0], run.state.staged_threshold), moving[1]
+    if lo >= hi:
+        return
+    gate = windows.gate(spec.windows.staging, _zones(obs, (lo, hi)), now)
+    if gate.open:
+        run.stage = (lo, hi)
+        run.update(staged_threshold=hi)
+    elif gate.opens_at is not None and run.state.waiting_for_window:
+        run.requeue.append((gate.opens_at - now).total_seconds() + 1)  # stage while the step still waits
 
 
 def _step_done(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) -> bool:
