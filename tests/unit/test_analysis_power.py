@@ -101,3 +101,9 @@ def test_limits_come_from_the_spec_and_are_off_by_default() -> None:
     v = judge(Measurement(canary=BUSY, stable=BUSY), t)  # limits set but nothing measured
     assert v.outcome is Outcome.INCONCLUSIVE and v.reasons == ("power and temperature not measured",)
     assert judge(Measurement(canary=BUSY, stable=BUSY), Thresholds()).outcome is Outcome.PASS
+
+
+def test_with_no_stable_node_left_power_is_not_compared_and_does_not_hold_the_step() -> None:
+    v = judge(m([r("c1", 12.0)], []), POWER)
+    assert v.outcome is Outcome.PASS
+    assert check(v, "power-increase") == "power 12.0 W on canary not compared: no stable node of the class"

@@ -590,6 +590,11 @@ def _power_checks(p: PowerMeasurement | None, t: Thresholds) -> tuple[list[Check
                                 f"{len(canary_w)} and {len(stable_w)} node(s)) "
                                 f"{'<=' if ok else '>'} maxPowerIncreasePercent {t.max_power_increase_percent:g}"
                                 f"{power_gaps}"))
+        elif canary_w and not p.stable:
+            # At 100% no stable node is left to compare with: like latency, not a failure.
+            cm = sum(r.watts or 0.0 for r in canary_w) / len(canary_w)
+            checks.append(Check("power-increase", True, f"power {cm:.1f} W on canary not compared: no stable "
+                                                        f"node of the class"))
         else:
             side = "canary" if not canary_w else "stable"
             gaps = _gaps(p.canary if not canary_w else p.stable, "power_reason") or " (none sampled)"
