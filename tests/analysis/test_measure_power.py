@@ -48,9 +48,10 @@ def _run(analysis_spec: dict[str, Any], readings: dict[str, NodeReading], slo: d
                  "rollout": {"analysis": analysis_spec}},
         "status": {"rollout": {"classes": [{"name": CLS, "stableSlot": "a", "stableRevision": "r1",
                                             "canaryRevision": "r3", "percent": 50}]}}})
+    hardware = {"name": CLS, "nodeSelector": {"a": "b"}, "runtime": "onnxruntime", **({"slo": slo} if slo else {})}
     profile = DeploymentProfile.model_validate({
-        "apiVersion": "edgewise.io/v1alpha1", "kind": "DeploymentProfile", "metadata": {"name": "p", "namespace": "vision"},
-        "spec": {"classes": [{"name": CLS, "nodeSelector": {"a": "b"}, "runtime": "onnxruntime", **({"slo": slo} if slo else {})}]}})
+        "apiVersion": "edgewise.io/v1alpha1", "kind": "DeploymentProfile",
+        "metadata": {"name": "p", "namespace": "vision"}, "spec": {"classes": [hardware]}})
     asked: list[list[str]] = []
 
     def telemetry(nodes: Sequence[NodeInfo]) -> dict[str, NodeReading]:

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from cache_support import OPERATOR, POD, AgentProcess, get_json, http
-from sysfs_support import hwmon_temp, jetson_orin_nano, set_ina3221_current
 
 from edgewise.contract import AGENT_TELEMETRY_PATH
+from sysfs_support import hwmon_temp, jetson_orin_nano, set_ina3221_current
 
 
 def test_the_operator_reads_power_and_temperature_from_the_agents_sysfs_root(agents, tmp_path: Path) -> None:
