@@ -608,7 +608,10 @@ def build_app(agent: Agent, *, scrub_on_start: bool = True) -> web.Application:
 
     async def sample_telemetry() -> None:
         while True:  # RAPL gives power only as a difference: keep a recent baseline for requests
-            await asyncio.to_thread(agent.read_telemetry)
+            try:
+                await asyncio.to_thread(agent.read_telemetry)
+            except Exception:  # noqa: BLE001 - a sensor bug must not stop the cache; requests report it
+                log.exception("reading power and temperature failed")
             await asyncio.sleep(agent.limits.telemetry_interval)
 
     async def start(app: web.Application) -> None:
