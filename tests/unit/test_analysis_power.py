@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
+from edgewise.api.crd import crd
 from edgewise.api.model import Analysis
+from edgewise.api.profile import Slo
+from edgewise.api.resources import DeploymentProfile, EdgeModel
 from edgewise.core.analysis import (
     CohortMetrics,
     Measurement,
@@ -107,3 +113,17 @@ def test_with_no_stable_node_left_power_is_not_compared_and_does_not_hold_the_st
     v = judge(m([r("c1", 12.0)], []), POWER)
     assert v.outcome is Outcome.PASS
     assert check(v, "power-increase") == "power 12.0 W on canary not compared: no stable node of the class"
+
+
+def test_the_limits_are_bounded_and_in_the_crds() -> None:
+    for bad in ({"maxTemperatureC": 0}, {"maxTemperatureC": 500}, {"maxPowerIncreasePercent": -1}):
+        with pytest.raises(ValidationError):
+            Analysis.model_validate(bad)
+    with pytest.raises(ValidationError):
+        Slo.model_validate({"maxPowerWatts": 0})
+    model = crd(EdgeModel)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    analysis = model["properties"]["rollout"]["properties"]["analysis"]["properties"]
+    assert analysis["maxTemperatureC"]["maximum"] == 200 and analysis["maxPowerIncreasePercent"]["minimum"] == 0
+    profile = crd(DeploymentProfile)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    slo = profile["properties"]["classes"]["items"]["properties"]["slo"]["properties"]
+    assert "maxPowerWatts" in slo and "power" in slo["maxPowerWatts"]["description"]
