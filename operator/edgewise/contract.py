@@ -48,6 +48,7 @@ READY_PATH = "/v2/health/ready"
 AGENT_ARTIFACT_PATH = "/v1/artifacts/{key}"  # GET (with ?uri= to fill a miss), PUT (built plans)
 AGENT_PREFETCH_PATH = "/v1/prefetch"  # POST {"uri":…, "sha256":…, "model":…}
 AGENT_HEALTH_PATH = "/healthz"
+AGENT_TELEMETRY_PATH = "/v1/telemetry"  # GET: the node's power (W) and temperature (°C), or why not
 # Hex sha256 of the body: sent with every artifact the agent serves, required on a plan PUT.
 AGENT_SHA256_HEADER = "X-Edgewise-Sha256"
 # Who may call the agent: a projected ServiceAccount token with this audience, sent as

@@ -9,10 +9,11 @@ sample size, not by the fleet.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from edgewise.analysis.factory import ProviderNotAllowed, make_provider
@@ -24,7 +25,16 @@ from edgewise.api.resources import EdgeModel
 from edgewise.api.rollout_status import AnalysisRecord, Outcome
 from edgewise.api.settings import OperatorSettings
 from edgewise.core import names
-from edgewise.core.analysis import Measurement, Thresholds, Verdict, judge, record
+from edgewise.core.analysis import (
+    Measurement,
+    NodeReading,
+    PowerMeasurement,
+    Thresholds,
+    Verdict,
+    judge,
+    record,
+    sample,
+)
 from edgewise.core.durations import seconds
 from edgewise.core.observed import NodeInfo, RuntimePod, Workload
 from edgewise.core.plan import ModelPlan
@@ -34,14 +44,19 @@ from edgewise.shared.download import DownloadError
 
 log = logging.getLogger("edgewise.analysis")
 
+# Reads the power and temperature of the given nodes from their agents (the controller passes
+# kube.node_agents.telemetry): one reading per node asked, unavailable ones with their reason.
+TelemetryReader = Callable[[Sequence[NodeInfo]], Mapping[str, NodeReading]]
+
 
 class CanaryAnalysis:
     """Per-operator analysis state: providers (they remember the last reading of each pod), golden files."""
 
-    def __init__(self, settings: OperatorSettings | None = None) -> None:
+    def __init__(self, settings: OperatorSettings | None = None, telemetry: TelemetryReader | None = None) -> None:
         self.settings = settings or OperatorSettings()
         self.providers: dict[str, AnalysisProvider] = {}
         self.golden_dir = Path(tempfile.mkdtemp(prefix="edgewise-golden-"))
+        self.telemetry = telemetry
 
     def measure(self, model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], workloads: Sequence[Workload],
                 pods: Sequence[RuntimePod], classes: Sequence[str], now: dt.datetime) -> dict[str, AnalysisRecord]:
@@ -60,6 +75,7 @@ class CanaryAnalysis:
             return {cls: record(refused, now, 0, 0, 0) for cls in classes}
         targets = [_target(model, plan, nodes, workloads, pods, cls, golden) for cls in classes]
         results = asyncio.run(_measure_each(provider, targets))
+        results = self._with_power(targets, results, nodes)
         out: dict[str, AnalysisRecord] = {}
         for target, result in zip(targets, results, strict=True):
             if isinstance(result, Exception):  # a provider that is down makes no verdict
@@ -70,6 +86,36 @@ class CanaryAnalysis:
                 verdict, deferred = judge(result, target.thresholds), len(result.deferred)
             out[target.class_name] = record(verdict, now, len(target.canary), len(target.stable), deferred)
             log.info("analysis %s class %s: %s", where, target.class_name, out[target.class_name].message)
+        return out
+
+    def _with_power(self, targets: Sequence[AnalysisTarget], results: Sequence[Measurement | Exception],
+                    nodes: Sequence[NodeInfo]) -> list[Measurement | Exception]:
+        """Add the canary and stable nodes' power and temperature where a limit asks for them.
+
+        A bounded sample of each side's nodes (as for pods), one call to their agents for all
+        classes; nodes the agents could not read keep their reason, for the verdict to name.
+        """
+        wanted: dict[int, tuple[list[str], list[str]]] = {}
+        for i, (target, result) in enumerate(zip(targets, results, strict=True)):
+            if isinstance(result, Measurement) and target.thresholds.wants_power:
+                wanted[i] = (_node_sample(target, "canary"), _node_sample(target, "stable"))
+        if not wanted:
+            return list(results)
+        names = {n for canary, stable in wanted.values() for n in (*canary, *stable)}
+        by_name = {n.name: n for n in nodes}
+        readings: Mapping[str, NodeReading] = {}
+        if self.telemetry is not None:
+            readings = self.telemetry([by_name[n] for n in sorted(names) if n in by_name])
+        out = list(results)
+        for i, (canary, stable) in wanted.items():
+            def read(node: str) -> NodeReading:
+                if self.telemetry is None:
+                    return NodeReading.unavailable(node, "this operator reads no node telemetry")
+                return readings.get(node) or NodeReading.unavailable(node, "node not found")
+            power = PowerMeasurement(canary=tuple(read(n) for n in canary), stable=tuple(read(n) for n in stable))
+            result = out[i]
+            assert isinstance(result, Measurement)
+            out[i] = dataclasses.replace(result, power=power)
         return out
 
     def _provider(self, analysis: Analysis) -> AnalysisProvider:
@@ -130,13 +176,22 @@ def _target(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], worklo
 
     hardware = next((hc for hc in plan.profile.spec.classes if hc.name == cls), None) if plan.profile else None
     slo_p95 = hardware.slo.p95_latency_ms if hardware and hardware.slo else None
+    slo_watts = hardware.slo.max_power_watts if hardware and hardware.slo else None
     return AnalysisTarget(
         model=model.metadata.name, class_name=cls, canary_revision=state.canary_revision or "",
         stable_revision=state.stable_revision or "", interval_s=seconds(analysis.interval),
         canary=cohort(names.other_slot(state.stable_slot), state.canary_revision or ""),
         stable=cohort(state.stable_slot),
         namespace=model.metadata.namespace, served_model=model.metadata.name, golden=golden,
-        thresholds=Thresholds.from_spec(analysis, slo_p95), sample_size=analysis.sample_pods)
+        thresholds=Thresholds.from_spec(analysis, slo_p95, slo_max_power_watts=slo_watts),
+        sample_size=analysis.sample_pods)
+
+
+def _node_sample(target: AnalysisTarget, side: str) -> list[str]:
+    """At most `sample_size` nodes of one side, on reachable nodes (a NotReady node's agent is not asked)."""
+    pods = target.canary if side == "canary" else target.stable
+    nodes = sorted({p.node for p in pods if p.node and p.node_ready})
+    return sample(nodes, target.sample_size, f"{target.key}/{side}/nodes")
 
 
 def _endpoint(pod: RuntimePod, node_ready: dict[str, bool]) -> PodEndpoint:

@@ -198,6 +198,17 @@ class Analysis(ApiModel):
     max_memory_increase_percent: float | None = Field(
         default=None, ge=0, le=10_000,
         description="Largest resident-memory increase of canary over stable pods, in percent.")
+    max_power_increase_percent: float | None = Field(
+        default=None, ge=0, le=10_000,
+        description="Largest increase of the mean power (W) of canary nodes over stable nodes of the class, in "
+                    "percent, as the node agents read it (Jetson INA3221 input rail, Intel RAPL). Nodes "
+                    "whose hardware gives no reading are left out; with none on a side the interval is "
+                    "inconclusive. Unset: power is not compared.")
+    max_temperature_c: float | None = Field(
+        default=None, gt=0, le=200, alias="maxTemperatureC",
+        description="Highest temperature (°C, the hottest thermal zone or hwmon sensor) allowed on any "
+                    "canary node. Nodes without a sensor are left out; with none the interval is "
+                    "inconclusive. Unset: temperature is not checked.")
     min_ready_ratio: float = Field(
         default=1.0, ge=0, le=1, description="Smallest fraction of reachable canary pods that must be ready.")
     max_restarts: int = Field(default=0, ge=0, le=1000,

@@ -164,6 +164,11 @@ class Slo(ApiModel):
         default=None, ge=1, le=1_048_576, alias="maxMemoryMiB",
         description="Largest resident memory the runtime may use on a node, in MiB; an artifact that "
                     "needs more does not fit this class.")
+    max_power_watts: float | None = Field(
+        default=None, gt=0, le=100_000,
+        description="Largest power (W) any canary node of this class may draw during rollout analysis, "
+                    "as its node agent reads it (Jetson INA3221 input rail, Intel RAPL); nodes without "
+                    "a power monitor make the check inconclusive, never a pass.")
 
 
 class HardwareClass(ApiModel):
@@ -208,7 +213,7 @@ class HardwareClass(ApiModel):
         default=None, description="Dynamic batching; without it every request is its own inference.")
     resources: Resources | None = Field(default=None, description="Requests and limits of the runtime "
                                                                   "container.")
-    slo: Slo | None = Field(default=None, description="Latency and memory objectives of this class.")
+    slo: Slo | None = Field(default=None, description="Latency, memory and power objectives of this class.")
     tolerations: list[Toleration] | None = Field(
         default=None, max_length=16, description="Taints of this class's nodes that its pods tolerate.")
 

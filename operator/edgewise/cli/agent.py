@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="allow file:// sources below this directory (disabled by default)")
     p.add_argument("--attempts", type=int, default=5, help="download attempts per fill, with backoff")
     p.add_argument("--timeout", type=_seconds, default=30.0, help="seconds a source may stay silent")
+    p.add_argument("--sysfs-root", type=Path, default=Path("/sys"),
+                   help="where the node's sysfs is: power (INA3221, RAPL) and temperatures (thermal zones, "
+                        "hwmon) are read below it")
     p.add_argument("--no-verify-on-start", dest="scrub_on_start", action="store_false",
                    help="do not re-hash the cache in the background at start-up")
     auth = p.add_argument_group("callers", "who may call the agent (TokenReview of projected ServiceAccount "
@@ -78,6 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     limits.add_argument("--download-deadline", type=_seconds, default=7200.0,
                         help="seconds one download may take, retries included; /healthz answers 503 while "
                              "every download worker is past it")
+    limits.add_argument("--telemetry-interval", type=_seconds, default=5.0,
+                        help="seconds between background reads of power and temperature")
     limits.add_argument("--index-flush", type=_seconds, default=30.0,
                         help="seconds between writes of the index's use times that reads record")
     p.add_argument("--log-level", default="INFO")
@@ -98,9 +103,11 @@ def config(args: argparse.Namespace) -> Any:
         keep_per_model=args.keep_per_model, max_models=args.max_models, file_root=args.file_root,
         attempts=args.attempts, timeout=args.timeout, scrub_on_start=args.scrub_on_start,
         limits=agent.Limits(download_workers=args.download_workers, max_queued=args.max_downloads,
-                            download_deadline=args.download_deadline, index_flush=args.index_flush),
+                            download_deadline=args.download_deadline, index_flush=args.index_flush,
+                            telemetry_interval=args.telemetry_interval),
         destinations=Destinations.of(args.allow_host, deny_private=args.deny_private),
         policy=Policy(node_name=args.node_name, operator_users=frozenset(args.operator_user)),
+        sysfs_root=args.sysfs_root,
     )
 
 

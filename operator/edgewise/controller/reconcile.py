@@ -61,7 +61,8 @@ class Reconciler:
         self.totals: Counter[str] = Counter()  # every request that wrote, since start, by verb
         self.metrics = metrics or OperatorMetrics()
         self.agent_credentials = AgentCredentials(api, settings)
-        self.analysis = CanaryAnalysis(settings)
+        self.analysis = CanaryAnalysis(
+            settings, telemetry=lambda nodes: node_agents.telemetry(nodes, self.agent_credentials.token()))
         self.artifacts = (ArtifactManager(settings, api, on_finish=self.metrics.optimization)
                           if settings.artifact_dir else None)
         self._lock = threading.Lock()

@@ -10,7 +10,8 @@ rule is unit-tested on plain data:
   merged latency histogram, interpolated the way Prometheus's `histogram_quantile` does,
   so the runtime and Prometheus providers agree on what "p95" means;
 - `judge(measurement, thresholds)`: pass, fail or inconclusive, with human reasons that
-  carry the numbers ("p95 latency 48.2 ms on canary vs 9.1 ms on stable (+430%, limit +20%)");
+  carry the numbers ("p95 latency 48.2 ms on canary vs 9.1 ms on stable (+430%, limit +20%)",
+  "power +38% (canary 12.4 W vs stable 9.0 W) > maxPowerIncreasePercent 20");
 - `sample(pods, k, seed)`: a bounded, deterministic and *stable* choice of pods, so analysis
   cost does not grow with the fleet and the same pods are measured interval after interval
   (deltas need the previous reading of the same pod).
@@ -151,11 +152,40 @@ class GoldenResult:
 
 
 @dataclass(frozen=True)
+class NodeReading:
+    """A node's power and temperature as its agent reported them; None with a reason when it could not.
+
+    The agent reads sysfs (INA3221, RAPL, thermal zones, hwmon: edgewise.node.telemetry); a node
+    whose hardware has no such sensor, or whose agent did not answer, has no number, never a guess.
+    """
+
+    node: str
+    watts: float | None = None
+    celsius: float | None = None
+    sensor: str = ""  # the hottest sensor's name
+    power_reason: str = ""  # why watts is None
+    temperature_reason: str = ""  # why celsius is None
+
+    @classmethod
+    def unavailable(cls, node: str, reason: str) -> NodeReading:
+        return cls(node, power_reason=reason, temperature_reason=reason)
+
+
+@dataclass(frozen=True)
+class PowerMeasurement:
+    """The readings of the class's canary and stable nodes (a bounded sample of each)."""
+
+    canary: tuple[NodeReading, ...] = ()
+    stable: tuple[NodeReading, ...] = ()
+
+
+@dataclass(frozen=True)
 class Measurement:
     """Everything one analysis run measured for one class."""
 
     canary: CohortMetrics
     stable: CohortMetrics
+    power: PowerMeasurement | None = None  # measured only when a power or temperature limit is set
     golden: GoldenResult | None = None
     deferred: tuple[DeferredPod, ...] = ()
     baselined: tuple[str, ...] = ()  # canary pods seen for the first time: nothing to compare yet
@@ -185,10 +215,20 @@ class Thresholds:
     min_requests: int = 20
     min_golden_cosine: float = GoldenInputs.model_fields["min_cosine"].default
     latency_noise_ms: float = 1.0
+    max_power_increase_percent: float | None = _SPEC.max_power_increase_percent
+    max_temperature_c: float | None = _SPEC.max_temperature_c
+    max_power_watts: float | None = None  # the class's slo.maxPowerWatts, on each canary node
+    power_noise_watts: float = 0.5  # +50% of 0.4 W is sensor noise, not a regression
+
+    @property
+    def wants_power(self) -> bool:
+        """True when a rule needs the nodes' power or temperature (then the agents are asked)."""
+        return any(x is not None for x in (self.max_power_increase_percent, self.max_temperature_c,
+                                           self.max_power_watts))
 
     @classmethod
     def from_spec(cls, analysis: Analysis, slo_p95_ms: float | None = None,
-                  min_requests: int = min_requests) -> Thresholds:
+                  min_requests: int = min_requests, slo_max_power_watts: float | None = None) -> Thresholds:
         """The limits of an EdgeModel's `rollout.analysis`; absolute p95 defaults to the class SLO."""
         return cls(
             max_error_rate=analysis.max_error_rate,
@@ -201,6 +241,9 @@ class Thresholds:
             min_requests=min_requests,
             min_golden_cosine=analysis.golden_inputs.min_cosine if analysis.golden_inputs
             else cls.min_golden_cosine,
+            max_power_increase_percent=analysis.max_power_increase_percent,
+            max_temperature_c=analysis.max_temperature_c,
+            max_power_watts=slo_max_power_watts,
         )
 
 
@@ -432,9 +475,12 @@ def judge(m: Measurement, t: Thresholds) -> Verdict:
                             f"(minimum {_pct(t.min_ready_ratio)})"))
     if m.golden is not None:
         checks.extend(_golden_checks(m.golden, t))
+    # Power and heat need no traffic: an idle canary that draws more is already a regression.
+    power_checks, power_missing = _power_checks(m.power, t)
+    checks.extend(power_checks)
 
     failed = [ch for ch in checks if not ch.ok]
-    traffic_missing = _inconclusive_reasons(m, t)
+    traffic_missing = _inconclusive_reasons(m, t) + power_missing
     if traffic_missing:
         if failed:
             return Verdict(Outcome.FAIL, tuple(ch.message for ch in failed), tuple(checks))
@@ -503,6 +549,80 @@ def _traffic_checks(c: CohortMetrics, s: CohortMetrics, t: Thresholds) -> list[C
                             f"memory {_mib(c.memory_bytes)} on canary vs {_mib(s.memory_bytes)} on stable "
                             f"({increase:+.0f}%, limit +{t.max_memory_increase_percent:g}%)"))
     return checks
+
+
+def _power_checks(p: PowerMeasurement | None, t: Thresholds) -> tuple[list[Check], list[str]]:
+    """The power and temperature rules, and why some could not be applied (no reading: inconclusive).
+
+    Nodes without a reading are left out of the numbers and named; a rule with no reading at all on
+    a side it needs makes the interval inconclusive rather than pass or fail on invented data.
+    """
+    if not t.wants_power:
+        return [], []
+    if p is None:
+        return [], ["power and temperature not measured"]
+    checks: list[Check] = []
+    missing: list[str] = []
+    canary_w = [r for r in p.canary if r.watts is not None]
+    stable_w = [r for r in p.stable if r.watts is not None]
+    power_gaps = _gaps([r for r in (*p.canary, *p.stable) if r.watts is None], "power_reason")
+
+    if t.max_power_watts is not None:
+        if canary_w:
+            worst = max(canary_w, key=lambda r: r.watts or 0.0)
+            watts = worst.watts or 0.0
+            checks.append(Check("power", watts <= t.max_power_watts,
+                                f"power {watts:.1f} W on canary node {worst.node} "
+                                f"{'>' if watts > t.max_power_watts else '<='} slo.maxPowerWatts "
+                                f"{t.max_power_watts:g}{power_gaps}"))
+        else:
+            missing.append(f"power of canary nodes unavailable{_gaps(p.canary, 'power_reason') or ' (none sampled)'}"
+                           f": slo.maxPowerWatts inconclusive")
+    if t.max_power_increase_percent is not None:
+        if canary_w and stable_w:
+            cm = sum(r.watts or 0.0 for r in canary_w) / len(canary_w)
+            sm = sum(r.watts or 0.0 for r in stable_w) / len(stable_w)
+            increase = (cm - sm) / sm * 100 if sm > 0 else math.inf
+            ok = increase <= t.max_power_increase_percent or cm - sm <= t.power_noise_watts
+            shown = f"{increase:+.0f}%" if math.isfinite(increase) else "up"
+            checks.append(Check("power-increase", ok,
+                                f"power {shown} (canary {cm:.1f} W vs stable {sm:.1f} W, mean of "
+                                f"{len(canary_w)} and {len(stable_w)} node(s)) "
+                                f"{'<=' if ok else '>'} maxPowerIncreasePercent {t.max_power_increase_percent:g}"
+                                f"{power_gaps}"))
+        elif canary_w and not p.stable:
+            # At 100% no stable node is left to compare with: like latency, not a failure.
+            cm = sum(r.watts or 0.0 for r in canary_w) / len(canary_w)
+            checks.append(Check("power-increase", True, f"power {cm:.1f} W on canary not compared: no stable "
+                                                        f"node of the class"))
+        else:
+            side = "canary" if not canary_w else "stable"
+            gaps = _gaps(p.canary if not canary_w else p.stable, "power_reason") or " (none sampled)"
+            missing.append(f"power of {side} nodes unavailable{gaps}: maxPowerIncreasePercent inconclusive")
+    if t.max_temperature_c is not None:
+        canary_t = [r for r in p.canary if r.celsius is not None]
+        if canary_t:
+            hottest = max(canary_t, key=lambda r: r.celsius or 0.0)
+            celsius = hottest.celsius or 0.0
+            sensor = f" ({hottest.sensor})" if hottest.sensor else ""
+            gaps = _gaps([r for r in p.canary if r.celsius is None], "temperature_reason")
+            checks.append(Check("temperature", celsius <= t.max_temperature_c,
+                                f"temperature {celsius:.1f} °C on canary node {hottest.node}{sensor} "
+                                f"{'>' if celsius > t.max_temperature_c else '<='} maxTemperatureC "
+                                f"{t.max_temperature_c:g}{gaps}"))
+        else:
+            gaps = _gaps(p.canary, "temperature_reason") or " (none sampled)"
+            missing.append(f"temperature of canary nodes unavailable{gaps}: maxTemperatureC inconclusive")
+    return checks, missing
+
+
+def _gaps(readings: Sequence[NodeReading], reason: str, limit: int = 3) -> str:
+    """" (no reading from n1: why; n2: why)", or "" when every node gave one."""
+    if not readings:
+        return ""
+    shown = "; ".join(f"{r.node}: {getattr(r, reason) or 'no reading'}" for r in readings[:limit])
+    more = f" and {len(readings) - limit} more" if len(readings) > limit else ""
+    return f" (no reading from {shown}{more})"
 
 
 def _golden_checks(g: GoldenResult, t: Thresholds) -> list[Check]:

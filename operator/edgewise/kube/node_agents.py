@@ -1,23 +1,29 @@
-"""Calls to the node agents (`edgewise agent`, one per node): ask them to prefetch a canary's artifact.
+"""Calls to the node agents (`edgewise agent`, one per node): prefetch a canary's artifact, read power.
 
 Best effort and bounded in time: only the agents of the nodes a step is about to move are
 called, each with a short timeout, so an agent that does not answer (a disconnected node) never
 holds the step; the node's fetch init container gets the artifact itself when its pod starts.
+Power and temperature (`telemetry`) are read from a bounded sample of a class's canary and
+stable nodes; an agent that does not answer gives an unavailable reading, with the reason.
 """
 
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from edgewise import contract
+from edgewise.core.analysis import NodeReading
 from edgewise.core.observed import NodeInfo
 from edgewise.core.rollout import StageRequest
 
 STAGE_TIMEOUT = 3.0  # seconds per agent call; staging is best effort, a step never waits on a dead agent
 STAGE_WORKERS = 16
+TELEMETRY_TIMEOUT = 3.0  # seconds per agent: a node that does not answer is left out of the power rules
+MAX_TELEMETRY_BYTES = 1 << 20
 
 
 def prefetch(namespace: str, model: str, requests: Sequence[StageRequest], token: str | None
@@ -45,3 +51,51 @@ def _prefetch(node: NodeInfo, body: bytes, token: str | None) -> bool:
             return 200 <= resp.status < 300
     except OSError:
         return False
+
+
+def telemetry(nodes: Sequence[NodeInfo], token: str | None) -> dict[str, NodeReading]:
+    """Each node's power and temperature as its agent reads them (GET /v1/telemetry, operator-only)."""
+    if not nodes:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(STAGE_WORKERS, len(nodes))) as pool:
+        return dict(zip((n.name for n in nodes), pool.map(_telemetry, nodes, [token] * len(nodes)), strict=True))
+
+
+def _telemetry(node: NodeInfo, token: str | None) -> NodeReading:
+    if not node.address:
+        return NodeReading.unavailable(node.name, "node has no InternalIP")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(contract.agent_url(node.address) + contract.AGENT_TELEMETRY_PATH,
+                                     headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=TELEMETRY_TIMEOUT) as resp:  # noqa: S310 - node agent URL
+            body = json.loads(resp.read(MAX_TELEMETRY_BYTES))
+    except urllib.error.HTTPError as err:
+        return NodeReading.unavailable(node.name, f"agent answered HTTP {err.code}")
+    except (OSError, ValueError) as err:
+        kind = "timed out" if isinstance(err, TimeoutError) else type(err).__name__
+        return NodeReading.unavailable(node.name, f"agent did not answer ({kind})")
+    return parse_telemetry(node.name, body)
+
+
+def parse_telemetry(node: str, body: object) -> NodeReading:
+    """An agent's /v1/telemetry answer as a reading; anything malformed is unavailable, never a number.
+
+    Reasons are the agent's own fixed words (which sysfs files exist), cut short: the status shows them.
+    """
+    if not isinstance(body, dict):
+        return NodeReading.unavailable(node, "agent answered no telemetry object")
+    power = body.get("power") if isinstance(body.get("power"), dict) else {}
+    temp = body.get("temperature") if isinstance(body.get("temperature"), dict) else {}
+    watts, celsius = _number(power.get("watts")), _number(temp.get("celsius"))
+    return NodeReading(
+        node=node, watts=watts, celsius=celsius, sensor=str(temp.get("sensor") or "")[:64],
+        power_reason="" if watts is not None else str(power.get("reason") or "no power reading")[:160],
+        temperature_reason="" if celsius is not None else str(temp.get("reason") or "no temperature reading")[:160])
+
+
+def _number(x: object) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    value = float(x)
+    return value if value == value and abs(value) != float("inf") else None

@@ -16,6 +16,7 @@ API (see docs/node-cache.md):
     PUT  /v1/artifacts/{plan-key}          a TensorRT plan built on this node (sha256 in a header), once
     POST /v1/prefetch                      {"uri", "sha256", "model"[, "namespace"]}: stage in the background
     GET  /v1/prefetch/{sha256}             state of a prefetch
+    GET  /v1/telemetry                     the node's power (W) and temperature (°C), or why not (operator)
     GET  /healthz, GET /metrics
 """
 
@@ -37,7 +38,9 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from edgewise import contract
 from edgewise.node.auth import Caller, Policy, Role, Verifier, VerifierUnavailable, bearer_token
@@ -48,6 +51,7 @@ from edgewise.node.cache import (
     PlanExists,
     plan_model_digest,
 )
+from edgewise.node.telemetry import NodeTelemetry, Telemetry
 from edgewise.shared import download as dl
 from edgewise.shared import tracing
 from edgewise.shared.destinations import Destinations
@@ -92,6 +96,7 @@ class Limits:
     max_queued: int = 64  # downloads queued or running; beyond, a fill is refused with 429
     download_deadline: float = 7200.0  # seconds one download may take, retries included
     index_flush: float = 30.0  # seconds between writes of the uses reads recorded (reads never write)
+    telemetry_interval: float = 5.0  # seconds between background reads (they keep RAPL's baseline fresh)
 
 
 @dataclass
@@ -172,6 +177,34 @@ class Metrics:
                               "or authorization", ["status"], registry=r)
         self.cache_bytes = Gauge("edgewise_agent_cache_bytes", "Bytes held in the cache", registry=r)
 
+    def watch(self, telemetry: Callable[[], Telemetry]) -> None:
+        """Export the node's power and temperature, read at each scrape (cheap sysfs reads)."""
+        self.registry.register(_TelemetryCollector(telemetry))
+
+
+class _TelemetryCollector(Collector):
+    """Power and temperature gauges, present only while the hardware gives a reading: an absent
+    series, not a 0, says "unavailable" (the reason is in GET /v1/telemetry)."""
+
+    def __init__(self, telemetry: Callable[[], Telemetry]) -> None:
+        self._telemetry = telemetry
+
+    def collect(self) -> Any:
+        t = self._telemetry()
+        power = GaugeMetricFamily("edgewise_agent_power_watts", "Power drawn by the node (the input rail or "
+                                  "RAPL), in watts", labels=["source"])
+        if t.power.watts is not None:
+            power.add_metric([t.power.source], t.power.watts)
+        temp = GaugeMetricFamily("edgewise_agent_temperature_celsius", "Temperature of each sensor of the node, "
+                                 "in degrees Celsius", labels=["sensor"])
+        for s in t.temperature.sensors:
+            temp.add_metric([s.name], s.celsius)
+        yield power
+        yield temp
+
+    def describe(self) -> Any:
+        return []  # collected on demand only: registering reads nothing
+
 
 class Agent:
     """The agent's state: the cache, downloads in flight, prefetch jobs, who may call, metrics."""
@@ -180,6 +213,7 @@ class Agent:
         self, cache: NodeCache, *, verifier: Verifier, policy: Policy,
         destinations: Destinations | None = None, file_root: Path | None = None, attempts: int = 5,
         base_delay: float = 0.5, timeout: float = 30.0, limits: Limits = Limits(),
+        telemetry: NodeTelemetry | None = None,
     ) -> None:
         self.cache = cache
         self.verifier = verifier
@@ -191,6 +225,9 @@ class Agent:
         self.limits = limits
         self.jobs: dict[str, Job] = {}
         self.metrics = Metrics()
+        self.telemetry = telemetry or NodeTelemetry()
+        self._telemetry_lock = threading.Lock()  # scrapes and requests read from different threads
+        self.metrics.watch(self.read_telemetry)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._uploads = 0  # plan uploads in progress: bounded like downloads
         self._stop = threading.Event()
@@ -198,6 +235,10 @@ class Agent:
         # default executor) never queue behind a slow uplink.
         self._pool = ThreadPoolExecutor(max_workers=limits.download_workers, thread_name_prefix="download")
         self.openers = dl.guarded_openers(destinations or Destinations())
+
+    def read_telemetry(self) -> Telemetry:
+        with self._telemetry_lock:
+            return self.telemetry.read()
 
     def stop(self) -> None:
         self._stop.set()
@@ -525,6 +566,15 @@ async def get_prefetch(request: web.Request) -> web.Response:
     return _error(404, f"no prefetch of {digest} and not cached", state="unknown")
 
 
+@requires(Role.OPERATOR)
+async def get_telemetry(request: web.Request) -> web.Response:
+    """The node's power and temperature for canary analysis; a reading the hardware does not give is
+    null with a reason, never a guess."""
+    agent: Agent = request.app["agent"]
+    reading = await asyncio.to_thread(agent.read_telemetry)
+    return web.json_response({"node": agent.policy.node_name, **reading.to_json()})
+
+
 async def healthz(request: web.Request) -> web.Response:
     agent: Agent = request.app["agent"]
     stuck = agent.stuck()
@@ -551,6 +601,7 @@ def build_app(agent: Agent, *, scrub_on_start: bool = True) -> web.Application:
     app.router.add_put(artifact, put_artifact)
     app.router.add_post(contract.AGENT_PREFETCH_PATH, post_prefetch)
     app.router.add_get(contract.AGENT_PREFETCH_PATH + "/{sha256}", get_prefetch)
+    app.router.add_get(contract.AGENT_TELEMETRY_PATH, get_telemetry)
     app.router.add_get(contract.AGENT_HEALTH_PATH, healthz)
     app.router.add_get("/metrics", metrics)
 
@@ -559,11 +610,20 @@ def build_app(agent: Agent, *, scrub_on_start: bool = True) -> web.Application:
             await asyncio.sleep(agent.limits.index_flush)
             await asyncio.to_thread(agent.cache.flush)
 
+    async def sample_telemetry() -> None:
+        while True:  # RAPL gives power only as a difference: keep a recent baseline for requests
+            try:
+                await asyncio.to_thread(agent.read_telemetry)
+            except Exception:  # noqa: BLE001 - a sensor bug must not stop the cache; requests report it
+                log.exception("reading power and temperature failed")
+            await asyncio.sleep(agent.limits.telemetry_interval)
+
     async def start(app: web.Application) -> None:
         # Serve at once; blobs not yet re-hashed are verified on their first request instead.
         if scrub_on_start:
             _background(app, asyncio.to_thread(_scrub, agent))
         _background(app, flush_uses())
+        _background(app, sample_telemetry())
 
     async def shutdown(app: web.Application) -> None:
         agent.stop()  # download threads see it on their next chunk and give up
@@ -602,6 +662,7 @@ class Config:
     limits: Limits
     destinations: Destinations
     policy: Policy
+    sysfs_root: Path = Path("/sys")
 
 
 def run(config: Config, verifier: Verifier) -> None:
@@ -612,7 +673,8 @@ def run(config: Config, verifier: Verifier) -> None:
                       max_models=c.max_models)
     cache.evict()  # a smaller budget than last time applies at once
     agent = Agent(cache, verifier=verifier, policy=c.policy, destinations=c.destinations,
-                  file_root=c.file_root, attempts=c.attempts, timeout=c.timeout, limits=c.limits)
+                  file_root=c.file_root, attempts=c.attempts, timeout=c.timeout, limits=c.limits,
+                  telemetry=NodeTelemetry(c.sysfs_root))
     log.info("agent of node %s on %s:%d, cache %s (%d bytes, budget %s), operator %s, allowed hosts %s",
              c.policy.node_name, c.host, c.port, c.cache_dir, cache.total_bytes(), c.max_bytes,
              sorted(c.policy.operator_users) or "(none)", sorted(c.destinations.allow_hosts) or "(none)")
