@@ -38,6 +38,21 @@ class AnalysisRecord(ApiModel):
     deferred_pods: int = Field(default=0, description="Pods neither passed nor failed (node NotReady, no answer).")
 
 
+class SiteStaging(ApiModel):
+    """Staging of a class's artifact at one site, as its bandwidth budget paces it."""
+
+    site: str = Field(description="Site (the value of the operator's site label; \"\" for nodes without it).")
+    nodes: int = Field(default=0, ge=0, description="Nodes of the class at the site.")
+    bytes: int | None = Field(default=None, ge=0, description="Bytes the site downloads from outside: one copy "
+                                                               "with one copy per site; null when the artifact's "
+                                                               "size is unknown.")
+    bytes_per_second: int | None = Field(default=None, description="The site's byte rate; null: no limit.")
+    daily_bytes: int | None = Field(default=None, description="The site's daily cap; null: no cap.")
+    estimated_seconds: int | None = Field(default=None, ge=0,
+                                          description="Estimated staging time at the site: bytes / rate, plus "
+                                                      "whole days of waiting when a copy exceeds the daily cap.")
+
+
 class ClassRollout(ApiModel):
     """Where the rollout of one hardware class stands."""
 
@@ -68,6 +83,12 @@ class ClassRollout(ApiModel):
         default=None, description="How this class's nodes change version (spec.rollout.switch, resolved).")
     switch_reason: str = Field(default="", max_length=1024, description="Why the class uses that switch mode.")
     message: str = Field(default="", max_length=4096, description="What is happening and why.")
+    staging: list[SiteStaging] | None = Field(
+        default=None, description="While a canary rolls out: per site, the artifact's bytes from outside the "
+                                  "site and the estimated staging time within the site's bandwidth budget.")
+    staging_seconds: int | None = Field(
+        default=None, ge=0, description="Estimated staging time of the canary artifact: the slowest site's "
+                                        "(sites stage in parallel).")
 
 
 class RevisionRecord(ApiModel):

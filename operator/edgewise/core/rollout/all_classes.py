@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from edgewise.api.commands import Command, parse
 from edgewise.api.resources import EdgeModel
 from edgewise.api.rollout_status import AnalysisRecord, ClassRollout, RolloutStatus
+from edgewise.api.settings import Bandwidth
 from edgewise.core.durations import seconds
 from edgewise.core.events import Event
 from edgewise.core.observed import NodeInfo, Workload
@@ -31,6 +32,7 @@ from edgewise.core.rollout.history import revision_history
 from edgewise.core.rollout.observe import class_nodes, observe, slots, stable_missing, switch_observation
 from edgewise.core.rollout.placement import deletions, place, target_bounds
 from edgewise.core.rollout.switch import Bounds, Mode, choose_mode, decide
+from edgewise.core.staging import SiteStage, estimate, site_stages, summary
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class Observed:
     waiting_for_artifact: frozenset[str] = frozenset()
     peak_memory_mib: Mapping[str, float] = field(default_factory=dict)  # per class, from the optimization report
     gpu_resource: str = "nvidia.com/gpu"  # the operator's GPU resource name, to choose a switch mode
+    bandwidth: Bandwidth = field(default_factory=Bandwidth)  # download budgets per site (operator settings)
+    artifact_bytes: Mapping[str, int] = field(default_factory=dict)  # per class, its artifact's size if known
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,9 @@ class StageRequest:
     uri: str
     sha256: str
     nodes: tuple[NodeInfo, ...]
+    # Per site: the node that downloads from the source (staged first, possibly not moving itself)
+    # and the moving nodes that fetch from it. Empty: every node downloads on its own.
+    sites: tuple[SiteStage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,8 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
             cp = next(c for c in plan.classes if c.name == name)
             live, canary_ok, stable_ok = slots(cp, observed.workloads, members[name], state.stable_slot)
             bounds[name] = decide(mode.name, target_bounds(state), live, canary_ok, stable_ok)
+    for name in decisions:
+        states[name] = _with_staging(states[name], members[name], observed, name)
     classes = [states[c.name] for c in plan.classes if c.name in states]
     not_deployed = frozenset(c.name for c in plan.classes
                              if c.name in observed.waiting_for_artifact and c.name not in decisions)
@@ -110,7 +119,7 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
     history = revision_history(model, old, decisions, classes, now)
     status = RolloutStatus(revision=history[-1].revision if history else 0, classes=classes or None,
                            history=history or None, last_command=fresh.id if fresh else old.last_command)
-    stage = (_stage(cp, decisions[cp.name], members[cp.name]) for cp in plan.classes
+    stage = (_stage(cp, decisions[cp.name], members[cp.name], observed) for cp in plan.classes
              if cp.name in decisions and decisions[cp.name].stage)
     return RolloutResult(
         apply=placed,
@@ -215,7 +224,20 @@ def _requeue_after(model: EdgeModel, decisions: Mapping[str, Decision], classes:
     return min(requeues) if requeues else None
 
 
-def _stage(cp: ClassPlan, d: Decision, members: list[NodeInfo]) -> StageRequest:
+def _stage(cp: ClassPlan, d: Decision, members: list[NodeInfo], observed: Observed) -> StageRequest:
     lo, hi = d.stage or (0, 0)
     moving = tuple(n for n in members if lo <= bucket_of(n.name) < hi)
-    return StageRequest(class_name=cp.name, uri=cp.artifact.uri, sha256=cp.artifact.sha256, nodes=moving)
+    sites = site_stages(moving, observed.nodes, observed.bandwidth)
+    sources = tuple(s.source for s in sites if s.source is not None and s.source not in moving)
+    return StageRequest(class_name=cp.name, uri=cp.artifact.uri, sha256=cp.artifact.sha256,
+                        nodes=moving + sources if moving else (), sites=sites if moving else ())
+
+
+def _with_staging(state: ClassRollout, members: list[NodeInfo], observed: Observed, name: str) -> ClassRollout:
+    """The class's staging estimate while a canary rolls out (None otherwise: nothing to stage)."""
+    if not state.canary_revision:
+        update: dict[str, object] = {"staging": None, "staging_seconds": None}
+    else:
+        sites = estimate(members, observed.artifact_bytes.get(name, 0), observed.bandwidth, observed.nodes)
+        update = {"staging": sites or None, "staging_seconds": summary(sites)}
+    return state.model_copy(update=update)
