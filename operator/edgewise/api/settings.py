@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 from edgewise import __version__
 from edgewise.shared.bandwidth import zone_info
@@ -33,7 +34,7 @@ RETIRED_ENV = {
 class SiteBudget(BaseModel):
     """A site's budget for artifact downloads from outside the site (its uplink)."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True, alias_generator=lambda n: _camel(n))
+    model_config = ConfigDict(frozen=True, populate_by_name=True, alias_generator=to_camel)
 
     bytes_per_second: int | None = Field(default=None, gt=0, description="Bytes per second the site's source "
                                                                           "downloads may use; null: no limit.")
@@ -45,7 +46,7 @@ class SiteBudget(BaseModel):
 class Bandwidth(BaseModel):
     """Budgets of artifact downloads from outside each site (see docs/node-cache.md, "Bandwidth")."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True, alias_generator=lambda n: _camel(n))
+    model_config = ConfigDict(frozen=True, populate_by_name=True, alias_generator=to_camel)
 
     site_label: str = Field(default="topology.kubernetes.io/zone", min_length=1,
                             description="Node label naming a node's site; nodes without it share the site \"\".")
@@ -220,11 +221,6 @@ class OperatorSettings(BaseModel):
                 values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.capitalize() for p in rest)
 
 
 def _has_host(image: str) -> bool:
