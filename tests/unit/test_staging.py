@@ -49,7 +49,8 @@ def test_a_stage_puts_the_sites_source_first_even_when_it_does_not_move_and_the_
     assert stage.bytes_per_second == 1_000_000 and stage.daily_bytes is None  # the default budget
     req = StageRequest(class_name="c", uri="http://src/m.onnx", sha256="0" * 64,
                        nodes=(*moving, source_a), sites=(stage,))
-    calls = bodies(req, {"uri": req.uri, "sha256": req.sha256, "model": "m", "namespace": "ns"})
+    sources, others = bodies(req, {"uri": req.uri, "sha256": req.sha256, "model": "m", "namespace": "ns"})
+    calls = sources + others  # sources are called first, others once those answered
     assert [n.name for n, _ in calls] == [source_a.name, *(n.name for n in moving)]
     first, *rest = (json.loads(b) for _, b in calls)
     assert first["peers"] == [] and first["budget"]["bytesPerSecond"] == 1_000_000 and first["site"] == "factory-a"
@@ -62,8 +63,8 @@ def test_without_one_copy_per_site_or_without_a_ready_node_every_node_goes_to_th
     assert stage.source is None and stage.others == tuple(moving)
     [stage] = site_stages(moving, [node(n.name, "store-b", ready=False) for n in moving], BUDGETS)
     assert stage.source is None
-    calls = bodies(StageRequest("c", "u", "0" * 64, tuple(moving), (stage,)), {})
-    assert all(json.loads(b)["peers"] == [] for _, b in calls)
+    sources, calls = bodies(StageRequest("c", "u", "0" * 64, tuple(moving), (stage,)), {})
+    assert sources == [] and all(json.loads(b)["peers"] == [] for _, b in calls)
     assert json.loads(calls[0][1])["budget"] == {"bytesPerSecond": 250_000, "dailyBytes": 10_000_000,
                                                  "timeZone": "UTC"}
 

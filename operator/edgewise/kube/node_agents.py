@@ -31,25 +31,32 @@ def prefetch(namespace: str, model: str, requests: Sequence[StageRequest], token
     out: dict[str, tuple[int, int]] = {}
     for req in requests:
         common = {"uri": req.uri, "sha256": req.sha256, "model": model, "namespace": namespace}
-        calls = bodies(req, common)
-        with ThreadPoolExecutor(max_workers=min(STAGE_WORKERS, len(calls) or 1)) as pool:
-            results = list(pool.map(lambda c: _prefetch(c[0], c[1], token), calls))
-        out[req.class_name] = (sum(results), len(calls))
+        sources, others = bodies(req, common)
+        accepted = 0
+        # Sources first: each learns its site's budget before its peers ask it for the artifact.
+        for calls in (sources, others):
+            with ThreadPoolExecutor(max_workers=min(STAGE_WORKERS, len(calls) or 1)) as pool:
+                accepted += sum(pool.map(lambda c: _prefetch(c[0], c[1], token), calls))
+        out[req.class_name] = (accepted, len(sources) + len(others))
     return out
 
 
-def bodies(req: StageRequest, common: dict[str, Any]) -> list[tuple[NodeInfo, bytes]]:
-    """Each node's prefetch body: sources first (their calls start the site's one download)."""
+Call = tuple[NodeInfo, bytes]
+
+
+def bodies(req: StageRequest, common: dict[str, Any]) -> tuple[list[Call], list[Call]]:
+    """(the sites' source nodes, the others), each with its prefetch body."""
     if not req.sites:
-        return [(node, json.dumps(common).encode()) for node in req.nodes]
-    calls: list[tuple[NodeInfo, bytes]] = []
+        return [], [(node, json.dumps(common).encode()) for node in req.nodes]
+    sources: list[Call] = []
+    others: list[Call] = []
     for site in req.sites:
         body = {**common, "site": site.site, "budget": site.budget()}
         if site.source is not None:
-            calls.append((site.source, json.dumps({**body, "peers": []}).encode()))
+            sources.append((site.source, json.dumps({**body, "peers": []}).encode()))
         peers = [site.source.address] if site.source is not None else []
-        calls += [(node, json.dumps({**body, "peers": peers}).encode()) for node in site.others]
-    return calls
+        others += [(node, json.dumps({**body, "peers": peers}).encode()) for node in site.others]
+    return sources, others
 
 
 def _prefetch(node: NodeInfo, body: bytes, token: str | None) -> bool:

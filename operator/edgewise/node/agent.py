@@ -644,7 +644,7 @@ async def get_prefetch(request: web.Request) -> web.Response:
     except ValueError as err:
         return _error(400, str(err))
     job = agent.jobs.get(digest)
-    if job is not None and job.state != "ready":
+    if job is not None and (job.state != "ready" or agent.cache.has(digest)):  # ready: says where from
         return web.json_response(job.view(_sees(agent, request["caller"], job)))
     if agent.cache.has(digest):
         return web.json_response({"sha256": digest, "state": "ready"})
