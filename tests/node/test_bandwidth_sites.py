@@ -71,7 +71,7 @@ def test_each_site_downloads_one_copy_within_its_budget_and_its_nodes_fetch_from
         state = wait_for(lambda p=proc: (j := job(p, digest))["state"] in ("ready", "failed") and j, 120,
                          f"{name} to stage the artifact")
         assert state["state"] == "ready", (name, state)
-    for site, (source, *others) in sites.items():
+    for source, *others in sites.values():
         assert job(procs[source], digest)["via"] in ("source", None)  # None: it was a peer's job, and is done
         for name in others:
             assert job(procs[name], digest)["via"] == f"peer {procs[source].url}", name

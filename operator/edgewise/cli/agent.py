@@ -101,9 +101,8 @@ def config(args: argparse.Namespace) -> Any:
     """The agent's configuration from its flags; ValueError on a missing node name."""
     from edgewise.node import agent
     from edgewise.node.auth import Policy
-    from edgewise.shared.destinations import Destinations
-
     from edgewise.shared.bandwidth import Budget
+    from edgewise.shared.destinations import Destinations
 
     if not args.node_name:
         raise ValueError(f"the agent needs its node's name: pass --node-name or set ${contract.AGENT_NODE_NAME_ENV} "
