@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import hashlib
 import json
 
 import pytest
+from planning_support import fleet, model, profile_of
+from test_rollout_model import live
 
 from edgewise.api.settings import Bandwidth, OperatorSettings, SiteBudget
 from edgewise.core.agent import agent_args
 from edgewise.core.observed import NodeInfo
-from edgewise.core.rollout import StageRequest
+from edgewise.core.plan import plan_model
+from edgewise.core.rollout import Observed, StageRequest, advance
 from edgewise.core.staging import estimate, site_stages, source_nodes, staging_seconds, summary
 from edgewise.kube.node_agents import bodies
 
@@ -95,3 +100,34 @@ def test_budgets_come_from_the_environment_as_json_and_reach_the_agents_flags(ra
     assert args[args.index("--peer-user") + 1] == "system:serviceaccount:edgewise-node:edgewise-node-agent"
     with pytest.raises(ValueError, match="IANA"):
         OperatorSettings.from_env({"EDGEWISE_AGENT_BANDWIDTH": '{"timeZone": "Nowhere/Land"}'})
+
+
+def test_a_rollout_step_stages_per_site_and_its_status_shows_the_estimate() -> None:
+    nodes = [dataclasses.replace(n, address=f"10.1.0.{i}", labels={**n.labels, ZONE: "factory-a" if i < 3 else "store-b"})
+             for i, n in enumerate(fleet(arm64_cpu=5))]
+    profile = profile_of({"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, "runtime": "onnxruntime",
+                          "precision": "fp32"})
+    rollout = {"steps": [{"percent": 50}, {"percent": 100}], "analysis": {"interval": "5s"}}
+    settings = OperatorSettings()
+    t0 = dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC)
+    observed = Observed(nodes, [], bandwidth=BUDGETS, artifact_bytes={"arm": 5_000_000})
+
+    def step(version: str, status: object = None, existing: list | None = None) -> object:
+        m = model(version=version, profile_ref="p", rollout=rollout)
+        if status is not None:
+            m = m.model_copy(update={"status": m.status.model_copy(update={"rollout": status})})
+        plan = plan_model(m, profile, nodes, existing or [], settings)
+        return advance(m, plan, dataclasses.replace(observed, workloads=existing or []), None, t0)
+
+    first = step("1")
+    assert first.status.class_state("arm").staging is None  # nothing rolling out: nothing to stage
+    second = step("2", first.status, live([w.manifest for w in first.apply]))
+    [req] = second.stage
+    assert {s.site for s in req.sites} == {n.labels[ZONE] for n in req.nodes}
+    for site in req.sites:
+        assert site.source == source_nodes(nodes, ZONE)[site.site]  # the site's source node, moving or not
+        assert site.source not in site.others and set(site.others) <= set(req.nodes)
+    arm = second.status.class_state("arm")
+    assert {s.site: (s.nodes, s.bytes, s.estimated_seconds) for s in arm.staging} == {
+        "factory-a": (3, 5_000_000, 5), "store-b": (2, 5_000_000, 20)}
+    assert arm.staging_seconds == 20

@@ -58,7 +58,7 @@ class StageRequest:
     uri: str
     sha256: str
     nodes: tuple[NodeInfo, ...]
-    # Per site: the node that downloads from the source (staged first, possibly not moving itself)
+    # Per site: the node that downloads from the source (staged first, possibly not one of `nodes`)
     # and the moving nodes that fetch from it. Empty: every node downloads on its own.
     sites: tuple[SiteStage, ...] = ()
 
@@ -227,10 +227,8 @@ def _requeue_after(model: EdgeModel, decisions: Mapping[str, Decision], classes:
 def _stage(cp: ClassPlan, d: Decision, members: list[NodeInfo], observed: Observed) -> StageRequest:
     lo, hi = d.stage or (0, 0)
     moving = tuple(n for n in members if lo <= bucket_of(n.name) < hi)
-    sites = site_stages(moving, observed.nodes, observed.bandwidth)
-    sources = tuple(s.source for s in sites if s.source is not None and s.source not in moving)
-    return StageRequest(class_name=cp.name, uri=cp.artifact.uri, sha256=cp.artifact.sha256,
-                        nodes=moving + sources if moving else (), sites=sites if moving else ())
+    return StageRequest(class_name=cp.name, uri=cp.artifact.uri, sha256=cp.artifact.sha256, nodes=moving,
+                        sites=site_stages(moving, observed.nodes, observed.bandwidth))
 
 
 def _with_staging(state: ClassRollout, members: list[NodeInfo], observed: Observed, name: str) -> ClassRollout:
