@@ -103,7 +103,8 @@ def test_budgets_come_from_the_environment_as_json_and_reach_the_agents_flags(ra
 
 
 def test_a_rollout_step_stages_per_site_and_its_status_shows_the_estimate() -> None:
-    nodes = [dataclasses.replace(n, address=f"10.1.0.{i}", labels={**n.labels, ZONE: "factory-a" if i < 3 else "store-b"})
+    nodes = [dataclasses.replace(n, address=f"10.1.0.{i}",
+                                 labels={**n.labels, ZONE: "factory-a" if i < 3 else "store-b"})
              for i, n in enumerate(fleet(arm64_cpu=5))]
     profile = profile_of({"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, "runtime": "onnxruntime",
                           "precision": "fp32"})
