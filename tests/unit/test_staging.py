@@ -12,7 +12,8 @@ from planning_support import fleet, model, profile_of
 from test_rollout_model import live
 
 from edgewise.api.settings import Bandwidth, OperatorSettings, SiteBudget
-from edgewise.core.agent import agent_args
+from edgewise import contract
+from edgewise.core.agent import agent_args, agent_daemonset
 from edgewise.core.observed import NodeInfo
 from edgewise.core.plan import plan_model
 from edgewise.core.rollout import Observed, StageRequest, advance
@@ -98,6 +99,11 @@ def test_budgets_come_from_the_environment_as_json_and_reach_the_agents_flags(ra
     args = agent_args(settings, "system:serviceaccount:edgewise-system:edgewise-operator")
     assert args[args.index("--bytes-per-second") + 1] == "5000000"
     assert args[args.index("--peer-user") + 1] == "system:serviceaccount:edgewise-node:edgewise-node-agent"
+    pod = agent_daemonset(settings)["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == contract.AGENT_TOKEN_VOLUME]  # its token for its peers
+    assert volume["projected"]["sources"][0]["serviceAccountToken"]["audience"] == contract.AGENT_AUDIENCE
+    assert {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]} >= {contract.AGENT_TOKEN_DIR}
+    assert args[args.index("--peer-token-file") + 1] == contract.AGENT_TOKEN_FILE
     with pytest.raises(ValueError, match="IANA"):
         OperatorSettings.from_env({"EDGEWISE_AGENT_BANDWIDTH": '{"timeZone": "Nowhere/Land"}'})
 
