@@ -11,8 +11,8 @@ import pytest
 from planning_support import fleet, model, profile_of
 from test_rollout_model import live
 
-from edgewise.api.settings import Bandwidth, OperatorSettings, SiteBudget
 from edgewise import contract
+from edgewise.api.settings import Bandwidth, OperatorSettings, SiteBudget
 from edgewise.core.agent import agent_args, agent_daemonset
 from edgewise.core.observed import NodeInfo
 from edgewise.core.plan import plan_model
