@@ -45,6 +45,10 @@ def test_each_site_has_one_source_node_the_lowest_hash_of_its_ready_nodes() -> N
     down = sources["store-b"].name
     fleet = [node(n.name, "store-b", ready=False) if n.name == down else n for n in FLEET]
     assert source_nodes(fleet, ZONE)["store-b"].name == lowest(*({"b0", "b1", "b2"} - {down}))  # NotReady: skipped
+    windows = {lowest("b0", "b1", "b2")}  # a node the agent does not run on (its DaemonSet's node selector)
+    labelled = [NodeInfo(n.name, {**n.labels, "kubernetes.io/os": "windows" if n.name in windows else "linux"},
+                         address=n.address) for n in FLEET]
+    assert source_nodes(labelled, ZONE, {"kubernetes.io/os": "linux"})["store-b"].name not in windows
 
 
 def test_a_stage_puts_the_sites_source_first_even_when_it_does_not_move_and_the_others_fetch_from_it() -> None:

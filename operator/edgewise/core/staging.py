@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from edgewise.api.rollout_status import SiteStaging
@@ -30,11 +30,15 @@ def _rank(node: NodeInfo) -> str:
     return hashlib.sha256(node.name.encode()).hexdigest()
 
 
-def source_nodes(nodes: Iterable[NodeInfo], label: str) -> dict[str, NodeInfo]:
-    """Per site, the node that downloads from outside it (sites with no eligible node are absent)."""
+def source_nodes(nodes: Iterable[NodeInfo], label: str, agent_selector: Mapping[str, str] | None = None
+                 ) -> dict[str, NodeInfo]:
+    """Per site, the node that downloads from outside it (sites with no eligible node are absent):
+    Ready, with an address, and running an agent (the agent DaemonSet's node selector)."""
     out: dict[str, NodeInfo] = {}
     for node in nodes:
         if not node.ready or not node.address:
+            continue
+        if any(node.labels.get(k) != v for k, v in (agent_selector or {}).items()):
             continue
         site = site_of(node, label)
         if site not in out or _rank(node) < _rank(out[site]):
@@ -58,11 +62,12 @@ class SiteStage:
         return {"bytesPerSecond": self.bytes_per_second, "dailyBytes": self.daily_bytes, "timeZone": self.time_zone}
 
 
-def site_stages(moving: Sequence[NodeInfo], fleet: Sequence[NodeInfo], bandwidth: Bandwidth) -> tuple[SiteStage, ...]:
+def site_stages(moving: Sequence[NodeInfo], fleet: Sequence[NodeInfo], bandwidth: Bandwidth,
+                agent_selector: Mapping[str, str] | None = None) -> tuple[SiteStage, ...]:
     """The sites of the nodes a step moves, each with its source node (possibly not moving itself:
     it stages for the others) and its budget."""
     label = bandwidth.site_label
-    sources = source_nodes(fleet, label) if bandwidth.one_copy_per_site else {}
+    sources = source_nodes(fleet, label, agent_selector) if bandwidth.one_copy_per_site else {}
     grouped: dict[str, list[NodeInfo]] = {}
     for node in moving:
         grouped.setdefault(site_of(node, label), []).append(node)
@@ -88,7 +93,8 @@ def staging_seconds(size: int, bytes_per_second: int | None, daily_bytes: int | 
 
 
 def estimate(members: Sequence[NodeInfo], size: int, bandwidth: Bandwidth,
-             fleet: Sequence[NodeInfo] | None = None) -> list[SiteStaging]:
+             fleet: Sequence[NodeInfo] | None = None, agent_selector: Mapping[str, str] | None = None
+             ) -> list[SiteStaging]:
     """Per site of a class's nodes: bytes from outside the site, the budget, and the staging time.
     With one copy per site a site downloads `size` once; otherwise once per node, each node paced
     by the budget on its own (so the site's uplink may carry several copies at once)."""
@@ -96,7 +102,8 @@ def estimate(members: Sequence[NodeInfo], size: int, bandwidth: Bandwidth,
     counts: dict[str, int] = {}
     for node in members:
         counts[site_of(node, label)] = counts.get(site_of(node, label), 0) + 1
-    sources = source_nodes(fleet if fleet is not None else members, label) if bandwidth.one_copy_per_site else {}
+    pool = fleet if fleet is not None else members
+    sources = source_nodes(pool, label, agent_selector) if bandwidth.one_copy_per_site else {}
     out = []
     for site in sorted(counts):
         budget = bandwidth.budget(site)

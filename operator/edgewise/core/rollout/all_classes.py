@@ -48,6 +48,7 @@ class Observed:
     gpu_resource: str = "nvidia.com/gpu"  # the operator's GPU resource name, to choose a switch mode
     bandwidth: Bandwidth = field(default_factory=Bandwidth)  # download budgets per site (operator settings)
     artifact_bytes: Mapping[str, int] = field(default_factory=dict)  # per class, its artifact's size if known
+    agent_selector: Mapping[str, str] = field(default_factory=dict)  # nodes the agent DaemonSet runs on
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ def _stage(cp: ClassPlan, d: Decision, members: list[NodeInfo], observed: Observ
     lo, hi = d.stage or (0, 0)
     moving = tuple(n for n in members if lo <= bucket_of(n.name) < hi)
     return StageRequest(class_name=cp.name, uri=cp.artifact.uri, sha256=cp.artifact.sha256, nodes=moving,
-                        sites=site_stages(moving, observed.nodes, observed.bandwidth))
+                        sites=site_stages(moving, observed.nodes, observed.bandwidth, observed.agent_selector))
 
 
 def _with_staging(state: ClassRollout, members: list[NodeInfo], observed: Observed, name: str) -> ClassRollout:
@@ -236,6 +237,7 @@ def _with_staging(state: ClassRollout, members: list[NodeInfo], observed: Observ
     if not state.canary_revision:
         update: dict[str, object] = {"staging": None, "staging_seconds": None}
     else:
-        sites = estimate(members, observed.artifact_bytes.get(name, 0), observed.bandwidth, observed.nodes)
+        sites = estimate(members, observed.artifact_bytes.get(name, 0), observed.bandwidth, observed.nodes,
+                         observed.agent_selector)
         update = {"staging": sites or None, "staging_seconds": summary(sites)}
     return state.model_copy(update=update)
