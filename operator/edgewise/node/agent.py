@@ -182,6 +182,10 @@ class _GuardedSink:
         return self._w.tell()
 
 
+def _pause(job: Job, seconds: float) -> None:
+    job.paused += seconds
+
+
 class _JobThrottle:
     """The agent's limiter as one job sees it: time spent waiting is the job's pause, and a wait
     for the daily cap shows in the job's state."""
@@ -365,8 +369,8 @@ class Agent:
             job.writer = w
             try:
                 peer_fetch.fetch(peer, self.peer_token_file, sha256=job.sha256, uri=job.uri,
-                                 model=job.model or "", sink=_GuardedSink(w, self._stop, deadline),
-                                 stop=self._stop, deadline=deadline, timeout=self.timeout)
+                                 model=job.model or "", sink=_GuardedSink(w, self._stop, deadline, job),
+                                 stop=self._stop, timeout=self.timeout, waited=lambda s: _pause(job, s))
                 self.cache.commit(w, job.sha256, model=job.model)
             except (peer_fetch.PeerError, DigestMismatch) as err:
                 if self._stop.is_set():

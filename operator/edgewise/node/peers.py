@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -62,16 +61,21 @@ def _call(method: str, url: str, token: str, body: dict[str, Any] | None = None)
 
 
 def fetch(peer: str, token_file: Path | None, *, sha256: str, uri: str, model: str, sink: dl.Sink,
-          stop: threading.Event, deadline: float, timeout: float,
-          clock: Callable[[], float] = time.monotonic) -> None:
-    """Copy `sha256` from the agent `peer` into `sink`, asking it to stage it first."""
+          stop: threading.Event, timeout: float, waited: Callable[[float], None] = lambda _s: None) -> None:
+    """Copy `sha256` from the agent `peer` into `sink`, asking it to stage it first.
+
+    While the peer's download is queued or running — paced by the site's budget, possibly
+    waiting for the daily cap until the next day — this waits too (`waited` is told each pause,
+    which the caller does not count against its deadline): giving up would download a second
+    copy from the source, beyond the site's budget. The peer's own deadline ends a stuck download."""
     base = peer_url(peer)
     namespace, _, name = model.rpartition("/")
     body = {"uri": uri, "sha256": sha256, "model": name or None, "namespace": namespace or None}
     status, answer = _call("POST", base + contract.AGENT_PREFETCH_PATH, read_token(token_file), body)
     while status in (200, 202) and answer.get("state") not in ("ready", "failed"):
-        if stop.wait(POLL_SECONDS) or clock() > deadline:
-            raise PeerError(f"gave up waiting for {base} to stage {sha256}")
+        if stop.wait(POLL_SECONDS):
+            raise PeerError(f"stopped waiting for {base} to stage {sha256}")
+        waited(POLL_SECONDS)
         status, answer = _call("GET", f"{base}{contract.AGENT_PREFETCH_PATH}/{sha256}", read_token(token_file))
     if status not in (200, 202) or answer.get("state") != "ready":
         raise PeerError(f"{base} could not stage {sha256}: HTTP {status} {answer.get('errorKind') or ''} "
