@@ -10,8 +10,10 @@ when the server honours `Range`, from the start otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import random
+import socket
 import tempfile
 import time
 import urllib.error
@@ -249,8 +251,24 @@ register_opener("file", _open_file)
 register_opener("oci", _open_oci)
 
 
+RCVBUF_PACED = 64 << 10  # a paced download's socket receive buffer (see _bound_receive_buffer)
+
+
+def _bound_receive_buffer(stream: Any) -> None:
+    """A paced download reads slowly on purpose; left alone, the kernel's receive buffer (tuned
+    up to megabytes) would take in that much beyond the budget at once. Bounding it keeps what
+    the sender may push ahead of the reader small. Best effort: a stream without a socket (a
+    file, an OCI pull) is left as it is."""
+    sock = getattr(getattr(getattr(stream, "fp", None), "raw", None), "_sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_PACED)
+
+
 def _chunks(opened: Opened, uri: str, throttle: Throttle | None = None) -> Iterator[bytes]:
     received = 0
+    if throttle is not None:
+        _bound_receive_buffer(opened.stream)
     # read1 returns what has arrived instead of waiting for a full chunk, so a stalled
     # transfer still lands on disk progressively (and prefetch progress moves).
     read = getattr(opened.stream, "read1", opened.stream.read)
