@@ -188,6 +188,11 @@ def test_every_option_round_trips_through_the_operator_settings(helm: Helm) -> N
     assert (s.workers, s.resync_seconds) == (4, 120)
     assert (s.probe_max_reconcile_seconds, s.probe_max_queue_age_seconds) == (900, 1200)
     assert (s.optimize_memory_mib, s.optimize_timeout_seconds, s.optimize_retry_seconds) == (8192, 600, 30)
+    bandwidth = s.agent_bandwidth
+    assert (bandwidth.site_label, bandwidth.time_zone, bandwidth.one_copy_per_site) == ("edgewise.io/site",
+                                                                                        "Europe/Berlin", False)
+    assert (bandwidth.budget("factory-a").bytes_per_second, bandwidth.budget("elsewhere").daily_bytes) == (
+        1_000_000, 20_000_000_000)
 
 
 def test_without_the_artifact_store_or_a_created_service_account(helm: Helm) -> None:

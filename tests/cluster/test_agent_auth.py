@@ -80,12 +80,14 @@ def agent(cluster: DevCluster, namespace: str, fleet, chart_rbac, tmp_path: Path
     argv = [sys.executable, "-m", "edgewise", "agent", "--host", "127.0.0.1", "--port", str(port),
             "--cache-dir", str(tmp_path / "cache"), "--node-name", nodes[0], "--operator-user", operator_user,
             "--apiserver", state.server, "--apiserver-token-file", str(own),
-            "--apiserver-ca", str(cluster.pki / "ca.crt"), "--allow-host", "127.0.0.1"]
+            "--apiserver-ca", str(cluster.pki / "ca.crt"), "--allow-host", "127.0.0.1",
+            "--peer-user", f"system:serviceaccount:{namespace}:{chart_rbac['node-agent']}"]
     proc = processes.start("agent", argv, tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(url), 60, "the agent to listen")
-        yield {"url": url, "nodes": nodes, "operator": chart_rbac["operator"], "log": tmp_path}
+        yield {"url": url, "nodes": nodes, "operator": chart_rbac["operator"], "log": tmp_path,
+               "node-agent": chart_rbac["node-agent"]}
     finally:
         processes.stop(proc)
 
@@ -185,3 +187,24 @@ def test_the_agent_refuses_to_start_without_a_node_name(tmp_path: Path) -> None:
                            "--port", str(free_port())], capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin"}, cwd=REPO, check=False)
     assert proc.returncode == 2 and "--node-name" in proc.stderr
+
+
+def test_another_nodes_agent_may_stage_and_read_by_digest_but_not_list_nor_set_the_budget(
+        cluster: DevCluster, namespace: str, agent, source) -> None:
+    """A peer of the site: the agents' own ServiceAccount, with a token of the agent audience."""
+    digest = hashlib.sha256(MODEL).hexdigest()
+    uri = source.add("/m.onnx", MODEL)
+    peer = token(cluster, namespace, agent["node-agent"], contract.AGENT_AUDIENCE)
+    body = json.dumps({"uri": uri, "sha256": digest, "model": "detector", "namespace": namespace,
+                       "site": "elsewhere", "budget": {"bytesPerSecond": 1}}).encode()
+    status, _, answer = http("POST", agent["url"] + contract.AGENT_PREFETCH_PATH, body, token=peer)
+    assert status in (200, 202), answer
+    wait_for(lambda: json.loads(http("GET", f"{agent['url']}{contract.AGENT_PREFETCH_PATH}/{digest}",
+                                     token=peer)[2])["state"] == "ready", 60, "the peer's prefetch")
+    status, _, data = http("GET", f"{agent['url']}/v1/artifacts/{digest}", token=peer)
+    assert status == 200 and data == MODEL
+    assert http("GET", agent["url"] + "/v1/artifacts", token=peer)[0] == 403  # the listing is the operator's
+    health = json.loads(http("GET", agent["url"] + "/healthz")[2])
+    assert health["bandwidth"]["site"] == "" and health["bandwidth"]["bytesPerSecond"] is None  # not a peer's say
+    api_audience = token(cluster, namespace, agent["node-agent"])  # the agent's own token for the apiserver
+    assert http("GET", f"{agent['url']}/v1/artifacts/{digest}", token=api_audience)[0] == 401

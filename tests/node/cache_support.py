@@ -146,12 +146,15 @@ OTHER_NODE_POD = "other-node-pod-token"  # a pod whose token is bound to another
 OPERATOR = "operator-token"
 UNBOUND = "unbound-token"  # a ServiceAccount token not bound to any pod
 TENANT = "tenant-token"  # a runtime pod of another namespace on the agent's node
+PEER = "peer-agent-token"  # another node's agent (the agents' ServiceAccount, pod-bound on its node)
+AGENT_USER = "system:serviceaccount:edgewise-node:edgewise-node-agent"
 TOKENS = {
     POD: {"user": "system:serviceaccount:vision:default", "node": NODE, "pod": "detector-abcde"},
     OTHER_NODE_POD: {"user": "system:serviceaccount:vision:default", "node": "node-b", "pod": "detector-fghij"},
     OPERATOR: {"user": OPERATOR_USER},
     UNBOUND: {"user": "system:serviceaccount:vision:default"},
     TENANT: {"user": "system:serviceaccount:retail:default", "node": NODE, "pod": "counter-12345"},
+    PEER: {"user": AGENT_USER, "node": "node-b", "pod": "edgewise-node-agent-b1c2d"},
 }
 
 

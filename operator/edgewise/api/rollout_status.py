@@ -73,6 +73,19 @@ class AbortRecord(ApiModel):
     version: str = Field(description="The version that was aborted.")
     at: str = Field(description="When the rule fired (RFC 3339).")
     message: str = Field(default="", max_length=4096, description="Which rule fired, with its numbers.")
+class SiteStaging(ApiModel):
+    """Staging of a class's artifact at one site, as its bandwidth budget paces it."""
+
+    site: str = Field(description="Site (the value of the operator's site label; \"\" for nodes without it).")
+    nodes: int = Field(default=0, ge=0, description="Nodes of the class at the site.")
+    bytes: int | None = Field(default=None, ge=0, description="Bytes the site downloads from outside: one copy "
+                                                               "with one copy per site; null when the artifact's "
+                                                               "size is unknown.")
+    bytes_per_second: int | None = Field(default=None, description="The site's byte rate; null: no limit.")
+    daily_bytes: int | None = Field(default=None, description="The site's daily cap; null: no cap.")
+    estimated_seconds: int | None = Field(default=None, ge=0,
+                                          description="Estimated staging time at the site: bytes / rate, plus "
+                                                      "whole days of waiting when a copy exceeds the daily cap.")
 
 
 class ClassRollout(ApiModel):
@@ -123,6 +136,12 @@ class ClassRollout(ApiModel):
         default=0, ge=0, le=100,
         description="Nodes whose edgewise.io/bucket is below this were asked to prefetch the canary's "
                     "artifact (staging runs ahead of a step that waits for its activation window).")
+    staging: list[SiteStaging] | None = Field(
+        default=None, description="While a canary rolls out: per site, the artifact's bytes from outside the "
+                                  "site and the estimated staging time within the site's bandwidth budget.")
+    staging_seconds: int | None = Field(
+        default=None, ge=0, description="Estimated staging time of the canary artifact: the slowest site's "
+                                        "(sites stage in parallel).")
 
 
 class RevisionRecord(ApiModel):

@@ -12,9 +12,11 @@ import re
 from collections.abc import Mapping
 from typing import Any, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 from edgewise import __version__
+from edgewise.shared.bandwidth import zone_info
 
 ENV_PREFIX = "EDGEWISE_"
 # NVIDIA's NGC release (YY.MM) that both Jetson images come from: a TensorRT plan only loads in
@@ -27,6 +29,45 @@ RETIRED_ENV = {
     "EDGEWISE_NODE_IMAGE": "the one node image was split: set EDGEWISE_AGENT_IMAGE (the node agent) and "
                            "EDGEWISE_ONNXRUNTIME_IMAGE (`edgewise serve` and its `edgewise fetch`)",
 }
+
+
+class SiteBudget(BaseModel):
+    """A site's budget for artifact downloads from outside the site (its uplink)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, alias_generator=to_camel)
+
+    bytes_per_second: int | None = Field(default=None, gt=0, description="Bytes per second the site's source "
+                                                                          "downloads may use; null: no limit.")
+    daily_bytes: int | None = Field(default=None, gt=0, description="Bytes per day (from midnight in "
+                                                                     "timeZone); past it downloads wait for the "
+                                                                     "next day. null: no cap.")
+
+
+class Bandwidth(BaseModel):
+    """Budgets of artifact downloads from outside each site (see docs/node-cache.md, "Bandwidth")."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, alias_generator=to_camel)
+
+    site_label: str = Field(default="topology.kubernetes.io/zone", min_length=1,
+                            description="Node label naming a node's site; nodes without it share the site \"\".")
+    default: SiteBudget = Field(default_factory=SiteBudget, description="Budget of sites not listed in `sites`.")
+    sites: dict[str, SiteBudget] = Field(default_factory=dict, description="Budget per site (label value).")
+    time_zone: str = Field(default="UTC", description="IANA time zone whose midnight resets the daily caps.")
+    one_copy_per_site: bool = Field(default=True, description="One node per site downloads from the source; "
+                                                              "the site's other nodes fetch from its agent.")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        zone_info(zone)  # ValueError: not a time zone
+        return zone
+
+    def budget(self, site: str) -> SiteBudget:
+        return self.sites.get(site, self.default)
+
+    @property
+    def limited(self) -> bool:
+        return any(b.bytes_per_second or b.daily_bytes for b in (self.default, *self.sites.values()))
 
 
 class OperatorSettings(BaseModel):
@@ -89,6 +130,10 @@ class OperatorSettings(BaseModel):
     agent_token_file: str = Field(default="", description="The operator's token for the agents (a projected "
                                                           "ServiceAccount token, audience edgewise-agent); empty: "
                                                           "asked for through the TokenRequest API.")
+    agent_bandwidth: Bandwidth = Field(
+        default_factory=Bandwidth, description="Download budgets per site (JSON in EDGEWISE_AGENT_BANDWIDTH: "
+                                               '{"default": {"bytesPerSecond": …, "dailyBytes": …}, "sites": '
+                                               '{"<site>": {…}}, "siteLabel": …, "timeZone": …}).')
     resync_seconds: float = Field(default=300.0, description="Every model is re-reconciled this often.")
     artifact_dir: str = Field(default="", description="Volume of the built-in artifact store and its index; "
                                                       "empty: no optimization, classes serve the source model.")
@@ -171,7 +216,9 @@ class OperatorSettings(BaseModel):
             raw = env.get(ENV_PREFIX + name.upper())
             if raw is None:
                 continue
-            if get_origin(field.annotation) is dict:
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                values[name] = field.annotation.model_validate_json(raw)
+            elif get_origin(field.annotation) is dict:
                 values[name] = _parse_map(raw)
             elif get_origin(field.annotation) is tuple:
                 values[name] = tuple(filter(None, (p.strip() for p in raw.split(","))))

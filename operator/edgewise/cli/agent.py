@@ -61,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     auth.add_argument("--operator-user", action="append", default=[],
                       help="user name of the operator, e.g. system:serviceaccount:edgewise-system:edgewise-operator; "
                            "it may stage artifacts (repeatable)")
+    auth.add_argument("--peer-user", action="append", default=[],
+                      help="user name of the other nodes' agents, e.g. system:serviceaccount:edgewise-node:"
+                           "edgewise-node-agent; they may stage and read artifacts by digest (repeatable)")
+    auth.add_argument("--peer-token-file", type=Path, default=None,
+                      help=f"this agent's token for its peers: a projected ServiceAccount token with audience "
+                           f"{contract.AGENT_AUDIENCE} (re-read on every call); without it, no peer fetches")
     auth.add_argument("--audience", default=contract.AGENT_AUDIENCE, help="audience callers' tokens must have")
     auth.add_argument("--apiserver", default="",
                       help="apiserver URL for TokenReviews (default: in-cluster, $KUBERNETES_SERVICE_HOST)")
@@ -85,6 +91,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="seconds between background reads of power and temperature")
     limits.add_argument("--index-flush", type=_seconds, default=30.0,
                         help="seconds between writes of the index's use times that reads record")
+    band = p.add_argument_group("bandwidth", "the default budget of downloads from sources (outside the site); "
+                                             "the operator sends the site's own with each prefetch")
+    band.add_argument("--bytes-per-second", type=parse_size, default=None,
+                      help="byte rate of source downloads, e.g. 5M (default: no limit)")
+    band.add_argument("--daily-bytes", type=parse_size, default=None,
+                      help="bytes per day; past it source downloads wait for the next day (default: no cap)")
+    band.add_argument("--daily-time-zone", default="UTC", help="IANA time zone whose midnight resets the cap")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
 
@@ -93,6 +106,7 @@ def config(args: argparse.Namespace) -> Any:
     """The agent's configuration from its flags; ValueError on a missing node name."""
     from edgewise.node import agent
     from edgewise.node.auth import Policy
+    from edgewise.shared.bandwidth import Budget
     from edgewise.shared.destinations import Destinations
 
     if not args.node_name:
@@ -104,9 +118,14 @@ def config(args: argparse.Namespace) -> Any:
         attempts=args.attempts, timeout=args.timeout, scrub_on_start=args.scrub_on_start,
         limits=agent.Limits(download_workers=args.download_workers, max_queued=args.max_downloads,
                             download_deadline=args.download_deadline, index_flush=args.index_flush,
-                            telemetry_interval=args.telemetry_interval),
+                            telemetry_interval=args.telemetry_interval,
+                            budget=Budget.from_wire({"bytesPerSecond": args.bytes_per_second,
+                                                     "dailyBytes": args.daily_bytes,
+                                                     "timeZone": args.daily_time_zone})),
+        peer_token_file=args.peer_token_file,
         destinations=Destinations.of(args.allow_host, deny_private=args.deny_private),
-        policy=Policy(node_name=args.node_name, operator_users=frozenset(args.operator_user)),
+        policy=Policy(node_name=args.node_name, operator_users=frozenset(args.operator_user),
+                      peer_users=frozenset(args.peer_user)),
         sysfs_root=args.sysfs_root,
     )
 

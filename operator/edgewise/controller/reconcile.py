@@ -154,7 +154,9 @@ class Reconciler:
         observed = Observed(pods=pods,
             nodes=seen.nodes, workloads=seen.workloads, gpu_resource=self.settings.gpu_resource,
             waiting_for_artifact=frozenset(c for c, a in seen.artifacts.items() if a.state is not ArtifactState.READY),
-            peak_memory_mib={c: a.peak_memory_mib for c, a in seen.artifacts.items() if a.peak_memory_mib})
+            peak_memory_mib={c: a.peak_memory_mib for c, a in seen.artifacts.items() if a.peak_memory_mib},
+            bandwidth=self.settings.agent_bandwidth, agent_selector=self.settings.agent_node_selector,
+            artifact_bytes={c: a.size_bytes for c, a in seen.artifacts.items() if a.size_bytes})
         return advance(model, plan, observed, measurements, now)
 
     def _stage(self, model: EdgeModel, rollout: RolloutResult, write: Writes, ref: dict[str, str]) -> None:

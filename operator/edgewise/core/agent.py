@@ -8,8 +8,11 @@ the `privileged` Pod Security Standard, so it does not share the operator's
 namespace, which enforces `restricted`.
 
 Its ServiceAccount may only create TokenReviews: the agent checks every caller's
-token with the apiserver, and serves only the pods of its own node (NODE_NAME)
-and the operator (`operator_user`, the user name the operator authenticates as).
+token with the apiserver, and serves only the pods of its own node (NODE_NAME),
+the operator (`operator_user`, the user name the operator authenticates as) and
+the other nodes' agents (their ServiceAccount, the same as its own): those fetch
+artifacts from their site's source node with a projected token of the agent
+audience (docs/node-cache.md, "Bandwidth").
 """
 
 from __future__ import annotations
@@ -37,6 +40,15 @@ def agent_args(settings: OperatorSettings, operator_user: str | None) -> list[st
     ]
     if operator_user:
         args += ["--operator-user", operator_user]
+    args += ["--peer-user", f"{contract.SA_PREFIX}{s.agent_namespace}:{s.agent_service_account}",
+             "--peer-token-file", contract.AGENT_TOKEN_FILE]
+    default = s.agent_bandwidth.default
+    if default.bytes_per_second:
+        args += ["--bytes-per-second", str(default.bytes_per_second)]
+    if default.daily_bytes:
+        args += ["--daily-bytes", str(default.daily_bytes)]
+    if s.agent_bandwidth.time_zone != "UTC":
+        args += ["--daily-time-zone", s.agent_bandwidth.time_zone]
     for host in s.agent_allow_host_list:
         args += ["--allow-host", host]
     if s.agent_deny_private:
@@ -66,7 +78,8 @@ def agent_daemonset(settings: OperatorSettings, operator_user: str | None = None
                           "periodSeconds": 20, "failureThreshold": 6},
         "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
         "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": contract.AGENT_CACHE_DIR},
-                         {"name": pods.TMP_VOLUME, "mountPath": "/tmp"}],
+                         {"name": pods.TMP_VOLUME, "mountPath": "/tmp"},
+                         pods.agent_token_mount()],  # its token for its peers (another node's agent)
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
@@ -100,6 +113,7 @@ def agent_daemonset(settings: OperatorSettings, operator_user: str | None = None
                         {"name": CACHE_VOLUME,
                          "hostPath": {"path": s.agent_cache_dir, "type": "DirectoryOrCreate"}},
                         {"name": pods.TMP_VOLUME, "emptyDir": {}},
+                        pods.agent_token_volume(),
                     ],
                 },
             },

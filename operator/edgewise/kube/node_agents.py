@@ -1,10 +1,14 @@
 """Calls to the node agents (`edgewise agent`, one per node): prefetch a canary's artifact, read power.
 
 Best effort and bounded in time: only the agents of the nodes a step is about to move are
-called, each with a short timeout, so an agent that does not answer (a disconnected node) never
-holds the step; the node's fetch init container gets the artifact itself when its pod starts.
-Power and temperature (`telemetry`) are read from a bounded sample of a class's canary and
-stable nodes; an agent that does not answer gives an unavailable reading, with the reason.
+called (and each site's source node, which stages for them), each with a short timeout, so an
+agent that does not answer (a disconnected node) never holds the step; the node's fetch init
+container gets the artifact itself when its pod starts. Power and temperature (`telemetry`) are
+read from a bounded sample of a class's canary and stable nodes; an agent that does not answer
+gives an unavailable reading, with the reason.
+
+Each call carries the node's site budget, and for every node but its site's source node the
+address of that node's agent as the peer to fetch from (core/staging.py decides who is who).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from edgewise import contract
 from edgewise.core.analysis import NodeReading
@@ -31,11 +36,33 @@ def prefetch(namespace: str, model: str, requests: Sequence[StageRequest], token
     """Per class, (agents that accepted, agents asked). `token` authenticates the operator to the agents."""
     out: dict[str, tuple[int, int]] = {}
     for req in requests:
-        body = json.dumps({"uri": req.uri, "sha256": req.sha256, "model": model, "namespace": namespace}).encode()
-        with ThreadPoolExecutor(max_workers=min(STAGE_WORKERS, len(req.nodes) or 1)) as pool:
-            results = list(pool.map(_prefetch, req.nodes, [body] * len(req.nodes), [token] * len(req.nodes)))
-        out[req.class_name] = (sum(results), len(req.nodes))
+        common = {"uri": req.uri, "sha256": req.sha256, "model": model, "namespace": namespace}
+        sources, others = bodies(req, common)
+        accepted = 0
+        # Sources first: each learns its site's budget before its peers ask it for the artifact.
+        for calls in (sources, others):
+            with ThreadPoolExecutor(max_workers=min(STAGE_WORKERS, len(calls) or 1)) as pool:
+                accepted += sum(pool.map(lambda c: _prefetch(c[0], c[1], token), calls))
+        out[req.class_name] = (accepted, len(sources) + len(others))
     return out
+
+
+Call = tuple[NodeInfo, bytes]
+
+
+def bodies(req: StageRequest, common: dict[str, Any]) -> tuple[list[Call], list[Call]]:
+    """(the sites' source nodes, the others), each with its prefetch body."""
+    if not req.sites:
+        return [], [(node, json.dumps(common).encode()) for node in req.nodes]
+    sources: list[Call] = []
+    others: list[Call] = []
+    for site in req.sites:
+        body = {**common, "site": site.site, "budget": site.budget()}
+        if site.source is not None:
+            sources.append((site.source, json.dumps({**body, "peers": []}).encode()))
+        peers = [site.source.address] if site.source is not None else []
+        others += [(node, json.dumps({**body, "peers": peers}).encode()) for node in site.others]
+    return sources, others
 
 
 def _prefetch(node: NodeInfo, body: bytes, token: str | None) -> bool:

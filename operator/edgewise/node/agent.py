@@ -5,7 +5,13 @@ component with a hostPath). It fills its cache from artifact sources, verifies
 every digest, and serves cached bytes read-only — also when the uplink is gone.
 
 Every call but /healthz and /metrics needs a bearer token (edgewise.node.auth):
-pods of this node may fill, read and upload plans; the operator may stage.
+pods of this node may fill, read and upload plans; the operator may stage; the
+agents of other nodes may stage and read by digest (peers of a site).
+
+Downloads from a source (outside the site) go through one `Limiter`: the site's
+byte rate and daily cap, which the operator sends with each prefetch (the flags
+give the default). A node that is not its site's source node fetches from the
+peer agent the operator named instead, falling back to the source (node/peers.py).
 Downloads only reach allowed destinations (edgewise.shared.destinations), run in
 a bounded pool of their own with an overall deadline, and never hold more
 bytes in flight than the cache's budget.
@@ -14,7 +20,8 @@ API (see docs/node-cache.md):
     GET  /v1/artifacts                     listing of the cache
     GET  /v1/artifacts/{key}[?uri=&model=] a cached artifact or plan; a miss is filled from `uri`
     PUT  /v1/artifacts/{plan-key}          a TensorRT plan built on this node (sha256 in a header), once
-    POST /v1/prefetch                      {"uri", "sha256", "model"[, "namespace"]}: stage in the background
+    POST /v1/prefetch                      {"uri", "sha256", "model"[, "namespace", "site", "budget", "peers"]}:
+                                           stage in the background
     GET  /v1/prefetch/{sha256}             state of a prefetch
     GET  /v1/telemetry                     the node's power (W) and temperature (°C), or why not (operator)
     GET  /healthz, GET /metrics
@@ -43,6 +50,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from edgewise import contract
+from edgewise.node import peers as peer_fetch
 from edgewise.node.auth import Caller, Policy, Role, Verifier, VerifierUnavailable, bearer_token
 from edgewise.node.cache import (
     PLAN_KEY_RE,
@@ -54,6 +62,7 @@ from edgewise.node.cache import (
 from edgewise.node.telemetry import NodeTelemetry, Telemetry
 from edgewise.shared import download as dl
 from edgewise.shared import tracing
+from edgewise.shared.bandwidth import Budget, Limiter, Stopped
 from edgewise.shared.destinations import Destinations
 from edgewise.shared.digest import DigestMismatch, Writer, normalize_digest
 
@@ -97,6 +106,7 @@ class Limits:
     download_deadline: float = 7200.0  # seconds one download may take, retries included
     index_flush: float = 30.0  # seconds between writes of the uses reads recorded (reads never write)
     telemetry_interval: float = 5.0  # seconds between background reads (they keep RAPL's baseline fresh)
+    budget: Budget = Budget()  # source downloads' rate and daily cap until the operator sends the site's
 
 
 @dataclass
@@ -112,15 +122,30 @@ class Job:
     error_kind: str = ""  # digest_mismatch | transient | permanent | refused | too_large | deadline
     writer: Writer | None = None
     started: float | None = None  # time.monotonic() when a download worker took it
+    paused: float = 0.0  # seconds spent waiting for the bandwidth budget (not counted by the deadline)
+    for_peer: bool = False  # asked by a peer agent: always from the source (peers never chain)
+    via: str = ""  # where the bytes came from: "source" or "peer <address>"
+    limiter: Limiter | None = None  # the budget pacing it, while it downloads from the source
+
+    def waiting_until(self) -> float | None:
+        """When the daily cap lifts, while this download waits for it."""
+        return self.limiter.waiting_until if self.limiter is not None and self.state == "downloading" else None
 
     def view(self, full: bool = True) -> dict[str, Any]:
         """The job as callers see it; `full=False` for another tenant's job: a URI may carry a
         presigned credential, an error may quote the source."""
         view = {"sha256": self.sha256, "state": self.state, "errorKind": self.error_kind,
-                "bytes": self.writer.size if self.writer and self.state == "downloading" else None}
+                "bytes": self.writer.size if self.writer and self.state == "downloading" else None,
+                "via": self.via or None, "waitingUntil": _rfc3339(self.waiting_until())}
         if full:
             view.update(uri=self.uri, model=self.model, error=self.error)
         return view
+
+
+def _rfc3339(wall: float | None) -> str | None:
+    if wall is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
 
 
 class DeadlineExceeded(dl.PermanentError):
@@ -143,15 +168,16 @@ class _GuardedSink:
     """Passes writes to the cache writer until the agent shuts down or the deadline passes,
     so a download thread ends whatever the source does (1 byte every 10 s included)."""
 
-    def __init__(self, writer: Writer, stop: threading.Event, deadline: float) -> None:
+    def __init__(self, writer: Writer, stop: threading.Event, deadline: float, job: Job | None = None) -> None:
         self._w = writer
         self._stop = stop
         self._deadline = deadline
+        self._job = job
 
     def write(self, data: bytes) -> None:
         if self._stop.is_set():
             raise dl.PermanentError("agent shutting down")
-        if time.monotonic() > self._deadline:
+        if time.monotonic() > self._deadline + (self._job.paused if self._job else 0.0):
             raise DeadlineExceeded("download deadline exceeded (the agent's --download-deadline)")
         self._w.write(data)
 
@@ -160,6 +186,31 @@ class _GuardedSink:
 
     def tell(self) -> int:
         return self._w.tell()
+
+
+def _pause(job: Job, seconds: float) -> None:
+    job.paused += seconds
+
+
+class _JobThrottle:
+    """The agent's limiter as one job sees it: time spent waiting is the job's pause, and a wait
+    for the daily cap shows in the job's state."""
+
+    def __init__(self, limiter: Limiter, job: Job) -> None:
+        self._limiter = limiter
+        self._job = job
+
+    def acquire(self, n: int) -> int:
+        start = time.monotonic()
+        try:
+            return self._limiter.acquire(n)
+        except Stopped as err:
+            raise dl.PermanentError("agent shutting down") from err
+        finally:
+            self._job.paused += time.monotonic() - start
+
+    def refund(self, n: int) -> None:
+        self._limiter.refund(n)
 
 
 class Metrics:
@@ -176,6 +227,20 @@ class Metrics:
         self.denied = Counter("edgewise_agent_denied_requests", "Requests refused by authentication "
                               "or authorization", ["status"], registry=r)
         self.cache_bytes = Gauge("edgewise_agent_cache_bytes", "Bytes held in the cache", registry=r)
+        self.source_bytes = Counter("edgewise_agent_source_bytes", "Bytes downloaded from sources (outside the "
+                                    "site; within the bandwidth budget)", registry=r)
+        self.peer_bytes = Counter("edgewise_agent_peer_bytes", "Bytes fetched from a peer agent of the site",
+                                  registry=r)
+        self.peer_fallbacks = Counter("edgewise_agent_peer_fallbacks", "Fills that fell back from a peer agent "
+                                      "to the source", registry=r)
+        self.budget_rate = Gauge("edgewise_agent_bandwidth_bytes_per_second", "The site's byte rate for source "
+                                 "downloads (0: no limit)", registry=r)
+        self.budget_daily = Gauge("edgewise_agent_bandwidth_daily_bytes", "The site's daily cap (0: no cap)",
+                                  registry=r)
+        self.daily_used = Gauge("edgewise_agent_bandwidth_used_today_bytes", "Source bytes counted against "
+                                "today's cap", registry=r)
+        self.cap_waiting = Gauge("edgewise_agent_bandwidth_waiting_until_seconds", "While downloads wait for "
+                                 "the daily cap to reset: when (Unix time); 0 otherwise", registry=r)
 
     def watch(self, telemetry: Callable[[], Telemetry]) -> None:
         """Export the node's power and temperature, read at each scrape (cheap sysfs reads)."""
@@ -214,6 +279,7 @@ class Agent:
         destinations: Destinations | None = None, file_root: Path | None = None, attempts: int = 5,
         base_delay: float = 0.5, timeout: float = 30.0, limits: Limits = Limits(),
         telemetry: NodeTelemetry | None = None,
+        peer_token_file: Path | None = None,
     ) -> None:
         self.cache = cache
         self.verifier = verifier
@@ -235,6 +301,18 @@ class Agent:
         # default executor) never queue behind a slow uplink.
         self._pool = ThreadPoolExecutor(max_workers=limits.download_workers, thread_name_prefix="download")
         self.openers = dl.guarded_openers(destinations or Destinations())
+        self.peer_token_file = peer_token_file
+        # What the operator said last about this node's site: its budget and whom to fetch from.
+        self.site = ""
+        self.peers: tuple[str, ...] = ()
+        self.limiter = Limiter(limits.budget, sleep=self._stop.wait)
+
+    def configure_site(self, site: str, budget: Budget, peers: tuple[str, ...]) -> None:
+        """The operator's word on this node's site (with every prefetch): it applies to later fills."""
+        if (site, budget, peers) != (self.site, self.limiter.budget, self.peers):
+            log.info("site %r: budget %s, peers %s", site, budget.to_wire(), list(peers) or "(none: the source)")
+        self.site, self.peers = site, peers
+        self.limiter.set_budget(budget)
 
     def read_telemetry(self) -> Telemetry:
         with self._telemetry_lock:
@@ -254,15 +332,16 @@ class Agent:
         running = [j for j in self.jobs.values() if j.state == "downloading" and j.started is not None]
         if len(running) < self.limits.download_workers:
             return []
-        return [j for j in running if now - (j.started or now) > self.limits.download_deadline]
+        return [j for j in running if now - (j.started or now) - j.paused > self.limits.download_deadline]
 
-    async def ensure(self, sha256: str, uri: str, model: str | None, namespace: str = "") -> Job | None:
+    async def ensure(self, sha256: str, uri: str, model: str | None, namespace: str = "",
+                     for_peer: bool = False) -> Job | None:
         """Make `sha256` cached, downloading it from `uri` once however many ask; None if it was."""
         if self.cache.has(sha256) and await asyncio.to_thread(self.cache.verify, sha256):
             return None
         task = self._inflight.get(sha256)
         if task is None:
-            job = Job(sha256=sha256, uri=uri, model=model, namespace=namespace)
+            job = Job(sha256=sha256, uri=uri, model=model, namespace=namespace, for_peer=for_peer)
             self._remember(job)
             task = asyncio.get_running_loop().create_task(self._fill(job))
             self._inflight[sha256] = task
@@ -293,7 +372,7 @@ class Agent:
         else:
             job.state = "ready"
         finally:
-            job.writer = None
+            job.writer = job.limiter = None
             self.metrics.cache_bytes.set(self.cache.total_bytes())
         if job.state == "failed":
             self.metrics.failures.labels(job.error_kind).inc()
@@ -304,23 +383,49 @@ class Agent:
     def _fill_blocking(self, job: Job) -> None:
         job.state, job.started = "downloading", time.monotonic()
         deadline = job.started + self.limits.download_deadline
+        for peer in () if job.for_peer else self.peers:
+            if self._from_peer(job, peer, deadline):
+                return
+        job.via, job.limiter = "source", self.limiter
         with (tracing.span("agent.download", {"edgewise.sha256": job.sha256, "edgewise.model": job.model or "",
                                               "edgewise.scheme": dl.scheme_of(job.uri)}) as span,
               self.cache.writer() as w):
             job.writer = w
             dl.download(
-                job.uri, _GuardedSink(w, self._stop, deadline), attempts=self.attempts,
+                job.uri, _GuardedSink(w, self._stop, deadline, job), attempts=self.attempts,
                 base_delay=self.base_delay, timeout=self.timeout, openers=self.openers,
-                sleep=lambda s: self._stop.wait(min(s, max(0.0, deadline - time.monotonic()))),
+                sleep=lambda s: self._stop.wait(min(s, max(0.0, deadline + job.paused - time.monotonic()))),
                 on_retry=lambda n, err: log.info("retry %d of %s: %s", n, job.uri, err),
+                throttle=_JobThrottle(self.limiter, job),
             )
             self.metrics.downloaded_bytes.inc(w.size)
             span.set_attribute("edgewise.bytes", w.size)
+            self.metrics.source_bytes.inc(w.size)
             try:
                 self.cache.commit(w, job.sha256, model=job.model)
             except DigestMismatch as err:  # the real digest goes to the node's log only, never to callers
                 log.warning("%s hashed to sha256 %s, not to the digest asked for", job.uri, err.actual)
                 raise
+
+    def _from_peer(self, job: Job, peer: str, deadline: float) -> bool:
+        """Fill `job` from a peer agent of the site; False when the source must do it instead."""
+        job.via = f"peer {peer}"
+        with self.cache.writer() as w:
+            job.writer = w
+            try:
+                peer_fetch.fetch(peer, self.peer_token_file, sha256=job.sha256, uri=job.uri,
+                                 model=job.model or "", sink=_GuardedSink(w, self._stop, deadline, job),
+                                 stop=self._stop, timeout=self.timeout, waited=lambda s: _pause(job, s))
+                self.cache.commit(w, job.sha256, model=job.model)
+            except (peer_fetch.PeerError, DigestMismatch) as err:
+                if self._stop.is_set():
+                    raise dl.PermanentError("agent shutting down") from err
+                log.warning("peer %s could not deliver %s (%s): from the source instead", peer, job.sha256, err)
+                self.metrics.peer_fallbacks.inc()
+                return False
+            self.metrics.downloaded_bytes.inc(w.size)
+            self.metrics.peer_bytes.inc(w.size)
+            return True
 
 
 # ---- HTTP ----------------------------------------------------------------------------------------
@@ -422,10 +527,12 @@ def _job_error(agent: Agent, caller: Caller, job: Job) -> web.Response:
     return _error(status, message, kind=job.error_kind)
 
 
-@requires(Role.NODE_POD)
+@requires(Role.NODE_POD, Role.PEER)
 async def get_artifact(request: web.Request) -> web.StreamResponse:
     agent: Agent = request.app["agent"]
     key = request.match_info["key"]
+    if Role.NODE_POD not in agent.policy.roles(request["caller"]):
+        return await _get_for_peer(agent, key)
     uri = request.query.get("uri", "")
     try:
         model = _model_key(agent, request["caller"], request.query.get("model"))
@@ -457,6 +564,17 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
         return _job_error(agent, caller, job)
     agent.cache.touch(digest, model or None)
     return _serve_file(agent, digest)
+
+
+async def _get_for_peer(agent: Agent, key: str) -> web.StreamResponse:
+    """A peer agent reads a cached artifact by digest: no plans, no fill (it asks with a prefetch)."""
+    try:
+        digest = normalize_digest(key)
+    except ValueError as err:
+        return _error(400, f"peers read artifacts by digest: {err}")
+    if agent.cache.has(digest) and await asyncio.to_thread(agent.cache.verify, digest):
+        return _serve_file(agent, digest)
+    return _error(404, f"sha256 {digest} is not cached here; stage it with POST {contract.AGENT_PREFETCH_PATH}")
 
 
 @requires(Role.NODE_POD)
@@ -524,16 +642,30 @@ async def list_artifacts(request: web.Request) -> web.Response:
     })
 
 
-@requires(Role.NODE_POD, Role.OPERATOR)
+def _site_of(body: dict[str, Any]) -> tuple[str, Budget, tuple[str, ...]] | None:
+    """The operator's site fields of a prefetch (None when it sent none); ValueError if malformed."""
+    if "budget" not in body and "peers" not in body and "site" not in body:
+        return None
+    peers = body.get("peers") or []
+    if not isinstance(peers, list) or not all(isinstance(p, str) and p for p in peers) or len(peers) > 8:
+        raise ValueError("peers must be a list of at most 8 agent addresses")
+    return str(body.get("site") or ""), Budget.from_wire(body.get("budget")), tuple(peers)
+
+
+@requires(Role.NODE_POD, Role.OPERATOR, Role.PEER)
 async def post_prefetch(request: web.Request) -> web.Response:
     agent: Agent = request.app["agent"]
+    roles = agent.policy.roles(request["caller"])
     try:
         body = await request.json()
         uri = str(body["uri"])
         digest = normalize_digest(str(body["sha256"]))
         model = _model_key(agent, request["caller"], body.get("model") or None, body.get("namespace"))
+        site = _site_of(body) if Role.OPERATOR in roles else None  # only the operator says what the site is
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         return _error(400, f'want JSON {{"uri": …, "sha256": …, "model": …, "namespace": …}}: {err}')
+    if site is not None:
+        agent.configure_site(*site)
     location = f"{contract.AGENT_PREFETCH_PATH}/{digest}"
     if agent.cache.has(digest):
         agent.cache.touch(digest, model or None)
@@ -544,14 +676,16 @@ async def post_prefetch(request: web.Request) -> web.Response:
     if agent.busy(digest):
         return _too_many("downloads queued")
     caller = request["caller"]
-    _background(request.app, agent.ensure(digest, uri, model or None, _caller_namespace(agent, caller)))
+    # A peer's request is served from the source: peers never chain (and never loop).
+    for_peer = roles == {Role.PEER}
+    _background(request.app, agent.ensure(digest, uri, model or None, _caller_namespace(agent, caller), for_peer))
     await asyncio.sleep(0)  # let the job register, so the status below is not 404
     job = agent.jobs.get(digest)
     view = job.view(_sees(agent, caller, job)) if job else {"sha256": digest, "state": "queued"}
     return web.json_response(view, status=202, headers={"Location": location})
 
 
-@requires(Role.NODE_POD, Role.OPERATOR)
+@requires(Role.NODE_POD, Role.OPERATOR, Role.PEER)
 async def get_prefetch(request: web.Request) -> web.Response:
     agent: Agent = request.app["agent"]
     try:
@@ -559,7 +693,7 @@ async def get_prefetch(request: web.Request) -> web.Response:
     except ValueError as err:
         return _error(400, str(err))
     job = agent.jobs.get(digest)
-    if job is not None and job.state != "ready":
+    if job is not None and (job.state != "ready" or agent.cache.has(digest)):  # ready: says where from
         return web.json_response(job.view(_sees(agent, request["caller"], job)))
     if agent.cache.has(digest):
         return web.json_response({"sha256": digest, "state": "ready"})
@@ -581,12 +715,24 @@ async def healthz(request: web.Request) -> web.Response:
     if stuck:
         return web.json_response({"status": "stuck", "artifacts": agent.cache.count(),
                                   "stuckDownloads": [j.sha256 for j in stuck]}, status=503)
-    return web.json_response({"status": "ok", "artifacts": agent.cache.count()})
+    return web.json_response({"status": "ok", "artifacts": agent.cache.count(), "bandwidth": _bandwidth(agent)})
+
+
+def _bandwidth(agent: Agent) -> dict[str, Any]:
+    """The budget in force and whether downloads wait for the daily cap (in /healthz and job views)."""
+    limiter = agent.limiter
+    return {"site": agent.site, **limiter.budget.to_wire(), "usedToday": limiter.used_today,
+            "waitingUntil": _rfc3339(limiter.waiting_until), "peers": list(agent.peers)}
 
 
 async def metrics(request: web.Request) -> web.Response:
     agent: Agent = request.app["agent"]
     agent.metrics.cache_bytes.set(agent.cache.total_bytes())
+    budget, m = agent.limiter.budget, agent.metrics
+    m.budget_rate.set(budget.bytes_per_second or 0)
+    m.budget_daily.set(budget.daily_bytes or 0)
+    m.daily_used.set(agent.limiter.used_today)
+    m.cap_waiting.set(agent.limiter.waiting_until or 0)
     body = generate_latest(agent.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -663,6 +809,7 @@ class Config:
     destinations: Destinations
     policy: Policy
     sysfs_root: Path = Path("/sys")
+    peer_token_file: Path | None = None
 
 
 def run(config: Config, verifier: Verifier) -> None:
@@ -674,7 +821,7 @@ def run(config: Config, verifier: Verifier) -> None:
     cache.evict()  # a smaller budget than last time applies at once
     agent = Agent(cache, verifier=verifier, policy=c.policy, destinations=c.destinations,
                   file_root=c.file_root, attempts=c.attempts, timeout=c.timeout, limits=c.limits,
-                  telemetry=NodeTelemetry(c.sysfs_root))
+                  telemetry=NodeTelemetry(c.sysfs_root), peer_token_file=c.peer_token_file)
     log.info("agent of node %s on %s:%d, cache %s (%d bytes, budget %s), operator %s, allowed hosts %s",
              c.policy.node_name, c.host, c.port, c.cache_dir, cache.total_bytes(), c.max_bytes,
              sorted(c.policy.operator_users) or "(none)", sorted(c.destinations.allow_hosts) or "(none)")

@@ -8,7 +8,11 @@ the apiserver (a TokenReview) and trusts only what the review says:
   artifacts (prefetch), see prefetch states and list the cache;
 - a pod may do everything a runtime pod needs (fill, read, upload a plan) only when
   its token is bound to a pod on the agent's own node: the apiserver writes the
-  pod's node into pod-bound tokens (user extra `authentication.kubernetes.io/node-name`).
+  pod's node into pod-bound tokens (user extra `authentication.kubernetes.io/node-name`);
+- another node's agent (the agents' ServiceAccount, its user name given to the agent)
+  may ask this agent to stage an artifact, see prefetch states and read cached
+  artifacts by digest: the peers of a site fetch from its source node (see
+  docs/node-cache.md, "Bandwidth"). Nothing else: no plans, no listing, no fill by GET.
 
 Nobody else gets anything but /healthz and /metrics. The token never leaves the
 agent except towards the apiserver; results are cached by the token's sha256.
@@ -66,6 +70,7 @@ class Caller:
 class Role(StrEnum):
     OPERATOR = "operator"  # stage (prefetch), prefetch states, listing
     NODE_POD = "node-pod"  # everything a runtime pod on this node needs
+    PEER = "peer"  # another node's agent: stage, prefetch states, cached artifacts by digest
 
 
 @dataclass(frozen=True)
@@ -74,11 +79,14 @@ class Policy:
 
     node_name: str
     operator_users: frozenset[str]
+    peer_users: frozenset[str] = frozenset()  # the agents' ServiceAccount
 
     def roles(self, caller: Caller) -> frozenset[Role]:
         roles = set()
         if caller.user in self.operator_users:
             roles.add(Role.OPERATOR)
+        if caller.user in self.peer_users:
+            roles.add(Role.PEER)
         if caller.node and caller.node == self.node_name and caller.pod and caller.namespace:
             roles.add(Role.NODE_POD)
         return frozenset(roles)

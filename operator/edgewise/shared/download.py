@@ -10,8 +10,10 @@ when the server honours `Range`, from the start otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import random
+import socket
 import tempfile
 import time
 import urllib.error
@@ -44,6 +46,13 @@ class PermanentError(DownloadError):
 
 class RefusedError(PermanentError):
     """The destination is not one this process downloads from (see edgewise.shared.destinations)."""
+
+
+class Throttle(Protocol):
+    """Paces reads (edgewise.shared.bandwidth.Limiter): how many of `n` bytes may be read now."""
+
+    def acquire(self, n: int) -> int: ...
+    def refund(self, n: int) -> None: ...
 
 
 class Sink(Protocol):
@@ -242,17 +251,40 @@ register_opener("file", _open_file)
 register_opener("oci", _open_oci)
 
 
-def _chunks(opened: Opened, uri: str) -> Iterator[bytes]:
+RCVBUF_PACED = 64 << 10  # a paced download's socket receive buffer (see _bound_receive_buffer)
+
+
+def _bound_receive_buffer(stream: Any) -> None:
+    """A paced download reads slowly on purpose; left alone, the kernel's receive buffer (tuned
+    up to megabytes) would take in that much beyond the budget at once. Bounding it keeps what
+    the sender may push ahead of the reader small. Best effort: a stream without a socket (a
+    file, an OCI pull) is left as it is."""
+    sock = getattr(getattr(getattr(stream, "fp", None), "raw", None), "_sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_PACED)
+
+
+def _chunks(opened: Opened, uri: str, throttle: Throttle | None = None) -> Iterator[bytes]:
     received = 0
+    if throttle is not None:
+        _bound_receive_buffer(opened.stream)
     # read1 returns what has arrived instead of waiting for a full chunk, so a stalled
     # transfer still lands on disk progressively (and prefetch progress moves).
     read = getattr(opened.stream, "read1", opened.stream.read)
     try:
         while True:
+            # Throttled, a read takes only what the budget grants: the bytes stay in the socket,
+            # so TCP slows the sender down (the budget is on the link, not only on the disk).
+            want = throttle.acquire(CHUNK) if throttle is not None else CHUNK
+            chunk = b""
             try:
-                chunk = read(CHUNK)
+                chunk = read(want)
             except (TimeoutError, http.client.IncompleteRead, ConnectionError, OSError) as err:
                 raise TransientError(f"{uri}: transfer cut after {received} bytes: {err}") from err
+            finally:
+                if throttle is not None:
+                    throttle.refund(want - len(chunk))
             if not chunk:
                 break
             received += len(chunk)
@@ -264,10 +296,11 @@ def _chunks(opened: Opened, uri: str) -> Iterator[bytes]:
         raise TransientError(f"{uri}: transfer cut after {received} of {opened.length} bytes")
 
 
-def copy_once(uri: str, sink: Sink, timeout: float = 30.0, openers: Mapping[str, Opener] | None = None) -> None:
+def copy_once(uri: str, sink: Sink, timeout: float = 30.0, openers: Mapping[str, Opener] | None = None,
+              throttle: Throttle | None = None) -> None:
     """One attempt: continue from `sink.tell()` if the source allows, else start over.
 
-    `openers` replaces the registered ones (the agent passes guarded openers)."""
+    `openers` replaces the registered ones (the agent passes guarded openers); `throttle` paces reads."""
     table = _OPENERS if openers is None else openers
     opener = table.get(scheme_of(uri))
     if opener is None:
@@ -275,7 +308,7 @@ def copy_once(uri: str, sink: Sink, timeout: float = 30.0, openers: Mapping[str,
     opened = opener(uri, sink.tell(), timeout)
     if opened.offset != sink.tell():
         sink.reset()
-    for chunk in _chunks(opened, uri):
+    for chunk in _chunks(opened, uri, throttle):
         sink.write(chunk)
 
 
@@ -289,12 +322,13 @@ def download(
     sleep: Callable[[float], object] = time.sleep,
     on_retry: Callable[[int, Exception], None] | None = None,
     openers: Mapping[str, Opener] | None = None,
+    throttle: Throttle | None = None,
 ) -> None:
-    """Copy `uri` into `sink`, retrying transient failures with exponential backoff."""
+    """Copy `uri` into `sink`, retrying transient failures with exponential backoff; `throttle` paces reads."""
     delays = backoff_delays(attempts, base_delay)
     for attempt in range(attempts):
         try:
-            copy_once(uri, sink, timeout, openers)
+            copy_once(uri, sink, timeout, openers, throttle)
             return
         except TransientError as err:
             if attempt == attempts - 1:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from edgewise.api.commands import Command, parse
 from edgewise.api.resources import EdgeModel
 from edgewise.api.rollout_status import AbortRecord, AnalysisRecord, ClassRollout, RolloutStatus
+from edgewise.api.settings import Bandwidth
 from edgewise.core import names
 from edgewise.core.durations import iso, seconds
 from edgewise.core.events import Event
@@ -34,6 +35,7 @@ from edgewise.core.rollout.observe import class_nodes, observe, slots, stable_mi
 from edgewise.core.rollout.placement import deletions, place, target_bounds
 from edgewise.core.rollout.switch import Bounds, Mode, choose_mode, decide
 from edgewise.core.rollout.windows import node_zone
+from edgewise.core.staging import SiteStage, estimate, site_stages, summary
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class Observed:
     # The model's runtime pods, for spec.rollout.abort and nodeTimeout (None: not read; the shell reads them
     # only when one of those is set and a class has a canary, see `needs_pods`).
     pods: Sequence[RuntimePod] | None = None
+    bandwidth: Bandwidth = field(default_factory=Bandwidth)  # download budgets per site (operator settings)
+    artifact_bytes: Mapping[str, int] = field(default_factory=dict)  # per class, its artifact's size if known
+    agent_selector: Mapping[str, str] = field(default_factory=dict)  # nodes the agent DaemonSet runs on
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,9 @@ class StageRequest:
     uri: str
     sha256: str
     nodes: tuple[NodeInfo, ...]
+    # Per site: the node that downloads from the source (staged first, possibly not one of `nodes`)
+    # and the moving nodes that fetch from it. Empty: every node downloads on its own.
+    sites: tuple[SiteStage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,8 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
             cp = next(c for c in plan.classes if c.name == name)
             live, canary_ok, stable_ok = slots(cp, observed.workloads, members[name], state.stable_slot)
             bounds[name] = decide(mode.name, target_bounds(state), live, canary_ok, stable_ok)
+    for name in decisions:
+        states[name] = _with_staging(states[name], members[name], observed, name)
     classes = [states[c.name] for c in plan.classes if c.name in states]
     not_deployed = frozenset(c.name for c in plan.classes
                              if c.name in observed.waiting_for_artifact and c.name not in decisions)
@@ -134,7 +144,7 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
                            history=history or None, last_command=fresh.id if fresh else old.last_command,
                            aborted=aborted)
     timeouts = [f.next_timeout_in for f in facts.values() if f.next_timeout_in is not None]
-    stage = (_stage(cp, decisions[cp.name], members[cp.name]) for cp in plan.classes
+    stage = (_stage(cp, decisions[cp.name], members[cp.name], observed) for cp in plan.classes
              if cp.name in decisions and decisions[cp.name].stage)
     return RolloutResult(
         apply=placed,
@@ -299,7 +309,19 @@ def _requeue_after(model: EdgeModel, decisions: Mapping[str, Decision], classes:
     return min(requeues) if requeues else None
 
 
-def _stage(cp: ClassPlan, d: Decision, members: list[NodeInfo]) -> StageRequest:
+def _stage(cp: ClassPlan, d: Decision, members: list[NodeInfo], observed: Observed) -> StageRequest:
     lo, hi = d.stage or (0, 0)
     moving = tuple(n for n in members if lo <= bucket_of(n.name) < hi)
-    return StageRequest(class_name=cp.name, uri=cp.artifact.uri, sha256=cp.artifact.sha256, nodes=moving)
+    return StageRequest(class_name=cp.name, uri=cp.artifact.uri, sha256=cp.artifact.sha256, nodes=moving,
+                        sites=site_stages(moving, observed.nodes, observed.bandwidth, observed.agent_selector))
+
+
+def _with_staging(state: ClassRollout, members: list[NodeInfo], observed: Observed, name: str) -> ClassRollout:
+    """The class's staging estimate while a canary rolls out (None otherwise: nothing to stage)."""
+    if not state.canary_revision:
+        update: dict[str, object] = {"staging": None, "staging_seconds": None}
+    else:
+        sites = estimate(members, observed.artifact_bytes.get(name, 0), observed.bandwidth, observed.nodes,
+                         observed.agent_selector)
+        update = {"staging": sites or None, "staging_seconds": summary(sites)}
+    return state.model_copy(update=update)
