@@ -20,6 +20,8 @@ from edgewise.core.events import Event
 from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.plan import ClassPlan, ModelPlan, WorkloadPlan
 from edgewise.core.rollout.buckets import bucket_of
+from edgewise.core.rollout.sites import Order, in_cohort, order_for
+from edgewise.core.rollout.site_progress import site_progress
 from edgewise.core.rollout.class_machine import (
     ClassObservation,
     Decision,
@@ -28,7 +30,7 @@ from edgewise.core.rollout.class_machine import (
     roll_back_all,
 )
 from edgewise.core.rollout.history import revision_history
-from edgewise.core.rollout.observe import class_nodes, observe, slots, stable_missing, switch_observation
+from edgewise.core.rollout.observe import class_nodes, observe, placed_order, slots, stable_missing, switch_observation
 from edgewise.core.rollout.placement import deletions, place, target_bounds
 from edgewise.core.rollout.switch import Bounds, Mode, choose_mode, decide
 
@@ -88,7 +90,9 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
     by_name = {n.name: n for n in observed.nodes}
     members = {cp.name: class_nodes(cp, by_name) for cp in plan.classes}
     modes = _switch_modes(model, plan, observed, members)
-    decisions, observations = _decide_classes(model, plan, observed, members, modes, measurements or {}, fresh, now)
+    order = order_for(model.spec.rollout, plan.profile.spec.site_label)
+    decisions, observations = _decide_classes(model, plan, observed, members, modes, measurements or {}, fresh, now,
+                                              order)
     if model.spec.rollout.class_policy == "AllOrNothing":
         _all_or_nothing(model, old, decisions, observations, measurements or {}, fresh, now)
 
@@ -97,11 +101,13 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
     for name, mode in modes.items():
         if name not in decisions:
             continue
-        state = states[name] = states[name].model_copy(update={"switch": mode.name,
-                                                                 "switch_reason": mode.reason[:1024]})
+        state = states[name] = states[name].model_copy(update={
+            "switch": mode.name, "switch_reason": mode.reason[:1024],
+            "sites": site_progress(states[name], members[name]) or None})
         if state.stable_revision:
             cp = next(c for c in plan.classes if c.name == name)
-            live, canary_ok, stable_ok = slots(cp, observed.workloads, members[name], state.stable_slot)
+            live, canary_ok, stable_ok = slots(cp, observed.workloads, members[name], state.stable_slot,
+                                               placed_order(state))
             bounds[name] = decide(mode.name, target_bounds(state), live, canary_ok, stable_ok)
     classes = [states[c.name] for c in plan.classes if c.name in states]
     not_deployed = frozenset(c.name for c in plan.classes
@@ -110,7 +116,7 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
     history = revision_history(model, old, decisions, classes, now)
     status = RolloutStatus(revision=history[-1].revision if history else 0, classes=classes or None,
                            history=history or None, last_command=fresh.id if fresh else old.last_command)
-    stage = (_stage(cp, decisions[cp.name], members[cp.name]) for cp in plan.classes
+    stage = (_stage(cp, decisions[cp.name], states[cp.name], members[cp.name]) for cp in plan.classes
              if cp.name in decisions and decisions[cp.name].stage)
     return RolloutResult(
         apply=placed,
@@ -136,7 +142,7 @@ def _switch_modes(model: EdgeModel, plan: ModelPlan, observed: Observed, members
 
 def _decide_classes(model: EdgeModel, plan: ModelPlan, observed: Observed, members: Mapping[str, list[NodeInfo]],
                     modes: Mapping[str, Mode], measurements: Mapping[str, AnalysisRecord],
-                    command: Command | None, now: dt.datetime
+                    command: Command | None, now: dt.datetime, order: Order
                     ) -> tuple[dict[str, Decision], dict[str, ClassObservation]]:
     """Each class's next state, on its own (the class policy comes after)."""
     old = model.status.rollout or RolloutStatus()
@@ -147,7 +153,7 @@ def _decide_classes(model: EdgeModel, plan: ModelPlan, observed: Observed, membe
         if cp.error:
             continue  # its workloads are kept as they are; nothing moves
         state = states.get(cp.name)
-        obs = _observation(model, cp, observed, members[cp.name], modes.get(cp.name), state)
+        obs = _observation(model, cp, observed, members[cp.name], modes.get(cp.name), state, order)
         if obs is None:
             continue  # nothing deployed yet: wait for the artifact
         observations[cp.name] = obs
@@ -159,8 +165,8 @@ def _decide_classes(model: EdgeModel, plan: ModelPlan, observed: Observed, membe
 
 
 def _observation(model: EdgeModel, cp: ClassPlan, observed: Observed, members: list[NodeInfo],
-                 mode: Mode | None, state: ClassRollout | None) -> ClassObservation | None:
-    obs = replace(observe(model, cp, members, observed.workloads, state),
+                 mode: Mode | None, state: ClassRollout | None, order: Order) -> ClassObservation | None:
+    obs = replace(observe(model, cp, members, observed.workloads, state, order),
                   rolled_back_version=_rolled_back_version(model.status.rollout))
     if mode is not None and state is not None and state.stable_revision:
         obs = replace(obs, **switch_observation(mode, cp, observed.workloads, members, state))  # type: ignore[arg-type]
@@ -215,7 +221,12 @@ def _requeue_after(model: EdgeModel, decisions: Mapping[str, Decision], classes:
     return min(requeues) if requeues else None
 
 
-def _stage(cp: ClassPlan, d: Decision, members: list[NodeInfo]) -> StageRequest:
+def _stage(cp: ClassPlan, d: Decision, state: ClassRollout, members: list[NodeInfo]) -> StageRequest:
     lo, hi = d.stage or (0, 0)
-    moving = tuple(n for n in members if lo <= bucket_of(n.name) < hi)
+    if state.order_label:  # a site order: the nodes the step adds, by rank or at a newly pinned site
+        order, before = placed_order(state), frozenset(state.canary_sites or ()) - d.stage_sites
+        moving = tuple(n for n in members if in_cohort(order.rank(n), order.site(n), hi, state.canary_sites or ())
+                       and not in_cohort(order.rank(n), order.site(n), lo, before))
+    else:
+        moving = tuple(n for n in members if lo <= bucket_of(n.name) < hi)
     return StageRequest(class_name=cp.name, uri=cp.artifact.uri, sha256=cp.artifact.sha256, nodes=moving)

@@ -26,8 +26,9 @@ from edgewise.api.rollout_status import AnalysisRecord, ClassRollout, Outcome, R
 from edgewise.core import names
 from edgewise.core.durations import iso, parse_time, seconds
 from edgewise.core.events import Event
-from edgewise.core.rollout.buckets import cohort, threshold
+from edgewise.core.rollout.buckets import BUCKET_LABEL, threshold
 from edgewise.core.rollout.deadline import progress_deadline
+from edgewise.core.rollout.sites import Order, Ranked, cohort_size, site_order, step_threshold
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,12 @@ class ClassObservation:
     # already runs, which says nothing about whether the spec went back to it.
     artifact_pending: bool = False
     rolled_back_version: str = ""  # the newest rolled-back or aborted version in the history, for messages
+    order: Order = Order()  # how the spec lines the class's nodes up: by bucket, or site by site
+    ranked: Ranked = ()  # (rank, site) of every node of the class under `order`; from `buckets` when empty
+
+    def __post_init__(self) -> None:
+        if not self.ranked and self.buckets:
+            object.__setattr__(self, "ranked", tuple((b, "") for b in sorted(self.buckets)))
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class Decision:
     state: ClassRollout
     events: tuple[Event, ...] = ()
     stage: tuple[int, int] | None = None  # bucket range [from, to) whose nodes should prefetch the canary
+    stage_sites: frozenset[str] = frozenset()  # sites newly pinned on the canary: their nodes prefetch too
     requeue_after: float | None = None  # seconds until something is due (pause end, next analysis)
     failed: bool = False  # the canary was rolled back because it regressed (for AllOrNothing)
     finished: RevisionOutcome | None = None  # how the revision's rollout ended, when it ended now
@@ -83,6 +91,7 @@ class _Run:
     state: ClassRollout
     events: list[Event] = field(default_factory=list)
     stage: tuple[int, int] | None = None
+    stage_sites: frozenset[str] = frozenset()
     requeue: list[float] = field(default_factory=list)
     failed: bool = False
     finished: RevisionOutcome | None = None
@@ -154,7 +163,8 @@ def next_class_state(spec: Rollout, current: ClassRollout | None, obs: ClassObse
 
 def _decide(run: _Run) -> Decision:
     requeue = min(run.requeue) if run.requeue else None
-    return Decision(state=run.state, events=tuple(run.events), stage=run.stage, requeue_after=requeue,
+    return Decision(state=run.state, events=tuple(run.events), stage=run.stage, stage_sites=run.stage_sites,
+                    requeue_after=requeue,
                     failed=run.failed, finished=run.finished, waiting_to_start=run.waiting_to_start)
 
 
@@ -193,6 +203,7 @@ def _supersede(run: _Run, obs: ClassObservation) -> None:
 def _start(run: _Run, obs: ClassObservation, now: dt.datetime) -> None:
     run.update(canary_revision=obs.desired_revision, canary_version=obs.desired_version, step_index=0,
                percent=0, bucket_threshold=0, canary_nodes=0, stable_nodes=len(obs.buckets), passes=0,
+               order_label=None, site_label=None, canary_sites=None, cohort_step=None, sites=None,
                failures=0, last_analysis=None, last_analysis_at=None, step_started_at=iso(now),
                state="Progressing", paused_by_user=False,
                message=f"rolling out version {obs.desired_version} over stable {run.state.stable_version}")
@@ -257,7 +268,7 @@ def _rollback(run: _Run, obs: ClassObservation, reason: str, outcome: RevisionOu
 
 def _end_canary(run: _Run, state: str, message: str) -> None:
     run.update(canary_revision=None, canary_version=None, step_index=0, percent=0, bucket_threshold=0,
-               canary_nodes=0, passes=0, failures=0, paused_by_user=False, step_started_at=None,
+               order_label=None, site_label=None, canary_sites=None, cohort_step=None, sites=None, canary_nodes=0, passes=0, failures=0, paused_by_user=False, step_started_at=None,
                state=state, message=message)
 
 
@@ -273,7 +284,8 @@ def _walk_steps(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetim
                 run.requeue.append(2.0)
                 return
             if obs.make_before_break and s.percent < 100:
-                _set_percent(run, obs, 100, now)  # promote-full: every node switches make-before-break first
+                # promote-full: every node switches make-before-break first
+                _set_cohort(run, spec, obs, Step(percent=100), now)
                 return
             if obs.switch_pending:
                 run.update(state="Progressing", message=f"promoting {s.canary_version}: {obs.switching}")
@@ -296,30 +308,58 @@ def _walk_steps(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetim
                 return
             _next_step(run, now)
             continue
-        assert current.percent is not None
-        if s.percent < current.percent:
-            _set_percent(run, obs, current.percent, now)
+        if _needs_cohort(s, obs, current):
+            _set_cohort(run, spec, obs, current, now)
             return
         if not _step_done(run, spec, obs, now):
             return
         _next_step(run, now)
 
 
-def _set_percent(run: _Run, obs: ClassObservation, percent: int, now: dt.datetime) -> None:
+def _needs_cohort(s: ClassRollout, obs: ClassObservation, step: Step) -> bool:
+    """Has the current step's cohort still to be placed? (A spec that switched between site steps and
+    percent-only steps places it again in the new order.)"""
+    if (s.order_label or BUCKET_LABEL) != obs.order.label:
+        return True
+    if obs.order.by_site:
+        return s.cohort_step != s.step_index
+    return s.percent < (step.percent or 0)
+
+
+def _set_cohort(run: _Run, spec: Rollout, obs: ClassObservation, step: Step, now: dt.datetime) -> None:
+    """Place the cohort a step asks for: never fewer nodes than the steps before it."""
     s = run.state
-    t = threshold(percent, obs.buckets)
-    run.stage = (s.bucket_threshold, t)
-    n = cohort(obs.buckets, t)
-    run.update(percent=percent, bucket_threshold=t, canary_nodes=n, stable_nodes=len(obs.buckets) - n,
+    same_order = (s.order_label or BUCKET_LABEL) == obs.order.label
+    before_t = s.bucket_threshold if same_order else 0
+    before_pinned = frozenset(s.canary_sites or ()) if same_order else frozenset()
+    total = len(obs.ranked)
+    if obs.order.by_site:
+        pinned = before_pinned | frozenset(step.canary_sites or ())
+        t = max(before_t, step_threshold(step, obs.ranked, pinned, obs.order.end))
+        n = cohort_size(obs.ranked, t, pinned)
+        percent = 100 if n == total else max(1, min(99, round(100 * n / total)))
+        at = {site for rank, site in obs.ranked if rank < t or site in pinned}
+        where = (f"{n}/{total} nodes at {len(at)}/{len(site_order(obs.ranked))} site(s)"
+                 + (f", canary sites {', '.join(sorted(pinned))}" if pinned else ""))
+    else:
+        pinned = frozenset()
+        percent = step.percent or 100
+        t = max(before_t, threshold(percent, obs.buckets))
+        n = cohort_size(obs.ranked, t, pinned)
+        where = f"{percent}% ({n}/{total} nodes)"
+    run.stage = (before_t, t)
+    run.stage_sites = pinned - before_pinned
+    run.update(percent=percent, bucket_threshold=t, canary_nodes=n, stable_nodes=total - n,
+               order_label=obs.order.label if obs.order.by_site else None, site_label=obs.order.site_label,
+               canary_sites=sorted(pinned) or None, cohort_step=s.step_index if obs.order.by_site else None,
                step_started_at=iso(now), passes=0, state="Progressing",
-               message=f"step {s.step_index + 1}: {percent}% ({n}/{len(obs.buckets)} nodes) on "
-                       f"{s.canary_version}")
+               message=f"step {s.step_index + 1}: {where} on {s.canary_version}")
     run.event("Normal", "StepChanged", f"class {obs.name}: {run.state.message}")
 
 
 def _step_done(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) -> bool:
     s = run.state
-    n = cohort(obs.buckets, s.bucket_threshold)
+    n = cohort_size(obs.ranked, s.bucket_threshold, frozenset(s.canary_sites or ()))
     reachable = n - obs.not_ready_canary_nodes
     ready = obs.canary_ready >= reachable and not obs.switch_pending
     analysed = s.passes >= 1 or not obs.analysis_enabled
