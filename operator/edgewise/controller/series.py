@@ -86,7 +86,8 @@ def new_rollbacks(old: RolloutStatus | None, new: RolloutStatus | None) -> list[
 # Writes counts its requests under one key each (kube/writes.py); as (verb, kind) for the metric.
 _WRITE_KEYS = {
     "created": ("create", "DaemonSet"), "updated": ("update", "DaemonSet"), "deleted": ("delete", "DaemonSet"),
-    "secret-owned": ("patch", "Secret"), "bucket-label": ("patch", "Node"), "status": ("patch", "status"),
+    "secret-owned": ("patch", "Secret"), "bucket-label": ("patch", "Node"), "rank-label": ("patch", "Node"),
+    "status": ("patch", "status"),
     "event": ("create", "Event"),
 }
 _VERBS = {"created": "create", "updated": "update", "deleted": "delete"}

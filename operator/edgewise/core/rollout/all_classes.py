@@ -20,8 +20,6 @@ from edgewise.core.events import Event
 from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.plan import ClassPlan, ModelPlan, WorkloadPlan
 from edgewise.core.rollout.buckets import bucket_of
-from edgewise.core.rollout.sites import Order, in_cohort, order_for
-from edgewise.core.rollout.site_progress import site_progress
 from edgewise.core.rollout.class_machine import (
     ClassObservation,
     Decision,
@@ -32,6 +30,8 @@ from edgewise.core.rollout.class_machine import (
 from edgewise.core.rollout.history import revision_history
 from edgewise.core.rollout.observe import class_nodes, observe, placed_order, slots, stable_missing, switch_observation
 from edgewise.core.rollout.placement import deletions, place, target_bounds
+from edgewise.core.rollout.site_progress import site_progress
+from edgewise.core.rollout.sites import Order, in_cohort, order_for
 from edgewise.core.rollout.switch import Bounds, Mode, choose_mode, decide
 
 

@@ -28,7 +28,7 @@ from edgewise.core.durations import iso, parse_time, seconds
 from edgewise.core.events import Event
 from edgewise.core.rollout.buckets import BUCKET_LABEL, threshold
 from edgewise.core.rollout.deadline import progress_deadline
-from edgewise.core.rollout.sites import Order, Ranked, cohort_size, site_order, step_threshold
+from edgewise.core.rollout.sites import BY_BUCKET, Order, Ranked, cohort_size, site_order, step_threshold
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class ClassObservation:
     # already runs, which says nothing about whether the spec went back to it.
     artifact_pending: bool = False
     rolled_back_version: str = ""  # the newest rolled-back or aborted version in the history, for messages
-    order: Order = Order()  # how the spec lines the class's nodes up: by bucket, or site by site
+    order: Order = BY_BUCKET  # how the spec lines the class's nodes up: by bucket, or site by site
     ranked: Ranked = ()  # (rank, site) of every node of the class under `order`; from `buckets` when empty
 
     def __post_init__(self) -> None:
@@ -268,7 +268,8 @@ def _rollback(run: _Run, obs: ClassObservation, reason: str, outcome: RevisionOu
 
 def _end_canary(run: _Run, state: str, message: str) -> None:
     run.update(canary_revision=None, canary_version=None, step_index=0, percent=0, bucket_threshold=0,
-               order_label=None, site_label=None, canary_sites=None, cohort_step=None, sites=None, canary_nodes=0, passes=0, failures=0, paused_by_user=False, step_started_at=None,
+               order_label=None, site_label=None, canary_sites=None, cohort_step=None, sites=None, canary_nodes=0,
+               passes=0, failures=0, paused_by_user=False, step_started_at=None,
                state=state, message=message)
 
 

@@ -16,7 +16,7 @@ from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.plan import ClassPlan
 from edgewise.core.rollout.class_machine import ClassObservation
 from edgewise.core.rollout.placement import revision, target_bounds
-from edgewise.core.rollout.sites import Order, in_cohort, order_from, ranked
+from edgewise.core.rollout.sites import BY_BUCKET, Order, in_cohort, order_from, ranked
 from edgewise.core.rollout.switch import MAKE_BEFORE_BREAK, Bounds, Mode, SlotRange, live_bounds, settled
 
 
@@ -28,11 +28,11 @@ def class_nodes(plan: ClassPlan, nodes: Mapping[str, NodeInfo]) -> list[NodeInfo
 
 def placed_order(state: ClassRollout | None) -> Order:
     """The order the class's current cohort was placed in."""
-    return order_from(state.order_label, state.site_label) if state else Order()
+    return order_from(state.order_label, state.site_label) if state else BY_BUCKET
 
 
 def observe(model: EdgeModel, cp: ClassPlan, members: list[NodeInfo], existing: Sequence[Workload],
-            state: ClassRollout | None, order: Order = Order()) -> ClassObservation:
+            state: ClassRollout | None, order: Order = BY_BUCKET) -> ClassObservation:
     """`order` is the one the spec asks for; the cohort in place may be in the state's (placed_order)."""
     nodes = ranked(order, members)
     buckets = tuple(r for r, _ in nodes)
@@ -72,7 +72,7 @@ def canary_slot_leftover(cp: ClassPlan, existing: Sequence[Workload], state: Cla
 
 
 def slots(cp: ClassPlan, existing: Sequence[Workload], members: Sequence[NodeInfo], stable_slot: str,
-          order: Order = Order()) -> tuple[Bounds, bool, bool]:
+          order: Order = BY_BUCKET) -> tuple[Bounds, bool, bool]:
     """Where the class's two slots are now, and whether each has Ready pods on every node it covers."""
     mine = [w for w in existing if w.labels.get(names.CLASS_LABEL) == cp.name]
     stable = [w for w in mine if w.labels.get(names.SLOT_LABEL) == stable_slot]

@@ -81,10 +81,13 @@ class Order:
         return rank_of(node.name, self.site(node)) if self.site_label else bucket_of(node.name)
 
 
+BY_BUCKET = Order()  # the classic order, by hashed bucket alone
+
+
 def order_for(rollout: Rollout, profile_site_label: str | None) -> Order:
     """The order a rollout's spec asks for: by site when a step counts sites or pins canary sites."""
     if not rollout.uses_sites():
-        return Order()
+        return BY_BUCKET
     label = site_label_of(rollout, profile_site_label)
     return Order(label=rank_label(label), end=RANK_END, site_label=label)
 
@@ -92,7 +95,7 @@ def order_for(rollout: Rollout, profile_site_label: str | None) -> Order:
 def order_from(label: str | None, site_label: str | None) -> Order:
     """The order a class's rollout state was placed with."""
     if not label or label == BUCKET_LABEL or not site_label:
-        return Order()
+        return BY_BUCKET
     return Order(label=label, end=RANK_END, site_label=site_label)
 
 

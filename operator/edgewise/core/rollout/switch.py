@@ -28,7 +28,7 @@ from edgewise.api.profile import HardwareClass
 from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.quantities import BadQuantity, parse_quantity
 from edgewise.core.rollout.buckets import BUCKET_LABEL, bucket_of
-from edgewise.core.rollout.sites import Order
+from edgewise.core.rollout.sites import BY_BUCKET, Order
 
 MAKE_BEFORE_BREAK = "MakeBeforeBreak"
 REPLACE = "Replace"
@@ -138,7 +138,7 @@ class SlotRange:
         return self.lo <= order.rank(node) < self.hi and site not in self.sites_out
 
 
-def slot_range(w: Workload, order: Order = Order()) -> SlotRange:
+def slot_range(w: Workload, order: Order = BY_BUCKET) -> SlotRange:
     note = w.annotations.get(PLACEMENT_ANNOTATION) or \
         ((w.template or {}).get("metadata") or {}).get("annotations", {}).get(PLACEMENT_ANNOTATION)
     if note:
@@ -164,13 +164,13 @@ def slot_range(w: Workload, order: Order = Order()) -> SlotRange:
     return SlotRange(lo=lo, hi=hi, foreign=seen and order.label != BUCKET_LABEL)
 
 
-def bucket_range(w: Workload, order: Order = Order()) -> tuple[int, int]:
+def bucket_range(w: Workload, order: Order = BY_BUCKET) -> tuple[int, int]:
     """Ranks [lo, hi) a live workload's placement allows (every term carries the same range)."""
     r = slot_range(w, order)
     return r.lo, r.hi
 
 
-def live_bounds(canary: Sequence[Workload], stable: Sequence[Workload], order: Order = Order()) -> Bounds:
+def live_bounds(canary: Sequence[Workload], stable: Sequence[Workload], order: Order = BY_BUCKET) -> Bounds:
     """Where the two slots of a class are now. A slot without workloads covers nothing."""
     c, c_sites, foreign = 0, frozenset[str](), False
     for w in canary:
