@@ -42,6 +42,12 @@ class OperatorMetrics:
         self.matched_nodes = Gauge("edgewise_class_matched_nodes", "Nodes of the class the model runs on",
                                    CLASS, registry=r)
         self.ready_pods = Gauge("edgewise_class_ready_pods", "Ready runtime pods of the class", CLASS, registry=r)
+        self.site_nodes = Gauge("edgewise_rollout_site_nodes", "Nodes of the class at a site, while a canary placed "
+                                "by sites is out", [*CLASS, "site"], registry=r)
+        self.site_canary_nodes = Gauge("edgewise_rollout_site_canary_nodes", "Of those, nodes in the canary cohort",
+                                       [*CLASS, "site"], registry=r)
+        self.site_ready_nodes = Gauge("edgewise_rollout_site_ready_nodes", "Of those, nodes whose Ready condition "
+                                      "is true", [*CLASS, "site"], registry=r)
         self.artifact_info = Gauge("edgewise_class_artifact_info", "1 per class with an optimized artifact, "
                                    "with its state", [*CLASS, "state"], registry=r)
         self.analyses = Counter("edgewise_analysis", "Canary measurements, by outcome",
@@ -89,6 +95,10 @@ class OperatorMetrics:
                     put(self.step_started, where, c.step_started)
                 if c.artifact_state:
                     put(self.artifact_info, (*where, c.artifact_state), 1)
+                for site in c.sites:
+                    put(self.site_nodes, (*where, site.site), site.nodes)
+                    put(self.site_canary_nodes, (*where, site.site), site.canary_nodes)
+                    put(self.site_ready_nodes, (*where, site.site), site.ready_nodes)
                 self.rollbacks.labels(*where)  # exists at 0, so increase() sees the first rollback
                 for verdict in Outcome:
                     self.analyses.labels(*where, verdict.value)

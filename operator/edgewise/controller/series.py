@@ -18,6 +18,14 @@ RUNNING, SUCCEEDED, FAILED = 0, 1, 2  # edgewise_rollout_status, as flagger_cana
 
 
 @dataclass(frozen=True)
+class SiteSeries:
+    site: str
+    nodes: int
+    canary_nodes: int
+    ready_nodes: int
+
+
+@dataclass(frozen=True)
 class ClassSeries:
     name: str
     state: str
@@ -27,6 +35,7 @@ class ClassSeries:
     matched_nodes: int
     ready_pods: int
     artifact_state: str
+    sites: tuple[SiteSeries, ...] = ()  # while a canary placed by sites is out (status.rollout.classes[].sites)
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,9 @@ def model_series(namespace: str, name: str, version: str, progress_deadline: str
             status=rollout_status(r) if r else SUCCEEDED,
             step_started=started.timestamp() if started else None,
             matched_nodes=s.matched_nodes if s else 0, ready_pods=s.ready_pods if s else 0,
-            artifact_state=(s.artifact_state or "") if s else ""))
+            artifact_state=(s.artifact_state or "") if s else "",
+            sites=tuple(SiteSeries(p.site, p.nodes, p.canary_nodes, p.ready_nodes)
+                        for p in (r.sites if r and r.canary_revision and r.sites else []))))
     return ModelSeries(namespace=namespace, name=name, phase=status.phase or "Pending",
                        profile=status.profile or "", version=version,
                        progress_deadline=seconds(progress_deadline), classes=tuple(classes))
