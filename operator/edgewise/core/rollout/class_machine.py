@@ -267,8 +267,9 @@ def _rollback(run: _Run, obs: ClassObservation, reason: str, outcome: RevisionOu
 
 
 def _end_canary(run: _Run, state: str, message: str) -> None:
+    # orderLabel and siteLabel stay: the slots drain in the order they were placed in (make-before-break).
     run.update(canary_revision=None, canary_version=None, step_index=0, percent=0, bucket_threshold=0,
-               order_label=None, site_label=None, canary_sites=None, cohort_step=None, sites=None, canary_nodes=0,
+               canary_sites=None, cohort_step=None, sites=None, canary_nodes=0,
                passes=0, failures=0, paused_by_user=False, step_started_at=None,
                state=state, message=message)
 

@@ -155,8 +155,8 @@ def _canary(order: Order, b: Bounds) -> Placement:
 def _note(order: Order, lo: int, hi: int, sites_in: Sequence[str], sites_out: Sequence[str]) -> str | None:
     if not order.by_site:
         return None
-    return json.dumps({"label": order.label, "lo": lo, "hi": hi, "in": list(sites_in), "notIn": list(sites_out)},
-                      sort_keys=True)
+    return json.dumps({"label": order.label, "lo": lo, "hi": hi, "end": order.end, "in": list(sites_in),
+                       "notIn": list(sites_out)}, sort_keys=True)
 
 
 def _ours(e: Expr) -> bool:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgewise.api.profile import HardwareClass
 from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.quantities import BadQuantity, parse_quantity
-from edgewise.core.rollout.buckets import BUCKET_LABEL, bucket_of
+from edgewise.core.rollout.buckets import BUCKET_LABEL, BUCKETS, bucket_of
 from edgewise.core.rollout.sites import BY_BUCKET, Order
 
 MAKE_BEFORE_BREAK = "MakeBeforeBreak"
@@ -144,8 +144,9 @@ def slot_range(w: Workload, order: Order = BY_BUCKET) -> SlotRange:
     if note:
         try:
             d = json.loads(note)
-            return SlotRange(lo=int(d["lo"]), hi=int(d["hi"]), sites_in=frozenset(d.get("in") or ()),
-                             sites_out=frozenset(d.get("notIn") or ()), foreign=d.get("label") != order.label)
+            r = SlotRange(lo=int(d["lo"]), hi=int(d["hi"]), sites_in=frozenset(d.get("in") or ()),
+                          sites_out=frozenset(d.get("notIn") or ()))
+            return r if d.get("label") == order.label else _translated(r, int(d.get("end") or r.hi), order)
         except (ValueError, KeyError, TypeError):
             pass  # not ours to trust: read the affinity
     lo, hi, seen = 0, order.end, False
@@ -161,7 +162,18 @@ def slot_range(w: Workload, order: Order = BY_BUCKET) -> SlotRange:
             lo = max(lo, value + 1)
         elif e.get("operator") == "Lt":
             hi = min(hi, value)
-    return SlotRange(lo=lo, hi=hi, foreign=seen and order.label != BUCKET_LABEL)
+    r = SlotRange(lo=lo, hi=hi)
+    return _translated(r, BUCKETS, order) if seen and order.label != BUCKET_LABEL else r
+
+
+def _translated(r: SlotRange, end: int, order: Order) -> SlotRange:
+    """A range placed in another order: "every node" and "no node" mean the same in any order, the rest
+    cannot be compared (foreign)."""
+    if r.lo == 0 and r.hi >= end and not r.sites_out:
+        return SlotRange(0, order.end)
+    if r.lo >= r.hi and not r.sites_in:
+        return SlotRange(order.end, order.end) if r.hi >= end else SlotRange(0, 0)
+    return replace(r, foreign=True)
 
 
 def bucket_range(w: Workload, order: Order = BY_BUCKET) -> tuple[int, int]:
