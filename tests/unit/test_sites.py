@@ -24,6 +24,7 @@ from edgewise.core.rollout import Observed, advance
 from edgewise.core.rollout.buckets import BUCKET_LABEL, BUCKETS, bucket_of
 from edgewise.core.rollout.site_progress import site_progress
 from edgewise.core.rollout.sites import (
+    BY_BUCKET,
     NO_SITE,
     RANK_END,
     cohort_size,
@@ -36,6 +37,7 @@ from edgewise.core.rollout.sites import (
     site_order,
     step_threshold,
 )
+from edgewise.core.rollout.switch import MAKE_BEFORE_BREAK, Bounds, decide, live_bounds
 from edgewise.core.site_analysis import combine, group_by_site
 
 ZONE = "topology.kubernetes.io/zone"
@@ -355,3 +357,52 @@ def test_kubectl_status_and_the_metrics_show_each_site() -> None:
     series = model_series("vision", "m", "2", "10m", status)
     sites = {s.site: (s.nodes, s.canary_nodes) for s in series.classes[0].sites}
     assert sites["oslo"] == (4, 4) and sites["berlin"] == (4, 0)
+
+
+# -- make-before-break of pinned sites, and orders that cannot be compared -----------------------
+
+
+def test_make_before_break_moves_pinned_sites_gaining_slot_first() -> None:
+    x = frozenset({"oslo"})
+    target = Bounds(0, 0, canary_sites=x, stable_excluded=x)
+    first = decide(MAKE_BEFORE_BREAK, target, Bounds(0, 0), canary_ok=True, stable_ok=True)
+    assert first == Bounds(0, 0, canary_sites=x)  # the canary gains oslo; the stable still covers it
+    assert decide(MAKE_BEFORE_BREAK, target, first, canary_ok=False, stable_ok=True) == first  # not Ready yet
+    assert decide(MAKE_BEFORE_BREAK, target, first, canary_ok=True, stable_ok=True) == target
+    # a rollback: the stable takes oslo back first, the canary lets it go once the stable is Ready there
+    back = decide(MAKE_BEFORE_BREAK, Bounds(0, 0), target, canary_ok=True, stable_ok=True)
+    assert back == Bounds(0, 0, canary_sites=x)
+    assert decide(MAKE_BEFORE_BREAK, Bounds(0, 0), back, canary_ok=True, stable_ok=False) == back
+    assert decide(MAKE_BEFORE_BREAK, Bounds(0, 0), back, canary_ok=True, stable_ok=True) == Bounds(0, 0)
+
+
+def test_a_live_placement_in_another_order_moves_at_once_unless_it_covers_all_or_nothing() -> None:
+    from edgewise.core.rollout.switch import MAKE_BEFORE_BREAK, Bounds, decide
+    walk = Walk(switch="MakeBeforeBreak")
+    walk.step("1")
+    walk.step("2")  # placed by rank
+    order = order_for(model(rollout={"steps": STEPS}).spec.rollout, None)
+    canary = [w for w in walk.existing if w.name.endswith("-b")]
+    stable = [w for w in walk.existing if w.name.endswith("-a")]
+    assert not live_bounds(canary, stable, order).foreign
+    live = live_bounds(canary, stable, BY_BUCKET)
+    assert live.foreign  # the canary's range means nothing in bucket terms
+    assert decide(MAKE_BEFORE_BREAK, Bounds(50, 50), live, True, True) == Bounds(50, 50)
+    # a stable on every node is on every node in any order
+    at_rest = Walk(switch="MakeBeforeBreak")
+    at_rest.step("1")
+    assert not live_bounds([], at_rest.existing, order).foreign
+
+
+def test_a_spec_that_moves_to_site_steps_mid_rollout_places_the_step_again_by_site() -> None:
+    walk = Walk(switch="Replace", steps=[{"percent": 50}, {"percent": 100}])
+    walk.step("1")
+    walk.step("2")
+    assert walk.status.class_state("x86").order_label is None
+    walk.rollout["steps"] = [{"sites": 1, "canarySites": ["oslo"]}, {"percent": 100}]
+    walk.step("2")
+    state = walk.status.class_state("x86")
+    assert state.order_label == rank_label(ZONE) and state.canary_sites == ["oslo"]
+    # the threshold starts again in the new order (the two cannot be compared): oslo, as the step says
+    assert walk.canary() == names_at("oslo")
+    assert walk.canary() | walk.stable() == names_at(*SITES, "") and not walk.canary() & walk.stable()
