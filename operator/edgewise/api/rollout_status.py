@@ -48,8 +48,8 @@ class AnalysisRecord(ApiModel):
     stable_pods: int = Field(default=0, description="Stable pods measured.")
     deferred_pods: int = Field(default=0, description="Pods neither passed nor failed (node NotReady, no answer).")
     sites: list[SiteVerdict] | None = Field(
-        default=None, description="The verdict per site, when the rollout has site steps: a failing site fails "
-                                  "the class's step.")
+        default=None, max_length=64, description="The verdict per site, when the rollout has site steps: a failing site fails "
+                                  "the class's step (at most 64, failures first).")
 
 
 class SiteProgress(ApiModel):
@@ -88,8 +88,9 @@ class ClassRollout(ApiModel):
                                                                       "steps reached (canarySites).")
     cohort_step: int | None = Field(default=None, description="Index of the step whose cohort is placed (site "
                                                               "rollouts).")
-    sites: list[SiteProgress] | None = Field(default=None, description="Progress per site, in rollout order "
-                                                                        "(site rollouts).")
+    sites: list[SiteProgress] | None = Field(default=None, max_length=64,
+                                             description="Progress per site, in rollout order, canary sites "
+                                                         "first (site rollouts; at most 64).")
     canary_nodes: int = Field(default=0, description="Nodes in the canary cohort.")
     stable_nodes: int = Field(default=0, description="Nodes of the class outside the canary cohort.")
     step_started_at: str | None = Field(default=None, description="When the current step began (RFC 3339).")

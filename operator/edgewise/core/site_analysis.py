@@ -23,6 +23,7 @@ from edgewise.core.rollout.sites import MIN_SITE_STABLE_PODS, site_key
 
 T = TypeVar("T")
 MAX_LOCAL_SITES = 16
+MAX_SITE_VERDICTS = 64
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,13 @@ def combine(judged: Sequence[tuple[SiteGroup[T], Verdict]]) -> tuple[Verdict, li
     for group, verdict in judged:
         label = "site " + ", ".join(s or '""' for s in group.sites)
         message = verdict.summary()[:1024]
-        sites += [SiteVerdict(site=s, outcome=verdict.outcome, baseline=group.baseline, message=message)
-                  for s in group.sites]
+        sites += [SiteVerdict(site=s, outcome=verdict.outcome, baseline=group.baseline,
+                              message="" if verdict.outcome is Outcome.PASS else message) for s in group.sites]
         if verdict.outcome is not Outcome.PASS:
             reasons += [f"{label} ({group.baseline} baseline) {verdict.outcome.value}: {r}" for r in verdict.reasons]
+    # The status keeps at most MAX_SITE_VERDICTS, failures first (a step over many sites stays a small object).
+    rank = {Outcome.FAIL: 0, Outcome.INCONCLUSIVE: 1, Outcome.PASS: 2}
+    sites = sorted(sites, key=lambda v: (rank[v.outcome], site_key(v.site), v.site))[:MAX_SITE_VERDICTS]
     if not judged:
         return Verdict(Outcome.INCONCLUSIVE, ("no canary pod at any site yet",)), sites
     if Outcome.FAIL in outcomes:
