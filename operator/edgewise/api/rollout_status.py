@@ -48,8 +48,9 @@ class AnalysisRecord(ApiModel):
     stable_pods: int = Field(default=0, description="Stable pods measured.")
     deferred_pods: int = Field(default=0, description="Pods neither passed nor failed (node NotReady, no answer).")
     sites: list[SiteVerdict] | None = Field(
-        default=None, max_length=64, description="The verdict per site, when the rollout has site steps: a failing site fails "
-                                  "the class's step (at most 64, failures first).")
+        default=None, max_length=64,
+        description="The verdict per site, when the rollout has site steps: a failing site fails the class's step "
+                    "(at most 64, failures first).")
 
 
 class SiteProgress(ApiModel):
