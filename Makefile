@@ -13,7 +13,7 @@ export GOTOOLCHAIN := local
 APT_PACKAGES ?= prometheus docker-registry buildah mmdebstrap runc containerd zstd containernetworking-plugins \
   iptables busybox-static redis-server git zsh
 
-.PHONY: help demo test test-unit bench lint tools argocd venv apt images bundle cluster-up cluster-down clean
+.PHONY: help demo test prerequisites test-unit bench lint tools argocd jaeger venv apt images bundle cluster-up cluster-down clean
 
 help:
 	@echo "make demo         bring up the local cluster with a simulated fleet and show it"
@@ -38,6 +38,10 @@ tools:
 argocd:
 	@bash hack/build-argocd.sh >/dev/null
 
+# Jaeger's all-in-one binary, the real trace backend of tests/cluster/test_traces.py (about 5 minutes cold).
+jaeger:
+	@bash hack/build-jaeger.sh >/dev/null
+
 apt:
 	@if [ -n "$(APT_PACKAGES)" ]; then \
 	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -54,8 +58,13 @@ bundle: images tools
 demo: venv tools apt
 	$(VENV)/bin/edgewise dev demo
 
-test: venv tools argocd apt images
+test: prerequisites
 	$(VENV)/bin/pytest -q
+
+# What the suite needs, built side by side: the Go builds are CPU-bound, the images wait mostly on
+# downloads and file copies, so on a cold machine they overlap (each build script locks its own cache entry).
+prerequisites:
+	@$(MAKE) --no-print-directory -j4 venv tools argocd jaeger apt images
 
 test-unit: venv
 	$(VENV)/bin/pytest -q tests/unit

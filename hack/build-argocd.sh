@@ -10,6 +10,9 @@ set -euo pipefail
 export GOTOOLCHAIN=local
 HERE="$(cd "$(dirname "$0")" && pwd)"
 CACHE="${EDGEWISE_CACHE:-$HOME/.cache/edgewise}"
+# shellcheck source=hack/cache_lock.sh
+. "$HERE/cache_lock.sh"
+cache_lock argocd
 GOVER="$(go env GOVERSION)"
 
 key="$(cat "$HERE/argocd/go.mod" "$HERE/argocd/go.sum" "$HERE/argocd/main.go" "$0" \

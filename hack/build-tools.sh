@@ -10,6 +10,9 @@ set -euo pipefail
 export GOTOOLCHAIN=local
 HERE="$(cd "$(dirname "$0")" && pwd)"
 CACHE="${EDGEWISE_CACHE:-$HOME/.cache/edgewise}"
+# shellcheck source=hack/cache_lock.sh
+. "$HERE/cache_lock.sh"
+cache_lock tools
 KWOK_VERSION="v0.8.0"
 HELM_VERSION="v3.21.4"
 K8S_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes"{print $3}' "$HERE/controlplane/go.mod")"

@@ -63,6 +63,8 @@ ALL_OPTIONS: dict[str, Any] = {
                    "serviceMonitor": {"enabled": True, "interval": "30s", "labels": {"release": "kps"}},
                    "prometheusRule": {"enabled": True, "labels": {"release": "kps"}},
                    "dashboard": {"enabled": True, "labels": {"grafana_dashboard": "yes"}}},
+    "tracing": {"otlpEndpoint": "http://otel-collector.monitoring:4318",
+                "env": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}},
 }
 
 

@@ -150,7 +150,8 @@ def test_the_restricted_check_bites(helm: Helm) -> None:
 
 def test_default_settings_round_trip_and_agree_with_the_operators_defaults(helm: Helm) -> None:
     env = env_of(helm.template())
-    unknown = {k for k in env if k.removeprefix(ENV_PREFIX).lower() not in OperatorSettings.model_fields} - CLI_ENV
+    unknown = {k for k in env if k.removeprefix(ENV_PREFIX).lower() not in OperatorSettings.model_fields
+               and not k.startswith("OTEL_")} - CLI_ENV
     assert not unknown, f"the chart sets env no setting reads: {unknown}"
     chart = OperatorSettings.from_env(env)
     code = OperatorSettings()
@@ -171,6 +172,9 @@ def test_default_settings_round_trip_and_agree_with_the_operators_defaults(helm:
 def test_every_option_round_trips_through_the_operator_settings(helm: Helm) -> None:
     s = OperatorSettings.from_env(env_of(helm.template(ALL_OPTIONS)))
     assert s.image(s.agent_image) == "registry.local:5000/acme/agent:1.2.3"
+    # The tracing values: the operator's OTEL_* variables, passed on to agents and Jobs.
+    assert s.trace_env == {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.monitoring:4318",
+                           "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
     assert s.image(s.onnxruntime_image) == "registry.local:5000/acme/onnxruntime:1.2.3"
     assert s.image(s.triton_image) == "registry.local:5000/nvidia/tritonserver:25.03-py3-igpu"
     assert s.image(s.tensorrt_fetch_image) == "registry.local:5000/acme/triton-jetson:25.03-0.1.0"

@@ -14,9 +14,9 @@ Its rule file is the chart's alerts/rules.yaml, as the PrometheusRule carries it
 One module-scoped fleet: model `detector` (served, under traffic) is deployed, then a slower version
 is rolled back by its analysis; model `idle` (optimized per class by the operator's artifact store,
 its pods never served) is the rollout that stalls past its progressDeadline (the CRD's least, 1m).
-Not covered here: EdgewiseClassNodesUnready. A kwok node set NotReady (and its pods' Ready condition
-patched False) did not lower the DaemonSets' numberReady the operator reports, so its condition could
-not be made to hold in this cluster.
+Last, one node goes silent (kwok stops playing its kubelet): the node controller marks it and its pods
+NotReady, the class keeps counting the node, and EdgewiseClassNodesUnready's expression holds and the
+alert is pending (its `for: 10m` is not waited out here).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from rollout_support import ARM, MODEL, ORIN, edgemodel, profile
 
 from analysis.analysis_models_support import good, slow, write_golden
 from edgewise.devcluster import demo_models, processes
-from edgewise.devcluster.cluster import DevCluster
+from edgewise.devcluster.cluster import KWOK_ANNOTATION, DevCluster
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import Traffic, serving
 from wait_support import wait_for
@@ -291,6 +291,12 @@ def test_a_rollout_and_its_rollback_show_in_every_dashboard_panel_and_the_rollba
     prom.returns_data(f"edgewise_rollout_canary_percent{{{where}}} > 0", timeout=90)
     prom.returns_data(f"edgewise_rollout_status{{{where}}} == 0")
     prom.returns_data(f"edgewise_rollout_step_started_timestamp_seconds{{{where}}}")
+    # The dashboard's latency panel tells the canary's pods from the stable ones, with their versions.
+    p95 = next(e for t, e in dashboard_queries(s.namespace).items() if t.startswith("p95 latency"))
+    roles = lambda: {(r["metric"]["role"], r["metric"]["version"]) for r in prom.query(p95)  # noqa: E731
+                     if r["metric"]["model"] == MODEL}
+    wait_for(lambda: {("stable", "1.0"), ("canary", "2.0-slow")} <= roles(), 60, "p95 of stable 1.0 and canary "
+             "2.0-slow", interval=1)
     wait_for(lambda: all(c["state"] == "RolledBack" for c in _classes(s, MODEL).values()) or None, 150,
              "2.0-slow rolled back")
     # The rollback: status 2, the counter and the analysis failures, the alert's expression and the alert itself.
@@ -331,3 +337,24 @@ def test_a_rollout_stalled_past_its_progress_deadline_raises_the_stuck_alert(set
     assert {(r["metric"]["model"], r["metric"]["class"]) for r in fired} == {(IDLE, "arm")}, fired
     wait_for(lambda: any(a["labels"].get("alertname") == "EdgewiseRolloutStuck" and a["state"] == "firing"
                          for a in prom.get("/api/v1/alerts")["alerts"]), 30, "EdgewiseRolloutStuck firing")
+
+
+def test_a_node_gone_silent_makes_the_unready_nodes_alert_pending(setup: Setup) -> None:
+    s, prom = setup, setup.prometheus
+    away = next(n for n in reversed(s.nodes) if ARM in n)
+    unready = next(r for r in chart_rules() if r["alert"] == "EdgewiseClassNodesUnready")
+    # kwok stops renewing the node's lease: the node controller marks the node and its pods NotReady.
+    s.cluster.kubectl("annotate", "node", away, f"{KWOK_ANNOTATION}-")
+    try:
+        def held() -> set[tuple[str, str]]:
+            return {(r["metric"]["model"], r["metric"]["class"]) for r in prom.query(unready["expr"])
+                    if r["metric"]["namespace"] == s.namespace}
+        wait_for(lambda: (MODEL, "arm") in held(), 240, f"{unready['expr']} for {MODEL}/arm", interval=2)
+        wait_for(lambda: any(a["labels"].get("alertname") == "EdgewiseClassNodesUnready" and a["state"] == "pending"
+                             and (a["labels"].get("model"), a["labels"].get("class")) == (MODEL, "arm")
+                             for a in prom.get("/api/v1/alerts")["alerts"]), 30, "EdgewiseClassNodesUnready pending")
+        arm = next(c for c in get(s.cluster, "edgemodel", MODEL, "-n", s.namespace)["status"]["classes"]
+                   if c["name"] == "arm")
+        assert arm["matchedNodes"] == 2 and arm["readyPods"] < 2, arm  # the silent node is counted, not forgotten
+    finally:
+        s.cluster.kubectl("annotate", "node", away, f"{KWOK_ANNOTATION}=fake", "--overwrite")

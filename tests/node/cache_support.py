@@ -193,9 +193,11 @@ class AgentProcess:
     """The real agent as a process on loopback, with its own cache dir, node `NODE`, the test
     callers of TOKENS, and 127.0.0.1 (where the test sources listen) explicitly allowed."""
 
-    def __init__(self, cache_dir: Path, *extra: str, port: int | None = None, allow_loopback: bool = True) -> None:
+    def __init__(self, cache_dir: Path, *extra: str, port: int | None = None, allow_loopback: bool = True,
+                 env: dict[str, str] | None = None) -> None:
         self.cache_dir = cache_dir
         self.extra = extra
+        self.env = env or {}
         self.allow = ["--allow-host", "127.0.0.1"] if allow_loopback else []
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -211,7 +213,7 @@ class AgentProcess:
         cmd = [sys.executable, str(REPO / "tests" / "node" / "static_auth_agent.py"), str(tokens),
                "--host", "127.0.0.1", "--port", str(self.port), "--cache-dir", str(self.cache_dir),
                "--node-name", NODE, "--operator-user", OPERATOR_USER, *self.allow, *self.extra]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         wait_for(self._healthy, 60, f"agent on port {self.port} (log: {self.log})", interval=0.05)

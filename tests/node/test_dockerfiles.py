@@ -11,6 +11,7 @@ Here, cheaply and before any build:
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -105,11 +106,12 @@ def in_image(requirements: str | None, tmp_path: Path, *args: str) -> subprocess
                           timeout=120, check=False)
 
 
-def start_in_image(requirements: str, tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
-    """Start `edgewise <args>`, its output in tmp_path/<command>.log."""
+def start_in_image(requirements: str, tmp_path: Path, *args: str,
+                   env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `edgewise <args>` (with `env` added to this process's), its output in tmp_path/<command>.log."""
     with open(tmp_path / f"{args[0]}.log", "wb") as log:  # the child keeps its own descriptor
         return subprocess.Popen(_in_image_argv(requirements, tmp_path, args), cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
 
 def wait_answering(proc: subprocess.Popen[bytes], log: Path, url: str, timeout: float) -> None:
@@ -254,9 +256,11 @@ def test_agent_image_runs_the_agent(tmp_path: Path) -> None:
                            "--port", str(port), "--cache-dir", str(tmp_path / "cache"),
                            "--file-root", str(tmp_path / "src"), "--node-name", "node-a",
                            "--apiserver", f"https://127.0.0.1:{free_port()}", "--apiserver-token-file",
-                           str(own_token))
+                           str(own_token), env={"OTEL_TRACES_EXPORTER": "console"})
     try:
         wait_answering(agent, tmp_path / "agent.log", f"http://127.0.0.1:{port}/healthz", 60)
+        # The image's packages trace its downloads when OTEL_* asks (here: to the console).
+        assert "exporting traces (console) as service edgewise-agent" in (tmp_path / "agent.log").read_text()
         uri = (tmp_path / "src/a.bin").as_uri()
         url = f"http://127.0.0.1:{port}/v1/artifacts/{sha256(data)}?uri={uri}"
         assert http("GET", url)[0] == 401

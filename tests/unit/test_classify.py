@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from planning_support import device_node, factory_floor, fleet, profile_of
 
 from edgewise.api.builtin import BUILTIN_PROFILE
@@ -107,6 +109,20 @@ def test_untolerated_taints_keep_a_node_out_but_it_stays_in_its_class() -> None:
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute"}],
     }
     assert _names(classify(profile_of(wrong_effect).spec, [tainted]), "jetson") == []
+
+
+def test_a_node_that_is_away_stays_in_its_class() -> None:
+    # The node controller's taints for a NotReady or silent node: the node still counts (its pod is
+    # not ready, which status and the unready-nodes alert report); a cordon-like taint of another key does not.
+    away = [replace(device_node(f"arm-{key.rsplit('/', 1)[1]}", "arm64-cpu",
+                                taints=(Taint(key=key, effect="NoSchedule"), Taint(key=key, effect="NoExecute"))),
+                    ready=False)
+            for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")]
+    other = device_node("arm-x", "arm64-cpu", taints=(Taint(key="node.kubernetes.io/network-unavailable",
+                                                            effect="NoSchedule"),))
+    result = classify(BUILTIN_PROFILE, [*away, other])
+    assert _names(result, "arm64-cpu") == ["arm-not-ready", "arm-unreachable"]
+    assert [n.name for n in result.members("arm64-cpu").untolerated] == ["arm-x"]
 
 
 def test_result_does_not_depend_on_listing_order() -> None:

@@ -30,6 +30,7 @@ from edgewise.core.durations import seconds
 from edgewise.core.observed import NodeInfo, RuntimePod, Workload
 from edgewise.core.plan import ModelPlan
 from edgewise.core.site_analysis import SiteGroup, combine, group_by_site
+from edgewise.shared import tracing
 from edgewise.shared.digest import DigestMismatch
 from edgewise.shared.download import DownloadError
 
@@ -95,11 +96,25 @@ async def _measure_each(provider: AnalysisProvider, targets: Sequence[AnalysisTa
                         ) -> list[Measurement | Exception]:
     out: list[Measurement | Exception] = []
     for target in targets:
-        try:
-            out.append(await provider.measure(target))
-        except Exception as err:  # noqa: BLE001 - reported per class as an inconclusive interval
-            out.append(err)
+        with tracing.span("analysis.measure", _span_attributes(provider, target)) as span:
+            try:
+                got = await provider.measure(target)
+            except Exception as err:  # noqa: BLE001 - reported per class as an inconclusive interval
+                span.set_attribute("edgewise.error", f"{type(err).__name__}: {err}")
+                out.append(err)
+                continue
+            span.set_attribute("edgewise.deferred_pods", len(got.deferred))
+            if got.seconds is not None:
+                span.set_attribute("edgewise.window_seconds", got.seconds)
+            out.append(got)
     return out
+
+
+def _span_attributes(provider: AnalysisProvider, target: AnalysisTarget) -> dict[str, str | int]:
+    return {"edgewise.namespace": target.namespace, "edgewise.model": target.model,
+            "edgewise.class": target.class_name, "edgewise.provider": provider.name,
+            "edgewise.canary_revision": target.canary_revision, "edgewise.stable_revision": target.stable_revision,
+            "edgewise.canary_pods": len(target.canary), "edgewise.stable_pods": len(target.stable)}
 
 
 def _site_targets(target: AnalysisTarget, model: EdgeModel, nodes: Sequence[NodeInfo]

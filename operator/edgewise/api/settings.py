@@ -55,6 +55,11 @@ class OperatorSettings(BaseModel):
         default=(), description="Names of Secrets (type kubernetes.io/dockerconfigjson) every rendered pod "
                                 "pulls its images with; each must exist in the pod's namespace.")
     image_pull_policy: str = Field(default="IfNotPresent")
+    trace_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="OpenTelemetry variables (OTEL_*) the node agents and the optimization Jobs get, so their "
+                    "spans go where the operator's go. Unless EDGEWISE_TRACE_ENV is set: the operator's own "
+                    "OTEL_* variables, except OTEL_SERVICE_NAME (each component names itself).")
     nvidia_runtime_class: str = Field(default="nvidia", description="RuntimeClass of GPU pods.")
     gpu_resource: str = Field(default="nvidia.com/gpu", description="Extended resource of a GPU.")
     run_as_user: int = Field(default=65532, description="UID of Edgewise's runtime containers.")
@@ -172,6 +177,8 @@ class OperatorSettings(BaseModel):
                 values[name] = tuple(filter(None, (p.strip() for p in raw.split(","))))
             else:
                 values[name] = raw
+        if "trace_env" not in values:
+            values["trace_env"] = {k: v for k, v in env.items() if k.startswith("OTEL_") and k != "OTEL_SERVICE_NAME"}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
 

@@ -51,10 +51,12 @@ def run(args: argparse.Namespace) -> int:
 
     from edgewise.api.settings import OperatorSettings
     from edgewise.controller.run import RunOptions, operate
+    from edgewise.shared import tracing
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per handled event is noise
+    tracing.configure("edgewise-operator")  # only when OTEL_* asks for traces
     env = dict(os.environ)
     if "EDGEWISE_NAMESPACE" not in env and "POD_NAMESPACE" in env:
         env["EDGEWISE_NAMESPACE"] = env["POD_NAMESPACE"]

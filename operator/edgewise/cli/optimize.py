@@ -69,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
     from edgewise.optimize.errors import OptimizeError
     from edgewise.optimize.pipeline import Options, optimize
     from edgewise.optimize.target import Target
+    from edgewise.shared import tracing
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    tracing.configure("edgewise-optimize")  # only when OTEL_* asks for traces
     try:
         target = Target(runtime=args.target, precision=args.precision,
                         cpu_features=frozenset(args.cpu_features))

@@ -22,9 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgewise.optimize.job import run_in_pod
+    from edgewise.shared import tracing
 
     missing = [name for name in (contract.JOB_SPEC_ENV, contract.JOB_TOKEN_ENV) if not os.environ.get(name)]
     if missing:
         raise SystemExit(f"edgewise optimize-job: {', '.join(missing)} not set; this command runs inside the "
                          "Job the operator creates")
-    return run_in_pod(Path(args.work), args.upload, dict(os.environ))
+    tracing.configure("edgewise-optimize")  # only when OTEL_* asks for traces
+    try:
+        return run_in_pod(Path(args.work), args.upload, dict(os.environ))
+    finally:
+        tracing.flush()  # the Job's pod ends right after: send its attempts' spans first

@@ -42,6 +42,13 @@ class OperatorMetrics:
         self.matched_nodes = Gauge("edgewise_class_matched_nodes", "Nodes of the class the model runs on",
                                    CLASS, registry=r)
         self.ready_pods = Gauge("edgewise_class_ready_pods", "Ready runtime pods of the class", CLASS, registry=r)
+        # Labelled as the runtime pods' series are (the chart's PodMonitor relabelling), so a dashboard
+        # joins their latency and errors to stable/canary: `* on (namespace, model, edgewise_class,
+        # edgewise_revision) group_left (role, version) edgewise_rollout_revision_info`.
+        self.revision_info = Gauge("edgewise_rollout_revision_info", "1 per revision a class runs, with its role "
+                                   "(stable, canary) and version",
+                                   ["namespace", "model", "edgewise_class", "edgewise_revision", "role", "version"],
+                                   registry=r)
         self.site_nodes = Gauge("edgewise_rollout_site_nodes", "Nodes of the class at a site, while a canary placed "
                                 "by sites is out", [*CLASS, "site"], registry=r)
         self.site_canary_nodes = Gauge("edgewise_rollout_site_canary_nodes", "Of those, nodes in the canary cohort",
@@ -95,6 +102,8 @@ class OperatorMetrics:
                     put(self.step_started, where, c.step_started)
                 if c.artifact_state:
                     put(self.artifact_info, (*where, c.artifact_state), 1)
+                for role, revision, version in c.revisions:
+                    put(self.revision_info, (*where, revision, role, version), 1)
                 for site in c.sites:
                     put(self.site_nodes, (*where, site.site), site.nodes)
                     put(self.site_canary_nodes, (*where, site.site), site.canary_nodes)

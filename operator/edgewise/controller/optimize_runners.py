@@ -57,7 +57,8 @@ class ProcessRunner:
             # cwd: onnxruntime's quantization tools write scratch files into the working directory.
             self.procs[spec.key] = subprocess.Popen(
                 [sys.executable, "-m", "edgewise.optimize.job", str(job_dir)],
-                stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=limits, cwd=job_dir)
+                stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=limits, cwd=job_dir,
+                env=_worker_env(self.settings.trace_env))
 
     def poll(self, key: str, job_dir: Path) -> Ended | None:
         proc = self.procs.get(key)
@@ -88,6 +89,12 @@ class ProcessRunner:
     def close(self) -> None:
         for key in list(self.procs):
             self._kill(key)
+
+
+def _worker_env(trace_env: dict[str, str]) -> dict[str, str]:
+    """The operator's environment with the OTEL_* variables a Job would get (no OTEL_SERVICE_NAME: the
+    worker's spans are edgewise-optimize's)."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}, **trace_env}
 
 
 SIGNING_KEY_FILE = "upload-token.key"

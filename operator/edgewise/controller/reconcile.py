@@ -32,6 +32,7 @@ from edgewise.kube import node_agents
 from edgewise.kube.agent_credentials import AgentCredentials
 from edgewise.kube.read import Reader
 from edgewise.kube.writes import Writes
+from edgewise.shared import tracing
 
 log = logging.getLogger("edgewise.controller")
 
@@ -73,41 +74,58 @@ class Reconciler:
 
     def model(self, namespace: str, name: str) -> float | None:
         """Converge one EdgeModel; returns seconds until it should be looked at again, if ever."""
-        model = self.read.model(namespace, name)
-        if model is None:
-            self.metrics.model_deleted(namespace, name)
-            return None  # deleted: owner references let the garbage collector remove its workloads
-        write = Writes(self.api)  # one per reconcile, so concurrent workers count their own writes
-        try:
-            return self._model(model, write)
-        finally:
-            self._account(write)
+        with tracing.span("reconcile", {"edgewise.namespace": namespace, "edgewise.model": name}) as span:
+            model = self.read.model(namespace, name)
+            if model is None:
+                span.set_attribute("edgewise.deleted", True)
+                self.metrics.model_deleted(namespace, name)
+                return None  # deleted: owner references let the garbage collector remove its workloads
+            span.set_attribute("edgewise.generation", model.metadata.generation or 0)
+            write = Writes(self.api)  # one per reconcile, so concurrent workers count their own writes
+            try:
+                return self._model(model, write)
+            finally:
+                span.set_attribute("edgewise.writes", write.total)
+                self._account(write)
 
     def _model(self, model: EdgeModel, write: Writes) -> float | None:
         """read → plan → rollout → apply → status."""
         now = self.clock()
-        seen = self._read_model(model, write)
+        with tracing.span("read") as span:
+            seen = self._read_model(model, write)
+            span.set_attribute("edgewise.nodes", len(seen.nodes))
+            span.set_attribute("edgewise.workloads", len(seen.workloads))
         if seen.profile is not None and model.spec.rollout.uses_sites():
             # Steps in sites place by a site-ordered rank label: written before the first step needs it,
             # once per node (core/rollout/sites.py).
             write.label_ranks(seen.nodes, site_label_of(model.spec.rollout, seen.profile.spec.site_label))
         ready = {c: a.artifact for c, a in seen.artifacts.items() if a.artifact is not None}
-        plan = plan_model(model, seen.profile, seen.nodes, seen.workloads, self.settings, artifacts=ready,
-                          classification=seen.classification)
-        rollout = self._measure_then_advance(model, plan, seen, now)
+        with tracing.span("plan") as span:
+            plan = plan_model(model, seen.profile, seen.nodes, seen.workloads, self.settings, artifacts=ready,
+                              classification=seen.classification)
+            span.set_attribute("edgewise.classes", len(plan.classes))
+        with tracing.span("rollout") as span:
+            rollout = self._measure_then_advance(model, plan, seen, now)
+            span.set_attribute("edgewise.apply", len(rollout.apply))
+            span.set_attribute("edgewise.delete", len(rollout.delete))
         ref = _involved(model)
-        self._stage(model, rollout, write, ref)
-        observed = self._apply(model, rollout, seen.workloads, write, ref)
-        where, taken = self._address(model, write, ref)
-        result = compute_status(model, rollout.plan, observed, now, total_nodes=len(seen.nodes),
-                                rollout=rollout.status,
-                                artifacts=seen.artifacts,
-                                address=where, address_problem=taken)
-        write.patch_status(EdgeModel.PLURAL, model.metadata.namespace, model.metadata.name, model.status.to_api(),
-                           result.status.to_api())
-        self._record(model, result.status)
-        for event in (*rollout.events, *result.events):
-            write.event(ref, event.type, event.reason, event.message)
+        with tracing.span("apply") as span:
+            self._stage(model, rollout, write, ref)
+            observed = self._apply(model, rollout, seen.workloads, write, ref)
+            where, taken = self._address(model, write, ref)
+            span.set_attribute("edgewise.writes", write.total)
+        with tracing.span("status") as span:
+            result = compute_status(model, rollout.plan, observed, now, total_nodes=len(seen.nodes),
+                                    rollout=rollout.status,
+                                    artifacts=seen.artifacts,
+                                    address=where, address_problem=taken)
+            write.patch_status(EdgeModel.PLURAL, model.metadata.namespace, model.metadata.name,
+                               model.status.to_api(), result.status.to_api())
+            self._record(model, result.status)
+            for event in (*rollout.events, *result.events):
+                write.event(ref, event.type, event.reason, event.message)
+            span.set_attribute("edgewise.phase", result.status.phase or "")
+            span.set_attribute("edgewise.ready", result.status.ready or "")
         log.info("reconciled edgemodel %s/%s: phase=%s ready=%s writes=%d%s", model.metadata.namespace,
                  model.metadata.name, result.status.phase, result.status.ready, write.total, _summary(plan))
         return _requeue_after(result.requeue_after, rollout.requeue_after, seen.artifacts)

@@ -35,6 +35,7 @@ class ClassSeries:
     matched_nodes: int
     ready_pods: int
     artifact_state: str
+    revisions: tuple[tuple[str, str, str], ...] = ()  # (role, revision, version): what runs, stable and canary
     sites: tuple[SiteSeries, ...] = ()  # while a canary placed by sites is out (status.rollout.classes[].sites)
 
 
@@ -72,12 +73,22 @@ def model_series(namespace: str, name: str, version: str, progress_deadline: str
             status=rollout_status(r) if r else SUCCEEDED,
             step_started=started.timestamp() if started else None,
             matched_nodes=s.matched_nodes if s else 0, ready_pods=s.ready_pods if s else 0,
-            artifact_state=(s.artifact_state or "") if s else "",
+            artifact_state=(s.artifact_state or "") if s else "", revisions=_revisions(r) if r else (),
             sites=tuple(SiteSeries(p.site, p.nodes, p.canary_nodes, p.ready_nodes)
                         for p in (r.sites if r and r.canary_revision and r.sites else []))))
     return ModelSeries(namespace=namespace, name=name, phase=status.phase or "Pending",
                        profile=status.profile or "", version=version,
                        progress_deadline=seconds(progress_deadline), classes=tuple(classes))
+
+
+def _revisions(c: ClassRollout) -> tuple[tuple[str, str, str], ...]:
+    """The stable and (while one is out) the canary revision, as the pods' edgewise.io/revision labels say."""
+    out = []
+    if c.stable_revision:
+        out.append(("stable", c.stable_revision, c.stable_version or ""))
+    if c.canary_revision:
+        out.append(("canary", c.canary_revision, c.canary_version or ""))
+    return tuple(out)
 
 
 def new_analyses(old: RolloutStatus | None, new: RolloutStatus | None) -> list[tuple[str, str]]:

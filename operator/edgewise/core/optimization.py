@@ -22,7 +22,7 @@ from edgewise.api.settings import OperatorSettings
 from edgewise.contract import DEFAULT_MAX_SAMPLES
 from edgewise.core import names
 from edgewise.core.observed import NodeInfo
-from edgewise.core.pods import container_security, pod_security, pull_secrets
+from edgewise.core.pods import container_security, pod_security, pull_secrets, trace_env
 
 NFD_CPUID = "feature.node.kubernetes.io/cpu-cpuid."
 
@@ -140,7 +140,8 @@ def job_manifest(spec: JobSpec, settings: OperatorSettings, who: str) -> dict[st
                         "args": ["optimize-job", "--work", contract.JOB_WORK_DIR, "--upload", upload],
                         "env": [{"name": contract.JOB_SPEC_ENV, "value": job_json},
                                 {"name": contract.JOB_TOKEN_ENV, "valueFrom": {"secretKeyRef": {
-                                    "name": job_name(spec.key), "key": TOKEN_KEY}}}],
+                                    "name": job_name(spec.key), "key": TOKEN_KEY}}},
+                                *trace_env(settings.trace_env)],
                         "resources": {"requests": {"cpu": "1", "memory": memory}, "limits": {"memory": memory}},
                         "securityContext": container_security(uid),
                         "volumeMounts": [{"name": "work", "mountPath": contract.JOB_WORK_DIR},

@@ -54,6 +54,12 @@ def node_ip_env() -> dict[str, Any]:
     return {"name": contract.AGENT_HOST_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
 
 
+def trace_env(variables: dict[str, str]) -> list[dict[str, Any]]:
+    """The operator's OTEL_* variables (settings.trace_env) as container env, so a component's spans
+    go to the same trace backend."""
+    return [{"name": k, "value": v} for k, v in sorted(variables.items())]
+
+
 def agent_url_arg() -> str:
     """The agent URL with the node IP expanded by the kubelet from the env var ($(VAR) syntax)."""
     return contract.agent_url(f"$({contract.AGENT_HOST_ENV})")

@@ -30,11 +30,20 @@ def tolerates(toleration: Toleration, taint: Taint) -> bool:
     return toleration.key == taint.key and (toleration.value or "") == taint.value
 
 
+# What the node controller puts on a node that is away (NotReady, or its kubelet silent). The node
+# stays in its class: its DaemonSet pods stay (they tolerate the NoExecute side), the rollout defers
+# it, and the status counts it as a node without a ready pod rather than forgetting it — which is
+# what the EdgewiseClassNodesUnready alert is about.
+NODE_AWAY_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
+
+
 def schedulable(taints: Iterable[Taint], tolerations: Iterable[Toleration]) -> bool:
-    """True when every NoSchedule/NoExecute taint is tolerated (PreferNoSchedule never blocks)."""
+    """True when every NoSchedule/NoExecute taint is tolerated (PreferNoSchedule never blocks), a node
+    being away aside."""
     allowed = [*tolerations, *DAEMONSET_TOLERATIONS]
     return all(any(tolerates(t, taint) for t in allowed)
-               for taint in taints if taint.effect in ("NoSchedule", "NoExecute"))
+               for taint in taints if taint.effect in ("NoSchedule", "NoExecute")
+               and not (taint.effect == "NoSchedule" and taint.key in NODE_AWAY_TAINTS))
 
 
 def tolerates_every_taint(toleration: Toleration) -> bool:

@@ -49,6 +49,7 @@ from edgewise.node.cache import (
     plan_model_digest,
 )
 from edgewise.shared import download as dl
+from edgewise.shared import tracing
 from edgewise.shared.destinations import Destinations
 from edgewise.shared.digest import DigestMismatch, Writer, normalize_digest
 
@@ -262,7 +263,9 @@ class Agent:
     def _fill_blocking(self, job: Job) -> None:
         job.state, job.started = "downloading", time.monotonic()
         deadline = job.started + self.limits.download_deadline
-        with self.cache.writer() as w:
+        with (tracing.span("agent.download", {"edgewise.sha256": job.sha256, "edgewise.model": job.model or "",
+                                              "edgewise.scheme": dl.scheme_of(job.uri)}) as span,
+              self.cache.writer() as w):
             job.writer = w
             dl.download(
                 job.uri, _GuardedSink(w, self._stop, deadline), attempts=self.attempts,
@@ -271,6 +274,7 @@ class Agent:
                 on_retry=lambda n, err: log.info("retry %d of %s: %s", n, job.uri, err),
             )
             self.metrics.downloaded_bytes.inc(w.size)
+            span.set_attribute("edgewise.bytes", w.size)
             try:
                 self.cache.commit(w, job.sha256, model=job.model)
             except DigestMismatch as err:  # the real digest goes to the node's log only, never to callers
@@ -603,6 +607,7 @@ class Config:
 def run(config: Config, verifier: Verifier) -> None:
     """Open the cache (dropping half-written files), then serve until SIGTERM/SIGINT."""
     c = config
+    tracing.configure("edgewise-agent")  # only when OTEL_* asks for traces and OpenTelemetry is installed
     cache = NodeCache(c.cache_dir, max_bytes=c.max_bytes, keep_per_model=c.keep_per_model,
                       max_models=c.max_models)
     cache.evict()  # a smaller budget than last time applies at once

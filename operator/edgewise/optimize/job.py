@@ -26,6 +26,7 @@ from edgewise.api.optimization_report import OptimizationReport
 from edgewise.optimize.errors import OptimizeError
 from edgewise.optimize.pipeline import Options, optimize
 from edgewise.optimize.target import Target
+from edgewise.shared import tracing
 from edgewise.shared.digest import DigestMismatch
 from edgewise.shared.download import DownloadError, TransientError, download_file, scheme_of
 
@@ -128,7 +129,12 @@ def run_in_pod(work: Path, upload_url: str, env: dict[str, str]) -> int:
 
 
 def main() -> None:
-    run_and_report(Path(sys.argv[1]))
+    """The operator's worker process (runIn: Process)."""
+    tracing.configure("edgewise-optimize")  # only when the OTEL_* variables it inherited ask for traces
+    try:
+        run_and_report(Path(sys.argv[1]))
+    finally:
+        tracing.flush()  # the process ends right after: send its attempts' spans first
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from edgewise.optimize.errors import CalibrationMismatch, NotOnnxError, Techniqu
 from edgewise.optimize.gates import Agreement
 from edgewise.optimize.inspect import ModelInfo, analyze, load
 from edgewise.optimize.target import Quantization, Target, host_cpu_features
+from edgewise.shared import tracing
 from edgewise.shared.digest import file_sha256
 
 log = logging.getLogger(__name__)
@@ -257,36 +258,48 @@ def _speed_limit(target: Target, options: Options, notes: list[str]) -> float | 
 
 def _attempt(candidate: Candidate, out: Path, work: Path, inputs: _Inputs, options: Options,
              speed_limit: float | None, attempts: list[Attempt], notes: list[str]) -> _Accepted | None:
-    """Make one candidate and judge it; its Attempt is appended either way. The accepted one, or None."""
-    try:
-        kept = _make(candidate, inputs.model_path, out, work, inputs.info, options, inputs.calibration,
-                     inputs.validation, inputs.batch, notes)
-        got = evaluate.run_all(evaluate.session(out, options.threads), inputs.validation, inputs.batch,
-                               inputs.outputs)
-        agreement = evaluate.agreement(inputs.reference, got, inputs.info.classifier_outputs)
-    except Exception as err:  # noqa: BLE001 - any failure of one technique moves on to the next
-        message = str(err) if isinstance(err, TechniqueFailed) else f"{type(err).__name__}: {err}"
-        attempts.append(Attempt(technique=candidate.describe(), precision=candidate.precision, status="failed",
-                                message=message[:1000]))
-        log.info("%s failed: %s", candidate.describe(), message)
-        return None
-    verdict = gates.check_accuracy(agreement, options.gate)
-    if not verdict.passed and candidate.technique == "fp32" and out.exists():
-        # Graph optimization moved the numbers: ship the original bytes instead.
-        shutil.copyfile(inputs.model_path, out)
-        verdict = gates.check_accuracy(Agreement(agreement.samples, 1.0, 1.0, 0.0,
-                                                 100.0 if agreement.top1_agreement_percent else None), options.gate)
-        notes.append("graph-optimized fp32 drifted from the original; serving the original")
-    gate_latency = None
-    if verdict.passed and speed_limit is not None and candidate.technique != "fp32":
-        gate_latency = evaluate.compare_latency(inputs.model_path, out, inputs.validation, 1, limit=speed_limit)
-        verdict = _with_speed(verdict, gates.check_latency(gate_latency.speed, speed_limit))
-    attempts.append(Attempt(technique=candidate.describe(), precision=candidate.precision,
-                            status="accepted" if verdict.passed else "rejected",
-                            message=verdict.message, agreement=_agreement_info(agreement)))
-    if not verdict.passed:
-        return None
-    return _Accepted(candidate, out, agreement, verdict, kept, gate_latency)
+    """Make one candidate and judge it; its Attempt is appended either way. The accepted one, or None.
+
+    Its span carries the gates' numbers (edgewise.gate.*), so a trace shows why a technique lost.
+    """
+    with tracing.span("optimize.attempt", {"edgewise.technique": candidate.describe(),
+                                           "edgewise.precision": candidate.precision}) as span:
+        try:
+            kept = _make(candidate, inputs.model_path, out, work, inputs.info, options, inputs.calibration,
+                         inputs.validation, inputs.batch, notes)
+            got = evaluate.run_all(evaluate.session(out, options.threads), inputs.validation, inputs.batch,
+                                   inputs.outputs)
+            agreement = evaluate.agreement(inputs.reference, got, inputs.info.classifier_outputs)
+        except Exception as err:  # noqa: BLE001 - any failure of one technique moves on to the next
+            message = str(err) if isinstance(err, TechniqueFailed) else f"{type(err).__name__}: {err}"
+            attempts.append(Attempt(technique=candidate.describe(), precision=candidate.precision, status="failed",
+                                    message=message[:1000]))
+            log.info("%s failed: %s", candidate.describe(), message)
+            span.set_attribute("edgewise.status", "failed")
+            span.set_attribute("edgewise.message", message[:1000])
+            return None
+        verdict = gates.check_accuracy(agreement, options.gate)
+        if not verdict.passed and candidate.technique == "fp32" and out.exists():
+            # Graph optimization moved the numbers: ship the original bytes instead.
+            shutil.copyfile(inputs.model_path, out)
+            verdict = gates.check_accuracy(Agreement(agreement.samples, 1.0, 1.0, 0.0,
+                                                     100.0 if agreement.top1_agreement_percent else None), options.gate)
+            notes.append("graph-optimized fp32 drifted from the original; serving the original")
+        gate_latency = None
+        if verdict.passed and speed_limit is not None and candidate.technique != "fp32":
+            gate_latency = evaluate.compare_latency(inputs.model_path, out, inputs.validation, 1, limit=speed_limit)
+            verdict = _with_speed(verdict, gates.check_latency(gate_latency.speed, speed_limit))
+        attempts.append(Attempt(technique=candidate.describe(), precision=candidate.precision,
+                                status="accepted" if verdict.passed else "rejected",
+                                message=verdict.message, agreement=_agreement_info(agreement)))
+        span.set_attribute("edgewise.status", attempts[-1].status)
+        span.set_attribute("edgewise.reason", verdict.reason)
+        for key, value in verdict.numbers.items():
+            if value is not None:
+                span.set_attribute(f"edgewise.gate.{key}", value)
+        if not verdict.passed:
+            return None
+        return _Accepted(candidate, out, agreement, verdict, kept, gate_latency)
 
 
 def _with_speed(accuracy: gates.GateResult, speed: gates.GateResult) -> gates.GateResult:
