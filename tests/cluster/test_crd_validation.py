@@ -125,7 +125,22 @@ MODEL_CASES: list[tuple[str, Mutate, list[str]]] = [
     (
         "step-with-percent-and-pause",
         _steps({"percent": 10, "pause": {}}, {"percent": 100}),
-        ["a step sets exactly one of percent or pause"],
+        ["a step sets exactly one of percent, sites, sitesPercent or pause"],
+    ),
+    (
+        "step-with-sites-and-percent",
+        _steps({"sites": 1, "percent": 10}, {"percent": 100}),
+        ["a step sets exactly one of percent, sites, sitesPercent or pause"],
+    ),
+    (
+        "canary-sites-on-a-pause",
+        _steps({"sites": 1}, {"pause": {}, "canarySites": ["berlin"]}, {"percent": 100}),
+        ["canarySites pins sites to a step that moves nodes"],
+    ),
+    (
+        "canary-sites-repeated",
+        _steps({"sites": 1, "canarySites": ["berlin", "berlin"]}, {"percent": 100}),
+        ["canarySites must not repeat a site"],
     ),
     ("step-percent-zero", _steps({"percent": 0}, {"percent": 100}), ["greater than or equal to 1"]),
     (

@@ -126,7 +126,7 @@ def test_cross_field_rules_are_cel_validations_with_messages() -> None:
         "step percents must strictly increase",
         "the last step must be {percent: 100}",
         "class names must be unique",
-        "a step sets exactly one of percent or pause",
+        "a step sets exactly one of percent, sites, sitesPercent or pause",
         "operators Gt and Lt need exactly one integer value",
         "a class needs a nodeSelector",
         "threads applies only to the onnxruntime runtime",

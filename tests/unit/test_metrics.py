@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from edgewise.api.rollout_status import AnalysisRecord, ClassRollout, Outcome, RolloutStatus
+from edgewise.api.rollout_status import AnalysisRecord, ClassRollout, Outcome, RolloutStatus, SiteProgress
 from edgewise.api.status import ClassStatus, EdgeModelStatus
 from edgewise.controller.metrics import OperatorMetrics
 from edgewise.controller.series import (
@@ -108,3 +108,17 @@ def test_writes_optimizations_and_the_queue_are_exposed() -> None:
     assert 'edgewise_optimization_runs_total{result="Optimized"} 1.0' in text
     assert 'edgewise_optimization_runs_total{result="OptimizationFailed"} 0.0' in text
     assert "edgewise_workqueue_depth 3.0" in text and "edgewise_workqueue_oldest_item_age_seconds 4.5" in text
+
+
+def test_a_canary_placed_by_sites_exposes_per_site_gauges_and_they_go_when_it_ends() -> None:
+    sites = [SiteProgress(site="oslo", nodes=4, canary_nodes=4, ready_nodes=3, canary_site=True),
+             SiteProgress(site="", nodes=2, canary_nodes=0, ready_nodes=2)]
+    metrics = OperatorMetrics()
+    metrics.model(model_series("ns", "m", "2.0", "10m", _status(_rollout(_canary(sites=sites)))), [], [])
+    text = generate_latest(metrics.registry).decode()
+    assert 'edgewise_rollout_site_canary_nodes{class="arm",model="m",namespace="ns",site="oslo"} 4.0' in text
+    assert 'edgewise_rollout_site_nodes{class="arm",model="m",namespace="ns",site=""} 2.0' in text
+    assert 'edgewise_rollout_site_ready_nodes{class="arm",model="m",namespace="ns",site="oslo"} 3.0' in text
+    done = ClassRollout(name="arm", state="Stable", stable_revision="r2")
+    metrics.model(model_series("ns", "m", "2.0", "10m", _status(_rollout(done))), [], [])
+    assert "edgewise_rollout_site_canary_nodes{" not in generate_latest(metrics.registry).decode()

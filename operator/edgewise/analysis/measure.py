@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from edgewise.analysis.factory import ProviderNotAllowed, make_provider
@@ -38,6 +39,7 @@ from edgewise.core.analysis import (
 from edgewise.core.durations import seconds
 from edgewise.core.observed import NodeInfo, RuntimePod, Workload
 from edgewise.core.plan import ModelPlan
+from edgewise.core.site_analysis import SiteGroup, combine, group_by_site
 from edgewise.shared import tracing
 from edgewise.shared.digest import DigestMismatch
 from edgewise.shared.download import DownloadError
@@ -73,19 +75,24 @@ class CanaryAnalysis:
             refused = Verdict(outcome=Outcome.INCONCLUSIVE,
                               reasons=(str(err) if isinstance(err, ProviderNotAllowed) else why_not(err),))
             return {cls: record(refused, now, 0, 0, 0) for cls in classes}
-        targets = [_target(model, plan, nodes, workloads, pods, cls, golden) for cls in classes]
-        results = asyncio.run(_measure_each(provider, targets))
-        results = self._with_power(targets, results, nodes)
+        by_class = {cls: _site_targets(_target(model, plan, nodes, workloads, pods, cls, golden), model, nodes)
+                    for cls in classes}
+        targets = [t for groups in by_class.values() for _, t in groups]
+        results = iter(self._with_power(targets, asyncio.run(_measure_each(provider, targets)), nodes))
         out: dict[str, AnalysisRecord] = {}
-        for target, result in zip(targets, results, strict=True):
-            if isinstance(result, Exception):  # a provider that is down makes no verdict
-                log.warning("analysis of %s class %s failed: %s", where, target.class_name, result)
-                verdict = Verdict(outcome=Outcome.INCONCLUSIVE, reasons=(f"provider {provider.name}: {result}",))
-                deferred = 0
-            else:
-                verdict, deferred = judge(result, target.thresholds), len(result.deferred)
-            out[target.class_name] = record(verdict, now, len(target.canary), len(target.stable), deferred)
-            log.info("analysis %s class %s: %s", where, target.class_name, out[target.class_name].message)
+        for cls, groups in by_class.items():
+            judged = []
+            for group, target in groups:
+                result = next(results)
+                if isinstance(result, Exception):  # a provider that is down makes no verdict
+                    log.warning("analysis of %s class %s failed: %s", where, cls, result)
+                    verdict = Verdict(outcome=Outcome.INCONCLUSIVE, reasons=(f"provider {provider.name}: {result}",))
+                    deferred = 0
+                else:
+                    verdict, deferred = judge(result, target.thresholds), len(result.deferred)
+                judged.append((group, target, verdict, deferred))
+            out[cls] = _class_record(judged, now)
+            log.info("analysis %s class %s: %s", where, cls, out[cls].message)
         return out
 
     def _with_power(self, targets: Sequence[AnalysisTarget], results: Sequence[Measurement | Exception],
@@ -153,6 +160,32 @@ def _span_attributes(provider: AnalysisProvider, target: AnalysisTarget) -> dict
             "edgewise.class": target.class_name, "edgewise.provider": provider.name,
             "edgewise.canary_revision": target.canary_revision, "edgewise.stable_revision": target.stable_revision,
             "edgewise.canary_pods": len(target.canary), "edgewise.stable_pods": len(target.stable)}
+
+
+def _site_targets(target: AnalysisTarget, model: EdgeModel, nodes: Sequence[NodeInfo]
+                  ) -> list[tuple[SiteGroup[PodEndpoint] | None, AnalysisTarget]]:
+    """The class's target as it is, or, for a rollout placed by sites, one target per site group
+    (core/site_analysis.py decides the groups)."""
+    state = model.status.rollout.class_state(target.class_name) if model.status.rollout else None
+    if state is None or not state.site_label:
+        return [(None, target)]
+    label = state.site_label
+    site = {n.name: n.labels.get(label, "") for n in nodes}
+    groups = group_by_site(target.canary, target.stable, lambda p: site.get(p.node, ""))
+    if not groups:  # no canary pod anywhere yet: measure as one class, which says so
+        return [(None, target)]
+    return [(g, replace(target, canary=g.canary, stable=g.stable)) for g in groups]
+
+
+def _class_record(judged: Sequence[tuple[SiteGroup[PodEndpoint] | None, AnalysisTarget, Verdict, int]],
+                  now: dt.datetime) -> AnalysisRecord:
+    canary = sum(len(t.canary) for _, t, _, _ in judged)
+    stable = len({p.uid for _, t, _, _ in judged for p in t.stable})
+    deferred = sum(d for _, _, _, d in judged)
+    if len(judged) == 1 and judged[0][0] is None:
+        return record(judged[0][2], now, canary, stable, deferred)
+    verdict, sites = combine([(g, v) for g, _, v, _ in judged if g is not None])
+    return record(verdict, now, canary, stable, deferred).model_copy(update={"sites": sites or None})
 
 
 def _target(model: EdgeModel, plan: ModelPlan, nodes: Sequence[NodeInfo], workloads: Sequence[Workload],

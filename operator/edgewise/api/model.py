@@ -8,8 +8,10 @@ from pydantic import Field, StringConstraints
 
 from edgewise.api.base import (
     DNS_SUBDOMAIN_PATTERN,
+    LABEL_VALUE_PATTERN,
     ApiModel,
     Duration,
+    LabelKey,
     Memory,
     Sha256,
     cel,
@@ -141,17 +143,47 @@ class Pause(ApiModel):
         json_schema_extra=duration_bounds("0s", "720h", "a pause"))
 
 
+SiteName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=LABEL_VALUE_PATTERN)]
+
+
 class Step(ApiModel):
-    """One rollout step: move a percentage of each class's nodes to the new version, or pause."""
+    """One rollout step: move a share of each class's nodes (a percentage of nodes, a number or a percentage of
+    sites) to the new version, or pause."""
 
     model_config = {"json_schema_extra": validations(
-        cel("has(self.percent) != has(self.pause)", "a step sets exactly one of percent or pause"),
+        cel("[has(self.percent), has(self.sites), has(self.sitesPercent), has(self.pause)]"
+            ".filter(x, x).size() == 1",
+            "a step sets exactly one of percent, sites, sitesPercent or pause, e.g. {sites: 1} or {percent: 100}"),
+        cel("!has(self.canarySites) || !has(self.pause)",
+            "canarySites pins sites to a step that moves nodes: use it with percent, sites or sitesPercent, "
+            "not with pause", field_path=".canarySites"),
+        cel("!has(self.canarySites) || self.canarySites.all(a, self.canarySites.filter(b, b == a).size() == 1)",
+            "canarySites must not repeat a site", field_path=".canarySites"),
     )}
 
     percent: int | None = Field(default=None, ge=1, le=100,
                                 description="Percentage of each class's nodes that run the new version "
-                                            "(at least one node).")
+                                            "(at least one node). When the rollout has site steps, nodes are "
+                                            "taken site by site (canary sites first, then sites in a stable "
+                                            "hashed order).")
+    sites: int | None = Field(default=None, ge=1, le=10_000,
+                              description="Number of each class's sites whose nodes all run the new version, "
+                                          "counting the canary sites (the implicit site of nodes without the "
+                                          "site label counts as one, and comes last).")
+    sites_percent: int | None = Field(default=None, ge=1, le=100,
+                                      description="Percentage of each class's sites whose nodes all run the new "
+                                                  "version (at least one site), counting the canary sites.")
+    canary_sites: list[SiteName] | None = Field(
+        default=None, min_length=1, max_length=32,
+        description="Sites (values of the site label) that are in this step whatever its size, before any "
+                    "other site: mandatory canary groups. They stay on the new version in later steps, and "
+                    "must pass this step's analysis like every other site.")
     pause: Pause | None = Field(default=None, description="Pause the rollout.")
+
+    @property
+    def moves(self) -> bool:
+        """A step that places nodes (not a pause)."""
+        return self.pause is None
 
 
 class PrometheusSettings(ApiModel):
@@ -252,10 +284,19 @@ def _default_steps() -> list[Step]:
 class Rollout(ApiModel):
     """How a new version reaches each class: canary steps, analysis, rollback."""
 
+    site_label: LabelKey | None = Field(
+        default=None,
+        description="Node label naming each node's site, for steps in sites and per-site analysis, e.g. "
+                    "edgewise.io/site; wins over the profile's siteLabel (default topology.kubernetes.io/zone).",
+        json_schema_extra=validations(cel("!self.contains('/') || self.indexOf('/') <= 253",
+                                          "the prefix of a label key (before '/') is a DNS subdomain of at "
+                                          "most 253 characters")))
+
     steps: list[Step] = Field(
         default_factory=_default_steps, min_length=1, max_length=32,
-        description="Steps in order; percents strictly increase and the last step is {percent: 100}. "
-                    "Default: 10%, pause 5m, 50%, pause 5m, 100%.",
+        description="Steps in order; percents strictly increase and the last step is {percent: 100}. A step "
+                    "may also count sites ({sites: N}, {sitesPercent: P}) and pin canarySites; a step never "
+                    "takes nodes back from an earlier one. Default: 10%, pause 5m, 50%, pause 5m, 100%.",
         json_schema_extra={
             "default": [s.to_api() for s in _default_steps()],
             **validations(
@@ -304,6 +345,12 @@ class Rollout(ApiModel):
     windows: Windows = nested(
         Windows, "Maintenance windows: when artifacts may be staged to the nodes and when steps may switch "
                  "them (cron + duration + time zone, as Argo CD sync windows). Unset: any time.")
+
+
+    def uses_sites(self) -> bool:
+        """Does a step count sites or pin canary sites? Then nodes are ordered site by site
+        (core/rollout/sites.py); otherwise by their hashed bucket alone, as before sites existed."""
+        return any(s.sites is not None or s.sites_percent is not None or s.canary_sites for s in self.steps)
 
 
 class EdgeModelSpec(ApiModel):

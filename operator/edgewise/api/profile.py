@@ -235,6 +235,13 @@ class DeploymentProfileSpec(ApiModel):
             cel("self.all(c, self.filter(d, d.name == c.name).size() == 1)",
                 "class names must be unique within a profile"),
         ))
+    site_label: LabelKey = Field(
+        default="topology.kubernetes.io/zone",
+        description="Node label whose value names a node's site (a factory, a store, a substation), for rollout "
+                    "steps in sites (steps[].sites, sitesPercent, canarySites) and per-site analysis. A model's "
+                    "spec.rollout.siteLabel wins over this. Nodes without the label belong to no site: together "
+                    "they form one implicit site named \"\", rolled out after every named site.",
+        json_schema_extra=validations(_LABEL_KEY_RULE))
 
 
 class ProfileClassStatus(ApiModel):

@@ -27,6 +27,17 @@ RevisionOutcome = Literal["Progressing", "Succeeded", "RolledBack", "Aborted", "
 HISTORY_LIMIT = 10
 
 
+class SiteVerdict(ApiModel):
+    """One site's canary pods judged against stable pods (docs/rollouts.md#sites)."""
+
+    site: str = Field(description="Site name (\"\": nodes without the site label).")
+    outcome: Outcome = Field(description="Verdict of this site's canary pods.")
+    baseline: Literal["site", "fleet"] = Field(
+        description="site: against stable pods of the class at the same site; fleet: the site had too few, so "
+                    "against the class's stable pods everywhere.")
+    message: str = Field(default="", max_length=1024, description="The verdict with its numbers.")
+
+
 class AnalysisRecord(ApiModel):
     """The last measurement of a class's canary against its stable nodes."""
 
@@ -36,13 +47,31 @@ class AnalysisRecord(ApiModel):
     canary_pods: int = Field(default=0, description="Canary pods measured.")
     stable_pods: int = Field(default=0, description="Stable pods measured.")
     deferred_pods: int = Field(default=0, description="Pods neither passed nor failed (node NotReady, no answer).")
+    sites: list[SiteVerdict] | None = Field(
+        default=None, max_length=64,
+        description="The verdict per site, when the rollout has site steps: a failing site fails the class's step "
+                    "(at most 64, failures first).")
+
+
+class SiteProgress(ApiModel):
+    """Where the rollout of one class stands at one site."""
+
+    site: str = Field(description="Site name (\"\": nodes without the site label).")
+    nodes: int = Field(default=0, description="Nodes of the class at this site.")
+    canary_nodes: int = Field(default=0, description="Of those, nodes in the canary cohort (on the new version, "
+                                                     "or moving to it).")
+    ready_nodes: int = Field(default=0, description="Of those, nodes whose Ready condition is true.")
+    canary_site: bool = Field(default=False, description="Pinned by a step's canarySites.")
+    verdict: Outcome | None = Field(default=None, description="The site's last analysis verdict in this step.")
 
 
 class CohortStart(ApiModel):
     """When a step asked a range of the class's buckets to take the canary (nodeTimeout counts from it)."""
 
-    below_bucket: int = Field(ge=0, le=100, description="Nodes whose bucket is below this (and at or above the "
-                                                         "previous entry's) were asked at `since`.")
+    below_bucket: int = Field(ge=0, le=1_000_000_000_000,
+                              description="Nodes whose place in the rollout order (bucket, or site rank: see "
+                                          "orderLabel) is below this (and at or above the previous entry's) were "
+                                          "asked at `since`.")
     since: str = Field(description="When the step asked them (RFC 3339).")
 
 
@@ -101,8 +130,20 @@ class ClassRollout(ApiModel):
     canary_version: str | None = Field(default=None, description="Model version being rolled out.")
     step_index: int = Field(default=0, ge=0, description="Index of the current step in spec.rollout.steps.")
     percent: int = Field(default=0, ge=0, le=100, description="Percent of the class's nodes on the canary.")
-    bucket_threshold: int = Field(default=0, ge=0, le=100,
-                                  description="Nodes whose edgewise.io/bucket label is below this run the canary.")
+    bucket_threshold: int = Field(default=0, ge=0, le=1_000_000_000_000,
+                                  description="Nodes whose order label (orderLabel) is below this run the canary.")
+    order_label: str | None = Field(
+        default=None, description="The node label the threshold applies to: edgewise.io/bucket (unset), or for a "
+                                  "rollout with site steps the site-ordered rank label edgewise.io/site-rank-<hash "
+                                  "of the site label>. Fixed when the canary starts.")
+    site_label: str | None = Field(default=None, description="The site label of a rollout with site steps.")
+    canary_sites: list[str] | None = Field(default=None, description="Sites pinned on the canary by the "
+                                                                      "steps reached (canarySites).")
+    cohort_step: int | None = Field(default=None, description="Index of the step whose cohort is placed (site "
+                                                              "rollouts).")
+    sites: list[SiteProgress] | None = Field(default=None, max_length=64,
+                                             description="Progress per site, in rollout order, canary sites "
+                                                         "first (site rollouts; at most 64).")
     canary_nodes: int = Field(default=0, description="Nodes in the canary cohort.")
     stable_nodes: int = Field(default=0, description="Nodes of the class outside the canary cohort.")
     step_started_at: str | None = Field(default=None, description="When the current step began (RFC 3339).")
@@ -133,9 +174,10 @@ class ClassRollout(ApiModel):
         default=None, description="While waitingForWindow: when the activation window opens for the nodes the "
                                   "step moves (RFC 3339); unset when it does not open within 366 days.")
     staged_threshold: int = Field(
-        default=0, ge=0, le=100,
-        description="Nodes whose edgewise.io/bucket is below this were asked to prefetch the canary's "
-                    "artifact (staging runs ahead of a step that waits for its activation window).")
+        default=0, ge=0, le=1_000_000_000_000,
+        description="Nodes whose place in the rollout order (edgewise.io/bucket, or site rank: see orderLabel) is "
+                    "below this were asked to prefetch the canary's artifact (staging runs ahead of a step that "
+                    "waits for its activation window).")
     staging: list[SiteStaging] | None = Field(
         default=None, description="While a canary rolls out: per site, the artifact's bytes from outside the "
                                   "site and the estimated staging time within the site's bandwidth budget.")

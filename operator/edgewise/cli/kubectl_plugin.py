@@ -222,7 +222,22 @@ def render_status(obj: dict[str, Any]) -> str:
             lines.append(f"    analysis {last['time']}: {last['message']} "
                          f"(canary pods {last.get('canaryPods', 0)}, stable pods {last.get('stablePods', 0)}"
                          f", deferred {last.get('deferredPods', 0)})")
+        lines += _site_lines(c)
     return "\n".join(lines)
+
+
+def _site_lines(c: dict[str, Any]) -> list[str]:
+    """A class's per-site progress (rollouts with site steps), one line per site in rollout order."""
+    sites = c.get("sites") or []
+    if not sites:
+        return []
+    out = [f"    {'SITE':<20} {'NODES':<6} {'CANARY':<7} {'READY':<6} VERDICT"]
+    for p in sites:
+        name = (p.get("site") or '""') + (" *" if p.get("canarySite") else "")
+        out.append(f"    {name:<20} {p.get('nodes', 0):<6} {p.get('canaryNodes', 0):<7} {p.get('readyNodes', 0):<6} "
+                   f"{p.get('verdict') or '-'}")
+    out.append("    (* canary site; \"\": nodes without the site label)")
+    return out
 
 
 def render_history(obj: dict[str, Any]) -> str:

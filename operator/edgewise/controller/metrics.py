@@ -49,6 +49,12 @@ class OperatorMetrics:
                                    "(stable, canary) and version",
                                    ["namespace", "model", "edgewise_class", "edgewise_revision", "role", "version"],
                                    registry=r)
+        self.site_nodes = Gauge("edgewise_rollout_site_nodes", "Nodes of the class at a site, while a canary placed "
+                                "by sites is out", [*CLASS, "site"], registry=r)
+        self.site_canary_nodes = Gauge("edgewise_rollout_site_canary_nodes", "Of those, nodes in the canary cohort",
+                                       [*CLASS, "site"], registry=r)
+        self.site_ready_nodes = Gauge("edgewise_rollout_site_ready_nodes", "Of those, nodes whose Ready condition "
+                                      "is true", [*CLASS, "site"], registry=r)
         self.artifact_info = Gauge("edgewise_class_artifact_info", "1 per class with an optimized artifact, "
                                    "with its state", [*CLASS, "state"], registry=r)
         self.analyses = Counter("edgewise_analysis", "Canary measurements, by outcome",
@@ -98,6 +104,10 @@ class OperatorMetrics:
                     put(self.artifact_info, (*where, c.artifact_state), 1)
                 for role, revision, version in c.revisions:
                     put(self.revision_info, (*where, revision, role, version), 1)
+                for site in c.sites:
+                    put(self.site_nodes, (*where, site.site), site.nodes)
+                    put(self.site_canary_nodes, (*where, site.site), site.canary_nodes)
+                    put(self.site_ready_nodes, (*where, site.site), site.ready_nodes)
                 self.rollbacks.labels(*where)  # exists at 0, so increase() sees the first rollback
                 for verdict in Outcome:
                     self.analyses.labels(*where, verdict.value)

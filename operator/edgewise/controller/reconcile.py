@@ -26,6 +26,7 @@ from edgewise.core.classify import Classification, classify
 from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.plan import ModelPlan, ResolvedProfile, plan_model
 from edgewise.core.rollout import Observed, RolloutResult, advance, due_analyses, needs_pods
+from edgewise.core.rollout.sites import site_label_of
 from edgewise.core.status import compute_status
 from edgewise.kube import node_agents
 from edgewise.kube.agent_credentials import AgentCredentials
@@ -95,6 +96,10 @@ class Reconciler:
             seen = self._read_model(model, write)
             span.set_attribute("edgewise.nodes", len(seen.nodes))
             span.set_attribute("edgewise.workloads", len(seen.workloads))
+        if seen.profile is not None and model.spec.rollout.uses_sites():
+            # Steps in sites place by a site-ordered rank label: written before the first step needs it,
+            # once per node (core/rollout/sites.py).
+            write.label_ranks(seen.nodes, site_label_of(model.spec.rollout, seen.profile.spec.site_label))
         ready = {c: a.artifact for c, a in seen.artifacts.items() if a.artifact is not None}
         with tracing.span("plan") as span:
             plan = plan_model(model, seen.profile, seen.nodes, seen.workloads, self.settings, artifacts=ready,

@@ -18,6 +18,14 @@ RUNNING, SUCCEEDED, FAILED = 0, 1, 2  # edgewise_rollout_status, as flagger_cana
 
 
 @dataclass(frozen=True)
+class SiteSeries:
+    site: str
+    nodes: int
+    canary_nodes: int
+    ready_nodes: int
+
+
+@dataclass(frozen=True)
 class ClassSeries:
     name: str
     state: str
@@ -28,6 +36,7 @@ class ClassSeries:
     ready_pods: int
     artifact_state: str
     revisions: tuple[tuple[str, str, str], ...] = ()  # (role, revision, version): what runs, stable and canary
+    sites: tuple[SiteSeries, ...] = ()  # while a canary placed by sites is out (status.rollout.classes[].sites)
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,9 @@ def model_series(namespace: str, name: str, version: str, progress_deadline: str
             status=rollout_status(r) if r else SUCCEEDED,
             step_started=started.timestamp() if started else None,
             matched_nodes=s.matched_nodes if s else 0, ready_pods=s.ready_pods if s else 0,
-            artifact_state=(s.artifact_state or "") if s else "", revisions=_revisions(r) if r else ()))
+            artifact_state=(s.artifact_state or "") if s else "", revisions=_revisions(r) if r else (),
+            sites=tuple(SiteSeries(p.site, p.nodes, p.canary_nodes, p.ready_nodes)
+                        for p in (r.sites if r and r.canary_revision and r.sites else []))))
     return ModelSeries(namespace=namespace, name=name, phase=status.phase or "Pending",
                        profile=status.profile or "", version=version,
                        progress_deadline=seconds(progress_deadline), classes=tuple(classes))
@@ -97,7 +108,8 @@ def new_rollbacks(old: RolloutStatus | None, new: RolloutStatus | None) -> list[
 # Writes counts its requests under one key each (kube/writes.py); as (verb, kind) for the metric.
 _WRITE_KEYS = {
     "created": ("create", "DaemonSet"), "updated": ("update", "DaemonSet"), "deleted": ("delete", "DaemonSet"),
-    "secret-owned": ("patch", "Secret"), "bucket-label": ("patch", "Node"), "status": ("patch", "status"),
+    "secret-owned": ("patch", "Secret"), "bucket-label": ("patch", "Node"), "rank-label": ("patch", "Node"),
+    "status": ("patch", "status"),
     "event": ("create", "Event"),
 }
 _VERBS = {"created": "create", "updated": "update", "deleted": "delete"}

@@ -22,6 +22,7 @@ from edgewise.core import names
 from edgewise.core.durations import iso
 from edgewise.core.observed import NodeInfo, Service, Workload
 from edgewise.core.rollout.buckets import BUCKET_LABEL, bucket_of
+from edgewise.core.rollout.sites import rank_label, rank_of
 from edgewise.kube.convert import workload
 
 log = logging.getLogger("edgewise.kube")
@@ -148,6 +149,25 @@ class Writes:
                     raise
                 continue
             self.counts["bucket-label"] += 1
+            written += 1
+        return written
+
+    def label_ranks(self, nodes: Sequence[NodeInfo], site_label: str) -> int:
+        """Give every node its site-ordered rank for one site label (core/rollout/sites.py): once per node and
+        site label, and again only when a node moves to another site; the number written."""
+        key = rank_label(site_label)
+        written = 0
+        for node in nodes:
+            rank = str(rank_of(node.name, node.labels.get(site_label, "")))
+            if node.labels.get(key) == rank:
+                continue
+            try:
+                self.core.patch_node(node.name, {"metadata": {"labels": {key: rank}}})
+            except client.ApiException as err:
+                if err.status != 404:  # a node that left meanwhile needs no label
+                    raise
+                continue
+            self.counts["rank-label"] += 1
             written += 1
         return written
 

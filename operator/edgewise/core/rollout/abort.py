@@ -28,7 +28,7 @@ from edgewise.api.model import AbortRule, Rollout
 from edgewise.api.rollout_status import ClassRollout, CohortStart, NodeTally
 from edgewise.core.durations import parse_time, seconds
 from edgewise.core.observed import NodeInfo, RuntimePod
-from edgewise.core.rollout.buckets import bucket_of
+from edgewise.core.rollout.sites import in_cohort, order_from
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,11 @@ def node_facts(spec: Rollout, state: ClassRollout, members: Sequence[NodeInfo], 
     limit = seconds(spec.node_timeout) if spec.node_timeout else None
     tried = failed = crashed = timed_out = timed_out_ready = 0
     upcoming: list[float] = []
+    # The order the cohort was placed in: by bucket, or site by site (rank, and pinned canary sites).
+    order, pinned = order_from(state.order_label, state.site_label), state.canary_sites or ()
     for node in members:
-        bucket = bucket_of(node.name)
-        if bucket >= state.bucket_threshold:
+        bucket = order.rank(node)
+        if not in_cohort(bucket, order.site(node), state.bucket_threshold, pinned):
             continue
         pods = by_node.get(node.name, [])
         if any(p.phase == "Failed" for p in pods):

@@ -31,8 +31,10 @@ from edgewise.core.rollout.class_machine import (
     roll_back_all,
 )
 from edgewise.core.rollout.history import revision_history
-from edgewise.core.rollout.observe import class_nodes, observe, slots, stable_missing, switch_observation
+from edgewise.core.rollout.observe import class_nodes, observe, placed_order, slots, stable_missing, switch_observation
 from edgewise.core.rollout.placement import deletions, place, target_bounds
+from edgewise.core.rollout.site_progress import site_progress
+from edgewise.core.rollout.sites import Order, in_cohort, order_for
 from edgewise.core.rollout.switch import Bounds, Mode, choose_mode, decide
 from edgewise.core.rollout.windows import node_zone
 from edgewise.core.staging import SiteStage, estimate, site_stages, summary
@@ -113,8 +115,9 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
     old_states = {c.name: c for c in old.classes or []}
     facts = {name: _node_facts(model, observed, members[name], state, now)
              for name, state in old_states.items() if name in members}
+    order = order_for(model.spec.rollout, plan.profile.spec.site_label)
     decisions, observations = _decide_classes(model, plan, observed, members, modes, measurements or {}, fresh, now,
-                                              {n: f.timed_out_ready for n, f in facts.items()})
+                                              {n: f.timed_out_ready for n, f in facts.items()}, order)
     if model.spec.rollout.class_policy == "AllOrNothing":
         _all_or_nothing(model, old, decisions, observations, measurements or {}, fresh, now)
     aborted = None
@@ -127,11 +130,13 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
     for name, mode in modes.items():
         if name not in decisions:
             continue
-        state = states[name] = states[name].model_copy(update={"switch": mode.name,
-                                                                 "switch_reason": mode.reason[:1024]})
+        state = states[name] = states[name].model_copy(update={
+            "switch": mode.name, "switch_reason": mode.reason[:1024],
+            "sites": site_progress(states[name], members[name]) or None})
         if state.stable_revision:
             cp = next(c for c in plan.classes if c.name == name)
-            live, canary_ok, stable_ok = slots(cp, observed.workloads, members[name], state.stable_slot)
+            live, canary_ok, stable_ok = slots(cp, observed.workloads, members[name], state.stable_slot,
+                                               placed_order(state))
             bounds[name] = decide(mode.name, target_bounds(state), live, canary_ok, stable_ok)
     for name in decisions:
         states[name] = _with_staging(states[name], members[name], observed, name)
@@ -144,7 +149,7 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
                            history=history or None, last_command=fresh.id if fresh else old.last_command,
                            aborted=aborted)
     timeouts = [f.next_timeout_in for f in facts.values() if f.next_timeout_in is not None]
-    stage = (_stage(cp, decisions[cp.name], members[cp.name], observed) for cp in plan.classes
+    stage = (_stage(cp, decisions[cp.name], states[cp.name], members[cp.name], observed) for cp in plan.classes
              if cp.name in decisions and decisions[cp.name].stage)
     return RolloutResult(
         apply=placed,
@@ -171,7 +176,7 @@ def _switch_modes(model: EdgeModel, plan: ModelPlan, observed: Observed, members
 
 def _decide_classes(model: EdgeModel, plan: ModelPlan, observed: Observed, members: Mapping[str, list[NodeInfo]],
                     modes: Mapping[str, Mode], measurements: Mapping[str, AnalysisRecord],
-                    command: Command | None, now: dt.datetime, timed_out: Mapping[str, int]
+                    command: Command | None, now: dt.datetime, timed_out: Mapping[str, int], order: Order
                     ) -> tuple[dict[str, Decision], dict[str, ClassObservation]]:
     """Each class's next state, on its own (the class policy comes after)."""
     old = model.status.rollout or RolloutStatus()
@@ -182,7 +187,7 @@ def _decide_classes(model: EdgeModel, plan: ModelPlan, observed: Observed, membe
         if cp.error:
             continue  # its workloads are kept as they are; nothing moves
         state = states.get(cp.name)
-        obs = _observation(model, cp, observed, members[cp.name], modes.get(cp.name), state)
+        obs = _observation(model, cp, observed, members[cp.name], modes.get(cp.name), state, order)
         if obs is None:
             continue  # nothing deployed yet: wait for the artifact
         obs = replace(obs, timed_out_canary_nodes=timed_out.get(cp.name, 0))
@@ -195,10 +200,12 @@ def _decide_classes(model: EdgeModel, plan: ModelPlan, observed: Observed, membe
 
 
 def _observation(model: EdgeModel, cp: ClassPlan, observed: Observed, members: list[NodeInfo],
-                 mode: Mode | None, state: ClassRollout | None) -> ClassObservation | None:
-    obs = replace(observe(model, cp, members, observed.workloads, state),
+                 mode: Mode | None, state: ClassRollout | None, order: Order) -> ClassObservation | None:
+    obs = replace(observe(model, cp, members, observed.workloads, state, order),
                   rolled_back_version=_rolled_back_version(model.status.rollout),
-                  zones=tuple((bucket_of(n.name), node_zone(n)) for n in members))
+                  # keyed as the step thresholds are: by rank in a site order, else by bucket (windows gate on it)
+                  zones=tuple((order.rank(n) if order.by_site else bucket_of(n.name), node_zone(n)) for n in members),
+                  site_zones=tuple((order.site(n), node_zone(n)) for n in members) if order.by_site else ())
     if mode is not None and state is not None and state.stable_revision:
         obs = replace(obs, **switch_observation(mode, cp, observed.workloads, members, state))  # type: ignore[arg-type]
     if cp.name in observed.waiting_for_artifact:
@@ -309,9 +316,15 @@ def _requeue_after(model: EdgeModel, decisions: Mapping[str, Decision], classes:
     return min(requeues) if requeues else None
 
 
-def _stage(cp: ClassPlan, d: Decision, members: list[NodeInfo], observed: Observed) -> StageRequest:
+def _stage(cp: ClassPlan, d: Decision, state: ClassRollout, members: list[NodeInfo],
+           observed: Observed) -> StageRequest:
     lo, hi = d.stage or (0, 0)
-    moving = tuple(n for n in members if lo <= bucket_of(n.name) < hi)
+    if state.order_label:  # a site order: the nodes the step adds, by rank or at a newly pinned site
+        order, before = placed_order(state), frozenset(state.canary_sites or ()) - d.stage_sites
+        moving = tuple(n for n in members if in_cohort(order.rank(n), order.site(n), hi, state.canary_sites or ())
+                       and not in_cohort(order.rank(n), order.site(n), lo, before))
+    else:
+        moving = tuple(n for n in members if lo <= bucket_of(n.name) < hi)
     return StageRequest(class_name=cp.name, uri=cp.artifact.uri, sha256=cp.artifact.sha256, nodes=moving,
                         sites=site_stages(moving, observed.nodes, observed.bandwidth, observed.agent_selector))
 

@@ -27,8 +27,9 @@ from edgewise.core import names
 from edgewise.core.durations import iso, parse_time, seconds
 from edgewise.core.events import Event
 from edgewise.core.rollout import windows
-from edgewise.core.rollout.buckets import cohort, threshold
+from edgewise.core.rollout.buckets import BUCKET_LABEL, threshold
 from edgewise.core.rollout.deadline import progress_deadline
+from edgewise.core.rollout.sites import BY_BUCKET, Order, Ranked, cohort_size, site_order, step_threshold
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,14 @@ class ClassObservation:
     # (bucket, time zone from the node's label or None) of every node of the class: maintenance windows
     # with `timeZone: Site` are evaluated for the zones of the nodes a step moves (core/rollout/windows.py).
     zones: tuple[tuple[int, str | None], ...] = ()
+    # (site, time zone) of every node, in a site order: the zones of canary sites a step pins.
+    site_zones: tuple[tuple[str, str | None], ...] = ()
+    order: Order = BY_BUCKET  # how the spec lines the class's nodes up: by bucket, or site by site
+    ranked: Ranked = ()  # (rank, site) of every node of the class under `order`; from `buckets` when empty
+
+    def __post_init__(self) -> None:
+        if not self.ranked and self.buckets:
+            object.__setattr__(self, "ranked", tuple((b, "") for b in sorted(self.buckets)))
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,7 @@ class Decision:
     state: ClassRollout
     events: tuple[Event, ...] = ()
     stage: tuple[int, int] | None = None  # bucket range [from, to) whose nodes should prefetch the canary
+    stage_sites: frozenset[str] = frozenset()  # sites newly pinned on the canary: their nodes prefetch too
     requeue_after: float | None = None  # seconds until something is due (pause end, next analysis)
     failed: bool = False  # the canary was rolled back because it regressed (for AllOrNothing)
     finished: RevisionOutcome | None = None  # how the revision's rollout ended, when it ended now
@@ -90,6 +100,7 @@ class _Run:
     state: ClassRollout
     events: list[Event] = field(default_factory=list)
     stage: tuple[int, int] | None = None
+    stage_sites: frozenset[str] = frozenset()
     requeue: list[float] = field(default_factory=list)
     failed: bool = False
     finished: RevisionOutcome | None = None
@@ -161,7 +172,8 @@ def next_class_state(spec: Rollout, current: ClassRollout | None, obs: ClassObse
 
 def _decide(run: _Run) -> Decision:
     requeue = min(run.requeue) if run.requeue else None
-    return Decision(state=run.state, events=tuple(run.events), stage=run.stage, requeue_after=requeue,
+    return Decision(state=run.state, events=tuple(run.events), stage=run.stage, stage_sites=run.stage_sites,
+                    requeue_after=requeue,
                     failed=run.failed, finished=run.finished, waiting_to_start=run.waiting_to_start)
 
 
@@ -200,6 +212,7 @@ def _supersede(run: _Run, obs: ClassObservation) -> None:
 def _start(run: _Run, obs: ClassObservation, now: dt.datetime) -> None:
     run.update(canary_revision=obs.desired_revision, canary_version=obs.desired_version, step_index=0,
                percent=0, bucket_threshold=0, canary_nodes=0, stable_nodes=len(obs.buckets), passes=0,
+               order_label=None, site_label=None, canary_sites=None, cohort_step=None, sites=None,
                failures=0, last_analysis=None, last_analysis_at=None, step_started_at=iso(now),
                state="Progressing", paused_by_user=False, soak_until=None, cohorts=None, tally=None,
                staged_threshold=0, waiting_for_window=False, window_opens_at=None,
@@ -265,8 +278,10 @@ def _rollback(run: _Run, obs: ClassObservation, reason: str, outcome: RevisionOu
 
 
 def _end_canary(run: _Run, state: str, message: str) -> None:
+    # orderLabel and siteLabel stay: the slots drain in the order they were placed in (make-before-break).
     run.update(canary_revision=None, canary_version=None, step_index=0, percent=0, bucket_threshold=0,
-               canary_nodes=0, passes=0, failures=0, paused_by_user=False, step_started_at=None,
+               canary_sites=None, cohort_step=None, sites=None, canary_nodes=0,
+               passes=0, failures=0, paused_by_user=False, step_started_at=None,
                soak_until=None, cohorts=None, staged_threshold=0, waiting_for_window=False, window_opens_at=None,
                state=state, message=message)
 
@@ -284,8 +299,7 @@ def _walk_steps(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetim
                 return
             if obs.make_before_break and s.percent < 100:
                 # promote-full: every node switches make-before-break first
-                if _activation_open(run, spec, obs, (s.bucket_threshold, threshold(100, obs.buckets)), now):
-                    _set_percent(run, spec, obs, 100, now)
+                _set_cohort(run, spec, obs, Step(percent=100), now)
                 return
             if obs.switch_pending:
                 run.update(state="Progressing", message=f"promoting {s.canary_version}: {obs.switching}")
@@ -310,47 +324,77 @@ def _walk_steps(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetim
                 return
             _next_step(run, now)
             continue
-        assert current.percent is not None
-        if s.percent < current.percent:
-            if _activation_open(run, spec, obs, (s.bucket_threshold, threshold(current.percent, obs.buckets)), now):
-                _set_percent(run, spec, obs, current.percent, now)
+        if _needs_cohort(s, obs, current):
+            _set_cohort(run, spec, obs, current, now)
             return
         if not _step_done(run, spec, obs, now) or not _soaked(run, spec, now):
             return
         _next_step(run, now)
 
 
-def _set_percent(run: _Run, spec: Rollout, obs: ClassObservation, percent: int, now: dt.datetime) -> None:
+def _needs_cohort(s: ClassRollout, obs: ClassObservation, step: Step) -> bool:
+    """Has the current step's cohort still to be placed? (A spec that switched between site steps and
+    percent-only steps places it again in the new order.)"""
+    if (s.order_label or BUCKET_LABEL) != obs.order.label:
+        return True
+    if obs.order.by_site:
+        return s.cohort_step != s.step_index
+    return s.percent < (step.percent or 0)
+
+
+def _set_cohort(run: _Run, spec: Rollout, obs: ClassObservation, step: Step, now: dt.datetime) -> None:
+    """Place the cohort a step asks for: never fewer nodes than the steps before it."""
     s = run.state
-    t = threshold(percent, obs.buckets)
-    _stage(run, spec, obs, (s.bucket_threshold, t), now)
-    n = cohort(obs.buckets, t)
+    same_order = (s.order_label or BUCKET_LABEL) == obs.order.label
+    before_t = s.bucket_threshold if same_order else 0
+    before_pinned = frozenset(s.canary_sites or ()) if same_order else frozenset()
+    total = len(obs.ranked)
+    if obs.order.by_site:
+        pinned = before_pinned | frozenset(step.canary_sites or ())
+        t = max(before_t, step_threshold(step, obs.ranked, pinned, obs.order.end))
+        n = cohort_size(obs.ranked, t, pinned)
+        percent = 100 if n == total else max(1, min(99, round(100 * n / total)))
+        at = {site for rank, site in obs.ranked if rank < t or site in pinned}
+        where = (f"{n}/{total} nodes at {len(at)}/{len(site_order(obs.ranked))} site(s)"
+                 + (f", canary sites {', '.join(sorted(pinned))}" if pinned else ""))
+    else:
+        pinned = frozenset()
+        percent = step.percent or 100
+        t = max(before_t, threshold(percent, obs.buckets))
+        n = cohort_size(obs.ranked, t, pinned)
+        where = f"{percent}% ({n}/{total} nodes)"
+    new_sites = pinned - before_pinned
+    if not _activation_open(run, spec, obs, (before_t, t), now, new_sites):
+        return  # the step waits for its activation window (the status says until when)
+    _stage(run, spec, obs, (before_t, t), now, new_sites)
+    run.stage_sites = new_sites
     # When these nodes were asked to take the canary, for nodeTimeout: one entry per step, so it stays small.
-    asked = [*(s.cohorts or []), CohortStart(below_bucket=t, since=iso(now))] if t > s.bucket_threshold \
-        else s.cohorts
-    run.update(percent=percent, bucket_threshold=t, canary_nodes=n, stable_nodes=len(obs.buckets) - n,
+    asked = [*(s.cohorts or []), CohortStart(below_bucket=t, since=iso(now))] if t > before_t else s.cohorts
+    run.update(percent=percent, bucket_threshold=t, canary_nodes=n, stable_nodes=total - n,
+               order_label=obs.order.label if obs.order.by_site else None, site_label=obs.order.site_label,
+               canary_sites=sorted(pinned) or None, cohort_step=s.step_index if obs.order.by_site else None,
                step_started_at=iso(now), passes=0, state="Progressing", soak_until=None, cohorts=asked,
                waiting_for_window=False, window_opens_at=None,
-               message=f"step {s.step_index + 1}: {percent}% ({n}/{len(obs.buckets)} nodes) on "
-                       f"{s.canary_version}")
+               message=f"step {s.step_index + 1}: {where} on {s.canary_version}")
     run.event("Normal", "StepChanged", f"class {obs.name}: {run.state.message}")
 
 
-def _zones(obs: ClassObservation, moving: tuple[int, int]) -> set[str | None]:
-    """The time zones of the nodes whose buckets lie in `moving`."""
+def _zones(obs: ClassObservation, moving: tuple[int, int], sites: frozenset[str] = frozenset()) -> set[str | None]:
+    """The time zones of the nodes whose place in the order (bucket or rank) lies in `moving`, and of the
+    nodes at the canary `sites` a step pins."""
     lo, hi = moving
-    return {z for b, z in obs.zones if lo <= b < hi}
+    return {z for b, z in obs.zones if lo <= b < hi} | {z for site, z in obs.site_zones if site in sites}
 
 
 def _activation_open(run: _Run, spec: Rollout, obs: ClassObservation, moving: tuple[int, int],
-                     now: dt.datetime) -> bool:
+                     now: dt.datetime, sites: frozenset[str] = frozenset()) -> bool:
     """May the due step, which moves the nodes in the bucket range `moving`, go now?
 
     Closed, the class waits: its status says until when, the requeue is the window's opening, and the
     nodes the step will move are staged meanwhile if the staging window allows. No step has started, so
     the progress deadline does not run (it times a step from when it moved nodes). Rollbacks never
     come here."""
-    gate = windows.gate(spec.windows.activation, _zones(obs, moving), now)
+    gate = windows.gate(spec.windows.activation, _zones(obs, moving, sites), now)
     s = run.state
     if gate.open:
         if s.waiting_for_window:
@@ -370,27 +414,29 @@ def _activation_open(run: _Run, spec: Rollout, obs: ClassObservation, moving: tu
         run.event("Normal", "WaitingForWindow", f"class {obs.name}: {message}")
     run.update(state="Progressing", waiting_for_window=True,
                window_opens_at=iso(gate.opens_at) if gate.opens_at else None, message=message)
-    _stage(run, spec, obs, moving, now)
+    _stage(run, spec, obs, moving, now, sites)
     return False
 
 
-def _stage(run: _Run, spec: Rollout, obs: ClassObservation, moving: tuple[int, int], now: dt.datetime) -> None:
+def _stage(run: _Run, spec: Rollout, obs: ClassObservation, moving: tuple[int, int], now: dt.datetime,
+           sites: frozenset[str] = frozenset()) -> None:
     """Ask the nodes in `moving` not asked yet to prefetch the canary, if the staging window is open for them
-    (with it closed, a node whose step comes first fetches when its pod starts)."""
+    (with it closed, a node whose step comes first fetches when its pod starts). `sites`: canary sites the
+    step pins, whose nodes move whatever their rank."""
     lo, hi = max(moving[0], run.state.staged_threshold), moving[1]
-    if lo >= hi:
+    if lo >= hi and not sites:
         return
-    gate = windows.gate(spec.windows.staging, _zones(obs, (lo, hi)), now)
+    gate = windows.gate(spec.windows.staging, _zones(obs, (lo, hi), sites), now)
     if gate.open:
-        run.stage = (lo, hi)
-        run.update(staged_threshold=hi)
+        run.stage = (min(lo, hi), hi)
+        run.update(staged_threshold=max(hi, run.state.staged_threshold))
     elif gate.opens_at is not None and run.state.waiting_for_window:
         run.requeue.append((gate.opens_at - now).total_seconds() + 1)  # stage while the step still waits
 
 
 def _step_done(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) -> bool:
     s = run.state
-    n = cohort(obs.buckets, s.bucket_threshold)
+    n = cohort_size(obs.ranked, s.bucket_threshold, frozenset(s.canary_sites or ()))
     reachable = n - obs.not_ready_canary_nodes - obs.timed_out_canary_nodes
     ready = obs.canary_ready >= reachable and not obs.switch_pending
     analysed = s.passes >= 1 or not obs.analysis_enabled

@@ -22,15 +22,18 @@ import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edgewise.api.rollout_status import ClassRollout
 from edgewise.core import names
 from edgewise.core.observed import Workload
 from edgewise.core.plan import ClassPlan, WorkloadPlan, spec_hash
-from edgewise.core.rollout.buckets import BUCKET_LABEL, BUCKETS
-from edgewise.core.rollout.switch import Bounds
+from edgewise.core.rollout.buckets import BUCKET_LABEL
+from edgewise.core.rollout.sites import RANK_PREFIX, Order, order_from
+from edgewise.core.rollout.switch import PLACEMENT_ANNOTATION, Bounds
+
+Expr = dict[str, Any]
 
 
 def revision(plan: ClassPlan) -> str:
@@ -65,10 +68,12 @@ def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRo
             out += [_placed(w, w.manifest, names.DEFAULT_SLOT, None, rev) for w in plan.workloads]
             continue
         b = (bounds or {}).get(plan.name) or target_bounds(state)
+        order = order_from(state.order_label, state.site_label)
         stable_slot = state.stable_slot
         canary_slot = names.other_slot(stable_slot)
+        stable_req = _stable(order, b)
+        canary_req = _canary(order, b)
         for w in plan.workloads:
-            stable_req = _bucket(">=", b.stable)
             if state.stable_revision == rev:
                 out.append(_placed(w, w.manifest, stable_slot, stable_req, rev))
             else:
@@ -78,16 +83,16 @@ def place(model: str, classes: Sequence[ClassPlan], states: Mapping[str, ClassRo
                 if live is not None and live.template is not None:
                     out.append(_placed(w, _keep_template(w.manifest, live), stable_slot, stable_req,
                                        state.stable_revision))
-            if b.canary > 0:
+            if b.canary > 0 or b.canary_sites:
                 if state.canary_revision == rev:
-                    out.append(_placed(w, w.manifest, canary_slot, _bucket("<", b.canary), rev))
+                    out.append(_placed(w, w.manifest, canary_slot, canary_req, rev))
                 else:  # the spec moved on but its artifact isn't ready, or a rolled-back canary still drains:
                     # the pods in flight keep running what they run
                     live_canary = by_name.get(names.workload_name(model, plan.name, canary_slot, w.variant))
                     if live_canary is not None and live_canary.template is not None:
                         kept_rev = state.canary_revision or live_canary.labels.get(names.REVISION_LABEL, "")
                         out.append(_placed(w, _keep_template(w.manifest, live_canary), canary_slot,
-                                           _bucket("<", b.canary), kept_rev))
+                                           canary_req, kept_rev))
     return tuple(out)
 
 
@@ -112,18 +117,50 @@ def deletions(classes: Sequence[ClassPlan], existing: Sequence[Workload], placed
 def target_bounds(state: ClassRollout) -> Bounds:
     """Where the state machine wants the slots: the canary on buckets below the threshold, the stable
     on the rest; no canary, the stable everywhere."""
-    if state.canary_revision and state.percent > 0 and state.bucket_threshold > 0:
-        return Bounds(canary=state.bucket_threshold, stable=state.bucket_threshold)
+    pinned = frozenset(state.canary_sites or ())
+    if state.canary_revision and state.percent > 0 and (state.bucket_threshold > 0 or pinned):
+        return Bounds(canary=state.bucket_threshold, stable=state.bucket_threshold, canary_sites=pinned,
+                      stable_excluded=pinned)
     return Bounds(canary=0, stable=0)
 
 
-def _bucket(op: str, t: int) -> dict[str, Any] | None:
-    # Node affinity has Gt/Lt on integer label values: bucket < t, and bucket >= t as bucket > t-1.
-    if op == "<":
-        return {"key": BUCKET_LABEL, "operator": "Lt", "values": [str(t)]}
-    if t <= 0:
+@dataclass(frozen=True)
+class Placement:
+    """A slot's node constraint: alternatives (ORed, each ANDed into every class term), and for a site order the
+    annotation that says where the slot is (switch.slot_range reads it back)."""
+
+    alternatives: tuple[tuple[Expr, ...], ...]
+    note: str | None = None
+
+
+def _stable(order: Order, b: Bounds) -> Placement:
+    # Node affinity has Gt/Lt on integer label values: rank >= t is written rank > t-1.
+    req: list[Expr] = []
+    if b.stable > 0:
+        req.append({"key": order.label, "operator": "Gt", "values": [str(min(b.stable, order.end) - 1)]})
+    if b.stable_excluded and order.site_label:  # NotIn also selects nodes without the site label
+        req.append({"key": order.site_label, "operator": "NotIn", "values": sorted(b.stable_excluded)})
+    return Placement((tuple(req),), _note(order, b.stable, order.end, (), sorted(b.stable_excluded)))
+
+
+def _canary(order: Order, b: Bounds) -> Placement:
+    alternatives: list[tuple[Expr, ...]] = []
+    if b.canary > 0:
+        alternatives.append(({"key": order.label, "operator": "Lt", "values": [str(b.canary)]},))
+    if b.canary_sites and order.site_label:
+        alternatives.append(({"key": order.site_label, "operator": "In", "values": sorted(b.canary_sites)},))
+    return Placement(tuple(alternatives), _note(order, 0, b.canary, sorted(b.canary_sites), ()))
+
+
+def _note(order: Order, lo: int, hi: int, sites_in: Sequence[str], sites_out: Sequence[str]) -> str | None:
+    if not order.by_site:
         return None
-    return {"key": BUCKET_LABEL, "operator": "Gt", "values": [str(min(t, BUCKETS) - 1)]}
+    return json.dumps({"label": order.label, "lo": lo, "hi": hi, "end": order.end, "in": list(sites_in),
+                       "notIn": list(sites_out)}, sort_keys=True)
+
+
+def _ours(e: Expr) -> bool:
+    return e.get("key") == BUCKET_LABEL or str(e.get("key", "")).startswith(RANK_PREFIX)
 
 
 def _keep_template(candidate: dict[str, Any], live: Workload) -> dict[str, Any]:
@@ -141,7 +178,7 @@ def _keep_template(candidate: dict[str, Any], live: Workload) -> dict[str, Any]:
     return manifest
 
 
-def _placed(w: WorkloadPlan, manifest: dict[str, Any], slot: str, bucket: dict[str, Any] | None,
+def _placed(w: WorkloadPlan, manifest: dict[str, Any], slot: str, where: Placement | None,
             rev: str) -> WorkloadPlan:
     m = copy.deepcopy(manifest)
     meta = m["metadata"]
@@ -154,9 +191,17 @@ def _placed(w: WorkloadPlan, manifest: dict[str, Any], slot: str, bucket: dict[s
     affinity = m["spec"]["template"]["spec"].get("affinity")
     terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] \
         if affinity else []
-    for term in terms:  # every term of the class's affinity gets the same bucket range (or none)
-        kept = [e for e in term.get("matchExpressions", []) if e["key"] != BUCKET_LABEL]
-        term["matchExpressions"] = kept + ([bucket] if bucket is not None else [])
+    # Every term of the class's affinity gets the same range: ANDed into each term, and when the slot has
+    # alternatives (a canary on ranks below t OR at pinned sites) each term once per alternative.
+    alternatives = where.alternatives if where is not None else ((),)
+    placed_terms = []
+    for term in terms:
+        kept = [e for e in term.get("matchExpressions", []) if not _ours(e)]
+        placed_terms += [{**term, "matchExpressions": kept + list(alt)} for alt in alternatives]
+    terms[:] = placed_terms
+    meta["annotations"].pop(PLACEMENT_ANNOTATION, None)
+    if where is not None and where.note is not None:
+        meta["annotations"][PLACEMENT_ANNOTATION] = where.note
     meta["annotations"].pop(names.SPEC_HASH_ANNOTATION, None)
     meta["annotations"][names.SPEC_HASH_ANNOTATION] = spec_hash(m)
     return replace(w, name=name, slot=slot, manifest=m)

@@ -20,13 +20,15 @@ readiness from their status, and the result is the affinity to apply now.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from edgewise.api.profile import HardwareClass
 from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.quantities import BadQuantity, parse_quantity
 from edgewise.core.rollout.buckets import BUCKET_LABEL, BUCKETS, bucket_of
+from edgewise.core.rollout.sites import BY_BUCKET, Order
 
 MAKE_BEFORE_BREAK = "MakeBeforeBreak"
 REPLACE = "Replace"
@@ -43,10 +45,14 @@ class Mode:
 
 @dataclass(frozen=True)
 class Bounds:
-    """Canary slot on buckets [0, canary), stable slot on [stable, 100)."""
+    """Canary slot on ranks [0, canary) plus the sites `canary_sites`; stable slot on [stable, end) minus
+    the sites `stable_excluded` (ranks are buckets 0–99 unless the rollout counts sites: core/rollout/sites.py)."""
 
     canary: int
     stable: int
+    canary_sites: frozenset[str] = frozenset()
+    stable_excluded: frozenset[str] = frozenset()
+    foreign: bool = False  # read from workloads placed in another order (live_bounds)
 
 
 def choose_mode(setting: str, hc: HardwareClass, gpu_resource: str, nodes: Sequence[NodeInfo],
@@ -110,57 +116,113 @@ def _copy_mib(hc: HardwareClass, peak_memory_mib: float | None) -> float | None:
 
 # -- ranges --------------------------------------------------------------------------------------
 
+# Where a slot is, as placement wrote it (site orders only; a bucket-ordered workload's range is read
+# from its affinity, as before this annotation existed, so those objects never change for it).
+PLACEMENT_ANNOTATION = "edgewise.io/placement"
 
-def bucket_range(w: Workload) -> tuple[int, int]:
-    """Buckets [lo, hi) a live workload's node affinity allows (every term carries the same range)."""
-    lo, hi = 0, BUCKETS
+
+@dataclass(frozen=True)
+class SlotRange:
+    """What one live workload covers: ranks [lo, hi), plus `sites_in`, minus `sites_out`."""
+
+    lo: int
+    hi: int
+    sites_in: frozenset[str] = frozenset()
+    sites_out: frozenset[str] = frozenset()
+    foreign: bool = False  # placed in another order than the one asked about (the spec changed it)
+
+    def covers(self, order: Order, node: NodeInfo) -> bool:
+        site = order.site(node)
+        if site in self.sites_in:
+            return True
+        return self.lo <= order.rank(node) < self.hi and site not in self.sites_out
+
+
+def slot_range(w: Workload, order: Order = BY_BUCKET) -> SlotRange:
+    note = w.annotations.get(PLACEMENT_ANNOTATION) or \
+        ((w.template or {}).get("metadata") or {}).get("annotations", {}).get(PLACEMENT_ANNOTATION)
+    if note:
+        try:
+            d = json.loads(note)
+            r = SlotRange(lo=int(d["lo"]), hi=int(d["hi"]), sites_in=frozenset(d.get("in") or ()),
+                          sites_out=frozenset(d.get("notIn") or ()))
+            return r if d.get("label") == order.label else _translated(r, int(d.get("end") or r.hi), order)
+        except (ValueError, KeyError, TypeError):
+            pass  # not ours to trust: read the affinity
+    lo, hi, seen = 0, order.end, False
     affinity = ((w.template or {}).get("spec") or {}).get("affinity") or {}
     terms = (((affinity.get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or {})
              .get("nodeSelectorTerms") or [])
     for e in (terms[0].get("matchExpressions") or []) if terms else []:
         if e.get("key") != BUCKET_LABEL:
             continue
+        seen = True
         value = int(e["values"][0])
         if e.get("operator") == "Gt":
             lo = max(lo, value + 1)
         elif e.get("operator") == "Lt":
             hi = min(hi, value)
-    return lo, hi
+    r = SlotRange(lo=lo, hi=hi)
+    return _translated(r, BUCKETS, order) if seen and order.label != BUCKET_LABEL else r
 
 
-def live_bounds(canary: Sequence[Workload], stable: Sequence[Workload]) -> Bounds:
+def _translated(r: SlotRange, end: int, order: Order) -> SlotRange:
+    """A range placed in another order: "every node" and "no node" mean the same in any order, the rest
+    cannot be compared (foreign)."""
+    if r.lo == 0 and r.hi >= end and not r.sites_out:
+        return SlotRange(0, order.end)
+    if r.lo >= r.hi and not r.sites_in:
+        return SlotRange(order.end, order.end) if r.hi >= end else SlotRange(0, 0)
+    return replace(r, foreign=True)
+
+
+def bucket_range(w: Workload, order: Order = BY_BUCKET) -> tuple[int, int]:
+    """Ranks [lo, hi) a live workload's placement allows (every term carries the same range)."""
+    r = slot_range(w, order)
+    return r.lo, r.hi
+
+
+def live_bounds(canary: Sequence[Workload], stable: Sequence[Workload], order: Order = BY_BUCKET) -> Bounds:
     """Where the two slots of a class are now. A slot without workloads covers nothing."""
-    c = 0
+    c, c_sites, foreign = 0, frozenset[str](), False
     for w in canary:
-        lo, hi = bucket_range(w)
-        c = max(c, hi if lo == 0 else 0)  # e.g. the old stable after a promotion: [100, 100), nothing
-    s = BUCKETS
+        r = slot_range(w, order)
+        c = max(c, r.hi if r.lo == 0 else 0)  # e.g. the old stable after a promotion: [end, end), nothing
+        c_sites |= r.sites_in
+        foreign = foreign or r.foreign
+    s, s_out = order.end, frozenset[str]()
     for w in stable:
-        lo, hi = bucket_range(w)
-        s = min(s, lo if hi == BUCKETS else BUCKETS)
-    return Bounds(canary=c, stable=s)
+        r = slot_range(w, order)
+        s = min(s, r.lo if r.hi == order.end else order.end)
+        s_out |= r.sites_out
+        foreign = foreign or r.foreign
+    return Bounds(canary=c, stable=s, canary_sites=c_sites, stable_excluded=s_out, foreign=foreign)
 
 
-def settled(workloads: Sequence[Workload], lo: int, hi: int, members: Sequence[NodeInfo]) -> bool:
-    """Every pod the slot wants on its buckets [lo, hi) is Ready, NotReady nodes aside.
+def settled(workloads: Sequence[Workload], lo: int, hi: int, members: Sequence[NodeInfo],
+            covers: Callable[[NodeInfo], bool] | None = None) -> bool:
+    """Every pod the slot wants on its range is Ready, NotReady nodes aside.
 
-    From DaemonSet status: the controller has seen the latest spec (observedGeneration) and counts as
-    many ready pods as it schedules, less the NotReady nodes of the range (their pods cannot become
-    ready; they catch up when the node returns).
+    The range is buckets [lo, hi), or whatever `covers` says (site orders). From DaemonSet status: the
+    controller has seen the latest spec (observedGeneration) and counts as many ready pods as it
+    schedules, less the NotReady nodes of the range (their pods cannot become ready; they catch up when
+    the node returns).
     """
+    inside = covers or (lambda n: lo <= bucket_of(n.name) < hi)
     if not workloads:
-        return hi <= lo
-    down = sum(1 for n in members if lo <= bucket_of(n.name) < hi and not n.ready)
+        return not any(inside(n) for n in members) if covers else hi <= lo
+    down = sum(1 for n in members if inside(n) and not n.ready)
     return all(w.observed_generation >= w.generation and w.ready >= w.desired - down for w in workloads)
 
 
 def decide(mode: str, target: Bounds, live: Bounds, canary_ok: bool, stable_ok: bool) -> Bounds:
     """The bounds to apply now, moving from `live` towards `target`.
 
-    Make-before-break: a slot that gains buckets gets them now; a slot that loses buckets keeps them
-    until the other slot covers them with Ready pods.
+    Make-before-break: a slot that gains nodes (ranks or pinned sites) gets them now; a slot that loses
+    nodes keeps them until the other slot covers them with Ready pods. A live placement in another order
+    (the spec switched between site and percent steps) cannot be compared with the target: it moves at once.
     """
-    if mode == REPLACE:
+    if mode == REPLACE or live.foreign:
         return target
     canary, stable = live.canary, live.stable
     if target.canary >= canary:
@@ -171,4 +233,14 @@ def decide(mode: str, target: Bounds, live: Bounds, canary_ok: bool, stable_ok: 
         stable = target.stable
     elif live.canary >= target.stable and canary_ok:
         stable = target.stable
-    return Bounds(canary=canary, stable=stable)
+    lost = live.canary_sites - target.canary_sites
+    if not lost or (stable_ok and not lost & live.stable_excluded):
+        canary_sites = target.canary_sites
+    else:
+        canary_sites = live.canary_sites | target.canary_sites
+    newly_out = target.stable_excluded - live.stable_excluded
+    if not newly_out or (canary_ok and newly_out <= live.canary_sites):
+        stable_excluded = target.stable_excluded
+    else:
+        stable_excluded = live.stable_excluded & target.stable_excluded
+    return Bounds(canary=canary, stable=stable, canary_sites=canary_sites, stable_excluded=stable_excluded)
