@@ -29,6 +29,7 @@ from edgewise.core.rollout import Observed, RolloutResult, advance, due_analyses
 from edgewise.core.status import compute_status
 from edgewise.kube import node_agents
 from edgewise.kube.agent_credentials import AgentCredentials
+from edgewise.kube.node_cache import NodeCache
 from edgewise.kube.read import Reader
 from edgewise.kube.writes import Writes
 
@@ -52,9 +53,10 @@ class _Read:
 
 class Reconciler:
     def __init__(self, api: client.ApiClient, settings: OperatorSettings,
-                 clock: Callable[[], datetime] = _utcnow, metrics: OperatorMetrics | None = None) -> None:
+                 clock: Callable[[], datetime] = _utcnow, metrics: OperatorMetrics | None = None,
+                 node_cache: NodeCache | None = None) -> None:
         self.api = api
-        self.read = Reader(api)
+        self.read = Reader(api, node_cache)
         self.settings = settings
         self.clock = clock
         self.totals: Counter[str] = Counter()  # every request that wrote, since start, by verb

@@ -15,6 +15,7 @@ from edgewise.controller.metrics import OperatorMetrics, serve
 from edgewise.controller.reconcile import Reconciler
 from edgewise.controller.workers import Controller
 from edgewise.kube.client import api_client
+from edgewise.kube.node_cache import NodeCache
 
 log = logging.getLogger("edgewise.controller")
 
@@ -31,10 +32,17 @@ class RunOptions:
 async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Event | None = None,
                   ready_flag: threading.Event | asyncio.Event | None = None) -> None:
     """Run until `stop_flag` is set (or a signal arrives, when in the main thread)."""
-    api = api_client(options.kubeconfig)
     metrics = OperatorMetrics()
-    reconciler = Reconciler(api, options.settings, metrics=metrics)
+    api = api_client(options.kubeconfig, on_request=metrics.requested)
+    loop = asyncio.get_running_loop()
+    # Nodes come from one watch (kube/node_cache.py), which also tells the controller what changed:
+    # after the cache took the change, so the reconcile it triggers reads it.
+    nodes = NodeCache(api)
+    reconciler = Reconciler(api, options.settings, metrics=metrics, node_cache=nodes)
     controller = Controller(reconciler, options.namespaces, metrics)
+    nodes.on_event = lambda kind, node: loop.call_soon_threadsafe(
+        controller.node_changed, kind, node.name, node.labels, list(node.taints))
+    nodes.start()
     registry = kopf.OperatorRegistry()
     handlers.register(registry, controller, options.settings)
     store_server = None
@@ -57,6 +65,7 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
             stop_flag=stop_flag, ready_flag=ready_flag,
         )
     finally:
+        nodes.stop()
         loops.cancel()
         try:
             await loops
