@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import kopf
 
@@ -56,7 +58,8 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
     metrics_server = serve(metrics, options.metrics) if options.metrics else None
     if options.metrics:
         log.info("metrics at http://%s/metrics", options.metrics)
-    loops = asyncio.create_task(controller.run(options.settings.workers, options.settings.resync_seconds))
+    loops = asyncio.create_task(_after_sync(nodes, controller.run(options.settings.workers,
+                                                                   options.settings.resync_seconds)))
     log.info("edgewise operator starting (%s)", ", ".join(options.namespaces) or "cluster-wide")
     try:
         await kopf.operator(
@@ -78,3 +81,14 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
         if reconciler.artifacts is not None:
             reconciler.artifacts.close()
         api.close()
+
+
+async def _after_sync(nodes: NodeCache, work: Coroutine[Any, Any, None], timeout: float = 60.0) -> None:
+    """Start the workers once the node cache has its first listing, so the first pass reads it instead of
+    listing every node itself (after `timeout`, they start anyway and list until the cache catches up)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not nodes.wait_synced(0) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    if not nodes.wait_synced(0):
+        log.warning("the node cache has not synced after %.0fs; reconciles list nodes until it does", timeout)
+    await work
