@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,8 +58,8 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
     metrics_server = serve(metrics, options.metrics) if options.metrics else None
     if options.metrics:
         log.info("metrics at http://%s/metrics", options.metrics)
-    loops = asyncio.create_task(_after_sync(nodes, controller.run(options.settings.workers,
-                                                                   options.settings.resync_seconds)))
+    loops = asyncio.create_task(_after_sync(nodes, lambda: controller.run(options.settings.workers,
+                                                                           options.settings.resync_seconds)))
     log.info("edgewise operator starting (%s)", ", ".join(options.namespaces) or "cluster-wide")
     try:
         await kopf.operator(
@@ -83,7 +83,8 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
         api.close()
 
 
-async def _after_sync(nodes: NodeCache, work: Coroutine[Any, Any, None], timeout: float = 60.0) -> None:
+async def _after_sync(nodes: NodeCache, work: Callable[[], Coroutine[Any, Any, None]], timeout: float = 60.0
+                      ) -> None:
     """Start the workers once the node cache has its first listing, so the first pass reads it instead of
     listing every node itself (after `timeout`, they start anyway and list until the cache catches up)."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -91,4 +92,4 @@ async def _after_sync(nodes: NodeCache, work: Coroutine[Any, Any, None], timeout
         await asyncio.sleep(0.1)
     if not nodes.wait_synced(0):
         log.warning("the node cache has not synced after %.0fs; reconciles list nodes until it does", timeout)
-    await work
+    await work()
