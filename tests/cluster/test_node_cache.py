@@ -65,10 +65,14 @@ def test_the_cache_lists_again_when_its_watch_expired_and_keeps_following(cluste
     nodes, events = cache
     before = fleet({"arm64-cpu": 1})
     wait_for(lambda: _seen(nodes, before[0]), 60, "the first node in the cache")
-    # Resume from a resourceVersion the apiserver has long forgotten, as after a long disconnection:
-    # it answers 410 Gone, and only a fresh listing can tell what happened meanwhile.
-    nodes.interrupt(resume_from="1")
-    wait_for(lambda: nodes.expired >= 1 and nodes.lists >= 2, 60, "the watch to expire and the cache to relist")
+    with cluster.api_client() as api:
+        core = k8s.CoreV1Api(api)
+        for _ in range(3):  # move etcd's revision past the cache's, so it is older than what a new apiserver keeps
+            core.create_namespaced_config_map("default", {"metadata": {"generateName": "node-cache-test-"}})
+    # A restarted apiserver starts its watch cache at etcd's current revision: the cache's watch breaks, and
+    # resuming from its resourceVersion answers 410 Gone. Only a fresh listing can tell what happened meanwhile.
+    cluster.restart("kube-apiserver")
+    wait_for(lambda: nodes.expired >= 1 and nodes.lists >= 2, 180, "the watch to expire and the cache to relist")
     after = fleet({"amd64-cpu": 1})
     wait_for(lambda: _seen(nodes, after[0]), 60, "a node made after the relist, from the new watch")
     with cluster.api_client() as api:

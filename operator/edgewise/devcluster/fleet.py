@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import urllib3
 from kubernetes import client as k8s
 
 from edgewise.devcluster.cluster import KWOK_ANNOTATION, NODE_CIDR
@@ -160,8 +161,16 @@ def _internal_ip(node: dict[str, Any]) -> str:
 
 
 def _list_nodes(core: k8s.CoreV1Api) -> list[dict[str, Any]]:
-    """Every node as JSON: typed objects for thousands of nodes cost seconds per listing."""
-    return list(json.loads(core.list_node(_preload_content=False).data)["items"])
+    """Every node as JSON, 500 a page: typed objects for thousands of nodes cost seconds per listing, and one
+    response of thousands of nodes from a busy apiserver can break off mid-way."""
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = json.loads(core.list_node(limit=500, _continue=token, _preload_content=False).data)
+        items += page["items"]
+        token = page["metadata"].get("continue")
+        if not token:
+            return items
 
 
 def apply_fleet(api: k8s.ApiClient, fleet: dict[str, int], prefix: str = "", node_cidr: str = NODE_CIDR,
@@ -193,7 +202,12 @@ def wait_ready(api: k8s.ApiClient, names: list[str], timeout: float = 60.0) -> b
     core = k8s.CoreV1Api(api)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready = {n["metadata"]["name"] for n in _list_nodes(core)
+        try:
+            nodes = _list_nodes(core)
+        except (k8s.ApiException, urllib3.exceptions.HTTPError):  # a busy apiserver: ask again
+            time.sleep(2.0)
+            continue
+        ready = {n["metadata"]["name"] for n in nodes
                  if any(c.get("type") == "Ready" and c.get("status") == "True"
                         for c in (n.get("status") or {}).get("conditions") or [])}
         if set(names) <= ready:

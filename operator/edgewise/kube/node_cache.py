@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -79,7 +80,6 @@ class NodeCache:
         self._synced = threading.Event()
         self._stop = threading.Event()
         self._rv = ""  # where the next watch resumes; empty: list first
-        self._resume_from: str | None = None  # set by interrupt(): the next watch starts there instead
         self._resp: Any = None  # the open watch response, closed to interrupt it
         self._thread: threading.Thread | None = None
         # What the cache asked the apiserver for, since start (tests and the bench read them).
@@ -112,13 +112,6 @@ class NodeCache:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def interrupt(self, resume_from: str | None = None) -> None:
-        """Drop the open watch, as a broken connection would; the next one resumes from `resume_from`
-        when given (tests pass a resourceVersion the apiserver has forgotten, to make the watch expire)."""
-        with self._lock:
-            self._resume_from = resume_from
-        self._close()
-
     # -- the loop -----------------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -143,7 +136,7 @@ class NodeCache:
 
     def _resume_version(self) -> str:
         with self._lock:
-            return self._resume_from or self._rv
+            return self._rv
 
     def _relist(self) -> None:
         nodes: dict[str, NodeInfo] = {}
@@ -174,8 +167,7 @@ class NodeCache:
         self._emit(diff(old, nodes))
 
     def _watch(self) -> None:
-        with self._lock:
-            rv, self._resume_from = self._resume_from or self._rv, None
+        rv = self._resume_version()
         try:
             resp = self.core.list_node(watch=True, resource_version=rv, allow_watch_bookmarks=True,
                                        timeout_seconds=self.watch_seconds, _preload_content=False,
@@ -203,19 +195,24 @@ class NodeCache:
                     self._emit([change])
         except Exception:
             if self._resp is None or self._stop.is_set():
-                return  # closed on purpose (interrupt or stop): resume from the version kept
+                return  # closed on purpose (stop)
             raise
         finally:
             self._close()
 
     def _close(self) -> None:
         resp, self._resp = self._resp, None
-        if resp is not None:
-            try:
-                resp.close()
-                resp.release_conn()
-            except Exception:  # noqa: BLE001 - closing a broken stream is best effort
-                pass
+        if resp is None:
+            return
+        try:
+            # Shut the socket down first: closing it alone does not wake a thread blocked reading it, and
+            # the connection must not go back to the client's pool with a watch stream still on it.
+            sock = getattr(getattr(resp, "connection", None), "sock", None)
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+            resp.close()
+        except Exception:  # noqa: BLE001 - closing a broken stream is best effort
+            pass
 
     def _emit(self, changes: list[Change]) -> None:
         if self.on_event is None:
