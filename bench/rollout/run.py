@@ -4,12 +4,16 @@
     version 40 ms slower per request; measured from the moment the first canary pod serves
     it to every canary node serving the stable version again, next to the analysis budget
     (interval × (failureLimit + 1), plus one interval for the first reading of a new pod).
-(b) scale: N simulated nodes (default 1000), analysis off, four steps (10, 25, 50, 100%):
-    time from `kubectl apply` to every node running the new revision, next to a plain
-    DaemonSet RollingUpdate of the same fleet in the same run; API writes per step and the
-    operator's peak RSS.
+(b) scale: N simulated nodes over five sites (`topology.kubernetes.io/zone`), analysis off,
+    four steps (10, 25, 50, 100%): time from `kubectl apply` to every node running the new
+    revision, next to a plain DaemonSet RollingUpdate (maxUnavailable 10%) of the same fleet in
+    the same run; the operator's API writes per step, reconciles, node LISTs and peak RSS; CPU
+    seconds of every component during each rollout (where the time goes); and a minute at rest
+    (the operator's reads, every client's node LISTs at the apiserver). Several sizes in one run
+    (`--nodes 1000,5000`) add nodes to the same cluster. Above 200 nodes the cluster runs with
+    `Simulation.fleet()` (devcluster/cluster.py): kwok's Leases renewed every 5 minutes.
 
-    .venv/bin/python bench/rollout/run.py [--nodes 1000] [--skip-reaction] [--skip-scale]
+    .venv/bin/python bench/rollout/run.py [--nodes 1000[,5000]] [--skip-reaction] [--skip-scale]
 """
 
 from __future__ import annotations
