@@ -4,21 +4,28 @@
     version 40 ms slower per request; measured from the moment the first canary pod serves
     it to every canary node serving the stable version again, next to the analysis budget
     (interval × (failureLimit + 1), plus one interval for the first reading of a new pod).
-(b) scale: N simulated nodes (default 1000), analysis off, four steps (10, 25, 50, 100%):
-    time from `kubectl apply` to every node running the new revision, next to a plain
-    DaemonSet RollingUpdate of the same fleet in the same run; API writes per step and the
-    operator's peak RSS.
+(b) scale: N simulated nodes over five sites (`topology.kubernetes.io/zone`), analysis off,
+    four steps (10, 25, 50, 100%): time from `kubectl apply` to every node running the new
+    revision, next to a plain DaemonSet RollingUpdate (maxUnavailable 10%) of the same fleet in
+    the same run; the operator's API writes per step, reconciles, node LISTs and peak RSS; CPU
+    seconds of every component during each rollout (where the time goes); and a minute at rest
+    (the operator's reads, every client's node LISTs at the apiserver). Several sizes in one run
+    (`--nodes 1000,5000`) add nodes to the same cluster. Above 200 nodes the cluster runs with
+    `Simulation.fleet()` (devcluster/cluster.py): kwok's Leases renewed every 5 minutes.
 
-    .venv/bin/python bench/rollout/run.py [--nodes 1000] [--skip-reaction] [--skip-scale]
+    .venv/bin/python bench/rollout/run.py [--nodes 1000[,5000]] [--skip-reaction] [--skip-scale]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import re
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +33,7 @@ import yaml
 from kubernetes import client as k8s
 
 from edgewise.devcluster import demo_models, processes
-from edgewise.devcluster.cluster import DevCluster
+from edgewise.devcluster.cluster import DevCluster, Simulation
 from edgewise.devcluster.fleet import apply_fleet, delete_nodes, wait_ready
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import Traffic, serving
@@ -38,11 +45,15 @@ CPU = {"runtime": "onnxruntime", "precision": "fp32", "threads": 1}
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--nodes", default="1000", help="fleet sizes, comma-separated (e.g. 1000,5000): each in turn, "
+                   "adding nodes to the same cluster")
     p.add_argument("--skip-reaction", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
     args = p.parse_args()
-    cluster = DevCluster(WORK / "cluster")
+    sizes = sorted(int(n) for n in args.nodes.split(","))
+    # Thousands of kwok nodes need the cheap simulation (devcluster/cluster.py Simulation.fleet); a small
+    # fleet keeps the tests' defaults.
+    cluster = DevCluster(WORK / "cluster", simulation=Simulation.fleet() if max(sizes) > 200 else None)
     cluster.down()
     cluster.up()
     results: dict[str, Any] = {}
@@ -53,26 +64,44 @@ def main() -> None:
         if not args.skip_reaction:
             results["reaction"] = reaction(cluster)
         if not args.skip_scale:
-            results["scale"] = scale(cluster, args.nodes)
+            results["scale"] = scale(cluster, sizes)
     finally:
         cluster.down()
     print(json.dumps(results, indent=2))
 
 
 class Operator:
-    def __init__(self, cluster: DevCluster, name: str) -> None:
+    def __init__(self, cluster: DevCluster, name: str, metrics_port: int = 0) -> None:
         self.log = WORK / f"operator-{name}.log"
         self.log.unlink(missing_ok=True)  # processes.start appends; writes() must read this run's log only
+        self.metrics_port = metrics_port
+        metrics = ["--metrics", f"127.0.0.1:{metrics_port}"] if metrics_port else []
         self.proc = processes.start(
             f"operator-{name}",
             [sys.executable, "-m", "edgewise", "operator", "run", "--kubeconfig", str(cluster.kubeconfig),
-             "--operator-namespace", "edgewise-system", "--resync-seconds", "3600"],
+             "--operator-namespace", "edgewise-system", "--resync-seconds", "3600", *metrics],
             WORK, env={"PYTHONUNBUFFERED": "1"})
 
     def writes(self) -> int:
         """Writes since start, from the operator's own accounting (bucket labels, workloads, status)."""
         found = re.findall(r"writes since start=(\d+)", self.log.read_text(errors="replace"))
         return int(found[-1]) if found else 0
+
+    def settled(self, quiet: float = 3.0) -> bool:
+        """Its work queue drained and its log quiet for `quiet` seconds (e.g. every new node's bucket labelled)."""
+        text = self.log.read_text(errors="replace")
+        return "queue drained" in text and time.time() - self.log.stat().st_mtime > quiet
+
+    def metrics(self) -> dict[str, float]:
+        """Its Prometheus metrics: series (name and labels) → value."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=30) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                series, _, value = line.rpartition(" ")
+                out[series] = float(value)
+        return out
 
     def peak_rss_mib(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -126,52 +155,156 @@ def reaction(cluster: DevCluster) -> dict[str, Any]:
             "regression_to_all_canary_nodes_serving_stable_s": round(done - started, 1)}
 
 
-def scale(cluster: DevCluster, nodes: int) -> dict[str, Any]:
-    with cluster.api_client() as api:
-        t = time.monotonic()
-        names = apply_fleet(api, {"arm64-cpu": nodes}, prefix="s-")
-        wait_ready(api, names, timeout=600)
-        created = time.monotonic() - t
-    ns = "bench-scale"
-    _apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    src = demo_models.good(WORK / "models" / "good" / "model.onnx")
-    out: dict[str, Any] = {"nodes": nodes, "fleet_created_s": round(created, 1)}
+SITES = ["plant-a", "plant-b", "plant-c", "store-d", "substation-e"]
+STEPS = [{"percent": 10}, {"percent": 25}, {"percent": 50}, {"percent": 100}]
+REST_SECONDS = 60.0
 
-    # Baseline: a plain DaemonSet on the same nodes, RollingUpdate with maxUnavailable 10% (1 is the default).
-    max_unavailable = "10%"
-    ds = _plain_daemonset(ns, "plain", "1", max_unavailable)
-    _apply(cluster, ds)
-    _until(lambda: _ds_done(cluster, ns, "plain", nodes), 900)
-    ds["spec"]["template"]["metadata"]["labels"]["version"] = "2"
-    t = time.monotonic()
-    _apply(cluster, ds)
-    _until(lambda: _ds_done(cluster, ns, "plain", nodes), 1800)
-    out[f"plain_daemonset_rollingupdate_{max_unavailable}_s"] = round(time.monotonic() - t, 1)
-    cluster.kubectl("delete", "daemonset", "plain", "-n", ns, "--wait=true", "--timeout=600s")
 
-    _apply(cluster, _profile(ns, {"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, **CPU}))
-    op = Operator(cluster, "scale")
+def scale(cluster: DevCluster, sizes: list[int]) -> list[dict[str, Any]]:
+    """Each fleet size in turn on the same cluster (nodes are added, never removed): the plain DaemonSet's
+    rolling update, then Edgewise's four steps, then a minute at rest."""
+    op = Operator(cluster, "scale", metrics_port=processes.free_port())
     try:
-        steps = [{"percent": 10}, {"percent": 25}, {"percent": 50}, {"percent": 100}]
-        _apply(cluster, _model(ns, "fleet", "1.0", src, steps=steps, analysis={"provider": "none"}))
-        _until(lambda: _model_on(cluster, ns, "fleet", "1.0", nodes), 900)
-        writes_before = op.writes()
-        t = time.monotonic()
-        _apply(cluster, _model(ns, "fleet", "2.0", src, steps=steps, analysis={"provider": "none"}))
-        _until(lambda: _model_on(cluster, ns, "fleet", "2.0", nodes), 1800)
-        elapsed = time.monotonic() - t
-        time.sleep(3)
-        writes = op.writes() - writes_before
-        out.update({
-            "edgewise_four_steps_s": round(elapsed, 1),
-            "ratio_edgewise_to_plain": round(elapsed / out["plain_daemonset_rollingupdate_10%_s"], 2),
-            "operator_writes_during_rollout": writes,
-            "operator_writes_per_step": round(writes / len(steps), 1),
-            "operator_peak_rss_mib": round(op.peak_rss_mib(), 1),
-        })
+        return [scale_once(cluster, op, n) for n in sizes]
     finally:
         op.stop()
-    return out
+
+
+def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
+    cpu = CpuMeter(cluster, op)
+    with cluster.api_client() as api:
+        t = time.monotonic()
+        names = apply_fleet(api, {"arm64-cpu": nodes}, prefix="s-", zones=SITES, parallel=16)
+        if not wait_ready(api, names, timeout=1800):
+            raise SystemExit(f"bench: {nodes} nodes not Ready after 1800s")
+        created = time.monotonic() - t
+        _until(op.settled, 1800)  # the operator labelled the new nodes' buckets
+        out: dict[str, Any] = {"nodes": nodes, "sites": len(SITES), "fleet_created_s": round(created, 1)}
+        ns = f"bench-scale-{nodes}"
+        _apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        apps = k8s.AppsV1Api(api)
+
+        # Baseline: a plain DaemonSet on the same nodes, RollingUpdate with maxUnavailable 10% (1 is the default).
+        ds = _plain_daemonset(ns, "plain", "1", "10%")
+        _apply(cluster, ds)
+        _until(lambda: _ds_done(apps, ns, "plain", nodes), 1800)
+        ds["spec"]["template"]["metadata"]["labels"]["version"] = "2"
+        cpu.start()
+        t = time.monotonic()
+        _apply(cluster, ds)
+        _until(lambda: _ds_done(apps, ns, "plain", nodes), 3600)
+        plain = time.monotonic() - t
+        out["plain_daemonset_rollingupdate_10%_s"] = round(plain, 1)
+        out["plain_cpu_s"] = cpu.stop()
+        # The plain DaemonSet stays: deleting thousands of pods costs minutes of the machine and measures nothing.
+        # Its pods are at rest (kwok does not touch a Running pod again) while Edgewise rolls out beside them.
+
+        _apply(cluster, _profile(ns, {"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, **CPU}))
+        src = demo_models.good(WORK / "models" / "good" / "model.onnx")
+        _apply(cluster, _model(ns, "fleet", "1.0", src, steps=STEPS, analysis={"provider": "none"}))
+        _until(lambda: _model_on(apps, cluster, ns, "fleet", "1.0", nodes), 3600)
+        _until(op.settled, 600)
+        writes_before, before = op.writes(), op.metrics()
+        cpu.start()
+        steps = StepClock()
+        t = time.monotonic()
+        _apply(cluster, _model(ns, "fleet", "2.0", src, steps=STEPS, analysis={"provider": "none"}))
+        _until(lambda: steps.saw(_classes(cluster, ns, "fleet")) and _model_on(apps, cluster, ns, "fleet", "2.0",
+                                                                                nodes), 3600)
+        elapsed = time.monotonic() - t
+        out["edgewise_cpu_s"] = cpu.stop()
+        time.sleep(3)
+        writes, after = op.writes() - writes_before, op.metrics()
+        out.update({
+            "edgewise_four_steps_s": round(elapsed, 1),
+            "ratio_edgewise_to_plain": round(elapsed / plain, 2),
+            "edgewise_step_seconds": steps.durations(t),
+            "operator_writes_during_rollout": writes,
+            "operator_writes_per_step": round(writes / len(STEPS), 1),
+            "operator_reconciles_during_rollout": int(_sum(after, "edgewise_reconcile_duration_seconds_count")
+                                                      - _sum(before, "edgewise_reconcile_duration_seconds_count")),
+            "operator_reconcile_seconds_during_rollout": round(
+                _sum(after, "edgewise_reconcile_duration_seconds_sum")
+                - _sum(before, "edgewise_reconcile_duration_seconds_sum"), 1),
+            "operator_node_lists_during_rollout": int(_sum(after, "edgewise_kube_requests_total", verb="list",
+                                                           resource="nodes")
+                                                      - _sum(before, "edgewise_kube_requests_total", verb="list",
+                                                             resource="nodes")),
+        })
+        cpu.start()
+        out["at_rest"] = at_rest(cluster, op, REST_SECONDS)
+        out["at_rest"]["cpu_s_per_minute"] = {k: round(v * 60.0 / REST_SECONDS, 1) for k, v in cpu.stop().items()}
+        out["operator_peak_rss_mib"] = round(op.peak_rss_mib(), 1)
+        return out
+
+
+def at_rest(cluster: DevCluster, op: Operator, seconds: float) -> dict[str, Any]:
+    """What the operator asks of the apiserver in a minute with nothing to do (the model rolled out)."""
+    before, lists_before = op.metrics(), _apiserver_node_lists(cluster)
+    time.sleep(seconds)
+    after, lists_after = op.metrics(), _apiserver_node_lists(cluster)
+    per_minute = 60.0 / seconds
+    reads = {verb: round((_sum(after, "edgewise_kube_requests_total", verb=verb)
+                          - _sum(before, "edgewise_kube_requests_total", verb=verb)) * per_minute, 1)
+             for verb in ("get", "list", "watch")}
+    return {"operator_reads_per_minute": reads,
+            "operator_node_lists_per_minute": round((_sum(after, "edgewise_kube_requests_total", verb="list",
+                                                         resource="nodes")
+                                                    - _sum(before, "edgewise_kube_requests_total", verb="list",
+                                                           resource="nodes")) * per_minute, 1),
+            "operator_reconciles_per_minute": round((_sum(after, "edgewise_reconcile_duration_seconds_count")
+                                                    - _sum(before, "edgewise_reconcile_duration_seconds_count"))
+                                                   * per_minute, 1),
+            "apiserver_node_lists_per_minute_all_clients": round((lists_after - lists_before) * per_minute, 1)}
+
+
+class StepClock:
+    """When the model's class moved from one step to the next, from its status (polled with the rollout)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, str]] = []
+
+    def saw(self, classes: dict[str, dict[str, Any]]) -> bool:
+        c = classes.get("arm", {})
+        mark = f"{c.get('state')}:{c.get('stepIndex', '')}"
+        if not self.seen or self.seen[-1][1] != mark:
+            self.seen.append((time.monotonic(), mark))
+        return True
+
+    def durations(self, start: float) -> list[tuple[str, float]]:
+        return [(mark, round(t - start, 1)) for t, mark in self.seen]
+
+
+class CpuMeter:
+    """CPU seconds each process of the cluster, the operator and this script used between start() and stop()."""
+
+    def __init__(self, cluster: DevCluster, op: Operator) -> None:
+        state = cluster.state()
+        self.pids = {p.name: p.pid for p in (state.processes if state else [])}
+        self.pids["edgewise-operator"] = op.proc.pid
+        self.started = time.time()
+        self._at: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        out = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        own = os.times()
+        out["bench-script"] = own.user + own.system
+        return out
+
+    def start(self) -> None:
+        self._at = self._now()
+
+    def stop(self) -> dict[str, float]:
+        now = self._now()
+        return {name: round(now[name] - self._at.get(name, 0.0), 1) for name in now}
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -203,26 +336,74 @@ def _plain_daemonset(ns: str, name: str, version: str, max_unavailable: str) -> 
                                                            "securityContext": sc}]}}}}
 
 
-def _ds_done(cluster: DevCluster, ns: str, name: str, nodes: int) -> bool:
-    st = json.loads(cluster.kubectl("get", "daemonset", name, "-n", ns, "-o", "json").stdout)
+def _ds_done(apps: k8s.AppsV1Api, ns: str, name: str, nodes: int) -> bool:
+    st = json.loads(apps.read_namespaced_daemon_set_status(name, ns, _preload_content=False).data)
     s = st.get("status", {})
     return (s.get("observedGeneration") == st["metadata"]["generation"] and s.get("updatedNumberScheduled") == nodes
             and s.get("numberReady") == nodes and s.get("desiredNumberScheduled") == nodes)
 
 
-def _model_on(cluster: DevCluster, ns: str, name: str, version: str, nodes: int) -> bool:
-    out = cluster.kubectl("get", "pods", "-n", ns, "-l", f"edgewise.io/model={name},edgewise.io/version={version}",
-                          "--field-selector", "status.phase=Running", "-o", "name")
+def _model_on(apps: k8s.AppsV1Api, cluster: DevCluster, ns: str, name: str, version: str, nodes: int) -> bool:
+    """Every class Stable, and the model's DaemonSets of `version` have a ready pod on every node.
+
+    Reads the DaemonSets' counters, not the pods: listing thousands of pods twice a second would
+    load the apiserver the benchmark measures."""
     cs = _classes(cluster, ns, name)
-    return len(out.stdout.split()) >= nodes and all(c.get("state") == "Stable" for c in cs.values()) and bool(cs)
+    if not cs or any(c.get("state") != "Stable" for c in cs.values()):
+        return False
+    found = json.loads(apps.list_namespaced_daemon_set(ns, label_selector=f"edgewise.io/model={name}",
+                                                       _preload_content=False).data)["items"]
+    ready = sum(int((d.get("status") or {}).get("numberReady") or 0) for d in found
+                if ((d["spec"]["template"]["metadata"].get("labels") or {}).get("edgewise.io/version") == version))
+    return ready >= nodes
+
+
+def _pods(api: k8s.ApiClient, ns: str, selector: str) -> list[Any]:
+    return list(json.loads(k8s.CoreV1Api(api).list_namespaced_pod(
+        ns, label_selector=selector, limit=1, _preload_content=False).data)["items"])
+
+
+def _apiserver_node_lists(cluster: DevCluster) -> float:
+    """LISTs of nodes the apiserver served since it started, from every client (its own metrics)."""
+    code, body = cluster.get("/metrics")
+    if code != 200:
+        return float("nan")
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith("apiserver_request_total{") and 'resource="nodes"' in line and 'verb="LIST"' in line:
+            total += float(line.rpartition(" ")[2])
+    return total
+
+
+def _sum(metrics: dict[str, float], name: str, **labels: str) -> float:
+    """The sum of the series of `name` whose labels include `labels`."""
+    total = 0.0
+    for series, value in metrics.items():
+        if series != name and not series.startswith(name + "{"):
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', series))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += value
+    return total
 
 
 def _classes(cluster: DevCluster, ns: str, name: str) -> dict[str, dict[str, Any]]:
-    out = cluster.kubectl("get", "edgemodel", name, "-n", ns, "-o", "json", check=False)
-    if out.returncode:
-        return {}
-    obj = json.loads(out.stdout)
+    try:
+        obj = k8s.CustomObjectsApi(_client(str(cluster.kubeconfig))).get_namespaced_custom_object(
+            "edgewise.io", "v1alpha1", ns, "edgemodels", name)
+    except k8s.ApiException as err:
+        if err.status == 404:
+            return {}
+        raise
     return {c["name"]: c for c in ((obj.get("status") or {}).get("rollout") or {}).get("classes") or []}
+
+
+@functools.cache
+def _client(kubeconfig: str) -> k8s.ApiClient:
+    """One client for the bench's polling: a kubectl process twice a second costs the machine measured."""
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=kubeconfig)
 
 
 def _running_versions(api: k8s.ApiClient, ns: str, runner: PodRunner) -> list[str | None]:

@@ -45,3 +45,11 @@ def test_jetson_manifest_has_gpu_feature_discovery_labels_and_a_gpu() -> None:
     assert manifest["status"]["capacity"]["nvidia.com/gpu"] == "1"
     assert manifest["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
     assert CATALOGUE["arm64-cpu"].labels.get("nvidia.com/gpu.present") is None
+
+
+def test_zones_spread_each_class_over_the_sites() -> None:
+    manifests = plan_nodes({"arm64-cpu": 5, "amd64-cpu": 2}, {}, zones=["plant-a", "plant-b", "plant-c"])
+    zone = {m["metadata"]["name"]: m["metadata"]["labels"]["topology.kubernetes.io/zone"] for m in manifests}
+    assert [zone[f"arm64-cpu-{i}"] for i in range(5)] == ["plant-a", "plant-b", "plant-c", "plant-a", "plant-b"]
+    assert [zone[f"amd64-cpu-{i}"] for i in range(2)] == ["plant-a", "plant-b"]
+    assert "topology.kubernetes.io/zone" not in plan_nodes({"arm64-cpu": 1}, {})[0]["metadata"]["labels"]

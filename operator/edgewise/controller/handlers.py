@@ -71,9 +71,8 @@ def register(registry: kopf.OperatorRegistry, controller: Controller, settings: 
         if namespace:
             controller.profile_changed(namespace, name)
 
-    @kopf.on.event("v1", "nodes", registry=registry)
-    async def node(type: str, name: str, labels: Mapping[str, str], spec: Mapping[str, Any], **_: Any) -> None:
-        controller.node_changed(type, name, dict(labels), list(spec.get("taints") or []))
+    # Nodes are not watched here: the node cache (kube/node_cache.py, started in run.py) watches them
+    # once and reports changes to the controller after its snapshot took them.
 
     @kopf.on.event("apps", "v1", "daemonsets", labels={names.MANAGED_BY: names.MANAGER}, registry=registry)
     async def daemonset(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:

@@ -66,6 +66,9 @@ class OperatorMetrics:
                                         ["kind"], registry=r)
         self.writes = Counter("edgewise_kube_writes", "Requests that wrote to the Kubernetes API",
                               ["verb", "kind"], registry=r)
+        self.requests = Counter("edgewise_kube_requests", "Every request the operator's Kubernetes client made, "
+                                "reads included (kopf's own watches are not counted)", ["verb", "resource"],
+                                registry=r)
         self.optimizations = Counter("edgewise_optimization_runs", "Optimization runs, by result", ["result"],
                                      registry=r)
         self.optimization_seconds = Histogram("edgewise_optimization_duration_seconds", "Time an optimization took",
@@ -131,6 +134,9 @@ class OperatorMetrics:
         for key, n in counts.items():
             if n:
                 self.writes.labels(*write_labels(key)).inc(n)
+
+    def requested(self, verb: str, resource: str) -> None:
+        self.requests.labels(verb, resource).inc()
 
     def optimization(self, result: str, seconds: float) -> None:
         self.optimizations.labels(result).inc()

@@ -30,6 +30,7 @@ from edgewise.core.rollout.sites import site_label_of
 from edgewise.core.status import compute_status
 from edgewise.kube import node_agents
 from edgewise.kube.agent_credentials import AgentCredentials
+from edgewise.kube.node_cache import NodeCache
 from edgewise.kube.read import Reader
 from edgewise.kube.writes import Writes
 from edgewise.shared import tracing
@@ -54,9 +55,10 @@ class _Read:
 
 class Reconciler:
     def __init__(self, api: client.ApiClient, settings: OperatorSettings,
-                 clock: Callable[[], datetime] = _utcnow, metrics: OperatorMetrics | None = None) -> None:
+                 clock: Callable[[], datetime] = _utcnow, metrics: OperatorMetrics | None = None,
+                 node_cache: NodeCache | None = None) -> None:
         self.api = api
-        self.read = Reader(api)
+        self.read = Reader(api, node_cache)
         self.settings = settings
         self.clock = clock
         self.totals: Counter[str] = Counter()  # every request that wrote, since start, by verb

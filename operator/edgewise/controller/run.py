@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import kopf
 
@@ -15,6 +17,7 @@ from edgewise.controller.metrics import OperatorMetrics, serve
 from edgewise.controller.reconcile import Reconciler
 from edgewise.controller.workers import Controller
 from edgewise.kube.client import api_client
+from edgewise.kube.node_cache import NodeCache
 
 log = logging.getLogger("edgewise.controller")
 
@@ -31,10 +34,17 @@ class RunOptions:
 async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Event | None = None,
                   ready_flag: threading.Event | asyncio.Event | None = None) -> None:
     """Run until `stop_flag` is set (or a signal arrives, when in the main thread)."""
-    api = api_client(options.kubeconfig)
     metrics = OperatorMetrics()
-    reconciler = Reconciler(api, options.settings, metrics=metrics)
+    api = api_client(options.kubeconfig, on_request=metrics.requested)
+    loop = asyncio.get_running_loop()
+    # Nodes come from one watch (kube/node_cache.py), which also tells the controller what changed:
+    # after the cache took the change, so the reconcile it triggers reads it.
+    nodes = NodeCache(api)
+    reconciler = Reconciler(api, options.settings, metrics=metrics, node_cache=nodes)
     controller = Controller(reconciler, options.namespaces, metrics)
+    nodes.on_event = lambda kind, node: loop.call_soon_threadsafe(
+        controller.node_changed, kind, node.name, node.labels, list(node.taints))
+    nodes.start()
     registry = kopf.OperatorRegistry()
     handlers.register(registry, controller, options.settings)
     store_server = None
@@ -48,7 +58,8 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
     metrics_server = serve(metrics, options.metrics) if options.metrics else None
     if options.metrics:
         log.info("metrics at http://%s/metrics", options.metrics)
-    loops = asyncio.create_task(controller.run(options.settings.workers, options.settings.resync_seconds))
+    loops = asyncio.create_task(_after_sync(nodes, lambda: controller.run(options.settings.workers,
+                                                                           options.settings.resync_seconds)))
     log.info("edgewise operator starting (%s)", ", ".join(options.namespaces) or "cluster-wide")
     try:
         await kopf.operator(
@@ -57,6 +68,7 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
             stop_flag=stop_flag, ready_flag=ready_flag,
         )
     finally:
+        nodes.stop()
         loops.cancel()
         try:
             await loops
@@ -69,3 +81,15 @@ async def operate(options: RunOptions, stop_flag: threading.Event | asyncio.Even
         if reconciler.artifacts is not None:
             reconciler.artifacts.close()
         api.close()
+
+
+async def _after_sync(nodes: NodeCache, work: Callable[[], Coroutine[Any, Any, None]], timeout: float = 60.0
+                      ) -> None:
+    """Start the workers once the node cache has its first listing, so the first pass reads it instead of
+    listing every node itself (after `timeout`, they start anyway and list until the cache catches up)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not nodes.wait_synced(0) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    if not nodes.wait_synced(0):
+        log.warning("the node cache has not synced after %.0fs; reconciles list nodes until it does", timeout)
+    await work()

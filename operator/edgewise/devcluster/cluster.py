@@ -69,6 +69,31 @@ class ClusterError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class Simulation:
+    """How hard the simulated fleet and the controllers watching it work the control plane.
+
+    The defaults are what the tests have always run with. kwok renews each node's Lease every
+    quarter of `node_lease_seconds`: at 40 s that is 10 s, i.e. 500 Lease writes a second for
+    5,000 nodes, more than two shared cores serve beside a rollout. `fleet()` is for thousands
+    of nodes: Leases renewed every 5 minutes (the node lifecycle controller's grace period
+    raised to match, so no node goes Unknown), more kwok workers, and controllers allowed more
+    requests per second so that the DaemonSet controller, not its client-side rate limit,
+    paces pod creation — for a plain DaemonSet and for Edgewise alike.
+    """
+
+    node_lease_seconds: int = 40
+    node_monitor_grace_seconds: int = 0  # 0: the controller-manager's default
+    node_monitor_period_seconds: int = 0  # 0: the controller-manager's default
+    kwok_parallelism: int = 4
+    controller_qps: int = 0  # --kube-api-qps of controller-manager and scheduler; 0: their defaults
+
+    @classmethod
+    def fleet(cls) -> Simulation:
+        return cls(node_lease_seconds=1200, node_monitor_grace_seconds=1500, node_monitor_period_seconds=30,
+                   kwok_parallelism=16, controller_qps=200)
+
+
 def pod_cidr(root: Path) -> str:
     """A loopback /16 chosen by the cluster's directory (one of 64): the clusters of several clones on
     one machine, whose pod runners' servers all listen on loopback, rarely hand out the same pod IP."""
@@ -81,9 +106,10 @@ class DevCluster:
     that runs `images` (archives imported into its containerd)."""
 
     def __init__(self, root: Path | None = None, real_node: bool = False,
-                 images: tuple[Path, ...] = ()) -> None:
+                 images: tuple[Path, ...] = (), simulation: Simulation | None = None) -> None:
         self.root = (root or default_root()).resolve()
         self.real_node = real_node
+        self.simulation = simulation or Simulation()
         self.images = images
         # Beside a real node, simulated pods and nodes get addresses the real node's pods can reach.
         self.pod_cidr = KWOK_POD_CIDR if real_node else pod_cidr(self.root)
@@ -278,6 +304,7 @@ class DevCluster:
         ]
 
     def _controller_manager_args(self) -> list[str]:
+        sim = self.simulation
         return [
             *self._controller_args("controller-manager"),
             "--use-service-account-credentials=true",
@@ -287,10 +314,19 @@ class DevCluster:
             f"--cluster-signing-key-file={self.pki / 'ca.key'}",
             # Simulated nodes own no pod CIDRs; kwok hands out loopback pod IPs itself.
             "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle",
+            *self._qps(),
+            *([f"--node-monitor-grace-period={sim.node_monitor_grace_seconds}s"]
+              if sim.node_monitor_grace_seconds else []),
+            *([f"--node-monitor-period={sim.node_monitor_period_seconds}s"]
+              if sim.node_monitor_period_seconds else []),
         ]
 
     def _scheduler_args(self) -> list[str]:
-        return self._controller_args("scheduler")
+        return [*self._controller_args("scheduler"), *self._qps()]
+
+    def _qps(self) -> list[str]:
+        qps = self.simulation.controller_qps
+        return [f"--kube-api-qps={qps}", f"--kube-api-burst={2 * qps}"] if qps else []
 
     def _kwok_args(self, bin_dir: Path) -> list[str]:
         config = self.root / "kwok.yaml"
@@ -306,12 +342,12 @@ class DevCluster:
                 # A test can take a node's status over (e.g. mark it NotReady) with this annotation.
                 "disregardStatusWithAnnotationSelector": "kwok.x-k8s.io/status=custom",
                 "serverAddress": f"127.0.0.1:{processes.free_port()}",
-                "nodeLeaseDurationSeconds": 40,
+                "nodeLeaseDurationSeconds": self.simulation.node_lease_seconds,
                 # The config file replaces the flag defaults, so the parallelisms must be given too.
-                "nodeLeaseParallelism": 4,
-                "nodePlayStageParallelism": 4,
-                "podPlayStageParallelism": 4,
-                "podsOnNodeSyncParallelism": 4,
+                "nodeLeaseParallelism": self.simulation.kwok_parallelism,
+                "nodePlayStageParallelism": self.simulation.kwok_parallelism,
+                "podPlayStageParallelism": self.simulation.kwok_parallelism,
+                "podsOnNodeSyncParallelism": self.simulation.kwok_parallelism,
             },
         }
         docs = [yaml.safe_dump(options)] + [f.read_text() for f in kwok_stage_files(bin_dir)]

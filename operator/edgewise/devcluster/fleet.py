@@ -7,10 +7,13 @@ only function that talks to the API.
 from __future__ import annotations
 
 import ipaddress
+import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import urllib3
 from kubernetes import client as k8s
 
 from edgewise.devcluster.cluster import KWOK_ANNOTATION, NODE_CIDR
@@ -18,6 +21,7 @@ from edgewise.devcluster.cluster import KWOK_ANNOTATION, NODE_CIDR
 # What `make demo` and `edgewise dev cluster up` create when not told otherwise.
 DEFAULT_FLEET = "jetson-orin=2,jetson-xavier=1,arm64-cpu=3,amd64-cpu=1"
 
+ZONE_LABEL = "topology.kubernetes.io/zone"  # the site a node is at (Kubernetes' well-known label)
 GFD = "nvidia.com/gpu"
 NFD = "feature.node.kubernetes.io"
 
@@ -134,33 +138,52 @@ def _next_ips(used: set[str], count: int, node_cidr: str) -> list[str]:
 
 
 def plan_nodes(fleet: dict[str, int], existing: dict[str, str], prefix: str = "",
-               node_cidr: str = NODE_CIDR) -> list[dict[str, Any]]:
+               node_cidr: str = NODE_CIDR, zones: list[str] | None = None) -> list[dict[str, Any]]:
     """Manifests for the nodes of `fleet` that don't exist yet.
 
     `existing` maps node name → InternalIP; names are `<prefix><class>-<n>` so
     asking twice for the same fleet adds nothing (idempotent), and asking for
-    more adds only the difference.
+    more adds only the difference. With `zones`, node n of each class is at site
+    `zones[n % len(zones)]` (the `topology.kubernetes.io/zone` label).
     """
-    wanted = [(f"{prefix}{cls}-{i}", CATALOGUE[cls]) for cls, n in fleet.items() for i in range(n)]
-    missing = [(name, dev) for name, dev in wanted if name not in existing]
+    wanted = [(f"{prefix}{cls}-{i}", CATALOGUE[cls], i) for cls, n in fleet.items() for i in range(n)]
+    missing = [(name, dev, i) for name, dev, i in wanted if name not in existing]
     ips = _next_ips(set(existing.values()), len(missing), node_cidr)
-    return [node_manifest(name, dev, ip) for (name, dev), ip in zip(missing, ips, strict=True)]
+    return [node_manifest(name, dev, ip, {ZONE_LABEL: zones[i % len(zones)]} if zones else None)
+            for (name, dev, i), ip in zip(missing, ips, strict=True)]
 
 
-def _internal_ip(node: k8s.V1Node) -> str:
-    for addr in (node.status and node.status.addresses) or []:
-        if addr.type == "InternalIP":
-            return str(addr.address)
+def _internal_ip(node: dict[str, Any]) -> str:
+    for addr in (node.get("status") or {}).get("addresses") or []:
+        if addr.get("type") == "InternalIP":
+            return str(addr.get("address", ""))
     return ""
 
 
-def apply_fleet(api: k8s.ApiClient, fleet: dict[str, int], prefix: str = "", node_cidr: str = NODE_CIDR
-                ) -> list[str]:
-    """Create the missing nodes of `fleet` (InternalIPs from `node_cidr`); return the names of all its nodes."""
+def _list_nodes(core: k8s.CoreV1Api) -> list[dict[str, Any]]:
+    """Every node as JSON, 500 a page: typed objects for thousands of nodes cost seconds per listing, and one
+    response of thousands of nodes from a busy apiserver can break off mid-way."""
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = json.loads(core.list_node(limit=500, _continue=token, _preload_content=False).data)
+        items += page["items"]
+        token = page["metadata"].get("continue")
+        if not token:
+            return items
+
+
+def apply_fleet(api: k8s.ApiClient, fleet: dict[str, int], prefix: str = "", node_cidr: str = NODE_CIDR,
+                zones: list[str] | None = None, parallel: int = 8) -> list[str]:
+    """Create the missing nodes of `fleet` (InternalIPs from `node_cidr`); return the names of all its nodes.
+
+    Creates `parallel` nodes at a time: thousands of nodes one request after the other take minutes.
+    """
     core = k8s.CoreV1Api(api)
-    existing = {n.metadata.name: _internal_ip(n) for n in core.list_node().items}
-    for manifest in plan_nodes(fleet, existing, prefix, node_cidr):
-        core.create_node(manifest)
+    existing = {n["metadata"]["name"]: _internal_ip(n) for n in _list_nodes(core)}
+    manifests = plan_nodes(fleet, existing, prefix, node_cidr, zones)
+    with ThreadPoolExecutor(max(1, min(parallel, len(manifests)))) as pool:
+        list(pool.map(lambda m: core.create_node(m, _preload_content=False), manifests))
     return [f"{prefix}{cls}-{i}" for cls, n in fleet.items() for i in range(n)]
 
 
@@ -179,9 +202,15 @@ def wait_ready(api: k8s.ApiClient, names: list[str], timeout: float = 60.0) -> b
     core = k8s.CoreV1Api(api)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready = {n.metadata.name for n in core.list_node().items
-                 if any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))}
+        try:
+            nodes = _list_nodes(core)
+        except (k8s.ApiException, urllib3.exceptions.HTTPError):  # a busy apiserver: ask again
+            time.sleep(2.0)
+            continue
+        ready = {n["metadata"]["name"] for n in nodes
+                 if any(c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in (n.get("status") or {}).get("conditions") or [])}
         if set(names) <= ready:
             return True
-        time.sleep(0.5)
+        time.sleep(0.5 if len(names) < 100 else 2.0)
     return False

@@ -1,4 +1,8 @@
-"""Reads: nodes, EdgeModels, profiles, and the workloads and runtime pods of a model."""
+"""Reads: nodes, EdgeModels, profiles, and the workloads and runtime pods of a model.
+
+Nodes come from the watch-fed `NodeCache` once its first listing is complete (the operator
+starts one); a LIST of every node is only the fallback before that, and for callers without a cache.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +18,21 @@ from edgewise.core import names
 from edgewise.core.observed import NodeInfo, RuntimePod, Service, Workload
 from edgewise.core.plan import ResolvedProfile
 from edgewise.kube.convert import node_info, owner_uids, runtime_pod, workload
+from edgewise.kube.node_cache import NodeCache
 
 
 class Reader:
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, node_cache: NodeCache | None = None) -> None:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.node_cache = node_cache
 
     def nodes(self) -> list[NodeInfo]:
+        """Every node: from the cache when it has synced (no request), else one LIST."""
+        cached = self.node_cache.snapshot() if self.node_cache is not None else None
+        if cached is not None:
+            return cached
         resp = self.core.list_node(_preload_content=False)
         return [node_info(n) for n in _json(resp)["items"]]
 
