@@ -14,9 +14,9 @@ Its rule file is the chart's alerts/rules.yaml, as the PrometheusRule carries it
 One module-scoped fleet: model `detector` (served, under traffic) is deployed, then a slower version
 is rolled back by its analysis; model `idle` (optimized per class by the operator's artifact store,
 its pods never served) is the rollout that stalls past its progressDeadline (the CRD's least, 1m).
-Last, one node goes silent (kwok stops playing its kubelet): the node controller marks it and its pods
-NotReady, the class keeps counting the node, and EdgewiseClassNodesUnready's expression holds and the
-alert is pending (its `for: 10m` is not waited out here).
+Last, one node goes NotReady (the test reports it, and its pods NotReady as the node controller would:
+kwok leaves them alone): the class keeps counting the node, EdgewiseClassNodesUnready's expression
+holds and the alert is pending (its `for: 10m` is not waited out here).
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ from urllib.parse import urlencode
 
 import pytest
 import yaml
-from operator_support import REPO, Operator, apply, get, rollout_classes, running_operator
+from operator_support import REPO, Operator, apply, get, rollout_classes, running_operator, set_node_ready
 from rollout_support import ARM, MODEL, ORIN, edgemodel, profile
 
 from analysis.analysis_models_support import good, slow, write_golden
 from edgewise.devcluster import demo_models, processes
-from edgewise.devcluster.cluster import KWOK_ANNOTATION, DevCluster
+from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
 from edgewise.devcluster.traffic import Traffic, serving
 from wait_support import wait_for
@@ -339,22 +339,31 @@ def test_a_rollout_stalled_past_its_progress_deadline_raises_the_stuck_alert(set
                          for a in prom.get("/api/v1/alerts")["alerts"]), 30, "EdgewiseRolloutStuck firing")
 
 
-def test_a_node_gone_silent_makes_the_unready_nodes_alert_pending(setup: Setup) -> None:
+def _pods_not_ready(s: Setup, node: str) -> None:
+    """What the node controller does to the pods of a node that went NotReady (kwok leaves a Running pod's
+    status alone, so the test reports it as the controller would)."""
+    pods = get(s.cluster, "pods", "-n", s.namespace, "--field-selector", f"spec.nodeName={node}")["items"]
+    for pod in pods:
+        conditions = [{**c, "status": "False"} if c["type"] in ("Ready", "ContainersReady") else c
+                      for c in pod["status"].get("conditions") or []]
+        s.cluster.kubectl("patch", "pod", pod["metadata"]["name"], "-n", s.namespace, "--subresource=status",
+                          "--type=merge", "-p", json.dumps({"status": {"conditions": conditions}}))
+
+
+def test_a_node_gone_not_ready_makes_the_unready_nodes_alert_pending(setup: Setup) -> None:
     s, prom = setup, setup.prometheus
     away = next(n for n in reversed(s.nodes) if ARM in n)
     unready = next(r for r in chart_rules() if r["alert"] == "EdgewiseClassNodesUnready")
-    # kwok stops renewing the node's lease: the node controller marks the node and its pods NotReady.
-    s.cluster.kubectl("annotate", "node", away, f"{KWOK_ANNOTATION}-")
-    try:
-        def held() -> set[tuple[str, str]]:
-            return {(r["metric"]["model"], r["metric"]["class"]) for r in prom.query(unready["expr"])
-                    if r["metric"]["namespace"] == s.namespace}
-        wait_for(lambda: (MODEL, "arm") in held(), 240, f"{unready['expr']} for {MODEL}/arm", interval=2)
-        wait_for(lambda: any(a["labels"].get("alertname") == "EdgewiseClassNodesUnready" and a["state"] == "pending"
-                             and (a["labels"].get("model"), a["labels"].get("class")) == (MODEL, "arm")
-                             for a in prom.get("/api/v1/alerts")["alerts"]), 30, "EdgewiseClassNodesUnready pending")
-        arm = next(c for c in get(s.cluster, "edgemodel", MODEL, "-n", s.namespace)["status"]["classes"]
-                   if c["name"] == "arm")
-        assert arm["matchedNodes"] == 2 and arm["readyPods"] < 2, arm  # the silent node is counted, not forgotten
-    finally:
-        s.cluster.kubectl("annotate", "node", away, f"{KWOK_ANNOTATION}=fake", "--overwrite")
+    set_node_ready(s.cluster, away, False)  # the node controller then taints it not-ready
+    _pods_not_ready(s, away)
+
+    def held() -> set[tuple[str, str]]:
+        return {(r["metric"]["model"], r["metric"]["class"]) for r in prom.query(unready["expr"])
+                if r["metric"]["namespace"] == s.namespace}
+    wait_for(lambda: (MODEL, "arm") in held(), 180, f"{unready['expr']} for {MODEL}/arm", interval=2)
+    wait_for(lambda: any(a["labels"].get("alertname") == "EdgewiseClassNodesUnready" and a["state"] == "pending"
+                         and (a["labels"].get("model"), a["labels"].get("class")) == (MODEL, "arm")
+                         for a in prom.get("/api/v1/alerts")["alerts"]), 30, "EdgewiseClassNodesUnready pending")
+    arm = next(c for c in get(s.cluster, "edgemodel", MODEL, "-n", s.namespace)["status"]["classes"]
+               if c["name"] == "arm")
+    assert arm["matchedNodes"] == 2 and arm["readyPods"] < 2, arm  # the NotReady node is counted, not forgotten

@@ -78,7 +78,13 @@ def test_each_class_gets_a_verified_artifact_made_once_and_served(
     for c in cs.values():
         assert re.fullmatch(r"[0-9a-f]{64}", c["artifactDigest"]) and c["artifactDigest"] != demo_models.sha256(src)
         assert c["artifactSizeBytes"] > 0 and "min cosine" in c["optimization"], c
-    assert cs["jetson"]["precision"] == "fp16" and cs["arm"]["precision"] == "int8"
+    assert cs["jetson"]["precision"] == "fp16"
+    # int8 where it passes the accuracy gate; int8 kernels round differently from one CPU to another, and
+    # where 1 of the 16 validation samples changes its top-1 class the gate refuses it: fp32 is served
+    # instead, and the status says why.
+    arm = cs["arm"]
+    assert arm["precision"] == "int8" or (arm["precision"] == "fp32" and "int8" in arm["optimization"]
+                                          and "rejected" in arm["optimization"]), arm
     assert cs["jetson"]["artifactDigest"] != cs["arm"]["artifactDigest"]  # one artifact per target
     assert "int8" in cs["arm"]["optimization"] or "dynamic" in cs["arm"]["optimization"]
 

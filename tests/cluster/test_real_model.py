@@ -79,9 +79,16 @@ def test_a_real_transformer_gets_an_int8_artifact_on_cpus_and_fp16_on_jetsons(
     cs = classes(obj)
     x86, jetson = cs["x86"], cs["jetson"]
     size = src.stat().st_size
-    assert x86["precision"] == "int8" and x86["artifactSizeBytes"] <= 0.3 * size, x86
+    # int8 where its accuracy gate passes. ONNX Runtime's int8 kernels differ between CPUs: on an Intel Xeon
+    # MiniLM's int8 kept min cosine >= 0.99, on an AMD EPYC it measured 0.93, and the gate refused it: fp32 is
+    # served, and the status says why.
+    if x86["precision"] == "int8":
+        assert x86["artifactSizeBytes"] <= 0.3 * size, x86
+        assert "min cosine 0.99" in x86["optimization"] or "min cosine 1.0" in x86["optimization"], x86
+    else:
+        assert x86["precision"] == "fp32" and re.search(r"int8 dynamic .* rejected: min cosine 0\.[0-9]+ < 0\.99",
+                                                        x86["optimization"]), x86
     assert jetson["precision"] == "fp16" and jetson["artifactSizeBytes"] <= 0.55 * size, jetson
-    assert "min cosine 0.99" in x86["optimization"] or "min cosine 1.0" in x86["optimization"], x86
 
     # The x86 boards fetch exactly that artifact and answer with it, close to the original model.
     digest = x86["artifactDigest"]
@@ -133,11 +140,13 @@ def test_a_real_cnn_gets_static_int8_where_it_may_pay_and_stays_fp32_where_it_me
     # ARM: this machine can't speak for its CPUs, so the calibrated static int8 artifact ships (smaller).
     assert arm["precision"] == "int8" and "static QDQ" in arm["optimization"], arm
     assert arm["artifactSizeBytes"] <= 0.5 * src.stat().st_size, json.dumps(arm)
-    # x86 with this machine's CPU features: the speed gate decided (int8 measured 1.3-1.7x slower here in the
-    # benchmark), with the measurement in the status.
-    assert "speed gate 1.0x" in x86["optimization"], x86
+    # x86: where this machine's CPU is the class's (the Intel Xeon the benchmark ran on), the speed gate decides
+    # (int8 measured 1.3-1.7x slower there), with the measurement in the status. On another CPU (an AMD EPYC
+    # host for the Intel-featured class) the machine cannot speak for the class: int8 ships, as on ARM.
+    if "speed gate 1.0x" not in x86["optimization"]:
+        assert x86["precision"] == "int8" and "depends on the class's CPU" in x86["optimization"], x86
     # The gate rejects only what measured slower with confidence, in CPU time (issue 15 §6).
-    if x86["precision"] == "fp32":
+    elif x86["precision"] == "fp32":
         assert re.search(r"int8 static QDQ .* rejected: latency [0-9.]+x the original > 1.0x \(CPU time per "
                          r"inference, [0-9]+ interleaved rounds, 95% interval [0-9.]+-[0-9.]+x: slower than 1x\)",
                          x86["optimization"]), x86
