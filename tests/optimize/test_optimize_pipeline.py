@@ -160,7 +160,10 @@ def test_gate_failure_without_fallback_rejects_and_writes_nothing(models: dict[s
 def test_an_operator_that_cannot_be_quantized_stays_float_and_is_named(models: dict[str, Path],
                                                                        tmp_path: Path) -> None:
     out = tmp_path / "bmm.onnx"
-    report = optimize(models["batched"], out, CPU, options=FAST)
+    # A loose accuracy gate: what is checked here is which node stays float, not int8's accuracy, which
+    # depends on the CPU's int8 kernels (min cosine 0.96 on an AMD EPYC, above 0.99 on an Intel Xeon).
+    loose = Options(measure_latency=False, measure_memory=False, gate=AccuracyGate(min_cosine=0.9))
+    report = optimize(models["batched"], out, CPU, options=loose)
     assert report.precision == "int8", report.attempts
     assert report.kept_float == ["bmm"]
     assert any(n.startswith("node 'bmm' (MatMul) could not be quantized") for n in report.notes)
