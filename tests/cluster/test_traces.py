@@ -52,6 +52,13 @@ def optimized_model(ns: str, src: Path) -> list[dict[str, Any]]:
 class Traced:
     jaeger: Jaeger
     operator: Operator
+    namespace: str
+
+    def traces(self, operation: str) -> list[list[Span]]:
+        """The operator's traces with a span `operation`, of this module's namespace only: the operator
+        watches every namespace, and models other test modules left behind may still be deleting."""
+        return [t for t in self.jaeger.traces(SERVICE, operation)
+                if any(s.tags.get("edgewise.namespace") == self.namespace for s in t if s.parent is None)]
 
 
 def _classes(cluster: DevCluster, ns: str) -> dict[str, dict[str, Any]]:
@@ -79,7 +86,7 @@ def rolled_out(cluster: DevCluster, module_namespace: str, module_fleet, models:
             apply(cluster, [edgemodel(ns, "2.0", models["good"], models["golden"])])
             wait_for(lambda: all(c.get("state") == "Stable" and c.get("stableVersion") == "2.0"
                                  for c in _classes(cluster, ns).values()) or None, 180, "2.0 promoted")
-            yield Traced(jaeger, op)
+            yield Traced(jaeger, op, ns)
 
 
 def _children(trace: list[Span], parent: Span) -> list[Span]:
@@ -92,8 +99,7 @@ def test_the_operator_reports_as_the_service_otel_service_name_says(rolled_out: 
 
 def test_each_reconcile_is_a_trace_of_read_plan_rollout_apply_status(rolled_out: Traced) -> None:
     def complete() -> list[list[Span]]:
-        return [t for t in rolled_out.jaeger.traces(SERVICE, "reconcile")
-                if any(s.name == "status" for s in t)]
+        return [t for t in rolled_out.traces("reconcile") if any(s.name == "status" for s in t)]
     traces = wait_for(complete, 30, "reconcile traces with a status span", interval=0.5)
     for trace in traces:
         roots = [s for s in trace if s.parent is None]
@@ -108,7 +114,7 @@ def test_each_reconcile_is_a_trace_of_read_plan_rollout_apply_status(rolled_out:
 
 def test_the_canary_analysis_measurements_are_spans_inside_a_reconcile(rolled_out: Traced) -> None:
     def measured() -> list[list[Span]]:
-        return rolled_out.jaeger.traces(SERVICE, "analysis.measure")
+        return rolled_out.traces("analysis.measure")
     traces = wait_for(measured, 30, "traces with analysis.measure spans", interval=0.5)
     classes = set()
     for trace in traces:
