@@ -7,8 +7,6 @@ receives OTLP/HTTP, keeps traces in memory and serves the query API (the one its
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,21 +18,15 @@ from urllib.parse import urlencode
 
 import yaml
 
+from binaries_support import built_binary
 from edgewise.devcluster import processes
 from wait_support import wait_for
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @cache
 def jaeger_binary() -> Path:
     """$EDGEWISE_BIN/jaeger when present, else built (or reused) by hack/build-jaeger.sh."""
-    override = os.environ.get("EDGEWISE_BIN")
-    if override and (Path(override) / "jaeger").exists():
-        return Path(override) / "jaeger"
-    out = subprocess.run(["bash", str(REPO / "hack" / "build-jaeger.sh")], check=True, stdout=subprocess.PIPE,
-                         text=True).stdout
-    return Path(out.strip().splitlines()[-1])
+    return built_binary("jaeger")
 
 
 def config(otlp_port: int, query_port: int, query_grpc_port: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 from edgewise.analysis.measure import CanaryAnalysis
 from edgewise.analysis.provider import AnalysisTarget
 from edgewise.api.resources import EdgeModel
+from edgewise.api.rollout_status import AnalysisRecord
 from edgewise.api.settings import OperatorSettings
 from edgewise.core import names
 from edgewise.core.analysis import CohortMetrics, Measurement
@@ -48,10 +49,8 @@ def _pod(node: str, slot: str, revision: str) -> RuntimePod:
                       revision=revision, ready=True)
 
 
-def test_each_site_is_judged_and_a_failing_one_fails_the_class() -> None:
-    state: dict[str, Any] = {"name": CLS, "stableSlot": "a", "stableRevision": "r1", "canaryRevision": "r2",
-                             "percent": 25, "orderLabel": "edgewise.io/site-rank-x", "siteLabel": ZONE,
-                             "canarySites": ["oslo"]}
+def _measure(state: dict[str, Any]) -> tuple[_BadAtLyon, AnalysisRecord]:
+    """One analysis interval of class CLS in `state`, every SITE node with a pod (c-* canary, the rest stable)."""
     m = EdgeModel.model_validate({
         "apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel",
         "metadata": {"name": "m", "namespace": "vision", "uid": "uid-m"},
@@ -66,6 +65,13 @@ def test_each_site_is_judged_and_a_failing_one_fails_the_class() -> None:
     analysis._provider = lambda analysis: provider  # type: ignore[method-assign]
     got = analysis.measure(m, SimpleNamespace(profile=None), nodes, workloads, pods,  # type: ignore[arg-type]
                            [CLS], dt.datetime(2026, 1, 1, tzinfo=dt.UTC))[CLS]
+    return provider, got
+
+
+def test_each_site_is_judged_and_a_failing_one_fails_the_class() -> None:
+    provider, got = _measure({"name": CLS, "stableSlot": "a", "stableRevision": "r1", "canaryRevision": "r2",
+                              "percent": 25, "orderLabel": "edgewise.io/site-rank-x", "siteLabel": ZONE,
+                              "canarySites": ["oslo"]})
 
     groups = {tuple(sorted(p.node for p in t.canary)): sorted(p.node for p in t.stable) for t in provider.targets}
     assert groups == {("c-oslo",): ["s-oslo-1", "s-oslo-2"],  # oslo against oslo
@@ -79,20 +85,7 @@ def test_each_site_is_judged_and_a_failing_one_fails_the_class() -> None:
 
 
 def test_a_rollout_not_placed_by_sites_is_measured_as_one_class() -> None:
-    m = EdgeModel.model_validate({
-        "apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel",
-        "metadata": {"name": "m", "namespace": "vision", "uid": "uid-m"},
-        "spec": {"version": "2", "source": {"uri": "https://models.example.com/m.onnx", "sha256": "0" * 64}},
-        "status": {"rollout": {"classes": [{"name": CLS, "stableSlot": "a", "stableRevision": "r1",
-                                            "canaryRevision": "r2", "percent": 25}]}}})
-    nodes = [NodeInfo(name=n, labels={ZONE: s} if s else {}) for n, s in SITE.items()]
-    pods = [_pod(n, "b" if n.startswith("c-") else "a", "r2" if n.startswith("c-") else "r1") for n in SITE]
-    workloads = [Workload(name=f"m-{CLS}-{slot}", uid=f"ds-{slot}",
-                          labels={names.CLASS_LABEL: CLS, names.SLOT_LABEL: slot}) for slot in "ab"]
-    analysis = CanaryAnalysis(OperatorSettings())
-    provider = _BadAtLyon()
-    analysis._provider = lambda analysis: provider  # type: ignore[method-assign]
-    got = analysis.measure(m, SimpleNamespace(profile=None), nodes, workloads, pods,  # type: ignore[arg-type]
-                           [CLS], dt.datetime(2026, 1, 1, tzinfo=dt.UTC))[CLS]
+    provider, got = _measure({"name": CLS, "stableSlot": "a", "stableRevision": "r1", "canaryRevision": "r2",
+                              "percent": 25})
     assert len(provider.targets) == 1 and got.sites is None
     assert got.outcome == "fail"  # the class's canary includes lyon's pod

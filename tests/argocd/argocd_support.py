@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from binaries_support import built_binary
+
 REPO = Path(__file__).resolve().parents[2]
 ARGOCD_DIR = REPO / "charts" / "argocd"
 CUSTOMIZATIONS = ARGOCD_DIR / "resource_customizations"
@@ -32,12 +34,7 @@ class Health:
 @cache
 def argocd_binary() -> Path:
     """The argocd binary: $EDGEWISE_BIN/argocd when present, else built (or reused) by hack/build-argocd.sh."""
-    override = os.environ.get("EDGEWISE_BIN")
-    if override and (Path(override) / "argocd").exists():
-        return Path(override) / "argocd"
-    out = subprocess.run(["bash", str(REPO / "hack" / "build-argocd.sh")], check=True, stdout=subprocess.PIPE,
-                         text=True).stdout
-    return Path(out.strip().splitlines()[-1])
+    return built_binary("argocd")
 
 
 def _admin(*args: str, env: dict[str, str] | None = None) -> str:

@@ -101,6 +101,14 @@ def wait_status(
     return wait_for(check, timeout, f"{name}: {what}")  # type: ignore[return-value]
 
 
+def model_versions(cluster: DevCluster, ns: str, model: str) -> dict[str, str]:
+    """node → version of its Running (not terminating) pod of `model`."""
+    pods = get(cluster, "pods", "-n", ns, "-l", f"edgewise.io/model={model}")["items"]
+    return {p["spec"]["nodeName"]: p["metadata"]["labels"]["edgewise.io/version"] for p in pods
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+            and p["spec"].get("nodeName")}
+
+
 def pods_by_node(cluster: DevCluster, ns: str, selector: str) -> dict[str, str]:
     """Running pods matching `selector`: node name → pod name."""
     items = get(cluster, "pods", "-n", ns, "-l", selector)["items"]

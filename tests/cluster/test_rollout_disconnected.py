@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from operator_support import Operator, apply, get, rollout_classes, set_node_ready
+from operator_support import Operator, apply, get, model_versions, rollout_classes, set_node_ready
 
 from edgewise.core.rollout.buckets import bucket_of
 from edgewise.devcluster import demo_models
@@ -27,11 +27,7 @@ def _classes(cluster: DevCluster, ns: str) -> dict[str, Any]:
 
 
 def _versions(cluster: DevCluster, ns: str) -> dict[str, str]:
-    """node → version of its Running model pod."""
-    pods = get(cluster, "pods", "-n", ns, "-l", "edgewise.io/model=m")["items"]
-    return {p["spec"]["nodeName"]: p["metadata"]["labels"]["edgewise.io/version"] for p in pods
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-            and p["spec"].get("nodeName")}
+    return model_versions(cluster, ns, "m")
 
 
 def test_a_notready_canary_node_is_deferred_and_catches_up(cluster: DevCluster, namespace: str, fleet,

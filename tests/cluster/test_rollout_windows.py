@@ -10,7 +10,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from operator_support import Operator, apply, condition, get, rollout_classes
+from operator_support import Operator, apply, condition, get, model_versions, rollout_classes
 
 from edgewise.devcluster import demo_models
 from edgewise.devcluster.cluster import DevCluster
@@ -36,10 +36,7 @@ def _arm(cluster: DevCluster, ns: str) -> dict[str, Any]:
 
 
 def _versions(cluster: DevCluster, ns: str) -> dict[str, str]:
-    pods = get(cluster, "pods", "-n", ns, "-l", "edgewise.io/model=w")["items"]
-    return {p["spec"]["nodeName"]: p["metadata"]["labels"]["edgewise.io/version"] for p in pods
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-            and p["spec"].get("nodeName")}
+    return model_versions(cluster, ns, "w")
 
 
 def test_a_closed_activation_window_holds_the_canary_and_an_open_one_lets_it_go(

@@ -137,37 +137,29 @@ class Writes:
 
     def label_buckets(self, nodes: Sequence[NodeInfo]) -> int:
         """Give every node its rollout bucket label (core/rollout/buckets.py), once; the number written."""
-        written = 0
-        for node in nodes:
-            bucket = str(bucket_of(node.name))
-            if node.labels.get(BUCKET_LABEL) == bucket:
-                continue
-            try:
-                self.core.patch_node(node.name, {"metadata": {"labels": {BUCKET_LABEL: bucket}}})
-            except client.ApiException as err:
-                if err.status != 404:  # a node that left meanwhile needs no label
-                    raise
-                continue
-            self.counts["bucket-label"] += 1
-            written += 1
-        return written
+        return self._label_nodes(nodes, BUCKET_LABEL, lambda n: str(bucket_of(n.name)), "bucket-label")
 
     def label_ranks(self, nodes: Sequence[NodeInfo], site_label: str) -> int:
         """Give every node its site-ordered rank for one site label (core/rollout/sites.py): once per node and
         site label, and again only when a node moves to another site; the number written."""
-        key = rank_label(site_label)
+        return self._label_nodes(nodes, rank_label(site_label),
+                                 lambda n: str(rank_of(n.name, n.labels.get(site_label, ""))), "rank-label")
+
+    def _label_nodes(self, nodes: Sequence[NodeInfo], key: str, value_of: Callable[[NodeInfo], str],
+                     count: str) -> int:
+        """Set label `key` to `value_of(node)` on the nodes that lack that value; the number written."""
         written = 0
         for node in nodes:
-            rank = str(rank_of(node.name, node.labels.get(site_label, "")))
-            if node.labels.get(key) == rank:
+            value = value_of(node)
+            if node.labels.get(key) == value:
                 continue
             try:
-                self.core.patch_node(node.name, {"metadata": {"labels": {key: rank}}})
+                self.core.patch_node(node.name, {"metadata": {"labels": {key: value}}})
             except client.ApiException as err:
                 if err.status != 404:  # a node that left meanwhile needs no label
                     raise
                 continue
-            self.counts["rank-label"] += 1
+            self.counts[count] += 1
             written += 1
         return written
 
