@@ -9,8 +9,9 @@ import pytest
 from edgewise.api.model import Rollout
 from edgewise.api.rollout_status import AnalysisRecord, ClassRollout
 from edgewise.core.durations import iso
-from edgewise.core.rollout.buckets import BUCKETS, bucket_of, cohort, threshold
+from edgewise.core.rollout.buckets import BUCKETS, bucket_of, threshold
 from edgewise.core.rollout.class_machine import ClassObservation, analysis_due, next_class_state, roll_back_all
+from edgewise.core.rollout.sites import cohort_size
 
 T0 = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 BUCKETS_10 = (3, 12, 25, 31, 47, 52, 68, 71, 85, 99)  # a class of ten nodes
@@ -54,7 +55,7 @@ def test_bucket_is_a_stable_hash_in_range() -> None:
 @pytest.mark.parametrize("percent, expected_nodes", [(1, 1), (10, 1), (20, 2), (50, 5), (99, 10), (100, 10)])
 def test_threshold_selects_at_least_the_percentage_and_one_node(percent: int, expected_nodes: int) -> None:
     t = threshold(percent, BUCKETS_10)
-    assert cohort(BUCKETS_10, t) == expected_nodes
+    assert cohort_size(tuple((b, "") for b in BUCKETS_10), t, frozenset()) == expected_nodes
 
 
 def test_threshold_edges() -> None:

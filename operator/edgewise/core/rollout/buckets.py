@@ -35,8 +35,3 @@ def threshold(percent: int, buckets: Iterable[int]) -> int:
         return percent  # no nodes yet: the plain percentage of the bucket space
     wanted = max(1, math.ceil(len(ordered) * percent / 100))
     return ordered[wanted - 1] + 1
-
-
-def cohort(buckets: Iterable[int], t: int) -> int:
-    """How many of these nodes a threshold puts on the canary."""
-    return sum(1 for b in buckets if b < t)
