@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from kubernetes import client
 
@@ -19,7 +20,7 @@ from edgewise.api.status import EdgeModelStatus
 from edgewise.controller.artifacts import ArtifactManager
 from edgewise.controller.metrics import OperatorMetrics
 from edgewise.controller.series import model_series, new_analyses, new_rollbacks
-from edgewise.core import address
+from edgewise.core import address, status_writes
 from edgewise.core.agent import agent_daemonset
 from edgewise.core.class_artifact import ArtifactState, ClassArtifact
 from edgewise.core.classify import Classification, classify
@@ -69,6 +70,7 @@ class Reconciler:
         self.artifacts = (ArtifactManager(settings, api, on_finish=self.metrics.optimization)
                           if settings.artifact_dir else None)
         self._lock = threading.Lock()
+        self._computed: dict[tuple[str, str], dict[str, Any]] = {}  # the status each model's last reconcile computed
 
     def _account(self, writes: Writes) -> None:
         with self._lock:
@@ -82,6 +84,8 @@ class Reconciler:
             if model is None:
                 span.set_attribute("edgewise.deleted", True)
                 self.metrics.model_deleted(namespace, name)
+                with self._lock:
+                    self._computed.pop((namespace, name), None)
                 return None  # deleted: owner references let the garbage collector remove its workloads
             span.set_attribute("edgewise.generation", model.metadata.generation or 0)
             write = Writes(self.api)  # one per reconcile, so concurrent workers count their own writes
@@ -122,8 +126,7 @@ class Reconciler:
                                     rollout=rollout.status,
                                     artifacts=seen.artifacts,
                                     address=where, address_problem=taken)
-            write.patch_status(EdgeModel.PLURAL, model.metadata.namespace, model.metadata.name,
-                               model.status.to_api(), result.status.to_api())
+            settle = self._write_status(model, result.status.to_api(), write)
             self._record(model, result.status)
             for event in (*rollout.events, *result.events):
                 write.event(ref, event.type, event.reason, event.message)
@@ -131,7 +134,19 @@ class Reconciler:
             span.set_attribute("edgewise.ready", result.status.ready or "")
         log.info("reconciled edgemodel %s/%s: phase=%s ready=%s writes=%d%s", model.metadata.namespace,
                  model.metadata.name, result.status.phase, result.status.ready, write.total, _summary(plan))
-        return _requeue_after(result.requeue_after, rollout.requeue_after, seen.artifacts)
+        return _requeue_after(result.requeue_after, rollout.requeue_after, settle, seen.artifacts)
+
+    def _write_status(self, model: EdgeModel, new: dict[str, Any], write: Writes) -> float | None:
+        """Patch the status when the change is worth a write (core/status_writes.py); if a write of moving
+        counts was skipped, the seconds after which to look again."""
+        key = (model.metadata.namespace, model.metadata.name)
+        with self._lock:
+            previous, self._computed[key] = self._computed.get(key), new
+        current = model.status.to_api()
+        if status_writes.worth_writing(current, new, previous):
+            write.patch_status(EdgeModel.PLURAL, *key, current, new)
+            return None
+        return status_writes.SETTLE_SECONDS if new != current else None
 
     def _record(self, model: EdgeModel, status: EdgeModelStatus) -> None:
         """The model's metrics, from the status just written (and the one it replaced)."""
@@ -266,8 +281,9 @@ def _summary(plan: ModelPlan) -> str:
     return "".join(f" {c.name}={len(c.nodes)}" for c in plan.classes)
 
 
-def _requeue_after(status: float | None, rollout: float | None, artifacts: dict[str, ClassArtifact]) -> float | None:
-    requeues = [r for r in (status, rollout) if r is not None]
+def _requeue_after(status: float | None, rollout: float | None, settle: float | None,
+                   artifacts: dict[str, ClassArtifact]) -> float | None:
+    requeues = [r for r in (status, rollout, settle) if r is not None]
     if any(a.state is ArtifactState.OPTIMIZING for a in artifacts.values()):
         requeues.append(2.0)  # poll the optimization job
     requeues += [a.retry_in + 0.5 for a in artifacts.values() if a.retry_in is not None]
