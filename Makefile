@@ -59,7 +59,7 @@ demo: venv tools apt
 	$(VENV)/bin/edgewise dev demo
 
 test: prerequisites
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=25
 
 # What the suite needs, built side by side: the Go builds are CPU-bound, the images wait mostly on
 # downloads and file copies, so on a cold machine they overlap (each build script locks its own cache entry).

@@ -158,6 +158,7 @@ def reaction(cluster: DevCluster) -> dict[str, Any]:
 SITES = ["plant-a", "plant-b", "plant-c", "store-d", "substation-e"]
 STEPS = [{"percent": 10}, {"percent": 25}, {"percent": 50}, {"percent": 100}]
 REST_SECONDS = 60.0
+FLEET_REST_SECONDS = 30.0
 
 
 def scale(cluster: DevCluster, sizes: list[int]) -> list[dict[str, Any]]:
@@ -171,7 +172,7 @@ def scale(cluster: DevCluster, sizes: list[int]) -> list[dict[str, Any]]:
 
 
 def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
-    cpu = CpuMeter(cluster, op)
+    cpu, requests = CpuMeter(cluster, op), RequestMeter(cluster)
     with cluster.api_client() as api:
         t = time.monotonic()
         names = apply_fleet(api, {"arm64-cpu": nodes}, prefix="s-", zones=SITES, parallel=16)
@@ -180,6 +181,14 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
         created = time.monotonic() - t
         _until(op.settled, 1800)  # the operator labelled the new nodes' buckets
         out: dict[str, Any] = {"nodes": nodes, "sites": len(SITES), "fleet_created_s": round(created, 1)}
+        # What the simulated fleet alone costs (no pod yet): the background every rollout below shares.
+        cpu.start()
+        requests.start()
+        time.sleep(FLEET_REST_SECONDS)
+        per_minute = 60.0 / FLEET_REST_SECONDS
+        out["fleet_only_cpu_s_per_minute"] = {k: round(v * per_minute, 1) for k, v in cpu.stop().items()}
+        out["fleet_only_apiserver_requests_per_minute"] = {k: round(v * per_minute)
+                                                           for k, v in requests.stop().items()}
         ns = f"bench-scale-{nodes}"
         _apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         apps = k8s.AppsV1Api(api)
@@ -190,12 +199,14 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
         _until(lambda: _ds_done(apps, ns, "plain", nodes), 1800)
         ds["spec"]["template"]["metadata"]["labels"]["version"] = "2"
         cpu.start()
+        requests.start()
         t = time.monotonic()
         _apply(cluster, ds)
         _until(lambda: _ds_done(apps, ns, "plain", nodes), 3600)
         plain = time.monotonic() - t
         out["plain_daemonset_rollingupdate_10%_s"] = round(plain, 1)
         out["plain_cpu_s"] = cpu.stop()
+        out["plain_apiserver_requests"] = requests.stop()
         # The plain DaemonSet stays: deleting thousands of pods costs minutes of the machine and measures nothing.
         # Its pods are at rest (kwok does not touch a Running pod again) while Edgewise rolls out beside them.
 
@@ -206,6 +217,7 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
         _until(op.settled, 600)
         writes_before, before = op.writes(), op.metrics()
         cpu.start()
+        requests.start()
         steps = StepClock()
         t = time.monotonic()
         _apply(cluster, _model(ns, "fleet", "2.0", src, steps=STEPS, analysis={"provider": "none"}))
@@ -213,6 +225,7 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
                                                                                 nodes), 3600)
         elapsed = time.monotonic() - t
         out["edgewise_cpu_s"] = cpu.stop()
+        out["edgewise_apiserver_requests"] = requests.stop()
         time.sleep(3)
         writes, after = op.writes() - writes_before, op.metrics()
         out.update({
@@ -232,8 +245,11 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
                                                              resource="nodes")),
         })
         cpu.start()
+        requests.start()
         out["at_rest"] = at_rest(cluster, op, REST_SECONDS)
         out["at_rest"]["cpu_s_per_minute"] = {k: round(v * 60.0 / REST_SECONDS, 1) for k, v in cpu.stop().items()}
+        out["at_rest"]["apiserver_requests_per_minute"] = {
+            k: round(v * 60.0 / REST_SECONDS) for k, v in requests.stop().items()}
         out["operator_peak_rss_mib"] = round(op.peak_rss_mib(), 1)
         return out
 
@@ -365,14 +381,39 @@ def _pods(api: k8s.ApiClient, ns: str, selector: str) -> list[Any]:
 
 def _apiserver_node_lists(cluster: DevCluster) -> float:
     """LISTs of nodes the apiserver served since it started, from every client (its own metrics)."""
+    requests = _apiserver_requests(cluster)
+    return requests.get("LIST nodes", float("nan")) if requests else float("nan")
+
+
+def _apiserver_requests(cluster: DevCluster) -> dict[str, float]:
+    """Requests the apiserver served since it started, from every client, by "VERB resource[/subresource]"."""
     code, body = cluster.get("/metrics")
     if code != 200:
-        return float("nan")
-    total = 0.0
+        return {}
+    out: dict[str, float] = {}
     for line in body.decode().splitlines():
-        if line.startswith("apiserver_request_total{") and 'resource="nodes"' in line and 'verb="LIST"' in line:
-            total += float(line.rpartition(" ")[2])
-    return total
+        if line.startswith("apiserver_request_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            key = f"{labels.get('verb')} {labels.get('resource')}" + (
+                f"/{labels['subresource']}" if labels.get("subresource") else "")
+            out[key] = out.get(key, 0.0) + float(line.rpartition(" ")[2])
+    return out
+
+
+class RequestMeter:
+    """The apiserver's requests between start() and stop(), the busiest first (where the time goes)."""
+
+    def __init__(self, cluster: DevCluster) -> None:
+        self.cluster = cluster
+        self._at: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._at = _apiserver_requests(self.cluster)
+
+    def stop(self, top: int = 12) -> dict[str, int]:
+        now = _apiserver_requests(self.cluster)
+        diff = {k: int(v - self._at.get(k, 0.0)) for k, v in now.items() if v - self._at.get(k, 0.0) >= 1}
+        return dict(sorted(diff.items(), key=lambda kv: -kv[1])[:top])
 
 
 def _sum(metrics: dict[str, float], name: str, **labels: str) -> float:
