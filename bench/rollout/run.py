@@ -192,40 +192,30 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
         out["fleet_only_cpu_s_per_minute"] = {k: round(v * per_minute, 1) for k, v in cpu.stop().items()}
         out["fleet_only_apiserver_requests_per_minute"] = {k: round(v * per_minute)
                                                            for k, v in requests.stop().items()}
-        ns = f"bench-scale-{nodes}"
-        _apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        ns, plain_ns = f"bench-scale-{nodes}", f"bench-plain-{nodes}"
+        for name in (ns, plain_ns):
+            _apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         apps = k8s.AppsV1Api(api)
 
-        # Baseline: a plain DaemonSet on the same nodes, RollingUpdate with maxUnavailable 10% (1 is the default).
-        ds = _plain_daemonset(ns, "plain", "1", "10%")
+        # Baseline: a plain DaemonSet on the same nodes, RollingUpdate with maxUnavailable 10% (1 is the default),
+        # in a namespace of its own (the DaemonSet controller reads a namespace's pods at each sync).
+        ds = _plain_daemonset(plain_ns, "plain", "1", "10%")
         _apply(cluster, ds)
-        _until(lambda: _ds_done(apps, ns, "plain", nodes), 1800)
+        _until(lambda: _ds_done(apps, plain_ns, "plain", nodes), 1800)
         ds["spec"]["template"]["metadata"]["labels"]["version"] = "2"
         cpu.start()
         requests.start()
         t = time.monotonic()
         _apply(cluster, ds)
-        _until(lambda: _ds_done(apps, ns, "plain", nodes), 3600)
+        _until(lambda: _ds_done(apps, plain_ns, "plain", nodes), 3600)
         plain = time.monotonic() - t
         out["plain_daemonset_rollingupdate_10%_s"] = round(plain, 1)
         out["plain_cpu_s"] = cpu.stop()
         out["plain_apiserver_requests"] = requests.stop()
-        # The same update once more with what a plain DaemonSet needs to give applications the node-local
-        # address Edgewise gives them: a Service with internalTrafficPolicy Local. Its EndpointSlices follow
-        # every pod, as the model's Service does during Edgewise's rollout.
-        _apply(cluster, _node_local_service(ns, "plain"))
-        _until(lambda: _endpoints(api, ns, "plain") >= nodes, 600, every=2.0)
-        ds["spec"]["template"]["metadata"]["labels"]["version"] = "3"
-        cpu.start()
-        requests.start()
-        t = time.monotonic()
-        _apply(cluster, ds)
-        _until(lambda: _ds_done(apps, ns, "plain", nodes), 3600)
-        plain_service = time.monotonic() - t
-        out["plain_with_node_local_service_s"] = round(plain_service, 1)
-        out["plain_with_service_cpu_s"] = cpu.stop()
-        out["plain_with_service_apiserver_requests"] = requests.stop()
-        # The plain DaemonSet stays: deleting thousands of pods costs minutes of the machine and measures nothing.
+        # Edgewise rolls out on a fleet without the baseline's pods, as the baseline did: kwok, the scheduler
+        # and the controllers then hold the same number of pods in both.
+        apps.delete_namespaced_daemon_set("plain", plain_ns, propagation_policy="Background")
+        _until(lambda: not _pods(api, plain_ns, "app=plain"), 1800, every=5.0)
         # Its pods are at rest (kwok does not touch a Running pod again) while Edgewise rolls out beside them.
 
         _apply(cluster, _profile(ns, {"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, **CPU}))
@@ -249,7 +239,6 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
         out.update({
             "edgewise_four_steps_s": round(elapsed, 1),
             "ratio_edgewise_to_plain": round(elapsed / plain, 2),
-            "ratio_edgewise_to_plain_with_service": round(elapsed / plain_service, 2),
             "edgewise_step_seconds": steps.durations(t),
             "operator_writes_during_rollout": writes,
             "operator_writes_per_step": round(writes / len(STEPS), 1),
@@ -270,6 +259,9 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
         out["at_rest"]["apiserver_requests_per_minute"] = {
             k: round(v * 60.0 / REST_SECONDS) for k, v in requests.stop().items()}
         out["operator_peak_rss_mib"] = round(op.peak_rss_mib(), 1)
+        # The next size's fleet starts without this model's pods (its DaemonSets would grow onto the new nodes).
+        cluster.kubectl("delete", "edgemodel", "fleet", "-n", ns, "--wait=false")
+        _until(lambda: not _pods(api, ns, "edgewise.io/model=fleet"), 1800, every=5.0)
         return out
 
 
@@ -368,23 +360,7 @@ def _plain_daemonset(ns: str, name: str, version: str, max_unavailable: str) -> 
                      "template": {"metadata": {"labels": {"app": name, "version": version}},
                                   "spec": {"nodeSelector": {"kubernetes.io/arch": "arm64"},
                                            "containers": [{"name": "c", "image": "edgewise/onnxruntime:bench",
-                                                           "ports": [{"name": "http", "containerPort": 8000},
-                                                                     {"name": "grpc", "containerPort": 8001}],
                                                            "securityContext": sc}]}}}}
-
-
-def _node_local_service(ns: str, app: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": app, "namespace": ns},
-            "spec": {"selector": {"app": app}, "internalTrafficPolicy": "Local",
-                     "ports": [{"name": "http", "port": 8000, "targetPort": "http"},
-                               {"name": "grpc", "port": 8001, "targetPort": "grpc"}]}}
-
-
-def _endpoints(api: k8s.ApiClient, ns: str, service: str) -> int:
-    """Ready endpoints in the Service's EndpointSlices."""
-    slices = json.loads(k8s.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
-        ns, label_selector=f"kubernetes.io/service-name={service}", _preload_content=False).data)["items"]
-    return sum(1 for s in slices for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready"))
 
 
 def _all_labelled(api: k8s.ApiClient) -> bool:
