@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from edgewise import contract
 from edgewise.api.settings import OperatorSettings
 from edgewise.devcluster import processes, real_models
 from edgewise.devcluster.cluster import DevCluster
@@ -101,12 +102,45 @@ def wait_status(
     return wait_for(check, timeout, f"{name}: {what}")  # type: ignore[return-value]
 
 
-def model_versions(cluster: DevCluster, ns: str, model: str) -> dict[str, str]:
-    """node → version of its Running (not terminating) pod of `model`."""
+def running_pods(cluster: DevCluster, ns: str, model: str) -> list[dict[str, Any]]:
+    """The Running (not terminating) pods of `model` that are on a node."""
     pods = get(cluster, "pods", "-n", ns, "-l", f"edgewise.io/model={model}")["items"]
-    return {p["spec"]["nodeName"]: p["metadata"]["labels"]["edgewise.io/version"] for p in pods
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-            and p["spec"].get("nodeName")}
+    return [p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+            and p["spec"].get("nodeName")]
+
+
+def model_versions(cluster: DevCluster, ns: str, model: str) -> dict[str, str]:
+    """node → version of its Running (not terminating) pod of `model` (the last one listed when two overlap)."""
+    return {p["spec"]["nodeName"]: p["metadata"]["labels"]["edgewise.io/version"]
+            for p in running_pods(cluster, ns, model)}
+
+
+def events_of(cluster: DevCluster, ns: str, name: str) -> list[tuple[str, str]]:
+    """(reason, message) of the Events about the object `name` in `ns`."""
+    out = cluster.kubectl("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}",
+                          "-o", "json").stdout
+    return [(e["reason"], e["message"]) for e in json.loads(out)["items"]]
+
+
+def crash_loop(cluster: DevCluster, ns: str, pod: dict[str, Any]) -> None:
+    """Report the pod's container crash-looping, as a kubelet would (kwok runs no container, and leaves a
+    Running pod's status alone)."""
+    statuses = [{**c, "ready": False, "started": False, "restartCount": 4,
+                 "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting (test)"}},
+                 "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}
+                for c in pod["status"]["containerStatuses"]]
+    conditions = [{**c, "status": "False"} if c["type"] in ("Ready", "ContainersReady") else c
+                  for c in pod["status"]["conditions"]]
+    patch = {"status": {"containerStatuses": statuses, "conditions": conditions}}
+    cluster.kubectl("patch", "pod", pod["metadata"]["name"], "-n", ns, "--subresource=status", "--type=merge",
+                    "-p", json.dumps(patch))
+
+
+def node_ips(cluster: DevCluster, nodes: list[str]) -> dict[str, str]:
+    """node → its InternalIP (a loopback address of this machine for a kwok node: a node agent can listen there)."""
+    items = get(cluster, "nodes")["items"]
+    return {n["metadata"]["name"]: next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
+            for n in items if n["metadata"]["name"] in nodes}
 
 
 def pods_by_node(cluster: DevCluster, ns: str, selector: str) -> dict[str, str]:
@@ -320,6 +354,29 @@ class Operator:
         if self.proc:
             self.proc.wait(30)
         self.proc = None
+
+    # -- the node agents' side (real `edgewise agent` processes at the kwok nodes' InternalIPs) ---------
+
+    def agent_account(self) -> str:
+        """The chart's ServiceAccount of the node agent (in the agent namespace)."""
+        return next(d["metadata"]["name"] for d in self.rbac if d["kind"] == "ServiceAccount"
+                    and d["metadata"]["labels"].get("app.kubernetes.io/component") == "node-agent")
+
+    def agent_token(self, *audience: str) -> str:
+        """A token of the agent's ServiceAccount: for the apiserver (its TokenReviews), or with the audience
+        edgewise-agent, for its peers."""
+        return self.cluster.kubectl("create", "token", self.agent_account(), "-n", self.agent_namespace,
+                                    "--duration=1h", *(f"--audience={a}" for a in audience)).stdout.strip()
+
+    def agent_argv(self, node: str, ip: str, cache: Path, token_file: Path, *extra: str) -> list[str]:
+        """`edgewise agent` for `node`, at its InternalIP and the agent port (where this operator calls it),
+        checking callers by TokenReview as the chart's agent ServiceAccount (`token_file`)."""
+        state = self.cluster.state()
+        assert state is not None
+        return [sys.executable, "-m", "edgewise", "agent", "--host", ip, "--port", str(contract.AGENT_PORT),
+                "--cache-dir", str(cache), "--node-name", node, "--operator-user", self.username,
+                "--apiserver", state.server, "--apiserver-token-file", str(token_file),
+                "--apiserver-ca", str(self.cluster.pki / "ca.crt"), *extra]
 
     def settings_agent(self) -> str:
         """Name of the node agent DaemonSet (the operator's default setting)."""

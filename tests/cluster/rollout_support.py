@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,12 @@ from edgewise.devcluster import demo_models
 
 MODEL = "detector"
 ORIN, ARM = "jetson-orin", "arm64-cpu"
+
+
+def daily_window(t: dt.datetime, duration: str, zone: str = "UTC") -> dict[str, str]:
+    """An Allow window opening every day at `t`'s hour and minute (UTC unless `zone`): windows relative to now,
+    so nothing waits in real time for one to open."""
+    return {"kind": "Allow", "schedule": f"{t.minute} {t.hour} * * *", "duration": duration, "timeZone": zone}
 
 
 def profile(ns: str, jetson_queue_delay_us: int = 0) -> dict[str, Any]:

@@ -3,11 +3,20 @@ rolls every class back, and the status says which rule fired, with its numbers."
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from operator_support import Operator, apply, condition, get, rollout_classes
+from operator_support import (
+    Operator,
+    apply,
+    condition,
+    crash_loop,
+    events_of,
+    get,
+    model_versions,
+    rollout_classes,
+    running_pods,
+)
 from rollout_support import ARM, ORIN, profile
 
 from edgewise.devcluster import demo_models
@@ -33,34 +42,15 @@ def _em(cluster: DevCluster, ns: str) -> dict[str, Any]:
 
 
 def _running(cluster: DevCluster, ns: str) -> list[dict[str, Any]]:
-    items = get(cluster, "pods", "-n", ns, "-l", f"edgewise.io/model={MODEL}")["items"]
-    return [p for p in items if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-            and p["spec"].get("nodeName")]
+    return running_pods(cluster, ns, MODEL)
 
 
 def _versions(cluster: DevCluster, ns: str) -> dict[str, str]:
-    """node → version of its Running model pod (the last one listed when two overlap)."""
-    return {p["spec"]["nodeName"]: p["metadata"]["labels"]["edgewise.io/version"] for p in _running(cluster, ns)}
-
-
-def _crash_loop(cluster: DevCluster, ns: str, pod: dict[str, Any]) -> None:
-    """Report the pod's container crash-looping, as a kubelet would (kwok runs no container, and leaves a
-    Running pod's status alone)."""
-    statuses = [{**c, "ready": False, "started": False, "restartCount": 4,
-                 "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting (test)"}},
-                 "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}
-                for c in pod["status"]["containerStatuses"]]
-    conditions = [{**c, "status": "False"} if c["type"] in ("Ready", "ContainersReady") else c
-                  for c in pod["status"]["conditions"]]
-    patch = {"status": {"containerStatuses": statuses, "conditions": conditions}}
-    cluster.kubectl("patch", "pod", pod["metadata"]["name"], "-n", ns, "--subresource=status", "--type=merge",
-                    "-p", json.dumps(patch))
+    return model_versions(cluster, ns, MODEL)
 
 
 def _reasons(cluster: DevCluster, ns: str) -> list[tuple[str, str]]:
-    out = cluster.kubectl("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={MODEL}",
-                          "-o", "json").stdout
-    return [(e["reason"], e["message"]) for e in json.loads(out)["items"]]
+    return events_of(cluster, ns, MODEL)
 
 
 def test_a_canary_crash_looping_on_enough_nodes_rolls_every_class_back(
@@ -89,7 +79,7 @@ def test_a_canary_crash_looping_on_enough_nodes_rolls_every_class_back(
     jetson_canary = [p for p in _running(cluster, namespace) if p["metadata"]["labels"]["edgewise.io/version"] == "2.0"
                      and p["metadata"]["labels"]["edgewise.io/class"] == "jetson"]
     for pod in jetson_canary:
-        _crash_loop(cluster, namespace, pod)
+        crash_loop(cluster, namespace, pod)
     failed = len(jetson_canary)
     percent = f"{100 * failed / tried:.1f}".removesuffix(".0")
     message = (f"abort: {failed} of {tried} nodes that tried 2.0 failed ({percent}% > maxFailedPercent 25, "

@@ -13,7 +13,6 @@ tests/node/test_telemetry.py) and the agent DaemonSet's own pods (the agents run
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,10 +21,9 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from operator_support import Operator, apply, get, rollout_classes
+from operator_support import Operator, apply, get, node_ips, rollout_classes
 from rollout_support import MODEL, ORIN, edgemodel
 
-from edgewise import contract
 from edgewise.devcluster import processes
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodRunner
@@ -85,40 +83,23 @@ class Fleet:
         return rollout_classes(get(self.cluster, "edgemodel", MODEL, "-n", self.namespace))
 
 
-def _node_ips(cluster: DevCluster, nodes: list[str]) -> dict[str, str]:
-    items = get(cluster, "nodes")["items"]
-    return {n["metadata"]["name"]: next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
-            for n in items if n["metadata"]["name"] in nodes}
-
-
-def _agent_account(op: Operator) -> str:
-    return next(d["metadata"]["name"] for d in op.rbac if d["kind"] == "ServiceAccount"
-                and d["metadata"]["labels"].get("app.kubernetes.io/component") == "node-agent")
-
-
 @pytest.fixture(scope="module")
 def fleet(cluster: DevCluster, module_namespace: str, module_fleet, operator: Operator, models: dict[str, Path],
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     ns = module_namespace
     nodes = module_fleet({ORIN: 2})
     root = tmp_path_factory.mktemp("power")
-    state = cluster.state()
-    assert state is not None
     token = root / "agent-sa.token"  # the agents' own credentials for TokenReviews, as the chart gives them
-    token.write_text(cluster.kubectl("create", "token", _agent_account(operator), "-n", operator.agent_namespace,
-                                     "--duration=1h").stdout.strip())
+    token.write_text(operator.agent_token())
     monitors: dict[str, Path] = {}
     agents = []
     try:
-        for node, ip in _node_ips(cluster, nodes).items():
+        for node, ip in node_ips(cluster, nodes).items():
             sysfs = root / node / "sys"
             monitors[node] = jetson_orin_nano(sysfs, vdd_in_ma=COOL_MA)
-            agents.append(processes.start(f"agent-{node}", [
-                sys.executable, "-m", "edgewise", "agent",
-                "--host", ip, "--port", str(contract.AGENT_PORT), "--cache-dir", str(root / node / "cache"),
-                "--sysfs-root", str(sysfs), "--telemetry-interval", "1", "--node-name", node,
-                "--operator-user", operator.username, "--apiserver", state.server,
-                "--apiserver-token-file", str(token), "--apiserver-ca", str(cluster.pki / "ca.crt")], root))
+            agents.append(processes.start(f"agent-{node}", operator.agent_argv(
+                node, ip, root / node / "cache", token, "--sysfs-root", str(sysfs), "--telemetry-interval", "1"),
+                root))
         with cluster.api_client() as api, PodRunner(api, root / "pods", ns, f"edgewise.io/model={MODEL}"
                                                     ).start() as runner, Traffic(runner, MODEL):
             hardware = Hardware(api, ns, monitors)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from operator_support import Operator, apply, condition, get, model_versions, rollout_classes
+from rollout_support import daily_window
 
 from edgewise.devcluster import demo_models
 from edgewise.devcluster.cluster import DevCluster
@@ -25,10 +26,6 @@ def _model(ns: str, version: str, src: Path, windows: dict[str, Any] | None = No
             "spec": {"profileRef": "p", "version": version,
                      "source": {"uri": src.as_uri(), "sha256": demo_models.sha256(src)},
                      "optimization": {"quantization": "none"}, "rollout": rollout}}
-
-
-def _daily_at(t: dt.datetime, duration: str, zone: str = "UTC") -> dict[str, str]:
-    return {"kind": "Allow", "schedule": f"{t.minute} {t.hour} * * *", "duration": duration, "timeZone": zone}
 
 
 def _arm(cluster: DevCluster, ns: str) -> dict[str, Any]:
@@ -52,7 +49,7 @@ def test_a_closed_activation_window_holds_the_canary_and_an_open_one_lets_it_go(
 
     # 2.0 with a window that opens in three hours (and lasts one): the step is due now, and waits.
     opens = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=3)).replace(second=0, microsecond=0)
-    apply(cluster, _model(namespace, "2.0", src, {"activation": [_daily_at(opens, "1h")]}))
+    apply(cluster, _model(namespace, "2.0", src, {"activation": [daily_window(opens, "1h")]}))
     arm = wait_for(lambda: (c := _arm(cluster, namespace)).get("waitingForWindow") and c, 60,
                    "the class waiting for its activation window")
     when = opens.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -65,7 +62,7 @@ def test_a_closed_activation_window_holds_the_canary_and_an_open_one_lets_it_go(
     assert _versions(cluster, namespace) == dict.fromkeys(nodes, "1.0")  # no node started the canary
 
     # A zone the tz database does not know: the apiserver accepts the shape, the operator says what is wrong.
-    apply(cluster, _model(namespace, "2.0", src, {"activation": [_daily_at(opens, "1h", "Europe/Atlantis")]}))
+    apply(cluster, _model(namespace, "2.0", src, {"activation": [daily_window(opens, "1h", "Europe/Atlantis")]}))
     model = wait_for(lambda: (m := get(cluster, "edgemodel", "w", "-n", namespace))
                      and condition(m, "WindowsValid").get("status") == "False" and m, 60, "WindowsValid False")
     assert "unknown time zone 'Europe/Atlantis'" in condition(model, "WindowsValid")["message"]
@@ -74,7 +71,7 @@ def test_a_closed_activation_window_holds_the_canary_and_an_open_one_lets_it_go(
 
     # The same version with a window that opened half an hour ago: the rollout goes through.
     opened = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
-    apply(cluster, _model(namespace, "2.0", src, {"activation": [_daily_at(opened, "2h")]}))
+    apply(cluster, _model(namespace, "2.0", src, {"activation": [daily_window(opened, "2h")]}))
     wait_for(lambda: _arm(cluster, namespace).get("stableVersion") == "2.0", 120, "2.0 promoted inside the window")
     assert not _arm(cluster, namespace).get("waitingForWindow")
     assert condition(get(cluster, "edgemodel", "w", "-n", namespace), "WindowsValid")["status"] == "True"

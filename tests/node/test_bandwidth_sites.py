@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bandwidth_support import CountingOrigin
+from bandwidth_support import SLACK, CountingOrigin
 from cache_support import AGENT_USER, OPERATOR, PEER, AgentProcess, get_json, http, sha256
 
 from edgewise.shared.bandwidth import Budget
@@ -24,9 +24,6 @@ from wait_support import wait_for
 
 DATA = os.urandom(1_500_000)
 BUDGETS = {"factory-a": 400_000, "store-b": 250_000}  # bytes per second
-# What may arrive in a window beyond rate × window: the bucket's burst, plus what sits in the
-# origin's send buffer and the agent's receive buffer when a window starts (loopback TCP).
-SLACK = 384 << 10
 
 
 @pytest.fixture

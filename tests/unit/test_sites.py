@@ -238,6 +238,33 @@ def test_a_site_rollout_places_the_canary_site_then_half_the_sites_then_everythi
     assert walk.stable() == names_at(*SITES, "")
 
 
+def test_a_site_step_waiting_for_its_activation_window_stages_exactly_the_nodes_it_will_move() -> None:
+    # Staged ahead while the step waits, before it is placed: the state holds no site order yet (first step)
+    # or the previous step's, so the nodes come from the order the spec asks for, and the pinned site counts.
+    closed = {"activation": [{"kind": "Allow", "schedule": "0 22 * * *", "duration": "1h", "timeZone": "UTC"}]}
+    open_now = {"activation": [{"kind": "Allow", "schedule": "0 11 * * *", "duration": "3h", "timeZone": "UTC"}]}
+    walk = Walk()
+    walk.step("1")
+    walk.rollout["windows"] = closed
+    waiting = walk.step("2")
+    state = walk.status.class_state("x86")
+    assert state.waiting_for_window and state.canary_nodes == 0 and walk.canary() == set()
+    assert {n.name for s in waiting.stage for n in s.nodes} == names_at("oslo")  # the pinned site, only it
+    walk.rollout["windows"] = open_now
+    walk.step("2")
+    assert walk.canary() == names_at("oslo")
+
+    walk.rollout["windows"] = closed
+    waiting = walk.step("2", verdict="pass")  # sitesPercent 50 is due, and waits
+    first_other = [s for s in site_order(ranked(order_for(model(rollout={"steps": STEPS}).spec.rollout, None),
+                                                NODES)) if s != "oslo"][0]
+    assert walk.status.class_state("x86").waiting_for_window and walk.canary() == names_at("oslo")
+    assert {n.name for s in waiting.stage for n in s.nodes} == names_at(first_other)  # by rank: the next site
+    walk.rollout["windows"] = open_now
+    walk.step("2")
+    assert walk.canary() == names_at("oslo", first_other)
+
+
 def test_each_site_step_is_one_write_per_workload() -> None:
     walk = Walk()
     walk.step("1")

@@ -149,8 +149,8 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
                            history=history or None, last_command=fresh.id if fresh else old.last_command,
                            aborted=aborted)
     timeouts = [f.next_timeout_in for f in facts.values() if f.next_timeout_in is not None]
-    stage = (_stage(cp, decisions[cp.name], states[cp.name], members[cp.name], observed) for cp in plan.classes
-             if cp.name in decisions and decisions[cp.name].stage)
+    stage = (_stage(cp, decisions[cp.name], states[cp.name], members[cp.name], observed, order)
+             for cp in plan.classes if cp.name in decisions and decisions[cp.name].stage)
     return RolloutResult(
         apply=placed,
         delete=deletions(plan.classes, observed.workloads, placed, skip=not_deployed),
@@ -317,11 +317,16 @@ def _requeue_after(model: EdgeModel, decisions: Mapping[str, Decision], classes:
 
 
 def _stage(cp: ClassPlan, d: Decision, state: ClassRollout, members: list[NodeInfo],
-           observed: Observed) -> StageRequest:
+           observed: Observed, order: Order) -> StageRequest:
+    """The nodes the step stages. `d.stage` and `d.stage_sites` are in the order the spec asks for (`order`):
+    a step that waits for its activation window is staged before it is placed, so the state may still
+    hold the previous step's placement (or none, before the first step)."""
     lo, hi = d.stage or (0, 0)
-    if state.order_label:  # a site order: the nodes the step adds, by rank or at a newly pinned site
-        order, before = placed_order(state), frozenset(state.canary_sites or ()) - d.stage_sites
-        moving = tuple(n for n in members if in_cohort(order.rank(n), order.site(n), hi, state.canary_sites or ())
+    if order.by_site:  # a site order: the nodes the step adds, by rank or at a newly pinned site
+        placed = frozenset(state.canary_sites or ()) if placed_order(state) == order else frozenset()
+        before = placed - d.stage_sites
+        after = before | d.stage_sites
+        moving = tuple(n for n in members if in_cohort(order.rank(n), order.site(n), hi, after)
                        and not in_cohort(order.rank(n), order.site(n), lo, before))
     else:
         moving = tuple(n for n in members if lo <= bucket_of(n.name) < hi)

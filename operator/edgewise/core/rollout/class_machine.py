@@ -367,7 +367,6 @@ def _set_cohort(run: _Run, spec: Rollout, obs: ClassObservation, step: Step, now
     if not _activation_open(run, spec, obs, (before_t, t), now, new_sites):
         return  # the step waits for its activation window (the status says until when)
     _stage(run, spec, obs, (before_t, t), now, new_sites)
-    run.stage_sites = new_sites
     # When these nodes were asked to take the canary, for nodeTimeout: one entry per step, so it stays small.
     asked = [*(s.cohorts or []), CohortStart(below_bucket=t, since=iso(now))] if t > before_t else s.cohorts
     run.update(percent=percent, bucket_threshold=t, canary_nodes=n, stable_nodes=total - n,
@@ -429,6 +428,7 @@ def _stage(run: _Run, spec: Rollout, obs: ClassObservation, moving: tuple[int, i
     gate = windows.gate(spec.windows.staging, _zones(obs, (lo, hi), sites), now)
     if gate.open:
         run.stage = (min(lo, hi), hi)
+        run.stage_sites = sites  # also while the step waits for its activation window, not placed yet
         run.update(staged_threshold=max(hi, run.state.staged_threshold))
     elif gate.opens_at is not None and run.state.waiting_for_window:
         run.requeue.append((gate.opens_at - now).total_seconds() + 1)  # stage while the step still waits
