@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 from kubernetes import client as k8s
 
+from edgewise.core.rollout.buckets import BUCKET_LABEL
 from edgewise.devcluster import demo_models, processes
 from edgewise.devcluster.cluster import DevCluster, Simulation
 from edgewise.devcluster.fleet import apply_fleet, delete_nodes, wait_ready
@@ -216,7 +217,6 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
         # and the controllers then hold the same number of pods in both.
         apps.delete_namespaced_daemon_set("plain", plain_ns, propagation_policy="Background")
         _until(lambda: not _pods(api, plain_ns, "app=plain"), 1800, every=5.0)
-        # Its pods are at rest (kwok does not touch a Running pod again) while Edgewise rolls out beside them.
 
         _apply(cluster, _profile(ns, {"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, **CPU}))
         src = demo_models.good(WORK / "models" / "good" / "model.onnx")
@@ -364,7 +364,7 @@ def _plain_daemonset(ns: str, name: str, version: str, max_unavailable: str) -> 
 
 
 def _all_labelled(api: k8s.ApiClient) -> bool:
-    unlabelled = json.loads(k8s.CoreV1Api(api).list_node(label_selector="!edgewise.io/bucket", limit=1,
+    unlabelled = json.loads(k8s.CoreV1Api(api).list_node(label_selector=f"!{BUCKET_LABEL}", limit=1,
                                                           _preload_content=False).data)
     return not unlabelled["items"]
 
@@ -399,7 +399,7 @@ def _pods(api: k8s.ApiClient, ns: str, selector: str) -> list[Any]:
 def _apiserver_node_lists(cluster: DevCluster) -> float:
     """LISTs of nodes the apiserver served since it started, from every client (its own metrics)."""
     requests = _apiserver_requests(cluster)
-    return requests.get("LIST nodes", float("nan")) if requests else float("nan")
+    return requests.get("LIST nodes", 0.0) if requests else float("nan")
 
 
 def _apiserver_requests(cluster: DevCluster) -> dict[str, float]:

@@ -324,8 +324,7 @@ def _stage(cp: ClassPlan, d: Decision, state: ClassRollout, members: list[NodeIn
     lo, hi = d.stage or (0, 0)
     if order.by_site:  # a site order: the nodes the step adds, by rank or at a newly pinned site
         placed = frozenset(state.canary_sites or ()) if placed_order(state) == order else frozenset()
-        before = placed - d.stage_sites
-        after = before | d.stage_sites
+        before, after = placed - d.stage_sites, placed | d.stage_sites
         moving = tuple(n for n in members if in_cohort(order.rank(n), order.site(n), hi, after)
                        and not in_cohort(order.rank(n), order.site(n), lo, before))
     else:
