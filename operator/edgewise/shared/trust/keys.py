@@ -1,0 +1,175 @@
+"""Keys: a signer's private key and the set of public keys a verifier trusts.
+
+A key is named by its key id, the hex sha256 of its DER SubjectPublicKeyInfo: the same bytes
+whichever PEM wrapping or file name carries it, so a key id in an attestation names one key.
+ECDSA P-256 (with SHA-256) and Ed25519 are accepted; anything else is refused when loaded, so
+an operator learns at start-up, not at the first verification, that a key is of no use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PEM_SUFFIXES = (".pem", ".pub")
+
+
+class KeyLoadError(ValueError):
+    """A key that cannot be loaded or is of a kind not accepted here."""
+
+
+def _check_kind(key: object, where: str) -> None:
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise KeyLoadError(f"{where}: ECDSA key on {key.curve.name}; only P-256 (secp256r1) is accepted")
+        return
+    if not isinstance(key, ed25519.Ed25519PublicKey | ed25519.Ed25519PrivateKey):
+        raise KeyLoadError(f"{where}: a {type(key).__name__}; only ECDSA P-256 and Ed25519 keys are accepted")
+
+
+def key_id(public_key: PublicKey) -> str:
+    """Hex sha256 of the key's DER SubjectPublicKeyInfo."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def public_pem(public_key: PublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def verify_raw(public_key: PublicKey, signature: bytes, data: bytes) -> bool:
+    """True when `signature` over `data` was made by `public_key`'s private key."""
+    try:
+        if isinstance(public_key, ed25519.Ed25519PublicKey):
+            public_key.verify(signature, data)
+        else:
+            public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A private key and its key id; `sign` gives a raw signature (DER ECDSA or Ed25519)."""
+
+    private_key: PrivateKey
+    key_id: str
+
+    @classmethod
+    def from_key(cls, private_key: PrivateKey) -> Signer:
+        _check_kind(private_key, "signing key")
+        return cls(private_key, key_id(private_key.public_key()))
+
+    @classmethod
+    def load(cls, pem_or_path: bytes | str | Path, password: bytes | None = None) -> Signer:
+        """From PEM bytes, or a path to a PEM file (e.g. a Secret mounted into the operator)."""
+        where = "signing key"
+        if isinstance(pem_or_path, str | Path):
+            where = str(pem_or_path)
+            pem = Path(pem_or_path).read_bytes()
+        else:
+            pem = pem_or_path
+        try:
+            key = serialization.load_pem_private_key(pem, password=password)
+        except (ValueError, TypeError) as err:
+            raise KeyLoadError(f"{where}: not a PEM private key ({err})") from err
+        _check_kind(key, where)
+        return cls.from_key(key)  # type: ignore[arg-type]
+
+    def public_key(self) -> PublicKey:
+        return self.private_key.public_key()
+
+    def sign(self, data: bytes) -> bytes:
+        if isinstance(self.private_key, ed25519.Ed25519PrivateKey):
+            return self.private_key.sign(data)
+        return self.private_key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+
+@dataclass(frozen=True, eq=False)
+class TrustedKeys:
+    """Public keys by key id. More than one during a rotation: the old key and the new."""
+
+    keys: Mapping[str, PublicKey]
+
+    @classmethod
+    def of(cls, public_keys: Iterable[PublicKey]) -> TrustedKeys:
+        out: dict[str, PublicKey] = {}
+        for k in public_keys:
+            _check_kind(k, "trusted key")
+            out[key_id(k)] = k
+        return cls(out)
+
+    @classmethod
+    def from_pem(cls, pem: bytes, where: str = "trusted keys") -> TrustedKeys:
+        """Every PEM public key block in `pem` (a bundle may hold the old key and the new)."""
+        blocks = _pem_blocks(pem)
+        if not blocks:
+            raise KeyLoadError(f"{where}: no PEM public key in it")
+        keys = []
+        for block in blocks:
+            try:
+                keys.append(serialization.load_pem_public_key(block))
+            except ValueError as err:
+                raise KeyLoadError(f"{where}: not a PEM public key ({err})") from err
+            _check_kind(keys[-1], where)
+        return cls.of(keys)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrustedKeys:
+        """A PEM file, or a directory of *.pem/*.pub files (a ConfigMap mounted as a volume).
+
+        Dot-files are skipped: a mounted ConfigMap keeps its previous version in `..data` links.
+        """
+        p = Path(path)
+        if not p.is_dir():
+            return cls.from_pem(p.read_bytes(), str(p))
+        files = sorted(f for f in p.iterdir() if f.suffix in PEM_SUFFIXES and not f.name.startswith("."))
+        if not files:
+            raise KeyLoadError(f"{p}: no *.pem or *.pub file in it")
+        merged: dict[str, PublicKey] = {}
+        for f in files:
+            merged |= dict(cls.from_pem(f.read_bytes(), str(f)).keys)
+        return cls(merged)
+
+    def get(self, kid: str) -> PublicKey | None:
+        return self.keys.get(kid)
+
+    def __contains__(self, kid: object) -> bool:
+        return kid in self.keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def ids(self) -> list[str]:
+        return sorted(self.keys)
+
+
+def _pem_blocks(pem: bytes) -> list[bytes]:
+    begin, end = b"-----BEGIN PUBLIC KEY-----", b"-----END PUBLIC KEY-----"
+    blocks, rest = [], pem
+    while (start := rest.find(begin)) >= 0:
+        stop = rest.find(end, start)
+        if stop < 0:
+            break
+        blocks.append(rest[start:stop + len(end)] + b"\n")
+        rest = rest[stop + len(end):]
+    return blocks
+
+
+def generate_ec() -> Signer:
+    """A fresh ECDSA P-256 key (tests, `edgewise` key tooling)."""
+    return Signer.from_key(ec.generate_private_key(ec.SECP256R1()))
+
+
+def private_pem(signer: Signer) -> bytes:
+    return signer.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption())

@@ -1,0 +1,105 @@
+"""Source models' signatures: OpenSSF model-signing bundles made with local keys, verified offline, and the
+trust policy's decision on each case."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from model_signing import signing
+from trust_support import generate_ec
+
+from edgewise.shared.trust.keys import Signer, private_pem, public_pem
+from edgewise.shared.trust.policy import SignatureCheck, SourceTrust, TrustPolicy, decide
+from edgewise.shared.trust.source_signature import check_signature, evaluate_source, model_signing_hint
+
+
+def sign_model(tmp_path: Path, signer: Signer, model: bytes = b"onnx bytes" * 100) -> tuple[Path, Path]:
+    key = tmp_path / f"{signer.key_id[:8]}.pem"
+    key.write_bytes(private_pem(signer))
+    path, bundle = tmp_path / "model.onnx", tmp_path / "model.sig"
+    path.write_bytes(model)
+    signing.Config().use_elliptic_key_signer(private_key=key).sign(path, bundle)
+    return path, bundle
+
+
+def policy(*signers: Signer, require_signed: bool = False) -> TrustPolicy:
+    return TrustPolicy(public_keys=tuple(public_pem(s.public_key()) for s in signers), require_signed=require_signed)
+
+
+# ---- the pure decision ----------------------------------------------------------------------------
+
+def test_unsigned_is_allowed_by_default_and_refused_under_require_signed() -> None:
+    lax = decide(TrustPolicy(), None)
+    assert lax.trust is SourceTrust.UNSIGNED and lax.allowed and "allows unsigned" in lax.message
+    strict = decide(TrustPolicy(require_signed=True), None)
+    assert strict.trust is SourceTrust.UNSIGNED and not strict.allowed and "requireSigned" in strict.message
+
+
+def test_bad_and_unknown_signatures_never_deploy_whatever_the_policy() -> None:
+    for require in (False, True):
+        bad = decide(TrustPolicy(require_signed=require), SignatureCheck("bad_signature", "key ab"))
+        unknown = decide(TrustPolicy(require_signed=require), SignatureCheck("unknown_signer", "key cd"))
+        assert (bad.trust, bad.allowed) == (SourceTrust.BAD_SIGNATURE, False)
+        assert (unknown.trust, unknown.allowed) == (SourceTrust.UNKNOWN_SIGNER, False)
+        assert "changed after signing" in bad.message and "Add that signer" in unknown.message
+    signed = decide(TrustPolicy(require_signed=True), SignatureCheck("verified", "key ef"))
+    assert (signed.trust, signed.allowed, signed.signer) == (SourceTrust.SIGNED, True, "key ef")
+
+
+# ---- with model-signing, offline ------------------------------------------------------------------
+
+def test_a_model_signed_by_a_trusted_key_is_signed_by_it(tmp_path) -> None:
+    signer = generate_ec()
+    model, bundle = sign_model(tmp_path, signer)
+    decision = evaluate_source(model, bundle, policy(generate_ec(), signer, require_signed=True))
+    assert decision.trust is SourceTrust.SIGNED and decision.allowed
+    assert decision.signer == f"key {model_signing_hint(public_pem(signer.public_key()))[:16]}"
+
+
+def test_a_changed_model_is_a_bad_signature(tmp_path) -> None:
+    signer = generate_ec()
+    model, bundle = sign_model(tmp_path, signer)
+    data = bytearray(model.read_bytes())
+    data[10] ^= 1
+    model.write_bytes(bytes(data))
+    check = check_signature(model, bundle, policy(signer))
+    assert check.outcome == "bad_signature" and "mismatch" in check.detail.lower()
+    assert evaluate_source(model, bundle, policy(signer)).trust is SourceTrust.BAD_SIGNATURE
+
+
+def test_a_signer_the_policy_does_not_name_is_unknown_including_a_key_rotated_out(tmp_path) -> None:
+    old, new = generate_ec(), generate_ec()
+    model, bundle = sign_model(tmp_path, old)
+    assert evaluate_source(model, bundle, policy(old, new)).trust is SourceTrust.SIGNED  # during the rotation
+    after = evaluate_source(model, bundle, policy(new))
+    assert after.trust is SourceTrust.UNKNOWN_SIGNER and not after.allowed
+
+
+def test_a_bundle_that_is_not_one_is_a_bad_signature_and_no_bundle_is_unsigned(tmp_path) -> None:
+    signer = generate_ec()
+    model, bundle = sign_model(tmp_path, signer)
+    bundle.write_text("not json")
+    assert evaluate_source(model, bundle, policy(signer)).trust is SourceTrust.BAD_SIGNATURE
+    none = evaluate_source(model, None, policy(signer, require_signed=True))
+    assert none.trust is SourceTrust.UNSIGNED and not none.allowed
+
+
+def test_a_bundle_whose_signature_was_swapped_for_another_keys_is_refused(tmp_path) -> None:
+    trusted, other = generate_ec(), generate_ec()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    model, bundle = sign_model(tmp_path / "a", trusted)
+    _, other_bundle = sign_model(tmp_path / "b", other)
+    doc, foreign = json.loads(bundle.read_text()), json.loads(other_bundle.read_text())
+    doc["dsseEnvelope"]["signatures"] = foreign["dsseEnvelope"]["signatures"]  # keeps the trusted key's hint
+    bundle.write_text(json.dumps(doc))
+    assert evaluate_source(model, bundle, policy(trusted)).trust is SourceTrust.BAD_SIGNATURE
+
+
+@pytest.mark.parametrize("require_signed", [False, True])
+def test_with_no_signer_named_a_signed_model_is_from_an_unknown_signer(tmp_path, require_signed) -> None:
+    model, bundle = sign_model(tmp_path, generate_ec())
+    decision = evaluate_source(model, bundle, TrustPolicy(require_signed=require_signed))
+    assert decision.trust is SourceTrust.UNKNOWN_SIGNER and "names no signer" in decision.message
