@@ -185,9 +185,35 @@ OCI_MODEL_MEDIA_TYPE = "application/vnd.edgewise.model.onnx.v1"
 # accepts an upload only for a job it started, with that job's token.
 JOB_SPEC_ENV = "EDGEWISE_JOB_SPEC"
 JOB_TOKEN_ENV = "EDGEWISE_UPLOAD_TOKEN"
-JOB_UPLOAD_PATH = "/uploads/{key}/{part}"  # part: artifact (octet-stream, X-Edgewise-Sha256) | report (JSON)
+JOB_UPLOAD_PATH = "/uploads/{key}/{part}"  # part: artifact (octet-stream, X-Edgewise-Sha256) | attestation | report
 JOB_WORK_DIR = "/work"
 JOB_FILE = "job.json"  # in the job's work directory: the job (api/optimization_job.py) as the operator hashed it
 # A job report's field with an error's own words: the operator logs it and drops it before the report
 # reaches a model's status, where a server's answer or a local path must never appear.
 JOB_REPORT_DETAIL = "detail"
+
+# Attestations (docs/security.md): each artifact the optimizer derives has a DSSE-wrapped in-toto
+# statement next to it, signed with the operator's key. Where "next to it" is, for every kind of URI:
+# http(s)/file: the artifact's URI + ATTESTATION_SUFFIX (the built-in store serves it there);
+# oci: a manifest tagged OCI_ATTESTATION_TAG (whose `subject` is the artifact's manifest) with one layer.
+ATTESTATION_SUFFIX = ".intoto.json"
+OCI_ATTESTATION_TAG = "sha256-{hex}.att"
+OCI_ATTESTATION_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"  # the layer: the envelope
+OCI_ATTESTATION_ARTIFACT_TYPE = "application/vnd.in-toto+json"  # the referrer manifest's artifactType
+# The optimizer's signing key (a PEM file, e.g. a Secret's key mounted into the operator); unset: no attestation.
+ATTESTATION_KEY_ENV = "EDGEWISE_ATTESTATION_KEY_FILE"
+# The node's pinned trust (`edgewise agent --trusted-keys`, `edgewise fetch --trusted-keys`): a PEM file or a
+# directory of them (a ConfigMap volume); unset: artifacts are checked by digest only, as before.
+TRUSTED_KEYS_ENV = "EDGEWISE_TRUSTED_KEYS"
+AGENT_ATTESTATION_PATH = "/v1/attestations/{sha256}"  # GET: the cached attestation of a cached artifact
+
+
+def attestation_uri(artifact_uri: str) -> str:
+    """Where the attestation of the artifact at `artifact_uri` is (see ATTESTATION_SUFFIX)."""
+    if artifact_uri.startswith("oci://"):
+        base, sep, digest = artifact_uri.rpartition("@sha256:")
+        if not sep:
+            raise ValueError(f"{artifact_uri}: an attested oci:// artifact is named by its digest (@sha256:<hex>)")
+        return f"{base}:{OCI_ATTESTATION_TAG.format(hex=digest)}"
+    path, sep, query = artifact_uri.partition("?")
+    return f"{path}{ATTESTATION_SUFFIX}{sep}{query}"

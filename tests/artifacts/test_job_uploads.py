@@ -66,6 +66,17 @@ def test_a_job_uploads_its_artifact_then_its_report(server: tuple[str, Path], tm
     assert OptimizationReport.read(job_dir / "report.json") == report
 
 
+def test_an_attested_job_uploads_its_attestation_beside_the_artifact(server: tuple[str, Path],
+                                                                    tmp_path: Path) -> None:
+    url, job_dir = server
+    payload = b"int8 model " * 1000
+    work, report = _pod_side(tmp_path, payload)
+    (work / "artifact.onnx.intoto.json").write_bytes(b'{"payloadType": "application/vnd.in-toto+json"}')
+    upload(work, report, url, TOKEN)
+    assert (job_dir / "artifact.onnx.intoto.json").read_bytes() == b'{"payloadType": "application/vnd.in-toto+json"}'
+    assert (job_dir / "artifact.onnx").read_bytes() == payload
+
+
 def test_a_rejected_job_uploads_only_its_report(server: tuple[str, Path], tmp_path: Path) -> None:
     url, job_dir = server
     work, _ = _pod_side(tmp_path, b"not accepted")

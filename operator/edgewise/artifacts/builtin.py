@@ -3,6 +3,7 @@
 Layout under the root (one volume, so renames are atomic):
     sha256/<hex>        the artifact
     sha256/<hex>.json   its annotations (source digest, target, precision, report summary)
+    sha256/<hex>.intoto.json  its attestation (a DSSE envelope), served beside it
     tmp/                writes in progress; renamed into sha256/ only once complete and verified
 """
 
@@ -14,6 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from edgewise import contract
 from edgewise.artifacts.store import ArtifactNotFound, ArtifactRef, sha256_file
 from edgewise.shared.digest import DigestMismatch, normalize_digest
 
@@ -77,6 +79,27 @@ class BuiltinStore:
             tmp.unlink()
             raise DigestMismatch(want, got)
         os.replace(tmp, dest)
+
+    def _attestation_path(self, digest: str) -> Path:
+        hexdigest = normalize_digest(digest)
+        return self.root / "sha256" / f"{hexdigest}{contract.ATTESTATION_SUFFIX}"
+
+    def put_attestation(self, digest: str, envelope: bytes) -> str:
+        if not self.has(digest):
+            raise ArtifactNotFound(normalize_digest(digest))
+        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix="att-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(envelope)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._attestation_path(digest))
+        return contract.attestation_uri(self.uri_for(digest))
+
+    def get_attestation(self, digest: str) -> bytes:
+        try:
+            return self._attestation_path(digest).read_bytes()
+        except FileNotFoundError as err:
+            raise ArtifactNotFound(normalize_digest(digest)) from err
 
     def has(self, digest: str) -> bool:
         return self.path_of(digest).exists()

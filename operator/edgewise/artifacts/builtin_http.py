@@ -1,10 +1,11 @@
 """The built-in store over HTTP: read-only for nodes, one write path for optimization Jobs.
 
 GET/HEAD /artifacts/sha256/<hex> with Range support (nodes resume cut downloads) and the
-X-Edgewise-Sha256 header; GET /artifacts/sha256/<hex>.json for the annotations; GET /healthz.
+X-Edgewise-Sha256 header; GET /artifacts/sha256/<hex>.json for the annotations,
+/artifacts/sha256/<hex>.intoto.json for the attestation; GET /healthz.
 No listing. Nothing to install besides the operator.
 
-One write path, for optimization Jobs (runIn: Job): PUT /uploads/<job key>/artifact|report with
+One write path, for optimization Jobs (runIn: Job): PUT /uploads/<job key>/artifact|attestation|report with
 the job's bearer token. It only lands files in that job's work directory, which `Uploads` names;
 the operator verifies and stores them as it does a worker process's results.
 """
@@ -36,6 +37,7 @@ class Uploads(Protocol):
 
 
 MAX_REPORT_BYTES = 16 << 20
+MAX_ATTESTATION_BYTES = 1 << 20
 
 
 def upload_handler(uploads: Uploads):  # noqa: ANN201 - an aiohttp handler
@@ -47,6 +49,12 @@ def upload_handler(uploads: Uploads):  # noqa: ANN201 - an aiohttp handler
         job_dir = uploads.upload_dir(key, token) if token else None
         if job_dir is None:
             raise web.HTTPForbidden(text=f"wrong upload token for optimization job {key}\n")
+        if part == "attestation":  # the operator verifies it against the artifact before storing it
+            body = await _read_at_most(request, MAX_ATTESTATION_BYTES)
+            if body is None:
+                raise web.HTTPBadRequest(text="an attestation is at most 1 MiB\n")
+            _write_atomically(job_dir / ("artifact.onnx" + contract.ATTESTATION_SUFFIX), body)
+            return web.Response(status=204)
         if part == "report":
             body = await _read_at_most(request, MAX_REPORT_BYTES)
             try:
@@ -102,13 +110,14 @@ def make_app(store: BuiltinStore, uploads: Uploads | None = None) -> web.Applica
 
     async def artifact(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        hexpart, is_json = (name[:-5], True) if name.endswith(".json") else (name, False)
+        suffix = next((s for s in (contract.ATTESTATION_SUFFIX, ".json") if name.endswith(s)), "")
+        hexpart, is_json = name.removesuffix(suffix), bool(suffix)
         try:
             path = store.path_of(hexpart)
         except ValueError:
             raise web.HTTPNotFound(text="not a sha256 digest\n") from None
         if is_json:
-            path = path.with_suffix(".json")
+            path = path.with_name(hexpart + suffix)
         if not path.is_file():
             raise web.HTTPNotFound(text="no such artifact\n")
         headers = {"Cache-Control": "public, max-age=31536000, immutable"}
@@ -125,7 +134,7 @@ def make_app(store: BuiltinStore, uploads: Uploads | None = None) -> web.Applica
     app.router.add_get("/artifacts/sha256/{name}", artifact)  # GET also answers HEAD
     app.router.add_get("/healthz", healthz)
     if uploads is not None:
-        app.router.add_put(contract.JOB_UPLOAD_PATH.format(key="{key}", part="{part:artifact|report}"),
+        app.router.add_put(contract.JOB_UPLOAD_PATH.format(key="{key}", part="{part:artifact|attestation|report}"),
                            upload_handler(uploads))
     return app
 

@@ -9,10 +9,16 @@ URIs name the LAYER: `oci://host:port/repo@sha256:<hex>`, where <hex> is the sha
 model file. That is the digest EdgeModel sources and nodes verify, so one digest means the
 same bytes everywhere; `edgewise fetch` GETs the blob by that digest and hashes what it
 receives (see edgewise.shared.oci). Manifest digests and tags are accepted as input too.
+
+An artifact's attestation is a referrer of its manifest: a manifest whose `subject` is the
+artifact's manifest, `artifactType` contract.OCI_ATTESTATION_ARTIFACT_TYPE, one layer (the DSSE
+envelope). Registries with the referrers API list it; it is also tagged `sha256-<hex>.att`
+(contract.OCI_ATTESTATION_TAG), which is how nodes find it on any registry, the referrers API or not.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -25,6 +31,8 @@ from edgewise.shared.digest import normalize_digest
 
 ANNOTATION_PREFIX = "io.edgewise."
 TITLE = "model.onnx"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+EMPTY_CONFIG = b"{}"
 
 
 def _key(name: str) -> str:
@@ -91,3 +99,56 @@ class OciStore:
         except Exception as err:  # noqa: BLE001 - oras raises ValueError/HTTP errors for a missing tag
             raise ArtifactNotFound(normalize_digest(digest)) from err
         return {k.removeprefix(ANNOTATION_PREFIX): v for k, v in (manifest.get("annotations") or {}).items()}
+
+    def _manifest_descriptor(self, digest: str) -> dict[str, object]:
+        """The artifact's manifest as a descriptor (media type, digest, size): the attestation's subject."""
+        client = self._client()
+        container = client.get_container(self._target(digest))
+        resp = client.do_request(f"{client.prefix}://{container.manifest_url()}", "GET",
+                                 headers={"Accept": OCI_MANIFEST})
+        if resp.status_code != 200:
+            raise ArtifactNotFound(normalize_digest(digest))
+        body = resp.content  # the digest is of the bytes the registry stored, not of a re-encoding
+        return {"mediaType": OCI_MANIFEST, "digest": "sha256:" + hashlib.sha256(body).hexdigest(), "size": len(body)}
+
+    def attestation_target(self, digest: str) -> str:
+        return f"{self.registry}/{self.repository}:{contract.OCI_ATTESTATION_TAG.format(hex=normalize_digest(digest))}"
+
+    def put_attestation(self, digest: str, envelope: bytes) -> str:
+        import oras.defaults
+        import oras.oci
+
+        subject = self._manifest_descriptor(digest)
+        client = self._client()
+        container = client.get_container(self.attestation_target(digest))
+        with tempfile.TemporaryDirectory(prefix="edgewise-oci-") as tmp:
+            path, config = Path(tmp) / f"{TITLE}{contract.ATTESTATION_SUFFIX}", Path(tmp) / "config.json"
+            path.write_bytes(envelope)
+            config.write_bytes(EMPTY_CONFIG)
+            layer = oras.oci.NewLayer(str(path), media_type=contract.OCI_ATTESTATION_MEDIA_TYPE)
+            layer["annotations"] = {oras.defaults.annotation_title: path.name}
+            conf = {"mediaType": oras.defaults.unknown_config_media_type, "size": len(EMPTY_CONFIG),
+                    "digest": "sha256:" + hashlib.sha256(EMPTY_CONFIG).hexdigest()}
+            for blob, descriptor in ((path, layer), (config, conf)):
+                client._check_200_response(client.upload_blob(str(blob), container, descriptor))
+            manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                        "artifactType": contract.OCI_ATTESTATION_ARTIFACT_TYPE, "config": conf, "layers": [layer],
+                        "subject": subject, "annotations": {ANNOTATION_PREFIX + "sha256": normalize_digest(digest)}}
+            client._check_200_response(client.upload_manifest(manifest, container))
+        return contract.attestation_uri(self.uri_for(digest))
+
+    def attestation_manifest(self, digest: str) -> dict[str, object]:
+        """The attestation's manifest (its subject, artifactType, layer); ArtifactNotFound without one."""
+        try:
+            return dict(self._client().get_manifest(self.attestation_target(digest)))
+        except Exception as err:  # noqa: BLE001 - oras raises ValueError/HTTP errors for a missing tag
+            raise ArtifactNotFound(normalize_digest(digest)) from err
+
+    def get_attestation(self, digest: str) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="edgewise-oci-") as tmp:
+            out = Path(tmp) / "attestation"
+            try:
+                node_oci.pull(contract.attestation_uri(self.uri_for(digest)), out, insecure=self.insecure)
+            except node_oci.OciError as err:
+                raise ArtifactNotFound(normalize_digest(digest)) from err
+            return out.read_bytes()

@@ -1,4 +1,4 @@
-"""The artifact store interface: content-addressed files with annotations, four methods.
+"""The artifact store interface: content-addressed files with annotations and attestations, six methods.
 
 Artifacts are named by the sha256 of their bytes (64 hex digits; a `sha256:` prefix is
 accepted everywhere). `uri_for` gives the URI a node fetches it from; the node verifies the
@@ -26,6 +26,8 @@ class ArtifactRef:
 
 
 class ArtifactStore(Protocol):
+    """Artifacts, and beside each its attestation (a DSSE envelope, contract.attestation_uri says where)."""
+
     def put(self, path: Path, annotations: dict[str, str]) -> ArtifactRef:
         """Store the file (idempotent: the same bytes give the same ref) with its annotations."""
         ...
@@ -37,6 +39,14 @@ class ArtifactStore(Protocol):
     def has(self, digest: str) -> bool: ...
 
     def uri_for(self, digest: str) -> str: ...
+
+    def put_attestation(self, digest: str, envelope: bytes) -> str:
+        """Store the attestation of the stored artifact `digest` (replacing one there); its URI."""
+        ...
+
+    def get_attestation(self, digest: str) -> bytes:
+        """The attestation of `digest`; ArtifactNotFound if it has none."""
+        ...
 
 
 def sha256_file(path: Path) -> tuple[str, int]:

@@ -36,6 +36,7 @@ from edgewise.core.classify import Classification
 from edgewise.core.optimization import JobSpec, job_spec
 from edgewise.core.runtimes import Artifact
 from edgewise.kube.writes import Writes
+from edgewise.optimize.attestation import attestation_path
 
 log = logging.getLogger("edgewise.artifacts")
 
@@ -191,6 +192,7 @@ class ArtifactManager:
                     record["artifact"] = {"sha256": ref.digest.removeprefix("sha256:"), "size": ref.size}
                     if spec.store:
                         record["store"] = spec.store
+                    report = self._store_attestation(spec, artifact, ref.digest, where, report, record)
         if report.outcome in RETRYABLE:
             failures = (job.failures if job else 0) + 1
             delay = min(MAX_RETRY_SECONDS, self.settings.optimize_retry_seconds * 2 ** (failures - 1))
@@ -208,6 +210,25 @@ class ArtifactManager:
             shutil.rmtree(job.dir, ignore_errors=True)
         log.info("optimization job %s: %s", spec.key, _summary(report))
         return _from_record(record, self.stores)
+
+    def _store_attestation(self, spec: JobSpec, artifact: Path, digest: str, where: str,
+                           report: OptimizationReport, record: dict[str, Any]) -> OptimizationReport:
+        """Store the job's attestation beside the artifact (none when the job had no signing key).
+
+        A node that trusts only attested artifacts would refuse this one without it: a failure to
+        store it is a failure of the job, tried again like a failure to store the artifact."""
+        attested = attestation_path(artifact)
+        if not attested.exists():
+            return report
+        try:
+            self.stores.get(spec.store).put_attestation(digest, attested.read_bytes())
+        except Exception as err:  # noqa: BLE001 - as for the artifact: a registry fails in many ways
+            log.warning("optimization job %s: storing the attestation in %s failed: %s", spec.key, where, err)
+            record.pop("artifact", None)
+            return OptimizationReport.failed("OptimizationFailed", f"the artifact's attestation could not be "
+                                                                   f"stored in {where}")
+        record["attested"] = True
+        return report
 
     def close(self) -> None:
         self.processes.close()

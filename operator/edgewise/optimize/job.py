@@ -14,6 +14,7 @@ artifact store (`upload`), which is how the operator gets them.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -23,6 +24,7 @@ from pathlib import Path
 from edgewise import contract
 from edgewise.api.optimization_job import OptimizationJob
 from edgewise.api.optimization_report import OptimizationReport
+from edgewise.optimize import attestation
 from edgewise.optimize.errors import OptimizeError
 from edgewise.optimize.pipeline import Options, optimize
 from edgewise.optimize.target import Target
@@ -80,8 +82,14 @@ def run(job_dir: Path, read_files: bool = True) -> OptimizationReport:
         return OptimizationReport.failed(err.reason, str(err))
 
 
-def run_and_report(job_dir: Path, read_files: bool = True) -> OptimizationReport:
+def run_and_report(job_dir: Path, read_files: bool = True,
+                   signing_key: bytes | Path | None = None) -> OptimizationReport:
+    """Run the job; an accepted artifact is attested beside it with `signing_key` (none without one)."""
     report = run(job_dir, read_files)
+    if report.outcome == "Optimized":
+        job = OptimizationJob.model_validate_json((job_dir / contract.JOB_FILE).read_text())
+        attested = attestation.attest(job_dir / "artifact.onnx", report, job.source.uri, signing_key)
+        report = report.model_copy(update={"notes": [*report.notes, attested.message]})
     tmp = job_dir / "report.json.tmp"
     report.write(tmp)
     tmp.rename(job_dir / "report.json")  # the operator reads a whole report or none
@@ -115,6 +123,9 @@ def upload(job_dir: Path, report: OptimizationReport, base_url: str, token: str)
     if report.outcome == "Optimized" and report.artifact and artifact.exists():
         _put(f"{base_url}/artifact", artifact, auth | {"Content-Type": "application/octet-stream",
                                                         contract.AGENT_SHA256_HEADER: report.artifact.sha256})
+        attested = attestation.attestation_path(artifact)
+        if attested.exists():
+            _put(f"{base_url}/attestation", attested, auth | {"Content-Type": "application/json"})
     _put(f"{base_url}/report", report.to_json().encode(), auth | {"Content-Type": "application/json"})
 
 
@@ -122,7 +133,7 @@ def run_in_pod(work: Path, upload_url: str, env: dict[str, str]) -> int:
     """The Job pod's entry point: spec from the environment, results uploaded."""
     work.mkdir(parents=True, exist_ok=True)
     (work / contract.JOB_FILE).write_text(env[contract.JOB_SPEC_ENV])
-    report = run_and_report(work, read_files=False)
+    report = run_and_report(work, read_files=False, signing_key=attestation.key_from_env(env))
     upload(work, report, upload_url.rstrip("/"), env[contract.JOB_TOKEN_ENV])
     print(json.dumps({"outcome": report.outcome, "message": report.message[:500]}))
     return 0
@@ -132,7 +143,7 @@ def main() -> None:
     """The operator's worker process (runIn: Process)."""
     tracing.configure("edgewise-optimize")  # only when the OTEL_* variables it inherited ask for traces
     try:
-        run_and_report(Path(sys.argv[1]))
+        run_and_report(Path(sys.argv[1]), signing_key=attestation.key_from_env(os.environ))
     finally:
         tracing.flush()  # the process ends right after: send its attempts' spans first
 
