@@ -130,6 +130,11 @@ class FetchRequest:
     max_batch_size: int = 0
     max_queue_delay_us: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    # Trust (docs/security.md): the EdgeModel's pinned source digest, which the artifact's attestation must
+    # name, and the operator's attestation keys (a mounted PEM file or directory). Empty: digest only.
+    source_sha256: str = ""
+    trusted_keys: str = ""
+    require_signed_source: bool = False
 
     def to_args(self) -> list[str]:
         args = [
@@ -144,6 +149,12 @@ class FetchRequest:
         ]
         if self.agent:
             args += ["--agent", self.agent, "--agent-token-file", self.agent_token_file]
+        if self.source_sha256:
+            args += ["--source-sha256", self.source_sha256]
+        if self.trusted_keys:
+            args += ["--trusted-keys", self.trusted_keys]
+        if self.require_signed_source:
+            args += ["--require-signed-source"]
         return args
 
     @staticmethod
@@ -160,6 +171,13 @@ class FetchRequest:
         parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
         parser.add_argument("--max-batch-size", type=int, default=0)
         parser.add_argument("--max-queue-delay-us", type=int, default=0)
+        parser.add_argument("--source-sha256", default="",
+                            help="hex sha256 of the EdgeModel's source: the artifact's attestation must name it")
+        parser.add_argument("--trusted-keys", default="",
+                            help="the operator's attestation public keys (PEM file or directory); default "
+                                 f"${TRUSTED_KEYS_ENV}; unset: the artifact is checked by digest only")
+        parser.add_argument("--require-signed-source", action="store_true",
+                            help="refuse an artifact derived from an unsigned source model")
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> FetchRequest:
@@ -167,6 +185,8 @@ class FetchRequest:
             uri=ns.uri, sha256=ns.sha256, model_name=ns.model_name, layout=Layout(ns.layout),
             dest=ns.dest, agent=ns.agent, agent_token_file=ns.agent_token_file, precision=ns.precision,
             max_batch_size=ns.max_batch_size, max_queue_delay_us=ns.max_queue_delay_us,
+            source_sha256=ns.source_sha256, trusted_keys=ns.trusted_keys,
+            require_signed_source=ns.require_signed_source,
         )
 
 # Request latency histogram of `edgewise serve` (seconds; labels model, version). Triton has

@@ -98,6 +98,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     band.add_argument("--daily-bytes", type=parse_size, default=None,
                       help="bytes per day; past it source downloads wait for the next day (default: no cap)")
     band.add_argument("--daily-time-zone", default="UTC", help="IANA time zone whose midnight resets the cap")
+    trust = p.add_argument_group("trust", "attestations of artifacts (docs/security.md); without trusted keys, "
+                                          "artifacts are checked by digest only")
+    trust.add_argument("--trusted-keys", type=Path, default=None,
+                       help="the operator's attestation public keys: a PEM file or a directory of *.pem (two "
+                            f"during a key rotation); default ${contract.TRUSTED_KEYS_ENV}")
+    trust.add_argument("--require-signed-source", action="store_true",
+                       help="refuse artifacts derived from a source model that was not signed")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
 
@@ -127,7 +134,17 @@ def config(args: argparse.Namespace) -> Any:
         policy=Policy(node_name=args.node_name, operator_users=frozenset(args.operator_user),
                       peer_users=frozenset(args.peer_user)),
         sysfs_root=args.sysfs_root,
+        trust=_trust(args),
     )
+
+
+def _trust(args: argparse.Namespace) -> Any:
+    from edgewise.node.trust import load_trust
+
+    trust = load_trust(args.trusted_keys, args.require_signed_source)
+    if trust is None and args.require_signed_source:
+        raise ValueError("--require-signed-source needs --trusted-keys: signed sources are known from attestations")
+    return trust
 
 
 def verifier(args: argparse.Namespace) -> Any:

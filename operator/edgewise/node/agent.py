@@ -23,7 +23,14 @@ API (see docs/node-cache.md):
     POST /v1/prefetch                      {"uri", "sha256", "model"[, "namespace", "site", "budget", "peers"]}:
                                            stage in the background
     GET  /v1/prefetch/{sha256}             state of a prefetch
+    GET  /v1/attestations/{sha256}         the attestation a cached artifact was verified with
     GET  /v1/telemetry                     the node's power (W) and temperature (°C), or why not (operator)
+
+With trusted keys configured (`--trusted-keys`: the operator's attestation keys, pinned on the node;
+node/trust.py), an artifact is cached only with a valid attestation fetched from beside it, and each
+use re-checks that attestation, offline, against the keys in force and the source the caller pins
+(`?source=` / "sourceSha256"). A refusal caches nothing and replaces nothing; it answers 403 with the
+reason as `kind` and counts in edgewise_agent_trust_refusals_total{reason}.
     GET  /healthz, GET /metrics
 """
 
@@ -60,11 +67,13 @@ from edgewise.node.cache import (
     plan_model_digest,
 )
 from edgewise.node.telemetry import NodeTelemetry, Telemetry
+from edgewise.node.trust import TRUST_KINDS, TrustRefused, attestation_of, judge
 from edgewise.shared import download as dl
 from edgewise.shared import tracing
 from edgewise.shared.bandwidth import Budget, Limiter, Stopped
 from edgewise.shared.destinations import Destinations
 from edgewise.shared.digest import DigestMismatch, Writer, normalize_digest
+from edgewise.shared.trust.verify import NodeTrust, Verdict
 
 log = logging.getLogger("edgewise.agent")
 
@@ -126,6 +135,7 @@ class Job:
     for_peer: bool = False  # asked by a peer agent: always from the source (peers never chain)
     via: str = ""  # where the bytes came from: "source" or "peer <address>"
     limiter: Limiter | None = None  # the budget pacing it, while it downloads from the source
+    source: str = ""  # the source digest the first caller pinned: the attestation must derive from it
 
     def waiting_until(self) -> float | None:
         """When the daily cap lifts, while this download waits for it."""
@@ -239,6 +249,8 @@ class Metrics:
                                   registry=r)
         self.daily_used = Gauge("edgewise_agent_bandwidth_used_today_bytes", "Source bytes counted against "
                                 "today's cap", registry=r)
+        self.trust_refusals = Counter("edgewise_agent_trust_refusals", "Artifacts refused by attestation "
+                                      "checks (fills and uses), by reason", ["reason"], registry=r)
         self.cap_waiting = Gauge("edgewise_agent_bandwidth_waiting_until_seconds", "While downloads wait for "
                                  "the daily cap to reset: when (Unix time); 0 otherwise", registry=r)
 
@@ -279,9 +291,10 @@ class Agent:
         destinations: Destinations | None = None, file_root: Path | None = None, attempts: int = 5,
         base_delay: float = 0.5, timeout: float = 30.0, limits: Limits = Limits(),
         telemetry: NodeTelemetry | None = None,
-        peer_token_file: Path | None = None,
+        peer_token_file: Path | None = None, trust: NodeTrust | None = None,
     ) -> None:
         self.cache = cache
+        self.trust = trust  # None: digests only, as before trust was configurable
         self.verifier = verifier
         self.policy = policy
         self.file_root = file_root
@@ -334,14 +347,38 @@ class Agent:
             return []
         return [j for j in running if now - (j.started or now) - j.paused > self.limits.download_deadline]
 
+    def check_use(self, digest: str, source: str) -> Verdict | None:
+        """Whether a cached artifact may be used now: its cached attestation against the keys in force and
+        the source the caller pins (offline). None when trust is off; TrustRefused when it may not."""
+        if self.trust is None:
+            return None
+        try:
+            return judge(self.trust, digest, self.cache.attestation(digest), digest, source)
+        except TrustRefused as err:
+            self.metrics.trust_refusals.labels(err.kind).inc()
+            log.warning("refused to serve %s: %s", digest, err)
+            raise
+
+    def _verify_fill(self, job: Job, w: Writer) -> None:
+        """Before the bytes in `w` become a cache entry: the attestation beside the source, checked and
+        kept with them. Nothing is committed when this raises."""
+        if self.trust is None:
+            return
+        envelope = attestation_of(job.uri, openers=self.openers, attempts=self.attempts, timeout=self.timeout,
+                                  base_delay=self.base_delay)
+        judge(self.trust, w.hexdigest(), envelope, job.sha256, job.source)
+        if envelope is not None:
+            self.cache.put_attestation(job.sha256, envelope)
+
     async def ensure(self, sha256: str, uri: str, model: str | None, namespace: str = "",
-                     for_peer: bool = False) -> Job | None:
+                     for_peer: bool = False, source: str = "") -> Job | None:
         """Make `sha256` cached, downloading it from `uri` once however many ask; None if it was."""
         if self.cache.has(sha256) and await asyncio.to_thread(self.cache.verify, sha256):
             return None
         task = self._inflight.get(sha256)
         if task is None:
-            job = Job(sha256=sha256, uri=uri, model=model, namespace=namespace, for_peer=for_peer)
+            job = Job(sha256=sha256, uri=uri, model=model, namespace=namespace, for_peer=for_peer,
+                      source=source)
             self._remember(job)
             task = asyncio.get_running_loop().create_task(self._fill(job))
             self._inflight[sha256] = task
@@ -364,6 +401,9 @@ class Agent:
             await asyncio.get_running_loop().run_in_executor(self._pool, self._fill_blocking, job)
         except Exception as err:  # noqa: BLE001 - a job reports every failure, the agent goes on
             kind = next((k for cls, k in FAILURE_KINDS if isinstance(err, cls)), "internal")
+            if isinstance(err, TrustRefused):
+                kind = err.kind
+                self.metrics.trust_refusals.labels(kind).inc()
             error = str(err)
             if kind == "internal":  # a bug: its words go to the log, callers get its type
                 log.exception("fill of %s failed", job.sha256)
@@ -401,6 +441,7 @@ class Agent:
             self.metrics.downloaded_bytes.inc(w.size)
             span.set_attribute("edgewise.bytes", w.size)
             self.metrics.source_bytes.inc(w.size)
+            self._verify_fill(job, w)
             try:
                 self.cache.commit(w, job.sha256, model=job.model)
             except DigestMismatch as err:  # the real digest goes to the node's log only, never to callers
@@ -416,6 +457,7 @@ class Agent:
                 peer_fetch.fetch(peer, self.peer_token_file, sha256=job.sha256, uri=job.uri,
                                  model=job.model or "", sink=_GuardedSink(w, self._stop, deadline, job),
                                  stop=self._stop, timeout=self.timeout, waited=lambda s: _pause(job, s))
+                self._verify_fill(job, w)  # the attestation comes from beside the source, not from the peer
                 self.cache.commit(w, job.sha256, model=job.model)
             except (peer_fetch.PeerError, DigestMismatch) as err:
                 if self._stop.is_set():
@@ -522,7 +564,10 @@ def _plan_key(caller: Caller, key: str) -> str:
 
 
 def _job_error(agent: Agent, caller: Caller, job: Job) -> web.Response:
-    status = {"refused": 403, "too_large": 507, "deadline": 504}.get(job.error_kind, 502)
+    # An attestation refused is a 403 like a refused source; bytes that hash wrong stay a 502 (a bad upstream).
+    attestation_refused = job.error_kind in TRUST_KINDS and job.error_kind != "digest_mismatch"
+    status = 403 if attestation_refused else \
+        {"refused": 403, "too_large": 507, "deadline": 504}.get(job.error_kind, 502)
     message = job.error if _sees(agent, caller, job) else f"the download of {job.sha256} failed ({job.error_kind})"
     return _error(status, message, kind=job.error_kind)
 
@@ -534,6 +579,7 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
     if Role.NODE_POD not in agent.policy.roles(request["caller"]):
         return await _get_for_peer(agent, key)
     uri = request.query.get("uri", "")
+    source = request.query.get("source", "")
     try:
         model = _model_key(agent, request["caller"], request.query.get("model"))
     except ValueError as err:
@@ -551,6 +597,9 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
     except ValueError as err:
         return _error(400, f"{err}; or a plan key plan-<sha256>-sm<cc>-trt<version>-<precision>")
     if agent.cache.has(digest) and await asyncio.to_thread(agent.cache.verify, digest):
+        refused = _refusal(agent, digest, source)
+        if refused is not None:
+            return refused
         agent.cache.touch(digest, model or None)  # in memory: a read does not rewrite the index
         return _serve_file(agent, digest)
     agent.metrics.misses.inc()
@@ -559,11 +608,36 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
     if agent.busy(digest):
         return _too_many("downloads queued")
     caller = request["caller"]
-    job = await agent.ensure(digest, uri, model or None, _caller_namespace(agent, caller))
+    job = await agent.ensure(digest, uri, model or None, _caller_namespace(agent, caller), source=source)
     if job is not None and job.state == "failed":
         return _job_error(agent, caller, job)
+    refused = _refusal(agent, digest, source)
+    if refused is not None:
+        return refused
     agent.cache.touch(digest, model or None)
     return _serve_file(agent, digest)
+
+
+def _refusal(agent: Agent, digest: str, source: str) -> web.Response | None:
+    """403 with the reason when the cached artifact may not be used (see Agent.check_use); else None."""
+    try:
+        agent.check_use(digest, source)
+    except TrustRefused as err:
+        return _error(403, str(err), kind=err.kind)
+    return None
+
+
+@requires(Role.NODE_POD, Role.PEER)
+async def get_attestation(request: web.Request) -> web.Response:
+    agent: Agent = request.app["agent"]
+    try:
+        digest = normalize_digest(request.match_info["sha256"])
+    except ValueError as err:
+        return _error(400, str(err))
+    envelope = agent.cache.attestation(digest) if agent.cache.has(digest) else None
+    if envelope is None:
+        return _error(404, f"no attestation cached for sha256 {digest}")
+    return web.Response(body=envelope, content_type="application/json")
 
 
 async def _get_for_peer(agent: Agent, key: str) -> web.StreamResponse:
@@ -661,6 +735,7 @@ async def post_prefetch(request: web.Request) -> web.Response:
         uri = str(body["uri"])
         digest = normalize_digest(str(body["sha256"]))
         model = _model_key(agent, request["caller"], body.get("model") or None, body.get("namespace"))
+        source = normalize_digest(str(body["sourceSha256"])) if body.get("sourceSha256") else ""
         site = _site_of(body) if Role.OPERATOR in roles else None  # only the operator says what the site is
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         return _error(400, f'want JSON {{"uri": …, "sha256": …, "model": …, "namespace": …}}: {err}')
@@ -668,6 +743,11 @@ async def post_prefetch(request: web.Request) -> web.Response:
         agent.configure_site(*site)
     location = f"{contract.AGENT_PREFETCH_PATH}/{digest}"
     if agent.cache.has(digest):
+        try:
+            agent.check_use(digest, source)
+        except TrustRefused as err:  # what is cached may not run: say why, like a failed fill
+            return web.json_response({"sha256": digest, "state": "failed", "errorKind": err.kind,
+                                      "error": str(err)}, headers={"Location": location})
         agent.cache.touch(digest, model or None)
         return web.json_response({"sha256": digest, "state": "ready"}, headers={"Location": location})
     refusal = source_allowed(uri, agent.file_root)
@@ -678,7 +758,8 @@ async def post_prefetch(request: web.Request) -> web.Response:
     caller = request["caller"]
     # A peer's request is served from the source: peers never chain (and never loop).
     for_peer = roles == {Role.PEER}
-    _background(request.app, agent.ensure(digest, uri, model or None, _caller_namespace(agent, caller), for_peer))
+    _background(request.app, agent.ensure(digest, uri, model or None, _caller_namespace(agent, caller), for_peer,
+                                          source))
     await asyncio.sleep(0)  # let the job register, so the status below is not 404
     job = agent.jobs.get(digest)
     view = job.view(_sees(agent, caller, job)) if job else {"sha256": digest, "state": "queued"}
@@ -747,6 +828,7 @@ def build_app(agent: Agent, *, scrub_on_start: bool = True) -> web.Application:
     app.router.add_put(artifact, put_artifact)
     app.router.add_post(contract.AGENT_PREFETCH_PATH, post_prefetch)
     app.router.add_get(contract.AGENT_PREFETCH_PATH + "/{sha256}", get_prefetch)
+    app.router.add_get(contract.AGENT_ATTESTATION_PATH, get_attestation)
     app.router.add_get(contract.AGENT_TELEMETRY_PATH, get_telemetry)
     app.router.add_get(contract.AGENT_HEALTH_PATH, healthz)
     app.router.add_get("/metrics", metrics)
@@ -810,6 +892,7 @@ class Config:
     policy: Policy
     sysfs_root: Path = Path("/sys")
     peer_token_file: Path | None = None
+    trust: NodeTrust | None = None  # the pinned attestation keys; None: digests only
 
 
 def run(config: Config, verifier: Verifier) -> None:
@@ -821,9 +904,12 @@ def run(config: Config, verifier: Verifier) -> None:
     cache.evict()  # a smaller budget than last time applies at once
     agent = Agent(cache, verifier=verifier, policy=c.policy, destinations=c.destinations,
                   file_root=c.file_root, attempts=c.attempts, timeout=c.timeout, limits=c.limits,
-                  telemetry=NodeTelemetry(c.sysfs_root), peer_token_file=c.peer_token_file)
+                  telemetry=NodeTelemetry(c.sysfs_root), peer_token_file=c.peer_token_file, trust=c.trust)
     log.info("agent of node %s on %s:%d, cache %s (%d bytes, budget %s), operator %s, allowed hosts %s",
              c.policy.node_name, c.host, c.port, c.cache_dir, cache.total_bytes(), c.max_bytes,
              sorted(c.policy.operator_users) or "(none)", sorted(c.destinations.allow_hosts) or "(none)")
+    if c.trust is not None:
+        log.info("artifacts must be attested by one of %d trusted key(s) %s%s", len(c.trust.keys),
+                 [k[:16] for k in c.trust.keys.ids()], ", from signed sources" if c.trust.require_signed_source else "")
     web.run_app(build_app(agent, scrub_on_start=c.scrub_on_start), host=c.host, port=c.port,
                 print=None, access_log=None)

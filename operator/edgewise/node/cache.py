@@ -3,6 +3,8 @@
 Layout under the cache root (a hostPath on the node):
 
     sha256/<hex>     verified artifacts and TensorRT plans, read-only (0444)
+    attestations/<hex>.intoto.json  the attestation an artifact was verified with (when the node
+                     verifies attestations), so it is verified again offline before each use
     tmp/<name>.part  downloads and uploads in flight; wiped at start-up
     index.json       which model used which digest, when; which plan key maps to which digest
 
@@ -101,6 +103,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -121,6 +133,7 @@ class NodeCache:
         self.root = Path(root)
         self.blob_dir = self.root / "sha256"
         self.tmp_dir = self.root / "tmp"
+        self.attestation_dir = self.root / "attestations"
         self.index_path = self.root / "index.json"
         self.max_bytes = max_bytes
         self.keep_per_model = keep_per_model
@@ -141,6 +154,7 @@ class NodeCache:
     def _open(self) -> None:
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.attestation_dir.mkdir(parents=True, exist_ok=True)
         # Anything in tmp/ was in flight when the previous agent died: it never counted.
         for leftover in self.tmp_dir.iterdir():
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
@@ -241,6 +255,21 @@ class NodeCache:
     def total_bytes(self) -> int:
         with self._lock:
             return sum(int(b["size"]) for b in self._blobs.values())
+
+    def attestation(self, digest: str) -> bytes | None:
+        """The attestation kept with the artifact `digest`, or None."""
+        try:
+            return self._attestation_path(digest).read_bytes()
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _attestation_path(self, digest: str) -> Path:
+        return self.attestation_dir / f"{normalize_digest(digest)}.intoto.json"
+
+    def put_attestation(self, digest: str, envelope: bytes) -> None:
+        """Keep `envelope` with the artifact `digest` (written before the artifact is published: an
+        artifact never sits in the cache without the attestation it was verified with)."""
+        _atomic_write_bytes(self._attestation_path(digest), envelope)
 
     def plan_uploader(self, key: str) -> str | None:
         with self._lock:
@@ -376,6 +405,8 @@ class NodeCache:
         # Unlinking is safe while a reader has the file open: it keeps its bytes until it closes.
         with contextlib.suppress(FileNotFoundError):
             (self.blob_dir / digest).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self._attestation_path(digest).unlink()
         self._blobs.pop(digest, None)
         self._verified.discard(digest)
         self._drop_missing_references()

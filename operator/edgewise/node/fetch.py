@@ -1,14 +1,17 @@
 """`edgewise fetch`: the runtime pods' init container.
 
 Gets the model from the node agent (or straight from its source when no agent
-answers), verifies its digest again, and lays out the model directory:
+answers), verifies its digest again — and, with trusted keys (`--trusted-keys`), its
+attestation against them and the pinned source (`--source-sha256`), offline — and lays
+out the model directory:
 
     onnxruntime      <dest>/<model>/1/model.onnx                 (edgewise serve)
     triton-onnx      <dest>/<model>/config.pbtxt + 1/model.onnx  (onnxruntime_onnx + TensorRT accelerator)
     triton-tensorrt  <dest>/<model>/config.pbtxt + 1/model.plan  (plan from the agent, or built here)
 
 The directory is assembled next to its final place and renamed into it, so a
-restarted init container never leaves a half layout that a server could load.
+restarted init container never leaves a half layout that a server could load, and a
+refused artifact never replaces the model that is there.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from typing import TYPE_CHECKING, Any
 from edgewise import contract
 from edgewise.node import triton_config as tc
 from edgewise.node import trtexec as trt
+from edgewise.node.trust import TRUST_KINDS, TrustRefused, attestation_of, fetch_attestation, judge, load_trust
 from edgewise.shared import download as dl
 from edgewise.shared.digest import CHUNK, DigestMismatch, Writer, file_sha256, normalize_digest
 from edgewise.shared.tensors import TensorSpec
+from edgewise.shared.trust.verify import NodeTrust, Reason, Verdict
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -78,29 +83,36 @@ def _agent_openers(headers: dict[str, str]) -> dict[str, dl.Opener]:
     return {"http": opener, "https": opener}
 
 
-def artifact_url(agent: str, sha256: str, uri: str, model: str) -> str:
+def artifact_url(agent: str, sha256: str, uri: str, model: str, source: str = "") -> str:
     path = contract.AGENT_ARTIFACT_PATH.format(key=sha256)
-    return f"{agent.rstrip('/')}{path}?{urllib.parse.urlencode({'uri': uri, 'model': model})}"
+    query = {"uri": uri, "model": model} | ({"source": source} if source else {})
+    return f"{agent.rstrip('/')}{path}?{urllib.parse.urlencode(query)}"
 
 
 def plan_url(agent: str, key: str) -> str:
     return agent.rstrip("/") + contract.AGENT_ARTIFACT_PATH.format(key=key)
 
 
-def get_artifact(req: contract.FetchRequest, w: Writer, *, attempts: int) -> str:
+def get_artifact(req: contract.FetchRequest, w: Writer, *, attempts: int, trust: NodeTrust | None = None) -> str:
     """Fill `w` with the verified artifact from the agent, else from the source; say which.
 
     The agent's bytes are hashed again here: a broken agent costs a download, never a wrong model.
+    With `trust`, the attestation is checked here too (TrustRefused); an agent that refused the
+    artifact for its attestation is believed: the source would give the same bytes and attestation.
     """
     expected = normalize_digest(req.sha256)
     if req.agent:
         try:
             headers = agent_headers(req.agent_token_file)
-            stage_in_agent(req.agent, expected, req.uri, req.model_name, headers=headers)
+            stage_in_agent(req.agent, expected, req.uri, req.model_name, headers=headers, source=req.source_sha256)
             # The agent is on this node: two quick tries, then go around it.
-            dl.download(artifact_url(req.agent, expected, req.uri, req.model_name), w,
+            dl.download(artifact_url(req.agent, expected, req.uri, req.model_name, req.source_sha256), w,
                         attempts=2, base_delay=0.2, timeout=120, openers=_agent_openers(headers))
             w.check_digest(expected)
+            if trust is not None:
+                envelope = fetch_attestation(req.agent.rstrip("/") + contract.AGENT_ATTESTATION_PATH.format(
+                    sha256=expected), openers=_agent_openers(headers), attempts=2, base_delay=0.2)
+                judge(trust, w.hexdigest(), envelope, expected, req.source_sha256)
             return "agent"
         except (dl.DownloadError, DigestMismatch) as err:
             log.warning("node agent could not deliver %s (%s); fetching from the source", expected, err)
@@ -108,6 +120,8 @@ def get_artifact(req: contract.FetchRequest, w: Writer, *, attempts: int) -> str
     dl.download(req.uri, w, attempts=attempts,
                 on_retry=lambda n, err: log.info("retry %d of %s: %s", n, req.uri, err))
     w.check_digest(expected)
+    if trust is not None:
+        judge(trust, w.hexdigest(), attestation_of(req.uri, attempts=attempts), expected, req.source_sha256)
     return "source"
 
 
@@ -127,7 +141,7 @@ def _agent_json(method: str, url: str, body: bytes | None = None,
 
 def stage_in_agent(
     agent: str, sha256: str, uri: str, model: str, *, sleep: Callable[[float], None] = time.sleep,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None, source: str = "",
 ) -> None:
     """Have the agent cache the artifact (a prefetch) and wait until it is there.
 
@@ -135,7 +149,8 @@ def stage_in_agent(
     while the agent downloads a large model over a slow uplink.
     """
     base = agent.rstrip("/") + contract.AGENT_PREFETCH_PATH
-    view = _agent_json("POST", base, json.dumps({"uri": uri, "sha256": sha256, "model": model}).encode(), headers)
+    body = {"uri": uri, "sha256": sha256, "model": model} | ({"sourceSha256": source} if source else {})
+    view = _agent_json("POST", base, json.dumps(body).encode(), headers)
     delay, logged = 0.1, time.monotonic()
     while view.get("state") not in ("ready", "failed"):
         sleep(delay)
@@ -145,6 +160,8 @@ def stage_in_agent(
             logged = time.monotonic()
             log.info("node agent is downloading %s: %s bytes so far", sha256, view.get("bytes"))
     if view["state"] == "failed":
+        if view.get("errorKind") in TRUST_KINDS:  # the agent's verdict on the attestation, by the same rules
+            raise TrustRefused(Verdict(Reason(view["errorKind"]), f"the node agent refused it: {view.get('error')}"))
         raise dl.PermanentError(f"node agent could not stage it: {view.get('error')}")
 
 
@@ -255,7 +272,9 @@ def fetch(
     env = os.environ if env is None else env
     if not _MODEL_NAME_RE.match(req.model_name):
         raise ValueError(f"model name {req.model_name!r} is not a plain directory name")
-    req = dataclasses.replace(req, sha256=normalize_digest(req.sha256))  # 'sha256:<hex>' too
+    req = dataclasses.replace(req, sha256=normalize_digest(req.sha256),  # 'sha256:<hex>' too
+                              source_sha256=normalize_digest(req.source_sha256) if req.source_sha256 else "")
+    trust = load_trust(req.trusted_keys, req.require_signed_source, env)
     dest = Path(req.dest)
     dest.mkdir(parents=True, exist_ok=True)
     staging = dest / f".{req.model_name}.staging-{uuid.uuid4().hex}"
@@ -265,7 +284,7 @@ def fetch(
         onnx_path = version_dir / contract.ONNX_FILENAME
         w = Writer(onnx_path)
         try:
-            origin = get_artifact(req, w, attempts=attempts)
+            origin = get_artifact(req, w, attempts=attempts, trust=trust)
             w.finish()
         except BaseException:
             w.abort()

@@ -1,0 +1,95 @@
+"""Verification on the node: the agent before it caches or serves an artifact, `edgewise fetch` before it
+hands one to a runtime. The decision is the shared pure one (edgewise.shared.trust.verify); this module
+loads the node's pinned keys and reads attestations, and needs no network once they are cached.
+
+Opt-in: with no trusted keys configured (`--trusted-keys`, $EDGEWISE_TRUSTED_KEYS) `load_trust` gives
+None and artifacts are checked by digest only, exactly as before.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from edgewise import contract
+from edgewise.shared import download as dl
+from edgewise.shared.trust.dsse import MAX_ENVELOPE_BYTES
+from edgewise.shared.trust.keys import TrustedKeys
+from edgewise.shared.trust.verify import OK_REASONS, Expected, NodeTrust, Reason, Verdict, check
+
+# A refusal's errorKind in the agent's answers and its metric label, one per Reason that refuses.
+TRUST_KINDS = frozenset(r.value for r in Reason if r not in OK_REASONS)
+
+
+class TrustRefused(Exception):
+    """The artifact's chain of trust is broken: never cached, never served, never laid out."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.message)
+        self.verdict = verdict
+
+    @property
+    def kind(self) -> str:
+        return self.verdict.reason.value
+
+
+def load_trust(keys: str | Path | None, require_signed_source: bool = False,
+               env: Mapping[str, str] | None = None) -> NodeTrust | None:
+    """The node's trust from a PEM file or directory (default: $EDGEWISE_TRUSTED_KEYS); None when unset."""
+    source = os.environ if env is None else env
+    path = keys or source.get(contract.TRUSTED_KEYS_ENV, "")
+    if not path:
+        return None
+    return NodeTrust(TrustedKeys.load(path), require_signed_source)
+
+
+def judge(trust: NodeTrust, actual_sha256: str, envelope: bytes | None, artifact_sha256: str,
+          source_sha256: str | None) -> Verdict:
+    """The verdict, raising TrustRefused unless it lets the artifact run."""
+    verdict = check(actual_sha256, envelope, trust, Expected(artifact_sha256, source_sha256 or None))
+    if not verdict.ok:
+        raise TrustRefused(verdict)
+    return verdict
+
+
+class _Memory:
+    """A download sink in memory, bounded: an attestation is a few KiB."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        if len(self.data) + len(data) > MAX_ENVELOPE_BYTES:
+            raise dl.PermanentError(f"an attestation larger than {MAX_ENVELOPE_BYTES} bytes")
+        self.data += data
+
+    def reset(self) -> None:
+        self.data.clear()
+
+    def tell(self) -> int:
+        return len(self.data)
+
+
+def fetch_attestation(uri: str, *, openers: Mapping[str, dl.Opener] | None = None, attempts: int = 3,
+                      timeout: float = 30.0, base_delay: float = 0.5) -> bytes | None:
+    """The attestation at `uri`; None when the source says there is none (a permanent error, e.g. 404).
+
+    A transient error (network, 5xx) is raised: the caller retries later rather than refuse."""
+    sink = _Memory()
+    try:
+        dl.download(uri, sink, attempts=attempts, timeout=timeout, openers=openers, base_delay=base_delay)
+    except dl.TransientError:
+        raise
+    except dl.PermanentError:
+        return None
+    return bytes(sink.data)
+
+
+def attestation_of(artifact_uri: str, **kwargs: object) -> bytes | None:
+    """The attestation stored beside the artifact at `artifact_uri` (contract.attestation_uri)."""
+    try:
+        uri = contract.attestation_uri(artifact_uri)
+    except ValueError:  # an oci:// artifact named by a tag: nothing is attested under a tag
+        return None
+    return fetch_attestation(uri, **kwargs)  # type: ignore[arg-type]
