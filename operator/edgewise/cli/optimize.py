@@ -9,8 +9,11 @@ memory limits (DoesNotFit; artifact and report written), 1 anything else.
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgewise import contract
 from edgewise.contract import DEFAULT_MAX_SAMPLES
 from edgewise.optimize.target import PRECISIONS, QUANTIZATIONS, RUNTIMES
 
@@ -58,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for measurements")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--attestation-key", type=Path, default=None,
+                   help="PEM private key (ECDSA P-256 or Ed25519) to sign the artifact's in-toto attestation, "
+                        "written beside it as <output>.intoto.json (docs/security.md); default "
+                        f"${contract.ATTESTATION_KEY_ENV}; none: not attested")
+    p.add_argument("--source-uri", default="",
+                   help="the source's URI as the attestation should name it (default: the path given)")
     p.set_defaults(func=run)
 
 
@@ -66,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from edgewise.api.optimization_report import OptimizationReport
+    from edgewise.optimize import attestation
     from edgewise.optimize.errors import OptimizeError
     from edgewise.optimize.pipeline import Options, optimize
     from edgewise.optimize.target import Target
@@ -86,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads, measure_latency=not args.no_latency, measure_memory=not args.no_memory)
         report = optimize(args.src, args.output, target, calibration=args.calibration,
                           validation=args.validation, options=options)
+        if report.outcome == "Optimized":
+            key = args.attestation_key or attestation.key_from_env(os.environ)
+            attested = attestation.attest(Path(args.output), report, args.source_uri or str(args.src), key)
+            report = report.model_copy(update={"notes": [*report.notes, attested.message]})
     except OptimizeError as err:
         print(f"edgewise optimize: {err.reason}: {err}", file=sys.stderr)
         if args.report:

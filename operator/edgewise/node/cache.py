@@ -188,6 +188,10 @@ class NodeCache:
                     p.unlink()
         unknown = {"seq": 0, "last_used": 0.0}  # a blob renamed in just before a crash
         self._blobs = {d: {**self._blobs.get(d, unknown), "size": size} for d, size in on_disk.items()}
+        for p in self.attestation_dir.iterdir():  # an attestation goes with its artifact
+            if p.name.split(".", 1)[0] not in on_disk:
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+                    p.unlink()
         self._drop_missing_references()
         self._save()
 
