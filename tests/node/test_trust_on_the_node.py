@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cache_support import POD, AgentProcess, SourceServer, artifact_url, get_json
+from cache_support import OPERATOR, POD, AgentProcess, SourceServer, artifact_url, get_json
 from cache_support import pod_http as http
 
 from edgewise import contract
@@ -20,6 +20,7 @@ from edgewise.node import fetch as fetch_mod
 from edgewise.node.trust import TrustRefused
 from edgewise.shared.trust.keys import Signer, generate_ec, public_pem
 from edgewise.shared.trust.statement import DerivedModel, Gate, SourceSignature, Statement, sign_statement
+from wait_support import wait_for
 
 SOURCE_SHA = hashlib.sha256(b"the signed fp32 source").hexdigest()
 OTHER_SOURCE = hashlib.sha256(b"another model's source").hexdigest()
@@ -158,6 +159,20 @@ def test_a_key_rotated_out_signs_nothing_new_and_both_keys_count_during_the_rota
     after = agents("--trusted-keys", str(trusted(tmp_path, new, name="after")), cache=tmp_path / "after")
     assert get(after, V2, source.url("/v2.onnx"))[0] == 200
     assert_refused(after, V3, publish(source, "v3.onnx", V3, attestation(V3, old)), "untrusted_key")
+
+
+def test_a_prefetch_that_pins_no_source_caches_and_each_use_must_pin_the_right_one(
+        serving, source: SourceServer, key: Signer) -> None:
+    agent = serving()
+    uri = publish(source, "v2.onnx", V2, attestation(V2, key))
+    status, _, body = http("POST", agent.url + contract.AGENT_PREFETCH_PATH, json.dumps(
+        {"uri": uri, "sha256": sha256(V2), "model": "detector", "namespace": "vision"}).encode(), token=OPERATOR)
+    assert status in (200, 202), body
+    wait_for(lambda: sha256(V2) in [e["sha256"] for e in agent.artifacts()], 30, "V2 staged")
+    status, _, body = http("GET", artifact_url(agent, sha256(V2), model="detector"))
+    assert status == 403 and json.loads(body)["kind"] == "source_not_pinned"
+    assert_refused(agent, V2, "", "source_mismatch", source=OTHER_SOURCE)
+    assert get(agent, V2) == (200, V2)
 
 
 def test_without_trusted_keys_the_agent_checks_digests_only_as_before(source: SourceServer,

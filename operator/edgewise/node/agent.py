@@ -73,7 +73,7 @@ from edgewise.shared import tracing
 from edgewise.shared.bandwidth import Budget, Limiter, Stopped
 from edgewise.shared.destinations import Destinations
 from edgewise.shared.digest import DigestMismatch, Writer, normalize_digest
-from edgewise.shared.trust.verify import NodeTrust, Verdict
+from edgewise.shared.trust.verify import NodeTrust, Reason, Verdict
 
 log = logging.getLogger("edgewise.agent")
 
@@ -361,12 +361,19 @@ class Agent:
 
     def _verify_fill(self, job: Job, w: Writer) -> None:
         """Before the bytes in `w` become a cache entry: the attestation beside the source, checked and
-        kept with them. Nothing is committed when this raises."""
+        kept with them. Nothing is committed when this raises.
+
+        A fill that pins no source (a prefetch that does not say) caches an artifact whose attestation is
+        genuine and its own; the source is then checked at each use, which must pin one."""
         if self.trust is None:
             return
         envelope = attestation_of(job.uri, openers=self.openers, attempts=self.attempts, timeout=self.timeout,
                                   base_delay=self.base_delay)
-        judge(self.trust, w.hexdigest(), envelope, job.sha256, job.source)
+        try:
+            judge(self.trust, w.hexdigest(), envelope, job.sha256, job.source)
+        except TrustRefused as err:
+            if job.source or err.verdict.reason is not Reason.SOURCE_NOT_PINNED:
+                raise
         if envelope is not None:
             self.cache.put_attestation(job.sha256, envelope)
 
