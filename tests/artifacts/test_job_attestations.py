@@ -137,3 +137,12 @@ def test_an_unattested_job_stores_the_artifact_alone(manager: ArtifactManager, t
     assert manager.store.has(SHA)
     with pytest.raises(KeyError):
         manager.store.get_attestation(SHA)
+
+
+def test_the_worker_process_gets_the_operators_signing_key_when_one_is_set() -> None:
+    from edgewise import contract
+    from edgewise.controller.optimize_runners import attestation_env
+
+    with_key = OperatorSettings(attestation_key_file="/var/run/secrets/edgewise.io/attestation/key.pem")
+    assert attestation_env(with_key) == {contract.ATTESTATION_KEY_ENV: with_key.attestation_key_file}
+    assert attestation_env(OperatorSettings()) == {}

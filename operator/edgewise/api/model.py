@@ -45,6 +45,21 @@ URI_PATTERN = r"^(https?|file|oci)://[!-~]+$"
 ARTIFACT_STORE_PATTERN = r"^oci://[-a-zA-Z0-9.:]+/[a-z0-9]+([._/-][a-z0-9]+)*$"
 
 
+class SourceSignature(ApiModel):
+    """A detached OpenSSF model-signing bundle of the source model, pinned by digest (docs/security.md)."""
+
+    model_config = {"json_schema_extra": _DIGEST_RULES}
+
+    uri: str = Field(max_length=2048, pattern=URI_PATTERN,
+                     description="Location of the model-signing bundle (the JSON file `model_signing sign` writes "
+                                 "with a key or a certificate): http(s)://, file:// or oci://. It is verified "
+                                 "offline against the trust policy's keys and certificate chains; no transparency "
+                                 "log is asked.")
+    sha256: Sha256 | None = Field(
+        default=None,
+        description="Hex sha256 of the bundle file, so the signature checked is the one named here.")
+
+
 class Source(ApiModel):
     """Where the original model comes from, pinned by digest."""
 
@@ -57,6 +72,13 @@ class Source(ApiModel):
         default=None,
         description="Hex sha256 of the file. Every node verifies it before serving; required except for "
                     "an oci:// reference pinned by digest.")
+    signature: SourceSignature | None = Field(
+        default=None,
+        description="The model's detached model-signing bundle. Checked against the trust policy (the profile's "
+                    "spec.trustPolicy, else the operator's): a bad signature or a signer the policy does not name "
+                    "deploys nothing; without a signature the model is Unsigned, which the policy allows unless "
+                    "it sets requireSigned. The signer is recorded in each derived artifact's attestation. (The "
+                    "operator does not check it yet: docs/security.md, \"What is not built yet\".)")
 
     def digest(self) -> str:
         """The sha256 nodes verify: explicit, or the one pinned in an oci:// reference."""

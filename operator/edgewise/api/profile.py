@@ -224,6 +224,22 @@ class HardwareClass(ApiModel):
         return "fp16" if self.runtime == "triton-tensorrt" else "int8"
 
 
+class TrustPolicy(ApiModel):
+    """Which signers of source models are accepted, and whether unsigned models may deploy (docs/security.md)."""
+
+    config_map: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Name of a ConfigMap in the profile's namespace holding the accepted signers: each key ending "
+                    "in .pem or .pub is a PEM public key (ECDSA P-256 or Ed25519), each key ending in .crt a PEM "
+                    "CA certificate chain. Unset: the policy names no signer, so every signed model is from an "
+                    "UnknownSigner.")
+    require_signed: bool = Field(
+        default=False,
+        description="Deploy only models whose source.signature verifies against a signer the ConfigMap names. "
+                    "false (the default): an unsigned model deploys, with a Warning Event and an Unsigned "
+                    "condition; a bad signature or an unknown signer never deploys.")
+
+
 class DeploymentProfileSpec(ApiModel):
     """Hardware classes in priority order: a node belongs to the first class it matches."""
 
@@ -242,6 +258,11 @@ class DeploymentProfileSpec(ApiModel):
                     "spec.rollout.siteLabel wins over this. Nodes without the label belong to no site: together "
                     "they form one implicit site named \"\", rolled out after every named site.",
         json_schema_extra=validations(_LABEL_KEY_RULE))
+    trust_policy: TrustPolicy | None = Field(
+        default=None,
+        description="Signers of source models accepted for the models using this profile; unset: the "
+                    "operator's trust policy (its settings), which by default allows unsigned models. (The "
+                    "operator does not enforce it yet: docs/security.md, \"What is not built yet\".)")
 
 
 class ProfileClassStatus(ApiModel):

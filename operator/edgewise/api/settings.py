@@ -155,6 +155,17 @@ class OperatorSettings(BaseModel):
     probe_max_queue_age_seconds: float = Field(
         default=600.0, gt=0, description="The liveness probe fails when a queued key has waited for a worker longer "
                                          "than this.")
+    # -- trust (docs/security.md) --------------------------------------------------------------------
+    attestation_key_file: str = Field(
+        default="", description="PEM private key (ECDSA P-256 or Ed25519, e.g. a Secret in the operator's "
+                                "namespace mounted as a file) that signs the attestation of every artifact the "
+                                "optimizer derives; empty: artifacts are not attested.")
+    trust_policy_config_map: str = Field(
+        default="", description="namespace/name of the ConfigMap of accepted source-model signers (.pem/.pub "
+                                "public keys, .crt CA chains) for models whose profile sets no trustPolicy.")
+    require_signed_sources: bool = Field(
+        default=False, description="For models whose profile sets no trustPolicy: deploy only signed source "
+                                   "models (by a signer of trust_policy_config_map).")
     # -- what a namespace user's spec may reach (see docs/architecture.md, "Roles") ----------------
     prometheus_addresses: tuple[str, ...] = Field(
         default=(), description="Base URLs of the Prometheus servers a model's rollout.analysis.prometheus."
