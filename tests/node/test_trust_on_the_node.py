@@ -64,11 +64,15 @@ def get(agent: AgentProcess, data: bytes, uri: str = "", source: str = SOURCE_SH
     return status, body
 
 
-def refusals(agent: AgentProcess) -> dict[str, float]:
+def metrics_text(agent: AgentProcess) -> str:
     status, _, body = http("GET", agent.url + "/metrics")
     assert status == 200
+    return body.decode()
+
+
+def refusals(agent: AgentProcess) -> dict[str, float]:
     out = {}
-    for line in body.decode().splitlines():
+    for line in metrics_text(agent).splitlines():
         if line.startswith("edgewise_agent_trust_refusals_total{"):
             reason = line.split('reason="', 1)[1].split('"', 1)[0]
             out[reason] = float(line.rsplit(" ", 1)[1])
@@ -136,7 +140,11 @@ def test_a_broken_chain_is_refused_when_filling_and_v1_keeps_serving(serving, so
     uri = publish(source, "v2.onnx", artifact, envelope)
     status, body = get(agent, V2, uri)  # V2 is what the EdgeModel names
     assert status == (502 if kind == "digest_mismatch" else 403) and json.loads(body)["kind"] == kind, body
-    assert refusals(agent) == {kind: 1.0}
+    if kind == "digest_mismatch":  # bytes that hash wrong are counted as before trust: a failed fill
+        assert refusals(agent) == {}
+        assert 'edgewise_agent_download_failures_total{kind="digest_mismatch"} 1.0' in metrics_text(agent)
+    else:
+        assert refusals(agent) == {kind: 1.0}
     assert [e["sha256"] for e in agent.artifacts()] == [sha256(V1)]  # nothing of V2 was cached
     assert not any(p.name.startswith(sha256(V2)) for p in (agent.cache_dir / "attestations").iterdir())
     assert_still_serving(agent)
@@ -327,3 +335,19 @@ def test_fetch_under_require_signed_refuses_an_unsigned_source_offline(offline, 
                                  require_signed_source=True), attempts=1)
     assert refused.value.kind == "unsigned_source"
     assert not (tmp_path / "models" / "detector").exists()
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (("--trusted-keys", "/nonexistent/keys.pem"), "cannot read trusted keys"),
+    (("--require-signed-source",), "--require-signed-source needs --trusted-keys"),
+])
+def test_a_misconfigured_trust_stops_the_agent_at_start_with_a_clear_message(tmp_path: Path, flags: tuple[str, ...],
+                                                                            says: str) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != contract.TRUSTED_KEYS_ENV}
+    proc = subprocess.run([sys.executable, "-m", "edgewise", "agent", "--node-name", "n", "--cache-dir",
+                           str(tmp_path / "cache"), *flags], capture_output=True, text=True, timeout=60, env=env,
+                          check=False)
+    assert proc.returncode == 2 and says in proc.stderr, proc.stderr

@@ -52,6 +52,13 @@ def test_a_pem_bundle_and_a_directory_both_give_every_key(tmp_path) -> None:
     assert set(TrustedKeys.load(tmp_path).ids()) == {old.key_id, new.key_id}
 
 
+def test_a_missing_key_file_or_an_empty_directory_is_a_key_load_error(tmp_path) -> None:
+    with pytest.raises(KeyLoadError, match="cannot read trusted keys"):
+        TrustedKeys.load(tmp_path / "absent.pem")
+    with pytest.raises(KeyLoadError, match="no \\*.pem"):
+        TrustedKeys.load(tmp_path)
+
+
 def test_keys_of_other_curves_and_files_without_keys_are_refused_when_loaded(tmp_path) -> None:
     p384 = ec.generate_private_key(ec.SECP384R1())
     with pytest.raises(KeyLoadError, match="only P-256"):

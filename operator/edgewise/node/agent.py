@@ -367,6 +367,7 @@ class Agent:
         genuine and its own; the source is then checked at each use, which must pin one."""
         if self.trust is None:
             return
+        w.check_digest(job.sha256)  # wrong bytes are a DigestMismatch as without trust (a peer's: try the source)
         envelope = attestation_of(job.uri, openers=self.openers, attempts=self.attempts, timeout=self.timeout,
                                   base_delay=self.base_delay)
         try:

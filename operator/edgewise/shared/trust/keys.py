@@ -130,8 +130,15 @@ class TrustedKeys:
         Dot-files are skipped: a mounted ConfigMap keeps its previous version in `..data` links.
         """
         p = Path(path)
-        if not p.is_dir():
-            return cls.from_pem(p.read_bytes(), str(p))
+        try:
+            if not p.is_dir():
+                return cls.from_pem(p.read_bytes(), str(p))
+            return cls._load_dir(p)
+        except OSError as err:  # a missing or unreadable key file: a configuration error, said as one
+            raise KeyLoadError(f"{p}: cannot read trusted keys ({err.strerror or err})") from err
+
+    @classmethod
+    def _load_dir(cls, p: Path) -> TrustedKeys:
         files = sorted(f for f in p.iterdir() if f.suffix in PEM_SUFFIXES and not f.name.startswith("."))
         if not files:
             raise KeyLoadError(f"{p}: no *.pem or *.pub file in it")
