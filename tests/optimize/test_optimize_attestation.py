@@ -17,7 +17,9 @@ from edgewise.shared.trust.verify import Expected, NodeTrust, Reason, check
 
 
 def _optimize(tmp_path: Path, *extra: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    src = om.transformer(tmp_path / "src.onnx", layers=1)
+    src = tmp_path / "src.onnx"
+    if not src.exists():  # a test that signed it first keeps its bytes
+        om.transformer(src, layers=1)
     out = tmp_path / "int8.onnx"
     proc = subprocess.run([sys.executable, "-m", "edgewise", "optimize", str(src), "-o", str(out), "--precision",
                            "int8", "--no-latency", "--no-memory", "--no-speed-gate", "--threads", "1",
@@ -51,3 +53,52 @@ def test_without_a_key_nothing_is_attested_and_it_says_so(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "int8.onnx").exists() and not (tmp_path / "int8.onnx.intoto.json").exists()
     assert "not attested: the optimizer was given no signing key" in proc.stderr
+
+
+def _sign(model: Path, signer_key: Path, bundle: Path) -> None:
+    from model_signing import signing
+
+    signing.Config().use_elliptic_key_signer(private_key=signer_key).sign(model, bundle)
+
+
+def test_a_signed_source_is_checked_first_and_its_signer_is_bound_into_the_attestation(tmp_path: Path) -> None:
+    from edgewise.shared.trust.keys import public_pem
+    from edgewise.shared.trust.source_signature import model_signing_hint
+
+    operator, publisher = generate_ec(), generate_ec()
+    (tmp_path / "operator.pem").write_bytes(private_pem(operator))
+    (tmp_path / "publisher.pem").write_bytes(private_pem(publisher))
+    signers = tmp_path / "signers"
+    signers.mkdir()
+    (signers / "publisher.pub").write_bytes(public_pem(publisher.public_key()))
+    src = om.transformer(tmp_path / "src.onnx", layers=1)
+    _sign(src, tmp_path / "publisher.pem", tmp_path / "src.sig")
+    _, proc = _optimize(tmp_path, "--attestation-key", str(tmp_path / "operator.pem"), "--source-signature",
+                        str(tmp_path / "src.sig"), "--trusted-signers", str(signers), "--require-signed")
+    assert proc.returncode == 0, proc.stderr
+    artifact = (tmp_path / "int8.onnx").read_bytes()
+    envelope = (tmp_path / "int8.onnx.intoto.json").read_bytes()
+    predicate = Statement.parse(dsse.Envelope.parse(envelope).payload).predicate
+    assert isinstance(predicate, DerivedModel) and predicate.source_signature is not None
+    assert predicate.source_signature.signer == f"key {model_signing_hint(public_pem(publisher.public_key()))[:16]}"
+    assert predicate.source_signature.bundle_sha256 == hashlib.sha256((tmp_path / "src.sig").read_bytes()).hexdigest()
+    # A node that requires signed sources takes it, offline, with the operator's public key alone.
+    digest, source = hashlib.sha256(artifact).hexdigest(), hashlib.sha256(src.read_bytes()).hexdigest()
+    node = NodeTrust(TrustedKeys.of([operator.public_key()]), require_signed_source=True)
+    assert check(digest, envelope, node, Expected(digest, source)).reason is Reason.VERIFIED
+
+
+def test_a_source_the_policy_refuses_makes_nothing(tmp_path: Path) -> None:
+    from edgewise.shared.trust.keys import public_pem
+
+    publisher, stranger = generate_ec(), generate_ec()
+    (tmp_path / "stranger.pem").write_bytes(private_pem(stranger))
+    (tmp_path / "publisher.pub").write_bytes(public_pem(publisher.public_key()))
+    src = om.transformer(tmp_path / "src.onnx", layers=1)
+    _sign(src, tmp_path / "stranger.pem", tmp_path / "src.sig")
+    _, unknown = _optimize(tmp_path, "--source-signature", str(tmp_path / "src.sig"),
+                           "--trusted-signers", str(tmp_path / "publisher.pub"))
+    assert unknown.returncode == 5 and "UnknownSigner" in unknown.stderr, unknown.stderr
+    _, unsigned = _optimize(tmp_path, "--trusted-signers", str(tmp_path / "publisher.pub"), "--require-signed")
+    assert unsigned.returncode == 5 and "Unsigned" in unsigned.stderr and "requireSigned" in unsigned.stderr
+    assert not (tmp_path / "int8.onnx").exists()

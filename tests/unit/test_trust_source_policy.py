@@ -103,3 +103,23 @@ def test_with_no_signer_named_a_signed_model_is_from_an_unknown_signer(tmp_path,
     model, bundle = sign_model(tmp_path, generate_ec())
     decision = evaluate_source(model, bundle, TrustPolicy(require_signed=require_signed))
     assert decision.trust is SourceTrust.UNKNOWN_SIGNER and "names no signer" in decision.message
+
+
+def test_a_policy_reads_signers_from_a_pem_bundle_or_a_directory(tmp_path) -> None:
+    from edgewise.shared.trust.keys import KeyLoadError
+    from edgewise.shared.trust.source_signature import policy_from_files
+
+    a, b = generate_ec(), generate_ec()
+    bundle = tmp_path / "signers.pem"
+    bundle.write_bytes(public_pem(a.public_key()) + public_pem(b.public_key()))
+    assert len(policy_from_files(bundle).public_keys) == 2
+    d = tmp_path / "dir"
+    d.mkdir()
+    (d / "a.pub").write_bytes(public_pem(a.public_key()))
+    (d / "notes.txt").write_text("not a key")
+    policy = policy_from_files(d, require_signed=True)
+    assert len(policy.public_keys) == 1 and policy.require_signed
+    model, sig = sign_model(tmp_path, a)
+    assert evaluate_source(model, sig, policy).trust is SourceTrust.SIGNED
+    with pytest.raises(KeyLoadError):
+        policy_from_files(tmp_path / "absent.pem")

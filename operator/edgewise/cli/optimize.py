@@ -3,7 +3,9 @@
 Exit codes (the operator's worker maps them to conditions): 0 artifact written (outcome
 Optimized), 2 bad input (InvalidModel, CalibrationMismatch), 3 no candidate passed the
 accuracy gate (OptimizationRejected; no artifact written), 4 the artifact does not fit the
-memory limits (DoesNotFit; artifact and report written), 1 anything else.
+memory limits (DoesNotFit; artifact and report written), 5 the source model's signature is
+refused by the trust policy (--source-signature, --trusted-signers, --require-signed; nothing
+written), 1 anything else.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from edgewise.optimize.target import PRECISIONS, QUANTIZATIONS, RUNTIMES
 
 if TYPE_CHECKING:
     from edgewise.api.model import AccuracyGate
+    from edgewise.shared.trust.statement import SourceSignature
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_DOES_NOT_FIT = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_DOES_NOT_FIT, EXIT_UNTRUSTED = 0, 1, 2, 3, 4, 5
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,6 +70,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"${contract.ATTESTATION_KEY_ENV}; none: not attested")
     p.add_argument("--source-uri", default="",
                    help="the source's URI as the attestation should name it (default: the path given)")
+    trust = p.add_argument_group("source signature", "the source model's OpenSSF model-signing bundle, checked "
+                                                     "offline before anything is made (docs/security.md)")
+    trust.add_argument("--source-signature", type=Path, default=None, help="the source's model-signing bundle")
+    trust.add_argument("--trusted-signers", type=Path, default=None,
+                       help="accepted signers' PEM public keys: a file or a directory of *.pem/*.pub")
+    trust.add_argument("--trusted-ca", type=Path, action="append", default=[],
+                       help="an accepted signers' PEM CA certificate chain (repeatable)")
+    trust.add_argument("--require-signed", action="store_true", help="refuse a source without a signature")
     p.set_defaults(func=run)
 
 
@@ -84,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     tracing.configure("edgewise-optimize")  # only when OTEL_* asks for traces
     try:
+        signed = _source_signature(args)
+    except _Untrusted as err:
+        print(f"edgewise optimize: {err}", file=sys.stderr)
+        return EXIT_UNTRUSTED
+    try:
         target = Target(runtime=args.target, precision=args.precision,
                         cpu_features=frozenset(args.cpu_features))
         options = Options(
@@ -98,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                           validation=args.validation, options=options)
         if report.outcome == "Optimized":
             key = args.attestation_key or attestation.key_from_env(os.environ)
-            attested = attestation.attest(Path(args.output), report, args.source_uri or str(args.src), key)
+            attested = attestation.attest(Path(args.output), report, args.source_uri or str(args.src), key, signed)
             report = report.model_copy(update={"notes": [*report.notes, attested.message]})
     except OptimizeError as err:
         print(f"edgewise optimize: {err.reason}: {err}", file=sys.stderr)
@@ -122,3 +138,31 @@ def _gate(min_cosine: float | None, max_top1_drop_percent: float | None) -> Accu
 
     given = {"min_cosine": min_cosine, "max_top1_drop_percent": max_top1_drop_percent}
     return AccuracyGate(**{k: v for k, v in given.items() if v is not None})
+
+
+class _Untrusted(Exception):
+    """The source's signature is refused by the trust policy, or the policy cannot be read."""
+
+
+def _source_signature(args: argparse.Namespace) -> SourceSignature | None:
+    """The source's signer when its signature verifies; None for an unsigned source the policy allows;
+    _Untrusted (with the policy's words) otherwise. Nothing is checked without any trust flag."""
+    if not (args.source_signature or args.trusted_signers or args.trusted_ca or args.require_signed):
+        return None
+    from edgewise.shared.trust.keys import KeyLoadError
+    from edgewise.shared.trust.source_signature import bundle_sha256, evaluate_source, policy_from_files
+    from edgewise.shared.trust.statement import SourceSignature
+
+    try:
+        policy = policy_from_files(args.trusted_signers, tuple(args.trusted_ca), args.require_signed)
+    except KeyLoadError as err:
+        raise _Untrusted(str(err)) from err
+    decision = evaluate_source(Path(args.src), args.source_signature, policy)
+    if not decision.allowed:
+        raise _Untrusted(f"{decision.trust}: {decision.message}")
+    if args.source_signature is None:
+        import sys
+
+        print(f"note: {decision.message}", file=sys.stderr)
+        return None
+    return SourceSignature(decision.signer, bundle_sha256(args.source_signature))

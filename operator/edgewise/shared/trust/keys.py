@@ -111,7 +111,7 @@ class TrustedKeys:
     @classmethod
     def from_pem(cls, pem: bytes, where: str = "trusted keys") -> TrustedKeys:
         """Every PEM public key block in `pem` (a bundle may hold the old key and the new)."""
-        blocks = _pem_blocks(pem)
+        blocks = pem_blocks(pem)
         if not blocks:
             raise KeyLoadError(f"{where}: no PEM public key in it")
         keys = []
@@ -160,7 +160,7 @@ class TrustedKeys:
         return sorted(self.keys)
 
 
-def _pem_blocks(pem: bytes) -> list[bytes]:
+def pem_blocks(pem: bytes) -> list[bytes]:
     begin, end = b"-----BEGIN PUBLIC KEY-----", b"-----END PUBLIC KEY-----"
     blocks, rest = [], pem
     while (start := rest.find(begin)) >= 0:

@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from edgewise.shared.trust.keys import PEM_SUFFIXES, KeyLoadError, pem_blocks
 from edgewise.shared.trust.policy import SignatureCheck, SourceDecision, TrustPolicy, decide
 
 
@@ -103,3 +104,27 @@ def evaluate_source(model_path: Path, bundle_path: Path | None, policy: TrustPol
 
 def bundle_sha256(bundle_path: Path) -> str:
     return hashlib.sha256(Path(bundle_path).read_bytes()).hexdigest()
+
+
+def policy_from_files(public_keys: Path | None, certificate_chains: tuple[Path, ...] = (),
+                      require_signed: bool = False) -> TrustPolicy:
+    """A policy from PEM files: public keys (a file of one or more keys, or a directory of *.pem/*.pub, as
+    a mounted ConfigMap) and CA chain files. KeyLoadError when a file is missing or holds no key."""
+    keys: list[bytes] = []
+    if public_keys is not None:
+        files = [public_keys]
+        if public_keys.is_dir():
+            files = sorted(f for f in public_keys.iterdir() if f.suffix in PEM_SUFFIXES and not f.name.startswith("."))
+        for f in files:
+            try:
+                blocks = pem_blocks(f.read_bytes())
+            except OSError as err:
+                raise KeyLoadError(f"{f}: cannot read signers' keys ({err.strerror or err})") from err
+            if not blocks:
+                raise KeyLoadError(f"{f}: no PEM public key in it")
+            keys += blocks
+    try:
+        chains = tuple(Path(c).read_bytes() for c in certificate_chains)
+    except OSError as err:
+        raise KeyLoadError(f"cannot read a CA chain ({err})") from err
+    return TrustPolicy(public_keys=tuple(keys), certificate_chains=chains, require_signed=require_signed)
