@@ -351,3 +351,32 @@ def test_a_misconfigured_trust_stops_the_agent_at_start_with_a_clear_message(tmp
                            str(tmp_path / "cache"), *flags], capture_output=True, text=True, timeout=60, env=env,
                           check=False)
     assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(("kind", "raised"), [("untrusted_key", TrustRefused), ("source_mismatch", TrustRefused),
+                                              ("digest_mismatch", fetch_mod.dl.PermanentError)])
+def test_fetch_believes_an_agents_attestation_refusal_but_goes_around_its_bad_bytes(kind: str, raised: type) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Agent(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:  # the prefetch: it failed, for `kind`
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = json.dumps({"sha256": "a" * 64, "state": "failed", "errorKind": kind, "error": "no"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Agent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(raised) as err:
+            fetch_mod.stage_in_agent(f"http://127.0.0.1:{server.server_port}", "a" * 64, "http://s/m", "m")
+        assert not (raised is fetch_mod.dl.PermanentError and isinstance(err.value, TrustRefused))
+    finally:
+        server.shutdown()
+        server.server_close()

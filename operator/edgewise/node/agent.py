@@ -25,13 +25,13 @@ API (see docs/node-cache.md):
     GET  /v1/prefetch/{sha256}             state of a prefetch
     GET  /v1/attestations/{sha256}         the attestation a cached artifact was verified with
     GET  /v1/telemetry                     the node's power (W) and temperature (°C), or why not (operator)
+    GET  /healthz, GET /metrics
 
 With trusted keys configured (`--trusted-keys`: the operator's attestation keys, pinned on the node;
 node/trust.py), an artifact is cached only with a valid attestation fetched from beside it, and each
 use re-checks that attestation, offline, against the keys in force and the source the caller pins
 (`?source=` / "sourceSha256"). A refusal caches nothing and replaces nothing; it answers 403 with the
 reason as `kind` and counts in edgewise_agent_trust_refusals_total{reason}.
-    GET  /healthz, GET /metrics
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ from edgewise.node.cache import (
     plan_model_digest,
 )
 from edgewise.node.telemetry import NodeTelemetry, Telemetry
-from edgewise.node.trust import TRUST_KINDS, TrustRefused, attestation_of, judge
+from edgewise.node.trust import ATTESTATION_KINDS, TrustRefused, attestation_of, judge
 from edgewise.shared import download as dl
 from edgewise.shared import tracing
 from edgewise.shared.bandwidth import Budget, Limiter, Stopped
@@ -573,8 +573,7 @@ def _plan_key(caller: Caller, key: str) -> str:
 
 def _job_error(agent: Agent, caller: Caller, job: Job) -> web.Response:
     # An attestation refused is a 403 like a refused source; bytes that hash wrong stay a 502 (a bad upstream).
-    attestation_refused = job.error_kind in TRUST_KINDS and job.error_kind != "digest_mismatch"
-    status = 403 if attestation_refused else \
+    status = 403 if job.error_kind in ATTESTATION_KINDS else \
         {"refused": 403, "too_large": 507, "deadline": 504}.get(job.error_kind, 502)
     message = job.error if _sees(agent, caller, job) else f"the download of {job.sha256} failed ({job.error_kind})"
     return _error(status, message, kind=job.error_kind)

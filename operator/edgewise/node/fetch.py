@@ -36,7 +36,14 @@ from typing import TYPE_CHECKING, Any
 from edgewise import contract
 from edgewise.node import triton_config as tc
 from edgewise.node import trtexec as trt
-from edgewise.node.trust import TRUST_KINDS, TrustRefused, attestation_of, fetch_attestation, judge, load_trust
+from edgewise.node.trust import (
+    ATTESTATION_KINDS,
+    TrustRefused,
+    attestation_of,
+    fetch_attestation,
+    judge,
+    load_trust,
+)
 from edgewise.shared import download as dl
 from edgewise.shared.digest import CHUNK, DigestMismatch, Writer, file_sha256, normalize_digest
 from edgewise.shared.tensors import TensorSpec
@@ -160,7 +167,7 @@ def stage_in_agent(
             logged = time.monotonic()
             log.info("node agent is downloading %s: %s bytes so far", sha256, view.get("bytes"))
     if view["state"] == "failed":
-        if view.get("errorKind") in TRUST_KINDS:  # the agent's verdict on the attestation, by the same rules
+        if view.get("errorKind") in ATTESTATION_KINDS:  # the agent's verdict on the attestation, by the same rules
             raise TrustRefused(Verdict(Reason(view["errorKind"]), f"the node agent refused it: {view.get('error')}"))
         raise dl.PermanentError(f"node agent could not stage it: {view.get('error')}")
 

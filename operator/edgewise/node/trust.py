@@ -20,6 +20,9 @@ from edgewise.shared.trust.verify import OK_REASONS, Expected, NodeTrust, Reason
 
 # A refusal's errorKind in the agent's answers and its metric label, one per Reason that refuses.
 TRUST_KINDS = frozenset(r.value for r in Reason if r not in OK_REASONS)
+# Those about the attestation: everything but bytes that hash wrong, which stay a DigestMismatch
+# (a bad upstream, worth another source) as they were before trust.
+ATTESTATION_KINDS = TRUST_KINDS - {Reason.DIGEST_MISMATCH.value}
 
 
 class TrustRefused(Exception):
