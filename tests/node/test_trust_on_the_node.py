@@ -380,3 +380,61 @@ def test_fetch_believes_an_agents_attestation_refusal_but_goes_around_its_bad_by
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---- a site's nodes fill from its source node: the attestation comes from the peer, checked again ----------
+
+def _site(source: SourceServer, agents: Callable[..., AgentProcess], tmp_path: Path, key: Signer,
+          second_trusts: Signer | None = None) -> tuple[AgentProcess, AgentProcess, str]:
+    """The site's source node with V2 cached (attested by `key`), another node of the site, and the URI of V2 at
+    a source nobody can reach any more (the site's uplink is gone)."""
+    from cache_support import AGENT_USER, PEER
+
+    token = tmp_path / "peer-token"
+    token.write_text(PEER)
+    flags = ("--peer-user", AGENT_USER, "--peer-token-file", str(token), "--attempts", "1")
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+    first = agents("--trusted-keys", str(trusted(tmp_path, key)), *flags, cache=tmp_path / "first" / "cache")
+    assert get(first, V2, publish(source, "v2.onnx", V2, attestation(V2, key))) == (200, V2)
+    source.stop()
+    second_keys = trusted(tmp_path, second_trusts or key, name="second-keys")
+    second = agents("--trusted-keys", str(second_keys), *flags, cache=tmp_path / "second" / "cache")
+    return first, second, f"http://127.0.0.1:{free_port()}/v2.onnx"
+
+
+def _stage_via_peer(agent: AgentProcess, peer: AgentProcess, uri: str) -> dict:
+    status, _, body = http("POST", agent.url + contract.AGENT_PREFETCH_PATH, json.dumps(
+        {"uri": uri, "sha256": sha256(V2), "model": "detector", "namespace": "vision", "peers": [peer.url]}).encode(),
+        token=OPERATOR)
+    assert status in (200, 202), body
+    return wait_for(lambda: (j := get_json(f"{agent.url}{contract.AGENT_PREFETCH_PATH}/{sha256(V2)}", OPERATOR))[
+        "state"] in ("ready", "failed") and j, 60, "the peer fill")
+
+
+def test_offline_a_sites_node_fills_from_its_peer_with_the_peers_attestation(source: SourceServer, agents,
+                                                                           tmp_path: Path, key: Signer) -> None:
+    first, second, dead = _site(source, agents, tmp_path, key)
+    state = _stage_via_peer(second, first, dead)
+    assert state["state"] == "ready" and state["via"] == f"peer {first.url}", state
+    assert get(second, V2, dead) == (200, V2)
+    assert (second.cache_dir / "attestations" / f"{sha256(V2)}.intoto.json").exists()
+
+
+def test_offline_a_peers_attestation_of_another_artifact_is_refused_and_nothing_is_cached(
+        source: SourceServer, agents, tmp_path: Path, key: Signer) -> None:
+    first, second, dead = _site(source, agents, tmp_path, key)
+    (first.cache_dir / "attestations" / f"{sha256(V2)}.intoto.json").write_bytes(attestation(V3, key))
+    state = _stage_via_peer(second, first, dead)
+    assert state["state"] == "failed", state  # the peer refused to stage it; the source, tried next, is gone
+    assert second.artifacts() == []
+    assert refusals(first) == {"subject_mismatch": 1.0}
+
+
+def test_offline_a_peers_attestation_by_a_key_this_node_does_not_trust_is_refused(
+        source: SourceServer, agents, tmp_path: Path, key: Signer) -> None:
+    first, second, dead = _site(source, agents, tmp_path, key, second_trusts=generate_ec())
+    state = _stage_via_peer(second, first, dead)
+    assert state["state"] == "failed", state  # this node refused the peer's; the source, tried next, is gone
+    assert second.artifacts() == []
+    assert refusals(second) == {"untrusted_key": 1.0} and refusals(first) == {}

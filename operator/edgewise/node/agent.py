@@ -347,29 +347,37 @@ class Agent:
             return []
         return [j for j in running if now - (j.started or now) - j.paused > self.limits.download_deadline]
 
-    def check_use(self, digest: str, source: str) -> Verdict | None:
+    def check_use(self, digest: str, source: str, *, staging: bool = False) -> Verdict | None:
         """Whether a cached artifact may be used now: its cached attestation against the keys in force and
-        the source the caller pins (offline). None when trust is off; TrustRefused when it may not."""
+        the source the caller pins (offline). None when trust is off; TrustRefused when it may not.
+
+        `staging` (a prefetch): a caller that pins no source only asks for the artifact to be there, as
+        a fill that pins none does; each use pins one."""
         if self.trust is None:
             return None
         try:
             return judge(self.trust, digest, self.cache.attestation(digest), digest, source)
         except TrustRefused as err:
+            if staging and not source and err.verdict.reason is Reason.SOURCE_NOT_PINNED:
+                return err.verdict
             self.metrics.trust_refusals.labels(err.kind).inc()
             log.warning("refused to serve %s: %s", digest, err)
             raise
 
-    def _verify_fill(self, job: Job, w: Writer) -> None:
-        """Before the bytes in `w` become a cache entry: the attestation beside the source, checked and
-        kept with them. Nothing is committed when this raises.
+    def _verify_fill(self, job: Job, w: Writer, peer: str = "") -> None:
+        """Before the bytes in `w` become a cache entry: their attestation — from the peer that delivered
+        them (it cached it with them), else from beside the source — checked here and kept with them.
+        Nothing is committed when this raises.
 
         A fill that pins no source (a prefetch that does not say) caches an artifact whose attestation is
         genuine and its own; the source is then checked at each use, which must pin one."""
         if self.trust is None:
             return
         w.check_digest(job.sha256)  # wrong bytes are a DigestMismatch as without trust (a peer's: try the source)
-        envelope = attestation_of(job.uri, openers=self.openers, attempts=self.attempts, timeout=self.timeout,
-                                  base_delay=self.base_delay)
+        envelope = peer_fetch.attestation(peer, self.peer_token_file, job.sha256, self.timeout) if peer else None
+        if envelope is None:  # a site's nodes but its source node may have no uplink: the peer's comes first
+            envelope = attestation_of(job.uri, openers=self.openers, attempts=self.attempts, timeout=self.timeout,
+                                      base_delay=self.base_delay)
         try:
             judge(self.trust, w.hexdigest(), envelope, job.sha256, job.source)
         except TrustRefused as err:
@@ -465,9 +473,11 @@ class Agent:
                 peer_fetch.fetch(peer, self.peer_token_file, sha256=job.sha256, uri=job.uri,
                                  model=job.model or "", sink=_GuardedSink(w, self._stop, deadline, job),
                                  stop=self._stop, timeout=self.timeout, waited=lambda s: _pause(job, s))
-                self._verify_fill(job, w)  # the attestation comes from beside the source, not from the peer
+                self._verify_fill(job, w, peer)
                 self.cache.commit(w, job.sha256, model=job.model)
-            except (peer_fetch.PeerError, DigestMismatch) as err:
+            except (peer_fetch.PeerError, DigestMismatch, TrustRefused) as err:  # the source may do better
+                if isinstance(err, TrustRefused):
+                    self.metrics.trust_refusals.labels(err.kind).inc()
                 if self._stop.is_set():
                     raise dl.PermanentError("agent shutting down") from err
                 log.warning("peer %s could not deliver %s (%s): from the source instead", peer, job.sha256, err)
@@ -751,7 +761,7 @@ async def post_prefetch(request: web.Request) -> web.Response:
     location = f"{contract.AGENT_PREFETCH_PATH}/{digest}"
     if agent.cache.has(digest):
         try:
-            agent.check_use(digest, source)
+            agent.check_use(digest, source, staging=True)
         except TrustRefused as err:  # what is cached may not run: say why, like a failed fill
             return web.json_response({"sha256": digest, "state": "failed", "errorKind": err.kind,
                                       "error": str(err)}, headers={"Location": location})

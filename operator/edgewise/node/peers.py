@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgewise import contract
+from edgewise.node.trust import fetch_attestation
 from edgewise.shared import download as dl
 
 POLL_SECONDS = 0.5  # between questions to the peer while it downloads
@@ -84,5 +85,16 @@ def fetch(peer: str, token_file: Path | None, *, sha256: str, uri: str, model: s
     try:
         dl.download(f"{base}/v1/artifacts/{sha256}", sink, attempts=3, base_delay=0.5, timeout=timeout,
                     openers={"http": opener, "https": opener}, sleep=lambda s: stop.wait(s))
+    except dl.DownloadError as err:
+        raise PeerError(str(err)) from err
+
+
+def attestation(peer: str, token_file: Path | None, sha256: str, timeout: float) -> bytes | None:
+    """The attestation the peer cached with `sha256` (it verified it when it filled), or None."""
+    opener = dl.http_opener(headers={"Authorization": f"Bearer {read_token(token_file)}"}, follow_redirects=False)
+    try:
+        return fetch_attestation(peer_url(peer) + contract.AGENT_ATTESTATION_PATH.format(sha256=sha256),
+                                 openers={"http": opener, "https": opener}, attempts=2, timeout=timeout,
+                                 base_delay=0.2)
     except dl.DownloadError as err:
         raise PeerError(str(err)) from err
