@@ -438,3 +438,46 @@ def test_offline_a_peers_attestation_by_a_key_this_node_does_not_trust_is_refuse
     assert state["state"] == "failed", state  # this node refused the peer's; the source, tried next, is gone
     assert second.artifacts() == []
     assert refusals(second) == {"untrusted_key": 1.0} and refusals(first) == {}
+
+
+# ---- TensorRT plans: attested by the agent of the node that keeps them -------------------------------------
+
+def test_a_plan_the_agent_keeps_is_attested_by_its_node_key_naming_the_onnx_and_tensorrt(
+        source: SourceServer, agents: Callable[..., AgentProcess], tmp_path: Path) -> None:
+    from edgewise.shared.trust.keys import TrustedKeys, private_pem
+    from edgewise.shared.trust.verify import ExpectedPlan, Reason, check_plan
+
+    node_key = generate_ec()
+    (tmp_path / "node.pem").write_bytes(private_pem(node_key))
+    agent = agents("--plan-signing-key", str(tmp_path / "node.pem"))
+    assert get(agent, V1, publish(source, "v1.onnx", V1, None)) == (200, V1)
+    key = contract.plan_cache_key(sha256(V1), "8.7", "10.3.0", "fp16")
+    plan = b"serialized engine " * 1000
+    status, _, body = http("PUT", f"{agent.url}/v1/artifacts/{key}", plan,
+                           {contract.AGENT_SHA256_HEADER: sha256(plan)})
+    assert status == 201 and json.loads(body)["attestedBy"] == node_key.key_id
+    status, _, envelope = http("GET", agent.url + contract.AGENT_ATTESTATION_PATH.format(sha256=sha256(plan)))
+    assert status == 200
+    keys = TrustedKeys.of([node_key.public_key()])
+    verdict = check_plan(sha256(plan), envelope, keys, ExpectedPlan(sha256(plan), sha256(V1), "10.3.0"))
+    assert verdict.reason is Reason.VERIFIED and "plan built on node-a" in verdict.message
+    plan_of = verdict.statement.predicate  # type: ignore[union-attr]
+    assert (plan_of.compute_capability, plan_of.precision) == ("8.7", "fp16")  # type: ignore[union-attr]
+    # Another ONNX, another TensorRT, or another node's key: each is refused.
+    assert check_plan(sha256(plan), envelope, keys, ExpectedPlan(sha256(plan), sha256(V2), "10.3.0")
+                      ).reason is Reason.SOURCE_MISMATCH
+    assert check_plan(sha256(plan), envelope, keys, ExpectedPlan(sha256(plan), sha256(V1), "8.6.1")
+                      ).reason is Reason.SOURCE_MISMATCH
+    assert check_plan(sha256(plan), envelope, TrustedKeys.of([generate_ec().public_key()]),
+                      ExpectedPlan(sha256(plan), sha256(V1), "10.3.0")).reason is Reason.UNTRUSTED_KEY
+
+
+def test_without_a_plan_key_plans_are_kept_as_before_and_not_attested(source: SourceServer, agents) -> None:
+    agent = agents()
+    assert get(agent, V1, publish(source, "v1.onnx", V1, None)) == (200, V1)
+    key = contract.plan_cache_key(sha256(V1), "8.7", "10.3.0", "fp16")
+    plan = b"serialized engine " * 1000
+    status, _, body = http("PUT", f"{agent.url}/v1/artifacts/{key}", plan,
+                           {contract.AGENT_SHA256_HEADER: sha256(plan)})
+    assert status == 201 and "attestedBy" not in json.loads(body)
+    assert http("GET", agent.url + contract.AGENT_ATTESTATION_PATH.format(sha256=sha256(plan)))[0] == 404

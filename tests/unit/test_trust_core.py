@@ -229,3 +229,22 @@ def test_a_plan_attestation_does_not_pass_for_a_model() -> None:
 def test_private_pem_round_trips() -> None:
     signer = generate_ec()
     assert Signer.load(private_pem(signer)).key_id == signer.key_id
+
+
+def test_a_plan_is_judged_by_its_digest_signer_subject_onnx_and_tensorrt() -> None:
+    from edgewise.shared.trust.statement import sign_statement
+    from edgewise.shared.trust.verify import ExpectedPlan, check_plan
+
+    node = generate_ec()
+    plan, onnx = b"engine bytes", "c" * 64
+    env = sign_statement(Statement("model.plan", sha256(plan), TensorRTPlan(onnx, "10.3.0", "8.7", "fp16", "n1")), node)
+    keys = TrustedKeys.of([node.public_key()])
+    want = ExpectedPlan(sha256(plan), onnx, "10.3.0")
+    assert check_plan(sha256(plan), env, keys, want).reason is Reason.VERIFIED
+    assert check_plan(sha256(b"other"), env, keys, want).reason is Reason.DIGEST_MISMATCH
+    assert check_plan(sha256(plan), None, keys, want).reason is Reason.NO_ATTESTATION
+    other = ExpectedPlan(sha256(b"other"), onnx, "10.3.0")
+    assert check_plan(sha256(b"other"), env, keys, other).reason is Reason.SUBJECT_MISMATCH
+    assert check_plan(sha256(plan), env, keys, ExpectedPlan(sha256(plan), "d" * 64, "10.3.0")
+                      ).reason is Reason.SOURCE_MISMATCH
+    assert check_plan(sha256(plan), attest(plan, node), keys, want).reason is Reason.MALFORMED_ATTESTATION

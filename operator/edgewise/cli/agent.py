@@ -105,6 +105,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             f"during a key rotation); default ${contract.TRUSTED_KEYS_ENV}")
     trust.add_argument("--require-signed-source", action="store_true",
                        help="refuse artifacts derived from a source model that was not signed")
+    trust.add_argument("--plan-signing-key", type=Path, default=None,
+                       help="this node's PEM private key: the agent attests each TensorRT plan it keeps (the ONNX "
+                            "it was built from, the TensorRT version, this node); none: plans are not attested")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
 
@@ -135,7 +138,20 @@ def config(args: argparse.Namespace) -> Any:
                       peer_users=frozenset(args.peer_user)),
         sysfs_root=args.sysfs_root,
         trust=_trust(args),
+        plan_signer=_plan_signer(args),
     )
+
+
+def _plan_signer(args: argparse.Namespace) -> Any:
+    from edgewise.shared.trust.keys import Signer
+
+    if args.plan_signing_key is None:
+        return None
+    try:
+        return Signer.load(args.plan_signing_key)
+    except OSError as err:
+        raise ValueError(f"{args.plan_signing_key}: cannot read the plan signing key ({err.strerror or err})") \
+            from err
 
 
 def _trust(args: argparse.Namespace) -> Any:

@@ -67,12 +67,13 @@ from edgewise.node.cache import (
     plan_model_digest,
 )
 from edgewise.node.telemetry import NodeTelemetry, Telemetry
-from edgewise.node.trust import ATTESTATION_KINDS, TrustRefused, attestation_of, judge
+from edgewise.node.trust import ATTESTATION_KINDS, TrustRefused, attest_plan, attestation_of, judge
 from edgewise.shared import download as dl
 from edgewise.shared import tracing
 from edgewise.shared.bandwidth import Budget, Limiter, Stopped
 from edgewise.shared.destinations import Destinations
 from edgewise.shared.digest import DigestMismatch, Writer, normalize_digest
+from edgewise.shared.trust.keys import Signer
 from edgewise.shared.trust.verify import NodeTrust, Reason, Verdict
 
 log = logging.getLogger("edgewise.agent")
@@ -291,10 +292,11 @@ class Agent:
         destinations: Destinations | None = None, file_root: Path | None = None, attempts: int = 5,
         base_delay: float = 0.5, timeout: float = 30.0, limits: Limits = Limits(),
         telemetry: NodeTelemetry | None = None,
-        peer_token_file: Path | None = None, trust: NodeTrust | None = None,
+        peer_token_file: Path | None = None, trust: NodeTrust | None = None, plan_signer: Signer | None = None,
     ) -> None:
         self.cache = cache
         self.trust = trust  # None: digests only, as before trust was configurable
+        self.plan_signer = plan_signer  # this node's key: it attests the TensorRT plans it keeps
         self.verifier = verifier
         self.policy = policy
         self.file_root = file_root
@@ -721,7 +723,13 @@ async def _store_plan(agent: Agent, request: web.Request, key: str, asked: str, 
             return _error(409, str(err), uploadedBy=agent.cache.plan_uploader(key))
     agent.metrics.cache_bytes.set(agent.cache.total_bytes())
     log.info("stored plan %s (%s) uploaded by %s", key, expected, uploader)
-    return web.json_response({"key": asked, "sha256": expected, "uploadedBy": uploader}, status=201)
+    answer = {"key": asked, "sha256": expected, "uploadedBy": uploader}
+    if agent.plan_signer is not None:  # which node built it, from which ONNX, with which TensorRT
+        envelope = attest_plan(agent.plan_signer, asked, expected, agent.policy.node_name)
+        if envelope is not None:
+            await asyncio.to_thread(agent.cache.put_attestation, expected, envelope)
+            answer["attestedBy"] = agent.plan_signer.key_id
+    return web.json_response(answer, status=201)
 
 
 @requires(Role.OPERATOR)  # it names every tenant's models: not for pods
@@ -910,6 +918,7 @@ class Config:
     sysfs_root: Path = Path("/sys")
     peer_token_file: Path | None = None
     trust: NodeTrust | None = None  # the pinned attestation keys; None: digests only
+    plan_signer: Signer | None = None  # this node's key for the plans it keeps; None: plans are not attested
 
 
 def run(config: Config, verifier: Verifier) -> None:
@@ -921,7 +930,8 @@ def run(config: Config, verifier: Verifier) -> None:
     cache.evict()  # a smaller budget than last time applies at once
     agent = Agent(cache, verifier=verifier, policy=c.policy, destinations=c.destinations,
                   file_root=c.file_root, attempts=c.attempts, timeout=c.timeout, limits=c.limits,
-                  telemetry=NodeTelemetry(c.sysfs_root), peer_token_file=c.peer_token_file, trust=c.trust)
+                  telemetry=NodeTelemetry(c.sysfs_root), peer_token_file=c.peer_token_file, trust=c.trust,
+                  plan_signer=c.plan_signer)
     log.info("agent of node %s on %s:%d, cache %s (%d bytes, budget %s), operator %s, allowed hosts %s",
              c.policy.node_name, c.host, c.port, c.cache_dir, cache.total_bytes(), c.max_bytes,
              sorted(c.policy.operator_users) or "(none)", sorted(c.destinations.allow_hosts) or "(none)")

@@ -9,13 +9,15 @@ None and artifacts are checked by digest only, exactly as before.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from edgewise import contract
 from edgewise.shared import download as dl
 from edgewise.shared.trust.dsse import MAX_ENVELOPE_BYTES
-from edgewise.shared.trust.keys import TrustedKeys
+from edgewise.shared.trust.keys import Signer, TrustedKeys
+from edgewise.shared.trust.statement import Statement, TensorRTPlan, sign_statement
 from edgewise.shared.trust.verify import OK_REASONS, Expected, NodeTrust, Reason, Verdict, check
 
 # A refusal's errorKind in the agent's answers and its metric label, one per Reason that refuses.
@@ -96,3 +98,25 @@ def attestation_of(artifact_uri: str, **kwargs: object) -> bytes | None:
     except ValueError:  # an oci:// artifact named by a tag: nothing is attested under a tag
         return None
     return fetch_attestation(uri, **kwargs)  # type: ignore[arg-type]
+
+
+# contract.plan_cache_key(): plan-<onnx sha256>-sm<cc without the dot>-trt<version>-<precision>
+_PLAN_KEY = re.compile(r"^plan-(?P<onnx>[0-9a-f]{64})-sm(?P<cc>[0-9A-Za-z]+)-trt(?P<trt>.+)"
+                       r"-(?P<precision>fp32|fp16|int8)$")
+
+
+def plan_statement(plan_key: str, plan_sha256: str, node: str) -> Statement | None:
+    """What the agent attests of a plan cached under `plan_key`: the ONNX it was built from, the TensorRT
+    version and compute capability the key names, and this node. None for a key not of that form."""
+    m = _PLAN_KEY.match(plan_key)
+    if m is None:
+        return None
+    cc = m["cc"]  # "87" for 8.7: the key drops the dot, and minor versions are one digit
+    return Statement(contract.PLAN_FILENAME, plan_sha256, TensorRTPlan(
+        onnx_sha256=m["onnx"], tensorrt_version=m["trt"], compute_capability=f"{cc[:-1]}.{cc[-1]}" if len(cc) > 1
+        else cc, precision=m["precision"], node=node))
+
+
+def attest_plan(signer: Signer, plan_key: str, plan_sha256: str, node: str) -> bytes | None:
+    statement = plan_statement(plan_key, plan_sha256, node)
+    return None if statement is None else sign_statement(statement, signer)

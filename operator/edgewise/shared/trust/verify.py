@@ -22,7 +22,13 @@ from enum import StrEnum
 
 from edgewise.shared.trust import dsse
 from edgewise.shared.trust.keys import TrustedKeys
-from edgewise.shared.trust.statement import PAYLOAD_TYPE, DerivedModel, MalformedStatement, Statement
+from edgewise.shared.trust.statement import (
+    PAYLOAD_TYPE,
+    DerivedModel,
+    MalformedStatement,
+    Statement,
+    TensorRTPlan,
+)
 
 
 class Reason(StrEnum):
@@ -71,6 +77,23 @@ class Verdict:
         return self.reason in OK_REASONS
 
 
+def _open(envelope: bytes, keys: TrustedKeys, what: str) -> tuple[str, Statement] | Verdict:
+    """(the trusted key that signed it, the statement), or the Verdict that refuses it."""
+    try:
+        env = dsse.Envelope.parse(envelope)
+        if env.payload_type != PAYLOAD_TYPE:
+            raise dsse.Malformed(f"payloadType {env.payload_type!r}, not {PAYLOAD_TYPE}")
+        key_id = dsse.verify(env, keys)
+        return key_id, Statement.parse(env.payload)
+    except (dsse.Malformed, MalformedStatement) as err:
+        return Verdict(Reason.MALFORMED_ATTESTATION, f"{what} is unreadable: {err}")
+    except dsse.UntrustedKey as err:
+        return Verdict(Reason.UNTRUSTED_KEY, f"{what} is {err}; a node trusts only the keys in its trusted-keys "
+                                             "configuration (a key rotated out no longer counts)")
+    except dsse.BadSignature as err:
+        return Verdict(Reason.BAD_SIGNATURE, f"{what}: {err}")
+
+
 def check(actual_sha256: str, envelope: bytes | None, trust: NodeTrust, expected: Expected) -> Verdict:
     """The verdict on an artifact whose bytes hash to `actual_sha256`, with its attestation `envelope`."""
     want = expected.artifact_sha256
@@ -82,20 +105,10 @@ def check(actual_sha256: str, envelope: bytes | None, trust: NodeTrust, expected
     if envelope is None:
         return Verdict(Reason.NO_ATTESTATION, f"no attestation for sha256 {want}: the node trusts only artifacts "
                                               "the operator attested (is the operator's signing key configured?)")
-    try:
-        env = dsse.Envelope.parse(envelope)
-        if env.payload_type != PAYLOAD_TYPE:
-            raise dsse.Malformed(f"payloadType {env.payload_type!r}, not {PAYLOAD_TYPE}")
-        key_id = dsse.verify(env, trust.keys)
-        statement = Statement.parse(env.payload)
-    except (dsse.Malformed, MalformedStatement) as err:
-        return Verdict(Reason.MALFORMED_ATTESTATION, f"the attestation of sha256 {want} is unreadable: {err}")
-    except dsse.UntrustedKey as err:
-        return Verdict(Reason.UNTRUSTED_KEY, f"the attestation of sha256 {want} is {err}; a node trusts only the "
-                                             "keys in its trusted-keys configuration (a key rotated out no longer "
-                                             "counts)")
-    except dsse.BadSignature as err:
-        return Verdict(Reason.BAD_SIGNATURE, f"the attestation of sha256 {want}: {err}")
+    opened = _open(envelope, trust.keys, f"the attestation of sha256 {want}")
+    if isinstance(opened, Verdict):
+        return opened
+    key_id, statement = opened
     if statement.subject_sha256 != want:
         return Verdict(Reason.SUBJECT_MISMATCH, f"the attestation is for another artifact (sha256 "
                                                 f"{statement.subject_sha256}), not for sha256 {want}", key_id,
@@ -117,3 +130,39 @@ def check(actual_sha256: str, envelope: bytes | None, trust: NodeTrust, expected
     signed = f", source signed by {predicate.source_signature.signer}" if predicate.source_signature else ""
     return Verdict(Reason.VERIFIED, f"attested by key {key_id[:16]}: {predicate.technique} {predicate.precision} of "
                                     f"source sha256 {predicate.source_sha256[:16]}{signed}", key_id, statement)
+
+
+@dataclass(frozen=True)
+class ExpectedPlan:
+    plan_sha256: str
+    onnx_sha256: str  # the verified ONNX artifact the plan must have been built from
+    tensorrt_version: str  # the TensorRT this node runs: a plan of another version does not load
+
+
+def check_plan(actual_sha256: str, envelope: bytes | None, keys: TrustedKeys, expected: ExpectedPlan) -> Verdict:
+    """The verdict on a TensorRT plan with its attestation by the agent that built it (or took it from a pod)."""
+    want = expected.plan_sha256
+    if actual_sha256 != want:
+        return Verdict(Reason.DIGEST_MISMATCH, f"the plan's bytes do not hash to sha256 {want}")
+    if envelope is None:
+        return Verdict(Reason.NO_ATTESTATION, f"no attestation for the plan sha256 {want}")
+    opened = _open(envelope, keys, f"the attestation of the plan sha256 {want}")
+    if isinstance(opened, Verdict):
+        return opened
+    key_id, statement = opened
+    plan = statement.predicate
+    if statement.subject_sha256 != want:
+        return Verdict(Reason.SUBJECT_MISMATCH, f"the attestation is for another plan (sha256 "
+                                                f"{statement.subject_sha256})", key_id, statement)
+    if not isinstance(plan, TensorRTPlan):
+        return Verdict(Reason.MALFORMED_ATTESTATION, "the attestation is a derived model's, not a plan's", key_id,
+                       statement)
+    if plan.onnx_sha256 != expected.onnx_sha256:
+        return Verdict(Reason.SOURCE_MISMATCH, f"the plan was built from ONNX sha256 {plan.onnx_sha256}, not from "
+                                               f"{expected.onnx_sha256}", key_id, statement)
+    if plan.tensorrt_version != expected.tensorrt_version:
+        return Verdict(Reason.SOURCE_MISMATCH, f"the plan was built with TensorRT {plan.tensorrt_version}, this node "
+                                               f"runs {expected.tensorrt_version}", key_id, statement)
+    return Verdict(Reason.VERIFIED, f"plan built on {plan.node} from ONNX sha256 {plan.onnx_sha256[:16]} with "
+                                    f"TensorRT {plan.tensorrt_version}, attested by key {key_id[:16]}", key_id,
+                   statement)
