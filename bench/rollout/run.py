@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import os
@@ -36,6 +37,10 @@ from typing import Any
 import yaml
 from kubernetes import client as k8s
 
+from edgewise.api.resources import DeploymentProfile, EdgeModel
+from edgewise.api.settings import OperatorSettings
+from edgewise.core.observed import NodeInfo
+from edgewise.core.plan import ResolvedProfile, plan_model
 from edgewise.core.rollout.buckets import BUCKET_LABEL
 from edgewise.devcluster import demo_models, processes
 from edgewise.devcluster.cluster import DevCluster, Simulation
@@ -46,6 +51,7 @@ from edgewise.devcluster.traffic import Traffic, serving
 REPO = Path(__file__).resolve().parents[2]
 WORK = REPO / ".cache" / "bench-rollout"
 CPU = {"runtime": "onnxruntime", "precision": "fp32", "threads": 1}
+ARM = {"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, **CPU}  # the bench profile's one class
 
 
 def main() -> None:
@@ -209,9 +215,10 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
             _apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         apps = k8s.AppsV1Api(api)
 
+        src = demo_models.good(WORK / "models" / "good" / "model.onnx")
         # Baseline: a plain DaemonSet on the same nodes, RollingUpdate with maxUnavailable 10% (1 is the default),
         # in a namespace of its own (the DaemonSet controller reads a namespace's pods at each sync).
-        ds = _plain_daemonset(plain_ns, "plain", "1", "10%")
+        ds = _plain_daemonset(plain_ns, "plain", "1", "10%", src)
         _apply(cluster, ds)
         _until(lambda: _ds_done(apps, plain_ns, "plain", nodes), 1800)
         ds["spec"]["template"]["metadata"]["labels"]["version"] = "2"
@@ -258,8 +265,7 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
         apps.delete_namespaced_daemon_set("plain", plain_ns, propagation_policy="Background")
         _until(lambda: not _pods(api, plain_ns, "app=plain"), 1800, every=5.0)
 
-        _apply(cluster, _profile(ns, {"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, **CPU}))
-        src = demo_models.good(WORK / "models" / "good" / "model.onnx")
+        _apply(cluster, _profile(ns, ARM))
         _apply(cluster, _model(ns, "fleet", "1.0", src, steps=STEPS, analysis={"provider": "none"}))
         _until(lambda: _model_on(apps, cluster, ns, "fleet", "1.0", nodes), 3600)
         _until(op.settled, 600)
@@ -393,16 +399,22 @@ def _model(ns: str, name: str, version: str, path: Path, steps: list[dict[str, A
                      "rollout": {"steps": steps, "analysis": analysis, "progressDeadline": "30m"}}}
 
 
-def _plain_daemonset(ns: str, name: str, version: str, max_unavailable: str) -> dict[str, Any]:
-    sc = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
-          "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
+def _plain_daemonset(ns: str, name: str, version: str, max_unavailable: str, src: Path) -> dict[str, Any]:
+    """A DaemonSet of the very pods Edgewise runs for the bench's model (init container, probes, volumes:
+    the planner's own template), without Edgewise's placement: the baseline rolls the same pods."""
+    model = EdgeModel.model_validate({**_model(ns, "fleet", version, src, steps=STEPS, analysis={"provider": "none"}),
+                                      "metadata": {"name": "fleet", "namespace": ns, "uid": "plain"}})
+    profile = DeploymentProfile.model_validate(_profile(ns, ARM))
+    node = NodeInfo(name="any", labels={"kubernetes.io/arch": "arm64", "kubernetes.io/os": "linux"})
+    plan = plan_model(model, ResolvedProfile(name="bench", spec=profile.spec), [node], [], OperatorSettings())
+    template = copy.deepcopy(plan.classes[0].workloads[0].manifest["spec"]["template"])
+    template["metadata"] = {"labels": {"app": name, "version": version}}
+    template["spec"].pop("affinity", None)  # Edgewise's class and bucket placement
+    template["spec"]["nodeSelector"] = ARM["nodeSelector"]
     return {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name, "namespace": ns},
             "spec": {"selector": {"matchLabels": {"app": name}},
                      "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable}},
-                     "template": {"metadata": {"labels": {"app": name, "version": version}},
-                                  "spec": {"nodeSelector": {"kubernetes.io/arch": "arm64"},
-                                           "containers": [{"name": "c", "image": "edgewise/onnxruntime:bench",
-                                                           "securityContext": sc}]}}}}
+                     "template": template}}
 
 
 def _plain_service(ns: str, name: str) -> dict[str, Any]:
