@@ -6,12 +6,16 @@
     (interval × (failureLimit + 1), plus one interval for the first reading of a new pod).
 (b) scale: N simulated nodes over five sites (`topology.kubernetes.io/zone`), analysis off,
     four steps (10, 25, 50, 100%): time from `kubectl apply` to every node running the new
-    revision, next to a plain DaemonSet RollingUpdate (maxUnavailable 10%) of the same fleet in
-    the same run; the operator's API writes per step, reconciles, node LISTs and peak RSS; CPU
+    revision, next to three plain DaemonSet RollingUpdates of the same fleet in the same run
+    (maxUnavailable 10%; the same with the node-local Service Edgewise gives a model; maxSurge
+    10% with that Service, which like Edgewise's make-before-break never leaves a node without a
+    Ready pod); the operator's API writes per step, reconciles, node LISTs and peak RSS; CPU
     seconds of every component during each rollout (where the time goes); and a minute at rest
     (the operator's reads, every client's node LISTs at the apiserver). Several sizes in one run
     (`--nodes 1000,5000`) add nodes to the same cluster. Above 200 nodes the cluster runs with
-    `Simulation.fleet()` (devcluster/cluster.py): kwok's Leases renewed every 5 minutes.
+    `Simulation.fleet()` (devcluster/cluster.py): kwok's Leases renewed every 5 minutes, node
+    heartbeats every 6 hours, routable pod IPs. The reaction bench runs on a cluster of its own
+    with the tests' simulation, whose loopback pod IPs the pod runner serves on.
 
     .venv/bin/python bench/rollout/run.py [--nodes 1000[,5000]] [--skip-reaction] [--skip-scale]
 """
@@ -19,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import os
@@ -32,6 +37,10 @@ from typing import Any
 import yaml
 from kubernetes import client as k8s
 
+from edgewise.api.resources import DeploymentProfile, EdgeModel
+from edgewise.api.settings import OperatorSettings
+from edgewise.core.observed import NodeInfo
+from edgewise.core.plan import ResolvedProfile, plan_model
 from edgewise.core.rollout.buckets import BUCKET_LABEL
 from edgewise.devcluster import demo_models, processes
 from edgewise.devcluster.cluster import DevCluster, Simulation
@@ -42,6 +51,7 @@ from edgewise.devcluster.traffic import Traffic, serving
 REPO = Path(__file__).resolve().parents[2]
 WORK = REPO / ".cache" / "bench-rollout"
 CPU = {"runtime": "onnxruntime", "precision": "fp32", "threads": 1}
+ARM = {"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, **CPU}  # the bench profile's one class
 
 
 def main() -> None:
@@ -52,23 +62,30 @@ def main() -> None:
     p.add_argument("--skip-scale", action="store_true")
     args = p.parse_args()
     sizes = sorted(int(n) for n in args.nodes.split(","))
-    # Thousands of kwok nodes need the cheap simulation (devcluster/cluster.py Simulation.fleet); a small
-    # fleet keeps the tests' defaults.
-    cluster = DevCluster(WORK / "cluster", simulation=Simulation.fleet() if max(sizes) > 200 else None)
+    results: dict[str, Any] = {}
+    if not args.skip_reaction:
+        # Real pods serve on loopback pod IPs (the pod runner): the tests' simulation.
+        results["reaction"] = _on_cluster(Simulation(), reaction)
+    if not args.skip_scale:
+        # Thousands of kwok nodes need the cheap simulation (devcluster/cluster.py Simulation.fleet); a small
+        # fleet keeps the tests' defaults.
+        results["scale"] = _on_cluster(Simulation.fleet() if max(sizes) > 200 else Simulation(),
+                                       functools.partial(scale, sizes=sizes))
+    print(json.dumps(results, indent=2))
+
+
+def _on_cluster(simulation: Simulation, run: Any) -> Any:
+    """`run(cluster)` on a fresh cluster of this simulation, with the CRDs and the operator's namespace."""
+    cluster = DevCluster(WORK / "cluster", simulation=simulation)
     cluster.down()
     cluster.up()
-    results: dict[str, Any] = {}
     try:
         cluster.kubectl("apply", "-f", str(REPO / "crds"))
         cluster.kubectl("wait", "--for=condition=Established", "crd/edgemodels.edgewise.io", "--timeout=60s")
         _apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "edgewise-system"}})
-        if not args.skip_reaction:
-            results["reaction"] = reaction(cluster)
-        if not args.skip_scale:
-            results["scale"] = scale(cluster, sizes)
+        return run(cluster)
     finally:
         cluster.down()
-    print(json.dumps(results, indent=2))
 
 
 class Operator:
@@ -198,9 +215,10 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
             _apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         apps = k8s.AppsV1Api(api)
 
+        src = demo_models.good(WORK / "models" / "good" / "model.onnx")
         # Baseline: a plain DaemonSet on the same nodes, RollingUpdate with maxUnavailable 10% (1 is the default),
         # in a namespace of its own (the DaemonSet controller reads a namespace's pods at each sync).
-        ds = _plain_daemonset(plain_ns, "plain", "1", "10%")
+        ds = _plain_daemonset(plain_ns, "plain", "1", "10%", src)
         _apply(cluster, ds)
         _until(lambda: _ds_done(apps, plain_ns, "plain", nodes), 1800)
         ds["spec"]["template"]["metadata"]["labels"]["version"] = "2"
@@ -213,13 +231,41 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
         out["plain_daemonset_rollingupdate_10%_s"] = round(plain, 1)
         out["plain_cpu_s"] = cpu.stop()
         out["plain_apiserver_requests"] = requests.stop()
+        # The same rollout once more, now with the node-local Service Edgewise gives every model
+        # (core/address.py): apps on a node need an address for the DaemonSet's pods too. Its endpoint
+        # controllers then recompute the Service at each pod change, as they do for Edgewise's.
+        _apply(cluster, _plain_service(plain_ns, "plain"))
+        time.sleep(10)  # the endpoints of the pods already Ready, before the clock starts
+        ds["spec"]["template"]["metadata"]["labels"]["version"] = "3"
+        cpu.start()
+        requests.start()
+        t = time.monotonic()
+        _apply(cluster, ds)
+        _until(lambda: _ds_done(apps, plain_ns, "plain", nodes), 3600)
+        plain_service = time.monotonic() - t
+        out["plain_with_service_s"] = round(plain_service, 1)
+        out["plain_with_service_cpu_s"] = cpu.stop()
+        out["plain_with_service_apiserver_requests"] = requests.stop()
+        # And once more the way a DaemonSet switches without a node going dark, like Edgewise's default
+        # make-before-break (core/rollout/switch.py): maxSurge 10%, maxUnavailable 0 — the new pod Ready
+        # on a node before the old one is deleted.
+        ds["spec"]["updateStrategy"]["rollingUpdate"] = {"maxSurge": "10%", "maxUnavailable": 0}
+        ds["spec"]["template"]["metadata"]["labels"]["version"] = "4"
+        cpu.start()
+        requests.start()
+        t = time.monotonic()
+        _apply(cluster, ds)
+        _until(lambda: _ds_done(apps, plain_ns, "plain", nodes), 3600)
+        plain_surge = time.monotonic() - t
+        out["plain_surge_with_service_s"] = round(plain_surge, 1)
+        out["plain_surge_with_service_cpu_s"] = cpu.stop()
+        out["plain_surge_with_service_apiserver_requests"] = requests.stop()
         # Edgewise rolls out on a fleet without the baseline's pods, as the baseline did: kwok, the scheduler
         # and the controllers then hold the same number of pods in both.
         apps.delete_namespaced_daemon_set("plain", plain_ns, propagation_policy="Background")
         _until(lambda: not _pods(api, plain_ns, "app=plain"), 1800, every=5.0)
 
-        _apply(cluster, _profile(ns, {"name": "arm", "nodeSelector": {"kubernetes.io/arch": "arm64"}, **CPU}))
-        src = demo_models.good(WORK / "models" / "good" / "model.onnx")
+        _apply(cluster, _profile(ns, ARM))
         _apply(cluster, _model(ns, "fleet", "1.0", src, steps=STEPS, analysis={"provider": "none"}))
         _until(lambda: _model_on(apps, cluster, ns, "fleet", "1.0", nodes), 3600)
         _until(op.settled, 600)
@@ -239,6 +285,8 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
         out.update({
             "edgewise_four_steps_s": round(elapsed, 1),
             "ratio_edgewise_to_plain": round(elapsed / plain, 2),
+            "ratio_edgewise_to_plain_with_service": round(elapsed / plain_service, 2),
+            "ratio_edgewise_to_plain_surge_with_service": round(elapsed / plain_surge, 2),
             "edgewise_step_seconds": steps.durations(t),
             "operator_writes_during_rollout": writes,
             "operator_writes_per_step": round(writes / len(STEPS), 1),
@@ -351,16 +399,30 @@ def _model(ns: str, name: str, version: str, path: Path, steps: list[dict[str, A
                      "rollout": {"steps": steps, "analysis": analysis, "progressDeadline": "30m"}}}
 
 
-def _plain_daemonset(ns: str, name: str, version: str, max_unavailable: str) -> dict[str, Any]:
-    sc = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
-          "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
+def _plain_daemonset(ns: str, name: str, version: str, max_unavailable: str, src: Path) -> dict[str, Any]:
+    """A DaemonSet of the very pods Edgewise runs for the bench's model (init container, probes, volumes:
+    the planner's own template), without Edgewise's placement: the baseline rolls the same pods."""
+    model = EdgeModel.model_validate({**_model(ns, "fleet", version, src, steps=STEPS, analysis={"provider": "none"}),
+                                      "metadata": {"name": "fleet", "namespace": ns, "uid": "plain"}})
+    profile = DeploymentProfile.model_validate(_profile(ns, ARM))
+    node = NodeInfo(name="any", labels={"kubernetes.io/arch": "arm64", "kubernetes.io/os": "linux"})
+    plan = plan_model(model, ResolvedProfile(name="bench", spec=profile.spec), [node], [], OperatorSettings())
+    template = copy.deepcopy(plan.classes[0].workloads[0].manifest["spec"]["template"])
+    template["metadata"] = {"labels": {"app": name, "version": version}}
+    template["spec"].pop("affinity", None)  # Edgewise's class and bucket placement
+    template["spec"]["nodeSelector"] = ARM["nodeSelector"]
     return {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name, "namespace": ns},
             "spec": {"selector": {"matchLabels": {"app": name}},
                      "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable}},
-                     "template": {"metadata": {"labels": {"app": name, "version": version}},
-                                  "spec": {"nodeSelector": {"kubernetes.io/arch": "arm64"},
-                                           "containers": [{"name": "c", "image": "edgewise/onnxruntime:bench",
-                                                           "securityContext": sc}]}}}}
+                     "template": template}}
+
+
+def _plain_service(ns: str, name: str) -> dict[str, Any]:
+    """The node-local Service Edgewise makes for a model (core/address.py), for the plain DaemonSet's pods."""
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"app": name}, "internalTrafficPolicy": "Local",
+                     "ports": [{"name": "http", "port": 8000, "targetPort": 8000},
+                               {"name": "grpc", "port": 8001, "targetPort": 8001}]}}
 
 
 def _all_labelled(api: k8s.ApiClient) -> bool:

@@ -36,6 +36,8 @@ from edgewise.devcluster.tools import ensure_tools, kwok_stage_files, repo_root
 NODE_CIDR = "127.65.0.0/16"
 # Virtual: kube-proxy on the real node (realnode.py) routes it there; kwok nodes run no kube-proxy.
 SERVICE_CIDR = "10.96.0.0/16"
+# Routable pod IPs for a simulated fleet (Simulation.fleet); nothing on this machine answers there.
+FLEET_POD_CIDR = "10.128.0.0/14"
 SERVICE_IP = "10.96.0.1"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -76,10 +78,20 @@ class Simulation:
     The defaults are what the tests have always run with. kwok renews each node's Lease every
     quarter of `node_lease_seconds`: at 40 s that is 10 s, i.e. 500 Lease writes a second for
     5,000 nodes, more than two shared cores serve beside a rollout. `fleet()` is for thousands
-    of nodes: Leases renewed every 5 minutes (the node lifecycle controller's grace period
-    raised to match, so no node goes Unknown), more kwok workers, and controllers allowed more
-    requests per second so that the DaemonSet controller, not its client-side rate limit,
-    paces pod creation — for a plain DaemonSet and for Edgewise alike.
+    of nodes: more kwok workers, and controllers allowed more requests per second so that the
+    DaemonSet controller, not its client-side rate limit, paces pod creation — for a plain
+    DaemonSet and for Edgewise alike.
+
+    Its heartbeats are rare, so that they do not charge one measured phase and not another: a
+    fleet made in a few minutes renews its Leases in bursts, and kwok's node heartbeat stage patches
+    every node's status about 10 minutes after the last one (thousands of fat node writes, each
+    re-examined by the DaemonSet controller, the scheduler and every node watcher), both landing in
+    whichever rollout happens to run then. `fleet()` renews Leases every hour (the node lifecycle
+    controller's grace period raised to two, so no node goes Unknown; Leases alone keep a node
+    Ready) and beats every 6 hours: a bench of an hour or less sees neither. And its pods
+    get routable (non-loopback) IPs, as pods on a real cluster do, so a Service's endpoint
+    controllers write their EndpointSlices instead of being refused and retrying; nothing runs
+    behind those IPs, so a fleet cluster cannot host the pod runner (devcluster/podrunner.py).
     """
 
     node_lease_seconds: int = 40
@@ -87,11 +99,14 @@ class Simulation:
     node_monitor_period_seconds: int = 0  # 0: the controller-manager's default
     kwok_parallelism: int = 4
     controller_qps: int = 0  # --kube-api-qps of controller-manager and scheduler; 0: their defaults
+    node_heartbeat_seconds: int = 0  # 0: kwok's heartbeat stage as shipped (every 10–20 minutes)
+    pod_cidr: str = ""  # "": a loopback range per cluster (pod_cidr()), where the pod runner serves
 
     @classmethod
     def fleet(cls) -> Simulation:
-        return cls(node_lease_seconds=1200, node_monitor_grace_seconds=1500, node_monitor_period_seconds=30,
-                   kwok_parallelism=16, controller_qps=200)
+        return cls(node_lease_seconds=4 * 3600, node_monitor_grace_seconds=2 * 3600, node_monitor_period_seconds=30,
+                   kwok_parallelism=16, controller_qps=200, node_heartbeat_seconds=6 * 3600,
+                   pod_cidr=FLEET_POD_CIDR)
 
 
 def pod_cidr(root: Path) -> str:
@@ -112,7 +127,7 @@ class DevCluster:
         self.simulation = simulation or Simulation()
         self.images = images
         # Beside a real node, simulated pods and nodes get addresses the real node's pods can reach.
-        self.pod_cidr = KWOK_POD_CIDR if real_node else pod_cidr(self.root)
+        self.pod_cidr = KWOK_POD_CIDR if real_node else (self.simulation.pod_cidr or pod_cidr(self.root))
         self.node_cidr = KWOK_NODE_CIDR if real_node else NODE_CIDR
         self.kubeconfig = self.root / "kubeconfig"
         self.state_file = self.root / "state.json"
@@ -350,9 +365,18 @@ class DevCluster:
                 "podsOnNodeSyncParallelism": self.simulation.kwok_parallelism,
             },
         }
-        docs = [yaml.safe_dump(options)] + [f.read_text() for f in kwok_stage_files(bin_dir)]
+        docs = [yaml.safe_dump(options)] + [self._stage(f) for f in kwok_stage_files(bin_dir)]
         config.write_text("\n---\n".join(docs))
         return [f"--kubeconfig={self.root / 'kubeconfigs' / 'kwok.kubeconfig'}", f"--config={config}"]
+
+    def _stage(self, path: Path) -> str:
+        """A kwok Stage as shipped, but for the node heartbeat's interval when the simulation sets one."""
+        beat = self.simulation.node_heartbeat_seconds
+        if not beat or "heartbeat" not in path.name:
+            return path.read_text()
+        stage = yaml.safe_load(path.read_text())
+        stage["spec"]["delay"] = {"durationMilliseconds": beat * 1000, "jitterDurationMilliseconds": beat * 1100}
+        return yaml.safe_dump(stage)
 
     # -- readiness ---------------------------------------------------------------------------------
 

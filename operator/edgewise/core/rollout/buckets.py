@@ -7,6 +7,7 @@ one write per workload per step, whatever the fleet size.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Iterable
@@ -15,6 +16,9 @@ BUCKET_LABEL = "edgewise.io/bucket"
 BUCKETS = 100
 
 
+# A reconcile asks for every node's bucket several times; names outlive reconciles, so remember them
+# (bounded: a fleet that replaces its nodes does not grow the cache forever).
+@functools.lru_cache(maxsize=1 << 16)
 def bucket_of(node_name: str) -> int:
     """The node's bucket: stable across restarts and operator versions (a hash, not an index)."""
     return int.from_bytes(hashlib.sha256(node_name.encode()).digest()[:8], "big") % BUCKETS
