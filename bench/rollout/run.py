@@ -221,45 +221,19 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
         ds = _plain_daemonset(plain_ns, "plain", "1", "10%", src)
         _apply(cluster, ds)
         _until(lambda: _ds_done(apps, plain_ns, "plain", nodes), 1800)
-        ds["spec"]["template"]["metadata"]["labels"]["version"] = "2"
-        cpu.start()
-        requests.start()
-        t = time.monotonic()
-        _apply(cluster, ds)
-        _until(lambda: _ds_done(apps, plain_ns, "plain", nodes), 3600)
-        plain = time.monotonic() - t
-        out["plain_daemonset_rollingupdate_10%_s"] = round(plain, 1)
-        out["plain_cpu_s"] = cpu.stop()
-        out["plain_apiserver_requests"] = requests.stop()
+        roll = functools.partial(_roll_plain, cluster, apps, ds, nodes, cpu, requests, out)
+        plain = roll("2", "plain_daemonset_rollingupdate_10%", "plain")
         # The same rollout once more, now with the node-local Service Edgewise gives every model
         # (core/address.py): apps on a node need an address for the DaemonSet's pods too. Its endpoint
         # controllers then recompute the Service at each pod change, as they do for Edgewise's.
         _apply(cluster, _plain_service(plain_ns, "plain"))
         time.sleep(10)  # the endpoints of the pods already Ready, before the clock starts
-        ds["spec"]["template"]["metadata"]["labels"]["version"] = "3"
-        cpu.start()
-        requests.start()
-        t = time.monotonic()
-        _apply(cluster, ds)
-        _until(lambda: _ds_done(apps, plain_ns, "plain", nodes), 3600)
-        plain_service = time.monotonic() - t
-        out["plain_with_service_s"] = round(plain_service, 1)
-        out["plain_with_service_cpu_s"] = cpu.stop()
-        out["plain_with_service_apiserver_requests"] = requests.stop()
+        plain_service = roll("3", "plain_with_service", "plain_with_service")
         # And once more the way a DaemonSet switches without a node going dark, like Edgewise's default
         # make-before-break (core/rollout/switch.py): maxSurge 10%, maxUnavailable 0 — the new pod Ready
         # on a node before the old one is deleted.
         ds["spec"]["updateStrategy"]["rollingUpdate"] = {"maxSurge": "10%", "maxUnavailable": 0}
-        ds["spec"]["template"]["metadata"]["labels"]["version"] = "4"
-        cpu.start()
-        requests.start()
-        t = time.monotonic()
-        _apply(cluster, ds)
-        _until(lambda: _ds_done(apps, plain_ns, "plain", nodes), 3600)
-        plain_surge = time.monotonic() - t
-        out["plain_surge_with_service_s"] = round(plain_surge, 1)
-        out["plain_surge_with_service_cpu_s"] = cpu.stop()
-        out["plain_surge_with_service_apiserver_requests"] = requests.stop()
+        plain_surge = roll("4", "plain_surge_with_service", "plain_surge_with_service")
         # Edgewise rolls out on a fleet without the baseline's pods, as the baseline did: kwok, the scheduler
         # and the controllers then hold the same number of pods in both.
         apps.delete_namespaced_daemon_set("plain", plain_ns, propagation_policy="Background")
@@ -311,6 +285,23 @@ def scale_once(cluster: DevCluster, op: Operator, nodes: int) -> dict[str, Any]:
         cluster.kubectl("delete", "edgemodel", "fleet", "-n", ns, "--wait=false")
         _until(lambda: not _pods(api, ns, "edgewise.io/model=fleet"), 1800, every=5.0)
         return out
+
+
+def _roll_plain(cluster: DevCluster, apps: k8s.AppsV1Api, ds: dict[str, Any], nodes: int, cpu: CpuMeter,
+                requests: RequestMeter, out: dict[str, Any], version: str, time_key: str, prefix: str) -> float:
+    """Roll the plain DaemonSet `ds` to `version`, metered; its seconds, recorded in `out` with its CPU and
+    apiserver requests."""
+    ds["spec"]["template"]["metadata"]["labels"]["version"] = version
+    cpu.start()
+    requests.start()
+    t = time.monotonic()
+    _apply(cluster, ds)
+    _until(lambda: _ds_done(apps, ds["metadata"]["namespace"], ds["metadata"]["name"], nodes), 3600)
+    elapsed = time.monotonic() - t
+    out[f"{time_key}_s"] = round(elapsed, 1)
+    out[f"{prefix}_cpu_s"] = cpu.stop()
+    out[f"{prefix}_apiserver_requests"] = requests.stop()
+    return elapsed
 
 
 def at_rest(cluster: DevCluster, op: Operator, seconds: float) -> dict[str, Any]:
