@@ -99,7 +99,7 @@ class Simulation:
     node_monitor_period_seconds: int = 0  # 0: the controller-manager's default
     kwok_parallelism: int = 4
     controller_qps: int = 0  # --kube-api-qps of controller-manager and scheduler; 0: their defaults
-    node_heartbeat_seconds: int = 0  # 0: kwok's heartbeat stage as shipped (every 10–20 minutes)
+    node_heartbeat_seconds: int = 0  # 0: kwok's heartbeat stage as shipped (about every 10 minutes)
     pod_cidr: str = ""  # "": a loopback range per cluster (pod_cidr()), where the pod runner serves
 
     @classmethod
