@@ -13,7 +13,7 @@
     seconds of every component during each rollout (where the time goes); and a minute at rest
     (the operator's reads, every client's node LISTs at the apiserver). Several sizes in one run
     (`--nodes 1000,5000`) add nodes to the same cluster. Above 200 nodes the cluster runs with
-    `Simulation.fleet()` (devcluster/cluster.py): kwok's Leases renewed every 5 minutes, node
+    `Simulation.fleet()` (devcluster/cluster.py): kwok's Leases renewed every hour, node
     heartbeats every 6 hours, routable pod IPs. The reaction bench runs on a cluster of its own
     with the tests' simulation, whose loopback pod IPs the pod runner serves on.
 
