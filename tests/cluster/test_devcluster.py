@@ -6,6 +6,7 @@ import http.server
 import ipaddress
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,38 @@ def test_daemonset_runs_on_exactly_one_class_and_a_real_server_answers_on_a_pod_
             assert resp.read() == b"hello from " + pod_ip.encode()
     finally:
         server.shutdown()
+
+
+def test_a_deleted_pod_keeps_its_ip_through_its_pre_stop_sleep_as_on_a_kubelet(
+        cluster: DevCluster, namespace: str, fleet) -> None:
+    """kwok's own stage would remove it at once and hand its IP to the next pod, where the pod
+    runner still serves the old pod's preStop: a new canary would answer with the old model."""
+    (node,) = fleet({"arm64-cpu": 1})
+    pre_stop = 20  # seconds; long enough that the second pod surely gets its IP meanwhile
+
+    def pod(name: str) -> dict[str, object]:
+        return {"metadata": {"name": name}, "spec": {"nodeName": node, "containers": [
+            {**RESTRICTED_CONTAINER, "lifecycle": {"preStop": {"sleep": {"seconds": pre_stop}}}}]}}
+
+    with cluster.api_client() as api:
+        core = k8s.CoreV1Api(api)
+
+        def ip_of(name: str) -> str | None:
+            return core.read_namespaced_pod(name, namespace).status.pod_ip
+
+        core.create_namespaced_pod(namespace, pod("old"))
+        old_ip = wait_for(lambda: ip_of("old"), 60, "the old pod's IP")
+        deleted_at = time.monotonic()
+        core.delete_namespaced_pod("old", namespace)
+        core.create_namespaced_pod(namespace, pod("new"))
+        new_ip = wait_for(lambda: ip_of("new"), 60, "the new pod's IP")
+        assert new_ip != old_ip
+
+        def gone() -> bool:
+            return not core.list_namespaced_pod(namespace, field_selector="metadata.name=old").items
+
+        wait_for(gone, 60, "the old pod to go once its preStop is over")
+    assert time.monotonic() - deleted_at >= pre_stop
 
 
 class _Hello(http.server.BaseHTTPRequestHandler):

@@ -40,6 +40,9 @@ SERVICE_CIDR = "10.96.0.0/16"
 FLEET_POD_CIDR = "10.128.0.0/14"
 SERVICE_IP = "10.96.0.1"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+# When a deleted pod's containers are done (kwok's jq): its longest preStop sleep, plus a second
+# for the servers to exit on SIGTERM, as a Go duration.
+PRE_STOP_DONE = '"\\([.spec.containers[] | .lifecycle.preStop.sleep.seconds // 0] | max + 1)s"'
 
 
 def default_root() -> Path:
@@ -101,12 +104,14 @@ class Simulation:
     controller_qps: int = 0  # --kube-api-qps of controller-manager and scheduler; 0: their defaults
     node_heartbeat_seconds: int = 0  # 0: kwok's heartbeat stage as shipped (about every 10 minutes)
     pod_cidr: str = ""  # "": a loopback range per cluster (pod_cidr()), where the pod runner serves
+    # A deleted pod stays Terminating through its preStop sleep, as on a kubelet (see _stage).
+    pods_terminate_after_pre_stop: bool = True
 
     @classmethod
     def fleet(cls) -> Simulation:
         return cls(node_lease_seconds=4 * 3600, node_monitor_grace_seconds=2 * 3600, node_monitor_period_seconds=30,
                    kwok_parallelism=16, controller_qps=200, node_heartbeat_seconds=6 * 3600,
-                   pod_cidr=FLEET_POD_CIDR)
+                   pod_cidr=FLEET_POD_CIDR, pods_terminate_after_pre_stop=False)
 
 
 def pod_cidr(root: Path) -> str:
@@ -370,12 +375,18 @@ class DevCluster:
         return [f"--kubeconfig={self.root / 'kubeconfigs' / 'kwok.kubeconfig'}", f"--config={config}"]
 
     def _stage(self, path: Path) -> str:
-        """A kwok Stage as shipped, but for the node heartbeat's interval when the simulation sets one."""
-        beat = self.simulation.node_heartbeat_seconds
-        if not beat or "heartbeat" not in path.name:
-            return path.read_text()
+        """A kwok Stage as shipped, but for the node heartbeat's interval when the simulation sets one,
+        and for when a deleted pod goes away."""
         stage = yaml.safe_load(path.read_text())
-        stage["spec"]["delay"] = {"durationMilliseconds": beat * 1000, "jitterDurationMilliseconds": beat * 1100}
+        beat = self.simulation.node_heartbeat_seconds
+        if beat and "heartbeat" in path.name:
+            stage["spec"]["delay"] = {"durationMilliseconds": beat * 1000, "jitterDurationMilliseconds": beat * 1100}
+        elif path.name == "pod-delete.yaml" and self.simulation.pods_terminate_after_pre_stop:
+            # kwok's fast stage removes a deleted pod at once and hands its IP to the next pod, while
+            # the pod runner still serves the old pod's preStop sleep on that IP: a new canary's IP
+            # would answer with the old model. A kubelet keeps the pod (and its IP) until its
+            # containers exit: the preStop sleep, then SIGTERM. So does this stage.
+            stage["spec"]["delay"] = {"durationMilliseconds": 0, "durationFrom": {"expressionFrom": PRE_STOP_DONE}}
         return yaml.safe_dump(stage)
 
     # -- readiness ---------------------------------------------------------------------------------

@@ -179,10 +179,12 @@ class PodRunner:
         with self._lock:
             for uid in [u for u in self.pods if u not in live]:
                 self._stop_pod(uid)
-            for uid, pod in live.items():
-                if uid not in self.pods and not self._stop.is_set():
+            new = {uid: pod for uid, pod in live.items() if uid not in self.pods}
+            for pod in new.values():  # before any pod starts: starting one can take seconds
+                self._free_ip(pod.status.pod_ip)
+            for uid, pod in new.items():
+                if not self._stop.is_set():
                     raw = self.core.api_client.sanitize_for_serialization(pod)
-                    self._free_ip(pod.status.pod_ip)
                     if raw["spec"].get("restartPolicy", "Always") == "Always":
                         self.pods[uid] = self._start_pod(raw)
                     else:
@@ -355,8 +357,9 @@ class PodRunner:
         self._stop_now(proc)
 
     def _free_ip(self, ip: str) -> None:
-        """kwok hands a deleted pod's IP to the next pod at once; a kubelet never reuses an IP while the
-        old pod's containers run. So a terminating pod holding the new pod's IP ends its preStop early."""
+        """A kubelet never reuses an IP while the old pod's containers run; kwok may (its pod-delete
+        stage waits out the preStop sleep, see DevCluster._stage, but not our servers' exit). So a
+        terminating pod holding the new pod's IP ends its preStop early."""
         for uid, proc in list(self.terminating.items()):
             if proc.pod_ip == ip:
                 self._stop_now(self.terminating.pop(uid))
