@@ -67,6 +67,7 @@ def test_a_model_signed_by_a_key_of_the_config_map_is_signed(tmp_path) -> None:
     verdict = trust.verdict(_model(model, bundle), _profile(require_signed=True))
     assert (verdict.allowed, verdict.status, verdict.reason) == (True, "True", "Signed")
     assert verdict.signer.startswith("key ")
+    assert verdict.bundle_sha256 == _sha(bundle)  # what the optimizer's attestation binds
 
 
 def test_a_signer_not_in_the_config_map_and_a_changed_model_are_refused(tmp_path) -> None:

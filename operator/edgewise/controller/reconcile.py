@@ -37,6 +37,7 @@ from edgewise.kube.node_cache import NodeCache
 from edgewise.kube.read import Reader
 from edgewise.kube.writes import Writes
 from edgewise.shared import tracing
+from edgewise.shared.trust.statement import SourceSignature
 
 log = logging.getLogger("edgewise.controller")
 
@@ -170,7 +171,9 @@ class Reconciler:
         # A refused source is not optimized either: no Job reads bytes the policy does not trust.
         if self.artifacts is not None and profile is not None and classification is not None and \
                 (trust is None or trust.allowed):
-            artifacts = self.artifacts.resolve(model, profile.spec, classification, write)
+            signed = SourceSignature(trust.signer, trust.bundle_sha256) \
+                if trust is not None and trust.reason == "Signed" else None
+            artifacts = self.artifacts.resolve(model, profile.spec, classification, write, signed)
         return _Read(profile=profile, nodes=nodes, workloads=self.read.workloads(model),
                      classification=classification, artifacts=artifacts, trust=trust)
 

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import urllib.error
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from kubernetes import client
@@ -82,7 +83,7 @@ class SourceTrust:
         self.read_config_map = read_config_map
         self.check = check or _model_signing_check
         self._lock = threading.Lock()
-        self._checked: dict[tuple[str, ...], SignatureCheck] = {}
+        self._checked: dict[tuple[str, ...], tuple[SignatureCheck, str]] = {}  # → (what it found, bundle sha256)
 
     def verdict(self, model: EdgeModel, profile: ResolvedProfile) -> Gate:
         source = model.spec.source
@@ -99,17 +100,18 @@ class SourceTrust:
         key = (source.digest(), source.uri, source.signature.uri, source.signature.sha256 or "",
                _fingerprint(policy))
         with self._lock:
-            known = self._checked.get(key)
-        if known is None:
+            found = self._checked.get(key)
+        if found is None:
             try:
-                known = self._verify(model, policy)
+                found = self._verify(model, policy)
             except _Unavailable as err:
                 return gate(source, policy, ref, problem=str(err))
             with self._lock:
-                self._checked[key] = known
+                self._checked[key] = found
             log.info("source of edgewise model %s/%s: %s %s %s", model.metadata.namespace, model.metadata.name,
-                     known.outcome, known.signer, known.detail[:300])
-        return gate(source, policy, ref, known)
+                     found[0].outcome, found[0].signer, found[0].detail[:300])
+        verdict = gate(source, policy, ref, found[0])
+        return replace(verdict, bundle_sha256=found[1]) if verdict.reason == "Signed" else verdict
 
     def _policy(self, ref: PolicyRef) -> TrustPolicy:
         if ref.config_map is None:
@@ -124,7 +126,7 @@ class SourceTrust:
             raise ConfigMapProblem(f"the trust policy's ConfigMap {ns}/{name} does not exist")
         return policy_from_config_map(data, ref.require_signed)
 
-    def _verify(self, model: EdgeModel, policy: TrustPolicy) -> SignatureCheck:
+    def _verify(self, model: EdgeModel, policy: TrustPolicy) -> tuple[SignatureCheck, str]:
         source = model.spec.source
         assert source.signature is not None
         dirs = self.settings.local_source_dirs
@@ -138,8 +140,9 @@ class SourceTrust:
                     download_file(uri, dest, sha256 or "")
                 except (LocalFileRefused, DigestMismatch, DownloadError, OSError) as err:
                     raise _Unavailable(_why(what, err)) from err
+            bundle_sha256 = hashlib.sha256(bundle.read_bytes()).hexdigest()
             try:
-                return self.check(path, bundle, policy)
+                return self.check(path, bundle, policy), bundle_sha256
             except Exception as err:  # noqa: BLE001 - a verifier failure is not a verdict: retried, logged
                 log.warning("verifying the signature of %s/%s failed: %s", model.metadata.namespace,
                             model.metadata.name, err)

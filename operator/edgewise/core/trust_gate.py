@@ -47,6 +47,7 @@ class Gate:
     # (A refusal is Degraded, whose own Warning Event says it.)
     warn: bool = False
     retry_after: float | None = None
+    bundle_sha256: str = ""  # the bundle that said so (Signed only; the shell fills it in): attestations bind it
 
 
 def resolve_policy(profile_policy: ApiTrustPolicy | None, profile_name: str, namespace: str,
