@@ -225,6 +225,12 @@ ATTESTATION_KEY_ENV = "EDGEWISE_ATTESTATION_KEY_FILE"
 # The node's pinned trust (`edgewise agent --trusted-keys`, `edgewise fetch --trusted-keys`): a PEM file or a
 # directory of them (a ConfigMap volume); unset: artifacts are checked by digest only, as before.
 TRUSTED_KEYS_ENV = "EDGEWISE_TRUSTED_KEYS"
+# Where the operator mounts the nodes' trusted keys (a ConfigMap) into the agent and the fetch container.
+TRUSTED_KEYS_DIR = "/etc/edgewise/trust"
+TRUSTED_KEYS_VOLUME = "trusted-keys"
+# Beside the job file in a worker process's job directory: who signed the source, as the operator checked it
+# ({"signer": ..., "bundleSha256": ...}); the attestation binds it. Absent: the source was not checked as signed.
+SOURCE_SIGNATURE_FILE = "source-signature.json"
 AGENT_ATTESTATION_PATH = "/v1/attestations/{sha256}"  # GET: the cached attestation of a cached artifact
 
 

@@ -146,3 +146,21 @@ def test_the_worker_process_gets_the_operators_signing_key_when_one_is_set() -> 
     with_key = OperatorSettings(attestation_key_file="/var/run/secrets/edgewise.io/attestation/key.pem")
     assert attestation_env(with_key) == {contract.ATTESTATION_KEY_ENV: with_key.attestation_key_file}
     assert attestation_env(OperatorSettings()) == {}
+
+
+def test_a_job_started_for_a_signed_source_binds_its_signer_into_the_attestation(manager: ArtifactManager,
+                                                                                  tmp_path: Path) -> None:
+    from edgewise import contract
+    from edgewise.optimize.job import source_signature_of
+
+    signed = SourceSignature("key 0123456789abcdef", "c" * 64)
+    spec = job_spec(MODEL, PROFILE.classes[0], NODES)
+    manager._start(spec, "ns/m", 0, Writes(ApiClient()), signed)
+    job_dir = manager.jobs[spec.key].dir
+    assert json.loads((job_dir / contract.SOURCE_SIGNATURE_FILE).read_text()) == {
+        "signer": "key 0123456789abcdef", "bundleSha256": "c" * 64}
+    assert source_signature_of(job_dir) == signed  # what run_and_report hands to attest()
+    manager.processes.procs[spec.key].kill()
+    unsigned = tmp_path / "unsigned"
+    unsigned.mkdir()
+    assert source_signature_of(unsigned) is None

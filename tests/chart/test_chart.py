@@ -29,7 +29,8 @@ SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 CLI_ENV = {"EDGEWISE_LOG_LEVEL"}
 # Values ALL_OPTIONS leaves at their default: booleans whose other side has its own test, and
 # the Jetson tags whose empty default is what derives them from images.ngcRelease.
-KEPT_DEFAULTS = {"artifacts.enabled", "serviceAccount.create", "images.tritonJetson.tag", "images.triton.tag",
+KEPT_DEFAULTS = {"artifacts.enabled", "trust.attestationKey.generate",  # its other side has a test of its own
+                 "serviceAccount.create", "images.tritonJetson.tag", "images.triton.tag",
                  "images.triton.repository"}
 
 
@@ -188,6 +189,9 @@ def test_every_option_round_trips_through_the_operator_settings(helm: Helm) -> N
     assert (s.workers, s.resync_seconds) == (4, 120)
     assert (s.probe_max_reconcile_seconds, s.probe_max_queue_age_seconds) == (900, 1200)
     assert (s.optimize_memory_mib, s.optimize_timeout_seconds, s.optimize_retry_seconds) == (8192, 600, 30)
+    assert (s.trust_policy_config_map, s.require_signed_sources) == ("trust/signers", True)
+    assert (s.node_trusted_keys_config_map, s.attestation_key_file) == ("ew-trust",
+                                                                        "/etc/edgewise/attestation/key.pem")
     bandwidth = s.agent_bandwidth
     assert (bandwidth.site_label, bandwidth.time_zone, bandwidth.one_copy_per_site) == ("edgewise.io/site",
                                                                                         "Europe/Berlin", False)

@@ -88,6 +88,19 @@ def test_the_operator_reads_no_secret(cluster: DevCluster, installed: Operator, 
     assert "cannot watch" in me.call(me.core.list_namespaced_secret, ns, watch=True, timeout_seconds=1)
 
 
+def test_the_operator_reads_config_maps_by_name_only(cluster: DevCluster, installed: Operator, me: As,
+                                                     namespace: str) -> None:
+    """Trust policies name their ConfigMap of signers: the operator gets it, and lists or writes none."""
+    apply(cluster, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "signers", "namespace": namespace},
+                    "data": {"publisher.pem": "-----BEGIN PUBLIC KEY-----"}})
+    assert me.call(me.core.read_namespaced_config_map, "signers", namespace) == ""
+    assert "cannot list" in me.call(me.core.list_namespaced_config_map, namespace)
+    assert "cannot list" in me.call(me.core.list_config_map_for_all_namespaces)
+    assert "cannot patch" in me.call(me.core.patch_namespaced_config_map, "signers", namespace,
+                                     {"data": {"x": "y"}})
+    assert "cannot delete" in me.call(me.core.delete_namespaced_config_map, "signers", namespace)
+
+
 def test_the_operator_writes_only_its_own_secrets(cluster: DevCluster, installed: Operator, me: As) -> None:
     ns = installed.namespace
     apply(cluster, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": HELM_SECRET, "namespace": ns},

@@ -219,3 +219,15 @@ def test_the_base_install_needs_only_what_the_plugin_imports() -> None:
     extras = project["optional-dependencies"]
     assert {"onnxruntime", "tritonclient[http,grpc]"} <= set(extras["node"]) and "onnxruntime" in extras["optimize"]
     assert "edgewise[operator,optimize,node]" in extras["dev"]  # `make venv` installs every extra
+
+
+def test_status_names_the_sources_signer_and_why_a_source_is_refused() -> None:
+    from edgewise.cli.kubectl_plugin import render_status
+
+    signed = {"type": "SourceTrusted", "status": "True", "reason": "Signed",
+              "message": "the source model is signed by key 0123456789abcdef"}
+    out = render_status(model(conditions=[signed, {"type": "Ready", "status": "True", "reason": "AllClassesReady"}]))
+    assert "SourceTrusted=True Signed: the source model is signed by key 0123456789abcdef" in out
+    assert "Ready=True" not in out  # other True conditions stay quiet
+    refused = {"type": "SourceTrusted", "status": "False", "reason": "UnknownSigner", "message": "signed by key 99"}
+    assert "SourceTrusted=False UnknownSigner: signed by key 99" in render_status(model(conditions=[refused]))

@@ -136,6 +136,7 @@ def test_onnxruntime_pod_is_restricted_and_fetches_from_its_nodes_agent() -> Non
         dest=contract.MODEL_ROOT,
         agent=f"http://$({contract.AGENT_HOST_ENV}):{contract.AGENT_PORT}",
         precision="fp32",
+        source_sha256=SHA,  # the source is served as it is here: the fetch checks it is the pinned source
     )
     assert {"name": "models", "mountPath": contract.MODEL_ROOT, "readOnly": False} in fetch["volumeMounts"]
 

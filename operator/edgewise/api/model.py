@@ -77,8 +77,9 @@ class Source(ApiModel):
         description="The model's detached model-signing bundle. Checked against the trust policy (the profile's "
                     "spec.trustPolicy, else the operator's): a bad signature or a signer the policy does not name "
                     "deploys nothing; without a signature the model is Unsigned, which the policy allows unless "
-                    "it sets requireSigned. The signer is recorded in each derived artifact's attestation. (The "
-                    "operator does not check it yet: docs/security.md, \"What is not built yet\".)")
+                    "it sets requireSigned. The operator fetches the bundle and the model (each pinned by its "
+                    "sha256; file:// only where the operator may read it) and reports the verdict in the "
+                    "SourceTrusted condition.")
 
     def digest(self) -> str:
         """The sha256 nodes verify: explicit, or the one pinned in an oci:// reference."""

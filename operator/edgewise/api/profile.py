@@ -261,8 +261,7 @@ class DeploymentProfileSpec(ApiModel):
     trust_policy: TrustPolicy | None = Field(
         default=None,
         description="Signers of source models accepted for the models using this profile; unset: the "
-                    "operator's trust policy (its settings), which by default allows unsigned models. (The "
-                    "operator does not enforce it yet: docs/security.md, \"What is not built yet\".)")
+                    "operator's trust policy (its settings), which by default allows unsigned models.")
 
 
 class ProfileClassStatus(ApiModel):

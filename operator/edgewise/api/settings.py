@@ -166,6 +166,12 @@ class OperatorSettings(BaseModel):
     require_signed_sources: bool = Field(
         default=False, description="For models whose profile sets no trustPolicy: deploy only signed source "
                                    "models (by a signer of trust_policy_config_map).")
+    node_trusted_keys_config_map: str = Field(
+        default="", description="Name of a ConfigMap of the operator's attestation public keys (*.pem, two during a "
+                                "key rotation) that the nodes verify artifacts with: mounted into the node agent "
+                                "(from the agent's namespace) and into every runtime pod's `edgewise fetch` (from "
+                                "the model's namespace: it must exist there, as image pull Secrets must), both "
+                                "then run with --trusted-keys. Empty (the default): nodes check digests only.")
     # -- what a namespace user's spec may reach (see docs/architecture.md, "Roles") ----------------
     prometheus_addresses: tuple[str, ...] = Field(
         default=(), description="Base URLs of the Prometheus servers a model's rollout.analysis.prometheus."

@@ -26,6 +26,7 @@ NODES_MATCHED = "NodesMatched"
 ARTIFACTS_READY = "ArtifactsReady"
 ADDRESS_READY = "AddressReady"
 WINDOWS_VALID = "WindowsValid"
+SOURCE_TRUSTED = "SourceTrusted"
 
 
 class Condition(ApiModel):

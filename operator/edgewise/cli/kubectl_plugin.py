@@ -196,7 +196,8 @@ def render_status(obj: dict[str, Any]) -> str:
     if status.get("address"):
         lines.append(f"  address (node-local): {status['address']}:8000 (HTTP), :8001 (gRPC)")
     for cond in status.get("conditions") or []:
-        if cond.get("status") != "True" or cond["type"] in ("Progressing", "Degraded"):
+        # SourceTrusted=True too: it names the source's signer (docs/security.md).
+        if cond.get("status") != "True" or cond["type"] in ("Progressing", "Degraded", "SourceTrusted"):
             lines.append(f"  {cond['type']}={cond['status']} {cond.get('reason', '')}: {cond.get('message', '')}")
     header = f"{'CLASS':<16} {'STATE':<12} {'STEP':<6} {'CANARY%':<8} {'STABLE':<14} {'CANARY':<14} NODES(c/s)"
     lines += ["", header]

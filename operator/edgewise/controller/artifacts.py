@@ -23,6 +23,7 @@ from typing import Any
 from kubernetes import client
 from pydantic import ValidationError
 
+from edgewise import contract
 from edgewise.analysis import local_files
 from edgewise.api.optimization_report import OptimizationReport
 from edgewise.api.profile import DeploymentProfileSpec
@@ -37,6 +38,7 @@ from edgewise.core.optimization import JobSpec, job_spec
 from edgewise.core.runtimes import Artifact
 from edgewise.kube.writes import Writes
 from edgewise.optimize.attestation import attestation_path
+from edgewise.shared.trust.statement import SourceSignature
 
 log = logging.getLogger("edgewise.artifacts")
 
@@ -74,10 +76,12 @@ class ArtifactManager:
         self.kube_jobs = KubeJobRunner(self.settings, self.api) if self.api is not None else None
 
     def resolve(self, model: EdgeModel, profile: DeploymentProfileSpec, classification: Classification,
-                write: Writes) -> dict[str, ClassArtifact]:
+                write: Writes, source_signature: SourceSignature | None = None) -> dict[str, ClassArtifact]:
         """Each class's artifact: ready, being made (a job started if needed), or refused.
 
-        `write` creates and deletes the Kubernetes Jobs of `runIn: Job` (and their token Secrets)."""
+        `write` creates and deletes the Kubernetes Jobs of `runIn: Job` (and their token Secrets).
+        `source_signature`: the source's signer as the operator checked it; a job started now binds it into
+        the artifact's attestation (an artifact already made keeps the attestation it has)."""
         out: dict[str, ClassArtifact] = {}
         who = f"{model.metadata.namespace}/{model.metadata.name}"
         for hc in profile.classes:
@@ -92,7 +96,7 @@ class ArtifactManager:
             if unread:
                 out[hc.name] = _served_as_is(spec, unread)
                 continue
-            out[hc.name] = self._resolve(spec, who, write)
+            out[hc.name] = self._resolve(spec, who, write, source_signature)
         return out
 
     def _node_local(self, spec: JobSpec) -> list[str]:
@@ -106,7 +110,8 @@ class ArtifactManager:
         return [what for what, uri in inputs.items()
                 if uri and local_files.node_local(uri) and not local_files.operator_may_read(uri, dirs)]
 
-    def _resolve(self, spec: JobSpec, who: str, write: Writes) -> ClassArtifact:
+    def _resolve(self, spec: JobSpec, who: str, write: Writes,
+                 source_signature: SourceSignature | None = None) -> ClassArtifact:
         done = self.index / f"{spec.key}.json"
         failures = 0
         if done.exists():
@@ -118,7 +123,7 @@ class ArtifactManager:
             done.unlink()  # its time has come: try again
         job = self.jobs.get(spec.key)
         if job is None:
-            self._start(spec, who, failures, write)
+            self._start(spec, who, failures, write, source_signature)
             return ClassArtifact(ArtifactState.OPTIMIZING, reason="Optimizing",
                                  message=f"optimizing for {_target(spec)}"
                                          + (f" (attempt {failures + 1})" if failures else ""))
@@ -137,10 +142,14 @@ class ArtifactManager:
                              message=f"optimizing for {_target(spec)} ({time.monotonic() - job.started:.0f}s"
                                      + (", in a Kubernetes Job" if job.runner is self.kube_jobs else "") + ")")
 
-    def _start(self, spec: JobSpec, who: str, failures: int, write: Writes) -> None:
+    def _start(self, spec: JobSpec, who: str, failures: int, write: Writes,
+               source_signature: SourceSignature | None = None) -> None:
         job_dir = self.work / spec.key
         shutil.rmtree(job_dir, ignore_errors=True)
         job_dir.mkdir(parents=True)
+        if source_signature is not None:
+            (job_dir / contract.SOURCE_SIGNATURE_FILE).write_text(json.dumps(
+                {"signer": source_signature.signer, "bundleSha256": source_signature.bundle_sha256}))
         runner: ProcessRunner | KubeJobRunner = self.processes
         if spec.run_in == "Job":
             if self.kube_jobs is None:

@@ -20,6 +20,7 @@ from edgewise.api.status import EdgeModelStatus
 from edgewise.controller.artifacts import ArtifactManager
 from edgewise.controller.metrics import OperatorMetrics
 from edgewise.controller.series import model_series, new_analyses, new_rollbacks
+from edgewise.controller.source_trust import SourceTrust
 from edgewise.core import address, status_writes
 from edgewise.core.agent import agent_daemonset
 from edgewise.core.class_artifact import ArtifactState, ClassArtifact
@@ -29,12 +30,14 @@ from edgewise.core.plan import ModelPlan, ResolvedProfile, plan_model
 from edgewise.core.rollout import Observed, RolloutResult, advance, due_analyses, needs_pods
 from edgewise.core.rollout.sites import site_label_of
 from edgewise.core.status import compute_status
+from edgewise.core.trust_gate import Gate, held_classes
 from edgewise.kube import node_agents
 from edgewise.kube.agent_credentials import AgentCredentials
 from edgewise.kube.node_cache import NodeCache
 from edgewise.kube.read import Reader
 from edgewise.kube.writes import Writes
 from edgewise.shared import tracing
+from edgewise.shared.trust.statement import SourceSignature
 
 log = logging.getLogger("edgewise.controller")
 
@@ -52,6 +55,7 @@ class _Read:
     workloads: list[Workload]
     classification: Classification | None
     artifacts: dict[str, ClassArtifact]
+    trust: Gate | None = None  # the source-trust verdict; None without a profile (nothing is planned then)
 
 
 class Reconciler:
@@ -69,6 +73,7 @@ class Reconciler:
             settings, telemetry=lambda nodes: node_agents.telemetry(nodes, self.agent_credentials.token()))
         self.artifacts = (ArtifactManager(settings, api, on_finish=self.metrics.optimization)
                           if settings.artifact_dir else None)
+        self.source_trust = SourceTrust(settings, self.read.config_map)
         self._lock = threading.Lock()
         self._computed: dict[tuple[str, str], dict[str, Any]] = {}  # the status each model's last reconcile computed
 
@@ -125,7 +130,7 @@ class Reconciler:
             result = compute_status(model, rollout.plan, observed, now, total_nodes=len(seen.nodes),
                                     rollout=rollout.status,
                                     artifacts=seen.artifacts,
-                                    address=where, address_problem=taken)
+                                    address=where, address_problem=taken, trust=seen.trust)
             settle = self._write_status(model, result.status.to_api(), write)
             self._record(model, result.status)
             for event in (*rollout.events, *result.events):
@@ -134,7 +139,8 @@ class Reconciler:
             span.set_attribute("edgewise.ready", result.status.ready or "")
         log.info("reconciled edgemodel %s/%s: phase=%s ready=%s writes=%d%s", model.metadata.namespace,
                  model.metadata.name, result.status.phase, result.status.ready, write.total, _summary(plan))
-        return _requeue_after(result.requeue_after, rollout.requeue_after, settle, seen.artifacts)
+        trust_retry = seen.trust.retry_after if seen.trust is not None else None
+        return _requeue_after(result.requeue_after, rollout.requeue_after, settle, seen.artifacts, trust_retry)
 
     def _write_status(self, model: EdgeModel, new: dict[str, Any], write: Writes) -> float | None:
         """Patch the status when the change is worth a write (core/status_writes.py); if a write of moving
@@ -160,11 +166,16 @@ class Reconciler:
         profile = self.read.resolve_profile(model)
         nodes = self.read.nodes()
         classification = classify(profile.spec, nodes) if profile is not None else None
+        trust = self.source_trust.verdict(model, profile) if profile is not None else None
         artifacts: dict[str, ClassArtifact] = {}
-        if self.artifacts is not None and profile is not None and classification is not None:
-            artifacts = self.artifacts.resolve(model, profile.spec, classification, write)
+        # A refused source is not optimized either: no Job reads bytes the policy does not trust.
+        if self.artifacts is not None and profile is not None and classification is not None and \
+                (trust is None or trust.allowed):
+            signed = SourceSignature(trust.signer, trust.bundle_sha256) \
+                if trust is not None and trust.reason == "Signed" else None
+            artifacts = self.artifacts.resolve(model, profile.spec, classification, write, signed)
         return _Read(profile=profile, nodes=nodes, workloads=self.read.workloads(model),
-                     classification=classification, artifacts=artifacts)
+                     classification=classification, artifacts=artifacts, trust=trust)
 
     def _measure_then_advance(self, model: EdgeModel, plan: ModelPlan, seen: _Read, now: datetime) -> RolloutResult:
         """Measure the canaries whose analysis is due, then let the rollout decide everything else."""
@@ -175,7 +186,9 @@ class Reconciler:
             if due else {}
         observed = Observed(pods=pods,
             nodes=seen.nodes, workloads=seen.workloads, gpu_resource=self.settings.gpu_resource,
-            waiting_for_artifact=frozenset(c for c, a in seen.artifacts.items() if a.state is not ArtifactState.READY),
+            # A refused source holds every class as a refused artifact does: what serves keeps serving.
+            waiting_for_artifact=frozenset(c for c, a in seen.artifacts.items() if a.state is not ArtifactState.READY)
+            | held_classes(seen.trust, (c.name for c in plan.classes)),
             peak_memory_mib={c: a.peak_memory_mib for c, a in seen.artifacts.items() if a.peak_memory_mib},
             bandwidth=self.settings.agent_bandwidth, agent_selector=self.settings.agent_node_selector,
             artifact_bytes={c: a.size_bytes for c, a in seen.artifacts.items() if a.size_bytes})
@@ -282,8 +295,8 @@ def _summary(plan: ModelPlan) -> str:
 
 
 def _requeue_after(status: float | None, rollout: float | None, settle: float | None,
-                   artifacts: dict[str, ClassArtifact]) -> float | None:
-    requeues = [r for r in (status, rollout, settle) if r is not None]
+                   artifacts: dict[str, ClassArtifact], trust_retry: float | None = None) -> float | None:
+    requeues = [r for r in (status, rollout, settle, trust_retry) if r is not None]
     if any(a.state is ArtifactState.OPTIMIZING for a in artifacts.values()):
         requeues.append(2.0)  # poll the optimization job
     requeues += [a.retry_in + 0.5 for a in artifacts.values() if a.retry_in is not None]

@@ -53,6 +53,8 @@ def agent_args(settings: OperatorSettings, operator_user: str | None) -> list[st
         args += ["--allow-host", host]
     if s.agent_deny_private:
         args.append("--deny-private")
+    if s.node_trusted_keys_config_map:
+        args += ["--trusted-keys", contract.TRUSTED_KEYS_DIR]
     return args
 
 
@@ -79,7 +81,8 @@ def agent_daemonset(settings: OperatorSettings, operator_user: str | None = None
         "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
         "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": contract.AGENT_CACHE_DIR},
                          {"name": pods.TMP_VOLUME, "mountPath": "/tmp"},
-                         pods.agent_token_mount()],  # its token for its peers (another node's agent)
+                         pods.agent_token_mount(),  # its token for its peers (another node's agent)
+                         *pods.trusted_keys_mounts(s.node_trusted_keys_config_map)],
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
@@ -114,6 +117,7 @@ def agent_daemonset(settings: OperatorSettings, operator_user: str | None = None
                          "hostPath": {"path": s.agent_cache_dir, "type": "DirectoryOrCreate"}},
                         {"name": pods.TMP_VOLUME, "emptyDir": {}},
                         pods.agent_token_volume(),
+                        *pods.trusted_keys_volumes(s.node_trusted_keys_config_map),
                     ],
                 },
             },

@@ -139,7 +139,8 @@ def _plan_class(model: EdgeModel, hc: HardwareClass, own: Term, earlier: list[Te
     members = classification.members(hc.name)
     precision = hc.effective_precision()
     ctx = PodContext(model=model.metadata.name, version=model.spec.version, hardware=hc, precision=precision,
-                     artifact=artifact, settings=settings, variant=Variant(key=""))
+                     artifact=artifact, settings=settings, variant=Variant(key=""),
+                     source_sha256=model.spec.source.digest())
     base = ClassPlan(
         name=hc.name, runtime=hc.runtime, precision=precision, image=runtime.image(ctx), artifact=artifact,
         nodes=tuple(n.name for n in members.nodes), untolerated=tuple(n.name for n in members.untolerated))

@@ -72,9 +72,23 @@ def model_mounts(read_only: bool) -> list[dict[str, Any]]:
     ]
 
 
-def volumes() -> list[dict[str, Any]]:
+def volumes(trusted_keys_config_map: str = "") -> list[dict[str, Any]]:
     return [{"name": contract.MODEL_VOLUME, "emptyDir": {}}, {"name": TMP_VOLUME, "emptyDir": {}},
-            agent_token_volume()]
+            agent_token_volume(), *trusted_keys_volumes(trusted_keys_config_map)]
+
+
+def trusted_keys_volumes(config_map: str) -> list[dict[str, Any]]:
+    """The nodes' trusted attestation keys (operator setting node_trusted_keys_config_map); none when unset.
+    Not optional: with trust on, a pod whose namespace lacks the ConfigMap waits rather than runs unchecked."""
+    if not config_map:
+        return []
+    return [{"name": contract.TRUSTED_KEYS_VOLUME, "configMap": {"name": config_map}}]
+
+
+def trusted_keys_mounts(config_map: str) -> list[dict[str, Any]]:
+    if not config_map:
+        return []
+    return [{"name": contract.TRUSTED_KEYS_VOLUME, "mountPath": contract.TRUSTED_KEYS_DIR, "readOnly": True}]
 
 
 def agent_token_volume() -> dict[str, Any]:

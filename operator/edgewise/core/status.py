@@ -23,6 +23,7 @@ from edgewise.api.status import (
     PROFILE_RESOLVED,
     PROGRESSING,
     READY,
+    SOURCE_TRUSTED,
     WINDOWS_VALID,
     ClassStatus,
     Condition,
@@ -38,6 +39,7 @@ from edgewise.core.plan import ClassPlan, ModelPlan
 from edgewise.core.rollout import windows
 from edgewise.core.rollout.deadline import progress_deadline
 from edgewise.core.selector import class_term
+from edgewise.core.trust_gate import Gate
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,11 @@ Want = dict[str, Wanted]  # condition type → what it should say
 def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Workload], now: datetime,
                    total_nodes: int, rollout: RolloutStatus | None = None,
                    artifacts: Mapping[str, ClassArtifact] | None = None, address: str = "",
-                   address_problem: str = "") -> StatusResult:
+                   address_problem: str = "", trust: Gate | None = None) -> StatusResult:
     """The status to write, the Events to emit, and when to look again.
 
-    `address` is the model's node-local Service (core/address.py); `address_problem` why it has none."""
+    `address` is the model's node-local Service (core/address.py); `address_problem` why it has none;
+    `trust` the source-trust gate's verdict (core/trust_gate.py; None: not evaluated, no condition)."""
     old = model.status
     artifacts = artifacts or {}
     classes = _classes(model, plan, observed, artifacts)
@@ -78,6 +81,8 @@ def compute_status(model: EdgeModel, plan: ModelPlan, observed: Mapping[str, Wor
             _artifact_conditions(want, artifacts)
     want.update(_address_condition(address, address_problem))
     want.update(_windows_condition(model))
+    if trust is not None:
+        _trust_conditions(want, trust)
     conditions, requeue = _conditions_with_deadline(model, want, rollout, now)
     stable, canary = _versions(model, rollout, conditions)
     status = EdgeModelStatus(
@@ -261,6 +266,13 @@ def _artifact_conditions(want: Want, artifacts: Mapping[str, ClassArtifact]) -> 
         want[ARTIFACTS_READY] = Wanted("True", "Ready", summaries)
 
 
+def _trust_conditions(want: Want, trust: Gate) -> None:
+    """SourceTrusted; a refused source is Degraded too (it deploys nothing new, what serves keeps serving)."""
+    want[SOURCE_TRUSTED] = Wanted(trust.status, trust.reason, trust.message)
+    if not trust.allowed:
+        want[DEGRADED] = Wanted("True", trust.reason, trust.message)
+
+
 def _rollout_conditions(want: Want, rollout: RolloutStatus, version: str,
                         ready: int, matched: int) -> None:
     """Conditions while canaries run, and after one was rolled back (the spec is then not what serves)."""
@@ -410,6 +422,11 @@ def _events(old: list[Condition], new: list[Condition]) -> list[Event]:
             events.append(Event("Normal", "ProfileResolved", c.message))
         elif c.type == NODES_MATCHED and c.status == "False":
             events.append(Event("Warning", c.reason, c.message))
+        elif c.type == SOURCE_TRUSTED and c.reason == "Unsigned" and c.status != "True" \
+                and not _refused(new, c.reason):
+            events.append(Event("Warning", c.reason, c.message))  # allowed, but a person should know
+        elif c.type == SOURCE_TRUSTED and c.status == "True" and before.get(c.type) is not None:
+            events.append(Event("Normal", "SourceTrusted", c.message))
         elif c.type == DEGRADED and c.status == "True":
             events.append(Event("Warning", c.reason, c.message))
         elif c.type == DEGRADED and was == "True":
@@ -419,3 +436,8 @@ def _events(old: list[Condition], new: list[Condition]) -> list[Event]:
         elif c.type == PROGRESSING and c.status == "True" and was != "True":
             events.append(Event("Normal", "RollingOut", c.message))
     return events
+
+
+def _refused(conditions: list[Condition], reason: str) -> bool:
+    """Degraded for the same reason: its own Warning Event says it, once is enough."""
+    return any(c.type == DEGRADED and c.status == "True" and c.reason == reason for c in conditions)

@@ -51,7 +51,10 @@ Call = tuple[NodeInfo, bytes]
 
 
 def bodies(req: StageRequest, common: dict[str, Any]) -> tuple[list[Call], list[Call]]:
-    """(the sites' source nodes, the others), each with its prefetch body."""
+    """(the sites' source nodes, the others), each with its prefetch body. The body pins the model's source
+    (sourceSha256) so an agent with trusted keys checks the artifact's attestation against it when staging."""
+    if req.source_sha256:
+        common = {**common, "sourceSha256": req.source_sha256}
     if not req.sites:
         return [], [(node, json.dumps(common).encode()) for node in req.nodes]
     sources: list[Call] = []

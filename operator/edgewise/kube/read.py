@@ -82,6 +82,11 @@ class Reader:
         return Service(name=name, annotations=dict(obj["metadata"].get("annotations") or {}),
                        owner_uids=frozenset(owner_uids(obj)))
 
+    def config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap's data; None when it does not exist (the trust policy's signers, core/trust_gate.py)."""
+        obj = _or_none(lambda: _json(self.core.read_namespaced_config_map(name, namespace, _preload_content=False)))
+        return dict(obj.get("data") or {}) if obj is not None else None
+
     def daemonset(self, namespace: str, name: str) -> Workload | None:
         obj = _or_none(lambda: _json(self.apps.read_namespaced_daemon_set(name, namespace, _preload_content=False)))
         return workload(obj) if obj is not None else None

@@ -70,6 +70,8 @@ class StageRequest:
     # Per site: the node that downloads from the source (staged first, possibly not one of `nodes`)
     # and the moving nodes that fetch from it. Empty: every node downloads on its own.
     sites: tuple[SiteStage, ...] = ()
+    # The EdgeModel's pinned source digest: agents with trusted keys check the artifact's attestation names it.
+    source_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,8 @@ def advance(model: EdgeModel, plan: ModelPlan, observed: Observed,
                            history=history or None, last_command=fresh.id if fresh else old.last_command,
                            aborted=aborted)
     timeouts = [f.next_timeout_in for f in facts.values() if f.next_timeout_in is not None]
-    stage = (_stage(cp, decisions[cp.name], states[cp.name], members[cp.name], observed, order)
+    stage = (_stage(cp, decisions[cp.name], states[cp.name], members[cp.name], observed, order,
+                    model.spec.source.digest())
              for cp in plan.classes if cp.name in decisions and decisions[cp.name].stage)
     return RolloutResult(
         apply=placed,
@@ -317,7 +320,7 @@ def _requeue_after(model: EdgeModel, decisions: Mapping[str, Decision], classes:
 
 
 def _stage(cp: ClassPlan, d: Decision, state: ClassRollout, members: list[NodeInfo],
-           observed: Observed, order: Order) -> StageRequest:
+           observed: Observed, order: Order, source_sha256: str) -> StageRequest:
     """The nodes the step stages. `d.stage` and `d.stage_sites` are in the order the spec asks for (`order`):
     a step that waits for its activation window is staged before it is placed, so the state may still
     hold the previous step's placement (or none, before the first step)."""
@@ -330,7 +333,8 @@ def _stage(cp: ClassPlan, d: Decision, state: ClassRollout, members: list[NodeIn
     else:
         moving = tuple(n for n in members if lo <= bucket_of(n.name) < hi)
     return StageRequest(class_name=cp.name, uri=cp.artifact.uri, sha256=cp.artifact.sha256, nodes=moving,
-                        sites=site_stages(moving, observed.nodes, observed.bandwidth, observed.agent_selector))
+                        sites=site_stages(moving, observed.nodes, observed.bandwidth, observed.agent_selector),
+                        source_sha256=source_sha256)
 
 
 def _with_staging(state: ClassRollout, members: list[NodeInfo], observed: Observed, name: str) -> ClassRollout:

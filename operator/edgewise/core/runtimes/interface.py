@@ -46,6 +46,8 @@ class PodContext:
     artifact: Artifact
     settings: OperatorSettings
     variant: Variant
+    # The EdgeModel's pinned source digest: the fetch container checks that the artifact's attestation names it.
+    source_sha256: str = ""
 
 
 class Runtime(Protocol):

@@ -23,6 +23,10 @@ def fetch_request(ctx: PodContext, layout: contract.Layout, precision: str) -> c
         dest=contract.MODEL_ROOT, agent=pods.agent_url_arg(), precision=precision,
         max_batch_size=batching.max_batch_size if batching else 0,
         max_queue_delay_us=batching.max_queue_delay_microseconds if batching else 0,
+        # Always pinned (the fetch ignores it without trusted keys), so turning trust on changes no argument
+        # but --trusted-keys.
+        source_sha256=ctx.source_sha256,
+        trusted_keys=contract.TRUSTED_KEYS_DIR if ctx.settings.node_trusted_keys_config_map else "",
     )
 
 
@@ -37,7 +41,8 @@ def fetch_container(ctx: PodContext, image: str, request: contract.FetchRequest,
         "command": ["edgewise", "fetch"],
         "args": request.to_args(),
         "env": [pods.node_ip_env(), *env],
-        "volumeMounts": [*pods.model_mounts(read_only=False), pods.agent_token_mount()],
+        "volumeMounts": [*pods.model_mounts(read_only=False), pods.agent_token_mount(),
+                         *pods.trusted_keys_mounts(s.node_trusted_keys_config_map)],
         "securityContext": pods.container_security(run_as_user),
         "resources": resources or {"requests": {"cpu": "50m", "memory": "64Mi"}},
     }
@@ -90,5 +95,5 @@ class OnnxRuntime:
             # The same image serves and fetches: one pull per node.
             "initContainers": [fetch_container(ctx, s.image(s.onnxruntime_image), request, s.run_as_user)],
             "containers": [server],
-            "volumes": pods.volumes(),
+            "volumes": pods.volumes(s.node_trusted_keys_config_map),
         }

@@ -96,5 +96,5 @@ class TritonTensorRT:
             **pods.pull_secrets(s.image_pull_secrets),
             "initContainers": [fetch],
             "containers": [server],
-            "volumes": pods.volumes(),
+            "volumes": pods.volumes(s.node_trusted_keys_config_map),
         }

@@ -1,0 +1,90 @@
+"""The chart's trust values: the operator's attestation key (generated, or a Secret given), the nodes' trusted
+public keys in a ConfigMap, the source-signing policy, and the one ConfigMap read the operator may make."""
+
+from __future__ import annotations
+
+import base64
+
+from chart_support import NAMESPACE, RELEASE, Helm, env_of, one, operator_pod
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from edgewise.api.settings import OperatorSettings
+from edgewise.shared.trust.keys import Signer, public_pem
+
+SECRET = f"{RELEASE}-operator-attestation-key"
+KEY_FILE = "/etc/edgewise/attestation/key.pem"
+
+
+def _mounts(docs: list) -> tuple[dict, dict]:
+    spec = operator_pod(docs)["spec"]
+    (container,) = spec["containers"]
+    return ({m["name"]: m for m in container["volumeMounts"]}, {v["name"]: v for v in spec["volumes"]})
+
+
+def test_by_default_nothing_of_trust_is_rendered(helm: Helm) -> None:
+    docs = helm.template()
+    assert not [d for d in docs if d["kind"] in ("Secret", "ConfigMap")]
+    mounts, volumes = _mounts(docs)
+    assert "attestation-key" not in mounts and "attestation-key" not in volumes
+    s = OperatorSettings.from_env(env_of(docs))
+    assert (s.attestation_key_file, s.node_trusted_keys_config_map, s.trust_policy_config_map,
+            s.require_signed_sources) == ("", "", "", False)
+
+
+def test_a_generated_key_is_an_ec_p256_key_the_operator_loads_and_is_kept(helm: Helm) -> None:
+    docs = helm.template({"trust": {"attestationKey": {"generate": True}}})
+    secret = one(docs, "Secret")
+    assert secret["metadata"]["name"] == SECRET and secret["metadata"]["namespace"] == NAMESPACE
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    signer = Signer.load(base64.b64decode(secret["data"]["key.pem"]))
+    key = signer.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
+    assert public_pem(key).startswith(b"-----BEGIN PUBLIC KEY-----")
+    mounts, volumes = _mounts(docs)
+    assert volumes["attestation-key"]["secret"] == {"secretName": SECRET, "defaultMode": 0o440}
+    assert mounts["attestation-key"] == {"name": "attestation-key", "mountPath": "/etc/edgewise/attestation",
+                                         "readOnly": True}
+    assert OperatorSettings.from_env(env_of(docs)).attestation_key_file == KEY_FILE
+
+
+def test_an_existing_secret_is_mounted_and_none_is_made(helm: Helm) -> None:
+    docs = helm.template({"trust": {"attestationKey": {"existingSecret": "mine"}}})
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    _, volumes = _mounts(docs)
+    assert volumes["attestation-key"]["secret"]["secretName"] == "mine"
+    assert OperatorSettings.from_env(env_of(docs)).attestation_key_file == KEY_FILE
+    assert "not both" in helm.refuses({"trust": {"attestationKey": {"generate": True, "existingSecret": "mine"}}})
+
+
+def test_the_nodes_public_keys_go_where_the_agent_and_the_watched_namespaces_read_them(helm: Helm) -> None:
+    pem = public_pem(Signer.load(_generated(helm)).public_key()).decode()
+    docs = helm.template({"operator": {"watchNamespaces": ["vision", "retail"]},
+                          "trust": {"nodeTrustedKeys": {"configMap": "ew-trust", "publicKeys": [pem]}}})
+    maps = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "ConfigMap"}
+    assert sorted(maps) == ["edgewise-node", "retail", "vision"]
+    assert all(m["metadata"]["name"] == "ew-trust" and m["data"] == {"key-0.pem": pem} for m in maps.values())
+    assert OperatorSettings.from_env(env_of(docs)).node_trusted_keys_config_map == "ew-trust"
+    assert "needs trust.nodeTrustedKeys.configMap" in helm.refuses(
+        {"trust": {"nodeTrustedKeys": {"publicKeys": [pem]}}})
+    # Named only (made by you): the operator renders with it, the chart makes none.
+    named = helm.template({"trust": {"nodeTrustedKeys": {"configMap": "ew-trust"}}})
+    assert not [d for d in named if d["kind"] == "ConfigMap"]
+
+
+def test_the_operator_reads_config_maps_by_name_only(helm: Helm) -> None:
+    (role,) = [d for d in helm.template()
+               if d["kind"] == "ClusterRole" and d["metadata"]["name"] == f"{RELEASE}-operator"]
+    rules = role["rules"]
+    cm = [r for r in rules if "configmaps" in r["resources"]]
+    assert cm == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]
+    assert not [r for r in rules if "secrets" in r["resources"]]  # the ClusterRole reads no Secret
+
+
+def test_the_schema_refuses_a_bad_policy_reference(helm: Helm) -> None:
+    assert "policyConfigMap" in helm.refuses({"trust": {"policyConfigMap": "Not/A/Name"}})
+    assert "publicKeys" in helm.refuses({"trust": {"nodeTrustedKeys": {"configMap": "x", "publicKeys": ["nope"]}}})
+
+
+def _generated(helm: Helm) -> bytes:
+    return base64.b64decode(one(helm.template({"trust": {"attestationKey": {"generate": True}}}),
+                                "Secret")["data"]["key.pem"])
