@@ -17,14 +17,14 @@ from edgewise.api.profile import DeploymentProfileSpec
 from edgewise.api.resources import EdgeModel
 from edgewise.api.settings import OperatorSettings
 from edgewise.controller.artifacts import ArtifactManager, _Job
-from edgewise.core.class_artifact import ArtifactState
+from edgewise.core.class_artifact import ArtifactState, ClassArtifact
 from edgewise.core.classify import classify
 from edgewise.core.observed import NodeInfo
 from edgewise.core.optimization import job_spec
 from edgewise.kube.writes import Writes
 from edgewise.optimize.attestation import attest, attestation_path, statement_for
 from edgewise.shared.trust import dsse
-from edgewise.shared.trust.keys import TrustedKeys, generate_ec, private_pem
+from edgewise.shared.trust.keys import Signer, TrustedKeys, generate_ec, private_pem
 from edgewise.shared.trust.statement import DerivedModel, SourceSignature, Statement
 from edgewise.shared.trust.verify import Expected, NodeTrust, Reason, check
 
@@ -106,12 +106,13 @@ def manager(tmp_path: Path) -> Iterator[ArtifactManager]:
     m.close()
 
 
-def _finish(manager: ArtifactManager, job_dir: Path) -> None:
+def _finish(manager: ArtifactManager, job_dir: Path) -> ClassArtifact:
     key = job_spec(MODEL, PROFILE.classes[0], NODES).key
     (job_dir / "report.json").write_text(REPORT.to_json())
     manager.jobs[key] = _Job(started=time.monotonic(), dir=job_dir, runner=manager.processes)
     got = manager.resolve(MODEL, PROFILE, classify(PROFILE, NODES), Writes(ApiClient()))["cpu"]
     assert got.state is ArtifactState.READY and got.artifact is not None and got.artifact.sha256 == SHA
+    return got
 
 
 def test_the_operator_stores_the_jobs_attestation_beside_the_artifact(manager: ArtifactManager,
@@ -121,7 +122,7 @@ def test_the_operator_stores_the_jobs_attestation_beside_the_artifact(manager: A
     job_dir.mkdir()
     (job_dir / "artifact.onnx").write_bytes(PAYLOAD)
     attest(job_dir / "artifact.onnx", REPORT, SOURCE_URI, private_pem(signer))
-    _finish(manager, job_dir)
+    assert _finish(manager, job_dir).attested_by == signer.key_id
     stored = manager.store.get_attestation(SHA)
     assert dsse.verify(dsse.Envelope.parse(stored), TrustedKeys.of([signer.public_key()])) == signer.key_id
     assert Statement.parse(dsse.Envelope.parse(stored).payload).subject_sha256 == SHA
@@ -133,25 +134,85 @@ def test_an_unattested_job_stores_the_artifact_alone(manager: ArtifactManager, t
     job_dir = tmp_path / "job"
     job_dir.mkdir()
     (job_dir / "artifact.onnx").write_bytes(PAYLOAD)
-    _finish(manager, job_dir)
+    assert _finish(manager, job_dir).attested_by == ""
     assert manager.store.has(SHA)
     with pytest.raises(KeyError):
         manager.store.get_attestation(SHA)
 
 
-def test_the_worker_process_gets_the_operators_signing_key_when_one_is_set() -> None:
+def test_no_job_gets_the_operators_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
     from edgewise import contract
-    from edgewise.controller.optimize_runners import attestation_env
+    from edgewise.controller.optimize_runners import _worker_env
 
-    with_key = OperatorSettings(attestation_key_file="/var/run/secrets/edgewise.io/attestation/key.pem")
-    assert attestation_env(with_key) == {contract.ATTESTATION_KEY_ENV: with_key.attestation_key_file}
-    assert attestation_env(OperatorSettings()) == {}
+    monkeypatch.setenv(contract.ATTESTATION_KEY_ENV, "/var/run/secrets/edgewise.io/attestation/key.pem")
+    assert contract.ATTESTATION_KEY_ENV not in _worker_env({})
+
+
+@pytest.fixture
+def keyed_manager(tmp_path: Path) -> Iterator[tuple[ArtifactManager, Signer]]:
+    signer = generate_ec()
+    key = tmp_path / "attestation.key"
+    key.write_bytes(private_pem(signer))
+    m = ArtifactManager(OperatorSettings(artifact_dir=str(tmp_path / "operator"), artifact_url="http://store.example:8090",
+                                         attestation_key_file=str(key)))
+    yield m, signer
+    m.close()
+
+
+def test_the_operator_signs_what_an_unattested_job_reported_with_its_own_key(keyed_manager, tmp_path: Path) -> None:
+    """A Job's pod has no key: the operator attests its artifact, binding the source's signer."""
+    from edgewise import contract
+
+    manager, signer = keyed_manager
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / "artifact.onnx").write_bytes(PAYLOAD)
+    (job_dir / contract.SOURCE_SIGNATURE_FILE).write_text(json.dumps({"signer": "key 0123", "bundleSha256": "d" * 64}))
+    got = _finish(manager, job_dir)
+    envelope = dsse.Envelope.parse(manager.store.get_attestation(SHA))
+    assert dsse.verify(envelope, TrustedKeys.of([signer.public_key()])) == signer.key_id
+    assert got.attested_by == signer.key_id and f"attested with key {signer.key_id[:16]}" in got.message
+    statement = Statement.parse(envelope.payload)
+    assert statement.subject_sha256 == SHA and isinstance(statement.predicate, DerivedModel)
+    assert statement.predicate.source_sha256 == SOURCE_SHA
+    assert statement.predicate.source_signature == SourceSignature("key 0123", "d" * 64)
+    assert statement.predicate.gates["accuracy"].numbers["minCosine"] == 0.999
+
+
+def test_an_attestation_a_job_left_is_replaced_by_the_operators(keyed_manager, tmp_path: Path) -> None:
+    manager, signer = keyed_manager
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / "artifact.onnx").write_bytes(PAYLOAD)
+    attest(job_dir / "artifact.onnx", REPORT, SOURCE_URI, private_pem(generate_ec()))  # someone else's key
+    _finish(manager, job_dir)
+    envelope = dsse.Envelope.parse(manager.store.get_attestation(SHA))
+    assert dsse.verify(envelope, TrustedKeys.of([signer.public_key()])) == signer.key_id
+
+
+def test_a_signing_key_that_cannot_be_read_fails_the_job_and_stores_nothing(tmp_path: Path) -> None:
+    manager = ArtifactManager(OperatorSettings(artifact_dir=str(tmp_path / "operator"),
+                                               artifact_url="http://store.example:8090",
+                                               attestation_key_file=str(tmp_path / "missing.pem")))
+    try:
+        job_dir = tmp_path / "job"
+        job_dir.mkdir()
+        (job_dir / "artifact.onnx").write_bytes(PAYLOAD)
+        key = job_spec(MODEL, PROFILE.classes[0], NODES).key
+        (job_dir / "report.json").write_text(REPORT.to_json())
+        manager.jobs[key] = _Job(started=time.monotonic(), dir=job_dir, runner=manager.processes)
+        got = manager.resolve(MODEL, PROFILE, classify(PROFILE, NODES), Writes(ApiClient()))["cpu"]
+        assert got.artifact is None and "could not be attested" in got.message, got
+        with pytest.raises(KeyError):
+            manager.store.get_attestation(SHA)
+    finally:
+        manager.close()
 
 
 def test_a_job_started_for_a_signed_source_binds_its_signer_into_the_attestation(manager: ArtifactManager,
                                                                                   tmp_path: Path) -> None:
     from edgewise import contract
-    from edgewise.optimize.job import source_signature_of
+    from edgewise.optimize.attestation import source_signature_of
 
     signed = SourceSignature("key 0123456789abcdef", "c" * 64)
     spec = job_spec(MODEL, PROFILE.classes[0], NODES)

@@ -231,3 +231,17 @@ def test_status_names_the_sources_signer_and_why_a_source_is_refused() -> None:
     assert "Ready=True" not in out  # other True conditions stay quiet
     refused = {"type": "SourceTrusted", "status": "False", "reason": "UnknownSigner", "message": "signed by key 99"}
     assert "SourceTrusted=False UnknownSigner: signed by key 99" in render_status(model(conditions=[refused]))
+
+
+def test_status_shows_each_classs_artifact_and_who_attested_it() -> None:
+    from edgewise.cli.kubectl_plugin import render_status
+
+    obj = model(classes=[stable("arm", "2.0"), stable("jetson", "2.0"), stable("x86", "2.0")])
+    obj["status"]["classes"] = [
+        {"name": "arm", "precision": "int8", "artifactDigest": "ab" * 32, "attestation": "key 0123456789abcdef"},
+        {"name": "jetson", "precision": "fp16", "artifactDigest": "cd" * 32, "attestation": "none"},
+        {"name": "x86", "precision": "fp32", "artifactDigest": "ef" * 32}]  # the source itself: nothing to attest
+    out = render_status(obj)
+    assert "artifact sha256:abababababab (int8), attested by key 0123456789abcdef" in out
+    assert "artifact sha256:cdcdcdcdcdcd (fp16), not attested" in out
+    assert "efefefefefef" not in out

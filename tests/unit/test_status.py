@@ -217,6 +217,22 @@ def test_a_class_shows_the_precision_of_the_artifact_it_serves() -> None:
     cls = next(c for c in result.status.classes or [] if c.name == "arm-cpu")
     assert cls.precision == "fp32" and cls.artifact_size_bytes == 123
     assert cls.optimization and "rejected: latency 1.62x" in cls.optimization and "speed gate" in cls.optimization
+    assert cls.attestation == "none"  # made without a signing key
+
+
+def test_a_class_names_the_key_that_attested_its_artifact() -> None:
+    from edgewise.core.class_artifact import ArtifactState, ClassArtifact
+    from edgewise.core.runtimes import Artifact
+
+    m = model()
+    plan = _plan(m)
+    attested = ClassArtifact(ArtifactState.READY, attested_by="0123456789abcdef" * 4,
+                             artifact=Artifact(uri="http://store/artifacts/sha256/" + "e" * 64, sha256="e" * 64,
+                                               precision="int8"))
+    result = compute_status(m, plan, _rolled_out(plan), T0, total_nodes=6, artifacts={"arm-cpu": attested})
+    classes = {c.name: c for c in result.status.classes or []}
+    assert classes["arm-cpu"].attestation == "key 0123456789abcdef"
+    assert classes["jetson-orin"].attestation is None  # no artifact reported for it
 
 
 def test_a_revert_in_git_after_a_rollback_clears_degraded_and_the_model_is_ready() -> None:

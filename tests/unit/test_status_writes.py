@@ -1,4 +1,4 @@
-"""core/status_writes.py: progress counts of a large class are written in twentieths and exactly once they
+"""core/status_writes.py: progress counts of a large class are written in tenths and exactly once they
 rest; everything else as soon as it changes; a small class always exactly."""
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ def test_an_unchanged_status_is_never_written() -> None:
     assert not worth_writing(status(10), status(10), status(10))
 
 
-def test_counts_moving_within_a_twentieth_of_a_large_class_wait() -> None:
+def test_counts_moving_within_a_tenth_of_a_large_class_wait() -> None:
     quantum = 1000 // LEVELS
     assert not worth_writing(status(0), status(quantum - 1), status(quantum - 2))
     assert not worth_writing(status(quantum), status(2 * quantum - 1), None)
 
 
-def test_counts_crossing_a_twentieth_are_written() -> None:
+def test_counts_crossing_a_tenth_are_written() -> None:
     assert worth_writing(status(1000 // LEVELS - 1), status(1000 // LEVELS), status(1000 // LEVELS - 1))
 
 
@@ -53,7 +53,7 @@ def test_a_change_beyond_the_counts_is_written_at_once() -> None:
     assert worth_writing(status(3), status(4, message="the canary was rolled back: 4/1000 ready"), status(3))
 
 
-def test_a_class_of_up_to_twenty_nodes_is_written_exactly() -> None:
+def test_a_class_of_up_to_ten_nodes_is_written_exactly() -> None:
     assert worth_writing(status(3, matched=LEVELS), status(4, matched=LEVELS), status(3, matched=LEVELS))
     assert not worth_writing(status(4, matched=LEVELS + 1), status(5, matched=LEVELS + 1),
                              status(4, matched=LEVELS + 1))  # a quantum of 2

@@ -67,6 +67,12 @@ class ClassStatus(ApiModel):
         default=None, description="The optimization report in one line: technique, size and latency ratios "
                                   "against the original, minimum cosine similarity, peak memory; or why "
                                   "there is no artifact.")
+    attestation: str | None = Field(
+        default=None, description="Who vouches for the optimized artifact the class serves: 'key <id>' when its "
+                                  "in-toto attestation (source digest, technique, gates' numbers, toolchain) is "
+                                  "signed by that key, the operator's (nodes with trusted keys check it before "
+                                  "serving), or 'none'. Unset when the class serves the source model itself. "
+                                  "The source's own signer is in the SourceTrusted condition.")
     compute_capabilities: list[str] | None = Field(
         default=None, description="GPU compute capabilities of the class's nodes (TensorRT classes).")
     workloads: list[str] | None = Field(default=None, description="Names of the class's DaemonSets.")

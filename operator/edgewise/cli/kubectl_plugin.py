@@ -201,6 +201,7 @@ def render_status(obj: dict[str, Any]) -> str:
             lines.append(f"  {cond['type']}={cond['status']} {cond.get('reason', '')}: {cond.get('message', '')}")
     header = f"{'CLASS':<16} {'STATE':<12} {'STEP':<6} {'CANARY%':<8} {'STABLE':<14} {'CANARY':<14} NODES(c/s)"
     lines += ["", header]
+    served = {c.get("name"): c for c in status.get("classes") or []}
     for c in rollout.get("classes") or []:
         step = f"{c.get('stepIndex', 0) + 1}/{steps}" if c.get("canaryRevision") else "-"
         stable = f"{c.get('stableVersion') or '-'} ({c.get('stableSlot', 'a')})"
@@ -211,6 +212,7 @@ def render_status(obj: dict[str, Any]) -> str:
             lines.append(f"    {c['message']}")
         if c.get("switch"):
             lines.append(f"    switch {c['switch']}: {c.get('switchReason', '')}")
+        lines += _artifact_line(served.get(c["name"]) or {})
         tally = c.get("tally")
         if tally and tally.get("version") in (c.get("canaryVersion"), spec.get("version")):
             kinds = [f"{tally.get(k, 0)} {what}" for k, what in (
@@ -225,6 +227,14 @@ def render_status(obj: dict[str, Any]) -> str:
                          f", deferred {last.get('deferredPods', 0)})")
         lines += _site_lines(c)
     return "\n".join(lines)
+
+
+def _artifact_line(c: dict[str, Any]) -> list[str]:
+    """The optimized artifact a class serves and who attested it (none when it serves the source itself)."""
+    if not c.get("attestation") or not c.get("artifactDigest"):
+        return []
+    attested = "not attested" if c["attestation"] == "none" else f"attested by {c['attestation']}"
+    return [f"    artifact sha256:{c['artifactDigest'][:12]} ({c.get('precision') or '-'}), {attested}"]
 
 
 def _site_lines(c: dict[str, Any]) -> list[str]:

@@ -58,7 +58,7 @@ class ProcessRunner:
             self.procs[spec.key] = subprocess.Popen(
                 [sys.executable, "-m", "edgewise.optimize.job", str(job_dir)],
                 stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=limits, cwd=job_dir,
-                env=_worker_env(self.settings.trace_env) | attestation_env(self.settings))
+                env=_worker_env(self.settings.trace_env))
 
     def poll(self, key: str, job_dir: Path) -> Ended | None:
         proc = self.procs.get(key)
@@ -93,13 +93,10 @@ class ProcessRunner:
 
 def _worker_env(trace_env: dict[str, str]) -> dict[str, str]:
     """The operator's environment with the OTEL_* variables a Job would get (no OTEL_SERVICE_NAME: the
-    worker's spans are edgewise-optimize's)."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}, **trace_env}
-
-
-def attestation_env(settings: OperatorSettings) -> dict[str, str]:
-    """The worker's signing key for attestations: the operator's setting (a mounted Secret), when set."""
-    return {contract.ATTESTATION_KEY_ENV: settings.attestation_key_file} if settings.attestation_key_file else {}
+    worker's spans are edgewise-optimize's), without the attestation key's path: the operator signs
+    what a job reports (controller/artifacts.py), a job never does."""
+    return {**{k: v for k, v in os.environ.items()
+               if not k.startswith("OTEL_") and k != contract.ATTESTATION_KEY_ENV}, **trace_env}
 
 
 SIGNING_KEY_FILE = "upload-token.key"

@@ -30,6 +30,7 @@ class ClassArtifact:
     summary: str = ""  # the report in one line: technique, size and latency ratios, cosine, peak memory
     retry_in: float | None = None  # seconds until a passing failure is tried again
     peak_memory_mib: float | None = None  # measured peak of the artifact under the runtime, for the switch mode
+    attested_by: str = ""  # id of the key that signed the artifact's attestation; "" when it has none
 
     @property
     def sha256(self) -> str:

@@ -239,7 +239,8 @@ def _with_artifact(c: ClassStatus, a: ClassArtifact | None) -> ClassStatus:
     update: dict[str, object] = {"artifact_state": a.state.value, "optimization": ready if ready_now else why}
     if ready_now:
         # What is served: a gate may have chosen a more precise artifact than the class asks for.
-        update.update(artifact_size_bytes=a.size_bytes, precision=a.precision or c.precision)
+        update.update(artifact_size_bytes=a.size_bytes, precision=a.precision or c.precision,
+                      attestation=f"key {a.attested_by[:16]}" if a.attested_by else "none")
     return c.model_copy(update=update)
 
 

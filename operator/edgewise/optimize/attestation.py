@@ -9,6 +9,7 @@ Secret) and writes `<artifact>.intoto.json`. Without a key it writes nothing and
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -92,3 +93,12 @@ def key_from_env(env: dict[str, str] | os._Environ[str]) -> Path | None:
     """The signing key the operator passed to a job (contract.ATTESTATION_KEY_ENV), if any."""
     value = env.get(contract.ATTESTATION_KEY_ENV, "")
     return Path(value) if value else None
+
+
+def source_signature_of(job_dir: Path) -> SourceSignature | None:
+    """The source's signer as the operator checked it (contract.SOURCE_SIGNATURE_FILE), if it wrote one."""
+    path = job_dir / contract.SOURCE_SIGNATURE_FILE
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return SourceSignature(str(data["signer"]), str(data["bundleSha256"]))

@@ -31,7 +31,6 @@ from edgewise.optimize.target import Target
 from edgewise.shared import tracing
 from edgewise.shared.digest import DigestMismatch
 from edgewise.shared.download import DownloadError, TransientError, download_file, scheme_of
-from edgewise.shared.trust.statement import SourceSignature
 
 
 def _fetch_failure(what: str, uri: str, err: Exception) -> str:
@@ -83,15 +82,6 @@ def run(job_dir: Path, read_files: bool = True) -> OptimizationReport:
         return OptimizationReport.failed(err.reason, str(err))
 
 
-def source_signature_of(job_dir: Path) -> SourceSignature | None:
-    """The source's signer as the operator checked it (contract.SOURCE_SIGNATURE_FILE), if it wrote one."""
-    path = job_dir / contract.SOURCE_SIGNATURE_FILE
-    if not path.exists():
-        return None
-    data = json.loads(path.read_text())
-    return SourceSignature(str(data["signer"]), str(data["bundleSha256"]))
-
-
 def run_and_report(job_dir: Path, read_files: bool = True,
                    signing_key: bytes | Path | None = None) -> OptimizationReport:
     """Run the job; an accepted artifact is attested beside it with `signing_key` (none without one)."""
@@ -99,8 +89,9 @@ def run_and_report(job_dir: Path, read_files: bool = True,
     if report.outcome == "Optimized":
         job = OptimizationJob.model_validate_json((job_dir / contract.JOB_FILE).read_text())
         attested = attestation.attest(job_dir / "artifact.onnx", report, job.source.uri, signing_key,
-                                      source_signature_of(job_dir))
-        report = report.model_copy(update={"notes": [*report.notes, attested.message]})
+                                      attestation.source_signature_of(job_dir))
+        if attested.path is not None:  # without a key the operator signs it, and says so (controller/artifacts.py)
+            report = report.model_copy(update={"notes": [*report.notes, attested.message]})
     tmp = job_dir / "report.json.tmp"
     report.write(tmp)
     tmp.rename(job_dir / "report.json")  # the operator reads a whole report or none
