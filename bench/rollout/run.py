@@ -81,7 +81,7 @@ def _on_cluster(simulation: Simulation, run: Any) -> Any:
     cluster.up()
     try:
         cluster.kubectl("apply", "-f", str(REPO / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/edgemodels.edgewise.io", "--timeout=60s")
+        cluster.wait_established("edgemodels.edgewise.io")
         _apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "edgewise-system"}})
         return run(cluster)
     finally:

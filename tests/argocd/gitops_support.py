@@ -121,8 +121,7 @@ def running_argocd(cluster: DevCluster, workdir: Path, with_api_server: bool = F
     logs = workdir / "logs"
     for crd in _crds():
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/applications.argoproj.io",
-                    "crd/appprojects.argoproj.io", "--timeout=60s")
+    cluster.wait_established("applications.argoproj.io", "appprojects.argoproj.io")
     cluster.kubectl("create", "namespace", namespace)
     dev, server = _cluster_secret(cluster, namespace)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*_settings(namespace), dev]))

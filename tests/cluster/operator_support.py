@@ -167,13 +167,7 @@ def set_node_ready(cluster: DevCluster, node: str, ready: bool, why: str = "upli
 def install_crds(cluster: DevCluster) -> None:
     """Apply the project's CRDs and wait until the apiserver serves both."""
     cluster.kubectl("apply", "-f", str(REPO / "crds"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/edgemodels.edgewise.io",
-        "crd/deploymentprofiles.edgewise.io",
-        "--timeout=60s",
-    )
+    cluster.wait_established("edgemodels.edgewise.io", "deploymentprofiles.edgewise.io")
 
 
 CLUSTER_POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")

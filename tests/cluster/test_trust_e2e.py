@@ -9,44 +9,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from model_signing import signing
-from operator_support import Operator, apply, condition, get, model_versions
-from rollout_support import ARM, ORIN, profile
+from operator_support import Operator, apply, condition, model_versions
+from rollout_support import ARM, ORIN
+from trust_support import MODEL, em, sign, signed_model, trusting_profile
 
 from edgewise.devcluster import demo_models
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.shared.trust.keys import generate_ec, private_pem, public_pem
 from wait_support import wait_for
-
-MODEL = "signed-detector"
-
-
-def _sign(model: Path, tmp: Path, key_pem: bytes) -> Path:
-    key = tmp / "publisher.pem"
-    key.write_bytes(key_pem)
-    bundle = model.with_suffix(".sig")
-    signing.Config().use_elliptic_key_signer(private_key=key).sign(model, bundle)
-    return bundle
-
-
-def _model(ns: str, version: str, src: Path, bundle: Path | None) -> dict[str, Any]:
-    source: dict[str, Any] = {"uri": src.as_uri(), "sha256": demo_models.sha256(src)}
-    if bundle is not None:
-        source["signature"] = {"uri": bundle.as_uri(), "sha256": demo_models.sha256(bundle)}
-    return {"apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel", "metadata": {"name": MODEL, "namespace": ns},
-            "spec": {"profileRef": "fleet", "version": version, "source": source,
-                     "optimization": {"quantization": "none"},
-                     "rollout": {"steps": [{"percent": 50}, {"percent": 100}], "analysis": {"provider": "none"}}}}
-
-
-def _trusting_profile(ns: str) -> dict[str, Any]:
-    p = profile(ns)
-    p["spec"]["trustPolicy"] = {"configMap": "signers", "requireSigned": True}
-    return p
-
-
-def _em(cluster: DevCluster, ns: str) -> dict[str, Any]:
-    return get(cluster, "edgemodel", MODEL, "-n", ns)
 
 
 def _warnings(cluster: DevCluster, ns: str, reason: str) -> list[dict[str, Any]]:
@@ -57,7 +27,7 @@ def _warnings(cluster: DevCluster, ns: str, reason: str) -> list[dict[str, Any]]
 
 def _refused(cluster: DevCluster, ns: str, reason: str) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
-        obj = _em(cluster, ns)
+        obj = em(cluster, ns)
         trusted, degraded = condition(obj, "SourceTrusted"), condition(obj, "Degraded")
         said = (trusted.get("status"), trusted.get("reason"), degraded.get("status"), degraded.get("reason"))
         current = obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
@@ -70,19 +40,19 @@ def test_a_signed_model_deploys_and_unsigned_or_badly_signed_versions_are_refuse
     nodes = fleet({ORIN: 1, ARM: 2})
     publisher = generate_ec()
     v1 = demo_models.good(tmp_path / "v1" / "model.onnx")
-    v1_sig = _sign(v1, tmp_path, private_pem(publisher))
+    v1_sig = sign(v1, tmp_path, private_pem(publisher))
     apply(cluster, [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "signers", "namespace": namespace},
                      "data": {"publisher.pem": public_pem(publisher.public_key()).decode()}},
-                    _trusting_profile(namespace), _model(namespace, "1.0", v1, v1_sig)])
+                    trusting_profile(namespace), signed_model(namespace, "1.0", v1, v1_sig)])
     wait_for(lambda: model_versions(cluster, namespace, MODEL) == dict.fromkeys(nodes, "1.0"), 120,
              "the signed 1.0 on every node")
-    trusted = condition(_em(cluster, namespace), "SourceTrusted")
+    trusted = condition(em(cluster, namespace), "SourceTrusted")
     assert (trusted["status"], trusted["reason"]) == ("True", "Signed"), trusted
     assert "signed by key " in trusted["message"] and "DeploymentProfile fleet" in trusted["message"]
 
     # 2.0 carries no signature; the profile requires one.
     v2 = demo_models.slow(tmp_path / "v2" / "model.onnx")
-    apply(cluster, _model(namespace, "2.0", v2, None))
+    apply(cluster, signed_model(namespace, "2.0", v2, None))
     obj = _refused(cluster, namespace, "Unsigned")
     assert "requireSigned" in condition(obj, "SourceTrusted")["message"]
     operator.settle()
@@ -91,16 +61,17 @@ def test_a_signed_model_deploys_and_unsigned_or_badly_signed_versions_are_refuse
     assert len(warned) == 1 and warned[0].get("count", 1) == 1, warned  # once per change, not per reconcile
 
     # 3.0 carries 1.0's signature: the publisher is trusted, but the signature is not over these bytes.
-    apply(cluster, _model(namespace, "3.0", v2, v1_sig))
+    apply(cluster, signed_model(namespace, "3.0", v2, v1_sig))
     obj = _refused(cluster, namespace, "BadSignature")
     operator.settle()
     assert model_versions(cluster, namespace, MODEL) == dict.fromkeys(nodes, "1.0")
-    assert {c["stableVersion"] for c in _em(cluster, namespace)["status"]["rollout"]["classes"]} == {"1.0"}
+    assert {c["stableVersion"] for c in em(cluster, namespace)["status"]["rollout"]["classes"]} == {"1.0"}
     assert len(_warnings(cluster, namespace, "BadSignature")) == 1
 
     # Back to the signed version: trusted again, and nothing was ever replaced.
-    apply(cluster, _model(namespace, "1.0", v1, v1_sig))
-    wait_for(lambda: condition(_em(cluster, namespace), "SourceTrusted").get("status") == "True", 60,
+    apply(cluster, signed_model(namespace, "1.0", v1, v1_sig))
+    wait_for(lambda: condition(em(cluster, namespace), "SourceTrusted").get("status") == "True", 60,
              "SourceTrusted=True again")
-    wait_for(lambda: condition(_em(cluster, namespace), "Degraded").get("status") == "False", 60, "not Degraded")
+    wait_for(lambda: condition(em(cluster, namespace), "Degraded").get("status") == "False", 60, "not Degraded")
     assert model_versions(cluster, namespace, MODEL) == dict.fromkeys(nodes, "1.0")
+

@@ -250,6 +250,23 @@ class DevCluster:
         """Run the real kubectl against this cluster."""
         return self._run("kubectl", args, check, input, timeout)
 
+    def wait_established(self, *crds: str, timeout: float = 60) -> None:
+        """Wait until the apiserver serves each CRD (its Established condition).
+
+        Not `kubectl wait --for=condition=Established`: right after an apply, a CRD whose status has
+        no conditions yet makes it fail at once ("accessor error: <nil>") instead of waiting."""
+        deadline = time.monotonic() + timeout
+        pending = list(crds)
+        while pending:
+            got = self.kubectl("get", "crd", pending[0], "--ignore-not-found", "-o",
+                               'jsonpath={.status.conditions[?(@.type=="Established")].status}').stdout
+            if got.strip() == "True":
+                pending.pop(0)
+                continue
+            if time.monotonic() > deadline:
+                raise ClusterError(f"CRD {pending[0]} not Established after {timeout:.0f}s")
+            time.sleep(0.2)
+
     def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return self._run("helm", args, check, None, timeout)
 

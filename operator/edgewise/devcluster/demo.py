@@ -44,7 +44,7 @@ def run() -> int:
 
     _say("installing the CRDs and starting the operator")
     cluster.kubectl("apply", "-f", str(root / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/edgemodels.edgewise.io", "--timeout=60s")
+    cluster.wait_established("edgemodels.edgewise.io", "deploymentprofiles.edgewise.io")
     _apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NS}})
     _apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {
         "name": AGENT_NS, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}})

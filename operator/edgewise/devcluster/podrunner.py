@@ -264,8 +264,8 @@ class PodRunner:
         return proc
 
     def _prepare(self, pod: dict[str, Any]) -> tuple[PodProcesses, dict[str, Path]]:
-        """The pod's record and its volumes: emptyDir and projected ones a directory of the pod's own,
-        hostPath ones a directory of its node's own (the node agent's cache survives its pod)."""
+        """The pod's record and its volumes: emptyDir, configMap and projected ones a directory of the pod's
+        own, hostPath ones a directory of its node's own (the node agent's cache survives its pod)."""
         meta, spec = pod["metadata"], pod["spec"]
         workdir = self.workdir / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
         pre_stop = max([float(((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {}).get("seconds", 0))
@@ -275,11 +275,13 @@ class PodRunner:
                             pre_stop=pre_stop)
         volumes = {}
         for vol in spec.get("volumes") or []:
-            if "emptyDir" in vol or "projected" in vol:
+            if "emptyDir" in vol or "projected" in vol or "configMap" in vol:
                 volumes[vol["name"]] = workdir / "volumes" / vol["name"]
                 volumes[vol["name"]].mkdir(parents=True, exist_ok=True)
             if "projected" in vol:
                 self._project_tokens(pod, vol["projected"], volumes[vol["name"]])
+            if "configMap" in vol:
+                self._project_config_map(meta["namespace"], vol["configMap"], volumes[vol["name"]])
             if "hostPath" in vol:
                 host = self.workdir / "nodes" / proc.node / vol["hostPath"]["path"].lstrip("/")
                 host.mkdir(parents=True, exist_ok=True)
