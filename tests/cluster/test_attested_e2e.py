@@ -14,7 +14,7 @@ from typing import Any
 import tritonclient.http as triton_http
 from operator_support import apply, classes, condition, get, model_versions, running_operator
 from rollout_support import ARM
-from trust_support import MODEL, em, sign, signed_model, trusting_profile
+from signed_source_support import MODEL, em, sign, signed_model, trusting_profile
 
 from edgewise.devcluster import demo_models, processes
 from edgewise.devcluster.cluster import DevCluster

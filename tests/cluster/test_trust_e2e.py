@@ -11,7 +11,7 @@ from typing import Any
 
 from operator_support import Operator, apply, condition, model_versions
 from rollout_support import ARM, ORIN
-from trust_support import MODEL, em, sign, signed_model, trusting_profile
+from signed_source_support import MODEL, em, sign, signed_model, trusting_profile
 
 from edgewise.devcluster import demo_models
 from edgewise.devcluster.cluster import DevCluster

@@ -320,6 +320,13 @@ def test_ready_ratio_fails_even_when_every_pod_is_deferred():
     assert v.failed and v.reasons == ("ready ratio 50.00% on canary (minimum 100.00%)",)
 
 
+def test_an_unready_canary_says_why_its_pods_are_not_ready():
+    """A fetch that refused the artifact leaves its pod unready: the verdict carries the fetch's own words."""
+    why = "c-1: init container fetch failed: fetch failed: the attestation is signed by key e9e2, not trusted"
+    m = Measurement(canary=CohortMetrics(pods=0, ready_ratio=0.0, restart_reasons=(why,)), stable=cohort())
+    assert judge(m, T).reasons == (f"ready ratio 0.00% on canary ({why}) (minimum 100.00%)",)
+
+
 def test_several_failures_are_all_reported():
     v = judge(meas(canary={"error_rate": 0.2, "p95_latency_ms": 60.0}), T)
     assert [c.name for c in v.checks if not c.ok] == ["error-rate", "latency", "latency-increase"]

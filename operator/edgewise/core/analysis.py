@@ -464,14 +464,14 @@ def judge(m: Measurement, t: Thresholds) -> Verdict:
     checks: list[Check] = []
     c, s = m.canary, m.stable
 
+    reasons = f" ({', '.join(c.restart_reasons)})" if c.restart_reasons else ""
     if t.max_restarts is not None:
-        reasons = f" ({', '.join(c.restart_reasons)})" if c.restart_reasons else ""
         checks.append(Check("restarts", c.restarts <= t.max_restarts,
                             f"{c.restarts} container restart(s) on canary pods{reasons} "
                             f"(limit {t.max_restarts})"))
     if t.min_ready_ratio is not None and c.ready_ratio is not None:
         checks.append(Check("ready", c.ready_ratio >= t.min_ready_ratio,
-                            f"ready ratio {_pct(c.ready_ratio)} on canary "
+                            f"ready ratio {_pct(c.ready_ratio)} on canary{reasons} "
                             f"(minimum {_pct(t.min_ready_ratio)})"))
     if m.golden is not None:
         checks.extend(_golden_checks(m.golden, t))

@@ -57,6 +57,7 @@ def runtime_pod(obj: dict[str, Any]) -> RuntimePod:
         waiting = (c.get("state") or {}).get("waiting") or {}
         last = (c.get("lastState") or {}).get("terminated") or {}
         reason = waiting.get("reason") or last.get("reason") or reason
+    reason = _failed_init(status) or reason
     owner = next((str(r.get("uid", "")) for r in meta.get("ownerReferences") or [] if r.get("controller")), "")
     return RuntimePod(name=meta.get("name", ""), uid=meta.get("uid", ""), ip=str(status.get("podIP") or ""),
                       node=(obj.get("spec") or {}).get("nodeName", ""), owner_uid=owner,
@@ -64,3 +65,19 @@ def runtime_pod(obj: dict[str, Any]) -> RuntimePod:
                       ready=condition_true(status, "Ready"),
                       restarts=sum(int(c.get("restartCount") or 0) for c in containers), reason=reason,
                       terminating=bool(meta.get("deletionTimestamp")), phase=str(status.get("phase") or ""))
+
+
+def _failed_init(status: dict[str, Any]) -> str:
+    """Why an init container (the artifact fetch) failed, in its own last words, or "".
+
+    The fetch container's message is the tail of its log (terminationMessagePolicy FallbackToLogsOnError):
+    its last line says why it refused, e.g. an attestation signed by a key the node does not trust."""
+    for c in status.get("initContainerStatuses") or []:
+        state, last = c.get("state") or {}, c.get("lastState") or {}
+        ended = state.get("terminated") or last.get("terminated") or {}
+        if not ended or ended.get("exitCode") in (None, 0):
+            continue
+        lines = [line.strip() for line in str(ended.get("message") or "").splitlines() if line.strip()]
+        said = lines[-1] if lines else str(ended.get("reason") or f"exit code {ended.get('exitCode')}")
+        return f"init container {c.get('name', '?')} failed: {said[-400:]}"
+    return ""

@@ -45,6 +45,9 @@ def fetch_container(ctx: PodContext, image: str, request: contract.FetchRequest,
                          *pods.trusted_keys_mounts(s.node_trusted_keys_config_map)],
         "securityContext": pods.container_security(run_as_user),
         "resources": resources or {"requests": {"cpu": "50m", "memory": "64Mi"}},
+        # Its log's tail becomes the pod's termination message when it fails: the canary analysis reads it,
+        # so a rollback says why the fetch refused (kube/convert.py).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
 
