@@ -433,3 +433,17 @@ def test_a_spec_that_moves_to_site_steps_mid_rollout_places_the_step_again_by_si
     # the threshold starts again in the new order (the two cannot be compared): oslo, as the step says
     assert walk.canary() == names_at("oslo")
     assert walk.canary() | walk.stable() == names_at(*SITES, "") and not walk.canary() & walk.stable()
+
+
+def test_a_canary_site_waiting_for_its_activation_window_is_staged_once() -> None:
+    """Its nodes are asked to prefetch once (one Staged Event), not at every reconcile while the step waits."""
+    walk = Walk()
+    walk.rollout["windows"] = {"activation": [{"kind": "Allow", "schedule": "0 22 * * *", "duration": "2h",
+                                               "timeZone": "UTC"}]}
+    walk.step("1")
+    first = walk.step("2")
+    assert walk.status.class_state("x86").waiting_for_window and walk.canary() == set()
+    assert {n.name for s in first.stage for n in s.nodes} == names_at("oslo")
+    again = walk.step("2")
+    assert walk.status.class_state("x86").waiting_for_window
+    assert not again.stage, [n.name for s in again.stage for n in s.nodes]

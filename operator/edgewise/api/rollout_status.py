@@ -178,6 +178,9 @@ class ClassRollout(ApiModel):
         description="Nodes whose place in the rollout order (edgewise.io/bucket, or site rank: see orderLabel) is "
                     "below this were asked to prefetch the canary's artifact (staging runs ahead of a step that "
                     "waits for its activation window).")
+    staged_sites: list[str] | None = Field(
+        default=None, description="Canary sites a step pins whose nodes were asked to prefetch the canary's "
+                                  "artifact (asked once, also while the step waits for its activation window).")
     staging: list[SiteStaging] | None = Field(
         default=None, description="While a canary rolls out: per site, the artifact's bytes from outside the "
                                   "site and the estimated staging time within the site's bandwidth budget.")

@@ -215,7 +215,7 @@ def _start(run: _Run, obs: ClassObservation, now: dt.datetime) -> None:
                order_label=None, site_label=None, canary_sites=None, cohort_step=None, sites=None,
                failures=0, last_analysis=None, last_analysis_at=None, step_started_at=iso(now),
                state="Progressing", paused_by_user=False, soak_until=None, cohorts=None, tally=None,
-               staged_threshold=0, waiting_for_window=False, window_opens_at=None,
+               staged_threshold=0, staged_sites=None, waiting_for_window=False, window_opens_at=None,
                message=f"rolling out version {obs.desired_version} over stable {run.state.stable_version}")
     run.event("Normal", "RolloutStarted", f"class {obs.name}: canary of version {obs.desired_version} "
                                           f"against stable {run.state.stable_version}")
@@ -282,8 +282,8 @@ def _end_canary(run: _Run, state: str, message: str) -> None:
     run.update(canary_revision=None, canary_version=None, step_index=0, percent=0, bucket_threshold=0,
                canary_sites=None, cohort_step=None, sites=None, canary_nodes=0,
                passes=0, failures=0, paused_by_user=False, step_started_at=None,
-               soak_until=None, cohorts=None, staged_threshold=0, waiting_for_window=False, window_opens_at=None,
-               state=state, message=message)
+               soak_until=None, cohorts=None, staged_threshold=0, staged_sites=None, waiting_for_window=False,
+               window_opens_at=None, state=state, message=message)
 
 
 def _walk_steps(run: _Run, spec: Rollout, obs: ClassObservation, now: dt.datetime) -> None:
@@ -423,13 +423,15 @@ def _stage(run: _Run, spec: Rollout, obs: ClassObservation, moving: tuple[int, i
     (with it closed, a node whose step comes first fetches when its pod starts). `sites`: canary sites the
     step pins, whose nodes move whatever their rank."""
     lo, hi = max(moving[0], run.state.staged_threshold), moving[1]
+    sites = sites - frozenset(run.state.staged_sites or ())  # asked once, not at every reconcile
     if lo >= hi and not sites:
         return
     gate = windows.gate(spec.windows.staging, _zones(obs, (lo, hi), sites), now)
     if gate.open:
         run.stage = (min(lo, hi), hi)
         run.stage_sites = sites  # also while the step waits for its activation window, not placed yet
-        run.update(staged_threshold=max(hi, run.state.staged_threshold))
+        run.update(staged_threshold=max(hi, run.state.staged_threshold),
+                   staged_sites=sorted({*(run.state.staged_sites or ()), *sites}) or None)
     elif gate.opens_at is not None and run.state.waiting_for_window:
         run.requeue.append((gate.opens_at - now).total_seconds() + 1)  # stage while the step still waits
 
