@@ -123,3 +123,70 @@ def test_a_policy_reads_signers_from_a_pem_bundle_or_a_directory(tmp_path) -> No
     assert evaluate_source(model, sig, policy).trust is SourceTrust.SIGNED
     with pytest.raises(KeyLoadError):
         policy_from_files(tmp_path / "absent.pem")
+
+
+# ---- certificate-based signatures (a publisher's certificate under a CA the policy names) ----------
+
+def _cert(subject: str, key, issuer_key=None, issuer_name: str | None = None, ca: bool = False):  # noqa: ANN001
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]) if issuer_name else name
+    now = dt.datetime.now(dt.UTC)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+               .not_valid_after(now + dt.timedelta(days=30))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=not ca, content_commitment=False, key_encipherment=False,
+                                            data_encipherment=False, key_agreement=False, key_cert_sign=ca,
+                                            crl_sign=ca, encipher_only=False, decipher_only=False), critical=True))
+    return builder.sign(issuer_key or key, hashes.SHA256())
+
+
+def _pem(cert) -> bytes:  # noqa: ANN001
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def certificate_signed(tmp_path: Path, model: bytes = b"onnx bytes" * 100) -> tuple[Path, Path, bytes]:
+    """A model signed with a publisher's certificate issued by a CA; returns (model, bundle, the CA's PEM)."""
+    ca_key, leaf_key = generate_ec().private_key, generate_ec().private_key
+    ca = _cert("Edgewise Test Publishers CA", ca_key, ca=True)
+    leaf = _cert("publisher.example", leaf_key, ca_key, "Edgewise Test Publishers CA")
+    files = {"leaf.pem": private_pem(Signer.from_key(leaf_key)), "leaf.crt": _pem(leaf), "ca.crt": _pem(ca)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    path, bundle = tmp_path / "model.onnx", tmp_path / "model.sig"
+    path.write_bytes(model)
+    signer = signing.Config().use_certificate_signer(
+        private_key=tmp_path / "leaf.pem", signing_certificate=tmp_path / "leaf.crt",
+        certificate_chain=[tmp_path / "ca.crt"])
+    signer.sign(path, bundle)
+    return path, bundle, _pem(ca)
+
+
+def test_a_model_signed_with_a_certificate_of_a_trusted_ca_is_signed_by_its_subject(tmp_path) -> None:
+    model, bundle, ca = certificate_signed(tmp_path)
+    decision = evaluate_source(model, bundle, TrustPolicy(certificate_chains=(ca,), require_signed=True))
+    assert decision.trust is SourceTrust.SIGNED and decision.allowed, decision
+    assert decision.signer == "CN=publisher.example"
+
+
+def test_a_changed_model_under_a_trusted_certificate_is_a_bad_signature(tmp_path) -> None:
+    model, bundle, ca = certificate_signed(tmp_path)
+    model.write_bytes(b"tampered" + model.read_bytes())
+    decision = evaluate_source(model, bundle, TrustPolicy(certificate_chains=(ca,)))
+    assert decision.trust is SourceTrust.BAD_SIGNATURE and not decision.allowed, decision
+
+
+def test_a_certificate_from_a_ca_the_policy_does_not_name_is_an_unknown_signer(tmp_path) -> None:
+    model, bundle, _ = certificate_signed(tmp_path)
+    other_ca = _pem(_cert("Someone Else's CA", generate_ec().private_key, ca=True))
+    decision = evaluate_source(model, bundle, TrustPolicy(certificate_chains=(other_ca,)))
+    assert decision.trust is SourceTrust.UNKNOWN_SIGNER and not decision.allowed, decision
+    assert decision.signer == "CN=publisher.example"
