@@ -76,3 +76,19 @@ def test_the_oci_store_pushes_the_attestation_as_a_referrer_of_the_artifact(regi
     download_file(uri, tmp_path / "pulled.json")  # what a node does: by the URI, with the shared puller
     assert (tmp_path / "pulled.json").read_bytes() == ENVELOPE
     assert store.annotations(digest)["precision"] == "fp16"  # the artifact's own manifest is untouched
+
+
+def test_an_oci_artifact_nobody_attested_has_no_attestation_and_an_unreachable_registry_is_retried(
+        registry: Registry, tmp_path: Path) -> None:
+    """A node refuses the first (no_attestation) and tries the second again later, rather than refusing."""
+    from edgewise.devcluster.processes import free_port
+    from edgewise.node.trust import attestation_of
+    from edgewise.shared.download import TransientError
+
+    store = OciStore(registry.address, "edgewise/unattested")
+    path, digest = artifact(tmp_path, b"int8 bytes nobody attested" * 100)
+    store.put(path, {})
+    assert attestation_of(store.uri_for(digest), attempts=1) is None
+    closed = f"oci://127.0.0.1:{free_port()}/edgewise/unattested@sha256:{digest}"
+    with pytest.raises(TransientError):
+        attestation_of(closed, attempts=1, base_delay=0)

@@ -222,7 +222,9 @@ def _open_oci(uri: str, offset: int, timeout: float) -> Opened:
             oci.pull(uri, path, timeout=timeout)
         except ModuleNotFoundError as err:  # the puller's own libraries are missing from this image
             raise PermanentError(f"{uri}: oci:// needs the {err.name!r} package, not installed here") from err
-        except Exception as err:  # noqa: BLE001 - the puller's errors mix "unreachable" and "not found"
+        except oci.OciNotFound as err:  # the registry answered: no such manifest or blob
+            raise PermanentError(str(err)) from err
+        except Exception as err:  # noqa: BLE001 - unreachable, failing, or cut off mid-body: try again
             raise TransientError(f"{uri}: {err}") from err
         f = open(path, "rb")  # noqa: SIM115 - closed by the caller; the name goes with the directory
     f.seek(offset)

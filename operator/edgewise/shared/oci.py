@@ -131,9 +131,25 @@ def resolve(uri: str, *, insecure: bool | None = None, timeout: float = 60.0) ->
             return ref.digest
     try:
         manifest = client.get_manifest(container)
-    except Exception as err:  # noqa: BLE001
-        raise OciNotFound(f"{uri}: no such artifact (neither a blob nor a manifest): {err}") from err
+    except Exception as err:  # noqa: BLE001 - oras says ValueError for any non-2xx answer, requests its own kinds
+        if _manifest_status(client, container) == 404:
+            raise OciNotFound(f"{uri}: no such artifact (neither a blob nor a manifest)") from err
+        raise OciError(f"{uri}: registry unreachable or failing: {err}") from err
     return _model_layer(manifest, uri)
+
+
+def _manifest_status(client, container: str) -> int | None:  # noqa: ANN001
+    """The registry's HTTP status for the manifest (None when it does not answer): a missing manifest
+    (404, e.g. an artifact nobody attested) is not an unreachable registry, which is retried."""
+    import oras.defaults
+
+    try:
+        ref = client.get_container(container)
+        accept = ", ".join(oras.defaults.default_manifest_accepted_media_types)
+        return int(client.do_request(f"{client.prefix}://{ref.manifest_url()}", "HEAD",
+                                     headers={"Accept": accept}).status_code)
+    except Exception:  # noqa: BLE001 - no answer at all
+        return None
 
 
 def pull(uri: str, dest_path: str | Path, *, expected_sha256: str | None = None, insecure: bool | None = None,
