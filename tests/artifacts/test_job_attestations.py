@@ -225,3 +225,29 @@ def test_a_job_started_for_a_signed_source_binds_its_signer_into_the_attestation
     unsigned = tmp_path / "unsigned"
     unsigned.mkdir()
     assert source_signature_of(unsigned) is None
+
+
+def test_an_artifact_made_before_its_source_was_signed_is_attested_again_naming_the_signer_once(
+        keyed_manager, tmp_path: Path) -> None:
+    manager, signer = keyed_manager
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / "artifact.onnx").write_bytes(PAYLOAD)
+    _finish(manager, job_dir)  # made for an unsigned source: the attestation names no signer
+    first = Statement.parse(dsse.Envelope.parse(manager.store.get_attestation(SHA)).payload)
+    assert isinstance(first.predicate, DerivedModel) and first.predicate.source_signature is None
+
+    signed = SourceSignature("key 0123456789abcdef", "e" * 64)
+    got = manager.resolve(MODEL, PROFILE, classify(PROFILE, NODES), Writes(ApiClient()), signed)["cpu"]
+    assert got.state is ArtifactState.READY and got.attested_by == signer.key_id
+    envelope = dsse.Envelope.parse(manager.store.get_attestation(SHA))
+    assert dsse.verify(envelope, TrustedKeys.of([signer.public_key()])) == signer.key_id
+    again = Statement.parse(envelope.payload)
+    assert isinstance(again.predicate, DerivedModel) and again.predicate.source_signature == signed
+    assert again.subject_sha256 == SHA and again.predicate.gates == first.predicate.gates  # the same report
+
+    # Once: another valid bundle over the same bytes (another model's) replaces nothing.
+    manager.resolve(MODEL, PROFILE, classify(PROFILE, NODES), Writes(ApiClient()),
+                    SourceSignature("key fedcba9876543210", "f" * 64))
+    kept = Statement.parse(dsse.Envelope.parse(manager.store.get_attestation(SHA)).payload)
+    assert isinstance(kept.predicate, DerivedModel) and kept.predicate.source_signature == signed

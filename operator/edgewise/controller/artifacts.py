@@ -37,10 +37,10 @@ from edgewise.core.classify import Classification
 from edgewise.core.optimization import JobSpec, job_spec
 from edgewise.core.runtimes import Artifact
 from edgewise.kube.writes import Writes
-from edgewise.optimize.attestation import attest, attestation_path, source_signature_of
+from edgewise.optimize.attestation import attest, attestation_path, source_signature_of, statement_for
 from edgewise.shared.trust import dsse
-from edgewise.shared.trust.keys import KeyLoadError
-from edgewise.shared.trust.statement import SourceSignature
+from edgewise.shared.trust.keys import KeyLoadError, Signer
+from edgewise.shared.trust.statement import SourceSignature, sign_statement
 
 log = logging.getLogger("edgewise.artifacts")
 
@@ -120,6 +120,8 @@ class ArtifactManager:
             record = json.loads(done.read_text())
             retry_at = record.get("retryAt")
             if retry_at is None or time.time() < retry_at:
+                if source_signature is not None and "artifact" in record and not record.get("attestedSignature"):
+                    record = self._reattest(spec, record, source_signature, done)
                 return _from_record(record, self.stores)
             failures = int(record.get("failures", 1))
             done.unlink()  # its time has come: try again
@@ -222,6 +224,36 @@ class ArtifactManager:
         log.info("optimization job %s: %s", spec.key, _summary(report))
         return _from_record(record, self.stores)
 
+    def _reattest(self, spec: JobSpec, record: dict[str, Any], signed: SourceSignature, path: Path
+                  ) -> dict[str, Any]:
+        """Attest a cached artifact again, binding the source's signer the operator found since it was made.
+
+        Artifacts are cached per (source digest, target), not per signature: one made while the source
+        carried no signature would keep an attestation that names no signer. The operator rebuilds the
+        statement from the recorded report and signs it; the record says which bundle it names, so this
+        happens once (a second valid bundle over the same bytes, from another model, replaces nothing).
+        Without a key, or when it fails, the record is kept."""
+        key = self.settings.attestation_key_file
+        report = _job_report(record.get("report", {}), spec.key, "the recorded report")
+        if not key or report.outcome != "Optimized":
+            return record
+        digest = record["artifact"]["sha256"]
+        try:
+            signer = Signer.load(Path(key))
+            envelope = sign_statement(statement_for(report, spec.job.source.uri, signed), signer)
+            self.stores.get(record.get("store", "")).put_attestation(digest, envelope)
+        except Exception as err:  # noqa: BLE001 - a key, a registry: the old attestation stays, tried again later
+            log.warning("optimization job %s: attesting its artifact again with the source's signer failed: %s",
+                        spec.key, err)
+            return record
+        record = {**record, "attested": True, "attestedBy": signer.key_id, "attestedSignature": signed.bundle_sha256}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        tmp.rename(path)
+        log.info("optimization job %s: artifact sha256:%s attested again, naming the source's signer %s",
+                 spec.key, digest, signed.signer)
+        return record
+
     def _store_attestation(self, spec: JobSpec, artifact: Path, digest: str, where: str,
                            report: OptimizationReport, record: dict[str, Any]) -> OptimizationReport:
         """Sign the artifact's attestation with the operator's key and store it beside the artifact.
@@ -255,6 +287,9 @@ class ArtifactManager:
                                                                    f"stored in {where}")
         record["attested"] = True
         record["attestedBy"] = _signed_by(envelope)
+        signed = source_signature_of(artifact.parent)
+        if signed is not None:
+            record["attestedSignature"] = signed.bundle_sha256
         return report
 
     def close(self) -> None:
