@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 from edgewise import contract
 from edgewise.shared import download as dl
 from edgewise.shared.trust.dsse import MAX_ENVELOPE_BYTES
-from edgewise.shared.trust.keys import Signer, TrustedKeys
+from edgewise.shared.trust.keys import Signer, TrustedKeys, generate_ec, private_pem, public_key_path, public_pem
 from edgewise.shared.trust.statement import Statement, TensorRTPlan, sign_statement
 from edgewise.shared.trust.verify import OK_REASONS, Expected, NodeTrust, Reason, Verdict, check
 
@@ -120,3 +121,66 @@ def plan_statement(plan_key: str, plan_sha256: str, node: str) -> Statement | No
 def attest_plan(signer: Signer, plan_key: str, plan_sha256: str, node: str) -> bytes | None:
     statement = plan_statement(plan_key, plan_sha256, node)
     return None if statement is None else sign_statement(statement, signer)
+
+
+def node_plan_key(path: Path) -> tuple[Signer, bool]:
+    """This node's plan key at `path` and whether it was generated now.
+
+    Generated once, when `path` does not exist (ECDSA P-256, mode 0600); loaded as it is afterwards, so its key id
+    stays the same across restarts and the plans attested before keep verifying. Its public half is written
+    beside it (keys.public_key_path, mode 0644) at each start, from the private key: the pods of this node verify
+    plans with that file. OSError or KeyLoadError (a ValueError) when the key is there but unusable."""
+    created = False
+    if not path.exists():
+        created = _create_private_key(path, private_pem(generate_ec()))
+    signer = Signer.load(path)
+    _write_public_key(public_key_path(path), public_pem(signer.public_key()))
+    return signer, created
+
+
+def _create_private_key(path: Path, pem: bytes) -> bool:
+    """Write `pem` at `path` unless a key is there already: False when another start won the race."""
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)  # pods read the public key in this directory
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, not even briefly
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # atomic, and unlike a rename it never replaces a key that is there
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return True
+
+
+def _write_public_key(path: Path, pem: bytes) -> None:
+    """Atomically, world-readable; left alone when it already says the same."""
+    try:
+        if path.read_bytes() == pem and path.stat().st_mode & 0o777 == 0o644:
+            return
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # whatever the umask: pods of other users read it
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
