@@ -135,6 +135,9 @@ class FetchRequest:
     source_sha256: str = ""
     trusted_keys: str = ""
     require_signed_source: bool = False
+    # triton-tensorrt: the node agent's plan public key(s) (a PEM file or directory). A plan from the agent then
+    # loads only with the agent's attestation naming this ONNX and TensorRT version; else it is built here.
+    trusted_plan_keys: str = ""
 
     def to_args(self) -> list[str]:
         args = [
@@ -155,6 +158,8 @@ class FetchRequest:
             args += ["--trusted-keys", self.trusted_keys]
         if self.require_signed_source:
             args += ["--require-signed-source"]
+        if self.trusted_plan_keys:
+            args += ["--trusted-plan-keys", self.trusted_plan_keys]
         return args
 
     @staticmethod
@@ -178,6 +183,10 @@ class FetchRequest:
                                  f"${TRUSTED_KEYS_ENV}; unset: the artifact is checked by digest only")
         parser.add_argument("--require-signed-source", action="store_true",
                             help="refuse an artifact derived from an unsigned source model")
+        parser.add_argument("--trusted-plan-keys", default="",
+                            help="triton-tensorrt: the node agent's plan public key(s) (PEM file or directory); a "
+                                 "plan from the agent loads only with its attestation by one of them naming this "
+                                 "ONNX and TensorRT version, else it is built here; unset: digest only")
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> FetchRequest:
@@ -186,7 +195,7 @@ class FetchRequest:
             dest=ns.dest, agent=ns.agent, agent_token_file=ns.agent_token_file, precision=ns.precision,
             max_batch_size=ns.max_batch_size, max_queue_delay_us=ns.max_queue_delay_us,
             source_sha256=ns.source_sha256, trusted_keys=ns.trusted_keys,
-            require_signed_source=ns.require_signed_source,
+            require_signed_source=ns.require_signed_source, trusted_plan_keys=ns.trusted_plan_keys,
         )
 
 # Request latency histogram of `edgewise serve` (seconds; labels model, version). Triton has

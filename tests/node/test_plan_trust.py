@@ -1,8 +1,13 @@
-"""TensorRT plans (issue 16): the agent's own plan key, generated on the node once — with real agent processes."""
+"""TensorRT plans checked before they load (issue 16): the agent's own plan key, generated on the node once, and
+`edgewise fetch --trusted-plan-keys`, which loads a plan from the agent only with the agent's attestation naming
+the pod's ONNX and TensorRT version, else builds its own — with real agent processes and the fake trtexec of
+test_fetch.py (no GPU here)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import stat
 import subprocess
 import sys
@@ -13,9 +18,13 @@ import pytest
 from cache_support import AgentProcess, SourceServer, artifact_url, sha256
 from cache_support import pod_http as http
 from fetch_models_support import mlp
+from test_fetch import FAKE_TRTEXEC, request, run_fetch
 
 from edgewise import contract
-from edgewise.shared.trust.keys import Signer, TrustedKeys, public_key_path
+from edgewise.node import fetch as fetch_mod
+from edgewise.node import trtexec as trt
+from edgewise.shared.trust.keys import Signer, TrustedKeys, generate_ec, public_key_path
+from edgewise.shared.trust.statement import Statement, TensorRTPlan, sign_statement
 
 MODEL = mlp()
 DIGEST = sha256(MODEL)
@@ -75,3 +84,159 @@ def test_a_plan_key_that_is_there_but_unusable_stops_the_agent_with_a_clear_mess
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and says in proc.stderr, proc.stderr
     assert not public_key_path(path).exists()
+
+
+# ---- `edgewise fetch --trusted-plan-keys` ------------------------------------------------------------------
+
+@pytest.fixture
+def trtexec_builds(tmp_path: Path) -> tuple[Path, Path]:
+    """test_fetch.py's fake trtexec: (executable, log of builds)."""
+    log = tmp_path / "trtexec-builds.log"
+    exe = tmp_path / "trtexec"
+    exe.write_text(FAKE_TRTEXEC.format(python=sys.executable, log=str(log)))
+    exe.chmod(0o755)
+    return exe, log
+
+
+class Node:
+    """A node: its agent (with its own plan key), the source of MODEL, trtexec, and pods that fetch MODEL as
+    triton-tensorrt, each with the node's public plan key."""
+
+    def __init__(self, agents: Callable[..., AgentProcess], source: SourceServer, tmp_path: Path,
+                 trtexec_builds: tuple[Path, Path]) -> None:
+        self.tmp_path, self.start_agent = tmp_path, agents
+        self.key_path = _key_path(tmp_path)
+        self.agent = agents("--plan-signing-key", str(self.key_path))
+        self.uri = source.add("/m.onnx", MODEL)
+        self.trtexec, self.builds = trtexec_builds
+        self.pods = 0
+
+    @property
+    def cache(self) -> Path:
+        return self.tmp_path / "cache"
+
+    def fetch(self, plan_keys: Path | None = None) -> tuple[fetch_mod.FetchResult, bytes]:
+        """A new pod's fetch (in this process: its log goes to caplog); its result and the plan it laid out."""
+        self.pods += 1
+        keys = public_key_path(self.key_path) if plan_keys is None else plan_keys
+        req = request(self.uri, self.tmp_path / f"pod-{self.pods}", self.agent.url,
+                      layout=contract.Layout.TRITON_TENSORRT, precision="fp16", trusted_plan_keys=str(keys))
+        env = {trt.TRTEXEC_ENV: str(self.trtexec), contract.GPU_COMPUTE_CAPABILITY_ENV: "8.7"}
+        result = fetch_mod.fetch(req, env=env, attempts=1)
+        return result, (result.model_dir / "1" / contract.PLAN_FILENAME).read_bytes()
+
+    def build_count(self) -> int:
+        return len(self.builds.read_text().splitlines())
+
+    def cached_plan(self) -> str:
+        """The digest of the plan the agent keeps for this pod's namespace."""
+        index = json.loads((self.cache / "index.json").read_text())
+        return index["plans"][f"{PLAN_KEY}-ns.vision"]
+
+    def attestation_file(self, digest: str) -> Path:
+        return self.cache / "attestations" / f"{digest}.intoto.json"
+
+    def restart(self) -> None:
+        self.agent.stop()
+        self.agent = self.start_agent("--plan-signing-key", str(self.key_path))
+
+
+@pytest.fixture
+def node(agents, source: SourceServer, tmp_path: Path, trtexec_builds) -> Node:
+    return Node(agents, source, tmp_path, trtexec_builds)
+
+
+def _statement(digest: str, onnx: str = DIGEST, version: str = TRT_VERSION) -> Statement:
+    return Statement(contract.PLAN_FILENAME, digest, TensorRTPlan(onnx_sha256=onnx, tensorrt_version=version,
+                                                                 compute_capability="8.7", precision="fp16",
+                                                                 node="node-a"))
+
+
+def test_a_plan_with_the_nodes_attestation_is_loaded_and_not_built_again(node: Node, caplog) -> None:
+    caplog.set_level(logging.INFO, "edgewise.fetch")
+    first, built = node.fetch()
+    assert first.plan_from == "built" and node.build_count() == 1
+    assert node.attestation_file(sha256(built)).exists()  # the agent attested what the first pod handed it
+    second, loaded = node.fetch()
+    assert second.plan_from == "agent" and loaded == built and node.build_count() == 1
+    assert "plan built on node-a from ONNX sha256" in caplog.text
+
+
+def _no_attestation(node: Node, digest: str) -> None:
+    node.attestation_file(digest).unlink()
+
+
+def _resign(node: Node, digest: str, signer: Signer | None = None, **kw: str) -> None:
+    """The attestation beside the plan replaced by one signed with `signer` (the node's own key by default)."""
+    signer = signer or Signer.load(node.key_path)
+    node.attestation_file(digest).write_bytes(sign_statement(_statement(digest, **kw), signer))
+
+
+def _flipped_byte(node: Node, digest: str) -> None:
+    """The plan edited behind the agent's back, stored under its new digest with the index pointing there and the
+    genuine attestation moved beside it: the agent serves it with a digest header it matches."""
+    node.agent.stop()
+    blob = node.cache / "sha256" / digest
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    new = sha256(bytes(data))
+    (node.cache / "sha256" / new).write_bytes(bytes(data))
+    blob.unlink()
+    os.rename(node.attestation_file(digest), node.attestation_file(new))
+    index = json.loads((node.cache / "index.json").read_text())
+    index["plans"][f"{PLAN_KEY}-ns.vision"] = new
+    index["blobs"][new] = index["blobs"].pop(digest)
+    (node.cache / "index.json").write_text(json.dumps(index))
+    node.restart()
+    assert node.cached_plan() == new
+
+
+@pytest.mark.parametrize(("case", "tamper", "reason"), [
+    ("no attestation", _no_attestation, "no_attestation"),
+    ("another node's key", lambda node, d: _resign(node, d, generate_ec()), "untrusted_key"),
+    ("another ONNX", lambda node, d: _resign(node, d, onnx=sha256(b"another model")), "source_mismatch"),
+    ("another TensorRT", lambda node, d: _resign(node, d, version="10.3.0"), "source_mismatch"),
+    ("a flipped plan byte", _flipped_byte, "subject_mismatch"),
+])
+def test_a_plan_whose_attestation_does_not_hold_is_never_loaded_and_is_built_here(
+        node: Node, caplog, case: str, tamper: Callable[[Node, str], None], reason: str) -> None:
+    _, built = node.fetch()
+    tamper(node, sha256(built))
+    served = (node.cache / "sha256" / node.cached_plan()).read_bytes()  # what the agent would hand a pod now
+    caplog.set_level(logging.INFO, "edgewise.fetch")
+    result, laid_out = node.fetch()
+    assert result.plan_from == "built" and node.build_count() == 2
+    assert laid_out != served and laid_out.startswith(b"FAKE-PLAN")  # the pod's own build, not the agent's plan
+    assert f"refused ({reason})" in caplog.text and "building it here" in caplog.text
+    assert [p.name for p in result.model_dir.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_without_plan_keys_the_fetch_takes_the_agents_plan_by_digest_as_before(node: Node) -> None:
+    _, built = node.fetch()
+    _no_attestation(node, sha256(built))
+    node.pods += 1
+    req = request(node.uri, node.tmp_path / "pod-plain", node.agent.url, layout=contract.Layout.TRITON_TENSORRT,
+                  precision="fp16")
+    result = fetch_mod.fetch(req, env={trt.TRTEXEC_ENV: str(node.trtexec),
+                                       contract.GPU_COMPUTE_CAPABILITY_ENV: "8.7"}, attempts=1)
+    assert result.plan_from == "agent" and node.build_count() == 1
+
+
+def test_the_fetch_command_takes_the_flag_and_says_why_it_refused(node: Node) -> None:
+    _, built = node.fetch()
+    _resign(node, sha256(built), generate_ec())
+    req = request(node.uri, node.tmp_path / "pod-cli", node.agent.url, layout=contract.Layout.TRITON_TENSORRT,
+                  precision="fp16", trusted_plan_keys=str(public_key_path(node.key_path)))
+    assert "--trusted-plan-keys" in req.to_args()
+    proc = run_fetch(*req.to_args(), env={trt.TRTEXEC_ENV: str(node.trtexec),
+                                          contract.GPU_COMPUTE_CAPABILITY_ENV: "8.7"})
+    assert proc.returncode == 0, proc.stderr
+    assert "refused (untrusted_key)" in proc.stderr and node.build_count() == 2
+
+
+def test_plan_keys_that_cannot_be_loaded_fail_the_fetch_before_any_download(node: Node, source: SourceServer
+                                                                           ) -> None:
+    with pytest.raises(ValueError, match="cannot read trusted keys"):
+        node.fetch(plan_keys=node.tmp_path / "missing.pub")
+    assert not any(path == "/m.onnx" for path, _ in source.requests)
+
