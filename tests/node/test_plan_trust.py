@@ -160,6 +160,9 @@ def test_a_plan_with_the_nodes_attestation_is_loaded_and_not_built_again(node: N
     second, loaded = node.fetch()
     assert second.plan_from == "agent" and loaded == built and node.build_count() == 1
     assert "plan built on node-a from ONNX sha256" in caplog.text
+    status, _, body = http("PUT", f"{node.agent.url}/v1/artifacts/{PLAN_KEY}", b"another engine",
+                           {contract.AGENT_SHA256_HEADER: sha256(b"another engine")})
+    assert status == 409 and node.cached_plan() == sha256(built), body  # an attested plan is never replaced
 
 
 def _no_attestation(node: Node, digest: str) -> None:
@@ -209,6 +212,10 @@ def test_a_plan_whose_attestation_does_not_hold_is_never_loaded_and_is_built_her
     assert laid_out != served and laid_out.startswith(b"FAKE-PLAN")  # the pod's own build, not the agent's plan
     assert f"refused ({reason})" in caplog.text and "building it here" in caplog.text
     assert [p.name for p in result.model_dir.parent.iterdir() if p.name.startswith(".")] == []
+    # The agent took the fresh plan in place of the one its key does not vouch for: the next pod loads it.
+    assert node.cached_plan() == sha256(laid_out) and node.attestation_file(sha256(laid_out)).exists()
+    third, loaded = node.fetch()
+    assert third.plan_from == "agent" and loaded == laid_out and node.build_count() == 2
 
 
 def test_without_plan_keys_the_fetch_takes_the_agents_plan_by_digest_as_before(node: Node) -> None:

@@ -19,7 +19,16 @@ from edgewise.shared import download as dl
 from edgewise.shared.trust.dsse import MAX_ENVELOPE_BYTES
 from edgewise.shared.trust.keys import Signer, TrustedKeys, generate_ec, private_pem, public_key_path, public_pem
 from edgewise.shared.trust.statement import Statement, TensorRTPlan, sign_statement
-from edgewise.shared.trust.verify import OK_REASONS, Expected, NodeTrust, Reason, Verdict, check
+from edgewise.shared.trust.verify import (
+    OK_REASONS,
+    Expected,
+    ExpectedPlan,
+    NodeTrust,
+    Reason,
+    Verdict,
+    check,
+    check_plan,
+)
 
 # A refusal's errorKind in the agent's answers and its metric label, one per Reason that refuses.
 TRUST_KINDS = frozenset(r.value for r in Reason if r not in OK_REASONS)
@@ -116,6 +125,16 @@ def plan_statement(plan_key: str, plan_sha256: str, node: str) -> Statement | No
     return Statement(contract.PLAN_FILENAME, plan_sha256, TensorRTPlan(
         onnx_sha256=m["onnx"], tensorrt_version=m["trt"], compute_capability=f"{cc[:-1]}.{cc[-1]}" if len(cc) > 1
         else cc, precision=m["precision"], node=node))
+
+
+def own_plan_verdict(signer: Signer, plan_key: str, plan_sha256: str, envelope: bytes | None) -> Verdict | None:
+    """Whether the plan cached under `plan_key` carries this agent's own attestation of what the key names
+    (verify.check_plan with its own public key); None for a key not of that form."""
+    statement = plan_statement(plan_key, plan_sha256, "")
+    if statement is None or not isinstance(statement.predicate, TensorRTPlan):
+        return None
+    expected = ExpectedPlan(plan_sha256, statement.predicate.onnx_sha256, statement.predicate.tensorrt_version)
+    return check_plan(plan_sha256, envelope, TrustedKeys.of([signer.public_key()]), expected)
 
 
 def attest_plan(signer: Signer, plan_key: str, plan_sha256: str, node: str) -> bytes | None:
