@@ -212,7 +212,7 @@ def get_plan(agent: str, key: str, path: Path, headers: Mapping[str, str] | None
         w.abort()
         return False
     if check is not None and not _plan_attested(agent, key, w.hexdigest(), expected, headers, check):
-        path.unlink(missing_ok=True)  # never loaded: the caller builds its own at `path`
+        w.abort()  # never loaded: the caller builds its own at `path`
         return False
     return True
 
