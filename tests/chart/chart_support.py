@@ -65,7 +65,7 @@ ALL_OPTIONS: dict[str, Any] = {
     "trust": {"attestationKey": {"generate": False, "existingSecret": "my-attestation-key"},
               "nodeTrustedKeys": {"configMap": "ew-trust",
                                   "publicKeys": ["-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"]},
-              "policyConfigMap": "trust/signers", "requireSignedSources": True},
+              "nodePlanCheck": True, "policyConfigMap": "trust/signers", "requireSignedSources": True},
     "monitoring": {"port": 9091,
                    "serviceMonitor": {"enabled": True, "interval": "30s", "labels": {"release": "kps"}},
                    "prometheusRule": {"enabled": True, "labels": {"release": "kps"}},

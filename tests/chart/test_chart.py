@@ -192,6 +192,7 @@ def test_every_option_round_trips_through_the_operator_settings(helm: Helm) -> N
     assert (s.trust_policy_config_map, s.require_signed_sources) == ("trust/signers", True)
     assert (s.node_trusted_keys_config_map, s.attestation_key_file) == ("ew-trust",
                                                                         "/etc/edgewise/attestation/key.pem")
+    assert s.node_plan_check is True
     bandwidth = s.agent_bandwidth
     assert (bandwidth.site_label, bandwidth.time_zone, bandwidth.one_copy_per_site) == ("edgewise.io/site",
                                                                                         "Europe/Berlin", False)

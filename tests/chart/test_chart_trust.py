@@ -71,6 +71,30 @@ def test_the_nodes_public_keys_go_where_the_agent_and_the_watched_namespaces_rea
     assert not [d for d in named if d["kind"] == "ConfigMap"]
 
 
+def _host_path_rule(docs: list) -> dict:
+    (policy,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"].endswith(
+        "-workloads")]
+    (rule,) = [v for v in policy["spec"]["validations"] if "hostPath" in v["expression"]]
+    return rule
+
+
+def test_the_plan_check_is_off_by_default_and_only_then_may_runtime_pods_mount_the_plan_key_directory(
+        helm: Helm) -> None:
+    from edgewise.core.pods import plan_key_host_dir
+
+    off = helm.template()
+    assert OperatorSettings.from_env(env_of(off)).node_plan_check is False
+    assert "plan-key" not in _host_path_rule(off)["expression"]
+    on = helm.template({"agent": {"cacheDir": "/data/edgewise/"}, "trust": {"nodePlanCheck": True}})
+    s = OperatorSettings.from_env(env_of(on))
+    assert s.node_plan_check is True
+    rule = _host_path_rule(on)
+    # Exactly the directory the operator renders (agent.cacheDir's plan-key), read-only, for non-agent workloads.
+    assert f'!variables.agent && v.hostPath.path == "{plan_key_host_dir(s.agent_cache_dir)}"' in rule["expression"]
+    assert "m.?readOnly.orValue(false)" in rule["expression"]
+    assert 'variables.agent && v.hostPath.path == "/data/edgewise/"' in rule["expression"]
+
+
 def test_the_operator_reads_config_maps_by_name_only(helm: Helm) -> None:
     (role,) = [d for d in helm.template()
                if d["kind"] == "ClusterRole" and d["metadata"]["name"] == f"{RELEASE}-operator"]

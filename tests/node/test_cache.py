@@ -164,6 +164,21 @@ def test_a_plan_lives_under_its_key_is_never_replaced_and_goes_with_its_model(tm
     assert cache.resolve(key) is None and cache.resolve(v1) is None and cache.plan_uploader(key) is None
 
 
+def test_a_plan_is_replaced_only_while_it_is_still_the_one_the_caller_judged(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path)
+    key = plan_cache_key(put(cache, b"v1", model="m"), "8.7", "8.6.1", "fp16")
+    unattested = put(cache, b"plan kept before the node had a key", plan_key=key)
+    with pytest.raises(PlanExists), cache.writer() as w:  # another plan took its place meanwhile: no swap
+        w.write(b"fresh build")
+        cache.commit(w, sha256(b"fresh build"), plan_key=key, replacing=sha256(b"some other plan"))
+    assert cache.resolve(key) == unattested
+    with cache.writer() as w:
+        w.write(b"fresh build")
+        fresh = cache.commit(w, sha256(b"fresh build"), plan_key=key, uploader="vision/pod-b", replacing=unattested)
+    assert cache.resolve(key) == fresh and cache.plan_uploader(key) == "vision/pod-b"
+    assert NodeCache(tmp_path).resolve(key) == fresh  # persisted
+
+
 def test_bytes_in_flight_are_held_to_the_budget_and_given_back(tmp_path: Path) -> None:
     cache = NodeCache(tmp_path, max_bytes=10)
     with cache.writer() as a, cache.writer() as b:

@@ -231,6 +231,15 @@ def test_private_pem_round_trips() -> None:
     assert Signer.load(private_pem(signer)).key_id == signer.key_id
 
 
+def test_a_public_key_is_kept_beside_its_private_key_under_another_name() -> None:
+    from edgewise import contract
+    from edgewise.shared.trust.keys import public_key_path
+
+    assert str(public_key_path("/var/cache/plan-key/node.pem")) == "/var/cache/plan-key/node.pem.pub"
+    assert public_key_path("key").name == "key.pub" and public_key_path("k.pub").name == "k.pub.pub"
+    assert public_key_path(contract.PLAN_KEY_FILE).name == contract.PLAN_PUBLIC_KEY_FILE  # what pods are given
+
+
 def test_a_plan_is_judged_by_its_digest_signer_subject_onnx_and_tensorrt() -> None:
     from edgewise.shared.trust.statement import sign_statement
     from edgewise.shared.trust.verify import ExpectedPlan, check_plan

@@ -91,3 +91,61 @@ def test_a_step_stages_with_the_models_source() -> None:
     existing = live([w.manifest for w in first.apply])
     second = run("2", status=first.status, existing=existing)
     assert second.stage and all(s.source_sha256 == SHA for s in second.stage), second.stage
+
+
+# ---- TensorRT plans: the node's own plan key -----------------------------------------------------------------
+
+PLAN_CHECK = OperatorSettings(node_trusted_keys_config_map="edgewise-trust", node_plan_check=True,
+                              agent_cache_dir="/data/edgewise/cache/")
+
+
+def _agent_args(settings: OperatorSettings) -> list[str]:
+    return agent_daemonset(settings)["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def _by_runtime(settings: OperatorSettings) -> dict[str, dict]:
+    plan = plan_model(model(), factory_floor(), NODES, [], settings)
+    return {w.manifest["metadata"]["labels"]["edgewise.io/runtime"]: w.manifest["spec"]["template"]["spec"]
+            for w in plan.workloads}
+
+
+def test_with_node_trust_each_agent_attests_plans_with_a_key_kept_in_its_cache_and_pods_stay_restricted() -> None:
+    from edgewise.cli import agent as cli
+
+    assert "--plan-signing-key" not in _agent_args(OperatorSettings())
+    args = _agent_args(TRUST_ON)
+    key = args[args.index("--plan-signing-key") + 1]
+    assert key == f"{contract.AGENT_CACHE_DIR}/{contract.PLAN_KEY_SUBDIR}/{contract.PLAN_KEY_FILE}"
+    assert key.startswith(args[args.index("--cache-dir") + 1] + "/")  # in the hostPath: kept across restarts
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    assert str(parser.parse_args(["agent", "--plan-signing-key", key]).plan_signing_key) == key
+    assert "--plan-signing-key" in _agent_args(OperatorSettings(node_plan_check=True))  # implied by the check
+    for pod in _pods(TRUST_ON):  # node trust alone checks no plan: no hostPath in any runtime pod
+        assert restricted_violations(pod) == []
+        assert _fetch_request(pod["initContainers"][0]).trusted_plan_keys == ""
+
+
+def test_with_the_plan_check_tensorrt_pods_read_the_nodes_public_plan_key_through_a_read_only_host_path() -> None:
+    pods = _by_runtime(PLAN_CHECK)
+    assert restricted_violations(pods["onnxruntime"]) == []  # it loads no plan
+    assert _fetch_request(pods["onnxruntime"]["initContainers"][0]).trusted_plan_keys == ""
+    pod = pods["triton-tensorrt"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[contract.PLAN_KEYS_VOLUME] == {"name": "plan-key", "hostPath": {
+        "path": "/data/edgewise/cache/plan-key", "type": "Directory"}}  # just the key's directory, made by the agent
+    assert restricted_violations(pod) == ["volume plan-key: ['hostPath']"]  # the one exception
+    (fetch,) = pod["initContainers"]
+    request = _fetch_request(fetch)
+    assert request.trusted_plan_keys == f"{contract.PLAN_KEYS_DIR}/{contract.PLAN_PUBLIC_KEY_FILE}"
+    assert request.trusted_keys == contract.TRUSTED_KEYS_DIR
+    assert {"name": "plan-key", "mountPath": contract.PLAN_KEYS_DIR, "readOnly": True} in fetch["volumeMounts"]
+    for server in pod["containers"]:
+        assert all(m["name"] != "plan-key" for m in server["volumeMounts"])
+    # The file the fetch reads is the public key the agent writes beside the key it is given.
+    from edgewise.shared.trust.keys import public_key_path
+
+    args = _agent_args(PLAN_CHECK)
+    in_agent = public_key_path(args[args.index("--plan-signing-key") + 1])
+    assert str(in_agent.relative_to(contract.AGENT_CACHE_DIR)) == f"{contract.PLAN_KEY_SUBDIR}/{in_agent.name}"
+    assert request.trusted_plan_keys == f"{contract.PLAN_KEYS_DIR}/{in_agent.name}"

@@ -171,7 +171,17 @@ class OperatorSettings(BaseModel):
                                 "key rotation) that the nodes verify artifacts with: mounted into the node agent "
                                 "(from the agent's namespace) and into every runtime pod's `edgewise fetch` (from "
                                 "the model's namespace: it must exist there, as image pull Secrets must), both "
-                                "then run with --trusted-keys. Empty (the default): nodes check digests only.")
+                                "then run with --trusted-keys. Empty (the default): nodes check digests only. Set, "
+                                "each node agent also attests the TensorRT plans it keeps with a key of its own "
+                                "(--plan-signing-key, generated under agent_cache_dir on its first start).")
+    node_plan_check: bool = Field(
+        default=False, description="triton-tensorrt pods load a TensorRT plan from their node agent only with the "
+                                   "agent's attestation by its node's own key, naming the pod's ONNX artifact and "
+                                   "TensorRT version; otherwise they build the plan themselves. Their fetch init "
+                                   "container reads the node's public plan key through a read-only hostPath "
+                                   "(agent_cache_dir/plan-key), so the models' namespaces must allow hostPath "
+                                   "volumes (the `privileged` Pod Security Standard; `baseline` and `restricted` "
+                                   "forbid them). The agents then attest plans, as with node_trusted_keys_config_map.")
     # -- what a namespace user's spec may reach (see docs/architecture.md, "Roles") ----------------
     prometheus_addresses: tuple[str, ...] = Field(
         default=(), description="Base URLs of the Prometheus servers a model's rollout.analysis.prometheus."

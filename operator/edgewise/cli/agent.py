@@ -107,7 +107,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="refuse artifacts derived from a source model that was not signed")
     trust.add_argument("--plan-signing-key", type=Path, default=None,
                        help="this node's PEM private key: the agent attests each TensorRT plan it keeps (the ONNX "
-                            "it was built from, the TensorRT version, this node); none: plans are not attested")
+                            "it was built from, the TensorRT version, this node); generated there (P-256, 0600) "
+                            "when absent, its public key written beside it as <path>.pub for the pods of this "
+                            "node; none: plans are not attested")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
 
@@ -143,15 +145,22 @@ def config(args: argparse.Namespace) -> Any:
 
 
 def _plan_signer(args: argparse.Namespace) -> Any:
-    from edgewise.shared.trust.keys import Signer
+    import logging
+
+    from edgewise.node.trust import node_plan_key
+    from edgewise.shared.trust.keys import public_key_path
 
     if args.plan_signing_key is None:
         return None
     try:
-        return Signer.load(args.plan_signing_key)
+        signer, created = node_plan_key(args.plan_signing_key)
     except OSError as err:
         raise ValueError(f"{args.plan_signing_key}: cannot read the plan signing key ({err.strerror or err})") \
             from err
+    logging.getLogger("edgewise.agent").info(
+        "%s this node's plan key %s at %s; its public key: %s", "generated" if created else "loaded",
+        signer.key_id[:16], args.plan_signing_key, public_key_path(args.plan_signing_key))
+    return signer
 
 
 def _trust(args: argparse.Namespace) -> Any:

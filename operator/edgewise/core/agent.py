@@ -25,6 +25,7 @@ from edgewise.core import names, pods
 from edgewise.core.plan import spec_hash
 
 CACHE_VOLUME = "cache"
+PLAN_SIGNING_KEY = f"{contract.AGENT_CACHE_DIR}/{contract.PLAN_KEY_SUBDIR}/{contract.PLAN_KEY_FILE}"
 
 
 def agent_args(settings: OperatorSettings, operator_user: str | None) -> list[str]:
@@ -55,6 +56,9 @@ def agent_args(settings: OperatorSettings, operator_user: str | None) -> list[st
         args.append("--deny-private")
     if s.node_trusted_keys_config_map:
         args += ["--trusted-keys", contract.TRUSTED_KEYS_DIR]
+    if s.node_trusted_keys_config_map or s.node_plan_check:
+        # Its own key, generated on the node's first start and kept in the cache's hostPath across restarts.
+        args += ["--plan-signing-key", PLAN_SIGNING_KEY]
     return args
 
 

@@ -2,7 +2,9 @@
 
 Runtime pods pass the `restricted` Pod Security Standard: non-root, read-only
 root filesystem, no capabilities, RuntimeDefault seccomp, no privilege
-escalation, no hostPath. The model reaches them through the init container
+escalation, no hostPath — except triton-tensorrt pods under the opt-in setting
+node_plan_check, which read the node's public plan key through a read-only
+hostPath (plan_keys_volumes). The model reaches them through the init container
 (`edgewise fetch`), which asks the node agent on the pod's own node — found
 through the downward API's `status.hostIP` — and lays it out in an emptyDir.
 """
@@ -89,6 +91,29 @@ def trusted_keys_mounts(config_map: str) -> list[dict[str, Any]]:
     if not config_map:
         return []
     return [{"name": contract.TRUSTED_KEYS_VOLUME, "mountPath": contract.TRUSTED_KEYS_DIR, "readOnly": True}]
+
+
+def plan_key_host_dir(agent_cache_dir: str) -> str:
+    """Where the node agent keeps its plan key on the host: under its cache, so it survives restarts."""
+    return f"{agent_cache_dir.rstrip('/')}/{contract.PLAN_KEY_SUBDIR}"
+
+
+def plan_keys_volumes(plan_check: bool, agent_cache_dir: str) -> list[dict[str, Any]]:
+    """The node's public plan key for triton-tensorrt pods (operator setting node_plan_check); none when off.
+
+    A hostPath of just the agent's plan-key directory: the one thing a pod could not get from the agent it checks.
+    `Directory`, not `DirectoryOrCreate`: until the agent made its key the pod waits rather than load plans
+    unchecked. The private key beside the public one is the agent's (root, 0600); runtime pods run as non-root."""
+    if not plan_check:
+        return []
+    return [{"name": contract.PLAN_KEYS_VOLUME,
+             "hostPath": {"path": plan_key_host_dir(agent_cache_dir), "type": "Directory"}}]
+
+
+def plan_keys_mounts(plan_check: bool) -> list[dict[str, Any]]:
+    if not plan_check:
+        return []
+    return [{"name": contract.PLAN_KEYS_VOLUME, "mountPath": contract.PLAN_KEYS_DIR, "readOnly": True}]
 
 
 def agent_token_volume() -> dict[str, Any]:

@@ -19,7 +19,8 @@ bytes in flight than the cache's budget.
 API (see docs/node-cache.md):
     GET  /v1/artifacts                     listing of the cache
     GET  /v1/artifacts/{key}[?uri=&model=] a cached artifact or plan; a miss is filled from `uri`
-    PUT  /v1/artifacts/{plan-key}          a TensorRT plan built on this node (sha256 in a header), once
+    PUT  /v1/artifacts/{plan-key}          a TensorRT plan built on this node (sha256 in a header), once (with
+                                           --plan-signing-key: again while the plan is not attested by its key)
     POST /v1/prefetch                      {"uri", "sha256", "model"[, "namespace", "site", "budget", "peers"]}:
                                            stage in the background
     GET  /v1/prefetch/{sha256}             state of a prefetch
@@ -67,7 +68,14 @@ from edgewise.node.cache import (
     plan_model_digest,
 )
 from edgewise.node.telemetry import NodeTelemetry, Telemetry
-from edgewise.node.trust import ATTESTATION_KINDS, TrustRefused, attest_plan, attestation_of, judge
+from edgewise.node.trust import (
+    ATTESTATION_KINDS,
+    TrustRefused,
+    attest_plan,
+    attestation_of,
+    judge,
+    own_plan_verdict,
+)
 from edgewise.shared import download as dl
 from edgewise.shared import tracing
 from edgewise.shared.bandwidth import Budget, Limiter, Stopped
@@ -685,7 +693,9 @@ async def put_artifact(request: web.Request) -> web.Response:
     key = _plan_key(caller, asked)
     if not PLAN_KEY_RE.match(key):
         return _error(400, f"plan key {asked!r} is too long")
-    if agent.cache.resolve(key) is not None:
+    existing = agent.cache.resolve(key)
+    replacing = existing if existing is not None and _unattested_plan(agent, asked, existing) else None
+    if existing is not None and replacing is None:
         return _error(409, f"a plan is already cached under {asked}; plans are never replaced",
                       uploadedBy=agent.cache.plan_uploader(key))
     if not agent.cache.has(model_digest):
@@ -696,13 +706,27 @@ async def put_artifact(request: web.Request) -> web.Response:
         return _too_many("plan uploads in progress")
     agent._uploads += 1
     try:
-        return await _store_plan(agent, request, key, asked, expected, uploader)
+        return await _store_plan(agent, request, key, asked, expected, uploader, replacing)
     finally:
         agent._uploads -= 1
 
 
+def _unattested_plan(agent: Agent, asked: str, digest: str) -> bool:
+    """A cached plan this agent's own key does not vouch for (kept before the agent had a key, or its attestation
+    edited behind its back): pods that check plans refuse it and build their own, so the next upload replaces it
+    rather than every pod of the node building again. Without a key, plans are written once, as ever."""
+    if agent.plan_signer is None:
+        return False
+    verdict = own_plan_verdict(agent.plan_signer, asked, digest, agent.cache.attestation(digest))
+    if verdict is None or verdict.ok:
+        return False
+    log.warning("plan %s (%s) is not attested by this node's key (%s: %s): an upload replaces it", asked, digest,
+                verdict.reason.value, verdict.message)
+    return True
+
+
 async def _store_plan(agent: Agent, request: web.Request, key: str, asked: str, expected: str,
-                      uploader: str) -> web.Response:
+                      uploader: str, replacing: str | None = None) -> web.Response:
     with agent.cache.writer() as w:
         try:
             async with asyncio.timeout(agent.limits.download_deadline):  # a trickling upload ends too
@@ -715,7 +739,8 @@ async def _store_plan(agent: Agent, request: web.Request, key: str, asked: str, 
         except TimeoutError:
             return _error(408, "the plan upload took longer than the agent's --download-deadline")
         try:
-            await asyncio.to_thread(agent.cache.commit, w, expected, plan_key=key, uploader=uploader)
+            await asyncio.to_thread(agent.cache.commit, w, expected, plan_key=key, uploader=uploader,
+                                    replacing=replacing)
         except DigestMismatch as err:
             agent.metrics.failures.labels("digest_mismatch").inc()
             return _error(422, str(err), kind="digest_mismatch")

@@ -319,11 +319,12 @@ class NodeCache:
 
     def commit(
         self, w: Writer, expected_sha256: str, *, model: str | None = None, plan_key: str | None = None,
-        uploader: str | None = None,
+        uploader: str | None = None, replacing: str | None = None,
     ) -> str:
         """Publish `w` as the artifact `expected_sha256`, or raise DigestMismatch and drop it.
 
-        A plan key is written once: PlanExists if one is cached under it already."""
+        A plan key is written once: PlanExists if one is cached under it already — unless it is still the plan
+        `replacing` (one the agent found unattested by its key: checked by the caller, swapped only if unchanged)."""
         expected = normalize_digest(expected_sha256)
         if plan_key is not None and not PLAN_KEY_RE.match(plan_key):
             raise ValueError(f"not a plan key: {plan_key!r}")
@@ -334,7 +335,8 @@ class NodeCache:
             raise DigestMismatch(expected, actual)
         os.chmod(w.path, 0o444)
         with self._lock:
-            if plan_key is not None and self._plans.get(plan_key) in self._blobs:
+            current = self._plans.get(plan_key) if plan_key is not None else None
+            if current in self._blobs and (replacing is None or current != replacing):
                 w.abort()
                 raise PlanExists(f"a plan is already cached under {plan_key}; plans are never replaced")
             os.replace(w.path, self.blob_dir / expected)

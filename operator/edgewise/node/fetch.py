@@ -3,7 +3,8 @@
 Gets the model from the node agent (or straight from its source when no agent
 answers), verifies its digest again — and, with trusted keys (`--trusted-keys`), its
 attestation against them and the pinned source (`--source-sha256`), offline — and lays
-out the model directory:
+out the model directory (a plan from the agent, with its plan keys (`--trusted-plan-keys`),
+loads only with the agent's attestation naming this ONNX and TensorRT version):
 
     onnxruntime      <dest>/<model>/1/model.onnx                 (edgewise serve)
     triton-onnx      <dest>/<model>/config.pbtxt + 1/model.onnx  (onnxruntime_onnx + TensorRT accelerator)
@@ -47,7 +48,8 @@ from edgewise.node.trust import (
 from edgewise.shared import download as dl
 from edgewise.shared.digest import CHUNK, DigestMismatch, Writer, file_sha256, normalize_digest
 from edgewise.shared.tensors import TensorSpec
-from edgewise.shared.trust.verify import NodeTrust, Reason, Verdict
+from edgewise.shared.trust.keys import TrustedKeys
+from edgewise.shared.trust.verify import ExpectedPlan, NodeTrust, Reason, Verdict, check_plan
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -172,8 +174,20 @@ def stage_in_agent(
         raise dl.PermanentError(f"node agent could not stage it: {view.get('error')}")
 
 
-def get_plan(agent: str, key: str, path: Path, headers: Mapping[str, str] | None = None) -> bool:
-    """Copy the plan cached under `key` to `path`, verified against the agent's digest header."""
+@dataclass(frozen=True)
+class PlanCheck:
+    """What a plan from the agent must be attested as: by one of the node's plan keys, built from this (verified)
+    ONNX with the TensorRT this node runs. Without one (no --trusted-plan-keys) a plan's digest is all that counts."""
+
+    keys: TrustedKeys
+    onnx_sha256: str
+    tensorrt_version: str
+
+
+def get_plan(agent: str, key: str, path: Path, headers: Mapping[str, str] | None = None,
+             check: PlanCheck | None = None) -> bool:
+    """Copy the plan cached under `key` to `path`, verified against the agent's digest header (and its
+    attestation with `check`). False, with nothing at `path`, when the plan must be built here instead."""
     try:
         resp = urllib.request.urlopen(urllib.request.Request(plan_url(agent, key), headers=dict(headers or {})),
                                       timeout=60)
@@ -197,6 +211,30 @@ def get_plan(agent: str, key: str, path: Path, headers: Mapping[str, str] | None
         log.warning("plan %s from the agent is unusable (%s); building it here", key, err)
         w.abort()
         return False
+    if check is not None and not _plan_attested(agent, key, w.hexdigest(), expected, headers, check):
+        w.abort()  # never loaded: the caller builds its own at `path`
+        return False
+    return True
+
+
+def _plan_attested(agent: str, key: str, actual: str, expected: str, headers: Mapping[str, str] | None,
+                   check: PlanCheck) -> bool:
+    """The agent's attestation of the plan (hex sha256 `expected`, as its header said), judged by
+    verify.check_plan; a refusal is logged with its reason."""
+    url = agent.rstrip("/") + contract.AGENT_ATTESTATION_PATH.format(sha256=expected)
+    try:
+        envelope = fetch_attestation(url, openers=_agent_openers(dict(headers or {})), attempts=2, base_delay=0.2)
+    except dl.TransientError as err:
+        log.warning("plan %s: its attestation could not be read from the node agent (%s); building it here",
+                    key, err)
+        return False
+    verdict = check_plan(actual, envelope, check.keys, ExpectedPlan(expected, check.onnx_sha256,
+                                                                    check.tensorrt_version))
+    if not verdict.ok:
+        log.warning("plan %s from the node agent refused (%s): %s; building it here", key, verdict.reason.value,
+                    verdict.message)
+        return False
+    log.info("plan %s: %s", key, verdict.message)
     return True
 
 
@@ -233,6 +271,7 @@ class _PlanTarget:
 
     trtexec: str
     key: str
+    tensorrt_version: str
     tensorrt_major: int | None
 
 
@@ -241,17 +280,18 @@ def _plan_target(req: contract.FetchRequest, options: TensorRTOptions, env: Mapp
     executable = trt.find_trtexec(options.trtexec, env)
     version = trt.detect_tensorrt_version(executable, options.tensorrt_version, env)
     major = version.split(".")[0]
-    return _PlanTarget(executable, contract.plan_cache_key(req.sha256, cc, version, req.precision),
+    return _PlanTarget(executable, contract.plan_cache_key(req.sha256, cc, version, req.precision), version,
                        int(major) if major.isdigit() else None)
 
 
 def _get_or_build_plan(
     req: contract.FetchRequest, target: _PlanTarget, onnx_path: Path, inputs: list[TensorSpec],
-    plan_path: Path,
+    plan_path: Path, plan_keys: TrustedKeys | None = None,
 ) -> str:
-    """Put the plan at `plan_path`: from the agent, or built here and handed to the agent."""
+    """Put the plan at `plan_path`: from the agent (attested, with `plan_keys`), or built here and handed to it."""
     headers = agent_headers(req.agent_token_file) if req.agent else {}
-    if req.agent and get_plan(req.agent, target.key, plan_path, headers):
+    check = None if plan_keys is None else PlanCheck(plan_keys, req.sha256, target.tensorrt_version)
+    if req.agent and get_plan(req.agent, target.key, plan_path, headers, check):
         log.info("plan %s from the node agent", target.key)
         return "agent"
     build_plan(trt.trtexec_command(target.trtexec, onnx_path, plan_path, precision=req.precision,
@@ -282,6 +322,8 @@ def fetch(
     req = dataclasses.replace(req, sha256=normalize_digest(req.sha256),  # 'sha256:<hex>' too
                               source_sha256=normalize_digest(req.source_sha256) if req.source_sha256 else "")
     trust = load_trust(req.trusted_keys, req.require_signed_source, env)
+    # Read before any download: keys that cannot be loaded are a configuration error, said at once.
+    plan_keys = TrustedKeys.load(req.trusted_plan_keys) if req.trusted_plan_keys else None
     dest = Path(req.dest)
     dest.mkdir(parents=True, exist_ok=True)
     staging = dest / f".{req.model_name}.staging-{uuid.uuid4().hex}"
@@ -311,7 +353,7 @@ def fetch(
                 req.model_name, inputs, outputs, batching=batching,
                 instance_count=options.instance_count, tensorrt_major=target.tensorrt_major))
             plan_path = version_dir / contract.PLAN_FILENAME
-            plan_from = _get_or_build_plan(req, target, onnx_path, inputs, plan_path)
+            plan_from = _get_or_build_plan(req, target, onnx_path, inputs, plan_path, plan_keys)
             onnx_path.unlink()  # Triton loads model.plan; the ONNX is not part of this repo
         final = dest / req.model_name
         _publish(staging, final)

@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 from edgewise import contract
 from edgewise.shared import download as dl
 from edgewise.shared.trust.dsse import MAX_ENVELOPE_BYTES
-from edgewise.shared.trust.keys import Signer, TrustedKeys
+from edgewise.shared.trust.keys import Signer, TrustedKeys, generate_ec, private_pem, public_key_path, public_pem
 from edgewise.shared.trust.statement import Statement, TensorRTPlan, sign_statement
-from edgewise.shared.trust.verify import OK_REASONS, Expected, NodeTrust, Reason, Verdict, check
+from edgewise.shared.trust.verify import (
+    OK_REASONS,
+    Expected,
+    ExpectedPlan,
+    NodeTrust,
+    Reason,
+    Verdict,
+    check,
+    check_plan,
+)
 
 # A refusal's errorKind in the agent's answers and its metric label, one per Reason that refuses.
 TRUST_KINDS = frozenset(r.value for r in Reason if r not in OK_REASONS)
@@ -117,6 +127,79 @@ def plan_statement(plan_key: str, plan_sha256: str, node: str) -> Statement | No
         else cc, precision=m["precision"], node=node))
 
 
+def own_plan_verdict(signer: Signer, plan_key: str, plan_sha256: str, envelope: bytes | None) -> Verdict | None:
+    """Whether the plan cached under `plan_key` carries this agent's own attestation of what the key names
+    (verify.check_plan with its own public key); None for a key not of that form."""
+    statement = plan_statement(plan_key, plan_sha256, "")
+    if statement is None or not isinstance(statement.predicate, TensorRTPlan):
+        return None
+    expected = ExpectedPlan(plan_sha256, statement.predicate.onnx_sha256, statement.predicate.tensorrt_version)
+    return check_plan(plan_sha256, envelope, TrustedKeys.of([signer.public_key()]), expected)
+
+
 def attest_plan(signer: Signer, plan_key: str, plan_sha256: str, node: str) -> bytes | None:
     statement = plan_statement(plan_key, plan_sha256, node)
     return None if statement is None else sign_statement(statement, signer)
+
+
+def node_plan_key(path: Path) -> tuple[Signer, bool]:
+    """This node's plan key at `path` and whether it was generated now.
+
+    Generated once, when `path` does not exist (ECDSA P-256, mode 0600); loaded as it is afterwards, so its key id
+    stays the same across restarts and the plans attested before keep verifying. Its public half is written
+    beside it (keys.public_key_path, mode 0644) at each start, from the private key: the pods of this node verify
+    plans with that file. OSError or KeyLoadError (a ValueError) when the key is there but unusable."""
+    created = False
+    if not path.exists():
+        created = _create_private_key(path, private_pem(generate_ec()))
+    signer = Signer.load(path)
+    _write_public_key(public_key_path(path), public_pem(signer.public_key()))
+    return signer, created
+
+
+def _create_private_key(path: Path, pem: bytes) -> bool:
+    """Write `pem` at `path` unless a key is there already: False when another start won the race."""
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)  # pods read the public key in this directory
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, not even briefly
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # atomic, and unlike a rename it never replaces a key that is there
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return True
+
+
+def _write_public_key(path: Path, pem: bytes) -> None:
+    """Atomically, world-readable; left alone when it already says the same."""
+    try:
+        if path.read_bytes() == pem and path.stat().st_mode & 0o777 == 0o644:
+            return
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # whatever the umask: pods of other users read it
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

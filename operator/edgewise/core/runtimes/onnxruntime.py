@@ -31,8 +31,8 @@ def fetch_request(ctx: PodContext, layout: contract.Layout, precision: str) -> c
 
 
 def fetch_container(ctx: PodContext, image: str, request: contract.FetchRequest, run_as_user: int,
-                    env: Sequence[dict[str, Any]] = (), resources: dict[str, Any] | None = None
-                    ) -> dict[str, Any]:
+                    env: Sequence[dict[str, Any]] = (), resources: dict[str, Any] | None = None,
+                    mounts: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     s = ctx.settings
     return {
         "name": "fetch",
@@ -42,7 +42,7 @@ def fetch_container(ctx: PodContext, image: str, request: contract.FetchRequest,
         "args": request.to_args(),
         "env": [pods.node_ip_env(), *env],
         "volumeMounts": [*pods.model_mounts(read_only=False), pods.agent_token_mount(),
-                         *pods.trusted_keys_mounts(s.node_trusted_keys_config_map)],
+                         *pods.trusted_keys_mounts(s.node_trusted_keys_config_map), *mounts],
         "securityContext": pods.container_security(run_as_user),
         "resources": resources or {"requests": {"cpu": "50m", "memory": "64Mi"}},
         # Its log's tail becomes the pod's termination message when it fails: the canary analysis reads it,

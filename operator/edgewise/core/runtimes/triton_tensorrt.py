@@ -9,6 +9,7 @@ that capability.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,10 +62,14 @@ class TritonTensorRT:
         s, hc = ctx.settings, ctx.hardware
         gpu = {"limits": {s.gpu_resource: "1"}}
         request = fetch_request(ctx, contract.Layout.TRITON_TENSORRT, ctx.precision)
+        if s.node_plan_check:  # a plan from the agent loads only with its node's attestation (docs/security.md)
+            request = dataclasses.replace(
+                request, trusted_plan_keys=f"{contract.PLAN_KEYS_DIR}/{contract.PLAN_PUBLIC_KEY_FILE}")
         fetch = fetch_container(
             ctx, s.image(s.tensorrt_fetch_image), request, s.triton_run_as_user,
             env=[{"name": contract.GPU_COMPUTE_CAPABILITY_ENV, "value": ctx.variant.value}],
-            resources={"requests": {"cpu": "100m", "memory": "256Mi"}, **gpu})
+            resources={"requests": {"cpu": "100m", "memory": "256Mi"}, **gpu},
+            mounts=pods.plan_keys_mounts(s.node_plan_check))
         res = pods.resources(hc.resources.requests if hc.resources else None,
                              hc.resources.limits if hc.resources else None)
         res["limits"] = {s.gpu_resource: "1", **res.get("limits", {})}
@@ -96,5 +101,6 @@ class TritonTensorRT:
             **pods.pull_secrets(s.image_pull_secrets),
             "initContainers": [fetch],
             "containers": [server],
-            "volumes": pods.volumes(s.node_trusted_keys_config_map),
+            "volumes": [*pods.volumes(s.node_trusted_keys_config_map),
+                        *pods.plan_keys_volumes(s.node_plan_check, s.agent_cache_dir)],
         }

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-PEM_SUFFIXES = (".pem", ".pub")
+PUBLIC_SUFFIX = ".pub"
+PEM_SUFFIXES = (".pem", PUBLIC_SUFFIX)
 
 
 class KeyLoadError(ValueError):
@@ -175,6 +176,13 @@ def pem_blocks(pem: bytes) -> list[bytes]:
 def generate_ec() -> Signer:
     """A fresh ECDSA P-256 key (tests, `edgewise` key tooling)."""
     return Signer.from_key(ec.generate_private_key(ec.SECP256R1()))
+
+
+def public_key_path(private_key_path: str | Path) -> Path:
+    """Where a private key's public half is kept: beside it, its name + ".pub" (node.pem -> node.pem.pub), so
+    whatever the private key is named, its public key's name differs from it."""
+    p = Path(private_key_path)
+    return p.with_name(p.name + PUBLIC_SUFFIX)
 
 
 def private_pem(signer: Signer) -> bytes:
