@@ -214,11 +214,12 @@ class Operator:
     """One operator subprocess; `restart()` kills it and starts a fresh one."""
 
     def __init__(self, cluster: DevCluster, workdir: Path, extra_args: list[str] | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, chart_values: list[str] | None = None) -> None:
         self.cluster = cluster
         self.workdir = workdir
         self.extra_args = extra_args or []
         self.extra_env = extra_env or {}  # EDGEWISE_* settings
+        self.chart_values = chart_values or []  # helm --set key=value, for what the chart renders differently
         # kopf's liveness endpoint with the work probe, as the chart's probes ask it.
         self.liveness_url = f"http://127.0.0.1:{processes.free_port()}/healthz"
         self.namespace = f"ew-system-{uuid.uuid4().hex[:6]}"
@@ -251,6 +252,7 @@ class Operator:
         rendered = c.helm(
             "template", self.release, str(REPO / "charts" / "edgewise"), "-n", self.namespace, "--skip-crds",
             "--set", f"agent.namespace={self.agent_namespace}", "--set", "agent.createNamespace=false",
+            *(arg for value in self.chart_values for arg in ("--set", value)),
         ).stdout
         # The chart's RBAC and the admission policies that narrow it (the operator runs under both).
         kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",

@@ -9,9 +9,10 @@ Secrets and workloads that are not edgewise's, host access, privileged or root p
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,9 @@ from operator_support import Operator, apply, get
 
 from edgewise.api.settings import OperatorSettings
 from edgewise.core.agent import agent_daemonset
-from edgewise.core.observed import NodeInfo
 from edgewise.core.plan import plan_model
 from edgewise.devcluster.cluster import DevCluster
-from unit.planning_support import factory_floor, model
+from unit.planning_support import factory_floor, fleet, model
 from wait_support import wait_for
 
 HELM_SECRET = "sh.helm.release.v1.edgewise.v1"
@@ -54,7 +54,13 @@ class As:
 @pytest.fixture(scope="module")
 def installed(cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     """The chart's RBAC and policies, installed; no operator process (requests are made as its account)."""
-    op = Operator(cluster, Path(tmp_path_factory.mktemp("rbac")))
+    with _installed(cluster, Path(tmp_path_factory.mktemp("rbac"))) as op:
+        yield op
+
+
+@contextlib.contextmanager
+def _installed(cluster: DevCluster, workdir: Path, chart_values: Sequence[str] = ()) -> Iterator[Operator]:
+    op = Operator(cluster, workdir, chart_values=list(chart_values))
     op.install()
     probe = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "probe", "namespace": op.namespace}}
     me = As(cluster, op)
@@ -151,11 +157,11 @@ def test_the_operator_patches_only_edgewise_labels_of_nodes(cluster: DevCluster,
     assert "cannot delete resource" in me.call(me.core.delete_node, node)
 
 
-def _rendered(namespace: str) -> dict[str, Any]:
+def _rendered(namespace: str, class_name: str = "arm-cpu", settings: OperatorSettings | None = None
+              ) -> dict[str, Any]:
     """A runtime DaemonSet exactly as the operator renders it."""
-    nodes = [NodeInfo("arm-0", {"kubernetes.io/arch": "arm64"})]
-    plan = plan_model(model(), factory_floor(), nodes, [], OperatorSettings())
-    manifest = copy.deepcopy(next(w.manifest for w in plan.workloads if w.class_name == "arm-cpu"))
+    plan = plan_model(model(), factory_floor(), fleet(jetson_orin=1, arm64_cpu=1), [], settings or OperatorSettings())
+    manifest = copy.deepcopy(next(w.manifest for w in plan.workloads if w.class_name == class_name))
     manifest["metadata"]["namespace"] = namespace
     del manifest["metadata"]["ownerReferences"]  # no EdgeModel exists here to own it
     return manifest
@@ -248,3 +254,35 @@ def test_the_chart_passes_its_security_values_to_the_operator(cluster: DevCluste
         if d and d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
     d = OperatorSettings.from_env(default_env)
     assert (d.allowed_images, d.prometheus_addresses, d.allow_keyless_tolerations) == ((), (), False)
+
+
+def test_with_node_plan_check_runtime_pods_may_read_the_plan_key_directory_and_nothing_else(
+        cluster: DevCluster, me: As, namespace: str, tmp_path: Path) -> None:
+    """trust.nodePlanCheck: triton-tensorrt pods read the node's public plan key through a read-only hostPath of
+    the agent's plan-key directory. The chart's policy lets exactly that through, and only when the value is set."""
+    checked = _rendered(namespace, "jetson-orin", OperatorSettings(node_plan_check=True))
+    spec = checked["spec"]["template"]["spec"]
+    assert {"path": "/var/lib/edgewise/cache/plan-key", "type": "Directory"} in [
+        v["hostPath"] for v in spec["volumes"] if "hostPath" in v]
+    # Without the value (the module's install), the chart refuses the plan-key hostPath like any other.
+    assert "mounts a hostPath" in me.call(me.apps.create_namespaced_daemon_set, namespace, checked, dry_run="All")
+
+    def variant(change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+        d = copy.deepcopy(checked)
+        change(d["spec"]["template"]["spec"])
+        return d
+
+    def writable(p: dict[str, Any]) -> None:
+        for m in p["initContainers"][0]["volumeMounts"]:
+            if m["mountPath"].startswith("/etc/edgewise/plan-key"):
+                m["readOnly"] = False
+
+    def elsewhere(p: dict[str, Any]) -> None:
+        next(v for v in p["volumes"] if "hostPath" in v)["hostPath"]["path"] = "/var/lib/edgewise/cache"
+
+    with _installed(cluster, tmp_path, ["trust.nodePlanCheck=true"]) as op:
+        checking = As(cluster, op)
+        assert checking.call(checking.apps.create_namespaced_daemon_set, namespace, checked, dry_run="All") == ""
+        for why, manifest in {"read-write": variant(writable), "the agent's whole cache": variant(elsewhere)}.items():
+            answer = checking.call(checking.apps.create_namespaced_daemon_set, namespace, manifest, dry_run="All")
+            assert "only its plan-key directory, read-only" in answer, (why, answer)
