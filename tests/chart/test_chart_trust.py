@@ -9,7 +9,7 @@ from chart_support import NAMESPACE, RELEASE, Helm, env_of, one, operator_pod
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from edgewise.api.settings import OperatorSettings
-from edgewise.shared.trust.keys import Signer, public_pem
+from edgewise.shared.trust.keys import Signer, TrustedKeys, public_pem
 
 SECRET = f"{RELEASE}-operator-attestation-key"
 KEY_FILE = "/etc/edgewise/attestation/key.pem"
@@ -69,6 +69,30 @@ def test_the_nodes_public_keys_go_where_the_agent_and_the_watched_namespaces_rea
     # Named only (made by you): the operator renders with it, the chart makes none.
     named = helm.template({"trust": {"nodeTrustedKeys": {"configMap": "ew-trust"}}})
     assert not [d for d in named if d["kind"] == "ConfigMap"]
+
+
+def test_a_generated_key_is_trusted_by_the_nodes_with_no_step_by_hand(helm: Helm) -> None:
+    """Helm cannot write a bare public key; it wraps the generated key in a self-signed certificate, which the
+    nodes load as that key alone. Keys given as values stay trusted beside it (a rotation's old key)."""
+    old = public_pem(Signer.load(_generated(helm)).public_key()).decode()
+    docs = helm.template({"operator": {"watchNamespaces": ["vision"]},
+                          "trust": {"attestationKey": {"generate": True},
+                                    "nodeTrustedKeys": {"configMap": "ew-trust", "publicKeys": [old]}}})
+    operator_key = Signer.load(base64.b64decode(one(docs, "Secret")["data"]["key.pem"]))
+    maps = {d["metadata"]["namespace"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    assert sorted(maps) == ["edgewise-node", "vision"]
+    for data in maps.values():
+        assert sorted(data) == ["key-0.pem", "operator.pem"]
+        assert data["operator.pem"].startswith("-----BEGIN CERTIFICATE-----")
+        assert TrustedKeys.from_pem(data["operator.pem"].encode()).ids() == [operator_key.key_id]
+        both = TrustedKeys.from_pem((data["operator.pem"] + data["key-0.pem"]).encode())
+        assert operator_key.key_id in both and len(both) == 2
+    # Generated, with no ConfigMap named: nodes check digests only, and nothing is written for them.
+    assert not [d for d in helm.template({"trust": {"attestationKey": {"generate": True}}}) if d["kind"] == "ConfigMap"]
+    # A Secret of your own is read at install (`lookup`); `helm template` cannot, so it writes no key for it.
+    given = helm.template({"trust": {"attestationKey": {"existingSecret": "mine"},
+                                     "nodeTrustedKeys": {"configMap": "ew-trust"}}})
+    assert not [d for d in given if d["kind"] == "ConfigMap"]
 
 
 def _host_path_rule(docs: list) -> dict:

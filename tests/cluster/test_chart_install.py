@@ -7,9 +7,11 @@ namespace, the commands NOTES.txt prints, and what `helm uninstall` leaves.
 
 from __future__ import annotations
 
+import base64
 import shlex
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from operator_support import REPO, exists, get
 from edgewise.api.settings import OperatorSettings
 from edgewise.controller.reconcile import Reconciler
 from edgewise.devcluster.cluster import DevCluster
+from edgewise.shared.trust.keys import Signer, TrustedKeys, generate_ec, private_pem
 from wait_support import wait_for
 
 CHART = REPO / "charts" / "edgewise"
@@ -106,3 +109,41 @@ def test_a_missing_agent_namespace_is_reported_with_its_fix(cluster: DevCluster)
         reconciler = Reconciler(api, OperatorSettings(agent_namespace=missing))
         with pytest.raises(RuntimeError, match=f"namespace '{missing}' does not exist.*enforce=privileged"):
             reconciler.agent()
+
+
+def test_the_nodes_trust_the_key_the_chart_holds_at_install_and_through_a_rotation(
+        cluster: DevCluster, namespace: str, tmp_path: Path) -> None:
+    """The chart writes the operator's key into the nodes' ConfigMap itself (a certificate around it), reading
+    the Secret it generated or was given with `lookup`, which only a live install can: `helm template` cannot."""
+    name, agent_ns = f"ew{uuid.uuid4().hex[:6]}", f"{namespace}-trust"
+    trust = ["--set", f"agent.namespace={agent_ns}", "--set", "trust.nodeTrustedKeys.configMap=ew-trust"]
+
+    def operator_key(secret: str) -> str:
+        data = get(cluster, "secret", secret, "-n", namespace)["data"]["key.pem"]
+        return Signer.load(base64.b64decode(data)).key_id
+
+    def trusted() -> dict[str, list[str]]:
+        data = get(cluster, "configmap", "ew-trust", "-n", agent_ns)["data"]
+        return {k: TrustedKeys.from_pem(v.encode()).ids() for k, v in data.items()}
+
+    cluster.helm("install", name, str(CHART), "-n", namespace, *trust, "--set", "trust.attestationKey.generate=true")
+    try:
+        generated = operator_key(f"{name}-operator-attestation-key")
+        assert trusted() == {"operator.pem": [generated]}
+        cluster.helm("upgrade", name, str(CHART), "-n", namespace, *trust, "--set",
+                     "trust.attestationKey.generate=true", "--set", "operator.logLevel=DEBUG")
+        assert operator_key(f"{name}-operator-attestation-key") == generated  # kept, and still the one trusted
+        assert trusted() == {"operator.pem": [generated]}
+        # A rotation's second step: the operator signs with a key of yours; the old one stays trusted beside it.
+        new = generate_ec()
+        cluster.kubectl("create", "secret", "generic", "mine", "-n", namespace,
+                        f"--from-literal=key.pem={private_pem(new).decode()}")
+        old = tmp_path / "old.pem"
+        old.write_text(get(cluster, "configmap", "ew-trust", "-n", agent_ns)["data"]["operator.pem"])
+        cluster.helm("upgrade", name, str(CHART), "-n", namespace, *trust, "--set",
+                     "trust.attestationKey.existingSecret=mine", "--set-file",
+                     f"trust.nodeTrustedKeys.publicKeys[0]={old}")
+        assert trusted() == {"operator.pem": [new.key_id], "key-0.pem": [generated]}
+    finally:
+        cluster.helm("uninstall", name, "-n", namespace, check=False)
+        cluster.kubectl("delete", "namespace", agent_ns, "--ignore-not-found", "--wait=false", check=False)

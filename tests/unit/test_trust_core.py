@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from trust_support import SOURCE_SHA, attest, derived, generate_ec, sha256
 
 from edgewise.shared.trust import dsse
-from edgewise.shared.trust.keys import KeyLoadError, Signer, TrustedKeys, key_id, private_pem, public_pem
+from edgewise.shared.trust.keys import (
+    KeyLoadError,
+    Signer,
+    TrustedKeys,
+    key_id,
+    pem_blocks,
+    private_pem,
+    public_pem,
+)
 from edgewise.shared.trust.statement import (
     DERIVED_MODEL,
     STATEMENT_TYPE,
@@ -50,6 +61,31 @@ def test_a_pem_bundle_and_a_directory_both_give_every_key(tmp_path) -> None:
     (tmp_path / "..data").mkdir()  # a mounted ConfigMap's bookkeeping: not a key
     (tmp_path / "README").write_text("not a key")
     assert set(TrustedKeys.load(tmp_path).ids()) == {old.key_id, new.key_id}
+
+
+def _self_signed(private_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    """A certificate as the chart makes one around the key it generates (Sprig's genSelfSignedCertWithKey)."""
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "edgewise-operator-attestation")])
+    now = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private_key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(private_key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_a_certificate_counts_as_its_public_key_and_nothing_else() -> None:
+    """Helm can only wrap a key it generates in a certificate: the nodes trust the key inside. Expired (as this
+    one is) or self-signed does not matter: the key is pinned, not the certificate's chain or dates."""
+    signer = generate_ec()
+    cert = _self_signed(signer.private_key)  # type: ignore[arg-type]
+    assert TrustedKeys.from_pem(cert).ids() == [signer.key_id]
+    other = generate_ec()
+    assert set(TrustedKeys.from_pem(cert + public_pem(other.public_key())).ids()) == {signer.key_id, other.key_id}
+    with pytest.raises(KeyLoadError, match="only ECDSA P-256 and Ed25519"):
+        TrustedKeys.from_pem(_self_signed(rsa.generate_private_key(public_exponent=65537, key_size=2048)))
+    # A private key beside it is never taken for a trusted key, and the signers' policy reads bare keys only.
+    assert TrustedKeys.from_pem(private_pem(other) + cert).ids() == [signer.key_id]
+    assert pem_blocks(cert + public_pem(other.public_key())) == [public_pem(other.public_key())]
 
 
 def test_a_missing_key_file_or_an_empty_directory_is_a_key_load_error(tmp_path) -> None:

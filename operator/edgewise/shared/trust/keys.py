@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PUBLIC_SUFFIX = ".pub"
+CERTIFICATE_BEGIN = b"-----BEGIN CERTIFICATE-----"
 PEM_SUFFIXES = (".pem", PUBLIC_SUFFIX)
 
 
@@ -111,16 +113,24 @@ class TrustedKeys:
 
     @classmethod
     def from_pem(cls, pem: bytes, where: str = "trusted keys") -> TrustedKeys:
-        """Every PEM public key block in `pem` (a bundle may hold the old key and the new)."""
-        blocks = pem_blocks(pem)
+        """Every PEM public key block in `pem` (a bundle may hold the old key and the new).
+
+        A PEM certificate counts as its public key and nothing more: the chart can wrap a key it
+        generates in a self-signed certificate but cannot write the bare public key (Helm has no
+        function for it). Its subject, issuer, validity and extensions are not looked at: trust is in
+        the key, pinned here, as for a bare key."""
+        blocks = pem_blocks(pem, (b"PUBLIC KEY", b"CERTIFICATE"))
         if not blocks:
-            raise KeyLoadError(f"{where}: no PEM public key in it")
+            raise KeyLoadError(f"{where}: no PEM public key or certificate in it")
         keys = []
         for block in blocks:
             try:
-                keys.append(serialization.load_pem_public_key(block))
+                if block.startswith(CERTIFICATE_BEGIN):
+                    keys.append(x509.load_pem_x509_certificate(block).public_key())
+                else:
+                    keys.append(serialization.load_pem_public_key(block))
             except ValueError as err:
-                raise KeyLoadError(f"{where}: not a PEM public key ({err})") from err
+                raise KeyLoadError(f"{where}: not a PEM public key or certificate ({err})") from err
             _check_kind(keys[-1], where)
         return cls.of(keys)  # type: ignore[arg-type]
 
@@ -161,13 +171,17 @@ class TrustedKeys:
         return sorted(self.keys)
 
 
-def pem_blocks(pem: bytes) -> list[bytes]:
-    begin, end = b"-----BEGIN PUBLIC KEY-----", b"-----END PUBLIC KEY-----"
-    blocks, rest = [], pem
-    while (start := rest.find(begin)) >= 0:
-        stop = rest.find(end, start)
+def pem_blocks(pem: bytes, kinds: tuple[bytes, ...] = (b"PUBLIC KEY",)) -> list[bytes]:
+    """The PEM blocks of `kinds` in `pem`, in order; others (a private key) are skipped."""
+    blocks: list[bytes] = []
+    rest = pem
+    while (start := rest.find(b"-----BEGIN ")) >= 0:
+        kind = next((k for k in kinds if rest.startswith(b"-----BEGIN " + k + b"-----", start)), None)
+        end = b"-----END " + (kind or b"") + b"-----"
+        stop = rest.find(end, start) if kind else -1
         if stop < 0:
-            break
+            rest = rest[start + len(b"-----BEGIN "):]
+            continue
         blocks.append(rest[start:stop + len(end)] + b"\n")
         rest = rest[stop + len(end):]
     return blocks
