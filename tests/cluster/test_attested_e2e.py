@@ -6,13 +6,14 @@ does not, and two operators must not reconcile the same models."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import tritonclient.http as triton_http
-from operator_support import apply, classes, condition, get, model_versions, running_operator
+from operator_support import apply, classes, condition, get, model_versions, rollout_classes, running_operator
 from rollout_support import ARM
 from signed_source_support import MODEL, em, sign, signed_model, trusting_profile
 
@@ -99,6 +100,25 @@ def test_a_signed_model_runs_as_an_attested_artifact_that_each_node_verifies_bef
             assert "fetch exited" in str(error) and "which is not among the 1 trusted key(s)" in str(error), error
             assert operator_key.key_id[:16] in str(error), error  # the key it trusts, named
             assert kept.uid in runner.running() and serving_one(kept)
+
+            # A version whose artifact is the one now carrying that attestation (same source, same target):
+            # its canary's fetch refuses it, the pod's status says why (the runner reports the failed init
+            # container as a kubelet does), and the class rolls back quoting the fetch. (Which pods serve
+            # meanwhile is not this part's question: 1.0's artifact carries the same refused attestation, and
+            # kwok marks a pod Ready before the runner has run its init containers, so here a make-before-break
+            # switch completes on a canary a kubelet would have held.)
+            v2 = copy.deepcopy(model)
+            v2["spec"]["version"] = "2.0"
+            v2["spec"]["rollout"]["analysis"] = {"interval": "2s", "failureLimit": 1}
+            apply(cluster, v2)
+
+            def rolled_back() -> dict[str, Any] | None:
+                arm = rollout_classes(em(cluster, namespace)).get("arm", {})
+                return arm if arm.get("state") == "RolledBack" else None
+
+            arm = wait_for(rolled_back, 180, "2.0 rolled back")
+            assert "init container fetch failed" in arm["message"], arm
+            assert "which is not among the 1 trusted key(s)" in arm["message"], arm
 
 
 def _config_map(ns: str, name: str, data: dict[str, bytes]) -> dict[str, Any]:

@@ -17,6 +17,10 @@ as not runnable. Inside a pod, binding every address means binding the pod's
 own IP, so `edgewise serve` gets `--host <pod IP>` (and the agent, on the host
 network, its node's IP through the downward API, as in a real cluster).
 
+An init container that exits non-zero is reported in the pod's status as a kubelet
+reports it (not Ready, the container's last state terminated with its log's tail
+as the message), so the operator reads why, e.g. a fetch that refused an artifact.
+
 Pods that run to completion (restartPolicy Never or OnFailure: a Job's pods) run
 in a thread, and when they end the runner reports the pod Succeeded or Failed, as
 a kubelet would; the Job controller takes it from there. (kwok's own stage for Job
@@ -210,6 +214,7 @@ class PodRunner:
                                       timeout=self.init_timeout, cwd=workdir)
                 (workdir / f"{container['name']}.log").write_text(done.stdout + done.stderr)
                 if done.returncode != 0:
+                    self._report_failed_init(pod, container, done.returncode, done.stdout + done.stderr)
                     raise NotRunnable(f"init container {container['name']} exited {done.returncode}: "
                                       f"{done.stderr.strip()[-500:]}")
             for container in spec.get("containers") or []:
@@ -224,6 +229,31 @@ class PodRunner:
             proc.error = str(err)
             log.warning("pod %s/%s: %s", meta["namespace"], meta["name"], err)
         return proc
+
+    def _report_failed_init(self, pod: dict[str, Any], container: dict[str, Any], code: int, output: str) -> None:
+        """Say in the pod's status that an init container failed, as a kubelet does: not Ready, the container
+        waiting to be tried again, its last state terminated with its message — with terminationMessagePolicy
+        FallbackToLogsOnError, the tail of its log (a kubelet keeps the last 2048 bytes). The phase stays
+        Running: kwok's pod-ready stage would make a Pending pod Ready again."""
+        meta = pod["metadata"]
+        fallback = container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        ended = {"exitCode": code, "reason": "Error", **({"message": output[-2048:]} if fallback else {})}
+        waiting = f"containers with incomplete status: [{container['name']}]"
+        status = {
+            "conditions": [{"type": t, "status": "False", "reason": "ContainersNotInitialized", "message": waiting}
+                           for t in ("Initialized", "Ready", "ContainersReady")],
+            "initContainerStatuses": [{"name": container["name"], "ready": False, "restartCount": 1,
+                                       "image": container.get("image", ""), "imageID": "",
+                                       "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                       "lastState": {"terminated": ended}}],
+            "containerStatuses": [{"name": c["name"], "ready": False, "restartCount": 0, "image": c.get("image", ""),
+                                   "imageID": "", "state": {"waiting": {"reason": "PodInitializing"}}}
+                                  for c in pod["spec"].get("containers") or []],
+        }
+        try:
+            self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": status})
+        except Exception:  # the pod may be gone already
+            log.warning("pod %s/%s: could not report its failed init container", meta["namespace"], meta["name"])
 
     def _start_batch_pod(self, pod: dict[str, Any]) -> PodProcesses:
         """Run the pod's containers to completion in a thread, then report its phase."""
