@@ -28,40 +28,11 @@ FP32 = 1  # onnx.TensorProto.FLOAT
 MODEL = mlp()
 DIGEST = sha256(MODEL)
 
-FAKE_TRTEXEC = """#!{python}
-# Stand-in for NVIDIA's trtexec: logs each build, writes a plan that differs per build
-# (real engine builds are not byte-reproducible either), prints trtexec's banner.
-import hashlib, os, sys
-args = sys.argv[1:]
-print("&&&& RUNNING TensorRT.trtexec [TensorRT v8601] # trtexec " + " ".join(args))
-if "--help" in args:
-    sys.exit(0)
-with open({log!r}, "a") as log:
-    log.write(" ".join(args) + "\\n")
-if os.environ.get("FAKE_TRTEXEC_FAIL"):
-    print("[E] [TRT] ModelImporter.cpp: failed to parse onnx file", file=sys.stderr)
-    sys.exit(1)
-value = lambda flag: next(a.split("=", 1)[1] for a in args if a.startswith(flag + "="))
-onnx = open(value("--onnx"), "rb").read()
-with open(value("--saveEngine"), "wb") as plan:
-    plan.write(b"FAKE-PLAN" + hashlib.sha256(onnx).digest() + os.urandom(16))
-print("&&&& PASSED TensorRT.trtexec")
-"""
 
 
 @pytest.fixture
 def agent(agents) -> AgentProcess:
     return agents()
-
-
-@pytest.fixture
-def fake_trtexec(tmp_path: Path) -> tuple[Path, Path]:
-    """(executable, log of builds)."""
-    log = tmp_path / "trtexec-builds.log"
-    exe = tmp_path / "trtexec"
-    exe.write_text(FAKE_TRTEXEC.format(python=sys.executable, log=str(log)))
-    exe.chmod(0o755)
-    return exe, log
 
 
 def run_fetch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,7 @@ import pytest
 from cache_support import AgentProcess, SourceServer, artifact_url, sha256
 from cache_support import pod_http as http
 from fetch_models_support import mlp
-from test_fetch import FAKE_TRTEXEC, request, run_fetch
+from test_fetch import request, run_fetch
 
 from edgewise import contract
 from edgewise.node import fetch as fetch_mod
@@ -88,27 +88,17 @@ def test_a_plan_key_that_is_there_but_unusable_stops_the_agent_with_a_clear_mess
 
 # ---- `edgewise fetch --trusted-plan-keys` ------------------------------------------------------------------
 
-@pytest.fixture
-def trtexec_builds(tmp_path: Path) -> tuple[Path, Path]:
-    """test_fetch.py's fake trtexec: (executable, log of builds)."""
-    log = tmp_path / "trtexec-builds.log"
-    exe = tmp_path / "trtexec"
-    exe.write_text(FAKE_TRTEXEC.format(python=sys.executable, log=str(log)))
-    exe.chmod(0o755)
-    return exe, log
-
-
 class Node:
     """A node: its agent (with its own plan key), the source of MODEL, trtexec, and pods that fetch MODEL as
     triton-tensorrt, each with the node's public plan key."""
 
     def __init__(self, agents: Callable[..., AgentProcess], source: SourceServer, tmp_path: Path,
-                 trtexec_builds: tuple[Path, Path]) -> None:
+                 fake_trtexec: tuple[Path, Path]) -> None:
         self.tmp_path, self.start_agent = tmp_path, agents
         self.key_path = _key_path(tmp_path)
         self.agent = agents("--plan-signing-key", str(self.key_path))
         self.uri = source.add("/m.onnx", MODEL)
-        self.trtexec, self.builds = trtexec_builds
+        self.trtexec, self.builds = fake_trtexec
         self.pods = 0
 
     @property
@@ -142,8 +132,8 @@ class Node:
 
 
 @pytest.fixture
-def node(agents, source: SourceServer, tmp_path: Path, trtexec_builds) -> Node:
-    return Node(agents, source, tmp_path, trtexec_builds)
+def node(agents, source: SourceServer, tmp_path: Path, fake_trtexec) -> Node:
+    return Node(agents, source, tmp_path, fake_trtexec)
 
 
 def _statement(digest: str, onnx: str = DIGEST, version: str = TRT_VERSION) -> Statement:

@@ -95,7 +95,8 @@ def select_evictions(
     return evicted
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in `path` survive a power cut (the directory entry itself)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -110,7 +111,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -120,7 +121,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class NodeCache:
@@ -341,7 +342,7 @@ class NodeCache:
                 raise PlanExists(f"a plan is already cached under {plan_key}; plans are never replaced")
             os.replace(w.path, self.blob_dir / expected)
             w.release()
-            _fsync_dir(self.blob_dir)
+            fsync_dir(self.blob_dir)
             self._verified.add(expected)
             self._blobs[expected] = {"size": w.size, "seq": self._next_seq(), "last_used": time.time()}
             if model:

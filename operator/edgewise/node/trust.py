@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from edgewise import contract
+from edgewise.node.cache import fsync_dir
 from edgewise.shared import download as dl
 from edgewise.shared.trust.dsse import MAX_ENVELOPE_BYTES
 from edgewise.shared.trust.keys import Signer, TrustedKeys, generate_ec, private_pem, public_key_path, public_pem
@@ -172,7 +173,7 @@ def _create_private_key(path: Path, pem: bytes) -> bool:
         return False
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return True
 
 
@@ -194,12 +195,4 @@ def _write_public_key(path: Path, pem: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
