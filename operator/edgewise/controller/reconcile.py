@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,7 +76,8 @@ class Reconciler:
                           if settings.artifact_dir else None)
         self.source_trust = SourceTrust(settings, self.read.config_map)
         self._lock = threading.Lock()
-        self._computed: dict[tuple[str, str], dict[str, Any]] = {}  # the status each model's last reconcile computed
+        # The status each model's reconciles compute, and since when (monotonic) they have computed it.
+        self._computed: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
 
     def _account(self, writes: Writes) -> None:
         with self._lock:
@@ -146,13 +148,17 @@ class Reconciler:
         """Patch the status when the change is worth a write (core/status_writes.py); if a write of moving
         counts was skipped, the seconds after which to look again."""
         key = (model.metadata.namespace, model.metadata.name)
+        now = time.monotonic()
         with self._lock:
-            previous, self._computed[key] = self._computed.get(key), new
+            seen = self._computed.get(key)
+            since = seen[1] if seen is not None and seen[0] == new else now
+            self._computed[key] = (new, since)
         current = model.status.to_api()
-        if status_writes.worth_writing(current, new, previous):
+        if status_writes.worth_writing(current, new, now - since):
             write.patch_status(EdgeModel.PLURAL, *key, current, new)
             return None
-        return status_writes.SETTLE_SECONDS if new != current else None
+        # Look again when these counts will have rested (at least a second on: requeues are coarse).
+        return max(1.0, status_writes.SETTLE_SECONDS - (now - since)) if new != current else None
 
     def _record(self, model: EdgeModel, status: EdgeModelStatus) -> None:
         """The model's metrics, from the status just written (and the one it replaced)."""

@@ -3,19 +3,20 @@
 A large fleet's DaemonSets report progress many times per step (every few pods), and each report
 changes a ready count in the model's status. Writing each one makes the operator's writes per step
 grow with the fleet. So progress counts are written in steps of a tenth of their class (or
-site, or model), and exactly once the counts stop moving: a reconcile that computes the same
-status as the one before it writes what it sees. Everything else (states, steps, verdicts,
+site, or model), and exactly once the counts stop moving: once reconciles have computed the same
+status for SETTLE_SECONDS, what they see is written. Everything else (states, steps, verdicts,
 tallies of failures, conditions' reasons) is written as soon as it changes. A class of up to 10
 nodes is always written exactly.
 
 Why tenths: each count can cross at most LEVELS marks in a rollout, whatever the fleet's size, so
 that is the ceiling; below it, how many crossings a reconcile sees apart depends on how fast pods
-move between reconciles. With twentieths a 5,000-node fleet came close to the ceiling and a
-1,000-node one did not (16.2 against 10.5 writes per step, docs/benchmarks.md); tenths lower the
-ceiling so both reach it.
+move between reconciles (docs/benchmarks.md). Why a rest of SETTLE_SECONDS, not two reconciles
+that agree: a large fleet's DaemonSets report changes that leave the computed status as it was
+(pods available, generations observed) while its pods are still on their way, so two reconciles
+in a row agree many times within a step, and each agreement was a write.
 
-Pure: `worth_writing` compares the status as it is, the status computed now, and the status the
-previous reconcile of the same model computed (None when unknown).
+Pure: `worth_writing` compares the status as it is with the status computed now, given how long
+reconciles have been computing that same status.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import re
 from typing import Any
 
 LEVELS = 10  # progress counts are written when they cross one of these fractions of their total
-SETTLE_SECONDS = 10.0  # a skipped write is looked at again after this, to write the counts once they rest
+SETTLE_SECONDS = 10.0  # counts unchanged this long rest, and are written exactly
 
 # Counts that follow pods as they become ready; each is scaled by a total in the same object.
 _PROGRESS_KEYS = frozenset({"readyPods", "updatedPods", "desiredPods", "readyNodes", "tried"})
@@ -33,14 +34,14 @@ _TOTAL_KEYS = ("matchedNodes", "nodes")
 _NUMBER = re.compile(r"\d+")
 
 
-def worth_writing(current: dict[str, Any], new: dict[str, Any], previous: dict[str, Any] | None) -> bool:
+def worth_writing(current: dict[str, Any], new: dict[str, Any], rested_seconds: float) -> bool:
     """True when `new` should be written over `current`.
 
-    `previous` is what the last reconcile of this model computed: equal to `new`, the pods rest,
-    and the exact counts are written."""
+    `rested_seconds`: how long the reconciles of this model have been computing `new` (0 when it is new):
+    past SETTLE_SECONDS the pods rest, and the exact counts are written."""
     if new == current:
         return False
-    if new == previous:
+    if rested_seconds >= SETTLE_SECONDS:
         return True
     scale = _total(new)
     return _coarse(current, scale) != _coarse(new, scale)
