@@ -282,7 +282,10 @@ def test_with_node_plan_check_runtime_pods_may_read_the_plan_key_directory_and_n
 
     with _installed(cluster, tmp_path, ["trust.nodePlanCheck=true"]) as op:
         checking = As(cluster, op)
-        assert checking.call(checking.apps.create_namespaced_daemon_set, namespace, checked, dry_run="All") == ""
-        for why, manifest in {"read-write": variant(writable), "the agent's whole cache": variant(elsewhere)}.items():
-            answer = checking.call(checking.apps.create_namespaced_daemon_set, namespace, manifest, dry_run="All")
-            assert "only its plan-key directory, read-only" in answer, (why, answer)
+        with checking.api:
+            assert checking.call(checking.apps.create_namespaced_daemon_set, namespace, checked,
+                                 dry_run="All") == ""
+            for why, manifest in {"read-write": variant(writable),
+                                  "the agent's whole cache": variant(elsewhere)}.items():
+                answer = checking.call(checking.apps.create_namespaced_daemon_set, namespace, manifest, dry_run="All")
+                assert "only its plan-key directory, read-only" in answer, (why, answer)

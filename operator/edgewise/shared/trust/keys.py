@@ -122,7 +122,7 @@ class TrustedKeys:
         blocks = pem_blocks(pem, (b"PUBLIC KEY", b"CERTIFICATE"))
         if not blocks:
             raise KeyLoadError(f"{where}: no PEM public key or certificate in it")
-        keys = []
+        keys: list[object] = []  # any kind the PEM holds; _check_kind keeps P-256 and Ed25519
         for block in blocks:
             try:
                 if block.startswith(CERTIFICATE_BEGIN):
