@@ -68,7 +68,9 @@ AGENT_NODE_NAME_ENV = "NODE_NAME"
 # What a hardware class names (DeploymentProfile spec.classes[].runtime, .precision), what the
 # optimizer targets, and how int8 artifacts are made (EdgeModel spec.optimization.quantization):
 # here, not in the API types, because the optimizer's command runs in images without pydantic.
-Runtime = Literal["triton-tensorrt", "onnxruntime"]
+Runtime = Literal["triton-tensorrt", "onnxruntime", "openvino"]
+# The OpenVINO device plugin an `openvino` class runs on (`edgewise serve --backend openvino --device`).
+Device = Literal["CPU", "GPU", "NPU", "AUTO"]
 Precision = Literal["fp32", "fp16", "int8"]
 Quantization = Literal["auto", "dynamic", "static", "none"]
 # Calibration samples an optimization uses at most, unless spec.optimization.calibration.maxSamples says.
