@@ -286,7 +286,7 @@ PROFILE_CASES: list[tuple[str, Mutate, list[str]]] = [
         _set("spec.classes.1.matchExpressions", [{"key": "a", "operator": "Like"}]),
         ['spec.classes[1].matchExpressions[0].operator: Unsupported value: "Like"'],
     ),
-    ("threads-on-triton", _set("spec.classes.0.threads", 4), ["threads applies only to the onnxruntime runtime"]),
+    ("threads-on-triton", _set("spec.classes.0.threads", 4), ["threads applies only to the onnxruntime and openvino runtimes"]),
     ("class-name-with-capitals", _set("spec.classes.0.name", "Jetson_Orin"), ["spec.classes[0].name", "should match"]),
     (
         "class-name-too-long",

@@ -129,7 +129,7 @@ def test_cross_field_rules_are_cel_validations_with_messages() -> None:
         "a step sets exactly one of percent, sites, sitesPercent or pause",
         "operators Gt and Lt need exactly one integer value",
         "a class needs a nodeSelector",
-        "threads applies only to the onnxruntime runtime",
+        "threads applies only to the onnxruntime and openvino runtimes",
         "EdgeModel names are at most",
     ]:
         assert message in text, message
@@ -162,5 +162,7 @@ def test_profile_schema_mentions_every_runtime() -> None:
     runtime = _schema(DeploymentProfile)["properties"]["spec"]["properties"]["classes"]["items"][
         "properties"
     ]["runtime"]
-    assert runtime["enum"] == ["triton-tensorrt", "onnxruntime"]
+    assert runtime["enum"] == ["triton-tensorrt", "onnxruntime", "openvino"]
+    device = _schema(DeploymentProfile)["properties"]["spec"]["properties"]["classes"]["items"]["properties"]["device"]
+    assert device["enum"] == ["CPU", "GPU", "NPU", "AUTO"]
     assert DeploymentProfileSpec.model_fields["classes"].is_required()

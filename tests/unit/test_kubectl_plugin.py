@@ -218,7 +218,7 @@ def test_the_base_install_needs_only_what_the_plugin_imports() -> None:
     assert base == {"kubernetes", "pyyaml", "pydantic"}
     extras = project["optional-dependencies"]
     assert {"onnxruntime", "tritonclient[http,grpc]"} <= set(extras["node"]) and "onnxruntime" in extras["optimize"]
-    assert "edgewise[operator,optimize,node]" in extras["dev"]  # `make venv` installs every extra
+    assert "edgewise[operator,optimize,node,openvino]" in extras["dev"]  # `make venv` installs every extra
 
 
 def test_status_names_the_sources_signer_and_why_a_source_is_refused() -> None:

@@ -49,6 +49,10 @@ TensorRT that builds a plan (tritonJetson) is the one that loads it (triton).
 {{- printf "%s:%s" .Values.images.onnxruntime.repository (default .Chart.AppVersion .Values.images.onnxruntime.tag) -}}
 {{- end -}}
 
+{{- define "edgewise.openvinoImage" -}}
+{{- printf "%s:%s" .Values.images.openvino.repository (default .Chart.AppVersion .Values.images.openvino.tag) -}}
+{{- end -}}
+
 {{- define "edgewise.tritonJetsonImage" -}}
 {{- $tag := printf "%s-%s" .Values.images.ngcRelease .Chart.AppVersion -}}
 {{- printf "%s:%s" .Values.images.tritonJetson.repository (default $tag .Values.images.tritonJetson.tag) -}}

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from edgewise.api.base import ApiModel
 from edgewise.api.model import AccuracyGate
-from edgewise.contract import DEFAULT_MAX_SAMPLES, Precision, Quantization, Runtime
+from edgewise.contract import DEFAULT_MAX_SAMPLES, Device, Precision, Quantization, Runtime
 
 
 class JobInput(ApiModel):
@@ -35,6 +35,7 @@ class JobTarget(ApiModel):
     runtime: Runtime
     precision: Precision
     cpu_features: list[str] = Field(default_factory=list)
+    device: Device | None = None  # the OpenVINO device of an openvino class; None for the other runtimes
 
 
 class JobOptions(ApiModel):
@@ -65,8 +66,12 @@ class OptimizationJob(ApiModel):
     options: JobOptions
 
     def to_wire(self) -> dict[str, Any]:
-        """The JSON form, nulls included (the cache key is computed from it)."""
-        return self.model_dump(by_alias=True, mode="json")
+        """The JSON form, nulls included (the cache key is computed from it) but for `target.device`,
+        which only openvino jobs write, so the keys of the other runtimes' artifacts stay as they were."""
+        wire = self.model_dump(by_alias=True, mode="json")
+        if wire["target"]["device"] is None:
+            del wire["target"]["device"]
+        return wire
 
     def key(self) -> str:
         """The cache key: the same job makes the same artifact, whichever class or run asks."""

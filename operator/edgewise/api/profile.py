@@ -21,7 +21,7 @@ from edgewise.api.base import (
     label_key_rule,
     validations,
 )
-from edgewise.contract import Precision, Runtime
+from edgewise.contract import Device, Precision, Runtime
 
 SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
 
@@ -179,9 +179,12 @@ class HardwareClass(ApiModel):
             "(has(self.matchExpressions) && size(self.matchExpressions) > 0)",
             "a class needs a nodeSelector or matchExpressions; to select every node of an "
             "architecture use kubernetes.io/arch", reason="FieldValueRequired"),
-        cel("!has(self.threads) || self.runtime == 'onnxruntime'",
-            "threads applies only to the onnxruntime runtime (Triton sizes its own thread pools)",
+        cel("!has(self.threads) || self.runtime != 'triton-tensorrt'",
+            "threads applies only to the onnxruntime and openvino runtimes (Triton sizes its own thread pools)",
             field_path=".threads"),
+        cel("!has(self.device) || self.runtime == 'openvino'",
+            "device applies only to the openvino runtime; remove it, or set runtime: openvino",
+            field_path=".device"),
     )}
 
     name: str = Field(
@@ -198,17 +201,26 @@ class HardwareClass(ApiModel):
         description="Further label requirements (all must hold), with the operators of node affinity.")
     runtime: Runtime = Field(
         description="Inference runtime: triton-tensorrt (NVIDIA Triton with a TensorRT plan built on the "
-                    "device, for Jetson) or onnxruntime (Edgewise's ONNX Runtime server, for CPUs). Both "
-                    "speak Triton's KServe-V2 protocol on ports 8000/8001/8002.")
+                    "device, for Jetson), onnxruntime (Edgewise's ONNX Runtime server, for CPUs) or openvino "
+                    "(Edgewise's server on OpenVINO Runtime, for Intel CPUs, GPUs and NPUs; int8 made by NNCF). "
+                    "All speak Triton's KServe-V2 protocol on ports 8000/8001/8002.")
+    device: Device | None = Field(
+        default=None,
+        description="OpenVINO device of an openvino class: CPU (the default), GPU (an Intel integrated or "
+                    "discrete GPU: pods request gpu.intel.com/i915, or gpu.intel.com/xe when the class's "
+                    "resources.limits names it, and run on nodes labelled "
+                    "intel.feature.node.kubernetes.io/gpu=true), NPU (npu.intel.com/accel on nodes labelled "
+                    "intel.feature.node.kubernetes.io/npu=true) or AUTO (OpenVINO picks among what the node "
+                    "has; no device is requested). Only with runtime openvino.")
     image: str | None = Field(
         default=None, min_length=1, max_length=512, pattern=IMAGE_PATTERN,
         description="Runtime image override; by default the operator's configured image for the runtime.")
     precision: Precision | None = Field(
         default=None,
         description="Numeric precision of the served artifact. Default: fp16 for triton-tensorrt, int8 "
-                    "for onnxruntime.")
+                    "for onnxruntime and openvino.")
     threads: int | None = Field(default=None, ge=1, le=256,
-                                description="Intra-op threads of the onnxruntime server.")
+                                description="Inference threads of the onnxruntime or openvino server.")
     batching: Batching | None = Field(
         default=None, description="Dynamic batching; without it every request is its own inference.")
     resources: Resources | None = Field(default=None, description="Requests and limits of the runtime "
@@ -222,6 +234,10 @@ class HardwareClass(ApiModel):
         if self.precision:
             return self.precision
         return "fp16" if self.runtime == "triton-tensorrt" else "int8"
+
+    def effective_device(self) -> Device:
+        """The OpenVINO device of an openvino class: CPU unless the class names one."""
+        return self.device or "CPU"
 
 
 class TrustPolicy(ApiModel):

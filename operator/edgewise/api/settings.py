@@ -83,6 +83,9 @@ class OperatorSettings(BaseModel):
     onnxruntime_image: str = Field(default=f"edgewise/onnxruntime:{__version__}",
                                    description="Image of the ONNX Runtime server (`edgewise serve`) and "
                                                "of its init container (`edgewise fetch`).")
+    openvino_image: str = Field(default=f"edgewise/node-openvino:{__version__}",
+                                description="Image of the OpenVINO server (`edgewise serve --backend openvino`) "
+                                            "and of its init container (`edgewise fetch`), for openvino classes.")
     ngc_release: str = Field(default=DEFAULT_NGC_RELEASE, pattern=r"^\d{2}\.\d{2}$",
                              description="NVIDIA NGC release (YY.MM) of Triton and of the TensorRT that "
                                          "builds plans: the default of both Jetson images' tags.")

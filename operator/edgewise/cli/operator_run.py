@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-registry", default=None, help="prefix of every image (a local mirror)")
     p.add_argument("--agent-image", default=None, help="image of `edgewise agent`")
     p.add_argument("--onnxruntime-image", default=None, help="image of `edgewise serve` and `edgewise fetch`")
+    p.add_argument("--openvino-image", default=None,
+                   help="image of `edgewise serve --backend openvino` and its `edgewise fetch`")
     p.add_argument("--ngc-release", default=None,
                    help="NGC release (YY.MM) both Jetson images' tags default to, e.g. 25.01")
     p.add_argument("--triton-image", default=None, help="NVIDIA Triton -igpu image for Jetson")
@@ -64,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         settings = OperatorSettings.from_env(
             env, namespace=args.settings_namespace, agent_namespace=args.agent_namespace,
             image_registry=args.image_registry, agent_image=args.agent_image,
-            onnxruntime_image=args.onnxruntime_image, ngc_release=args.ngc_release, triton_image=args.triton_image,
+            onnxruntime_image=args.onnxruntime_image,
+            openvino_image=args.openvino_image, ngc_release=args.ngc_release, triton_image=args.triton_image,
             tensorrt_fetch_image=args.tensorrt_fetch_image, workers=args.workers,
             resync_seconds=args.resync_seconds, artifact_dir=args.artifact_dir, artifact_listen=args.artifact_listen,
             artifact_url=args.artifact_url, optimize_retry_seconds=args.optimize_retry_seconds)

@@ -309,7 +309,8 @@ def _signed_by(envelope: bytes) -> str:
 def _target(spec: JobSpec) -> str:
     t = spec.job.target
     feats = ",".join(t.cpu_features)
-    return f"{t.runtime} {t.precision}" + (f" [{feats}]" if feats else "")
+    device = f" on {t.device}" if t.device else ""
+    return f"{t.runtime}{device} {t.precision}" + (f" [{feats}]" if feats else "")
 
 
 def _summary(report: OptimizationReport) -> str:

@@ -45,7 +45,7 @@ def repository(image: str) -> str:
 
 def own_images(settings: OperatorSettings) -> tuple[str, ...]:
     """The images the operator renders by itself (the chart's), as it renders them."""
-    return tuple(settings.image(i) for i in (settings.agent_image, settings.onnxruntime_image,
+    return tuple(settings.image(i) for i in (settings.agent_image, settings.onnxruntime_image, settings.openvino_image,
                                              settings.triton_image, settings.tensorrt_fetch_image,
                                              settings.operator_image))
 

@@ -154,10 +154,10 @@ def _plan_class(model: EdgeModel, hc: HardwareClass, own: Term, earlier: list[Te
     if not terms:
         return replace(base, notes=(f"class {hc.name} matches no node that an earlier class does not "
                                      "already take; nothing runs for it",))
-    split = runtime.split(members.nodes)
+    split = runtime.split(members.nodes, hc)
     notes = [f"{node.name}: {why}" for node, why in split.rejected]
     serving_source = artifact.sha256 == model.spec.source.digest()
-    if hc.runtime == "onnxruntime" and precision != artifact.precision and serving_source:
+    if hc.runtime in ("onnxruntime", "openvino") and precision != artifact.precision and serving_source:
         notes.append(f"serving the {artifact.precision} source model until an optimized {precision} "
                      "artifact exists")
     workloads = []

@@ -29,6 +29,7 @@ from edgewise.core.observed import NodeInfo, Workload
 from edgewise.core.quantities import BadQuantity, parse_quantity
 from edgewise.core.rollout.buckets import BUCKET_LABEL, BUCKETS, bucket_of
 from edgewise.core.rollout.sites import BY_BUCKET, Order
+from edgewise.core.runtimes.openvino import device_resource
 
 MAKE_BEFORE_BREAK = "MakeBeforeBreak"
 REPLACE = "Replace"
@@ -68,6 +69,14 @@ def choose_mode(setting: str, hc: HardwareClass, gpu_resource: str, nodes: Seque
             example = f" (e.g. {single[0]})" if single else ""
             return Mode(REPLACE, f"Auto: each pod needs a whole GPU ({gpu_resource}) and the class's nodes have "
                                  f"one{example}, so two copies cannot run side by side")
+    device = device_resource(hc) if hc.runtime == "openvino" else None
+    if device:
+        # Intel's plugins advertise a device once per container that may share it (their -shared-dev-num).
+        single = [n.name for n in nodes if _allocatable_count(n, device) < 2]
+        if single or not nodes:
+            example = f" (e.g. {single[0]})" if single else ""
+            return Mode(REPLACE, f"Auto: each pod needs a {device} device and the class's nodes offer one"
+                                 f"{example}, so two copies cannot run side by side")
     need = _copy_mib(hc, peak_memory_mib)
     known = [n for n in nodes if n.memory_mib]
     if need is None:
@@ -88,6 +97,13 @@ def choose_mode(setting: str, hc: HardwareClass, gpu_resource: str, nodes: Seque
 def gpu_count(labels: dict[str, str]) -> int:
     value = labels.get(GPU_COUNT_LABEL, "")
     return int(value) if value.isdigit() else 0
+
+
+def _allocatable_count(node: NodeInfo, resource: str) -> int:
+    try:
+        return int(parse_quantity(node.allocatable.get(resource, "0")))
+    except BadQuantity:
+        return 0
 
 
 def _gpu_limit(hc: HardwareClass, gpu_resource: str) -> bool:

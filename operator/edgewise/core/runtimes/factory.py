@@ -5,9 +5,11 @@ from __future__ import annotations
 from edgewise.api.profile import Runtime as RuntimeName
 from edgewise.core.runtimes.interface import Runtime
 from edgewise.core.runtimes.onnxruntime import OnnxRuntime
+from edgewise.core.runtimes.openvino import OpenVino
 from edgewise.core.runtimes.triton_tensorrt import TritonTensorRT
 
-_RUNTIMES: dict[RuntimeName, Runtime] = {"onnxruntime": OnnxRuntime(), "triton-tensorrt": TritonTensorRT()}
+_RUNTIMES: dict[RuntimeName, Runtime] = {
+    "onnxruntime": OnnxRuntime(), "triton-tensorrt": TritonTensorRT(), "openvino": OpenVino()}
 
 
 def get_runtime(name: str) -> Runtime:

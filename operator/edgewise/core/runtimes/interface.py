@@ -53,7 +53,7 @@ class PodContext:
 class Runtime(Protocol):
     name: str
 
-    def split(self, nodes: Sequence[NodeInfo]) -> Split:
+    def split(self, nodes: Sequence[NodeInfo], hardware: HardwareClass) -> Split:
         """Group the class's nodes into workloads, each with one pod template."""
 
     def pod_spec(self, ctx: PodContext) -> dict[str, Any]:

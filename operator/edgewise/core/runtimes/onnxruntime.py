@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgewise import contract
+from edgewise.api.profile import HardwareClass
 from edgewise.core import pods
 from edgewise.core.observed import NodeInfo
 from edgewise.core.runtimes.interface import PodContext, Split, Variant
@@ -51,52 +52,62 @@ def fetch_container(ctx: PodContext, image: str, request: contract.FetchRequest,
     }
 
 
+def serve_pod_spec(ctx: PodContext, image: str, fetch_image: str, backend_args: Sequence[str] = (),
+                   device_limits: dict[str, str] | None = None) -> dict[str, Any]:
+    """The pod of Edgewise's own server (`edgewise serve`): ONNX Runtime's, or OpenVINO's with `backend_args`.
+
+    `fetch_image` is the operator's image for the runtime even where a class overrides the server's `image`:
+    unless overridden, both are the same image, so a node pulls one image per runtime."""
+    s, hc = ctx.settings, ctx.hardware
+    request = fetch_request(ctx, contract.Layout.ONNXRUNTIME, ctx.artifact.precision)
+    args = [
+        "--model-dir", contract.model_dir(ctx.model),
+        "--model-name", ctx.model,
+        "--http-port", str(contract.HTTP_PORT),
+        "--grpc-port", str(contract.GRPC_PORT),
+        "--metrics-port", str(contract.METRICS_PORT),
+        *backend_args,
+    ]
+    if hc.threads:
+        args += ["--threads", str(hc.threads)]
+    if hc.batching:
+        args += ["--max-batch-size", str(hc.batching.max_batch_size),
+                 "--max-queue-delay-us", str(hc.batching.max_queue_delay_microseconds)]
+    res = hc.resources
+    limits = {**(res.limits if res and res.limits else {}), **(device_limits or {})}
+    server = {
+        "name": "server",
+        "image": image,
+        "imagePullPolicy": s.image_pull_policy,
+        "command": ["edgewise", "serve"],
+        "args": args,
+        "ports": pods.ports(),
+        **pods.probes(STARTUP_SECONDS),
+        "lifecycle": pods.lifecycle(),
+        "resources": pods.resources(res.requests if res else None, limits or None),
+        "volumeMounts": pods.model_mounts(read_only=True),
+        "securityContext": pods.container_security(s.run_as_user),
+    }
+    return {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": GRACE_SECONDS,
+        "securityContext": pods.pod_security(s.run_as_user),
+        **pods.pull_secrets(s.image_pull_secrets),
+        "initContainers": [fetch_container(ctx, fetch_image, request, s.run_as_user)],
+        "containers": [server],
+        "volumes": pods.volumes(s.node_trusted_keys_config_map),
+    }
+
+
 class OnnxRuntime:
     name = "onnxruntime"
 
-    def split(self, nodes: Sequence[NodeInfo]) -> Split:
+    def split(self, nodes: Sequence[NodeInfo], hardware: HardwareClass) -> Split:
         return Split(variants=(Variant(key="", nodes=tuple(nodes)),))
 
     def image(self, ctx: PodContext) -> str:
         return ctx.hardware.image or ctx.settings.image(ctx.settings.onnxruntime_image)
 
     def pod_spec(self, ctx: PodContext) -> dict[str, Any]:
-        s, hc = ctx.settings, ctx.hardware
-        request = fetch_request(ctx, contract.Layout.ONNXRUNTIME, ctx.artifact.precision)
-        args = [
-            "--model-dir", contract.model_dir(ctx.model),
-            "--model-name", ctx.model,
-            "--http-port", str(contract.HTTP_PORT),
-            "--grpc-port", str(contract.GRPC_PORT),
-            "--metrics-port", str(contract.METRICS_PORT),
-        ]
-        if hc.threads:
-            args += ["--threads", str(hc.threads)]
-        if hc.batching:
-            args += ["--max-batch-size", str(hc.batching.max_batch_size),
-                     "--max-queue-delay-us", str(hc.batching.max_queue_delay_microseconds)]
-        res = hc.resources
-        server = {
-            "name": "server",
-            "image": self.image(ctx),
-            "imagePullPolicy": s.image_pull_policy,
-            "command": ["edgewise", "serve"],
-            "args": args,
-            "ports": pods.ports(),
-            **pods.probes(STARTUP_SECONDS),
-            "lifecycle": pods.lifecycle(),
-            "resources": pods.resources(res.requests if res else None, res.limits if res else None),
-            "volumeMounts": pods.model_mounts(read_only=True),
-            "securityContext": pods.container_security(s.run_as_user),
-        }
-        return {
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": GRACE_SECONDS,
-            "securityContext": pods.pod_security(s.run_as_user),
-            **pods.pull_secrets(s.image_pull_secrets),
-            # The same image serves and fetches: one pull per node.
-            "initContainers": [fetch_container(ctx, s.image(s.onnxruntime_image), request, s.run_as_user)],
-            "containers": [server],
-            "volumes": pods.volumes(s.node_trusted_keys_config_map),
-        }
+        return serve_pod_spec(ctx, self.image(ctx), ctx.settings.image(ctx.settings.onnxruntime_image))

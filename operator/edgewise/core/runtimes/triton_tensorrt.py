@@ -37,7 +37,7 @@ def compute_capability(node: NodeInfo) -> tuple[str, str] | None:
 class TritonTensorRT:
     name = "triton-tensorrt"
 
-    def split(self, nodes: Sequence[NodeInfo]) -> Split:
+    def split(self, nodes: Sequence[NodeInfo], hardware: HardwareClass) -> Split:
         groups: dict[tuple[str, str], list[NodeInfo]] = {}
         rejected = []
         for node in nodes:
