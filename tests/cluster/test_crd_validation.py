@@ -286,7 +286,12 @@ PROFILE_CASES: list[tuple[str, Mutate, list[str]]] = [
         _set("spec.classes.1.matchExpressions", [{"key": "a", "operator": "Like"}]),
         ['spec.classes[1].matchExpressions[0].operator: Unsupported value: "Like"'],
     ),
-    ("threads-on-triton", _set("spec.classes.0.threads", 4), ["threads applies only to the onnxruntime and openvino runtimes"]),
+    ("threads-on-triton", _set("spec.classes.0.threads", 4),
+     ["threads applies only to the onnxruntime and openvino runtimes"]),
+    ("device-on-triton", _set("spec.classes.0.device", "GPU"),
+     ["device applies only to the openvino runtime; remove it, or set runtime: openvino"]),
+    ("unknown-openvino-device", _set("spec.classes.0.device", "VPU"),
+     ['spec.classes[0].device: Unsupported value: "VPU"']),
     ("class-name-with-capitals", _set("spec.classes.0.name", "Jetson_Orin"), ["spec.classes[0].name", "should match"]),
     (
         "class-name-too-long",
@@ -444,3 +449,5 @@ def test_kubectl_explain_teaches_the_api(cluster: DevCluster, crd_ns: str) -> No
     assert "edgewise.io/time-zone" in out and "Europe/Berlin" in out
     out = " ".join(cluster.kubectl("explain", "deploymentprofile.spec.classes").stdout.split())
     assert "first class it matches" in out and "triton-tensorrt" in out
+    out = " ".join(cluster.kubectl("explain", "deploymentprofile.spec.classes.device").stdout.split())
+    assert "npu.intel.com/accel" in out and "intel.feature.node.kubernetes.io/gpu=true" in out

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgewise import contract
+from edgewise.api.profile import HardwareClass
 from edgewise.core import pods
 from edgewise.core.observed import NodeInfo
 from edgewise.core.runtimes.interface import PodContext, Split, Variant
