@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from edgewise.api.profile import Runtime as RuntimeName
 from edgewise.core.runtimes.interface import Runtime
 from edgewise.core.runtimes.onnxruntime import OnnxRuntime
@@ -13,4 +15,4 @@ _RUNTIMES: dict[RuntimeName, Runtime] = {
 
 
 def get_runtime(name: str) -> Runtime:
-    return _RUNTIMES[name]  # type: ignore[index] - the API allows only the names above
+    return _RUNTIMES[cast(RuntimeName, name)]  # the API allows only the names above

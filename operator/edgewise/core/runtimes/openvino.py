@@ -49,7 +49,7 @@ def device_limits(hc: HardwareClass) -> dict[str, str]:
     if resource is None:
         return {}
     limits = (hc.resources.limits if hc.resources else None) or {}
-    return {resource: limits.get(resource, "1")}
+    return {resource: str(limits.get(resource, "1"))}
 
 
 class OpenVino:
