@@ -83,6 +83,7 @@ class Layout(StrEnum):
     ONNXRUNTIME = "onnxruntime"  # <root>/<model>/1/model.onnx, served by `edgewise serve`
     TRITON_TENSORRT = "triton-tensorrt"  # Triton repo; plan built on the node by trtexec
     TRITON_ONNX = "triton-onnx"  # Triton repo with onnxruntime_onnx + TensorRT accelerator
+    TRITON_OPENVINO = "triton-openvino"  # Triton repo for Triton's OpenVINO backend (model.onnx), on Intel
 
 
 # Callers of the agent are told apart by their Kubernetes user name; a ServiceAccount's is
@@ -140,6 +141,8 @@ class FetchRequest:
     # triton-tensorrt: the node agent's plan public key(s) (a PEM file or directory). A plan from the agent then
     # loads only with the agent's attestation naming this ONNX and TensorRT version; else it is built here.
     trusted_plan_keys: str = ""
+    # triton-openvino: the OpenVINO device Triton's OpenVINO backend runs the model on (its TARGET_DEVICE).
+    device: str = "CPU"
 
     def to_args(self) -> list[str]:
         args = [
@@ -162,6 +165,8 @@ class FetchRequest:
             args += ["--require-signed-source"]
         if self.trusted_plan_keys:
             args += ["--trusted-plan-keys", self.trusted_plan_keys]
+        if self.layout is Layout.TRITON_OPENVINO:
+            args += ["--device", self.device]
         return args
 
     @staticmethod
@@ -189,6 +194,8 @@ class FetchRequest:
                             help="triton-tensorrt: the node agent's plan public key(s) (PEM file or directory); a "
                                  "plan from the agent loads only with its attestation by one of them naming this "
                                  "ONNX and TensorRT version, else it is built here; unset: digest only")
+        parser.add_argument("--device", default="CPU", choices=["CPU", "GPU", "NPU", "AUTO"],
+                            help="triton-openvino: the OpenVINO device the config names (TARGET_DEVICE)")
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> FetchRequest:
@@ -198,6 +205,7 @@ class FetchRequest:
             max_batch_size=ns.max_batch_size, max_queue_delay_us=ns.max_queue_delay_us,
             source_sha256=ns.source_sha256, trusted_keys=ns.trusted_keys,
             require_signed_source=ns.require_signed_source, trusted_plan_keys=ns.trusted_plan_keys,
+            device=ns.device,
         )
 
 # Request latency histogram of `edgewise serve` (seconds; labels model, version). Triton has

@@ -95,6 +95,22 @@ def test_triton_onnx_layout_with_the_tensorrt_accelerator(source, agent, tmp_pat
     assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
 
 
+def test_triton_openvino_layout_for_tritons_openvino_backend(source, agent, tmp_path) -> None:
+    dest = tmp_path / "models"
+    req = request(source.add("/m.onnx", MODEL), dest, agent.url, layout=contract.Layout.TRITON_OPENVINO,
+                  precision="int8", max_batch_size=8, max_queue_delay_us=500, device="GPU")
+    assert req.to_args()[-2:] == ["--device", "GPU"]
+    proc = run_fetch(*req.to_args())
+    assert proc.returncode == 0, proc.stderr
+    model_dir = dest / "detector"
+    assert (model_dir / "1" / "model.onnx").read_bytes() == MODEL
+    cfg = tc.parse((model_dir / "config.pbtxt").read_text())
+    assert (cfg.name, cfg.backend, cfg.default_model_filename, cfg.max_batch_size) == (
+        "detector", "openvino", "model.onnx", 8)
+    assert cfg.parameters["TARGET_DEVICE"].string_value == "GPU"
+    assert [(i.name, list(i.dims)) for i in cfg.input] == [("x", [4])]
+
+
 def test_triton_tensorrt_builds_the_plan_once_per_node_and_reuses_it(source, agent, tmp_path, fake_trtexec):
     exe, builds = fake_trtexec
     uri = source.add("/m.onnx", MODEL)

@@ -115,3 +115,24 @@ def test_rendered_text_reads_like_a_triton_config() -> None:
                      "data_type: TYPE_FP32", 'name: "tensorrt"', 'key: "precision_mode"', 'value: "FP16"',
                      "kind: KIND_GPU"):
         assert expected in text
+
+
+@pytest.mark.parametrize("batching", BATCHINGS, ids=lambda b: f"batch{b.max_batch_size}")
+@pytest.mark.parametrize("device", ["CPU", "GPU", "NPU", "AUTO"])
+def test_openvino_backend_configs_parse_as_triton_model_config(device: str, batching: tc.Batching) -> None:
+    inputs, outputs = io_of("mixed")
+    cfg = tc.openvino_config("mixed", inputs, outputs, batching=batching, device=device, threads=2)
+    text = tc.render(cfg)
+    parsed = tc.parse(text)
+    assert parsed == cfg
+    # Triton picks the backend by name; a platform beside it would name another backend's model format.
+    assert (parsed.backend, parsed.platform, parsed.default_model_filename) == ("openvino", "", "model.onnx")
+    assert 'backend: "openvino"' in text and "platform" not in text
+    params = {k: v.string_value for k, v in parsed.parameters.items()}
+    assert params == {"TARGET_DEVICE": device, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": "2"}
+    assert parsed.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert parsed.max_batch_size == batching.max_batch_size
+    assert [t.name for t in parsed.input] == [s.name for s in inputs]
+    broken = text.replace("string_value", "str_value")
+    with pytest.raises(text_format.ParseError):
+        tc.parse(broken)

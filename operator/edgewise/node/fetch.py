@@ -345,6 +345,11 @@ def fetch(
             _write_config(staging, tc.onnx_tensorrt_config(
                 req.model_name, inputs, outputs, batching=batching,
                 instance_count=options.instance_count, precision=req.precision))
+        elif req.layout is contract.Layout.TRITON_OPENVINO:
+            inputs, outputs = tc.load_onnx_io(onnx_path)
+            _write_config(staging, tc.openvino_config(
+                req.model_name, inputs, outputs, batching=batching,
+                instance_count=options.instance_count, device=req.device))
         elif req.layout is contract.Layout.TRITON_TENSORRT:
             inputs, outputs = tc.load_onnx_io(onnx_path)
             target = _plan_target(req, options, env)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgewise.contract import ONNX_FILENAME
 from edgewise.shared.tensors import INT32, INT64, TensorSpec
 
 if TYPE_CHECKING:
@@ -129,6 +130,27 @@ def onnx_tensorrt_config(
         name, "onnxruntime_onnx", inputs, outputs, batching=batching,
         instance_count=instance_count, tensorrt_precision=precision,
     )
+
+
+def openvino_config(
+    name: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], *,
+    batching: Batching = Batching(), instance_count: int = 1, device: str = "CPU", threads: int = 0,
+) -> ModelConfig:
+    """A config for Triton's OpenVINO backend serving `model.onnx` (the artifact as Edgewise stores it:
+    the backend reads ONNX, given its file name), with OpenVINO's latency hint on `device`."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    cfg = model_config(name, "", inputs, outputs, batching=batching, instance_count=instance_count,
+                       instance_kind="KIND_CPU")  # the backend places work by TARGET_DEVICE, not by instance kind
+    cfg.ClearField("platform")
+    cfg.backend = "openvino"
+    cfg.default_model_filename = ONNX_FILENAME
+    parameters = {"TARGET_DEVICE": device, "PERFORMANCE_HINT": "LATENCY"}
+    if threads > 0:
+        parameters["INFERENCE_NUM_THREADS"] = str(threads)
+    for key, value in parameters.items():
+        cfg.parameters[key].CopyFrom(mc.ModelParameter(string_value=value))
+    return cfg
 
 
 def render(cfg: ModelConfig) -> str:
