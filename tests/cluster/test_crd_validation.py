@@ -410,9 +410,10 @@ def test_the_examples_themselves_are_accepted(cluster: DevCluster, crd_ns: str) 
         + example("defect-detector.yaml", crd_ns)
         + example("text-embedder-builtin.yaml", crd_ns)
         + example("defect-detector-windows.yaml", crd_ns)
+        + example("intel-profile.yaml", crd_ns)
     )
     out = apply(cluster, docs).stdout
-    assert out.count("created") + out.count("unchanged") + out.count("configured") == 4
+    assert out.count("created") + out.count("unchanged") + out.count("configured") == 5
 
 
 @pytest.mark.parametrize(("case", "mutate", "expected"), MODEL_CASES, ids=[c[0] for c in MODEL_CASES])

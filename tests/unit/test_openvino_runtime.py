@@ -139,3 +139,19 @@ def test_jobs_of_the_other_runtimes_write_no_device_so_their_keys_stay() -> None
                                              max_top1_drop_percent=1.0))
     assert "device" not in job.to_wire()["target"]
     assert OptimizationJob.model_validate(job.to_wire()) == job
+
+
+def test_the_intel_example_puts_each_node_on_its_device() -> None:
+    from planning_support import example
+
+    from edgewise.api.resources import DeploymentProfile
+    from edgewise.core.plan import ResolvedProfile
+
+    spec = DeploymentProfile.model_validate(example("intel-profile.yaml")).spec
+    fleet = [NodeInfo("ipc-0", dict(X86)), NodeInfo("nuc-gpu-0", {**X86, **GPU_LABEL}),
+             NodeInfo("ultra-npu-0", {**X86, **GPU_LABEL, **NPU_LABEL})]
+    plan = plan_model(model(), ResolvedProfile(name="intel-line", spec=spec), fleet, [], SETTINGS)
+    got = {c.name: (c.nodes, pod(c)["containers"][0]["resources"].get("limits")) for c in plan.classes}
+    assert got == {"intel-npu": (("ultra-npu-0",), {"npu.intel.com/accel": "1"}),
+                   "intel-gpu": (("nuc-gpu-0",), {"gpu.intel.com/i915": "1"}),
+                   "intel-cpu": (("ipc-0",), {"memory": "1Gi"})}
