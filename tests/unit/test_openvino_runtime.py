@@ -83,6 +83,16 @@ def test_a_gpu_class_requests_an_intel_gpu_and_runs_only_where_nfd_found_one() -
     assert restricted_violations(pod(cp)) == []  # a device plugin's device needs no privilege
 
 
+def test_a_labelled_node_whose_device_plugin_offers_nothing_is_rejected_with_the_reason() -> None:
+    offering = NodeInfo("ipc-gpu-0", {**X86, **GPU_LABEL}, allocatable={"gpu.intel.com/i915": "1", "cpu": "8"})
+    no_plugin = NodeInfo("ipc-gpu-1", {**X86, **GPU_LABEL}, allocatable={"cpu": "8"})
+    on_xe = NodeInfo("ipc-gpu-2", {**X86, **GPU_LABEL}, allocatable={"gpu.intel.com/xe": "1", "cpu": "8"})
+    (cp,) = plan_model(model(), profile_of(intel_class(device="GPU")), [offering, no_plugin, on_xe], [],
+                       SETTINGS).classes
+    assert cp.workloads[0].nodes == ("ipc-gpu-0",) and cp.rejected == ("ipc-gpu-1", "ipc-gpu-2")
+    assert any(n.startswith("ipc-gpu-2:") and "no gpu.intel.com/i915" in n and "i915 or xe" in n for n in cp.notes)
+
+
 def test_a_gpu_class_on_the_xe_driver_names_its_resource_and_keeps_its_count() -> None:
     cp = plan_class(device="GPU", resources={"limits": {"gpu.intel.com/xe": "2"}})
     (server,) = pod(cp)["containers"]

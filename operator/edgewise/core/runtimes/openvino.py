@@ -16,6 +16,7 @@ from typing import Any
 
 from edgewise.api.profile import HardwareClass
 from edgewise.core.observed import NodeInfo
+from edgewise.core.quantities import BadQuantity, parse_quantity
 from edgewise.core.runtimes.interface import PodContext, Split, Variant
 from edgewise.core.runtimes.onnxruntime import serve_pod_spec
 from edgewise.core.selector import Requirement
@@ -52,6 +53,13 @@ def device_limits(hc: HardwareClass) -> dict[str, str]:
     return {resource: str(limits.get(resource, "1"))}
 
 
+def _offers(node: NodeInfo, resource: str) -> bool:
+    try:
+        return parse_quantity(node.allocatable.get(resource, "0")) >= 1
+    except BadQuantity:
+        return False
+
+
 class OpenVino:
     name = "openvino"
 
@@ -60,12 +68,21 @@ class OpenVino:
         label = _DEVICE_LABEL.get(device)
         if label is None:
             return Split(variants=(Variant(key="", nodes=tuple(nodes)),))
-        having = tuple(n for n in nodes if n.labels.get(label) == "true")
-        rejected = tuple(
-            (n, f"no {label}=true label (from Node Feature Discovery's Intel rules), so no Intel {device} "
-                f"to run the class's device: {device} on") for n in nodes if n.labels.get(label) != "true")
-        return Split(variants=(Variant(key="", nodes=having, requirements=(Requirement(label, "In", ("true",)),)),),
-                     rejected=rejected)
+        resource = device_resource(hardware) or ""
+        having, rejected = [], []
+        for n in nodes:
+            if n.labels.get(label) != "true":
+                rejected.append((n, f"no {label}=true label (from Node Feature Discovery's Intel rules), so no "
+                                    f"Intel {device} to run the class's device: {device} on"))
+            elif n.allocatable and not _offers(n, resource):
+                # Labelled, but the device plugin offers nothing there: its pod would wait, Pending, for a device.
+                rejected.append((n, f"its allocatable has no {resource}: is Intel's {device} device plugin "
+                                    "running on it (or does its GPU use the other driver, i915 or xe)?"))
+            else:
+                having.append(n)
+        return Split(variants=(Variant(key="", nodes=tuple(having),
+                                       requirements=(Requirement(label, "In", ("true",)),)),),
+                     rejected=tuple(rejected))
 
     def image(self, ctx: PodContext) -> str:
         return ctx.hardware.image or ctx.settings.image(ctx.settings.openvino_image)
