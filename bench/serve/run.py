@@ -129,6 +129,7 @@ class Target:
     start: Callable[[Workload, int, Path], subprocess.Popen[bytes]]  # (workload, http port, log) -> process
     headers: dict[str, dict[str, str]] = field(default_factory=dict)  # per encoding
     unavailable: str = ""
+    atol: float = 1e-3  # how far its first answer may be from raw ONNX Runtime's
 
 
 OPENVINO_LABEL = "edgewise serve --backend openvino"
@@ -158,7 +159,9 @@ def edgewise_target(threads: int, max_batch: int, delay_us: int, instances: int 
     if backend == "openvino":
         note = ", ".join(x for x in (precision, note) if x)
     name = OPENVINO_LABEL if backend == "openvino" else "edgewise serve"
-    return Target(f"{name} ({batching}, {shape}{', ' + note if note else ''})", list(encodings), start)
+    # bf16 layers move MiniLM's embedding by up to 3e-3 (cosine 0.99998): not a wrong answer.
+    atol = 1e-2 if backend == "openvino" and precision == "bf16" else 1e-3
+    return Target(f"{name} ({batching}, {shape}{', ' + note if note else ''})", list(encodings), start, atol=atol)
 
 
 FLOOR = "floor: aiohttp + inline session.run, no checks"
@@ -269,7 +272,7 @@ def _inputs(wl: Workload, binary: bool) -> tuple[list[Any], list[Any]]:
 
 
 def load(url: str, wl: Workload, binary: bool, headers: dict[str, str], concurrency: int, n: int,
-         expected: np.ndarray) -> tuple[list[float], float]:
+         expected: np.ndarray, atol: float = 1e-3) -> tuple[list[float], float]:
     """n requests from `concurrency` threads, one keep-alive client each; returns (latencies, wall s)."""
     import tritonclient.http as httpclient
 
@@ -288,7 +291,7 @@ def load(url: str, wl: Workload, binary: bool, headers: dict[str, str], concurre
                 result = client.infer(wl.name, inputs, outputs=outputs, headers=headers or None)
                 got = result.as_numpy(wl.outputs[0])
                 latencies[k].append(time.perf_counter() - t0)
-                if r == 0 and not np.allclose(got, expected, atol=1e-3):
+                if r == 0 and not np.allclose(got, expected, atol=atol):
                     raise AssertionError(f"{wl.outputs[0]} differs from raw session.run")
         except BaseException as err:  # noqa: BLE001 - reported with the result
             errors.append(err)
@@ -343,7 +346,7 @@ def start_all(targets: list[Target], wl: Workload, warmup: int, expected: np.nda
         try:
             wait_ready(r.url, wl.name, r.proc)
             for enc in r.target.encodings:
-                load(r.url, wl, enc == "binary", r.target.headers.get(enc, {}), 1, warmup, expected)
+                load(r.url, wl, enc == "binary", r.target.headers.get(enc, {}), 1, warmup, expected, r.target.atol)
         except Exception as err:  # noqa: BLE001 - a peer failing is a result, not a crash
             r.error = f"{str(err)[:300]} (log: {r.log})"
             print(f"  {r.target.label} unusable: {r.error}", flush=True)
@@ -373,7 +376,7 @@ def bench_model(wl: Workload, targets: list[Target], plan: list[tuple[int, int]]
                     try:
                         for concurrency, n in plan:
                             lat, wall = load(r.url, wl, enc == "binary", r.target.headers.get(enc, {}),
-                                             concurrency, n, expected)
+                                             concurrency, n, expected, r.target.atol)
                             res = summarize(r.target.label, enc, concurrency, lat, wall)
                             samples.setdefault((res.target, enc, concurrency), []).append(res)
                     except Exception as err:  # noqa: BLE001
