@@ -20,7 +20,9 @@ import pytest
 import serve_models_support
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from fetch_models_support import model_bytes
 from google.protobuf import json_format
+from onnx import TensorProto, helper, numpy_helper
 from serve_support import ServeProcess, http_status, in_threads, serving
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
@@ -63,6 +65,28 @@ def _counter(server: ServeProcess, name: str) -> float:
     return float(m.group(1))
 
 
+def _numeric_types(path: Path) -> Path:
+    """One input and output per numeric wire type (no BYTES: refused by this backend).
+
+    FP16 doubled, FP64 and INT8 negated, INT64 plus one, BOOL negated, UINT8 times two."""
+    nodes = [
+        helper.make_node("Add", ["half", "half"], ["half_out"]), helper.make_node("Neg", ["wide"], ["wide_out"]),
+        helper.make_node("Neg", ["small"], ["small_out"]), helper.make_node("Add", ["big", "one"], ["big_out"]),
+        helper.make_node("Not", ["flag"], ["flag_out"]), helper.make_node("Add", ["byte", "byte"], ["byte_out"]),
+    ]
+    types = [("half", TensorProto.FLOAT16), ("wide", TensorProto.DOUBLE), ("small", TensorProto.INT8),
+             ("big", TensorProto.INT64), ("flag", TensorProto.BOOL), ("byte", TensorProto.UINT8)]
+    graph = helper.make_graph(
+        nodes, "numeric_types",
+        [helper.make_tensor_value_info(n, t, ["N", 2]) for n, t in types],
+        [helper.make_tensor_value_info(f"{n}_out", t, ["N", 2]) for n, t in types],
+        initializer=[numpy_helper.from_array(np.array(1, dtype=np.int64), "one")],
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model_bytes(graph))
+    return path
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ov-models")
@@ -71,6 +95,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cnn_onnx = serve_models_support.cnn(root / "cnn.onnx")
     ov.save_model(ov.convert_model(str(cnn_onnx)), str(root / "cnn" / "2" / "model.xml"), compress_to_fp16=False)
     serve_models_support.strided(root / "strided" / "model.onnx")
+    _numeric_types(root / "types" / "model.onnx")
     return root
 
 
@@ -147,6 +172,62 @@ def test_concurrent_requests_on_two_instances_get_their_own_answers(cnn: ServePr
         assert isinstance(results[k], np.ndarray), results[k]
         np.testing.assert_allclose(results[k], _reference(root / "cnn.onnx", {"image": feed})["logits"],
                                    rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def types(root: Path) -> Iterator[ServeProcess]:
+    with serving(root / "types", "types", root / "types.log", *OPENVINO, "--max-batch-size", "4") as server:
+        yield server
+
+
+@pytest.mark.parametrize("proto, binary", [("http", True), ("http", False), ("grpc", True)])
+def test_every_numeric_wire_type_round_trips(types: ServeProcess, proto: str, binary: bool) -> None:
+    feed = {
+        "half": np.array([[1.5, -2.25]], dtype=np.float16), "wide": np.array([[0.1, -1e30]]),
+        "small": np.array([[-127, 127]], dtype=np.int8), "big": np.array([[2**31 - 3, -5]], dtype=np.int64),
+        "flag": np.array([[True, False]]), "byte": np.array([[3, 100]], dtype=np.uint8),
+    }
+    result = _infer(types, proto, "types", feed, binary)
+    meta = types.http().get_model_metadata("types")
+    assert [t["datatype"] for t in meta["outputs"]] == ["FP16", "FP64", "INT8", "INT64", "BOOL", "UINT8"]
+    assert result.as_numpy("half_out").dtype == np.float16
+    np.testing.assert_array_equal(result.as_numpy("half_out"), [[3.0, -4.5]])
+    # OpenVINO's CPU plugin computes FP64 in f32 (runtime.md): equal to f32's precision.
+    assert result.as_numpy("wide_out").dtype == np.float64
+    np.testing.assert_allclose(result.as_numpy("wide_out"), [[-0.1, 1e30]], rtol=1e-6)
+    np.testing.assert_array_equal(result.as_numpy("small_out"), [[127, -127]])
+    np.testing.assert_array_equal(result.as_numpy("big_out"), [[2**31 - 2, -4]])
+    np.testing.assert_array_equal(result.as_numpy("flag_out"), [[False, True]])
+    np.testing.assert_array_equal(result.as_numpy("byte_out"), [[6, 200]])
+
+
+@pytest.mark.parametrize("proto", ["http", "grpc"])
+def test_64_bit_values_openvino_would_narrow_are_refused(types: ServeProcess, proto: str) -> None:
+    """OpenVINO's CPU plugin computes INT64 as 32-bit (2**40 + 1 would come back as 1): a 400
+    naming the value, not a wrong answer."""
+    feed = {
+        "half": np.zeros((1, 2), np.float16), "wide": np.zeros((1, 2)), "small": np.zeros((1, 2), np.int8),
+        "big": np.array([[2**40, 1]], dtype=np.int64), "flag": np.zeros((1, 2), bool),
+        "byte": np.zeros((1, 2), np.uint8),
+    }
+    with pytest.raises(InferenceServerException, match="input 'big' holds the INT64 value 1099511627776, "
+                                                        "outside -2147483648..2147483647") as err:
+        _infer(types, proto, "types", feed)
+    assert err.value.status() in ("400", "StatusCode.INVALID_ARGUMENT")
+
+
+@pytest.mark.parametrize("values, problem", [
+    (np.array([2**31 - 1, -2**31], np.int64), None),
+    (np.array([2**31], np.int64), "INT64 value 2147483648"),
+    (np.array([2**32], np.uint64), "UINT64 value 4294967296"),
+    (np.array([1e300, np.inf, np.nan]), "FP64 value 1e+300"),
+    (np.array([3e38, -np.inf, np.nan]), None),
+    (np.array([3e38], np.float32), None),  # FP32 is computed as it is
+    (np.zeros((0, 2), np.int64), None),
+])
+def test_out_of_range(values: np.ndarray, problem: str | None) -> None:
+    got = openvino_model.out_of_range("v", values)
+    assert got is None if problem is None else problem in (got or "")
 
 
 def test_a_request_that_breaks_the_kernel_is_the_requests_fault(root: Path) -> None:

@@ -82,6 +82,35 @@ def triton_parameters(device: str, threads: int, instances: int, precision: str 
     return {"TARGET_DEVICE": device, **{k: str(v) for k, v in flat.items()}}
 
 
+# What OpenVINO computes 64-bit tensors in: the CPU plugin takes INT64 and UINT64 as 32-bit
+# integers (2**40 becomes 0) and FP64 as f32 (1e300 becomes 3.4e38), silently. A request
+# holding such values would get a wrong answer; it gets a 400 saying why instead.
+_INT32 = np.iinfo(np.int32)
+_NARROWED = {
+    np.dtype(np.int64): ("INT64", _INT32.min, _INT32.max, "32-bit integers"),
+    np.dtype(np.uint64): ("UINT64", 0, _INT32.max, "32-bit integers"),
+    np.dtype(np.float64): ("FP64", float(np.finfo(np.float32).min), float(np.finfo(np.float32).max), "f32"),
+}
+
+
+def out_of_range(name: str, values: np.ndarray) -> str | None:
+    """Why `values` of input `name` would be computed wrong by OpenVINO, or None."""
+    narrowed = _NARROWED.get(values.dtype)
+    if narrowed is None or values.size == 0:
+        return None
+    datatype, low, high, computed_as = narrowed
+    finite = values[np.isfinite(values)] if datatype == "FP64" else values
+    if finite.size == 0:
+        return None
+    smallest, largest = finite.min(), finite.max()
+    if smallest >= low and largest <= high:
+        return None
+    bad = largest if largest > high else smallest
+    return (f"input '{name}' holds the {datatype} value {bad}, outside {low}..{high}: OpenVINO computes "
+            f"{datatype} as {computed_as}, so the answer would be wrong; send values in that range or "
+            f"serve this model with --backend onnxruntime")
+
+
 def _port_name(port: Any) -> str:
     """The tensor's name in the source model. Read before compiling: compiled ports may gain
     names of fused internal tensors (MiniLM's '461' becomes {'461', '/model/model.1/Div_output_0'})."""
@@ -125,6 +154,10 @@ class OpenVinoModel:
         self, inputs: Mapping[str, np.ndarray], output_names: list[str] | None = None, quiet: bool = False,
     ) -> dict[str, np.ndarray]:
         """Thread-safe: each concurrent run has an infer request of its own."""
+        for name, values in inputs.items():
+            problem = out_of_range(name, values)
+            if problem:
+                raise InferError(Status.INVALID_ARGUMENT, problem)
         try:
             request = self._idle.get_nowait()
         except queue.Empty:
