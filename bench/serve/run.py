@@ -1,6 +1,7 @@
 """Benchmark `edgewise serve` against MLServer, KServe and raw ONNX Runtime, in one run.
 
     .venv/bin/python bench/serve/run.py [--requests-c1 300] [--requests-c8 800] [--threads N]
+        [--backends onnxruntime,openvino] [--inference-precision f32]
 
 Same models (the real paraphrase-MiniLM-L3-v2 at seq 32, the real PP-OCRv6 tiny text
 detector at 1x3x128x128), same tritonclient HTTP load (concurrency 1 and 8, bounded
@@ -10,6 +11,11 @@ checks) that bounds what any Python HTTP server reaches with this client here.
 Reports p50/p99 latency, throughput and peak server RSS, and checks Edgewise's targets:
 at concurrency 1 its p50 overhead over raw is at most a third of the better peer's, and
 at concurrency 8 its throughput is at least 0.9x raw.
+
+With the openvino backend on (the default), `edgewise serve --backend openvino` runs beside
+them, measured against raw OpenVINO `infer` (the same compile properties, an infer request
+per client thread, in a process of its own) exactly as the onnxruntime backend is measured
+against raw `session.run`; the verdict puts the two backends' overheads side by side.
 
 Peers run from their own virtualenvs under ~/.cache/edgewise/bench-venvs/, created here
 from the pinned requirements files next to this script. A peer that cannot be installed
@@ -123,11 +129,15 @@ class Target:
     start: Callable[[Workload, int, Path], subprocess.Popen[bytes]]  # (workload, http port, log) -> process
     headers: dict[str, dict[str, str]] = field(default_factory=dict)  # per encoding
     unavailable: str = ""
+    atol: float = 1e-3  # how far its first answer may be from raw ONNX Runtime's
+
+
+OPENVINO_LABEL = "edgewise serve --backend openvino"
 
 
 def edgewise_target(threads: int, max_batch: int, delay_us: int, instances: int = 1,
                     encodings: tuple[str, ...] = ("binary", "json"), extra: tuple[str, ...] = (),
-                    note: str = "") -> Target:
+                    note: str = "", backend: str = "onnxruntime", precision: str = "f32") -> Target:
     def start(wl: Workload, port: int, log: Path) -> subprocess.Popen[bytes]:
         model_dir = WORK / "edgewise" / wl.name
         (model_dir / "1").mkdir(parents=True, exist_ok=True)
@@ -140,11 +150,18 @@ def edgewise_target(threads: int, max_batch: int, delay_us: int, instances: int 
                "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), "--threads", str(threads),
                "--max-batch-size", str(max_batch), "--max-queue-delay-us", str(delay_us),
                "--instances", str(instances), "--log-level", "WARNING", *extra]
+        if backend == "openvino":
+            cmd += ["--backend", "openvino", "--inference-precision", precision]
         return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=REPO)
 
     batching = f"batch {max_batch}, delay {delay_us} us" if max_batch else "no batching"
     shape = f"{instances} instance{'s' if instances > 1 else ''}" + (f" x {threads} thread" if instances > 1 else "")
-    return Target(f"edgewise serve ({batching}, {shape}{', ' + note if note else ''})", list(encodings), start)
+    if backend == "openvino":
+        note = ", ".join(x for x in (precision, note) if x)
+    name = OPENVINO_LABEL if backend == "openvino" else "edgewise serve"
+    # bf16 layers move MiniLM's embedding by up to 3e-3 (cosine 0.99998): not a wrong answer.
+    atol = 1e-2 if backend == "openvino" and precision == "bf16" else 1e-3
+    return Target(f"{name} ({batching}, {shape}{', ' + note if note else ''})", list(encodings), start, atol=atol)
 
 
 FLOOR = "floor: aiohttp + inline session.run, no checks"
@@ -255,7 +272,7 @@ def _inputs(wl: Workload, binary: bool) -> tuple[list[Any], list[Any]]:
 
 
 def load(url: str, wl: Workload, binary: bool, headers: dict[str, str], concurrency: int, n: int,
-         expected: np.ndarray) -> tuple[list[float], float]:
+         expected: np.ndarray, atol: float = 1e-3) -> tuple[list[float], float]:
     """n requests from `concurrency` threads, one keep-alive client each; returns (latencies, wall s)."""
     import tritonclient.http as httpclient
 
@@ -274,7 +291,7 @@ def load(url: str, wl: Workload, binary: bool, headers: dict[str, str], concurre
                 result = client.infer(wl.name, inputs, outputs=outputs, headers=headers or None)
                 got = result.as_numpy(wl.outputs[0])
                 latencies[k].append(time.perf_counter() - t0)
-                if r == 0 and not np.allclose(got, expected, atol=1e-3):
+                if r == 0 and not np.allclose(got, expected, atol=atol):
                     raise AssertionError(f"{wl.outputs[0]} differs from raw session.run")
         except BaseException as err:  # noqa: BLE001 - reported with the result
             errors.append(err)
@@ -329,7 +346,7 @@ def start_all(targets: list[Target], wl: Workload, warmup: int, expected: np.nda
         try:
             wait_ready(r.url, wl.name, r.proc)
             for enc in r.target.encodings:
-                load(r.url, wl, enc == "binary", r.target.headers.get(enc, {}), 1, warmup, expected)
+                load(r.url, wl, enc == "binary", r.target.headers.get(enc, {}), 1, warmup, expected, r.target.atol)
         except Exception as err:  # noqa: BLE001 - a peer failing is a result, not a crash
             r.error = f"{str(err)[:300]} (log: {r.log})"
             print(f"  {r.target.label} unusable: {r.error}", flush=True)
@@ -337,7 +354,7 @@ def start_all(targets: list[Target], wl: Workload, warmup: int, expected: np.nda
 
 
 def bench_model(wl: Workload, targets: list[Target], plan: list[tuple[int, int]], warmup: int, rounds: int,
-                threads: int) -> list[Result]:
+                threads: int, openvino: str | None) -> list[Result]:
     """Interleave raw and every server, round after round, and keep each one's median.
 
     The machine may be busy with other work; interleaving spreads that noise over all
@@ -349,7 +366,7 @@ def bench_model(wl: Workload, targets: list[Target], plan: list[tuple[int, int]]
     errors: dict[tuple[str, str], str] = {}
     try:
         for rnd in range(rounds):
-            for res in bench_raw(wl, threads, plan, warmup):
+            for res in bench_raw(wl, threads, plan, warmup, openvino):
                 samples.setdefault((res.target, res.encoding, res.concurrency), []).append(res)
             order = running[rnd % len(running):] + running[:rnd % len(running)]
             for r in order:
@@ -359,7 +376,7 @@ def bench_model(wl: Workload, targets: list[Target], plan: list[tuple[int, int]]
                     try:
                         for concurrency, n in plan:
                             lat, wall = load(r.url, wl, enc == "binary", r.target.headers.get(enc, {}),
-                                             concurrency, n, expected)
+                                             concurrency, n, expected, r.target.atol)
                             res = summarize(r.target.label, enc, concurrency, lat, wall)
                             samples.setdefault((res.target, enc, concurrency), []).append(res)
                     except Exception as err:  # noqa: BLE001
@@ -394,20 +411,28 @@ def _median(group: list[Result]) -> Result:
 
 RAW_DEFAULT = "raw session.run (ORT defaults)"
 RAW_NO_SPIN = "raw session.run (spinning off, as edgewise)"
+RAW_ORT = "raw session.run"
+RAW_OPENVINO = "raw OpenVINO infer"
 
 
-def bench_raw(wl: Workload, threads: int, plan: list[tuple[int, int]], warmup: int) -> list[Result]:
-    """Raw session.run in processes of their own (their peak RSS is then comparable).
+def bench_raw(wl: Workload, threads: int, plan: list[tuple[int, int]], warmup: int,
+              openvino: str | None) -> list[Result]:
+    """Raw inference in processes of their own (their peak RSS is then comparable).
 
-    Twice: with ONNX Runtime's defaults (spinning intra-op threads, what the peers' model
-    classes get) and with spinning off (what edgewise serve sets); targets use the faster.
+    `session.run` twice: with ONNX Runtime's defaults (spinning intra-op threads, what the
+    peers' model classes get) and with spinning off (what edgewise serve sets); targets use
+    the faster. With `openvino` (a precision), OpenVINO's `infer` too, compiled as
+    `edgewise serve --backend openvino` compiles.
     """
     feed_file = WORK / f"{wl.name}-feed.npz"
     np.savez(feed_file, **wl.feed)
+    runs = [("raw", spin, label) for label, spin in ((RAW_DEFAULT, "1"), (RAW_NO_SPIN, "0"))]
+    if openvino:
+        runs.append(("raw-openvino", openvino, f"{RAW_OPENVINO} ({openvino}, LATENCY, as edgewise)"))
     results = []
-    for label, spin in ((RAW_DEFAULT, "1"), (RAW_NO_SPIN, "0")):
-        out = subprocess.run([sys.executable, __file__, "raw", str(wl.path), str(feed_file), str(threads),
-                              str(warmup), json.dumps(plan), spin, label],
+    for mode, option, label in runs:
+        out = subprocess.run([sys.executable, __file__, mode, str(wl.path), str(feed_file), str(threads),
+                              str(warmup), json.dumps(plan), option, label],
                              capture_output=True, text=True, check=True)
         results += [Result(**r) for r in json.loads(out.stdout.strip().splitlines()[-1])]
     return results
@@ -422,20 +447,48 @@ def raw_worker(path: str, feed_file: str, threads: int, warmup: int, plan: list[
     options.add_session_config_entry("session.intra_op.allow_spinning", spin)
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     feed = dict(np.load(feed_file))
+    measure(label, warmup, plan, lambda: lambda: session.run(None, feed))
+
+
+def raw_openvino_worker(path: str, feed_file: str, threads: int, warmup: int, plan: list[tuple[int, int]],
+                        precision: str, label: str) -> None:
+    """One compiled model, an infer request per client thread (requests are not thread-safe),
+    with the properties edgewise serve uses for one instance."""
+    import openvino as ov
+
+    from edgewise.node.serve import openvino_model
+
+    compiled = ov.Core().compile_model(path, "CPU", openvino_model.compile_properties("CPU", threads, 1, precision))
+    feed = dict(np.load(feed_file))
+
+    def client() -> Callable[[], object]:
+        request = compiled.create_infer_request()
+        return lambda: request.infer(feed)
+
+    measure(label, warmup, plan, client)
+
+
+def measure(label: str, warmup: int, plan: list[tuple[int, int]],
+            client: Callable[[], Callable[[], object]]) -> None:
+    """Time `plan` with a call per client thread from `client()`; print the results as JSON."""
+    first = client()
     for _ in range(warmup):
-        session.run(None, feed)
+        first()
     results = []
     for concurrency, n in plan:
         per_thread = max(1, n // concurrency)
         lat: list[list[float]] = [[] for _ in range(concurrency)]
         gate = threading.Barrier(concurrency + 1)
+        calls = [first, *(client() for _ in range(concurrency - 1))]
+        for call in calls[1:]:
+            call()  # a new OpenVINO infer request allocates on its first run
 
         def worker(k: int, per_thread: int = per_thread, lat: list[list[float]] = lat,
-                   gate: threading.Barrier = gate) -> None:
+                   gate: threading.Barrier = gate, calls: list[Callable[[], object]] = calls) -> None:
             gate.wait()
             for _ in range(per_thread):
                 t0 = time.perf_counter()
-                session.run(None, feed)
+                calls[k]()
                 lat[k].append(time.perf_counter() - t0)
 
         ts = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
@@ -485,37 +538,52 @@ def table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
-def verdict(results: list[Result]) -> str:
-    """The issue's targets against this run's own baseline: the faster of the two raw runs.
+def verdict(results: list[Result], pairs: list[tuple[str, str]]) -> str:
+    """The issue's targets against this run's own baselines: the faster of the two raw
+    `session.run` runs for the onnxruntime backend and the peers, raw OpenVINO `infer` for the
+    openvino backend.
 
     Edgewise with binary tensors is held against the best peer in any encoding (MLServer
-    only takes JSON); edgewise with JSON against the best peer with JSON.
+    only takes JSON); edgewise with JSON against the best peer with JSON. `pairs` are
+    (openvino target, onnxruntime target) served alike, whose overheads are compared.
     """
     def get(pred: Callable[[Result], bool], c: int) -> list[Result]:
         return [r for r in results if pred(r) and r.concurrency == c and not r.error]
 
-    raw1 = get(lambda r: r.target.startswith("raw"), 1)
-    raw8 = get(lambda r: r.target.startswith("raw"), 8)
-    if not raw1 or not raw8:
+    def baseline(prefix: str) -> tuple[Result, Result] | None:
+        raw1, raw8 = get(lambda r: r.target.startswith(prefix), 1), get(lambda r: r.target.startswith(prefix), 8)
+        if not raw1 or not raw8:
+            return None
+        return min(raw1, key=lambda r: r.p50_ms), max(raw8, key=lambda r: r.throughput)
+
+    bases = {"onnxruntime": baseline(RAW_ORT), "openvino": baseline(RAW_OPENVINO)}
+    if bases["onnxruntime"] is None:
         return "no raw baseline"
-    base1 = min(raw1, key=lambda r: r.p50_ms)
-    base8 = max(raw8, key=lambda r: r.throughput)
-    lines = [f"Baseline: c=1 p50 {base1.p50_ms:.2f} ms ({base1.target}); c=8 {base8.throughput:.0f} req/s "
-             f"({base8.target})."]
+    lines = []
+    for backend, base in bases.items():
+        if base is not None:
+            lines.append(f"Baseline ({backend}): c=1 p50 {base[0].p50_ms:.2f} ms ({base[0].target}); "
+                         f"c=8 {base[1].throughput:.0f} req/s ({base[1].target}).")
     variants = []
     for r in results:
         if r.target.startswith(("edgewise", FLOOR)) and (r.target, r.encoding) not in variants:
             variants.append((r.target, r.encoding))
+    overheads: dict[tuple[str, str], tuple[float, float]] = {}  # (target, encoding) -> (c=1 ms, c=8 ratio)
     for label, enc in variants:
         ew1 = get(lambda r, label=label, enc=enc: (r.target, r.encoding) == (label, enc), 1)
         ew8 = get(lambda r, label=label, enc=enc: (r.target, r.encoding) == (label, enc), 8)
-        if not ew1 or not ew8:
+        is_openvino = label.startswith(OPENVINO_LABEL)
+        base = bases["openvino" if is_openvino else "onnxruntime"]
+        if not ew1 or not ew8 or base is None:
             continue
+        base1, base8 = base
         name = f"{label} [{enc}]"
         overhead = ew1[0].p50_ms - base1.p50_ms
+        ratio = ew8[0].throughput / base8.throughput
+        overheads[(label, enc)] = (overhead, ratio)
         peers1 = get(lambda r, enc=enc: r.target.startswith(("MLServer", "KServe"))
                      and (enc == "binary" or r.encoding == enc), 1)
-        if peers1:
+        if peers1 and not is_openvino:
             best = min(peers1, key=lambda r: r.p50_ms)
             peer_overhead = best.p50_ms - base1.p50_ms
             if peer_overhead <= 0:
@@ -526,9 +594,21 @@ def verdict(results: list[Result]) -> str:
                 lines.append(f"- c=1, {name}: p50 overhead {overhead:.2f} ms vs best peer "
                              f"({best.target} [{best.encoding}]) {peer_overhead:.2f} ms = "
                              f"{overhead / peer_overhead:.2f}x (target <= 0.33x): {'met' if ok else 'NOT met'}")
-        ratio = ew8[0].throughput / base8.throughput
+        elif is_openvino:
+            lines.append(f"- c=1, {name}: p50 overhead {overhead:.2f} ms over raw OpenVINO")
         lines.append(f"- c=8, {name}: {ew8[0].throughput:.0f} req/s = {ratio:.2f}x raw "
                      f"(target >= 0.9x): {'met' if ratio >= 0.9 else 'NOT met'}")
+    for ov_label, ort_label in pairs:
+        ov, ort = overheads.get((ov_label, "binary")), overheads.get((ort_label, "binary"))
+        if ov is None or ort is None:
+            continue
+        # "Within the same overhead": no more than the onnxruntime backend's, give or take a
+        # tenth of it or 0.05 ms, whichever is larger (the medians' own noise here).
+        ok = ov[0] <= ort[0] + max(0.1 * abs(ort[0]), 0.05) and ov[1] >= ort[1] - 0.05
+        lines.append(f"- backends side by side [binary]: overhead over raw at c=1 p50 openvino {ov[0]:.2f} ms vs "
+                     f"onnxruntime {ort[0]:.2f} ms; c=8 throughput openvino {ov[1]:.2f}x vs onnxruntime "
+                     f"{ort[1]:.2f}x of raw (target: openvino's overhead no more than onnxruntime's, "
+                     f"+max(10%, 0.05 ms); ratio within 0.05): {'met' if ok else 'NOT met'}")
     return "\n".join(lines)
 
 
@@ -552,13 +632,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue-delay-us", type=int, default=0)
     parser.add_argument("--models", default="minilm,ppocr_det")
     parser.add_argument("--peers", default="mlserver,kserve", help="comma list; empty for none")
+    parser.add_argument("--backends", default="onnxruntime,openvino",
+                        help="edgewise serve backends; onnxruntime is always measured (peers and floor "
+                             "are held against it), openvino adds the backend and raw OpenVINO")
+    parser.add_argument("--inference-precision", choices=("f32", "bf16"), default="f32",
+                        help="OpenVINO's precision for floating-point layers, served and raw alike")
     args = parser.parse_args(argv)
 
     WORK.mkdir(parents=True, exist_ok=True)
     plan = [(1, args.requests_c1), (8, args.requests_c8)]
     loads = {"minilm": minilm, "ppocr_det": ppocr_det}
     peers = [p for p in args.peers.split(",") if p]
+    openvino = args.inference_precision if "openvino" in args.backends.split(",") else None
     targets = [edgewise_target(args.threads, args.max_batch_size, args.max_queue_delay_us)]
+    pairs: list[tuple[str, str]] = []
+    if openvino:
+        # Served as the first onnxruntime target is, binary tensors only: the backends differ
+        # in what runs the model, not in how requests are decoded.
+        served = edgewise_target(args.threads, args.max_batch_size, args.max_queue_delay_us,
+                                 encodings=("binary",), backend="openvino", precision=openvino)
+        targets.append(served)
+        pairs.append((served.label, targets[0].label))
     # What the default bounded spinning buys: the same without it.
     targets.append(edgewise_target(args.threads, args.max_batch_size, args.max_queue_delay_us,
                                    encodings=("binary",), extra=("--ort-spin-us", "0"), note="no spinning"))
@@ -577,7 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     report = io.StringIO()
     report.write(f"Run {started:%Y-%m-%d %H:%M} UTC on {machine()}.\n"
                  f"Command: `.venv/bin/python bench/serve/run.py {' '.join(argv or sys.argv[1:])}`; "
-                 f"{args.threads} intra-op threads everywhere; per round {args.requests_c1} requests at "
+                 f"{args.threads} intra-op threads everywhere (OpenVINO: INFERENCE_NUM_THREADS, "
+                 f"{args.inference_precision}); per round {args.requests_c1} requests at "
                  f"c=1 and {args.requests_c8} at c=8 after {args.warmup} warm-up requests; medians of "
                  f"{args.rounds} interleaved rounds.\n")
     everything: dict[str, list[dict[str, Any]]] = {}
@@ -585,12 +680,12 @@ def main(argv: list[str] | None = None) -> int:
         wl = loads[name]()
         print(f"{wl.name}: {wl.path}", flush=True)
         scaled = [(c, max(c, int(n * wl.scale))) for c, n in plan]
-        results = bench_model(wl, targets, scaled, args.warmup, args.rounds, args.threads)
+        results = bench_model(wl, targets, scaled, args.warmup, args.rounds, args.threads, openvino)
         shape = {k: list(v.shape) for k, v in wl.feed.items()}
         report.write(f"\n### {wl.name} ({wl.path.name}, inputs {shape}, output {wl.outputs[0]}; "
                      f"{scaled[0][1]} + {scaled[1][1]} requests per round)\n\n")
         load1, load5, _ = os.getloadavg()
-        report.write(table(results) + "\n\n" + verdict(results) + "\n" +
+        report.write(table(results) + "\n\n" + verdict(results, pairs) + "\n" +
                      f"Load average when this model finished: {load1:.1f} (1 min), {load5:.1f} (5 min).\n")
         everything[wl.name] = [asdict(r) for r in results]
     out = WORK / f"results-{started:%Y%m%dT%H%M%S}"
@@ -602,8 +697,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "raw":
-        raw_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6]),
-                   sys.argv[7], sys.argv[8])
+    if len(sys.argv) > 1 and sys.argv[1] in ("raw", "raw-openvino"):
+        worker = raw_worker if sys.argv[1] == "raw" else raw_openvino_worker
+        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6]),
+               sys.argv[7], sys.argv[8])
     else:
         sys.exit(main())

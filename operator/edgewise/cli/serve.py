@@ -1,27 +1,43 @@
-"""`edgewise serve`: the ONNX Runtime inference server of CPU nodes (Triton's protocol)."""
+"""`edgewise serve`: the inference server of CPU and Intel nodes (ONNX Runtime or OpenVINO, Triton's protocol)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import get_args
 
 from edgewise import contract
+
+# Mirrors edgewise.node.serve.backends.BACKENDS, which is not imported here: `edgewise --help`
+# must stay quick and light on every image.
+BACKENDS = ("onnxruntime", "openvino")
+DEVICES: tuple[str, ...] = get_args(contract.Device)
+PRECISIONS = ("f32", "bf16")  # edgewise.node.serve.openvino_model.PRECISIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
-        "serve", help="serve an ONNX model over Triton's KServe-V2 HTTP/gRPC protocol",
+        "serve", help="serve an ONNX (or OpenVINO IR) model over Triton's KServe-V2 HTTP/gRPC protocol",
         description=__doc__,
     )
     p.add_argument("--model-dir", required=True,
-                   help=f"directory holding {contract.ONNX_FILENAME}, or a Triton-style "
-                        f"<version>/{contract.ONNX_FILENAME} layout (highest version wins)")
+                   help=f"directory holding {contract.ONNX_FILENAME} (openvino also: model.xml + model.bin), "
+                        f"or a Triton-style <version>/{contract.ONNX_FILENAME} layout (highest version wins)")
     p.add_argument("--model-name", required=True, help="name clients use in /v2/models/<name>")
     p.add_argument("--host", default="0.0.0.0", help="address of all three listeners")
     p.add_argument("--http-port", type=int, default=contract.HTTP_PORT)
     p.add_argument("--grpc-port", type=int, default=contract.GRPC_PORT)
     p.add_argument("--metrics-port", type=int, default=contract.METRICS_PORT)
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
+                   help="the runtime that serves the model (default onnxruntime)")
+    p.add_argument("--device", choices=DEVICES, default=None,
+                   help="the OpenVINO device to run on (openvino backend only; default CPU); "
+                        "start fails if the node lacks it")
+    p.add_argument("--inference-precision", choices=PRECISIONS, default=None,
+                   help="openvino backend on the CPU: precision of floating-point layers (default f32, the "
+                        "artifact's own; bf16: OpenVINO's default on CPUs with native bf16, faster, less exact)")
     p.add_argument("--threads", type=int, default=0,
-                   help="ONNX Runtime intra-op threads per execution (0: one per core)")
+                   help="threads per execution: ONNX Runtime intra-op threads, OpenVINO "
+                        "INFERENCE_NUM_THREADS on the CPU (0: one per core)")
     p.add_argument("--instances", type=int, default=1,
                    help="model executions that may run at once (Triton's instance_group count)")
     p.add_argument("--max-batch-size", type=int, default=0,
@@ -43,14 +59,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="close an HTTP connection silent for S seconds while no answer is due "
                         "(idle keep-alive, or a request stalled halfway)")
     p.add_argument("--ort-spinning", action="store_true",
-                   help="let ONNX Runtime's intra-op threads spin between runs (faster alone, "
+                   help="onnxruntime backend: let the intra-op threads spin between runs (faster alone, "
                         "but steals CPU from request handling and neighbours)")
     p.add_argument("--ort-spin-us", type=int, default=100, metavar="US",
-                   help="let the intra-op threads spin for at most US microseconds before sleeping: the "
-                        "gaps between a run's operators stay hot, the gaps between requests stay idle "
-                        "(default 100; 0: no spinning unless --ort-spinning)")
+                   help="onnxruntime backend: let the intra-op threads spin for at most US microseconds "
+                        "before sleeping: the gaps between a run's operators stay hot, the gaps between "
+                        "requests stay idle (default 100; 0: no spinning unless --ort-spinning)")
     p.add_argument("--log-level", default="INFO")
-    p.set_defaults(func=run)
+    p.set_defaults(func=lambda args: run(args, p))
 
 
 def _positive(text: str) -> int:
@@ -63,7 +79,12 @@ def _positive(text: str) -> int:
     return value
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.backend != "openvino":
+        for flag, value in (("--device", args.device), ("--inference-precision", args.inference_precision)):
+            if value is not None:
+                parser.error(f"{flag} {value} needs --backend openvino: the {args.backend} backend "
+                             f"runs on the CPU, in the model's own precision")
     import asyncio
     import logging
     from pathlib import Path
@@ -79,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         max_queue_delay_us=args.max_queue_delay_us, max_request_bytes=args.max_request_bytes,
         max_request_elements=args.max_request_elements, max_request_memory=args.max_request_memory,
         drain_timeout_s=args.drain_timeout, http_idle_timeout_s=args.http_idle_timeout,
-        spinning=args.ort_spinning, spin_us=args.ort_spin_us,
+        spinning=args.ort_spinning, spin_us=args.ort_spin_us, backend=args.backend, device=args.device or "CPU",
+        precision=args.inference_precision or "f32",
     )
     try:
         return asyncio.run(serve(cfg))

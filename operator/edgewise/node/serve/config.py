@@ -11,7 +11,8 @@ import functools
 from importlib import metadata
 from typing import Any
 
-from edgewise.node.serve.model import BACKEND, PLATFORM, ModelSpec, ServedTensor
+from edgewise.node.serve import openvino_model
+from edgewise.node.serve.model import ModelSpec, ServedTensor
 
 SERVER_NAME = "edgewise"
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics")
@@ -31,6 +32,11 @@ def server_metadata() -> dict[str, Any]:
     return {"name": SERVER_NAME, "version": _installed_version(), "extensions": list(EXTENSIONS)}
 
 
+# Triton's platform for models of each backend. Triton has no platform for its openvino
+# backend: a config names the backend only, and metadata then reports the backend's name.
+_PLATFORMS = {"onnxruntime": "onnxruntime_onnx"}
+
+
 def _meta_tensor(t: ServedTensor) -> dict[str, Any]:
     return {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
 
@@ -40,7 +46,7 @@ def model_metadata(spec: ModelSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
         "versions": [spec.version],
-        "platform": PLATFORM,
+        "platform": _PLATFORMS.get(spec.backend, spec.backend),
         "inputs": [_meta_tensor(t) for t in spec.inputs],
         "outputs": [_meta_tensor(t) for t in spec.outputs],
     }
@@ -51,11 +57,23 @@ def _config_dims(spec: ModelSpec, t: ServedTensor) -> list[int]:
     return list(t.shape[1:] if spec.max_batch_size > 0 else t.shape)
 
 
-def model_config(spec: ModelSpec, max_queue_delay_us: int, instances: int, threads: int) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "name": spec.name,
-        "platform": PLATFORM,
-        "backend": BACKEND,
+def _parameters(spec: ModelSpec, instances: int, threads: int, device: str, precision: str) -> dict[str, str]:
+    """The runtime settings in use, under the parameter names of the Triton backend."""
+    if spec.backend == "openvino":
+        return openvino_model.triton_parameters(device, threads, instances, precision)
+    return {"intra_op_thread_count": str(threads)}
+
+
+def model_config(
+    spec: ModelSpec, max_queue_delay_us: int, instances: int, threads: int, device: str = "CPU",
+    precision: str = "f32",
+) -> dict[str, Any]:
+    parameters = _parameters(spec, instances, threads, device, precision)
+    config: dict[str, Any] = {"name": spec.name}
+    if spec.backend in _PLATFORMS:
+        config["platform"] = _PLATFORMS[spec.backend]
+    config.update({
+        "backend": spec.backend,
         "version_policy": {"latest": {"num_versions": 1}},
         "max_batch_size": spec.max_batch_size,
         "input": [
@@ -66,11 +84,11 @@ def model_config(spec: ModelSpec, max_queue_delay_us: int, instances: int, threa
         "output": [
             {"name": t.name, "data_type": t.dtype.config, "dims": _config_dims(spec, t)} for t in spec.outputs
         ],
+        # Both backends run on the host's threads; an OpenVINO GPU or NPU is TARGET_DEVICE.
         "instance_group": [{"name": f"{spec.name}_0", "kind": "KIND_CPU", "count": instances}],
-        "default_model_filename": "model.onnx",
-        # Triton's onnxruntime backend takes its thread count under this parameter name.
-        "parameters": {"intra_op_thread_count": {"string_value": str(threads)}},
-    }
+        "default_model_filename": spec.filename,
+        "parameters": {k: {"string_value": v} for k, v in parameters.items()},
+    })
     if spec.max_batch_size > 0:
         config["dynamic_batching"] = {"max_queue_delay_microseconds": max_queue_delay_us}
     return config

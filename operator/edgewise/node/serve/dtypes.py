@@ -1,8 +1,8 @@
-"""One table for the three names every tensor type has: ONNX Runtime's, Triton's and numpy's.
+"""One table for the names every tensor type has: ONNX Runtime's, OpenVINO's, Triton's and numpy's.
 
 Triton's wire names (FP32, BYTES, ...) are what clients send; ONNX Runtime reports
-`tensor(float)`; model configs say `TYPE_FP32`. Keeping them in one place means a type is
-either supported everywhere or rejected at model load with a clear message.
+`tensor(float)`, OpenVINO `f32`; model configs say `TYPE_FP32`. Keeping them in one place
+means a type is either supported everywhere or rejected at model load with a clear message.
 """
 
 from __future__ import annotations
@@ -62,3 +62,29 @@ def from_ort(ort_type: str) -> DType:
     except KeyError:
         supported = ", ".join(sorted(_TABLE))
         raise ValueError(f"unsupported ONNX tensor type {ort_type!r}; supported: {supported}") from None
+
+
+# OpenVINO element type names (`ov.Type.get_type_name()`) of the numeric wire types.
+_OPENVINO: dict[str, DType] = {
+    "f32": BY_TRITON["FP32"], "f16": BY_TRITON["FP16"], "f64": BY_TRITON["FP64"],
+    "i8": BY_TRITON["INT8"], "i16": BY_TRITON["INT16"], "i32": BY_TRITON["INT32"], "i64": BY_TRITON["INT64"],
+    "u8": BY_TRITON["UINT8"], "u16": BY_TRITON["UINT16"], "u32": BY_TRITON["UINT32"], "u64": BY_TRITON["UINT64"],
+    "boolean": BY_TRITON["BOOL"],
+}
+
+
+def from_openvino(type_name: str, tensor: str) -> DType:
+    """Map an OpenVINO element type of `tensor`; strings and other types fail the model load.
+
+    OpenVINO 2026.4 reads ONNX string tensors on the CPU, but a process that ran one aborts
+    at exit (`free(): invalid pointer`), and the GPU and NPU plugins have none: such a model
+    belongs on the onnxruntime backend."""
+    if type_name == "string":
+        raise ValueError(f"tensor {tensor!r} is a string (BYTES) tensor; the openvino backend serves "
+                         f"numeric tensors only: serve this model with --backend onnxruntime")
+    try:
+        return _OPENVINO[type_name]
+    except KeyError:
+        supported = ", ".join(sorted(_OPENVINO))
+        raise ValueError(f"tensor {tensor!r} has OpenVINO element type {type_name!r}, which the wire "
+                         f"protocol cannot carry; supported: {supported}") from None

@@ -1,30 +1,27 @@
-"""The served model: where its file is, what its tensors look like, and how to run it.
+"""The served model as the server sees it, whatever runs it: tensors, spec, model directory.
 
-`ModelSpec` is plain data derived once from the ONNX Runtime session; everything that
-answers metadata, config or validation questions reads the spec, never the session.
-`OnnxModel` is the only object that touches ONNX Runtime.
+`ModelSpec` is plain data derived once from the loaded model; everything that answers
+metadata, config or validation questions reads the spec, never the runtime. `ServedModel`
+is what a runtime offers the server; one module per runtime implements it
+(`onnxruntime_model`, `openvino_model`) and `backends` picks one by name.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from edgewise import contract
 from edgewise.node.serve import dtypes
-from edgewise.node.serve.errors import InferError, Status
 
 log = logging.getLogger(__name__)
-
-PLATFORM = "onnxruntime_onnx"  # Triton's platform name for the ONNX Runtime backend
-BACKEND = "onnxruntime"
 
 # Sizes tried for dynamic non-batch dimensions during warm-up. 1 is the rule; CNNs that
 # down- and up-sample (detection heads, U-Nets) need a multiple of their stride, so the
@@ -34,7 +31,7 @@ WARMUP_DIM_LADDER = (1, 32, 224)
 
 @dataclass(frozen=True)
 class ServedTensor:
-    """A tensor as the server takes and gives it on the wire, from ONNX Runtime's session.
+    """A tensor as the server takes and gives it on the wire, as the runtime reports it.
 
     Not the graph's declaration (edgewise.shared.tensors.TensorSpec): the wire type decides how
     each request is decoded, and unsupported types are refused when the model loads."""
@@ -58,6 +55,8 @@ class ModelSpec:
     inputs: tuple[ServedTensor, ...]
     outputs: tuple[ServedTensor, ...]
     max_batch_size: int = 0  # > 0: dim 0 is the batch dim and requests may be merged
+    backend: str = "onnxruntime"  # the runtime that serves it (`edgewise serve --backend`)
+    filename: str = contract.ONNX_FILENAME  # the file it was loaded from, inside its version directory
 
     def input(self, name: str) -> ServedTensor | None:
         return self._inputs_by_name.get(name)
@@ -78,30 +77,45 @@ def format_shape(shape: Iterable[int]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
-def find_model_file(model_dir: Path) -> tuple[Path, str]:
-    """Return (path of model.onnx, version) for a plain or Triton-style model directory.
+def find_model_file(model_dir: Path, filenames: tuple[str, ...] = (contract.ONNX_FILENAME,)) -> tuple[Path, str]:
+    """Return (path of the model file, version) for a plain or Triton-style model directory.
 
-    A plain directory holding model.onnx is version "1" (Triton's first version). In a
-    Triton layout, `<dir>/<version>/model.onnx`, the highest numeric version wins, like
-    Triton's default `latest { num_versions: 1 }` policy.
+    `filenames` are the files the backend reads, in order of preference. A plain directory
+    holding one is version "1" (Triton's first version). In a Triton layout,
+    `<dir>/<version>/<file>`, the highest numeric version wins, like Triton's default
+    `latest { num_versions: 1 }` policy.
     """
-    plain = model_dir / contract.ONNX_FILENAME
-    if plain.is_file():
+    plain = _model_file(model_dir, filenames)
+    if plain is not None:
         return plain, contract.MODEL_VERSION_DIR
     versions = sorted(
         (int(p.name) for p in model_dir.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)
-         and (p / contract.ONNX_FILENAME).is_file()),
+         and _model_file(p, filenames) is not None),
     ) if model_dir.is_dir() else []
     if not versions:
+        either = " or ".join(filenames)
         raise FileNotFoundError(
-            f"no {contract.ONNX_FILENAME} in {model_dir} nor in a numeric version directory "
-            f"({model_dir}/<version>/{contract.ONNX_FILENAME})"
+            f"no {either} in {model_dir} nor in a numeric version directory "
+            f"({model_dir}/<version>/{filenames[0]})"
         )
-    return model_dir / str(versions[-1]) / contract.ONNX_FILENAME, str(versions[-1])
+    path = _model_file(model_dir / str(versions[-1]), filenames)
+    assert path is not None
+    return path, str(versions[-1])
+
+
+def _model_file(directory: Path, filenames: tuple[str, ...]) -> Path | None:
+    """The first of `filenames` in `directory`; an OpenVINO IR (.xml) counts only with its .bin
+    beside it, which holds the weights."""
+    for name in filenames:
+        path = directory / name
+        if path.is_file() and (path.suffix != ".xml" or path.with_suffix(".bin").is_file()):
+            return path
+    return None
 
 
 def served_tensor(name: str, ort_type: str, shape: Iterable[Any]) -> ServedTensor:
-    """ONNX Runtime reports symbolic dims as strings or None; both are dynamic (-1)."""
+    """From ONNX type names (`tensor(float)`) and dims as ONNX Runtime reports them: symbolic
+    dims are strings or None, both dynamic (-1)."""
     dims = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
     return ServedTensor(name, dtypes.from_ort(ort_type), dims)
 
@@ -113,7 +127,7 @@ def batchable(inputs: Iterable[ServedTensor], outputs: Iterable[ServedTensor]) -
 
 def make_spec(
     name: str, version: str, inputs: tuple[ServedTensor, ...], outputs: tuple[ServedTensor, ...],
-    max_batch_size: int,
+    max_batch_size: int, backend: str = "onnxruntime", filename: str = contract.ONNX_FILENAME,
 ) -> ModelSpec:
     """Build the spec, turning batching off (with a warning) for models that can't batch.
 
@@ -123,7 +137,7 @@ def make_spec(
     if max_batch_size > 0 and not batchable(inputs, outputs):
         log.warning("model %s has a fixed first dimension; dynamic batching disabled", name)
         max_batch_size = 0
-    return ModelSpec(name, version, inputs, outputs, max(0, max_batch_size))
+    return ModelSpec(name, version, inputs, outputs, max(0, max_batch_size), backend, filename)
 
 
 def golden_inputs(spec: ModelSpec, dynamic_dim: int = 1) -> dict[str, np.ndarray]:
@@ -145,80 +159,46 @@ def golden_inputs(spec: ModelSpec, dynamic_dim: int = 1) -> dict[str, np.ndarray
     return out
 
 
-class OnnxModel:
-    """An ONNX Runtime session plus the conversions the wire format needs (BYTES <-> str)."""
+class ServedModel(Protocol):
+    """A loaded model the server runs: its wire signature, and how to run it.
 
-    def __init__(self, path: Path, threads: int = 0, spinning: bool = False, spin_us: int = 0) -> None:
-        import onnxruntime as ort
+    `run` may be called from up to `--instances` threads at once (the batcher's pool, or the
+    event loop for a lone request), so an implementation keeps per-execution state per
+    thread. Errors a request's values cause are `InferError(INVALID_ARGUMENT)`."""
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: ONNX Runtime's default, one per core
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: warm-up probes may fail on purpose
-        # Spinning intra-op threads burn the cores the event loop needs to parse the next
-        # requests (and that neighbours on a small edge box need); off unless asked for.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning or spin_us else "0")
-        if spin_us > 0:
-            # Bounded: hot across the microsecond gaps between a run's operators, asleep between requests.
-            options.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._quiet = ort.RunOptions()
-        self._quiet.log_severity_level = 4
-        self.inputs = tuple(served_tensor(i.name, i.type, i.shape) for i in self._session.get_inputs())
-        self.outputs = tuple(served_tensor(o.name, o.type, o.shape) for o in self._session.get_outputs())
-        self._output_names = [t.name for t in self.outputs]
-        self._string_inputs = {t.name for t in self.inputs if t.datatype == "BYTES"}
-        self._string_outputs = {t.name for t in self.outputs if t.datatype == "BYTES"}
+    inputs: tuple[ServedTensor, ...]
+    outputs: tuple[ServedTensor, ...]
 
     def run(
         self, inputs: Mapping[str, np.ndarray], output_names: list[str] | None = None, quiet: bool = False,
-    ) -> dict[str, np.ndarray]:
-        """Run the session; thread-safe (ONNX Runtime allows concurrent Run calls)."""
-        feed = {k: _to_ort_strings(v) if k in self._string_inputs else v for k, v in inputs.items()}
-        names = output_names or self._output_names
+    ) -> dict[str, np.ndarray]: ...
+
+    def warm_up(self, spec: ModelSpec) -> dict[str, np.ndarray]: ...
+
+
+def warm_up(run: Callable[[dict[str, np.ndarray]], object], spec: ModelSpec) -> dict[str, np.ndarray]:
+    """Answer golden inputs through `run` or raise; returns the inputs the model answered.
+
+    The server reports ready only after this returns.
+    """
+    errors = []
+    for dim in WARMUP_DIM_LADDER:
+        feed = golden_inputs(spec, dim)
         try:
-            values = self._session.run(names, feed, self._quiet if quiet else None)
-        except Exception as err:  # noqa: BLE001 - ONNX Runtime raises its own classes
-            raise _run_error(err) from err
-        return {
-            n: _to_bytes(v) if n in self._string_outputs else v for n, v in zip(names, values, strict=True)
-        }
-
-    def warm_up(self, spec: ModelSpec) -> dict[str, np.ndarray]:
-        """Answer golden inputs or raise; returns the inputs the model answered.
-
-        The server reports ready only after this returns.
-        """
-        errors = []
-        for dim in WARMUP_DIM_LADDER:
-            feed = golden_inputs(spec, dim)
-            try:
-                self.run(feed, quiet=True)
-            except Exception as err:  # noqa: BLE001 - ONNX Runtime raises its own classes
-                errors.append(f"dynamic dims={dim}: {err}")
-                continue
-            log.info("warm-up answered with %s", {k: list(v.shape) for k, v in feed.items()})
-            return feed
-        raise RuntimeError("model failed warm-up with golden inputs: " + " | ".join(errors))
+            run(feed)
+        except Exception as err:  # noqa: BLE001 - each runtime raises its own classes
+            errors.append(f"dynamic dims={dim}: {err}")
+            continue
+        log.info("warm-up answered with %s", {k: list(v.shape) for k, v in feed.items()})
+        return feed
+    raise RuntimeError("model failed warm-up with golden inputs: " + " | ".join(errors))
 
 
-def _run_error(err: Exception) -> InferError:
-    """Inputs that pass the signature check can still break a kernel (an out-of-range token
-    id, a spatial size a resize can't take): that is the request's fault, so a 4xx."""
-    kind = type(err).__name__
-    if kind in ("InvalidArgument", "Fail", "InvalidProtobuf"):
-        return InferError(Status.INVALID_ARGUMENT, f"the model failed on this input: {err}")
-    return InferError(Status.INTERNAL, f"ONNX Runtime error ({kind}): {err}")
+def __getattr__(name: str) -> Any:
+    """`OnnxModel` lived here before the OpenVINO backend; old imports keep working, lazily, so
+    this module never imports ONNX Runtime (an OpenVINO-only image need not carry it)."""
+    if name == "OnnxModel":
+        from edgewise.node.serve.onnxruntime_model import OnnxModel
 
-
-def _to_ort_strings(arr: np.ndarray) -> np.ndarray:
-    """ONNX Runtime string tensors take str; the wire carries bytes."""
-    return np.vectorize(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b),
-                        otypes=[object])(arr) if arr.size else arr.astype(object)
-
-
-def _to_bytes(arr: np.ndarray) -> np.ndarray:
-    return np.vectorize(lambda s: s.encode("utf-8") if isinstance(s, str) else bytes(s),
-                        otypes=[object])(arr) if arr.size else arr.astype(object)
+        return OnnxModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """Wire the model, the batcher and the three listeners together; run until SIGTERM.
 
-Order of life: listeners first (live, not ready, so a liveness probe passes while a big
+Order of life: a backend that cannot run here (no openvino package, an OpenVINO device
+the node lacks) exits 1 before anything listens; then listeners (live, not ready, so a liveness probe passes while a big
 model loads), then load and warm up with golden inputs, then ready. On SIGTERM/SIGINT:
 not ready, listeners closed to new connections, queued and in-flight requests answered
 (the batcher stops waiting for company), requests whose bodies are still arriving too (all
@@ -18,11 +19,11 @@ from pathlib import Path
 from aiohttp import web
 
 from edgewise import contract
-from edgewise.node.serve import grpc_api, limits, metrics
+from edgewise.node.serve import backends, grpc_api, limits, metrics
 from edgewise.node.serve.batcher import Batcher
 from edgewise.node.serve.http_api import HttpApi
 from edgewise.node.serve.http_server import HttpServer
-from edgewise.node.serve.model import ModelSpec, OnnxModel, find_model_file, make_spec
+from edgewise.node.serve.model import ModelSpec, ServedModel, find_model_file, make_spec
 from edgewise.node.serve.service import InferenceService, Settings
 from edgewise.node.serve.stats import ModelStats
 
@@ -50,14 +51,21 @@ class ServeConfig:
     http_idle_timeout_s: float = 75.0
     spinning: bool = False
     spin_us: int = 100  # bounded spinning (implies spinning); 0: as `spinning` says
+    backend: str = "onnxruntime"  # backends.BACKENDS
+    device: str = "CPU"  # the OpenVINO device (openvino backend only)
+    precision: str = "f32"  # OpenVINO's precision for floating-point layers on the CPU
 
 
-def load(cfg: ServeConfig) -> tuple[OnnxModel, ModelSpec]:
-    """Blocking: open the session and answer golden inputs (batch 1, then a full batch)."""
-    path, version = find_model_file(cfg.model_dir)
-    log.info("loading %s (version %s) with %s intra-op threads", path, version, cfg.threads or "default")
-    model = OnnxModel(path, cfg.threads, cfg.spinning, cfg.spin_us)
-    spec = make_spec(cfg.model_name, version, model.inputs, model.outputs, cfg.max_batch_size)
+def load(cfg: ServeConfig) -> tuple[ServedModel, ModelSpec]:
+    """Blocking: open the model with its backend and answer golden inputs (batch 1, then a full batch)."""
+    path, version = find_model_file(cfg.model_dir, backends.model_files(cfg.backend))
+    log.info("loading %s (version %s) with %s on %s, %s threads per execution", path, version, cfg.backend,
+             cfg.device if cfg.backend == "openvino" else "CPU", cfg.threads or "default")
+    options = backends.RuntimeOptions(cfg.threads, cfg.instances, cfg.device, cfg.precision, cfg.spinning,
+                                      cfg.spin_us)
+    model = backends.open_model(cfg.backend, path, options)
+    spec = make_spec(cfg.model_name, version, model.inputs, model.outputs, cfg.max_batch_size,
+                     cfg.backend, path.name)
     golden = model.warm_up(spec)
     if spec.max_batch_size > 1:
         # A full batch allocates the largest buffers now rather than on the first busy moment.
@@ -71,8 +79,13 @@ def load(cfg: ServeConfig) -> tuple[OnnxModel, ModelSpec]:
 
 
 async def serve(cfg: ServeConfig) -> int:
+    problem = backends.unavailable(cfg.backend, cfg.device)
+    if problem:
+        log.error("cannot serve with the %s backend: %s", cfg.backend, problem)
+        return 1
     settings = Settings(cfg.model_name, cfg.max_queue_delay_us, cfg.instances, cfg.threads,
-                        limits.Limits(cfg.max_request_elements, cfg.max_request_memory))
+                        limits.Limits(cfg.max_request_elements, cfg.max_request_memory), cfg.device,
+                        cfg.precision)
     service = InferenceService(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -44,6 +44,8 @@ class Settings:
     instances: int = 1
     threads: int = 0
     limits: limits.Limits = limits.DEFAULT
+    device: str = "CPU"  # the OpenVINO device and CPU precision, reported in the openvino backend's config
+    precision: str = "f32"
 
 
 # Requests whose decoding walks more bytes than this (JSON, BYTES tensors, typed gRPC contents)
@@ -104,7 +106,8 @@ class InferenceService:
 
     def model_config(self, name: str, version: str = "") -> dict[str, Any]:
         s = self.settings
-        return describe.model_config(self.model(name, version), s.max_queue_delay_us, s.instances, s.threads)
+        return describe.model_config(self.model(name, version), s.max_queue_delay_us, s.instances, s.threads,
+                                     s.device, s.precision)
 
     def statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
         """Triton's statistics response; an empty name means every model (here: the one)."""
