@@ -28,13 +28,13 @@ from edgewise.node.serve.errors import InferError, Status
 from edgewise.node.serve.http_server import HttpError, decompress
 from edgewise.node.serve.model import (
     ModelSpec,
-    OnnxModel,
     ServedTensor,
     find_model_file,
     golden_inputs,
     make_spec,
     served_tensor,
 )
+from edgewise.node.serve.onnxruntime_model import OnnxModel
 from edgewise.node.serve.service import InferenceService, Settings
 from edgewise.node.serve.stats import ExecutionTimes, ModelStats
 

@@ -193,12 +193,3 @@ def warm_up(run: Callable[[dict[str, np.ndarray]], object], spec: ModelSpec) -> 
         return feed
     raise RuntimeError("model failed warm-up with golden inputs: " + " | ".join(errors))
 
-
-def __getattr__(name: str) -> Any:
-    """`OnnxModel` lived here before the OpenVINO backend; old imports keep working, lazily, so
-    this module never imports ONNX Runtime (an OpenVINO-only image need not carry it)."""
-    if name == "OnnxModel":
-        from edgewise.node.serve.onnxruntime_model import OnnxModel
-
-        return OnnxModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
