@@ -47,8 +47,8 @@ def test_bundle_layout(unpacked: Path) -> None:
     assert crds, "the repository has no CRDs"
     assert names == sorted([
         "README.md", "sha256sums", f"chart/edgewise-{VERSION}.tgz", *crds,
-        *[f"images/edgewise-{n}-{VERSION}-arm64.tar" for n in ("agent", "onnxruntime", "operator")]])
-    for name in ("agent", "onnxruntime", "operator"):
+        *[f"images/edgewise-{n}-{VERSION}-arm64.tar" for n in ("agent", "node-openvino", "onnxruntime", "operator")]])
+    for name in ("agent", "node-openvino", "onnxruntime", "operator"):
         archive = oci.read_docker_archive(unpacked / f"images/edgewise-{name}-{VERSION}-arm64.tar")
         assert archive.repo_tags == [f"docker.io/edgewise/{name}:{VERSION}"] and archive.architecture == "arm64"
     with tarfile.open(unpacked / f"chart/edgewise-{VERSION}.tgz") as chart:

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.timeout(2400)
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION = images.version(REPO)
-EXPECTED_REFS = {f"docker.io/edgewise/{n}:{VERSION}" for n in ("operator", "agent", "onnxruntime")}
+NAMES = ("operator", "agent", "onnxruntime", "node-openvino")
+EXPECTED_REFS = {f"docker.io/edgewise/{n}:{VERSION}" for n in NAMES}
 ELF_MACHINE = {"amd64": 0x3E, "arm64": 0xB7}  # e_machine: EM_X86_64, EM_AARCH64
 OCI_LABELS = ("title", "description", "version", "revision", "created", "licenses", "source")
 
@@ -79,7 +80,7 @@ def test_every_image_the_chart_runs_is_built_for_both_architectures(built) -> No
 
 
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
-@pytest.mark.parametrize("name", ["operator", "agent", "onnxruntime"])
+@pytest.mark.parametrize("name", NAMES)
 def test_config_says_non_root_labels_entrypoint_and_arch(built, name: str, arch: str) -> None:
     config = oci.read_docker_archive(built[name, arch].archive).config
     assert config["architecture"] == arch and config["os"] == "linux"
@@ -103,11 +104,17 @@ def test_sizes_are_within_budget(built) -> None:
         assert b.size <= images.IMAGES[name][1] * 2**20, f"{name} {arch}: {b.size / 2**20:.1f} MiB"
 
 
+# Each node image's runtime extension: the one binary wheel whose architecture matters most.
+RUNTIME_EXTENSIONS = {"onnxruntime": r"onnxruntime/capi/onnxruntime_pybind11_state.*\.so",
+                      "node-openvino": r"openvino/_pyopenvino\.cpython-311-.*\.so|openvino/libs/libopenvino\.so\.\d+"}
+
+
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
-def test_target_architecture_binaries_and_no_build_platform_leftovers(contents, arch: str) -> None:
-    files = contents["onnxruntime", arch]
-    so = [n for n in files if re.search(r"onnxruntime/capi/onnxruntime_pybind11_state.*\.so$", n)]
-    assert so, "onnxruntime's extension is missing"
+@pytest.mark.parametrize("name", sorted(RUNTIME_EXTENSIONS))
+def test_target_architecture_binaries_and_no_build_platform_leftovers(contents, name: str, arch: str) -> None:
+    files = contents[name, arch]
+    so = [n for n in files if re.fullmatch(r"opt/edgewise/lib/(" + RUNTIME_EXTENSIONS[name] + ")", n)]
+    assert len(so) == (2 if name == "node-openvino" else 1), f"{name}'s runtime extension is missing: {so}"
     libc = f"lib/{image_base.ARCHES[arch]}-linux-gnu/libc.so.6"
     for path in [*so, "usr/bin/python3.11", libc]:
         head = files[path][1]
@@ -124,7 +131,7 @@ def test_target_architecture_binaries_and_no_build_platform_leftovers(contents, 
 
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
 def test_sbom_lists_what_was_installed(contents, arch: str) -> None:
-    for name in ("operator", "agent", "onnxruntime"):
+    for name in NAMES:
         files = contents[name, arch]
         python = json.loads(files["opt/edgewise/sbom/python.cdx.json"][1] or b"")
         assert python["bomFormat"] == "CycloneDX" and python["specVersion"] == "1.5"
@@ -136,11 +143,19 @@ def test_sbom_lists_what_was_installed(contents, arch: str) -> None:
         debian = json.loads(files[image_base.SBOM_PATH][1] or b"")
         debs = {c["name"]: c["purl"] for c in debian["components"]}
         assert "libc6" in debs and "python3.11-minimal" in debs and f"arch={arch}" in debs["libc6"]
-    node = {c["name"]: c for c in json.loads(contents["onnxruntime", arch]["opt/edgewise/sbom/python.cdx.json"][1]
-                                             or b"")["components"]}
-    assert node["onnxruntime"]["version"] == _pinned("onnxruntime")
-    assert node["onnxruntime"]["purl"] == f"pkg:pypi/onnxruntime@{_pinned('onnxruntime')}"
-    assert node["onnxruntime"]["hashes"][0]["alg"] == "SHA-256"
+    sboms = {name: {c["name"]: c for c in json.loads(contents[name, arch]["opt/edgewise/sbom/python.cdx.json"][1]
+                                                    or b"")["components"]} for name in NAMES}
+    for name, runtime in (("onnxruntime", "onnxruntime"), ("node-openvino", "openvino")):
+        node = sboms[name]
+        assert node[runtime]["version"] == _pinned(runtime)
+        assert node[runtime]["purl"] == f"pkg:pypi/{runtime}@{_pinned(runtime)}"
+        assert node[runtime]["hashes"][0]["alg"] == "SHA-256"
+    # Each node image carries its own runtime only: neither grows by the other's.
+    assert "openvino" not in sboms["onnxruntime"]
+    assert not {"onnxruntime", "onnx"} & set(sboms["node-openvino"])
+    # The operator image runs the optimization Jobs: NNCF quantizes, OpenVINO runs the gates.
+    assert sboms["operator"]["nncf"]["version"] == _pinned("nncf")
+    assert sboms["operator"]["openvino"]["version"] == _pinned("openvino")
     # The agent's image carries the agent's packages only.
     agent = {c["name"] for c in json.loads(contents["agent", arch]["opt/edgewise/sbom/python.cdx.json"][1]
                                            or b"")["components"]}

@@ -30,7 +30,12 @@ from wait_support import wait_for
 
 IMAGES = REPO / "runtime-images"
 DOCKERFILES = sorted(p for p in IMAGES.glob("Dockerfile.*") if not p.name.endswith(".dockerignore"))
-RUNTIME_IMAGES = {"Dockerfile.onnxruntime", "Dockerfile.triton-jetson", "Dockerfile.agent"}
+RUNTIME_IMAGES = {"Dockerfile.onnxruntime", "Dockerfile.openvino", "Dockerfile.triton-jetson", "Dockerfile.agent"}
+# The openvino serve backend (node/serve/openvino_model.py) may land after its image: until it does,
+# the image is checked for fetch and `serve --help`, and serving with it is skipped.
+SERVE_BACKEND = REPO / "operator/edgewise/node/serve/openvino_model.py"
+needs_backend = pytest.mark.skipif(not SERVE_BACKEND.exists(),
+                                   reason=f"{SERVE_BACKEND.relative_to(REPO)} is not in this tree yet")
 
 RUNNER = '''
 import importlib.abc, runpy, sys
@@ -162,7 +167,8 @@ def test_runs_as_a_numeric_non_root_user_and_copies_only_what_the_context_holds(
                 assert any(src == a or src.startswith(a + "/") for a in allowed), f"{src}: not in context"
 
 
-@pytest.mark.parametrize("name", ["Dockerfile.operator", "Dockerfile.agent", "Dockerfile.onnxruntime"])
+@pytest.mark.parametrize("name", ["Dockerfile.operator", "Dockerfile.agent", "Dockerfile.onnxruntime",
+                                  "Dockerfile.openvino"])
 def test_built_images_need_no_emulation(name: str) -> None:
     # The build stage runs on the build platform and installs the target's wheels; the target
     # platform's stage only copies files and sets metadata, so no target-architecture code runs.
@@ -205,6 +211,7 @@ def test_the_import_block_bites(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("requirements", "command"), [
     ("requirements-node.txt", "serve"), ("requirements-node.txt", "fetch"),
+    ("requirements-openvino.txt", "serve"), ("requirements-openvino.txt", "fetch"),
     ("requirements-fetch.txt", "fetch"), ("requirements-agent.txt", "agent"), (None, "crds"),
     (None, "operator"), (None, "optimize-job"),
 ])
@@ -223,6 +230,51 @@ def test_node_image_fetches_and_serves_a_model(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     ports = free_ports(3)
     server = start_in_image("requirements-node.txt", tmp_path, "serve",
+                            "--model-dir", str(tmp_path / "models/mlp"), "--model-name", "mlp",
+                            "--host", "127.0.0.1", "--http-port", str(ports[0]),
+                            "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]))
+    try:
+        wait_answering(server, tmp_path / "serve.log", f"http://127.0.0.1:{ports[0]}/v2/health/ready", 90)
+    finally:
+        server.terminate()
+        server.wait(60)
+
+
+def test_the_openvino_image_is_the_node_image_with_openvino_instead_of_onnxruntime() -> None:
+    # What serve and fetch need beyond the runtime is the same in both node images: a package added
+    # to one is added to the other, and the OpenVINO image carries no ONNX Runtime (nor onnx).
+    node = _requirement_names((IMAGES / "requirements-node.txt").read_text().splitlines())
+    openvino = _requirement_names((IMAGES / "requirements-openvino.txt").read_text().splitlines())
+    assert openvino == node - {"onnxruntime"} | {"openvino"}
+    assert {"onnxruntime", "onnx"}.isdisjoint(openvino)
+    assert "requirements-openvino.txt" in (IMAGES / "Dockerfile.openvino").read_text()
+
+
+def test_openvino_image_fetches_a_model_without_onnx_or_onnxruntime(tmp_path: Path) -> None:
+    # The openvino runtime's artifacts are ONNX files in the onnxruntime layout (contract.ONNX_FILENAME).
+    blocked = blocked_modules("requirements-openvino.txt").split(",")
+    assert {"onnx", "onnxruntime"} <= set(blocked)
+    model = mlp()
+    source = tmp_path / "src.onnx"
+    source.write_bytes(model)
+    proc = in_image("requirements-openvino.txt", tmp_path, "fetch", "--uri", source.as_uri(),
+                    "--sha256", sha256(model), "--model-name", "mlp", "--dest", str(tmp_path / "models"),
+                    "--layout", "onnxruntime")
+    assert proc.returncode == 0, proc.stderr
+    (fetched,) = (tmp_path / "models/mlp").rglob("*.onnx")
+    assert fetched.read_bytes() == model
+
+
+@needs_backend
+def test_openvino_image_serves_a_model_with_the_openvino_backend(tmp_path: Path) -> None:
+    model = mlp()
+    source = tmp_path / "src.onnx"
+    source.write_bytes(model)
+    proc = in_image("requirements-openvino.txt", tmp_path, "fetch", "--uri", source.as_uri(),
+                    "--sha256", sha256(model), "--model-name", "mlp", "--dest", str(tmp_path / "models"))
+    assert proc.returncode == 0, proc.stderr
+    ports = free_ports(3)
+    server = start_in_image("requirements-openvino.txt", tmp_path, "serve", "--backend", "openvino",
                             "--model-dir", str(tmp_path / "models/mlp"), "--model-name", "mlp",
                             "--host", "127.0.0.1", "--http-port", str(ports[0]),
                             "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]))
