@@ -193,11 +193,6 @@ def test_fetch_then_serve_a_model_in_the_container(runc: Runc, tmp_path: Path) -
 
 # ---- the OpenVINO node image ----------------------------------------------------------------------
 
-# The openvino serve backend (node/serve/openvino_model.py) may land after this image: until it
-# does, the image's own OpenVINO is checked directly, below, and the serve tests skip.
-SERVE_BACKEND = REPO / "operator/edgewise/node/serve/openvino_model.py"
-needs_backend = pytest.mark.skipif(not SERVE_BACKEND.exists(),
-                                   reason=f"{SERVE_BACKEND.relative_to(REPO)} is not in this tree yet")
 
 OPENVINO_RUN = """
 import sys
@@ -232,7 +227,6 @@ def test_openvino_image_has_fetch_and_serve_as_non_root(openvino_runc: Runc) -> 
         assert f"usage: edgewise {command}" in proc.stdout
 
 
-@needs_backend
 def test_openvino_image_serve_offers_the_openvino_backend(openvino_runc: Runc) -> None:
     proc = openvino_runc.run(["edgewise", "serve", "--help"], {})
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -240,6 +234,5 @@ def test_openvino_image_serve_offers_the_openvino_backend(openvino_runc: Runc) -
     assert backend and "openvino" in backend.group(1).split(","), proc.stdout
 
 
-@needs_backend
 def test_fetch_then_serve_with_openvino_in_the_container(openvino_runc: Runc, tmp_path: Path) -> None:
     _fetch_then_serve(openvino_runc, tmp_path, "--backend", "openvino", "--device", "CPU")

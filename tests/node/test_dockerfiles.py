@@ -31,11 +31,6 @@ from wait_support import wait_for
 IMAGES = REPO / "runtime-images"
 DOCKERFILES = sorted(p for p in IMAGES.glob("Dockerfile.*") if not p.name.endswith(".dockerignore"))
 RUNTIME_IMAGES = {"Dockerfile.onnxruntime", "Dockerfile.openvino", "Dockerfile.triton-jetson", "Dockerfile.agent"}
-# The openvino serve backend (node/serve/openvino_model.py) may land after its image: until it does,
-# the image is checked for fetch and `serve --help`, and serving with it is skipped.
-SERVE_BACKEND = REPO / "operator/edgewise/node/serve/openvino_model.py"
-needs_backend = pytest.mark.skipif(not SERVE_BACKEND.exists(),
-                                   reason=f"{SERVE_BACKEND.relative_to(REPO)} is not in this tree yet")
 
 RUNNER = '''
 import importlib.abc, runpy, sys
@@ -265,7 +260,6 @@ def test_openvino_image_fetches_a_model_without_onnx_or_onnxruntime(tmp_path: Pa
     assert fetched.read_bytes() == model
 
 
-@needs_backend
 def test_openvino_image_serves_a_model_with_the_openvino_backend(tmp_path: Path) -> None:
     model = mlp()
     source = tmp_path / "src.onnx"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from planning_support import factory_floor, fleet, model
+from planning_support import factory_floor, fleet, model, profile_of
 from pydantic import ValidationError
 
 from edgewise.api.settings import OperatorSettings
@@ -22,6 +22,9 @@ def _pods(settings: OperatorSettings) -> dict[str, dict[str, Any]]:
     plan = plan_model(model(), factory_floor(), FLEET, [], settings)
     pods = {w.manifest["metadata"]["labels"]["edgewise.io/runtime"]: w.manifest["spec"]["template"]["spec"]
             for w in plan.workloads}
+    intel = profile_of({"name": "intel", "nodeSelector": {"kubernetes.io/arch": "amd64"}, "runtime": "openvino"})
+    (openvino,) = plan_model(model(), intel, fleet(amd64_cpu=1), [], settings).workloads
+    pods["openvino"] = openvino.manifest["spec"]["template"]["spec"]
     pods["agent"] = agent_daemonset(settings)["spec"]["template"]["spec"]
     spec = job_spec(model(optimization={"runIn": "Job"}), factory_floor().spec.classes[-1], FLEET)
     assert spec is not None
@@ -31,7 +34,7 @@ def _pods(settings: OperatorSettings) -> dict[str, dict[str, Any]]:
 
 def test_pull_secrets_reach_the_agent_runtime_and_job_pods() -> None:
     pods = _pods(OperatorSettings(image_pull_secrets=SECRETS))
-    assert set(pods) == {"onnxruntime", "triton-tensorrt", "agent", "job"}
+    assert set(pods) == {"onnxruntime", "triton-tensorrt", "openvino", "agent", "job"}
     for what, pod in pods.items():
         assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror-pull"}], what
 
@@ -54,6 +57,9 @@ def test_the_runtime_images_follow_the_team_names() -> None:
     ort, trt = pods["onnxruntime"], pods["triton-tensorrt"]
     assert ort["containers"][0]["image"] == ort["initContainers"][0]["image"] == \
         "mirror.local:5000/edgewise/onnxruntime:0.1.0"
+    ov = pods["openvino"]
+    assert ov["containers"][0]["image"] == ov["initContainers"][0]["image"] == \
+        "mirror.local:5000/edgewise/node-openvino:0.1.0"
     assert pods["agent"]["containers"][0]["image"] == "mirror.local:5000/edgewise/agent:0.1.0"
     assert trt["containers"][0]["image"] == "mirror.local:5000/nvidia/tritonserver:25.01-py3-igpu"
     assert trt["initContainers"][0]["image"] == "mirror.local:5000/edgewise/triton-jetson:25.01-0.1.0"
