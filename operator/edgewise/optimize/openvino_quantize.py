@@ -96,8 +96,12 @@ def quantize(src: Path, dst: Path, work: Path, candidate: Candidate, keep_float:
         raise
     except Exception as err:  # noqa: BLE001 - NNCF raises its own and onnxruntime's exceptions
         raise TechniqueFailed(f"{candidate.describe()} failed: {type(err).__name__}: {str(err)[:300]}") from err
+    kept = float_weight_nodes(quantized, info.weight_nodes)
+    if info.weight_nodes and len(kept) == len(info.weight_nodes):  # an "int8" artifact with no int8 weight
+        raise TechniqueFailed(f"{candidate.describe()} left every weight layer in float ({len(kept)}): "
+                              "no int8 artifact to gate")
     onnx.save(quantized, str(dst))
-    return float_weight_nodes(quantized, info.weight_nodes)
+    return kept
 
 
 @contextlib.contextmanager
