@@ -113,8 +113,9 @@ def test_speed_and_memory_are_measured_in_openvino(models: dict[str, Path], tmp_
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
     # The memory probe loads OpenVINO: its baseline holds OpenVINO's libraries, not ONNX Runtime's alone.
     sample = {"ids": np.load(models["tokens"])["ids"][:1]}
-    child = subprocess.run([sys.executable, "-c", "import sys, edgewise.optimize.memory as m; "
-                            "m.main(sys.argv[1:]); print(sorted(k for k in sys.modules if k.startswith('openvino'))[:1])",
+    probe = ("import sys, edgewise.optimize.memory as m; m.main(sys.argv[1:]); "
+             "print(sorted(k for k in sys.modules if k.startswith('openvino'))[:1])")
+    child = subprocess.run([sys.executable, "-c", probe,
                             str(out), "--inputs", str(_npz(tmp_path, sample)), "--runtime", "openvino"],
                            capture_output=True, text=True, check=True)
     assert "'openvino'" in child.stdout.splitlines()[-1]
