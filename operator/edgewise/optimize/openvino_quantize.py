@@ -6,7 +6,12 @@ file in the same store and fetch layout as every other.
 
 - `nncf-ptq`: `nncf.quantize`, static, on the calibration samples (batch 1 each), with
   `model_type=TRANSFORMER` for transformers (NNCF then keeps softmax/layer-norm paths in float
-  and uses asymmetric activations) and the keep-float nodes as its ignored scope.
+  and uses asymmetric activations) and the keep-float nodes as its ignored scope. Other models'
+  activation ranges are plain min/max over the calibration samples instead of NNCF's default
+  (averaged) estimate: on the PP-OCR detector, 32 held-out rendered pages, that raised the mean
+  IoU of the text map from 0.946 to 0.961 and the min cosine from 0.931 to 0.958, at the same
+  speed (as min/max was best for ONNX Runtime's static int8 too). NNCF's `mixed` preset was
+  more accurate on neither and 1.5x slower; keeping the first and last layers float, neither.
 - `nncf-accuracy-control`: `nncf.quantize_with_accuracy_control` (its ONNX backend exists in
   NNCF 3.4), whose metric is the accuracy gate's: per-sample cosine with the fp32 original's
   outputs, the artifact run in OpenVINO as it will be served. NNCF ranks the quantized layers by
@@ -82,14 +87,22 @@ def quantize(src: Path, dst: Path, work: Path, candidate: Candidate, keep_float:
         model_type=nncf.ModelType.TRANSFORMER if candidate.transformer else None,
         ignored_scope=nncf.IgnoredScope(names=ignored, validate=False) if ignored else None)
     calib = nncf.Dataset(list(batches(calibration, 1)))
+    advanced = None
+    if not candidate.transformer:
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+        advanced = AdvancedQuantizationParameters(
+            activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
     try:
         with _nncf_output_to_stderr():
             if candidate.technique == "nncf-ptq":
-                quantized = nncf.quantize(model, calib, **common)
+                quantized = nncf.quantize(model, calib, advanced_parameters=advanced, **common)
             elif candidate.technique == "nncf-accuracy-control":
                 if reference is None:
                     raise ValueError("nncf-accuracy-control needs the validation reference")
-                quantized = _with_accuracy_control(model, calib, reference, work, common, notes)
+                quantized = _with_accuracy_control(model, calib, reference, work,
+                                                   common | {"advanced_quantization_parameters": advanced}, notes)
             else:
                 raise ValueError(f"not an NNCF technique: {candidate.technique}")
     except (TechniqueFailed, ValueError):
