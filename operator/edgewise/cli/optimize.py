@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from edgewise import contract
 from edgewise.contract import DEFAULT_MAX_SAMPLES
-from edgewise.optimize.target import PRECISIONS, QUANTIZATIONS, RUNTIMES
+from edgewise.optimize.target import DEVICES, PRECISIONS, QUANTIZATIONS, RUNTIMES
 
 if TYPE_CHECKING:
     from edgewise.api.model import AccuracyGate
@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration", help=".npz of inputs named after the model's inputs (axis 0: samples)")
     p.add_argument("--validation", help=".npz of validation inputs (default: the calibration data)")
     p.add_argument("--target", choices=RUNTIMES, default="onnxruntime", help="runtime that serves the artifact")
+    p.add_argument("--device", choices=DEVICES, default=None,
+                   help="OpenVINO device of the class (--target openvino only; default CPU)")
     p.add_argument("--cpu-features", nargs="*", default=[], metavar="FEATURE",
                    help="CPU features of the target, e.g. avx512vnni or arm64 (NFD cpu-cpuid names)")
     p.add_argument("--quantization", choices=QUANTIZATIONS, default="auto")
@@ -99,9 +101,13 @@ def run(args: argparse.Namespace) -> int:
     except _Untrusted as err:
         print(f"edgewise optimize: {err}", file=sys.stderr)
         return EXIT_UNTRUSTED
+    if args.device is not None and args.target != "openvino":
+        print(f"edgewise optimize: --device applies to --target openvino only, not {args.target}; leave it out",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         target = Target(runtime=args.target, precision=args.precision,
-                        cpu_features=frozenset(args.cpu_features))
+                        cpu_features=frozenset(args.cpu_features), device=args.device)
         options = Options(
             quantization=args.quantization, keep_float=tuple(args.keep_float),
             keep_first_last=args.keep_first_last, calibrate_method=args.calibrate_method,

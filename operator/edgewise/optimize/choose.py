@@ -9,6 +9,10 @@ The rules follow what was measured on ONNX Runtime's CPU provider (see docs/opti
 - fp16 is slower than fp32 on ONNX Runtime's CPU provider for every model tried: never for CPU.
 - GPU targets (Triton with TensorRT or ONNX Runtime): fp16 ONNX; TensorRT builds its plan on
   the device from it. int8 for TensorRT means explicit, symmetric QDQ from calibration data.
+- OpenVINO: int8 by NNCF post-training quantization (static QDQ ONNX), for convolutions as for
+  transformers (OpenVINO runs both faster in int8 on Intel CPUs, unlike ONNX Runtime's
+  ConvInteger); when it fails the accuracy gate, NNCF's accuracy-aware quantization, which
+  returns the most sensitive layers to float; then fp16, then fp32.
 
 Candidates come in fallback order (int8 → fp16 → fp32); the pipeline takes the first one
 that passes the accuracy gate. fp32 is always last and always passes.
@@ -22,7 +26,8 @@ from typing import Literal
 from edgewise.optimize.inspect import Kind
 from edgewise.optimize.target import Quantization, Target
 
-Technique = Literal["int8-dynamic", "int8-static", "fp16", "fp32"]
+Technique = Literal["int8-dynamic", "int8-static", "nncf-ptq", "nncf-accuracy-control", "fp16", "fp32"]
+NNCF_TECHNIQUES = ("nncf-ptq", "nncf-accuracy-control")
 CalibrateMethod = Literal["minmax", "percentile", "entropy"]
 
 NOTE_CONV_NO_CALIBRATION = (
@@ -37,6 +42,13 @@ NOTE_TRT_INT8_NO_CALIBRATION = (
 NOTE_DYNAMIC_SKIPS_CONV = (
     "dynamic int8 quantizes MatMul/Gemm weights only; convolutions stay float (ConvInteger is slow)")
 NOTE_QUANTIZATION_NONE = "quantization: none: serving the float model"
+NOTE_OPENVINO_DYNAMIC = (
+    "quantization: dynamic is ONNX Runtime's technique; OpenVINO's int8 is NNCF's static post-training "
+    "quantization, used instead")
+NOTE_OPENVINO_CONV_NO_CALIBRATION = (
+    "convolutional model without calibration data: no int8 for OpenVINO. NNCF's static quantization "
+    "would set activation ranges from random images no camera sees; give optimization.calibration")
+NOTE_STATIC_NO_CALIBRATION = "quantization: static needs calibration data: serving fp32"
 
 
 @dataclass(frozen=True)
@@ -49,12 +61,17 @@ class Candidate:
     symmetric_activations: bool = False  # TensorRT's explicit quantization wants int8 symmetric
     calibrate_method: CalibrateMethod = "minmax"
     keep_first_last: bool = False  # keep the first and last weight layers in float
+    transformer: bool = False  # NNCF's model_type=TRANSFORMER (keeps attention's sensitive ops in float)
 
     @property
     def precision(self) -> str:
-        return {"int8-dynamic": "int8", "int8-static": "int8", "fp16": "fp16", "fp32": "fp32"}[self.technique]
+        return {"int8-dynamic": "int8", "int8-static": "int8", "nncf-ptq": "int8", "nncf-accuracy-control": "int8",
+                "fp16": "fp16", "fp32": "fp32"}[self.technique]
 
     def describe(self) -> str:
+        if self.technique in NNCF_TECHNIQUES:
+            return (f"{self.technique} (int8 QDQ, {'transformer' if self.transformer else 'default'} model type"
+                    + (", first/last float" if self.keep_first_last else "") + ")")
         if self.technique == "int8-dynamic":
             return f"int8 dynamic ({'per-channel' if self.per_channel else 'per-tensor'} weights" + (
                 ", reduced range" if self.reduce_range else "") + ")"
@@ -116,18 +133,47 @@ def _int8_for_gpu(kind: Kind, quantization: Quantization, has_calibration: bool,
                      calibrate_method=calibrate_method, keep_first_last=True), []
 
 
+def _int8_for_openvino(kind: Kind, quantization: Quantization, has_calibration: bool
+                       ) -> tuple[list[Candidate], list[str]]:
+    """NNCF's post-training quantization, then its accuracy-aware variant, or none with the reason.
+
+    A transformer without calibration data is calibrated on synthetic token ids (ids drawn from
+    its vocabulary make embeddings like real text's); a CNN is not calibrated on noise images.
+    """
+    if quantization == "none":
+        return [], [NOTE_QUANTIZATION_NONE]
+    notes = [NOTE_OPENVINO_DYNAMIC] if quantization == "dynamic" else []
+    if kind == "other":
+        return [], notes + [NOTE_NO_WEIGHTS]
+    if not has_calibration and quantization == "static":
+        return [], notes + [NOTE_STATIC_NO_CALIBRATION]
+    if not has_calibration and kind == "convolutional":
+        return [], notes + [NOTE_OPENVINO_CONV_NO_CALIBRATION]
+    transformer = kind == "transformer"
+    return [Candidate("nncf-ptq", transformer=transformer),
+            Candidate("nncf-accuracy-control", transformer=transformer)], notes
+
+
 def plan(target: Target, kind: Kind, *, quantization: Quantization = "auto", has_calibration: bool = False,
          calibrate_method: CalibrateMethod = "minmax", fallback: bool = True,
          keep_first_last: bool | None = None) -> Plan:
     """Candidates for `target` and a model of `kind`, in the order the pipeline tries them.
 
-    `fallback=False` keeps only the first candidate: an artifact failing its gate is then
-    rejected instead of replaced by a more precise one.
+    `fallback=False` keeps only the first candidate (with OpenVINO: both int8 candidates): an
+    artifact failing its gate is then rejected instead of replaced by a more precise one.
     """
     notes: list[str] = []
     chain: list[Candidate] = []
     wanted = target.precision
-    if target.on_cpu:
+    if target.on_openvino:
+        if wanted in ("int8", "auto"):
+            int8s, why = _int8_for_openvino(kind, quantization, has_calibration)
+            notes += why
+            chain += int8s
+        if wanted in ("int8", "fp16", "auto"):
+            chain.append(FP16)
+        chain.append(FP32)
+    elif target.on_cpu:
         if wanted in ("int8", "auto"):
             int8, why = _int8_for_cpu(target, kind, quantization, has_calibration, calibrate_method)
             notes += why
@@ -147,6 +193,6 @@ def plan(target: Target, kind: Kind, *, quantization: Quantization = "auto", has
         chain.append(FP32)
     if keep_first_last is not None:
         chain = [replace(c, keep_first_last=keep_first_last) if c.precision == "int8" else c for c in chain]
-    if not fallback:
-        chain = chain[:1]
+    if not fallback:  # the leading candidates of the first one's precision
+        chain = [c for i, c in enumerate(chain) if all(p.precision == chain[0].precision for p in chain[:i + 1])]
     return Plan(candidates=tuple(chain), notes=tuple(notes))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,10 @@ from edgewise.optimize.inspect import ModelInfo
 from edgewise.optimize.speed import SpeedMeasurement
 
 EPS = 1e-12
+
+# How a gate opens an artifact: (path, intra-op threads) -> something with `run(names, feed)`.
+# ONNX Runtime's CPU provider by default; `openvino_session.session` for OpenVINO targets.
+OpenSession = Callable[[Path, int], object]
 
 
 def session(path: Path, threads: int = 2):  # noqa: ANN201 - onnxruntime.InferenceSession
@@ -116,14 +120,16 @@ def wall_ms(sess, sample: Samples, runs: int = 20, warmup: int = 5) -> float:  #
 
 
 def compare_wall_latency(original: Path, artifact: Path, arrays: Samples, batch: int = 1, threads: int = 2,
-                         runs: int = 20, rounds: int = 3, warmup: int = 5) -> WallLatency:
+                         runs: int = 20, rounds: int = 3, warmup: int = 5,
+                         open_session: OpenSession | None = None) -> WallLatency:
     """Wall-clock latency of both models with `threads` intra-op threads, interleaved in rounds, best round each.
 
     What a user of the model waits for, on an idle machine; it moves with the machine's load, so no
     decision is made on it (see `compare_latency`).
     """
     sample = _sample(arrays, batch)
-    a, b = session(original, threads), session(artifact, threads)
+    opener = open_session or session
+    a, b = opener(original, threads), opener(artifact, threads)
     before, after = [], []
     for i in range(rounds):
         if i % 2:
@@ -176,14 +182,16 @@ class Latency:
 
 def compare_latency(original: Path, artifact: Path, arrays: Samples, batch: int = 1, limit: float = 1.0,
                     warmup: int = 3, min_rounds: int = speed.MIN_ROUNDS,
-                    max_rounds: int = speed.MAX_ROUNDS) -> Latency:
+                    max_rounds: int = speed.MAX_ROUNDS, open_session: OpenSession | None = None) -> Latency:
     """CPU time per inference of both models on the same inputs, in interleaved rounds, against `limit`.
 
     See `speed`: the verdict does not depend on how busy this machine is, and it is
-    `inconclusive` rather than a guess when the two cannot be told apart.
+    `inconclusive` rather than a guess when the two cannot be told apart. `open_session` runs
+    both in the target's runtime (ONNX Runtime by default).
     """
     sample = _sample(arrays, batch)
-    a, b = session(original, 1), session(artifact, 1)
+    opener = open_session or session
+    a, b = opener(original, 1), opener(artifact, 1)
     for sess in (a, b):
         for _ in range(warmup):
             sess.run(None, sample)

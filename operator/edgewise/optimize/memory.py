@@ -5,7 +5,10 @@ both models, the quantizer's buffers and numpy's caches. The child reports its h
 mark (VmHWM, or ru_maxrss where /proc is missing) before loading the model (the interpreter
 and ONNX Runtime) and after one session load plus inference on a real sample.
 
-Run as `python -m edgewise.optimize.memory MODEL [--inputs SAMPLE.npz] [--threads N]`.
+The runtime is the target's: ONNX Runtime's CPU provider, or OpenVINO (`--runtime openvino`,
+compiled as `openvino_session` compiles it for the gates and for serving).
+
+Run as `python -m edgewise.optimize.memory MODEL [--inputs SAMPLE.npz] [--threads N] [--runtime R]`.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def _high_water_kib() -> int:
 
 
 def measure(model: Path, sample: Path | dict[str, np.ndarray], threads: int = 2,
-            timeout: float = 600.0) -> Memory:
+            timeout: float = 600.0, runtime: str = "onnxruntime", device: str = "CPU") -> Memory:
     """Load and run `model` on `sample` (a .npz path or arrays of one sample) in a child process."""
     with tempfile.TemporaryDirectory(prefix="edgewise-mem-") as tmp:
         if isinstance(sample, dict):
@@ -56,6 +59,8 @@ def measure(model: Path, sample: Path | dict[str, np.ndarray], threads: int = 2,
             sample = path
         cmd = [sys.executable, "-m", "edgewise.optimize.memory", str(model), "--inputs", str(sample),
                "--threads", str(threads)]
+        if runtime == "openvino":
+            cmd += ["--runtime", "openvino", "--device", device]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     if proc.returncode != 0:
@@ -69,12 +74,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model")
     parser.add_argument("--inputs", required=True, help=".npz with one sample per input name")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runtime", choices=["onnxruntime", "openvino"], default="onnxruntime")
+    parser.add_argument("--device", default="CPU", help="OpenVINO device")
     args = parser.parse_args(argv)
-
-    import onnxruntime as ort
 
     with np.load(args.inputs) as npz:
         feed = {name: npz[name] for name in npz.files}
+    if args.runtime == "openvino":
+        import openvino  # noqa: F401 - the runtime's own memory belongs to the baseline, as ONNX Runtime's does
+
+        from edgewise.optimize import openvino_session
+
+        baseline = _high_water_kib()
+        openvino_session.session(Path(args.model), args.threads, args.device).run(None, feed)
+        print(json.dumps({"baseline_kib": baseline, "peak_kib": _high_water_kib()}))
+        return 0
+
+    import onnxruntime as ort
+
     baseline = _high_water_kib()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads

@@ -4,7 +4,8 @@ The imperative shell around the pure decisions: load and inspect, choose candida
 (`choose.plan`), make each in turn, measure its agreement with the original on the
 validation inputs, and keep the first that passes the accuracy gate (int8 → fp16 → fp32).
 The accepted artifact is then measured for latency and peak memory (in a separate process)
-and checked against the memory limits.
+and checked against the memory limits. Every gate runs the artifact in the target's runtime:
+ONNX Runtime's CPU provider, or OpenVINO Runtime for `openvino` targets (its CPU device here).
 
 The function is synchronous, CPU-heavy and self-contained: the operator calls it in a
 worker process with memory and time limits (or in a Job), never in its event loop.
@@ -37,7 +38,18 @@ from edgewise.api.optimization_report import (
     TargetInfo,
 )
 from edgewise.contract import DEFAULT_MAX_SAMPLES
-from edgewise.optimize import choose, data, evaluate, fp16, gates, graph, memory, quantize
+from edgewise.optimize import (
+    choose,
+    data,
+    evaluate,
+    fp16,
+    gates,
+    graph,
+    memory,
+    openvino_quantize,
+    openvino_session,
+    quantize,
+)
 from edgewise.optimize.choose import CalibrateMethod, Candidate
 from edgewise.optimize.errors import CalibrationMismatch, NotOnnxError, TechniqueFailed
 from edgewise.optimize.gates import Agreement
@@ -78,11 +90,12 @@ def _file_info(path: Path) -> FileInfo:
     return FileInfo(path=str(path), sha256=file_sha256(path), size_bytes=path.stat().st_size)
 
 
-def _versions() -> dict[str, str]:
+def _versions(target: Target) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for dist in ("onnxruntime", "onnx", "onnxconverter-common"):
+    dists = ("onnxruntime", "onnx", "onnxconverter-common") + (("openvino", "nncf") if target.on_openvino else ())
+    for dist in dists:
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
@@ -119,9 +132,28 @@ def _gate_info(g: gates.GateResult) -> GateInfo:
     return GateInfo(passed=g.passed, reason=g.reason, message=g.message, numbers=g.numbers)
 
 
-def _make(candidate: Candidate, src: Path, out: Path, work: Path, info: ModelInfo, options: Options,
-          calibration: data.Samples | None, probe: data.Samples, batch: int, notes: list[str]) -> list[str]:
+# The device the gates run OpenVINO artifacts on: this machine's CPU (see `_gate_device_note`).
+GATE_DEVICE = "CPU"
+
+
+def _opener(target: Target) -> evaluate.OpenSession:
+    """How the gates open an artifact of `target`: in the runtime that will serve it."""
+    if target.on_openvino:
+        return lambda path, threads: openvino_session.session(path, threads, GATE_DEVICE)
+    return evaluate.session
+
+
+def _gate_device_note(target: Target) -> list[str]:
+    if target.on_openvino and target.device != GATE_DEVICE:
+        return [f"the gates ran the artifact on OpenVINO's {GATE_DEVICE} device (the optimizer's machine); "
+                f"the class's {target.device} device was not measured"]
+    return []
+
+
+def _make(candidate: Candidate, src: Path, out: Path, work: Path, inputs: _Inputs, target: Target,
+          options: Options, notes: list[str]) -> list[str]:
     """Write `candidate`'s artifact to `out`; returns the nodes kept in float."""
+    info, calibration, probe, batch = inputs.info, inputs.calibration, inputs.validation, inputs.batch
     if candidate.technique == "fp32":
         try:
             graph.optimize_graph(src, out, "basic")
@@ -139,6 +171,9 @@ def _make(candidate: Candidate, src: Path, out: Path, work: Path, info: ModelInf
             return fp16.convert(fp32, out, info, list(options.keep_float), notes)
         except Exception as err:  # noqa: BLE001 - onnxconverter-common raises plain exceptions
             raise TechniqueFailed(f"fp16 conversion failed: {type(err).__name__}: {err}") from err
+    if candidate.technique in choose.NNCF_TECHNIQUES:
+        return _make_nncf(candidate, src, out, work, inputs, target, options, notes)
+
     def loads_and_runs(path: Path) -> None:
         # Some quantized kernels reject their inputs only when run (e.g. per-channel batched MatMul).
         evaluate.session(path, options.threads).run(None, next(data.batches(probe, batch)))
@@ -147,6 +182,24 @@ def _make(candidate: Candidate, src: Path, out: Path, work: Path, info: ModelInf
                                check=loads_and_runs)
     notes.extend(result.notes)
     return result.excluded_nodes
+
+
+def _make_nncf(candidate: Candidate, src: Path, out: Path, work: Path, inputs: _Inputs, target: Target,
+               options: Options, notes: list[str]) -> list[str]:
+    """NNCF's int8 for OpenVINO; calibrated on the synthetic inputs when no data was given (transformers only)."""
+    calibration = inputs.calibration
+    if calibration is None:
+        calibration = inputs.validation
+        note = "NNCF calibrated on synthetic inputs (no calibration data given); give calibration data"
+        if note not in notes:
+            notes.append(note)
+    reference = openvino_quantize.Reference(inputs.validation, inputs.reference, options.gate.min_cosine,
+                                            options.threads)
+    kept = openvino_quantize.quantize(src, out, work, candidate, list(options.keep_float), calibration,
+                                      target.device, notes, reference)
+    openvino_session.session(out, options.threads, GATE_DEVICE).run(None, next(data.batches(inputs.validation,
+                                                                                           inputs.batch)))
+    return kept
 
 
 @dataclass(frozen=True)
@@ -173,6 +226,7 @@ class _Accepted:
     verdict: gates.GateResult
     kept_float: list[str]
     gate_latency: evaluate.Latency | None  # what the speed gate measured: the report says the same
+    open_session: evaluate.OpenSession  # the target's runtime, as the gates ran the artifact
 
 
 def optimize(src: str | Path, output: str | Path, target: Target, *, calibration: str | Path | None = None,
@@ -198,19 +252,24 @@ def optimize(src: str | Path, output: str | Path, target: Target, *, calibration
                         has_calibration=inputs.calibration is not None, calibrate_method=options.calibrate_method,
                         fallback=options.fallback, keep_first_last=options.keep_first_last)
         notes.extend(p.notes)
+        notes.extend(_gate_device_note(target))
         speed_limit = _speed_limit(target, options, notes)
         attempts: list[Attempt] = []
         accepted = None
         for i, candidate in enumerate(p.candidates):
+            if _needless(candidate, attempts):
+                notes.append(f"{candidate.technique} not tried: {attempts[-1].technique} was rejected by the "
+                             "speed gate, and keeping more layers in float would not make it faster")
+                continue
             accepted = _attempt(candidate, work / f"candidate-{i}-{candidate.technique}.onnx", work, inputs,
-                                options, speed_limit, attempts, notes)
+                                target, options, speed_limit, attempts, notes)
             if accepted is not None:
                 break
         common: dict[str, Any] = dict(
             source=_file_info(src), source_kind=inputs.info.kind, source_opset=inputs.info.opset,
             target=TargetInfo(runtime=target.runtime, precision=target.precision,
                               cpu_features=sorted(target.cpu_features)),
-            validation=inputs.validation_kind, attempts=attempts, notes=notes, versions=_versions())
+            validation=inputs.validation_kind, attempts=attempts, notes=notes, versions=_versions(target))
         if accepted is None:
             return _rejected(attempts, options, started, common)
         return _measured_and_installed(accepted, inputs, output, options, notes, started, common)
@@ -256,7 +315,15 @@ def _speed_limit(target: Target, options: Options, notes: list[str]) -> float | 
     return None
 
 
-def _attempt(candidate: Candidate, out: Path, work: Path, inputs: _Inputs, options: Options,
+def _needless(candidate: Candidate, attempts: list[Attempt]) -> bool:
+    """Accuracy-aware quantization answers an accuracy failure only: after a speed rejection it is skipped."""
+    if candidate.technique != "nncf-accuracy-control" or not attempts:
+        return False
+    last = attempts[-1]
+    return last.technique.startswith("nncf-ptq") and last.status == "rejected" and last.message.startswith("latency")
+
+
+def _attempt(candidate: Candidate, out: Path, work: Path, inputs: _Inputs, target: Target, options: Options,
              speed_limit: float | None, attempts: list[Attempt], notes: list[str]) -> _Accepted | None:
     """Make one candidate and judge it; its Attempt is appended either way. The accepted one, or None.
 
@@ -264,10 +331,10 @@ def _attempt(candidate: Candidate, out: Path, work: Path, inputs: _Inputs, optio
     """
     with tracing.span("optimize.attempt", {"edgewise.technique": candidate.describe(),
                                            "edgewise.precision": candidate.precision}) as span:
+        open_session = _opener(target)
         try:
-            kept = _make(candidate, inputs.model_path, out, work, inputs.info, options, inputs.calibration,
-                         inputs.validation, inputs.batch, notes)
-            got = evaluate.run_all(evaluate.session(out, options.threads), inputs.validation, inputs.batch,
+            kept = _make(candidate, inputs.model_path, out, work, inputs, target, options, notes)
+            got = evaluate.run_all(open_session(out, options.threads), inputs.validation, inputs.batch,
                                    inputs.outputs)
             agreement = evaluate.agreement(inputs.reference, got, inputs.info.classifier_outputs)
         except Exception as err:  # noqa: BLE001 - any failure of one technique moves on to the next
@@ -287,7 +354,8 @@ def _attempt(candidate: Candidate, out: Path, work: Path, inputs: _Inputs, optio
             notes.append("graph-optimized fp32 drifted from the original; serving the original")
         gate_latency = None
         if verdict.passed and speed_limit is not None and candidate.technique != "fp32":
-            gate_latency = evaluate.compare_latency(inputs.model_path, out, inputs.validation, 1, limit=speed_limit)
+            gate_latency = evaluate.compare_latency(inputs.model_path, out, inputs.validation, 1, limit=speed_limit,
+                                                    open_session=open_session)
             verdict = _with_speed(verdict, gates.check_latency(gate_latency.speed, speed_limit))
         attempts.append(Attempt(technique=candidate.describe(), precision=candidate.precision,
                                 status="accepted" if verdict.passed else "rejected",
@@ -299,7 +367,7 @@ def _attempt(candidate: Candidate, out: Path, work: Path, inputs: _Inputs, optio
                 span.set_attribute(f"edgewise.gate.{key}", value)
         if not verdict.passed:
             return None
-        return _Accepted(candidate, out, agreement, verdict, kept, gate_latency)
+        return _Accepted(candidate, out, agreement, verdict, kept, gate_latency, open_session)
 
 
 def _with_speed(accuracy: gates.GateResult, speed: gates.GateResult) -> gates.GateResult:
@@ -327,7 +395,9 @@ def _measured_and_installed(accepted: _Accepted, inputs: _Inputs, output: Path, 
     latency = _latency(accepted, inputs, options, notes) if options.measure_latency else None
     mem = memory_gate = None
     if options.measure_memory:
-        m = memory.measure(out, next(data.batches(inputs.validation, 1)), options.threads)
+        runtime = common["target"].runtime
+        m = memory.measure(out, next(data.batches(inputs.validation, 1)), options.threads, runtime=runtime,
+                           device=GATE_DEVICE)
         mem = MemoryInfo.model_validate({"peakMiB": m.peak_mib, "baselineMiB": m.baseline_mib,
                                          "modelMiB": m.model_mib})
         memory_gate = gates.check_memory(m.peak_mib, options.max_memory_mib, options.node_allocatable_mib)
@@ -350,7 +420,8 @@ def _measured_and_installed(accepted: _Accepted, inputs: _Inputs, output: Path, 
 def _latency(accepted: _Accepted, inputs: _Inputs, options: Options, notes: list[str]) -> LatencyInfo:
     """The artifact's latency against the original's (the speed gate's measurement when it ran)."""
     cand = accepted.candidate
-    lat = accepted.gate_latency or evaluate.compare_latency(inputs.model_path, accepted.path, inputs.validation, 1)
+    lat = accepted.gate_latency or evaluate.compare_latency(inputs.model_path, accepted.path, inputs.validation, 1,
+                                                            open_session=accepted.open_session)
     s = lat.speed
     if cand.technique != "fp32" and s.verdict == "slower":
         notes.append(f"{cand.describe()} measured {s.ratio:.2f}x the original's latency on the machine "
