@@ -71,9 +71,8 @@ def run(job_dir: Path, read_files: bool = True) -> OptimizationReport:
     except (DownloadError, OSError) as err:
         return OptimizationReport.failed("SourceUnavailable", _fetch_failure(what, uri, err), detail=str(err))
     t, o = job.target, job.options
-    # `device` joins JobTarget for openvino classes (absent from the wire for the others, so their keys hold).
     target = Target(runtime=t.runtime, precision=t.precision, cpu_features=frozenset(t.cpu_features),
-                    device=getattr(t, "device", None))
+                    device=t.device)
     options = Options(quantization=o.quantization, keep_float=tuple(o.keep_float), fallback=o.fallback,
                       gate=o.gate, max_memory_mib=o.max_memory_mib, node_allocatable_mib=o.node_allocatable_mib,
                       max_samples=o.max_samples)
