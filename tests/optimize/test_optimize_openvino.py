@@ -106,9 +106,9 @@ def test_speed_and_memory_are_measured_in_openvino(models: dict[str, Path], tmp_
     assert report.accuracy_gate is not None and report.accuracy_gate.numbers["maxLatencyRatio"] == 100.0
     assert report.memory is not None and report.memory.peak_mib > report.memory.baseline_mib
     # What the gates opened is an OpenVINO compiled model, on the CPU device, in f32 (not this CPU's bf16).
-    sess = pipeline._opener(OV_CPU)(out, 1)
+    sess = pipeline._opener(OV_CPU)(out, 1)  # what the pipeline's gates open for this target
     assert isinstance(sess, openvino_session.Session)
-    compiled = sess._compiled
+    compiled = sess.compiled
     assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
     # The memory probe loads OpenVINO: its baseline holds OpenVINO's libraries, not ONNX Runtime's alone.

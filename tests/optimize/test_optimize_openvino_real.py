@@ -79,15 +79,15 @@ def test_ppocr_detector_gets_nncf_int8_for_openvino_within_the_gate(tmp_path: Pa
     np.savez(tmp_path / "calib.npz", **pages(8, seed=1))
     np.savez(tmp_path / "valid.npz", **pages(6, seed=2))
     out = tmp_path / "det-ov.onnx"
-    # A detection map's cosine is stricter than its IoU, and these drawn pages are cruder than the benchmark's
-    # rendered text (where IoU is measured): plain PTQ reaches min cosine ~0.93 on them, gated at 0.9 here.
-    gate = AccuracyGate(min_cosine=0.9)
+    # A detection map's cosine is stricter than its IoU: the benchmark gates the detector at 0.95 too.
+    # (NNCF's default averaged activation ranges reach only ~0.93 on these pages; min/max ranges ~0.98.)
+    gate = AccuracyGate(min_cosine=0.95)
     report = optimize(src, out, OV_CPU, calibration=tmp_path / "calib.npz", validation=tmp_path / "valid.npz",
                       options=Options(gate=gate, measure_latency=False, measure_memory=False))
     assert report.outcome == "Optimized", report.message
     assert report.precision == "int8" and report.technique.startswith("nncf-ptq")
     assert report.technique.endswith("default model type)")  # a CNN: not the transformer rules
-    assert report.agreement is not None and report.agreement.min_cosine >= 0.9
+    assert report.agreement is not None and report.agreement.min_cosine >= 0.95
     assert report.validation == "validation" and report.agreement.samples == 6
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(str(out)).graph.node}
     predicate = attested_runtime(out, report, "https://models.example/det.onnx")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -26,9 +27,17 @@ from edgewise.optimize.speed import SpeedMeasurement
 
 EPS = 1e-12
 
-# How a gate opens an artifact: (path, intra-op threads) -> something with `run(names, feed)`.
-# ONNX Runtime's CPU provider by default; `openvino_session.session` for OpenVINO targets.
-OpenSession = Callable[[Path, int], object]
+
+
+class Runnable(Protocol):
+    """What the gates run: ONNX Runtime's InferenceSession, or `openvino_session.Session`."""
+
+    def run(self, names: Sequence[str] | None, feed: Samples, /) -> Sequence[Any]: ...
+
+
+# How a gate opens an artifact: (path, intra-op threads) -> a Runnable. ONNX Runtime's CPU
+# provider by default; `openvino_session.session` for OpenVINO targets.
+OpenSession = Callable[[Path, int], Runnable]
 
 
 def session(path: Path, threads: int = 2):  # noqa: ANN201 - onnxruntime.InferenceSession

@@ -41,6 +41,10 @@ class Session:
         self._request = compiled.create_infer_request()
         self._outputs = [o.any_name for o in compiled.outputs]
 
+    @property
+    def compiled(self) -> Any:  # noqa: ANN401 - openvino.CompiledModel, for its properties
+        return self._compiled
+
     def run(self, names: Sequence[str] | None, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         self._request.infer(dict(feed))
         return [np.array(self._request.get_tensor(n).data, copy=True) for n in (names or self._outputs)]
