@@ -23,7 +23,7 @@ from operator_support import Operator, apply, classes, get, rollout_classes, wai
 from edgewise.devcluster import demo_models
 from edgewise.devcluster.cluster import DevCluster
 from edgewise.devcluster.podrunner import PodProcesses, PodRunner
-from edgewise.devcluster.traffic import serving
+from edgewise.devcluster.traffic import Traffic, serving
 from wait_support import wait_for
 
 ARM, AMD = "arm64-cpu", "amd64-cpu"
@@ -40,11 +40,17 @@ def profile(ns: str) -> dict[str, Any]:
                  "precision": "int8", "threads": 1}]}}
 
 
-def edgemodel(ns: str, version: str, src: Path, golden: Path) -> dict[str, Any]:
+def edgemodel(ns: str, version: str, src: Path, golden: Path, calibration: Path) -> dict[str, Any]:
     return {"apiVersion": "edgewise.io/v1alpha1", "kind": "EdgeModel", "metadata": {"name": MODEL, "namespace": ns},
             "spec": {"profileRef": "fleet", "version": version,
                      "source": {"uri": src.as_uri(), "sha256": demo_models.sha256(src)},
-                     "optimization": {"quantization": "auto", "accuracyGate": {"minCosine": 0.98}},
+                     # Calibrated on data, as NNCF needs for anything but a transformer. The demo classifier's
+                     # random inputs sit near its decision boundaries, where int8 flips a few top-1 classes
+                     # (3 of 64 here): the top-1 gate is loosened so that the int8 path is what is tested.
+                     "optimization": {"quantization": "auto",
+                                      "accuracyGate": {"minCosine": 0.98, "maxTop1DropPercent": 10},
+                                      "calibration": {"uri": calibration.as_uri(),
+                                                      "sha256": demo_models.sha256(calibration)}},
                      "rollout": {"steps": [{"percent": 50}, {"percent": 100}],
                                  "analysis": {"interval": "2s", "failureLimit": 1, "maxErrorRate": 0.05,
                                               "goldenInputs": {"uri": golden.as_uri(),
@@ -78,21 +84,24 @@ def flag(argv: list[str], name: str) -> str:
 
 @pytest.fixture(scope="module")
 def deployed(cluster: DevCluster, module_namespace: str, module_fleet, store_operator: Operator,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PodRunner, Path, Path]]:
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PodRunner, Path, Path, Path]]:
     root = tmp_path_factory.mktemp("openvino")
     src = demo_models.good(root / "src" / "model.onnx")
     golden = demo_models.golden(root / "golden.npz")
+    calibration = demo_models.golden(root / "calibration.npz", samples=64, seed=11)
     module_fleet({AMD: 2, ARM: 2})
-    apply(cluster, [profile(module_namespace), edgemodel(module_namespace, "1.0", src, golden)])
+    apply(cluster, [profile(module_namespace), edgemodel(module_namespace, "1.0", src, golden, calibration)])
     with cluster.api_client() as api, PodRunner(api, root / "pods", module_namespace,
-                                                f"edgewise.io/model={MODEL}").start() as runner:
-        yield runner, src, golden
+                                                f"edgewise.io/model={MODEL}").start() as runner, \
+            Traffic(runner, MODEL):  # the applications whose requests the canary analysis measures
+        yield runner, src, golden, calibration
 
 
 def test_the_intel_class_gets_an_nncf_int8_artifact_served_by_openvino(
-        cluster: DevCluster, module_namespace: str, deployed: tuple[PodRunner, Path, Path]) -> None:
-    runner, src, _ = deployed
+        cluster: DevCluster, module_namespace: str, deployed: tuple[PodRunner, Path, Path, Path]) -> None:
+    runner, src, _, _ = deployed
     obj = wait_artifacts(cluster, module_namespace, MODEL, 2, 240)
+    assert obj["status"]["phase"] != "Degraded", obj["status"]
     cs = classes(obj)
     intel, arm = cs["intel"], cs["arm"]
     assert intel["runtime"] == "openvino" and arm["runtime"] == "onnxruntime"
@@ -119,12 +128,12 @@ def test_the_intel_class_gets_an_nncf_int8_artifact_served_by_openvino(
 
 
 def test_a_new_version_is_rolled_out_as_canaries_on_both_classes_and_promoted(
-        cluster: DevCluster, module_namespace: str, deployed: tuple[PodRunner, Path, Path]) -> None:
-    runner, src, golden = deployed
+        cluster: DevCluster, module_namespace: str, deployed: tuple[PodRunner, Path, Path, Path]) -> None:
+    runner, src, golden, calibration = deployed
     wait_status(cluster, module_namespace, MODEL, lambda o: {
         c["name"]: (c["state"], c.get("stableVersion")) for c in (o.get("status", {}).get("rollout") or {}).get(
             "classes") or []} == {"intel": ("Stable", "1.0"), "arm": ("Stable", "1.0")}, "1.0 stable", 240)
-    apply(cluster, [edgemodel(module_namespace, "2.0", src, golden)])
+    apply(cluster, [edgemodel(module_namespace, "2.0", src, golden, calibration)])
     seen_canary: set[str] = set()
 
     def promoted(o: dict[str, Any]) -> bool:
