@@ -456,9 +456,9 @@ def raw_openvino_worker(path: str, feed_file: str, threads: int, warmup: int, pl
     with the properties edgewise serve uses for one instance."""
     import openvino as ov
 
-    from edgewise.node.serve import openvino_model
+    from edgewise.shared import openvino_settings
 
-    compiled = ov.Core().compile_model(path, "CPU", openvino_model.compile_properties("CPU", threads, 1, precision))
+    compiled = ov.Core().compile_model(path, "CPU", openvino_settings.compile_properties("CPU", threads, 1, precision))
     feed = dict(np.load(feed_file))
 
     def client() -> Callable[[], object]:

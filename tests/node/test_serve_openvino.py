@@ -31,6 +31,7 @@ from edgewise.cli import main as cli_main
 from edgewise.cli import serve as serve_cli
 from edgewise.node.serve import backends, config, dtypes, openvino_model
 from edgewise.node.serve.model import ModelSpec, ServedTensor, find_model_file
+from edgewise.shared import openvino_settings
 
 OPENVINO = ("--backend", "openvino")
 
@@ -309,12 +310,12 @@ def test_device_problem(asked: str, available: list[str], problem: str | None) -
 
 
 def test_compile_properties_put_cpu_knobs_where_the_device_takes_them() -> None:
-    assert openvino_model.compile_properties("CPU", 2, 3) == {
+    assert openvino_settings.compile_properties("CPU", 2, 3) == {
         "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 6,
         "NUM_STREAMS": 3}
-    assert openvino_model.compile_properties("AUTO", 0, 1, "bf16") == {
+    assert openvino_settings.compile_properties("AUTO", 0, 1, "bf16") == {
         "PERFORMANCE_HINT": "LATENCY", "DEVICE_PROPERTIES": {"CPU": {"INFERENCE_PRECISION_HINT": "bf16"}}}
-    assert openvino_model.compile_properties("GPU", 4, 2) == {"PERFORMANCE_HINT": "LATENCY"}
+    assert openvino_settings.compile_properties("GPU", 4, 2) == {"PERFORMANCE_HINT": "LATENCY"}
 
 
 def test_auto_device_compiles_with_the_cpu_properties(tmp_path: Path) -> None:
@@ -358,4 +359,4 @@ def test_openvino_element_types_map_to_wire_types() -> None:
 def test_cli_choices_match_the_backends() -> None:
     assert serve_cli.BACKENDS == backends.BACKENDS
     assert serve_cli.DEVICES == backends.DEVICES
-    assert serve_cli.PRECISIONS == openvino_model.PRECISIONS
+    assert serve_cli.PRECISIONS == openvino_settings.PRECISIONS

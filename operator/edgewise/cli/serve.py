@@ -11,7 +11,7 @@ from edgewise import contract
 # must stay quick and light on every image.
 BACKENDS = ("onnxruntime", "openvino")
 DEVICES: tuple[str, ...] = get_args(contract.Device)
-PRECISIONS = ("f32", "bf16")  # edgewise.node.serve.openvino_model.PRECISIONS
+PRECISIONS = ("f32", "bf16")  # edgewise.shared.openvino_settings.PRECISIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgewise.contract import ONNX_FILENAME
+from edgewise.shared.openvino_settings import triton_parameters
 from edgewise.shared.tensors import INT32, INT64, TensorSpec
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ def openvino_config(
     batching: Batching = Batching(), instance_count: int = 1, device: str = "CPU", threads: int = 0,
 ) -> ModelConfig:
     """A config for Triton's OpenVINO backend serving `model.onnx` (the artifact as Edgewise stores it:
-    the backend reads ONNX, given its file name), with OpenVINO's latency hint on `device`."""
+    the backend reads ONNX, given its file name), compiled for `device` as Edgewise's own server compiles it."""
     from tritonclient.grpc import model_config_pb2 as mc
 
     cfg = model_config(name, "", inputs, outputs, batching=batching, instance_count=instance_count,
@@ -145,10 +146,8 @@ def openvino_config(
     cfg.ClearField("platform")
     cfg.backend = "openvino"
     cfg.default_model_filename = ONNX_FILENAME
-    parameters = {"TARGET_DEVICE": device, "PERFORMANCE_HINT": "LATENCY"}
-    if threads > 0:
-        parameters["INFERENCE_NUM_THREADS"] = str(threads)
-    for key, value in parameters.items():
+    # The properties the optimizer gated the artifact with and `edgewise serve` compiles it with.
+    for key, value in triton_parameters(device, threads, instance_count).items():
         cfg.parameters[key].CopyFrom(mc.ModelParameter(string_value=value))
     return cfg
 

@@ -8,7 +8,8 @@ file itself (no IR conversion) and compiles it for a device. What is pinned, and
 - `INFERENCE_NUM_THREADS`: with one thread OpenVINO computes on the calling thread (measured:
   thread CPU time equals process CPU time), which the speed gate's CPU-time clock needs.
 - One stream, latency hint: one request at a time, as the gates send them.
-The serving backend compiles with `compile_config` too, so what was gated is what is served.
+The serving backend compiles with the same properties (shared/openvino_settings.py), so what was gated is
+what is served.
 """
 
 from __future__ import annotations
@@ -21,16 +22,13 @@ import numpy as np
 
 from edgewise.optimize.errors import TechniqueFailed
 from edgewise.optimize.target import DEFAULT_DEVICE
+from edgewise.shared.openvino_settings import compile_properties
 
 
 def compile_config(device: str = DEFAULT_DEVICE, threads: int | None = None) -> dict[str, Any]:
-    """The properties OpenVINO compiles an Edgewise artifact with on `device`."""
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-    if device == "CPU":
-        config |= {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-    return config
+    """The properties OpenVINO compiles an Edgewise artifact with on `device`, one request at a time:
+    the serving backend's own (shared/openvino_settings.py) for one instance."""
+    return compile_properties(device, threads or 0, 1)
 
 
 class Session:

@@ -27,7 +27,7 @@ class RuntimeOptions:
     threads: int = 0  # per execution; 0: the runtime's default (one per core)
     instances: int = 1  # executions that may run at once
     device: str = "CPU"  # openvino only
-    precision: str = "f32"  # openvino on the CPU only: openvino_model.PRECISIONS
+    precision: str = "f32"  # openvino on the CPU only: shared.openvino_settings.PRECISIONS
     spinning: bool = False  # onnxruntime only
     spin_us: int = 0  # onnxruntime only
 

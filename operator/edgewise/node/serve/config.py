@@ -11,8 +11,8 @@ import functools
 from importlib import metadata
 from typing import Any
 
-from edgewise.node.serve import openvino_model
 from edgewise.node.serve.model import ModelSpec, ServedTensor
+from edgewise.shared import openvino_settings
 
 SERVER_NAME = "edgewise"
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "statistics")
@@ -60,7 +60,7 @@ def _config_dims(spec: ModelSpec, t: ServedTensor) -> list[int]:
 def _parameters(spec: ModelSpec, instances: int, threads: int, device: str, precision: str) -> dict[str, str]:
     """The runtime settings in use, under the parameter names of the Triton backend."""
     if spec.backend == "openvino":
-        return openvino_model.triton_parameters(device, threads, instances, precision)
+        return openvino_settings.triton_parameters(device, threads, instances, precision)
     return {"intra_op_thread_count": str(threads)}
 
 

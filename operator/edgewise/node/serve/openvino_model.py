@@ -19,6 +19,7 @@ from edgewise import contract
 from edgewise.node.serve import dtypes, model
 from edgewise.node.serve.errors import InferError, Status
 from edgewise.node.serve.model import ModelSpec, ServedTensor
+from edgewise.shared.openvino_settings import compile_properties
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,6 @@ IR_FILENAME = "model.xml"  # Triton's default file name for its openvino backend
 # ONNX first: it is what Edgewise ships for openvino classes; an IR left beside it by hand
 # must not win over a freshly fetched artifact.
 FILENAMES = (contract.ONNX_FILENAME, IR_FILENAME)
-
-LATENCY = {"PERFORMANCE_HINT": "LATENCY"}
 
 
 def device_problem(asked: str, available: Sequence[str]) -> str | None:
@@ -50,36 +49,6 @@ def unavailable(device: str) -> str | None:
         return ("the openvino backend needs the openvino package, which this image lacks: "
                 "use the edgewise/node-openvino image (or pip install openvino)")
     return device_problem(device, ov.Core().available_devices)
-
-
-PRECISIONS = ("f32", "bf16")
-
-
-def compile_properties(device: str, threads: int, instances: int, precision: str = "f32") -> dict[str, Any]:
-    """What the model is compiled with: the LATENCY hint (one stream, all its threads on one
-    request), and for the CPU one stream per instance so `instances` requests really run at
-    once (one stream would take them in turn), `threads` threads each, and the precision of
-    floating-point layers. OpenVINO's CPU default is bf16 wherever the CPU has native bf16
-    (this machine's EPYC does): faster, but not the fp32 the artifact was built and gated as,
-    so f32 unless asked. These are CPU properties: GPU and NPU keep their own defaults (f16),
-    and the host threads only feed them."""
-    cpu: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
-    if threads > 0:
-        cpu["INFERENCE_NUM_THREADS"] = threads * instances
-    if instances > 1:
-        cpu["NUM_STREAMS"] = instances
-    if device == "CPU":
-        return {**LATENCY, **cpu}
-    if device == "AUTO":
-        return {**LATENCY, "DEVICE_PROPERTIES": {"CPU": cpu}}
-    return dict(LATENCY)
-
-
-def triton_parameters(device: str, threads: int, instances: int, precision: str = "f32") -> dict[str, str]:
-    """The same settings under the parameter names of Triton's openvino backend."""
-    props = compile_properties(device, threads, instances, precision)
-    flat = {**props.pop("DEVICE_PROPERTIES", {}).get("CPU", {}), **props}
-    return {"TARGET_DEVICE": device, **{k: str(v) for k, v in flat.items()}}
 
 
 # What OpenVINO computes 64-bit tensors in: the CPU plugin takes INT64 and UINT64 as 32-bit
