@@ -376,7 +376,7 @@ def bench_openvino(minilm: Path, det: Path, files: dict[str, Path], args: argpar
         text = docs.read_text()
         text = text.split(f"\n{OV_SECTION}\n")[0].rstrip("\n")
         reading = HERE / "openvino_analysis.md"  # the hand-written reading of the numbers, kept with the bench
-        section = (f"\n\n{OV_SECTION}\n\nDraft, {result['date']}; re-run on an idle machine before quoting. "
+        section = (f"\n\n{OV_SECTION}\n\nMeasured {result['date']}, side by side in one run. "
                    f"Command: `{result['command']}`. Machine: {result['machine']}.\n\n{table}"
                    + (f"\n{reading.read_text()}" if reading.exists() else ""))
         docs.write_text(text + section)
