@@ -7,6 +7,10 @@ put on real devices, so a K3s fleet needs no labelling by hand:
    → Triton with a TensorRT plan built on the device, fp16;
 2. `arm64-cpu`: every other arm64 node → Edgewise's ONNX Runtime server, int8;
 3. `amd64-cpu`: amd64 nodes → Edgewise's ONNX Runtime server, int8.
+
+Intel nodes are not routed to `openvino` here: measured, OpenVINO's int8 was ahead on a CNN but
+not on a transformer at batch 1, and its server needs more memory (docs/benchmarks.md, "OpenVINO
+beside ONNX Runtime"). examples/intel-profile.yaml shows the profile that does.
 """
 
 from __future__ import annotations
