@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import np_to_triton_dtype
 
 from edgewise.devcluster.processes import free_ports
 
@@ -162,3 +164,27 @@ def post(
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def client(server: ServeProcess, proto: str) -> Any:
+    return server.http() if proto == "http" else server.grpc()
+
+
+def infer(
+    server: ServeProcess, proto: str, model: str, arrays: dict[str, np.ndarray], binary: bool = True,
+    outputs: list[str] | None = None, version: str = "",
+) -> Any:
+    mod = httpclient if proto == "http" else grpcclient
+    inputs = []
+    for name, arr in arrays.items():
+        i = mod.InferInput(name, list(arr.shape), np_to_triton_dtype(arr.dtype))
+        if proto == "http":
+            i.set_data_from_numpy(arr, binary_data=binary)
+        else:
+            i.set_data_from_numpy(arr)
+        inputs.append(i)
+    requested = None
+    if outputs is not None:
+        requested = [httpclient.InferRequestedOutput(o, binary_data=binary) if proto == "http"
+                     else grpcclient.InferRequestedOutput(o) for o in outputs]
+    return client(server, proto).infer(model, inputs, model_version=version, outputs=requested)

@@ -216,15 +216,16 @@ def test_help_runs_with_only_the_image_packages(tmp_path: Path, requirements: st
     assert f"usage: edgewise {command}" in proc.stdout
 
 
-def test_node_image_fetches_and_serves_a_model(tmp_path: Path) -> None:
+def _fetch_then_serve(requirements: str, tmp_path: Path, *backend: str) -> None:
+    """`edgewise fetch` then `edgewise serve` with only the image's packages, until the server is ready."""
     model = mlp()
     source = tmp_path / "src.onnx"
     source.write_bytes(model)
-    proc = in_image("requirements-node.txt", tmp_path, "fetch", "--uri", source.as_uri(),
+    proc = in_image(requirements, tmp_path, "fetch", "--uri", source.as_uri(),
                     "--sha256", sha256(model), "--model-name", "mlp", "--dest", str(tmp_path / "models"))
     assert proc.returncode == 0, proc.stderr
     ports = free_ports(3)
-    server = start_in_image("requirements-node.txt", tmp_path, "serve",
+    server = start_in_image(requirements, tmp_path, "serve", *backend,
                             "--model-dir", str(tmp_path / "models/mlp"), "--model-name", "mlp",
                             "--host", "127.0.0.1", "--http-port", str(ports[0]),
                             "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]))
@@ -233,6 +234,10 @@ def test_node_image_fetches_and_serves_a_model(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(60)
+
+
+def test_node_image_fetches_and_serves_a_model(tmp_path: Path) -> None:
+    _fetch_then_serve("requirements-node.txt", tmp_path)
 
 
 def test_the_openvino_image_is_the_node_image_with_openvino_instead_of_onnxruntime() -> None:
@@ -261,22 +266,7 @@ def test_openvino_image_fetches_a_model_without_onnx_or_onnxruntime(tmp_path: Pa
 
 
 def test_openvino_image_serves_a_model_with_the_openvino_backend(tmp_path: Path) -> None:
-    model = mlp()
-    source = tmp_path / "src.onnx"
-    source.write_bytes(model)
-    proc = in_image("requirements-openvino.txt", tmp_path, "fetch", "--uri", source.as_uri(),
-                    "--sha256", sha256(model), "--model-name", "mlp", "--dest", str(tmp_path / "models"))
-    assert proc.returncode == 0, proc.stderr
-    ports = free_ports(3)
-    server = start_in_image("requirements-openvino.txt", tmp_path, "serve", "--backend", "openvino",
-                            "--model-dir", str(tmp_path / "models/mlp"), "--model-name", "mlp",
-                            "--host", "127.0.0.1", "--http-port", str(ports[0]),
-                            "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]))
-    try:
-        wait_answering(server, tmp_path / "serve.log", f"http://127.0.0.1:{ports[0]}/v2/health/ready", 90)
-    finally:
-        server.terminate()
-        server.wait(60)
+    _fetch_then_serve("requirements-openvino.txt", tmp_path, "--backend", "openvino")
 
 
 def test_jetson_fetcher_lays_out_a_triton_repository_without_onnxruntime(tmp_path: Path) -> None:

@@ -18,14 +18,12 @@ import onnxruntime as ort
 import openvino as ov
 import pytest
 import serve_models_support
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from fetch_models_support import model_bytes
 from google.protobuf import json_format
 from onnx import TensorProto, helper, numpy_helper
-from serve_support import ServeProcess, http_status, in_threads, serving
+from serve_support import ServeProcess, http_status, in_threads, infer, serving
 from tritonclient.grpc import model_config_pb2
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+from tritonclient.utils import InferenceServerException
 
 from edgewise.cli import main as cli_main
 from edgewise.cli import serve as serve_cli
@@ -34,21 +32,6 @@ from edgewise.node.serve.model import ModelSpec, ServedTensor, find_model_file
 from edgewise.shared import openvino_settings
 
 OPENVINO = ("--backend", "openvino")
-
-
-def _infer(server: ServeProcess, proto: str, model: str, feed: dict[str, np.ndarray],
-           binary: bool = True) -> Any:
-    mod: Any = httpclient if proto == "http" else grpcclient
-    inputs = []
-    for name, arr in feed.items():
-        i = mod.InferInput(name, list(arr.shape), np_to_triton_dtype(arr.dtype))
-        if proto == "http":
-            i.set_data_from_numpy(arr, binary_data=binary)
-        else:
-            i.set_data_from_numpy(arr)
-        inputs.append(i)
-    c = server.http() if proto == "http" else server.grpc()
-    return c.infer(model, inputs)
 
 
 def _reference(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -139,7 +122,7 @@ def test_batching_merges_concurrent_requests_and_statistics_and_metrics_count(
     rows = np.random.default_rng(3).standard_normal((4, 1, 4)).astype(np.float32)
     before = mlp.http().get_inference_statistics("mlp")["model_stats"][0]
     protos = ["http", "grpc", "http", "grpc"]
-    results = in_threads([lambda k=k: _infer(mlp, protos[k], "mlp", {"x": rows[k]}).as_numpy("y")
+    results = in_threads([lambda k=k: infer(mlp, protos[k], "mlp", {"x": rows[k]}).as_numpy("y")
                           for k in range(4)])
     for k, got in enumerate(results):
         assert isinstance(got, np.ndarray), got
@@ -158,7 +141,7 @@ def test_batching_merges_concurrent_requests_and_statistics_and_metrics_count(
 def test_ir_model_in_a_triton_layout_matches_onnxruntime(cnn: ServeProcess, root: Path, proto: str,
                                                          binary: bool) -> None:
     images = np.random.default_rng(5).standard_normal((3, 1, 8, 8)).astype(np.float32)
-    got = _infer(cnn, proto, "cnn", {"image": images}, binary).as_numpy("logits")
+    got = infer(cnn, proto, "cnn", {"image": images}, binary).as_numpy("logits")
     np.testing.assert_allclose(got, _reference(root / "cnn.onnx", {"image": images})["logits"],
                                rtol=1e-5, atol=1e-5)
     assert cnn.http().get_model_metadata("cnn")["versions"] == ["2"]
@@ -167,7 +150,7 @@ def test_ir_model_in_a_triton_layout_matches_onnxruntime(cnn: ServeProcess, root
 
 def test_concurrent_requests_on_two_instances_get_their_own_answers(cnn: ServeProcess, root: Path) -> None:
     feeds = [np.random.default_rng(k).standard_normal((1 + k % 3, 1, 8, 8)).astype(np.float32) for k in range(8)]
-    results = in_threads([lambda k=k: _infer(cnn, "http" if k % 2 else "grpc", "cnn", {"image": feeds[k]})
+    results = in_threads([lambda k=k: infer(cnn, "http" if k % 2 else "grpc", "cnn", {"image": feeds[k]})
                           .as_numpy("logits") for k in range(len(feeds))])
     for k, feed in enumerate(feeds):
         assert isinstance(results[k], np.ndarray), results[k]
@@ -188,7 +171,7 @@ def test_every_numeric_wire_type_round_trips(types: ServeProcess, proto: str, bi
         "small": np.array([[-127, 127]], dtype=np.int8), "big": np.array([[2**31 - 3, -5]], dtype=np.int64),
         "flag": np.array([[True, False]]), "byte": np.array([[3, 100]], dtype=np.uint8),
     }
-    result = _infer(types, proto, "types", feed, binary)
+    result = infer(types, proto, "types", feed, binary)
     meta = types.http().get_model_metadata("types")
     assert [t["datatype"] for t in meta["outputs"]] == ["FP16", "FP64", "INT8", "INT64", "BOOL", "UINT8"]
     assert result.as_numpy("half_out").dtype == np.float16
@@ -213,7 +196,7 @@ def test_64_bit_values_openvino_would_narrow_are_refused(types: ServeProcess, pr
     }
     with pytest.raises(InferenceServerException, match="input 'big' holds the INT64 value 1099511627776, "
                                                         "outside -2147483648..2147483647") as err:
-        _infer(types, proto, "types", feed)
+        infer(types, proto, "types", feed)
     assert err.value.status() in ("400", "StatusCode.INVALID_ARGUMENT")
 
 
@@ -238,12 +221,12 @@ def test_a_request_that_breaks_the_kernel_is_the_requests_fault(root: Path) -> N
     try:
         bad = {"x": np.ones((1, 5), np.float32)}
         with pytest.raises(InferenceServerException, match="the model failed on this input") as http_err:
-            _infer(server, "http", "strided", bad)
+            infer(server, "http", "strided", bad)
         assert http_err.value.status() == "400"
         with pytest.raises(InferenceServerException, match="reshape") as grpc_err:
-            _infer(server, "grpc", "strided", bad)
+            infer(server, "grpc", "strided", bad)
         assert grpc_err.value.status() == "StatusCode.INVALID_ARGUMENT"
-        good = _infer(server, "http", "strided", {"x": np.ones((2, 16), np.float32)}).as_numpy("y")
+        good = infer(server, "http", "strided", {"x": np.ones((2, 16), np.float32)}).as_numpy("y")
         np.testing.assert_array_equal(good, np.ones(32, np.float32))
         (stats,) = server.http().get_inference_statistics("strided")["model_stats"]
         assert (stats["inference_stats"]["fail"]["count"], stats["inference_stats"]["success"]["count"]) == (2, 1)

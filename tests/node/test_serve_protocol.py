@@ -18,9 +18,9 @@ import pytest
 import serve_models_support
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from serve_support import ServeProcess, post, serving
+from serve_support import ServeProcess, client, infer, post, serving
 from tritonclient.grpc import service_pb2, service_pb2_grpc
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+from tritonclient.utils import InferenceServerException
 
 PROTOCOLS = ["http", "grpc"]
 # gRPC always carries raw bytes; HTTP can send tensors as binary or as JSON lists.
@@ -56,30 +56,6 @@ def cnn_server(model_root: Path) -> Iterator[ServeProcess]:
 def types_server(model_root: Path) -> Iterator[ServeProcess]:
     with serving(model_root / "types", "types", model_root / "types.log", "--max-batch-size", "4") as server:
         yield server
-
-
-def client(server: ServeProcess, proto: str) -> Any:
-    return server.http() if proto == "http" else server.grpc()
-
-
-def infer(
-    server: ServeProcess, proto: str, model: str, arrays: dict[str, np.ndarray], binary: bool = True,
-    outputs: list[str] | None = None, version: str = "",
-) -> Any:
-    mod = httpclient if proto == "http" else grpcclient
-    inputs = []
-    for name, arr in arrays.items():
-        i = mod.InferInput(name, list(arr.shape), np_to_triton_dtype(arr.dtype))
-        if proto == "http":
-            i.set_data_from_numpy(arr, binary_data=binary)
-        else:
-            i.set_data_from_numpy(arr)
-        inputs.append(i)
-    requested = None
-    if outputs is not None:
-        requested = [httpclient.InferRequestedOutput(o, binary_data=binary) if proto == "http"
-                     else grpcclient.InferRequestedOutput(o) for o in outputs]
-    return client(server, proto).infer(model, inputs, model_version=version, outputs=requested)
 
 
 def as_json(proto: str, call: Any, *args: Any) -> dict[str, Any]:
