@@ -44,6 +44,7 @@ ALL_OPTIONS: dict[str, Any] = {
     "images": {
         "agent": {"repository": "acme/agent", "tag": "1.2.3"},
         "onnxruntime": {"repository": "acme/onnxruntime", "tag": "1.2.3"},
+        "openvino": {"repository": "acme/node-openvino", "tag": "1.2.4"},
         "ngcRelease": "25.03",
         "tritonJetson": {"repository": "acme/triton-jetson", "tag": ""},
         "triton": {"repository": "nvidia/tritonserver", "tag": ""},

@@ -165,6 +165,7 @@ def test_default_settings_round_trip_and_agree_with_the_operators_defaults(helm:
     assert chart.namespace == NAMESPACE
     assert chart.artifact_url == f"http://{RELEASE}-operator-artifacts.{NAMESPACE}.svc:8090"
     assert (chart.agent_image, chart.onnxruntime_image) == ("edgewise/agent:0.1.0", "edgewise/onnxruntime:0.1.0")
+    assert chart.openvino_image == "edgewise/node-openvino:0.1.0"
     assert chart.triton_image == "nvidia/tritonserver:25.01-py3-igpu"
     assert chart.tensorrt_fetch_image == "edgewise/triton-jetson:25.01-0.1.0"
     assert chart.agent_namespace == "edgewise-node"
@@ -177,6 +178,7 @@ def test_every_option_round_trips_through_the_operator_settings(helm: Helm) -> N
     assert s.trace_env == {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.monitoring:4318",
                            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
     assert s.image(s.onnxruntime_image) == "registry.local:5000/acme/onnxruntime:1.2.3"
+    assert s.image(s.openvino_image) == "registry.local:5000/acme/node-openvino:1.2.4"
     assert s.image(s.triton_image) == "registry.local:5000/nvidia/tritonserver:25.03-py3-igpu"
     assert s.image(s.tensorrt_fetch_image) == "registry.local:5000/acme/triton-jetson:25.03-0.1.0"
     assert s.image(s.operator_image) == "registry.local:5000/acme/edgewise-operator:9.9.9"
