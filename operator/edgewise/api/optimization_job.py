@@ -69,8 +69,9 @@ class OptimizationJob(ApiModel):
         """The JSON form, nulls included (the cache key is computed from it) but for `target.device`,
         which only openvino jobs write, so the keys of the other runtimes' artifacts stay as they were."""
         wire = self.model_dump(by_alias=True, mode="json")
-        if wire["target"]["device"] is None:
-            del wire["target"]["device"]
+        target = wire.get("target")  # absent only from a job built without validation (model_construct)
+        if isinstance(target, dict) and target.get("device") is None:
+            target.pop("device", None)
         return wire
 
     def key(self) -> str:
