@@ -153,7 +153,10 @@ def test_the_operator_patches_only_edgewise_labels_of_nodes(cluster: DevCluster,
         assert policy in me.call(me.core.patch_node, node, patch), patch
     after = get(cluster, "node", node)
     assert after["metadata"]["labels"]["kubernetes.io/arch"] == "arm64"
-    assert after["metadata"]["labels"]["edgewise.io/bucket"] == "7" and not after["spec"].get("taints")
+    # Only the taint it tried is looked for: the node lifecycle controller may taint a kwok node not-ready
+    # for a moment (seen once, in a full run), which is none of the operator's doing.
+    assert after["metadata"]["labels"]["edgewise.io/bucket"] == "7"
+    assert not [t for t in after["spec"].get("taints") or [] if t["key"] == "x"]
     assert "cannot delete resource" in me.call(me.core.delete_node, node)
 
 
