@@ -188,3 +188,18 @@ def infer(
         requested = [httpclient.InferRequestedOutput(o, binary_data=binary) if proto == "http"
                      else grpcclient.InferRequestedOutput(o) for o in outputs]
     return client(server, proto).infer(model, inputs, model_version=version, outputs=requested)
+
+
+def check_concurrent_minilm(server: ServeProcess, answer: Callable[[str, dict[str, np.ndarray]], np.ndarray],
+                            expected: Callable[[dict[str, np.ndarray]], np.ndarray]) -> None:
+    """Six MiniLM clients at once, two sequence lengths, HTTP and gRPC: merged batches must split back row for
+    row. `answer(proto, feed)` is the server's embedding, `expected(feed)` the reference runtime's."""
+    import serve_models_support
+
+    feeds = [serve_models_support.minilm_inputs(batch=1, seq=16 if k % 2 else 8, seed=100 + k) for k in range(6)]
+    results = in_threads([lambda k=k: answer("http" if k < 3 else "grpc", feeds[k]) for k in range(len(feeds))])
+    for k, feed in enumerate(feeds):
+        assert isinstance(results[k], np.ndarray), results[k]
+        np.testing.assert_allclose(results[k], expected(feed), atol=1e-4)
+    (stats,) = server.http().get_inference_statistics("minilm")["model_stats"]
+    assert stats["inference_stats"]["fail"]["count"] == 0

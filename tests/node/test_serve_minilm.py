@@ -16,7 +16,7 @@ import pytest
 import serve_models_support
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from serve_support import ServeProcess, in_threads, serving
+from serve_support import ServeProcess, check_concurrent_minilm, serving
 
 EMBEDDING = "461"  # the pooled sentence embedding [batch, 384]
 TOKENS = "onnx::Shape_422"  # per-token embeddings [batch, seq, 384]
@@ -69,15 +69,8 @@ def test_concurrent_minilm_requests_get_their_own_answers(
     minilm: ServeProcess, session: ort.InferenceSession,
 ) -> None:
     """Six clients, two sequence lengths: merged batches must split back row for row."""
-    feeds = [serve_models_support.minilm_inputs(batch=1, seq=16 if k % 2 else 8, seed=100 + k) for k in range(6)]
-    results = in_threads([lambda k=k: _infer(minilm, "http" if k < 3 else "grpc", feeds[k]).as_numpy(EMBEDDING)
-                          for k in range(len(feeds))])
-    for k, feed in enumerate(feeds):
-        assert isinstance(results[k], np.ndarray), results[k]
-        (expected,) = session.run([EMBEDDING], feed)
-        np.testing.assert_allclose(results[k], expected, atol=1e-4)
-    (stats,) = minilm.http().get_inference_statistics("minilm")["model_stats"]
-    assert stats["inference_stats"]["fail"]["count"] == 0
+    check_concurrent_minilm(minilm, lambda proto, feed: _infer(minilm, proto, feed).as_numpy(EMBEDDING),
+                            lambda feed: session.run([EMBEDDING], feed)[0])
 
 
 def test_minilm_rejects_token_ids_outside_the_vocabulary(minilm: ServeProcess) -> None:

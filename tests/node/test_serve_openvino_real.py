@@ -18,7 +18,7 @@ import pytest
 import serve_models_support
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from serve_support import ServeProcess, in_threads, serving
+from serve_support import ServeProcess, check_concurrent_minilm, serving
 from tritonclient.utils import np_to_triton_dtype
 
 from edgewise.devcluster import real_models
@@ -86,15 +86,9 @@ def test_minilm_embeddings_match_onnxruntime(minilm: ServeProcess, proto: str) -
 def test_concurrent_minilm_requests_of_two_lengths_get_their_own_answers(minilm: ServeProcess) -> None:
     """Merged batches (same length) must split back row for row; other lengths run apart."""
     session = _session(serve_models_support.minilm_path())
-    feeds = [serve_models_support.minilm_inputs(batch=1, seq=16 if k % 2 else 8, seed=100 + k) for k in range(6)]
-    results = in_threads([lambda k=k: _infer(minilm, "http" if k < 3 else "grpc", "minilm", feeds[k], [EMBEDDING])
-                          .as_numpy(EMBEDDING) for k in range(len(feeds))])
-    for k, feed in enumerate(feeds):
-        assert isinstance(results[k], np.ndarray), results[k]
-        (expected,) = session.run([EMBEDDING], feed)
-        np.testing.assert_allclose(results[k], expected, atol=1e-4)
-    (stats,) = minilm.http().get_inference_statistics("minilm")["model_stats"]
-    assert stats["inference_stats"]["fail"]["count"] == 0
+    check_concurrent_minilm(
+        minilm, lambda proto, feed: _infer(minilm, proto, "minilm", feed, [EMBEDDING]).as_numpy(EMBEDDING),
+        lambda feed: session.run([EMBEDDING], feed)[0])
 
 
 @pytest.mark.parametrize("proto, shape", [("http", (1, 3, 128, 128)), ("grpc", (2, 3, 96, 160))])
