@@ -273,8 +273,12 @@ def test_prometheus_scrapes_the_operator_the_runtime_pods_and_the_agent_and_load
     prom = setup.prometheus
     for job in ("edgewise-operator", "edgewise-node-agent", "edgewise-runtime"):
         prom.returns_data(f'up{{job="{job}"}} == 1')
-    runtime = prom.returns_data(f'count by (model, edgewise_class, edgewise_revision, namespace) '
-                                f'(up{{job="edgewise-runtime", namespace="{setup.namespace}", model="{MODEL}"}} == 1)')
+    per_class = (f'count by (model, edgewise_class, edgewise_revision, namespace) '
+                 f'(up{{job="edgewise-runtime", namespace="{setup.namespace}", model="{MODEL}"}} == 1)')
+    # Each class's pods are first scraped when their own targets are found: on a busy machine one class's
+    # series may come seconds after the other's (seen once in a full run), so wait for both, then check them.
+    runtime = wait_for(lambda: (r := prom.query(per_class)) and {x["metric"]["edgewise_class"] for x in r} == {
+        "jetson", "arm"} and r, 60, "both classes' runtime pods scraped", interval=1)
     assert {r["metric"]["edgewise_class"] for r in runtime} == {"jetson", "arm"}, runtime
     assert all(r["metric"]["edgewise_revision"] for r in runtime), runtime
     groups = prom.get("/api/v1/rules")["groups"]
